@@ -1,0 +1,74 @@
+//! Pre-norm transformer block with optional cross-attention:
+//! `x += attn(norm1(x)); x += cross(norm_c(x), plan); x += mlp(norm2(x))`.
+
+use crate::{AttnMask, Attention, KvCache, KvPair, Mlp, Norm, NormKind};
+use tch::{nn, Tensor};
+
+#[derive(Debug, Clone, Copy)]
+pub struct BlockConfig {
+    pub d_model: i64,
+    pub n_heads: i64,
+    pub d_ff: i64,
+    pub dropout: f64,
+    pub norm: NormKind,
+    /// Width of the cross-attention context; `None` for a block without cross-attention.
+    pub d_context: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct Block {
+    norm1: Norm,
+    attn: Attention,
+    cross: Option<(Norm, Attention)>,
+    norm2: Norm,
+    mlp: Mlp,
+    dropout: f64,
+}
+
+impl Block {
+    pub fn new(p: nn::Path, cfg: &BlockConfig) -> Self {
+        let cross = cfg.d_context.map(|dc| {
+            (
+                Norm::new(&p / "norm_cross", cfg.norm, cfg.d_model),
+                Attention::new(&p / "cross_attn", cfg.d_model, dc, cfg.n_heads, cfg.dropout),
+            )
+        });
+        Self {
+            norm1: Norm::new(&p / "norm1", cfg.norm, cfg.d_model),
+            attn: Attention::new(&p / "attn", cfg.d_model, cfg.d_model, cfg.n_heads, cfg.dropout),
+            cross,
+            norm2: Norm::new(&p / "norm2", cfg.norm, cfg.d_model),
+            mlp: Mlp::new(&p / "mlp", cfg.d_model, cfg.d_ff),
+            dropout: cfg.dropout,
+        }
+    }
+
+    pub fn has_cross(&self) -> bool {
+        self.cross.is_some()
+    }
+
+    /// Cross-attention keys/values of a context, computed once per plan.
+    pub fn project_context(&self, context: &Tensor) -> Option<KvPair> {
+        self.cross.as_ref().map(|(_, a)| a.project_kv(context))
+    }
+
+    /// # Shapes
+    /// - `x`: `(B, T, D)`; `context_kv`: `(B, H, S, Dh)` from [`Block::project_context`]
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: AttnMask,
+        cache: Option<&mut KvCache>,
+        context_kv: Option<&KvPair>,
+        train: bool,
+    ) -> Tensor {
+        let h = self.attn.forward_self(&self.norm1.forward(x), cache, mask, train);
+        let mut x = x + h.dropout(self.dropout, train);
+        if let (Some((norm, cross)), Some(kv)) = (&self.cross, context_kv) {
+            let h = cross.attend(&norm.forward(&x), kv, AttnMask::None, train);
+            x = x + h.dropout(self.dropout, train);
+        }
+        let h = self.mlp.forward(&self.norm2.forward(&x));
+        x + h.dropout(self.dropout, train)
+    }
+}
