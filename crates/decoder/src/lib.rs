@@ -1,1 +1,17 @@
+//! The autoregressive decoder: a causal transformer LM whose blocks may cross-attend to a
+//! plan `(B, S, d_latent)` of sentence latents, with KV-cached batched generation and the
+//! usual logits processors.
+//!
+//! The decoder knows only the plan's shape; it never depends on the planner or embedding
+//! crates. Without a plan it uses its learned null plan, so one set of weights serves both
+//! the plain AR arm and the plan-guided arm.
 
+pub mod config;
+pub mod generate;
+pub mod model;
+pub mod sampling;
+
+pub use config::{ConfigError, DecoderConfig, PlanConfig};
+pub use generate::{generate, GenerateOptions, Generated, StopReason};
+pub use model::{slot_ids, Decoder, DecoderCache};
+pub use sampling::{LogitsProcessor, SamplingConfig};

@@ -5,6 +5,7 @@
 //! projections are computed once with [`Attention::project_kv`] and reused at every step.
 //! The kernel is `scaled_dot_product_attention`, which picks flash/efficient kernels on CUDA.
 
+use crate::InitStd;
 use tch::{nn, nn::Module, Tensor};
 
 /// Which keys each query may see.
@@ -86,13 +87,12 @@ pub struct Attention {
 impl Attention {
     /// `d_context` is the width of the key/value input: `d_model` for self-attention, the
     /// plan's width for cross-attention.
-    pub fn new(p: nn::Path, d_model: i64, d_context: i64, n_heads: i64, dropout: f64) -> Self {
+    pub fn new(p: nn::Path, d_model: i64, d_context: i64, n_heads: i64, dropout: f64, init: InitStd) -> Self {
         assert!(d_model % n_heads == 0, "d_model must be divisible by n_heads (checked by config validation)");
-        let lin = nn::LinearConfig::default();
         Self {
-            q_proj: nn::linear(&p / "q_proj", d_model, d_model, lin),
-            kv_proj: nn::linear(&p / "kv_proj", d_context, 2 * d_model, lin),
-            out_proj: nn::linear(&p / "out_proj", d_model, d_model, lin),
+            q_proj: nn::linear(&p / "q_proj", d_model, d_model, init.linear(init.proj)),
+            kv_proj: nn::linear(&p / "kv_proj", d_context, 2 * d_model, init.linear(init.proj)),
+            out_proj: nn::linear(&p / "out_proj", d_model, d_model, init.linear(init.resid)),
             n_heads,
             head_dim: d_model / n_heads,
             dropout,
@@ -154,7 +154,7 @@ mod tests {
     fn cached_self_attention_equals_full_causal() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let attn = Attention::new(vs.root() / "attn", 32, 32, 4, 0.0);
+        let attn = Attention::new(vs.root() / "attn", 32, 32, 4, 0.0, InitStd::default());
         let x = Tensor::randn([2, 7, 32], (Kind::Float, Device::Cpu));
         let full = attn.forward_self(&x, None, AttnMask::Causal, false);
         let mut cache = KvCache::new();
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn cross_attention_uses_context_width() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let attn = Attention::new(vs.root() / "cross", 16, 8, 2, 0.0);
+        let attn = Attention::new(vs.root() / "cross", 16, 8, 2, 0.0, InitStd::default());
         let x = Tensor::randn([3, 5, 16], (Kind::Float, Device::Cpu));
         let ctx = Tensor::randn([3, 4, 8], (Kind::Float, Device::Cpu));
         let kv = attn.project_kv(&ctx);

@@ -1,7 +1,7 @@
 //! Pre-norm transformer block with optional cross-attention:
 //! `x += attn(norm1(x)); x += cross(norm_c(x), plan); x += mlp(norm2(x))`.
 
-use crate::{AttnMask, Attention, KvCache, KvPair, Mlp, Norm, NormKind};
+use crate::{AttnMask, Attention, InitStd, KvCache, KvPair, Mlp, Norm, NormKind};
 use tch::{nn, Tensor};
 
 #[derive(Debug, Clone, Copy)]
@@ -13,6 +13,7 @@ pub struct BlockConfig {
     pub norm: NormKind,
     /// Width of the cross-attention context; `None` for a block without cross-attention.
     pub d_context: Option<i64>,
+    pub init: InitStd,
 }
 
 #[derive(Debug)]
@@ -30,15 +31,15 @@ impl Block {
         let cross = cfg.d_context.map(|dc| {
             (
                 Norm::new(&p / "norm_cross", cfg.norm, cfg.d_model),
-                Attention::new(&p / "cross_attn", cfg.d_model, dc, cfg.n_heads, cfg.dropout),
+                Attention::new(&p / "cross_attn", cfg.d_model, dc, cfg.n_heads, cfg.dropout, cfg.init),
             )
         });
         Self {
             norm1: Norm::new(&p / "norm1", cfg.norm, cfg.d_model),
-            attn: Attention::new(&p / "attn", cfg.d_model, cfg.d_model, cfg.n_heads, cfg.dropout),
+            attn: Attention::new(&p / "attn", cfg.d_model, cfg.d_model, cfg.n_heads, cfg.dropout, cfg.init),
             cross,
             norm2: Norm::new(&p / "norm2", cfg.norm, cfg.d_model),
-            mlp: Mlp::new(&p / "mlp", cfg.d_model, cfg.d_ff),
+            mlp: Mlp::new(&p / "mlp", cfg.d_model, cfg.d_ff, cfg.init),
             dropout: cfg.dropout,
         }
     }

@@ -15,3 +15,32 @@ pub use block::{Block, BlockConfig};
 pub use embedding::{sinusoidal_embedding, LearnedPositions};
 pub use mlp::Mlp;
 pub use norm::{Norm, NormKind};
+
+/// Initial weight scales (GPT-2): projections N(0, `proj`), projections that write into the
+/// residual stream (`out_proj`, `fc2`) N(0, `resid`), biases zero.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InitStd {
+    pub proj: f64,
+    pub resid: f64,
+}
+
+impl Default for InitStd {
+    fn default() -> Self {
+        Self { proj: 0.02, resid: 0.02 }
+    }
+}
+
+impl InitStd {
+    /// GPT-2's residual scaling for a stack of `n_layers` blocks.
+    pub fn gpt2(n_layers: i64) -> Self {
+        Self { proj: 0.02, resid: 0.02 / (2.0 * n_layers as f64).sqrt() }
+    }
+
+    pub fn linear(&self, std: f64) -> tch::nn::LinearConfig {
+        tch::nn::LinearConfig {
+            ws_init: tch::nn::Init::Randn { mean: 0.0, stdev: std },
+            bs_init: Some(tch::nn::Init::Const(0.0)),
+            bias: true,
+        }
+    }
+}

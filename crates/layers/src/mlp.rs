@@ -1,5 +1,6 @@
 //! Position-wise feed-forward network: `fc2(gelu(fc1(x)))`, exact (erf) GELU.
 
+use crate::InitStd;
 use tch::{nn, nn::Module, Tensor};
 
 #[derive(Debug)]
@@ -9,9 +10,11 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(p: nn::Path, d_model: i64, d_ff: i64) -> Self {
-        let c = nn::LinearConfig::default();
-        Self { fc1: nn::linear(&p / "fc1", d_model, d_ff, c), fc2: nn::linear(&p / "fc2", d_ff, d_model, c) }
+    pub fn new(p: nn::Path, d_model: i64, d_ff: i64, init: InitStd) -> Self {
+        Self {
+            fc1: nn::linear(&p / "fc1", d_model, d_ff, init.linear(init.proj)),
+            fc2: nn::linear(&p / "fc2", d_ff, d_model, init.linear(init.resid)),
+        }
     }
 
     /// # Shapes
