@@ -1,1 +1,44 @@
-fn main() {}
+//! The `plandiff` binary.
+
+mod args;
+mod commands;
+mod util;
+
+use args::{Cli, Command};
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let started = std::time::Instant::now();
+    // A panic is a bug, but the user still gets one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown");
+        let msg = msg.lines().next().unwrap_or_default();
+        let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error: {msg}{loc}; please report it");
+    }));
+    let cli = Cli::parse();
+    util::init_logging(&cli);
+    if let Some(n) = cli.threads {
+        tch::set_num_threads(n as i32);
+    }
+    let result = match cli.command {
+        Command::Prepare(a) => commands::prepare::run(a),
+        Command::Train(t) => commands::train::run(t),
+        Command::Generate(a) => commands::generate::run(a, started),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Info(a) => commands::info::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", util::one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

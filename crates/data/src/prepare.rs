@@ -246,7 +246,7 @@ fn train_tokenizer(files: &[PathBuf], opts: &PrepareOptions) -> Result<TextToken
             let d = if lowercase { d.to_lowercase() } else { d };
             split_sentences(&d).into_iter().map(|s| format!(" {s}")).collect::<Vec<_>>()
         });
-    let tk = TextTokenizer::train(docs, opts.vocab_size)?;
+    let tk = TextTokenizer::train(docs, opts.vocab_size, opts.lowercase)?;
     if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }

@@ -43,7 +43,9 @@ fn tok_err(e: impl std::fmt::Display) -> DataError {
 impl TextTokenizer {
     /// Trains a byte-level BPE of `vocab_size` tokens (including the 4 special tokens) on
     /// the given texts.
-    pub fn train<I, S>(texts: I, vocab_size: usize) -> Result<Self>
+    /// With `lowercase`, the tokenizer lowercases its input itself (a `Lowercase`
+    /// normalizer), so prompts need no preprocessing.
+    pub fn train<I, S>(texts: I, vocab_size: usize, lowercase: bool) -> Result<Self>
     where
         I: Iterator<Item = S> + Send,
         S: AsRef<str> + Send,
@@ -63,6 +65,9 @@ impl TextTokenizer {
             .build()
             .into();
         let mut tk = Tokenizer::new(BPE::default());
+        if lowercase {
+            tk.with_normalizer(Some(tokenizers::normalizers::utils::Lowercase));
+        }
         tk.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         tk.with_decoder(Some(ByteLevel::default()));
         tk.train(&mut trainer, texts).map_err(tok_err)?;
@@ -178,7 +183,7 @@ mod tests {
             "once upon a time there was a little girl.",
         ];
         let texts = corpus.iter().cycle().take(200).map(|s| s.to_string());
-        TextTokenizer::train(texts, 300).unwrap()
+        TextTokenizer::train(texts, 300, false).unwrap()
     }
 
     #[test]
@@ -219,8 +224,10 @@ mod tests {
         t.save(&p).unwrap();
         let u = TextTokenizer::from_file(&p).unwrap();
         assert_eq!(t.hash(), u.hash());
-        let other = TextTokenizer::train(["x y z w"; 50].iter().map(|s| s.to_string()), 280).unwrap();
+        let other = TextTokenizer::train(["x y z w"; 50].iter().map(|s| s.to_string()), 280, true).unwrap();
         assert_ne!(t.hash(), other.hash());
+        // The lowercasing tokenizer normalizes its input.
+        assert_eq!(other.encode("X Y").unwrap(), other.encode("x y").unwrap());
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! Command-line arguments (clap derive).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "plandiff", version, about = "Plan-then-write text generation: a diffusion planner over sentence latents and an autoregressive decoder, on libtorch")]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    /// Intra-op CPU threads for libtorch (default: libtorch's choice, all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Turn text files into a tokenizer and token shards.
+    Prepare(PrepareArgs),
+    /// Train a stage of a model bundle.
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// Generate text from a bundle.
+    Generate(GenerateArgs),
+    /// Validation loss and perplexity of a bundle on prepared data.
+    Eval(EvalArgs),
+    /// Describe a bundle.
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    /// Text files (blank-line separated paragraphs) or JSONL files with a "text" field, or
+    /// folders of them.
+    #[arg(long, required = true, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Output folder (tokenizer.json, train-*.bin, valid-*.bin, stats.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// BPE vocabulary size, special tokens included.
+    #[arg(long, default_value_t = 4096)]
+    pub vocab_size: usize,
+    /// Lowercase the text (the trained tokenizer then lowercases prompts too).
+    #[arg(long)]
+    pub lowercase: bool,
+    /// Use this tokenizer.json instead of training one.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Share of documents held out for validation.
+    #[arg(long, default_value_t = 0.01)]
+    pub valid_fraction: f64,
+    /// Train the BPE on at most this many MB of the input.
+    #[arg(long, default_value_t = 64)]
+    pub tokenizer_sample_mb: u64,
+    /// Print stats.json to stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrainCommand {
+    /// Stage `ar`: a plain causal language model.
+    Ar(TrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Run config (TOML), e.g. configs/tiny.toml. Not needed with --resume.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Prepared data folder (from `plandiff prepare`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Bundle folder to write (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run saved in --out exactly where it stopped.
+    #[arg(long)]
+    pub resume: bool,
+    /// Total optimizer steps (overrides train.max_steps; sets the LR schedule length).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Stop after this step with a checkpoint, as if interrupted; resume later with --resume.
+    #[arg(long)]
+    pub stop_at: Option<u64>,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Overrides train.seed (weights init, data order, dropout).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum Mode {
+    /// The decoder alone (plain autoregressive).
+    Ar,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Bundle folder.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long, value_enum, default_value = "ar")]
+    pub mode: Mode,
+    /// Prompt text.
+    #[arg(long, conflicts_with = "prompt_file", required_unless_present = "prompt_file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a UTF-8 file.
+    #[arg(long)]
+    pub prompt_file: Option<PathBuf>,
+    /// Most new tokens per sample.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Stop after this many new sentences.
+    #[arg(long)]
+    pub sentences: Option<usize>,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    /// CTRL repetition penalty; 1 disables it.
+    #[arg(long, default_value_t = 1.1)]
+    pub repetition_penalty: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Samples of the prompt, generated as one batch.
+    #[arg(long, default_value_t = 1)]
+    pub num_samples: usize,
+    /// Print tokens as they are generated.
+    #[arg(long)]
+    pub stream: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Prepared data folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "valid")]
+    pub split: String,
+    /// Tokens per window (default: the training seq_len).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Evaluate at most this many batches (default: the whole split).
+    #[arg(long)]
+    pub max_batches: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}

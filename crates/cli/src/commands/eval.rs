@@ -1,0 +1,48 @@
+use crate::args::EvalArgs;
+use crate::util::parse_device;
+use anyhow::{bail, Context, Result};
+use plandiff_data::TokenSet;
+use plandiff_train::{evaluate_loss, Bundle};
+use serde_json::json;
+use std::process::ExitCode;
+
+pub fn run(a: EvalArgs) -> Result<ExitCode> {
+    if a.split != "valid" && a.split != "train" {
+        bail!("--split {}: use valid or train", a.split);
+    }
+    if a.batch_size == 0 {
+        bail!("--batch-size must be >= 1");
+    }
+    let device = parse_device(&a.device)?;
+    let loaded = Bundle::new(&a.checkpoint).load_decoder("ar", device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    let set = TokenSet::open(&a.data, &a.split).with_context(|| format!("--data {}", a.data.display()))?;
+    if set.stats.tokenizer_hash != loaded.tokenizer.hash() {
+        bail!(
+            "--data {} was tokenized with another tokenizer than the model in {}; prepare it with `plandiff prepare --tokenizer {}/tokenizer.json`",
+            a.data.display(),
+            a.checkpoint.display(),
+            a.checkpoint.display()
+        );
+    }
+    let seq_len = a
+        .seq_len
+        .or_else(|| loaded.config.provenance.train.as_ref().map(|t| t.seq_len))
+        .unwrap_or(256)
+        .min(loaded.config.model.max_seq_len as usize);
+    let r = evaluate_loss(&loaded.model, &set, seq_len, a.batch_size, a.max_batches);
+    if r.tokens == 0 {
+        bail!("--data {}: the {} split is shorter than one window of {} tokens; use a smaller --seq-len", a.data.display(), a.split, seq_len + 1);
+    }
+    if a.json {
+        let out = json!({"checkpoint": a.checkpoint.display().to_string(), "data": a.data.display().to_string(),
+            "split": a.split, "seq_len": seq_len, "loss": r.loss, "perplexity": r.perplexity,
+            "token_accuracy": r.token_accuracy, "tokens": r.tokens});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{} split: loss {:.4}, perplexity {:.2}, token accuracy {:.3} over {} tokens (seq_len {seq_len})",
+            a.split, r.loss, r.perplexity, r.token_accuracy, r.tokens
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

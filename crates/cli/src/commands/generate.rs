@@ -1,0 +1,93 @@
+use crate::args::{GenerateArgs, Mode};
+use crate::util::parse_device;
+use anyhow::{Context, Result};
+use plandiff_decoder::SamplingConfig;
+use plandiff_pipeline::{ArGenerator, GenOptions};
+use serde_json::json;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn read_prompt(a: &GenerateArgs) -> Result<String> {
+    match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(f)) => {
+            let bytes = std::fs::read(f).with_context(|| format!("--prompt-file {}", f.display()))?;
+            String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("--prompt-file {}: not valid UTF-8; convert it to UTF-8", f.display()))
+        }
+        (None, None) => anyhow::bail!("give a prompt with --prompt TEXT or --prompt-file FILE"),
+    }
+}
+
+pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
+    let prompt = read_prompt(&a)?;
+    if prompt.trim().is_empty() {
+        anyhow::bail!("the prompt is empty; give some text with --prompt or --prompt-file");
+    }
+    let sampling = SamplingConfig {
+        temperature: a.temperature,
+        top_k: Some(a.top_k),
+        top_p: Some(a.top_p),
+        repetition_penalty: a.repetition_penalty,
+    };
+    sampling.validate().map_err(anyhow::Error::msg)?;
+    if a.num_samples == 0 {
+        anyhow::bail!("--num-samples must be >= 1");
+    }
+    let device = parse_device(&a.device)?;
+    let Mode::Ar = a.mode;
+    let gen = ArGenerator::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let opts = GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed };
+    let stream = a.stream && !a.json && a.num_samples == 1;
+    let mut printed = 0usize;
+    let mut first_token_ms = None;
+    let mut stdout = std::io::stdout().lock();
+    if stream {
+        write!(stdout, "{}", prompt.trim_end())?;
+        stdout.flush()?;
+    }
+    let gens = gen.generate(&prompt, a.num_samples, &opts, |_, text| {
+        first_token_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
+        // Print only whole characters: a multi-byte character may span tokens.
+        if stream && text.len() > printed && !text.ends_with('\u{FFFD}') {
+            let sep = if printed == 0 { " " } else { "" };
+            let _ = write!(stdout, "{sep}{}", &text[printed..]);
+            let _ = stdout.flush();
+            printed = text.len();
+        }
+    })?;
+    if stream {
+        writeln!(stdout)?;
+    } else if a.json {
+        let out = json!({
+            "mode": "ar",
+            "checkpoint": a.checkpoint.display().to_string(),
+            "prompt": prompt,
+            "seed": a.seed,
+            "sampling": sampling,
+            "load_ms": load_ms,
+            "first_token_ms_from_start": first_token_ms,
+            "samples": gens,
+        });
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
+    } else {
+        for (i, g) in gens.iter().enumerate() {
+            if gens.len() > 1 {
+                writeln!(stdout, "--- sample {} ---", i + 1)?;
+            }
+            writeln!(stdout, "{}", g.text)?;
+        }
+    }
+    if let Some(g) = gens.first() {
+        tracing::info!(
+            "{} new tokens in {:.2} s ({:.1} tokens/s per sample), first token {:.0} ms after start, stop: {:?}",
+            g.new_tokens,
+            g.seconds,
+            g.tokens_per_s,
+            first_token_ms.unwrap_or(0.0),
+            g.stop
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

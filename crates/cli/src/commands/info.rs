@@ -1,0 +1,60 @@
+use crate::args::InfoArgs;
+use anyhow::{Context, Result};
+use plandiff_train::Bundle;
+use serde_json::json;
+use std::process::ExitCode;
+
+const STAGES: [&str; 4] = ["ar", "autoencoder", "planner", "diffusion"];
+
+/// Tensor count and parameter count from a safetensors header, without loading weights.
+fn count_params(path: &std::path::Path) -> Result<(usize, u64)> {
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: corrupt or truncated ({e}); retrain or restore the bundle", path.display()))?;
+    let n = st.tensors().iter().map(|(_, v)| v.shape().iter().product::<usize>() as u64).sum();
+    Ok((st.len(), n))
+}
+
+pub fn run(a: InfoArgs) -> Result<ExitCode> {
+    let bundle = Bundle::new(&a.checkpoint);
+    let tk = bundle.load_tokenizer().with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    let mut stages = serde_json::Map::new();
+    for kind in STAGES {
+        if !bundle.has_stage(kind) {
+            continue;
+        }
+        let cfg = bundle.read_config(kind)?;
+        let dir = bundle.stage_dir(kind);
+        let (tensors, params) = count_params(&dir.join("model.safetensors"))?;
+        let size: u64 = std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
+        stages.insert(
+            kind.into(),
+            json!({"config": cfg, "tensors": tensors, "parameters": params, "model_bytes": size,
+                   "tokenizer_matches": cfg.tokenizer_hash == tk.hash(),
+                   "resumable": dir.join("trainer_state.json").exists()}),
+        );
+    }
+    if stages.is_empty() {
+        anyhow::bail!("--checkpoint {}: the bundle holds no model yet; train one with `plandiff train ar`", a.checkpoint.display());
+    }
+    if a.json {
+        let out = json!({"bundle": a.checkpoint.display().to_string(),
+            "tokenizer": {"vocab_size": tk.vocab_size(), "hash": tk.hash(), "special": tk.special()},
+            "stages": stages});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("bundle {}", a.checkpoint.display());
+    println!("  tokenizer: {} tokens, sha256 {}", tk.vocab_size(), &tk.hash()[..16]);
+    for (kind, s) in &stages {
+        let m = &s["config"]["model"];
+        let p = &s["config"]["provenance"];
+        println!(
+            "  {kind}: {} parameters (d_model {}, {} layers, {} heads, context {}), {} steps, {} tokens seen, train loss {}, val loss {}{}",
+            s["parameters"], m["d_model"], m["n_layers"], m["n_heads"], m["max_seq_len"], p["steps"], p["tokens_seen"],
+            p["train_loss"], p["val_loss"],
+            if s["tokenizer_matches"].as_bool() == Some(true) { "" } else { "  [TOKENIZER MISMATCH]" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

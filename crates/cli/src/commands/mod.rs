@@ -1,0 +1,5 @@
+pub mod eval;
+pub mod generate;
+pub mod info;
+pub mod prepare;
+pub mod train;

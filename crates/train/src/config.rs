@@ -1,0 +1,142 @@
+//! The run config file (TOML): one section per stage, `[ar.model]` and `[ar.train]` today.
+//! Unknown fields are errors; architecture fields have no defaults.
+
+use crate::{Result, TrainError};
+use plandiff_decoder::DecoderConfig;
+use plandiff_layers::NormKind;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub ar: Option<StageSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSection {
+    pub model: ModelSection,
+    pub train: TrainConfig,
+}
+
+/// Architecture of a decoder; the vocabulary size comes from the tokenizer of the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub n_heads: i64,
+    pub d_ff: i64,
+    pub max_seq_len: i64,
+    pub dropout: f64,
+    pub norm: NormKind,
+}
+
+impl ModelSection {
+    pub fn decoder(&self, vocab_size: i64) -> DecoderConfig {
+        DecoderConfig {
+            vocab_size,
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_ff: self.d_ff,
+            max_seq_len: self.max_seq_len,
+            dropout: self.dropout,
+            norm: self.norm,
+            plan: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Tokens per training sequence.
+    pub seq_len: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Length of the LR schedule and of the run.
+    pub max_steps: u64,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Global gradient-norm clip; 0 disables it.
+    pub grad_clip: f64,
+    pub eval_interval: u64,
+    pub eval_batches: usize,
+    pub checkpoint_interval: u64,
+    pub log_interval: u64,
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(TrainError::Invalid(format!("config [train]: {m}")));
+        if self.batch_size == 0 || self.seq_len == 0 || self.grad_accum == 0 {
+            return bad("batch_size, seq_len and grad_accum must be >= 1");
+        }
+        if self.max_steps == 0 {
+            return bad("max_steps must be >= 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 || self.min_lr > self.lr {
+            return bad("need 0 <= min_lr <= lr and lr > 0");
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) || self.eps <= 0.0 {
+            return bad("beta1 and beta2 must be in [0, 1) and eps > 0");
+        }
+        if self.eval_interval == 0 || self.checkpoint_interval == 0 || self.log_interval == 0 {
+            return bad("eval_interval, checkpoint_interval and log_interval must be >= 1");
+        }
+        Ok(())
+    }
+}
+
+impl RunConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Self::parse(&text).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines (with a caret); keep it on one.
+            e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+        })
+    }
+
+    pub fn ar(&self) -> Result<&StageSection> {
+        self.ar.as_ref().ok_or_else(|| TrainError::Invalid("the config has no [ar] section (see configs/tiny.toml)".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_parse_and_validate() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        for name in ["tiny.toml", "base.toml"] {
+            let c = RunConfig::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let ar = c.ar().unwrap();
+            ar.train.validate().unwrap();
+            ar.model.decoder(4096).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml")).unwrap();
+        let bad = text.replace("n_layers", "n_layerz");
+        let err = RunConfig::parse(&bad).unwrap_err();
+        assert!(err.contains("n_layerz"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+}

@@ -1,0 +1,44 @@
+//! Training metrics, one JSON object per line.
+
+use crate::{fsutil, Result, TrainError};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct MetricsLog {
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// Opens `path` for appending; on resume, drops lines logged after `keep_until_step` by
+    /// the interrupted run, so the log reads as one uninterrupted run.
+    pub fn open(path: &Path, keep_until_step: Option<u64>) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| TrainError::io(parent, e))?;
+        }
+        match keep_until_step {
+            Some(step) if path.exists() => {
+                let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+                let kept: String = text
+                    .lines()
+                    .filter(|l| {
+                        serde_json::from_str::<serde_json::Value>(l)
+                            .ok()
+                            .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                            .is_some_and(|s| s <= step)
+                    })
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                fsutil::write_atomic(path, kept.as_bytes())?;
+            }
+            None => fsutil::write_atomic(path, b"")?,
+            _ => {}
+        }
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    pub fn write(&self, v: &serde_json::Value) -> Result<()> {
+        let mut f = OpenOptions::new().append(true).create(true).open(&self.path).map_err(|e| TrainError::io(&self.path, e))?;
+        writeln!(f, "{v}").map_err(|e| TrainError::io(&self.path, e))
+    }
+}
