@@ -5,7 +5,7 @@ mod commands;
 mod util;
 
 use args::{Cli, Command};
-use clap::Parser;
+use clap::Parser as _;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -22,7 +22,20 @@ fn main() -> ExitCode {
         let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal error: {msg}{loc}; please report it");
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print(); // --help, --version
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's usage errors span several lines; keep the first and point at --help.
+            let msg = e.render().to_string();
+            let first = msg.lines().next().unwrap_or("error: bad arguments").trim_end();
+            eprintln!("{first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
     util::init_logging(&cli);
     if let Some(n) = cli.threads {
         tch::set_num_threads(n as i32);

@@ -40,6 +40,20 @@ pub struct ArGenerator {
     _vs: nn::VarStore,
 }
 
+/// Prompt and decoded continuation as one text. A complete prompt ended with `<sep>`, so the
+/// continuation is a new sentence after one space; an open prompt continues as written.
+pub fn join_text(prompt: &str, raw: &str, prompt_complete: bool) -> String {
+    if prompt_complete {
+        let cont = raw.trim_start();
+        if cont.is_empty() {
+            return prompt.trim_end().to_string();
+        }
+        format!("{} {cont}", prompt.trim_end())
+    } else {
+        format!("{prompt}{raw}")
+    }
+}
+
 fn ends_sentence(s: &str) -> bool {
     let t = s.trim_end().trim_end_matches(['"', '\'', '”', '’', ')']);
     t.ends_with(['.', '!', '?', '…'])
@@ -87,8 +101,8 @@ impl ArGenerator {
         Ok(ids)
     }
 
-    /// Generates `n` samples of one prompt in one batch; `on_token(sample, text_so_far)` is
-    /// called with each sample's decoded continuation as it grows.
+    /// Generates `n` samples of one prompt in one batch; `on_text(sample, text_so_far)` is
+    /// called with each sample's whole text (prompt and continuation) as it grows.
     pub fn generate(
         &self,
         prompt: &str,
@@ -101,6 +115,7 @@ impl ArGenerator {
             return Err(PipelineError::Invalid("--max-tokens must be >= 1".into()));
         }
         let ids = self.encode_prompt(prompt, opts.max_tokens)?;
+        let complete = ends_sentence(prompt);
         let sp = self.tokenizer.special();
         let gopts = GenerateOptions {
             max_new_tokens: opts.max_tokens,
@@ -117,9 +132,11 @@ impl ArGenerator {
         let mut partial: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
         let out = generate(&self.model, &prompts, None, &mut lp, &gopts, |row, tok| {
             first.get_or_insert_with(|| t0.elapsed().as_secs_f64() * 1e3);
-            partial[row].push(tok as u32);
-            if let Ok(text) = self.tokenizer.decode_text(&partial[row]) {
-                on_text(row, &text);
+            if !sp.is_special(tok as u32) {
+                partial[row].push(tok as u32);
+                if let Ok(raw) = self.tokenizer.decode(&partial[row]) {
+                    on_text(row, &join_text(prompt, &raw, complete));
+                }
             }
         });
         let seconds = t0.elapsed().as_secs_f64();
@@ -139,11 +156,7 @@ impl ArGenerator {
                 .filter(|s| !s.is_empty())
                 .collect();
             let continuation = raw.trim().to_string();
-            let text = if raw.starts_with(' ') || prompt.ends_with(' ') {
-                format!("{}{}", prompt.trim_end(), raw.trim_end())
-            } else {
-                format!("{prompt}{}", raw.trim_end())
-            };
+            let text = join_text(prompt, raw.trim_end(), complete);
             gens.push(Generation {
                 text,
                 continuation,
@@ -156,5 +169,19 @@ impl ArGenerator {
             });
         }
         Ok(gens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_text;
+
+    #[test]
+    fn joins_complete_and_open_prompts() {
+        assert_eq!(join_text("It rained. ", " Tom ran.", true), "It rained. Tom ran.");
+        assert_eq!(join_text("It rained.", "!\" he said.", true), "It rained. !\" he said.");
+        assert_eq!(join_text("Tom went to the", " park.", false), "Tom went to the park.");
+        assert_eq!(join_text("Tom went to the pa", "rk.", false), "Tom went to the park.");
+        assert_eq!(join_text("Done.", "", true), "Done.");
     }
 }

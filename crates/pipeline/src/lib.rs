@@ -4,7 +4,7 @@
 
 pub mod ar;
 
-pub use ar::{ArGenerator, GenOptions, Generation};
+pub use ar::{join_text, ArGenerator, GenOptions, Generation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -148,6 +148,12 @@ impl Bundle {
     /// Loads a decoder with every check: config kind and version, tokenizer hash, tensor
     /// names and shapes.
     pub fn load_decoder(&self, kind: &str, device: Device) -> Result<LoadedDecoder> {
+        if !self.root.is_dir() {
+            return Err(invalid(format!(
+                "{}: no such folder; point --checkpoint at a bundle made by `plandiff train`",
+                self.root.display()
+            )));
+        }
         let config = self.read_config(kind)?;
         let tokenizer = self.load_tokenizer()?;
         if tokenizer.hash() != config.tokenizer_hash {

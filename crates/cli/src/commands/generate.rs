@@ -44,15 +44,17 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
     let mut first_token_ms = None;
     let mut stdout = std::io::stdout().lock();
     if stream {
-        write!(stdout, "{}", prompt.trim_end())?;
+        let head = prompt.trim_end();
+        write!(stdout, "{head}")?;
         stdout.flush()?;
+        printed = head.len();
     }
     let gens = gen.generate(&prompt, a.num_samples, &opts, |_, text| {
         first_token_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
-        // Print only whole characters: a multi-byte character may span tokens.
-        if stream && text.len() > printed && !text.ends_with('\u{FFFD}') {
-            let sep = if printed == 0 { " " } else { "" };
-            let _ = write!(stdout, "{sep}{}", &text[printed..]);
+        // `text` grows by appending; print the new part once it is whole characters (a
+        // multi-byte character may span tokens).
+        if stream && text.len() > printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(printed) {
+            let _ = write!(stdout, "{}", &text[printed..]);
             let _ = stdout.flush();
             printed = text.len();
         }

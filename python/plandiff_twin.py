@@ -1,0 +1,183 @@
+"""PyTorch twin of the plandiff decoder (crates/decoder/src/model.rs).
+
+Same parameter names, same arithmetic, so the Rust model and this one can be compared on
+the same safetensors weights, and timed side by side.
+
+    python plandiff_twin.py logits DIR      # DIR/config.json, weights.safetensors, inputs.safetensors
+                                            # -> DIR/torch_logits.safetensors
+    python plandiff_twin.py bench-train ... # eager training throughput of the same model
+"""
+import argparse
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Norm(nn.Module):
+    def __init__(self, kind, dim):
+        super().__init__()
+        self.kind = kind
+        if kind == "layer":
+            self.weight = nn.Parameter(torch.ones(dim))
+            self.bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        if self.kind == "layer":
+            return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, 1e-5)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model, d_context, n_heads):
+        super().__init__()
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.kv_proj = nn.Linear(d_context, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.h = n_heads
+
+    def heads(self, x):
+        b, t, d = x.shape
+        return x.view(b, t, self.h, d // self.h).transpose(1, 2)  # (B, H, T, Dh)
+
+    def forward(self, x, context, causal):
+        b, t, d = x.shape
+        q = self.heads(self.q_proj(x))
+        k, v = self.kv_proj(context).chunk(2, -1)
+        y = F.scaled_dot_product_attention(q, self.heads(k), self.heads(v), is_causal=causal)
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class Mlp(nn.Module):
+    def __init__(self, d, d_ff):
+        super().__init__()
+        self.fc1 = nn.Linear(d, d_ff)
+        self.fc2 = nn.Linear(d_ff, d)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, c, cross):
+        super().__init__()
+        d = c["d_model"]
+        self.norm1 = Norm(c["norm"], d)
+        self.attn = Attention(d, d, c["n_heads"])
+        if cross:
+            self.norm_cross = Norm(c["norm"], d)
+            self.cross_attn = Attention(d, d, c["n_heads"])
+        self.norm2 = Norm(c["norm"], d)
+        self.mlp = Mlp(d, c["d_ff"])
+        self.cross = cross
+
+    def forward(self, x, mem):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, True)
+        if self.cross:
+            x = x + self.cross_attn(self.norm_cross(x), mem, False)
+        return x + self.mlp(self.norm2(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        d = c["d_model"]
+        self.c = c
+        self.wte = nn.Embedding(c["vocab_size"], d)
+        self.wpe = nn.Embedding(c["max_seq_len"], d)
+        plan = c.get("plan")
+        if plan:
+            self.slot_emb = nn.Embedding(plan["max_slots"], d)
+            self.plan_proj = nn.Linear(plan["d_latent"], d)
+            self.null_plan = nn.Parameter(torch.zeros(plan["max_slots"], plan["d_latent"]))
+        self.blocks = nn.ModuleList([Block(c, bool(plan)) for _ in range(c["n_layers"])])
+        self.norm_f = Norm(c["norm"], d)
+
+    def forward(self, tokens, slots=None, plan=None):
+        b, t = tokens.shape
+        x = self.wte(tokens) + self.wpe(torch.arange(t, device=tokens.device))[None]
+        mem = None
+        if self.c.get("plan"):
+            if slots is None:
+                slots = torch.zeros_like(tokens)
+            x = x + self.slot_emb(slots)
+            if plan is None:
+                plan = self.null_plan[None].expand(b, -1, -1)
+            s = plan.shape[1]
+            mem = self.plan_proj(plan) + self.slot_emb(torch.arange(s, device=tokens.device))[None]
+        for blk in self.blocks:
+            x = blk(x, mem)
+        return self.norm_f(x) @ self.wte.weight.T  # (B, T, V), tied head
+
+
+def cmd_logits(d):
+    from safetensors.torch import load_file, save_file
+
+    cfg = json.load(open(f"{d}/config.json"))
+    model = Decoder(cfg)
+    model.load_state_dict(load_file(f"{d}/weights.safetensors"), strict=True)
+    model.eval()
+    inp = load_file(f"{d}/inputs.safetensors")
+    with torch.no_grad():
+        logits = model(inp["tokens"], inp.get("slots"), inp.get("plan"))
+    save_file({"logits": logits.contiguous()}, f"{d}/torch_logits.safetensors")
+
+
+def cmd_bench_train(a):
+    torch.manual_seed(0)
+    torch.set_num_threads(a.threads)
+    cfg = dict(vocab_size=a.vocab, d_model=a.d_model, n_layers=a.n_layers, n_heads=a.n_heads, d_ff=a.d_ff,
+               max_seq_len=a.max_seq_len, norm="layer", plan=None)
+    model = Decoder(cfg)
+    for n, p in model.named_parameters():
+        if p.dim() >= 2:
+            nn.init.normal_(p, 0.0, 0.02)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-3, betas=(0.9, 0.95), foreach=False)
+    data = torch.randint(a.vocab, (a.steps + a.warmup, a.batch, a.seq_len + 1))
+    times = []
+    for i in range(a.steps + a.warmup):
+        t0 = time.perf_counter()
+        x, y = data[i, :, :-1], data[i, :, 1:]
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, a.vocab), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if i >= a.warmup:
+            times.append(time.perf_counter() - t0)
+    tok = a.batch * a.seq_len * len(times) / sum(times)
+    print(json.dumps({"impl": "pytorch-eager", "tokens_per_s": tok, "step_ms": 1e3 * sum(times) / len(times),
+                      "params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
+                      "torch": torch.__version__}))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("logits")
+    p.add_argument("dir")
+    b = sub.add_parser("bench-train")
+    for name, default in [("vocab", 4096), ("d_model", 256), ("n_layers", 4), ("n_heads", 4), ("d_ff", 1024),
+                          ("max_seq_len", 1024), ("batch", 16), ("seq_len", 256), ("steps", 20), ("warmup", 3),
+                          ("threads", 2)]:
+        b.add_argument("--" + name.replace("_", "-"), type=int, default=default)
+    a = ap.parse_args()
+    if a.cmd == "logits":
+        cmd_logits(a.dir)
+    else:
+        cmd_bench_train(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

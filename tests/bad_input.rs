@@ -1,0 +1,150 @@
+//! Bad input gets one line on stderr that names the problem, a non-zero exit code, no panic,
+//! and no partial file.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+struct Case {
+    name: &'static str,
+    args: Vec<String>,
+    /// Substring the one error line must contain.
+    expect: &'static str,
+    /// Paths that must not exist afterwards.
+    absent: Vec<PathBuf>,
+}
+
+fn copy_bundle(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("ar")).unwrap();
+    std::fs::copy(from.join("tokenizer.json"), to.join("tokenizer.json")).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(from.join("ar").join(f), to.join("ar").join(f)).unwrap();
+    }
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let good = s(&f.bundle).to_string();
+    let gen = |bundle: &str, extra: &[&str]| {
+        let mut v = strs(&["generate", "--checkpoint", bundle]);
+        v.extend(strs(extra));
+        v
+    };
+
+    // Broken bundles.
+    let mk = |name: &str| {
+        let p = t.join(name);
+        copy_bundle(&f.bundle, &p);
+        p
+    };
+    let no_weights = mk("no_weights");
+    std::fs::remove_file(no_weights.join("ar/model.safetensors")).unwrap();
+    let truncated = mk("truncated");
+    let w = std::fs::read(truncated.join("ar/model.safetensors")).unwrap();
+    std::fs::write(truncated.join("ar/model.safetensors"), &w[..w.len() / 2]).unwrap();
+    let bad_cfg = mk("bad_cfg");
+    std::fs::write(bad_cfg.join("ar/config.json"), "{ not json").unwrap();
+    let future = mk("future");
+    let c = std::fs::read_to_string(future.join("ar/config.json")).unwrap();
+    std::fs::write(future.join("ar/config.json"), c.replace("\"format_version\": 1", "\"format_version\": 99")).unwrap();
+    // A tokenizer from another bundle (another corpus, another vocabulary).
+    let other_in = t.join("other.txt");
+    std::fs::write(&other_in, corpus(80, 9)).unwrap();
+    let other_data = t.join("other_data");
+    run_ok(&["prepare", "--input", s(&other_in), "--out", s(&other_data), "--vocab-size", "300", "--valid-fraction", "0.2"]);
+    let foreign = mk("foreign");
+    std::fs::copy(other_data.join("tokenizer.json"), foreign.join("tokenizer.json")).unwrap();
+
+    // Bad prompt files and configs.
+    let not_utf8 = t.join("latin1.txt");
+    std::fs::write(&not_utf8, [0x63u8, 0x61, 0x66, 0xe9, 0xff]).unwrap();
+    let bad_toml = t.join("bad.toml");
+    std::fs::write(&bad_toml, std::fs::read_to_string(test_config()).unwrap().replace("d_ff", "d_fff")).unwrap();
+    let nan_toml = t.join("nan.toml");
+    std::fs::write(&nan_toml, std::fs::read_to_string(test_config()).unwrap().replace("lr = 3e-3", "lr = 1e38").replace("grad_clip = 1.0", "grad_clip = 0.0")).unwrap();
+    let a_file = t.join("a_file");
+    std::fs::write(&a_file, "x").unwrap();
+    let under_file = a_file.join("sub");
+    let train = |cfg: &Path, out: &Path| {
+        strs(&["train", "ar", "--config", s(cfg), "--data", s(&f.data), "--out", s(out), "--device", "cpu"])
+    };
+
+    let mut cases = vec![
+        Case { name: "usage error", args: strs(&["generate", "--checkpoint", &good, "--prompt", "x", "--bogus"]), expect: "--bogus", absent: vec![] },
+        Case { name: "empty prompt", args: gen(&good, &["--prompt", "  "]), expect: "prompt is empty", absent: vec![] },
+        Case { name: "missing prompt file", args: gen(&good, &["--prompt-file", s(&t.join("nope.txt"))]), expect: "nope.txt", absent: vec![] },
+        Case { name: "prompt file not UTF-8", args: gen(&good, &["--prompt-file", s(&not_utf8)]), expect: "UTF-8", absent: vec![] },
+        Case { name: "missing weights", args: gen(s(&no_weights), &["--prompt", "hi."]), expect: "model.safetensors: not found", absent: vec![] },
+        Case { name: "truncated weights", args: gen(s(&truncated), &["--prompt", "hi."]), expect: "corrupt or truncated", absent: vec![] },
+        Case { name: "damaged config.json", args: gen(s(&bad_cfg), &["--prompt", "hi."]), expect: "config.json", absent: vec![] },
+        Case { name: "newer format", args: gen(s(&future), &["--prompt", "hi."]), expect: "format_version 99", absent: vec![] },
+        Case { name: "foreign tokenizer", args: gen(s(&foreign), &["--prompt", "hi."]), expect: "not the one", absent: vec![] },
+        Case { name: "no bundle", args: gen(s(&t.join("nothing")), &["--prompt", "hi."]), expect: "no such folder", absent: vec![t.join("nothing")] },
+        Case { name: "top-p out of range", args: gen(&good, &["--prompt", "hi.", "--top-p", "1.5"]), expect: "--top-p 1.5", absent: vec![] },
+        Case { name: "negative temperature", args: gen(&good, &["--prompt", "hi.", "--temperature=-1"]), expect: "--temperature", absent: vec![] },
+        Case { name: "unknown device", args: gen(&good, &["--prompt", "hi.", "--device", "tpu"]), expect: "--device tpu", absent: vec![] },
+        Case { name: "unknown config field", args: train(&bad_toml, &t.join("b1")), expect: "unknown field `d_fff`", absent: vec![t.join("b1")] },
+        Case { name: "missing config", args: train(&t.join("none.toml"), &t.join("b2")), expect: "none.toml", absent: vec![t.join("b2")] },
+        Case { name: "unwritable train --out", args: train(&test_config(), &under_file), expect: "a_file/sub", absent: vec![under_file.clone()] },
+        Case {
+            name: "unwritable prepare --out",
+            args: strs(&["prepare", "--input", s(&other_in), "--out", s(&under_file.join("data"))]),
+            expect: "cannot create",
+            absent: vec![under_file.clone()],
+        },
+        Case {
+            name: "missing prepare input",
+            args: strs(&["prepare", "--input", s(&t.join("missing.txt")), "--out", s(&t.join("p1"))]),
+            expect: "missing.txt",
+            absent: vec![t.join("p1")],
+        },
+        Case {
+            name: "eval on data of another tokenizer",
+            args: strs(&["eval", "--checkpoint", &good, "--data", s(&other_data), "--device", "cpu"]),
+            expect: "another tokenizer",
+            absent: vec![],
+        },
+        Case {
+            name: "train data that is not prepared",
+            args: strs(&["train", "ar", "--config", s(&test_config()), "--data", s(t), "--out", s(&t.join("b3")), "--device", "cpu"]),
+            expect: "plandiff prepare",
+            absent: vec![t.join("b3")],
+        },
+        Case { name: "NaN loss", args: train(&nan_toml, &t.join("nan")), expect: "loss became", absent: vec![] },
+    ];
+    if !tch::Cuda::is_available() {
+        cases.push(Case { name: "cuda without a GPU", args: gen(&good, &["--prompt", "hi.", "--device", "cuda"]), expect: "no CUDA device", absent: vec![] });
+    }
+
+    let mut failures = Vec::new();
+    for c in &cases {
+        let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        // Log lines (tracing INFO/WARN) may come first; the error is one line, the last.
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let errors: Vec<&&str> = lines.iter().filter(|l| l.contains("error")).collect();
+        let ok = !out.status.success()
+            && !stderr.contains("panicked")
+            && errors.len() == 1
+            && lines.last().is_some_and(|l| l.starts_with("error: ") && l.contains(c.expect))
+            && c.absent.iter().all(|p| !p.exists());
+        if !ok {
+            failures.push(format!("{}: exit {:?}, stderr {:?}", c.name, out.status.code(), stderr));
+        }
+    }
+    // The NaN run must not have saved non-finite weights (its checkpoint is from before).
+    let nan_cfg = t.join("nan/ar/model.safetensors");
+    if nan_cfg.exists() {
+        let ts = tch::Tensor::read_safetensors(&nan_cfg).unwrap();
+        assert!(ts.iter().all(|(_, x)| bool::try_from(x.isfinite().all()).unwrap()), "NaN weights were saved");
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
