@@ -53,12 +53,23 @@ fn bad_inputs_fail_cleanly() {
     std::fs::write(bad_cfg.join("ar/config.json"), "{ not json").unwrap();
     let future = mk("future");
     let c = std::fs::read_to_string(future.join("ar/config.json")).unwrap();
-    std::fs::write(future.join("ar/config.json"), c.replace("\"format_version\": 1", "\"format_version\": 99")).unwrap();
+    std::fs::write(future.join("ar/config.json"), c.replace("\"format_version\": 1", "\"format_version\": 99"))
+        .unwrap();
     // A tokenizer from another bundle (another corpus, another vocabulary).
     let other_in = t.join("other.txt");
     std::fs::write(&other_in, corpus(80, 9)).unwrap();
     let other_data = t.join("other_data");
-    run_ok(&["prepare", "--input", s(&other_in), "--out", s(&other_data), "--vocab-size", "300", "--valid-fraction", "0.2"]);
+    run_ok(&[
+        "prepare",
+        "--input",
+        s(&other_in),
+        "--out",
+        s(&other_data),
+        "--vocab-size",
+        "300",
+        "--valid-fraction",
+        "0.2",
+    ]);
     let foreign = mk("foreign");
     std::fs::copy(other_data.join("tokenizer.json"), foreign.join("tokenizer.json")).unwrap();
 
@@ -68,7 +79,14 @@ fn bad_inputs_fail_cleanly() {
     let bad_toml = t.join("bad.toml");
     std::fs::write(&bad_toml, std::fs::read_to_string(test_config()).unwrap().replace("d_ff", "d_fff")).unwrap();
     let nan_toml = t.join("nan.toml");
-    std::fs::write(&nan_toml, std::fs::read_to_string(test_config()).unwrap().replace("lr = 3e-3", "lr = 1e38").replace("grad_clip = 1.0", "grad_clip = 0.0")).unwrap();
+    std::fs::write(
+        &nan_toml,
+        std::fs::read_to_string(test_config())
+            .unwrap()
+            .replace("lr = 3e-3", "lr = 1e38")
+            .replace("grad_clip = 1.0", "grad_clip = 0.0"),
+    )
+    .unwrap();
     let a_file = t.join("a_file");
     std::fs::write(&a_file, "x").unwrap();
     let under_file = a_file.join("sub");
@@ -77,22 +95,97 @@ fn bad_inputs_fail_cleanly() {
     };
 
     let mut cases = vec![
-        Case { name: "usage error", args: strs(&["generate", "--checkpoint", &good, "--prompt", "x", "--bogus"]), expect: "--bogus", absent: vec![] },
+        Case {
+            name: "usage error",
+            args: strs(&["generate", "--checkpoint", &good, "--prompt", "x", "--bogus"]),
+            expect: "--bogus",
+            absent: vec![],
+        },
         Case { name: "empty prompt", args: gen(&good, &["--prompt", "  "]), expect: "prompt is empty", absent: vec![] },
-        Case { name: "missing prompt file", args: gen(&good, &["--prompt-file", s(&t.join("nope.txt"))]), expect: "nope.txt", absent: vec![] },
-        Case { name: "prompt file not UTF-8", args: gen(&good, &["--prompt-file", s(&not_utf8)]), expect: "UTF-8", absent: vec![] },
-        Case { name: "missing weights", args: gen(s(&no_weights), &["--prompt", "hi."]), expect: "model.safetensors: not found", absent: vec![] },
-        Case { name: "truncated weights", args: gen(s(&truncated), &["--prompt", "hi."]), expect: "corrupt or truncated", absent: vec![] },
-        Case { name: "damaged config.json", args: gen(s(&bad_cfg), &["--prompt", "hi."]), expect: "config.json", absent: vec![] },
-        Case { name: "newer format", args: gen(s(&future), &["--prompt", "hi."]), expect: "format_version 99", absent: vec![] },
-        Case { name: "foreign tokenizer", args: gen(s(&foreign), &["--prompt", "hi."]), expect: "not the one", absent: vec![] },
-        Case { name: "no bundle", args: gen(s(&t.join("nothing")), &["--prompt", "hi."]), expect: "no such folder", absent: vec![t.join("nothing")] },
-        Case { name: "top-p out of range", args: gen(&good, &["--prompt", "hi.", "--top-p", "1.5"]), expect: "--top-p 1.5", absent: vec![] },
-        Case { name: "negative temperature", args: gen(&good, &["--prompt", "hi.", "--temperature=-1"]), expect: "--temperature", absent: vec![] },
-        Case { name: "unknown device", args: gen(&good, &["--prompt", "hi.", "--device", "tpu"]), expect: "--device tpu", absent: vec![] },
-        Case { name: "unknown config field", args: train(&bad_toml, &t.join("b1")), expect: "unknown field `d_fff`", absent: vec![t.join("b1")] },
-        Case { name: "missing config", args: train(&t.join("none.toml"), &t.join("b2")), expect: "none.toml", absent: vec![t.join("b2")] },
-        Case { name: "unwritable train --out", args: train(&test_config(), &under_file), expect: "a_file/sub", absent: vec![under_file.clone()] },
+        Case {
+            name: "missing prompt file",
+            args: gen(&good, &["--prompt-file", s(&t.join("nope.txt"))]),
+            expect: "nope.txt",
+            absent: vec![],
+        },
+        Case {
+            name: "prompt file not UTF-8",
+            args: gen(&good, &["--prompt-file", s(&not_utf8)]),
+            expect: "UTF-8",
+            absent: vec![],
+        },
+        Case {
+            name: "missing weights",
+            args: gen(s(&no_weights), &["--prompt", "hi."]),
+            expect: "model.safetensors: not found",
+            absent: vec![],
+        },
+        Case {
+            name: "truncated weights",
+            args: gen(s(&truncated), &["--prompt", "hi."]),
+            expect: "corrupt or truncated",
+            absent: vec![],
+        },
+        Case {
+            name: "damaged config.json",
+            args: gen(s(&bad_cfg), &["--prompt", "hi."]),
+            expect: "config.json",
+            absent: vec![],
+        },
+        Case {
+            name: "newer format",
+            args: gen(s(&future), &["--prompt", "hi."]),
+            expect: "format_version 99",
+            absent: vec![],
+        },
+        Case {
+            name: "foreign tokenizer",
+            args: gen(s(&foreign), &["--prompt", "hi."]),
+            expect: "not the one",
+            absent: vec![],
+        },
+        Case {
+            name: "no bundle",
+            args: gen(s(&t.join("nothing")), &["--prompt", "hi."]),
+            expect: "no such folder",
+            absent: vec![t.join("nothing")],
+        },
+        Case {
+            name: "top-p out of range",
+            args: gen(&good, &["--prompt", "hi.", "--top-p", "1.5"]),
+            expect: "--top-p 1.5",
+            absent: vec![],
+        },
+        Case {
+            name: "negative temperature",
+            args: gen(&good, &["--prompt", "hi.", "--temperature=-1"]),
+            expect: "--temperature",
+            absent: vec![],
+        },
+        Case {
+            name: "unknown device",
+            args: gen(&good, &["--prompt", "hi.", "--device", "tpu"]),
+            expect: "--device tpu",
+            absent: vec![],
+        },
+        Case {
+            name: "unknown config field",
+            args: train(&bad_toml, &t.join("b1")),
+            expect: "unknown field `d_fff`",
+            absent: vec![t.join("b1")],
+        },
+        Case {
+            name: "missing config",
+            args: train(&t.join("none.toml"), &t.join("b2")),
+            expect: "none.toml",
+            absent: vec![t.join("b2")],
+        },
+        Case {
+            name: "unwritable train --out",
+            args: train(&test_config(), &under_file),
+            expect: "a_file/sub",
+            absent: vec![under_file.clone()],
+        },
         Case {
             name: "unwritable prepare --out",
             args: strs(&["prepare", "--input", s(&other_in), "--out", s(&under_file.join("data"))]),
@@ -113,14 +206,30 @@ fn bad_inputs_fail_cleanly() {
         },
         Case {
             name: "train data that is not prepared",
-            args: strs(&["train", "ar", "--config", s(&test_config()), "--data", s(t), "--out", s(&t.join("b3")), "--device", "cpu"]),
+            args: strs(&[
+                "train",
+                "ar",
+                "--config",
+                s(&test_config()),
+                "--data",
+                s(t),
+                "--out",
+                s(&t.join("b3")),
+                "--device",
+                "cpu",
+            ]),
             expect: "plandiff prepare",
             absent: vec![t.join("b3")],
         },
         Case { name: "NaN loss", args: train(&nan_toml, &t.join("nan")), expect: "loss became", absent: vec![] },
     ];
     if !tch::Cuda::is_available() {
-        cases.push(Case { name: "cuda without a GPU", args: gen(&good, &["--prompt", "hi.", "--device", "cuda"]), expect: "no CUDA device", absent: vec![] });
+        cases.push(Case {
+            name: "cuda without a GPU",
+            args: gen(&good, &["--prompt", "hi.", "--device", "cuda"]),
+            expect: "no CUDA device",
+            absent: vec![],
+        });
     }
 
     let mut failures = Vec::new();

@@ -21,14 +21,19 @@ fn prepare_writes_shards_stats_and_tokenizer() {
 fn training_lowers_the_loss_and_writes_a_complete_bundle() {
     let f = fixture();
     let listing = files(&f.bundle);
-    for want in ["tokenizer.json", "ar/config.json", "ar/model.safetensors", "ar/optimizer.safetensors", "ar/trainer_state.json", "logs/ar-metrics.jsonl"] {
+    for want in [
+        "tokenizer.json",
+        "ar/config.json",
+        "ar/model.safetensors",
+        "ar/optimizer.safetensors",
+        "ar/trainer_state.json",
+        "logs/ar-metrics.jsonl",
+    ] {
         assert!(listing.iter().any(|p| p == want), "missing {want} in {listing:?}");
     }
     let metrics = std::fs::read_to_string(f.bundle.join("logs/ar-metrics.jsonl")).unwrap();
-    let losses: Vec<f64> = metrics
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?.get("loss")?.as_f64())
-        .collect();
+    let losses: Vec<f64> =
+        metrics.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()?.get("loss")?.as_f64()).collect();
     assert!(losses.len() >= 5);
     assert!(losses.last().unwrap() < &(losses[0] * 0.7), "loss did not fall: {losses:?}");
     let cfg: Value = serde_json::from_str(&std::fs::read_to_string(f.bundle.join("ar/config.json")).unwrap()).unwrap();
@@ -42,7 +47,18 @@ fn training_lowers_the_loss_and_writes_a_complete_bundle() {
 fn generate_is_seeded_and_respects_sentences() {
     let f = fixture();
     let b = s(&f.bundle);
-    let args = ["generate", "--checkpoint", b, "--prompt", "Once upon a time, Tom had a ball.", "--sentences", "2", "--seed", "5", "--json"];
+    let args = [
+        "generate",
+        "--checkpoint",
+        b,
+        "--prompt",
+        "Once upon a time, Tom had a ball.",
+        "--sentences",
+        "2",
+        "--seed",
+        "5",
+        "--json",
+    ];
     let a: Value = serde_json::from_str(&run_ok(&args)).unwrap();
     let again: Value = serde_json::from_str(&run_ok(&args)).unwrap();
     assert_eq!(a["samples"][0]["text"], again["samples"][0]["text"]);
@@ -52,13 +68,34 @@ fn generate_is_seeded_and_respects_sentences() {
         assert_eq!(sample["sentences"].as_array().unwrap().len(), 2, "{sample}");
     }
     let other: Value = serde_json::from_str(&run_ok(&[
-        "generate", "--checkpoint", b, "--prompt", "Once upon a time, Tom had a ball.", "--sentences", "2", "--seed", "6", "--json",
+        "generate",
+        "--checkpoint",
+        b,
+        "--prompt",
+        "Once upon a time, Tom had a ball.",
+        "--sentences",
+        "2",
+        "--seed",
+        "6",
+        "--json",
     ]))
     .unwrap();
     let texts = [&a, &other].map(|v| v["samples"][0]["continuation"].as_str().unwrap().to_string());
     assert!(!texts[0].is_empty());
     // Greedy decoding with --max-tokens stops exactly there.
-    let g: Value = serde_json::from_str(&run_ok(&["generate", "--checkpoint", b, "--prompt", "lily went to the", "--temperature", "0", "--max-tokens", "7", "--json"])).unwrap();
+    let g: Value = serde_json::from_str(&run_ok(&[
+        "generate",
+        "--checkpoint",
+        b,
+        "--prompt",
+        "lily went to the",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "7",
+        "--json",
+    ]))
+    .unwrap();
     let sm = &g["samples"][0];
     assert!(sm["new_tokens"].as_u64().unwrap() <= 7);
     if sm["stop"] == "max_tokens" {
@@ -70,7 +107,8 @@ fn generate_is_seeded_and_respects_sentences() {
 fn stream_prints_the_same_text_as_batch_output() {
     let f = fixture();
     let b = s(&f.bundle);
-    let base = ["generate", "--checkpoint", b, "--prompt", "Sam went to the park.", "--max-tokens", "30", "--seed", "3"];
+    let base =
+        ["generate", "--checkpoint", b, "--prompt", "Sam went to the park.", "--max-tokens", "30", "--seed", "3"];
     let plain = run_ok(&base);
     let mut streamed = base.to_vec();
     streamed.push("--stream");
@@ -82,7 +120,19 @@ fn stream_prints_the_same_text_as_batch_output() {
 fn batched_samples_differ_and_first_matches_single() {
     let f = fixture();
     let b = s(&f.bundle);
-    let v: Value = serde_json::from_str(&run_ok(&["generate", "--checkpoint", b, "--prompt", "Mia had a kite.", "--num-samples", "3", "--max-tokens", "20", "--json"])).unwrap();
+    let v: Value = serde_json::from_str(&run_ok(&[
+        "generate",
+        "--checkpoint",
+        b,
+        "--prompt",
+        "Mia had a kite.",
+        "--num-samples",
+        "3",
+        "--max-tokens",
+        "20",
+        "--json",
+    ]))
+    .unwrap();
     let samples = v["samples"].as_array().unwrap();
     assert_eq!(samples.len(), 3);
 }
@@ -90,7 +140,8 @@ fn batched_samples_differ_and_first_matches_single() {
 #[test]
 fn eval_reports_loss_and_perplexity() {
     let f = fixture();
-    let v: Value = serde_json::from_str(&run_ok(&["eval", "--checkpoint", s(&f.bundle), "--data", s(&f.data), "--json"])).unwrap();
+    let v: Value =
+        serde_json::from_str(&run_ok(&["eval", "--checkpoint", s(&f.bundle), "--data", s(&f.data), "--json"])).unwrap();
     let loss = v["loss"].as_f64().unwrap();
     let ppl = v["perplexity"].as_f64().unwrap();
     assert!(loss.is_finite() && loss > 0.0 && loss < (400f64).ln(), "{v}");

@@ -20,8 +20,10 @@ fn same_files(a: &Path, b: &Path) {
         let y = std::fs::read(b.join(name)).unwrap();
         assert!(x == y, "{name} differs between the resumed and the uninterrupted run");
     }
-    let sa: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("ar/trainer_state.json")).unwrap()).unwrap();
-    let sb: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(b.join("ar/trainer_state.json")).unwrap()).unwrap();
+    let sa: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("ar/trainer_state.json")).unwrap()).unwrap();
+    let sb: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("ar/trainer_state.json")).unwrap()).unwrap();
     assert_eq!(sa["step"], sb["step"]);
     assert_eq!(sa["last_train_loss"], sb["last_train_loss"]);
     assert_eq!(sa["last_val_loss"], sb["last_val_loss"]);
@@ -36,7 +38,8 @@ fn stop_and_resume_equals_uninterrupted() {
     assert!(train(&f.data, &full, &["--max-steps", "17"]).status.success());
     let o = train(&f.data, &parts, &["--max-steps", "17", "--stop-at", "6"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(parts.join("ar/trainer_state.json")).unwrap()).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(parts.join("ar/trainer_state.json")).unwrap()).unwrap();
     assert_eq!(st["step"], 6);
     let o = train(&f.data, &parts, &["--resume"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -85,7 +88,8 @@ fn ctrl_c_saves_and_resume_continues_exactly() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"));
-    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cut.join("ar/trainer_state.json")).unwrap()).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cut.join("ar/trainer_state.json")).unwrap()).unwrap();
     let k = st["step"].as_u64().unwrap();
     assert!(k < 150, "the run finished before the interrupt arrived; nothing was tested");
     assert_eq!(out.status.code(), Some(130), "{stderr}");

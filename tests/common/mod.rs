@@ -85,9 +85,31 @@ pub fn fixture() -> &'static Fixture {
         let input = dir.join("corpus.txt");
         std::fs::write(&input, corpus(600, 1)).expect("write corpus");
         let data = dir.join("data");
-        run_ok(&["prepare", "--input", s(&input), "--out", s(&data), "--vocab-size", "400", "--valid-fraction", "0.1", "--lowercase"]);
+        run_ok(&[
+            "prepare",
+            "--input",
+            s(&input),
+            "--out",
+            s(&data),
+            "--vocab-size",
+            "400",
+            "--valid-fraction",
+            "0.1",
+            "--lowercase",
+        ]);
         let bundle = dir.join("bundle");
-        run_ok(&["train", "ar", "--config", s(&test_config()), "--data", s(&data), "--out", s(&bundle), "--device", "cpu"]);
+        run_ok(&[
+            "train",
+            "ar",
+            "--config",
+            s(&test_config()),
+            "--data",
+            s(&data),
+            "--out",
+            s(&bundle),
+            "--device",
+            "cpu",
+        ]);
         Fixture { dir, data, bundle }
     })
 }

@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "plandiff", version, about = "Plan-then-write text generation: a diffusion planner over sentence latents and an autoregressive decoder, on libtorch")]
+#[command(
+    name = "plandiff",
+    version,
+    about = "Plan-then-write text generation: a diffusion planner over sentence latents and an autoregressive decoder, on libtorch"
+)]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]

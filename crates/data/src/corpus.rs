@@ -25,7 +25,9 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     if out.is_empty() {
-        return Err(DataError::Invalid("no input files found (give .txt or .jsonl files or folders holding them)".into()));
+        return Err(DataError::Invalid(
+            "no input files found (give .txt or .jsonl files or folders holding them)".into(),
+        ));
     }
     Ok(out)
 }

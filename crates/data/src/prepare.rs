@@ -73,8 +73,9 @@ impl PrepareStats {
         let s = std::fs::read_to_string(&p).map_err(|e| {
             DataError::Invalid(format!("{}: {e}; is this a folder made by `plandiff prepare`?", p.display()))
         })?;
-        let st: Self = serde_json::from_str(&s)
-            .map_err(|e| DataError::Invalid(format!("{}: not a valid stats.json ({e}); run `plandiff prepare` again", p.display())))?;
+        let st: Self = serde_json::from_str(&s).map_err(|e| {
+            DataError::Invalid(format!("{}: not a valid stats.json ({e}); run `plandiff prepare` again", p.display()))
+        })?;
         if st.format_version != PREPARED_FORMAT_VERSION {
             return Err(DataError::Invalid(format!(
                 "{}: prepared-data format {} but this plandiff reads {PREPARED_FORMAT_VERSION}; run `plandiff prepare` again",
@@ -134,7 +135,10 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareStats> {
     let files = expand_inputs(&opts.inputs)?;
     let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     std::fs::create_dir_all(&opts.out).map_err(|e| {
-        DataError::Invalid(format!("--out {}: cannot create the folder ({e}); choose a writable path", opts.out.display()))
+        DataError::Invalid(format!(
+            "--out {}: cannot create the folder ({e}); choose a writable path",
+            opts.out.display()
+        ))
     })?;
     let mut created = Created(Vec::new(), false);
     let t0 = Instant::now();

@@ -11,15 +11,42 @@
 //! Returns slices of the input, trimmed, so callers can keep the original bytes.
 
 const TITLES: &[&str] = &[
-    "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "rev", "gen", "capt", "col", "lt", "sgt", "mt", "fr",
-    "hon", "messrs", "mme", "mlle", "no", "vol", "fig", "vs", "ft", "approx", "dept", "est", "inc", "ltd", "co",
+    "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "rev", "gen", "capt", "col", "lt", "sgt", "mt", "fr", "hon",
+    "messrs", "mme", "mlle", "no", "vol", "fig", "vs", "ft", "approx", "dept", "est", "inc", "ltd", "co",
 ];
 /// Abbreviations that often end a sentence too: a boundary only before an uppercase word.
 const SOFT_ABBREVS: &[&str] = &["etc", "e.g", "i.e", "a.m", "p.m", "cf", "al"];
 const DIALOGUE_TAGS: &[&str] = &[
-    "said", "says", "asked", "asks", "cried", "replied", "shouted", "whispered", "yelled", "exclaimed",
-    "answered", "called", "added", "thought", "screamed", "laughed", "continued", "muttered", "sighed",
-    "he", "she", "they", "i", "we", "you", "it", "his", "her", "their", "my",
+    "said",
+    "says",
+    "asked",
+    "asks",
+    "cried",
+    "replied",
+    "shouted",
+    "whispered",
+    "yelled",
+    "exclaimed",
+    "answered",
+    "called",
+    "added",
+    "thought",
+    "screamed",
+    "laughed",
+    "continued",
+    "muttered",
+    "sighed",
+    "he",
+    "she",
+    "they",
+    "i",
+    "we",
+    "you",
+    "it",
+    "his",
+    "her",
+    "their",
+    "my",
 ];
 
 fn is_terminator(c: char) -> bool {

@@ -24,7 +24,13 @@ impl ShardWriter {
         let tmp_path = path.with_extension("bin.tmp");
         let f = File::create(&tmp_path).map_err(|e| DataError::io(&tmp_path, e))?;
         let width = if vocab_size <= 1 << 16 { 2 } else { 4 };
-        let mut w = Self { final_path: path.to_path_buf(), tmp_path, out: BufWriter::with_capacity(1 << 20, f), width, count: 0 };
+        let mut w = Self {
+            final_path: path.to_path_buf(),
+            tmp_path,
+            out: BufWriter::with_capacity(1 << 20, f),
+            width,
+            count: 0,
+        };
         w.write_header()?;
         Ok(w)
     }

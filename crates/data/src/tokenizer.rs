@@ -4,8 +4,8 @@ use crate::{DataError, Result};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::models::TrainerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
 pub const BOS: &str = "<|bos|>";
@@ -80,7 +80,8 @@ impl TextTokenizer {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let tk = Tokenizer::from_bytes(bytes).map_err(|e| DataError::Tokenizer(format!("not a valid tokenizer.json ({e})")))?;
+        let tk = Tokenizer::from_bytes(bytes)
+            .map_err(|e| DataError::Tokenizer(format!("not a valid tokenizer.json ({e})")))?;
         Self::from_tokenizer(tk)
     }
 

@@ -134,7 +134,8 @@ pub fn generate(
             let col = |v: &[i64]| Tensor::from_slice(v).view([b as i64, 1]).to_device(dev);
             key_mask = Tensor::cat(&[key_mask, Tensor::from_slice(&active).view([b as i64, 1]).to_device(dev)], 1);
             let s_t = col(&s);
-            let logits = model.forward_step(&col(&step_tok), &col(&p), Some(&s_t), padded.then_some(&key_mask), &mut cache);
+            let logits =
+                model.forward_step(&col(&step_tok), &col(&p), Some(&s_t), padded.then_some(&key_mask), &mut cache);
             last = logits.select(1, 0);
         }
         Generated { tokens: out, stop: stop.into_iter().map(|s| s.unwrap_or(StopReason::MaxTokens)).collect() }
@@ -148,7 +149,14 @@ mod tests {
     use tch::{nn, Device};
 
     fn opts(max_new: usize) -> GenerateOptions {
-        GenerateOptions { max_new_tokens: max_new, max_sentences: None, eos_id: 1, sep_id: 2, pad_id: 3, banned: vec![0, 3] }
+        GenerateOptions {
+            max_new_tokens: max_new,
+            max_sentences: None,
+            eos_id: 1,
+            sep_id: 2,
+            pad_id: 3,
+            banned: vec![0, 3],
+        }
     }
 
     #[test]
@@ -156,12 +164,15 @@ mod tests {
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Decoder::new(vs.root(), &DecoderConfig::test(30, None));
-        let mut lp = LogitsProcessor::new(SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 }, 0);
+        let mut lp = LogitsProcessor::new(
+            SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 },
+            0,
+        );
         let prompt = vec![0i64, 7, 8, 9];
         let mut o = opts(10);
         o.eos_id = -1;
         o.sep_id = -2;
-        let g = generate(&model, &[prompt.clone()], None, &mut lp, &o, |_, _| {});
+        let g = generate(&model, std::slice::from_ref(&prompt), None, &mut lp, &o, |_, _| {});
         // Recompute greedily with full forward passes, no cache.
         let mut seq = prompt;
         for _ in 0..10 {
@@ -186,7 +197,7 @@ mod tests {
         let mut lp = LogitsProcessor::new(greedy, 0);
         let batched = generate(&model, &prompts, None, &mut lp, &opts(12), |_, _| {});
         for (r, p) in prompts.iter().enumerate() {
-            let single = generate(&model, &[p.clone()], None, &mut lp, &opts(12), |_, _| {});
+            let single = generate(&model, std::slice::from_ref(p), None, &mut lp, &opts(12), |_, _| {});
             assert_eq!(batched.tokens[r], single.tokens[0], "row {r}");
         }
     }
@@ -196,7 +207,10 @@ mod tests {
         tch::manual_seed(5);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Decoder::new(vs.root(), &DecoderConfig::test(6, None));
-        let mut lp = LogitsProcessor::new(SamplingConfig { temperature: 1.0, top_k: None, top_p: None, repetition_penalty: 1.0 }, 9);
+        let mut lp = LogitsProcessor::new(
+            SamplingConfig { temperature: 1.0, top_k: None, top_p: None, repetition_penalty: 1.0 },
+            9,
+        );
         let mut o = opts(1000);
         o.eos_id = -1;
         o.max_sentences = Some(3);

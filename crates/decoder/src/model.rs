@@ -250,7 +250,13 @@ mod tests {
         let mut cache = model.new_cache(plan.as_ref(), b);
         let pos = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0).expand([b, t], false);
         let mut parts = vec![tch::no_grad(|| {
-            model.forward_step(&tokens.narrow(1, 0, 5), &pos.narrow(1, 0, 5), Some(&slots.narrow(1, 0, 5)), None, &mut cache)
+            model.forward_step(
+                &tokens.narrow(1, 0, 5),
+                &pos.narrow(1, 0, 5),
+                Some(&slots.narrow(1, 0, 5)),
+                None,
+                &mut cache,
+            )
         })];
         for i in 5..t {
             parts.push(tch::no_grad(|| {

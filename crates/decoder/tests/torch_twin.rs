@@ -65,7 +65,17 @@ fn check(cfg: DecoderConfig) {
 
 #[test]
 fn plain_decoder_matches_pytorch() {
-    check(DecoderConfig { vocab_size: 97, d_model: 48, n_layers: 2, n_heads: 4, d_ff: 96, max_seq_len: 32, dropout: 0.0, norm: NormKind::Layer, plan: None });
+    check(DecoderConfig {
+        vocab_size: 97,
+        d_model: 48,
+        n_layers: 2,
+        n_heads: 4,
+        d_ff: 96,
+        max_seq_len: 32,
+        dropout: 0.0,
+        norm: NormKind::Layer,
+        plan: None,
+    });
 }
 
 #[test]

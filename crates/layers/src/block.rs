@@ -1,7 +1,7 @@
 //! Pre-norm transformer block with optional cross-attention:
 //! `x += attn(norm1(x)); x += cross(norm_c(x), plan); x += mlp(norm2(x))`.
 
-use crate::{AttnMask, Attention, InitStd, KvCache, KvPair, Mlp, Norm, NormKind};
+use crate::{Attention, AttnMask, InitStd, KvCache, KvPair, Mlp, Norm, NormKind};
 use tch::{nn, Tensor};
 
 #[derive(Debug, Clone, Copy)]

@@ -10,7 +10,7 @@ pub mod embedding;
 pub mod mlp;
 pub mod norm;
 
-pub use attention::{AttnMask, Attention, KvCache, KvPair};
+pub use attention::{Attention, AttnMask, KvCache, KvPair};
 pub use block::{Block, BlockConfig};
 pub use embedding::{sinusoidal_embedding, LearnedPositions};
 pub use mlp::Mlp;

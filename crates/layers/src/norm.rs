@@ -14,7 +14,10 @@ pub enum NormKind {
 pub enum Norm {
     Layer(nn::LayerNorm),
     /// `x / sqrt(mean(x^2) + eps) * weight` (Zhang & Sennrich 2019).
-    Rms { weight: Tensor, eps: f64 },
+    Rms {
+        weight: Tensor,
+        eps: f64,
+    },
 }
 
 impl Norm {

@@ -82,7 +82,9 @@ impl ArGenerator {
     /// open so the model completes it. Long prompts keep their last tokens.
     pub fn encode_prompt(&self, prompt: &str, max_new: usize) -> Result<Vec<i64>> {
         if prompt.trim().is_empty() {
-            return Err(PipelineError::Invalid("the prompt is empty; give some text with --prompt or --prompt-file".into()));
+            return Err(PipelineError::Invalid(
+                "the prompt is empty; give some text with --prompt or --prompt-file".into(),
+            ));
         }
         let sentences = split_sentences(prompt);
         let ids = self.tokenizer.encode_document(&sentences, false)?;
@@ -90,9 +92,14 @@ impl ArGenerator {
         if ends_sentence(prompt) {
             ids.push(self.tokenizer.special().sep as i64);
         }
-        let room = (self.model.config().max_seq_len as usize).saturating_sub(max_new.min(self.model.config().max_seq_len as usize / 2));
+        let room = (self.model.config().max_seq_len as usize)
+            .saturating_sub(max_new.min(self.model.config().max_seq_len as usize / 2));
         if ids.len() > room {
-            tracing::warn!(tokens = ids.len(), kept = room, "the prompt is longer than the context allows; keeping its end");
+            tracing::warn!(
+                tokens = ids.len(),
+                kept = room,
+                "the prompt is longer than the context allows; keeping its end"
+            );
             let cut = ids.len() - room + 1;
             let mut kept = vec![ids[0]];
             kept.extend_from_slice(&ids[cut..]);

@@ -126,8 +126,14 @@ impl AdamW {
     }
 
     pub fn load(&mut self, path: &Path, steps_taken: u64) -> Result<()> {
-        let bad = |m: String| TrainError::Invalid(format!("{}: {m}; the checkpoint is damaged, resume from an intact one", path.display()));
-        let tensors = Tensor::read_safetensors(path).map_err(|e| bad(format!("cannot read optimizer state ({})", first_line(&e.to_string()))))?;
+        let bad = |m: String| {
+            TrainError::Invalid(format!(
+                "{}: {m}; the checkpoint is damaged, resume from an intact one",
+                path.display()
+            ))
+        };
+        let tensors = Tensor::read_safetensors(path)
+            .map_err(|e| bad(format!("cannot read optimizer state ({})", first_line(&e.to_string()))))?;
         let map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
         tch::no_grad(|| -> Result<()> {
             for s in &mut self.slots {
@@ -183,7 +189,10 @@ mod tests {
     #[test]
     fn clip_scales_to_max_norm() {
         let p = Tensor::zeros([2], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        let mut opt = AdamW::new(vec![("w".into(), p.shallow_clone())], AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.0 });
+        let mut opt = AdamW::new(
+            vec![("w".into(), p.shallow_clone())],
+            AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.0 },
+        );
         (&p * Tensor::from_slice(&[3.0f32, 4.0])).sum(Kind::Float).backward();
         let n = opt.clip_grad_norm(1.0);
         assert!((n - 5.0).abs() < 1e-5);

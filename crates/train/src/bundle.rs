@@ -111,7 +111,10 @@ impl Bundle {
 
     pub fn write_tokenizer(&self, tk: &TextTokenizer) -> Result<()> {
         std::fs::create_dir_all(&self.root).map_err(|e| {
-            invalid(format!("--out {}: cannot create the bundle folder ({e}); choose a writable path", self.root.display()))
+            invalid(format!(
+                "--out {}: cannot create the bundle folder ({e}); choose a writable path",
+                self.root.display()
+            ))
         })?;
         fsutil::write_atomic(&self.tokenizer_path(), tk.to_json()?.as_bytes())
     }
@@ -119,10 +122,17 @@ impl Bundle {
     pub fn read_config(&self, kind: &str) -> Result<StageConfigFile> {
         let p = self.stage_dir(kind).join("config.json");
         let text = std::fs::read_to_string(&p).map_err(|e| {
-            invalid(format!("{}: {e}; the bundle has no `{kind}` model (train it with `plandiff train {kind}`)", p.display()))
+            invalid(format!(
+                "{}: {e}; the bundle has no `{kind}` model (train it with `plandiff train {kind}`)",
+                p.display()
+            ))
         })?;
-        let c: StageConfigFile = serde_json::from_str(&text)
-            .map_err(|e| invalid(format!("{}: not a valid model config ({e}); the bundle is damaged, retrain or restore it", p.display())))?;
+        let c: StageConfigFile = serde_json::from_str(&text).map_err(|e| {
+            invalid(format!(
+                "{}: not a valid model config ({e}); the bundle is damaged, retrain or restore it",
+                p.display()
+            ))
+        })?;
         if c.format_version != FORMAT_VERSION {
             return Err(invalid(format!(
                 "{}: format_version {} but this plandiff reads {FORMAT_VERSION}; use a matching plandiff or retrain",
@@ -250,14 +260,18 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
         Ok(())
     })?;
     if let Some(extra) = file.keys().next() {
-        return Err(invalid(format!("{}: unexpected tensor `{extra}`; the weights do not match config.json", path.display())));
+        return Err(invalid(format!(
+            "{}: unexpected tensor `{extra}`; the weights do not match config.json",
+            path.display()
+        )));
     }
     Ok(())
 }
 
 /// Saves all variables of `vs` as safetensors (CPU copies, sorted names).
 pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu))).collect();
+    let mut named: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu))).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     Tensor::write_safetensors(&named, path)?;
     Ok(())

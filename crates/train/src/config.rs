@@ -112,7 +112,9 @@ impl RunConfig {
     }
 
     pub fn ar(&self) -> Result<&StageSection> {
-        self.ar.as_ref().ok_or_else(|| TrainError::Invalid("the config has no [ar] section (see configs/tiny.toml)".into()))
+        self.ar
+            .as_ref()
+            .ok_or_else(|| TrainError::Invalid("the config has no [ar] section (see configs/tiny.toml)".into()))
     }
 }
 
@@ -123,7 +125,7 @@ mod tests {
     #[test]
     fn shipped_configs_parse_and_validate() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-        for name in ["tiny.toml", "base.toml"] {
+        for name in ["tiny.toml", "base.toml", "demo.toml"] {
             let c = RunConfig::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let ar = c.ar().unwrap();
             ar.train.validate().unwrap();
@@ -133,7 +135,8 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named() {
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml")).unwrap();
         let bad = text.replace("n_layers", "n_layerz");
         let err = RunConfig::parse(&bad).unwrap_err();
         assert!(err.contains("n_layerz"), "{err}");

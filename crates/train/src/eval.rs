@@ -15,7 +15,13 @@ pub struct EvalResult {
 
 /// Mean next-token cross-entropy over up to `max_batches` batches of `batch` consecutive
 /// windows of `seq_len + 1` tokens (all windows when `max_batches` is `None`).
-pub fn evaluate_loss(model: &Decoder, set: &TokenSet, seq_len: usize, batch: usize, max_batches: Option<usize>) -> EvalResult {
+pub fn evaluate_loss(
+    model: &Decoder,
+    set: &TokenSet,
+    seq_len: usize,
+    batch: usize,
+    max_batches: Option<usize>,
+) -> EvalResult {
     let dev = model.device();
     let n_windows = (set.tokens.len().saturating_sub(1)) / seq_len;
     let total_batches = n_windows.div_ceil(batch.max(1));
@@ -33,7 +39,8 @@ pub fn evaluate_loss(model: &Decoder, set: &TokenSet, seq_len: usize, batch: usi
             let y = t.narrow(1, 1, seq_len as i64);
             let logits = model.forward(&x, None, None, false); // (B, T, V)
             let v = logits.size()[2];
-            let loss = logits.view([-1, v]).cross_entropy_loss::<Tensor>(&y.reshape(-1), None, tch::Reduction::Sum, -100, 0.0);
+            let loss =
+                logits.view([-1, v]).cross_entropy_loss::<Tensor>(&y.reshape(-1), None, tch::Reduction::Sum, -100, 0.0);
             sum += loss.double_value(&[]);
             correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]) as u64;
             count += (rows.len() * seq_len) as u64;

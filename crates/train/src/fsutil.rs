@@ -19,10 +19,7 @@ pub fn fsync_dir(path: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     let res = (|| {
         let mut f = File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
         f.write_all(bytes).map_err(|e| TrainError::io(&tmp, e))?;

@@ -38,7 +38,8 @@ impl MetricsLog {
     }
 
     pub fn write(&self, v: &serde_json::Value) -> Result<()> {
-        let mut f = OpenOptions::new().append(true).create(true).open(&self.path).map_err(|e| TrainError::io(&self.path, e))?;
+        let mut f =
+            OpenOptions::new().append(true).create(true).open(&self.path).map_err(|e| TrainError::io(&self.path, e))?;
         writeln!(f, "{v}").map_err(|e| TrainError::io(&self.path, e))
     }
 }

@@ -87,7 +87,9 @@ fn setup(args: &TrainArgs) -> Result<Run> {
             )));
         }
         if args.config.is_some() {
-            tracing::warn!("--resume: using the architecture and training config stored in the checkpoint, not --config");
+            tracing::warn!(
+                "--resume: using the architecture and training config stored in the checkpoint, not --config"
+            );
         }
         if let Some(s) = args.seed {
             if s != state.seed {
@@ -104,10 +106,9 @@ fn setup(args: &TrainArgs) -> Result<Run> {
         state.train = train.clone();
         return Ok(Run { bundle, model_cfg: cfg.model, train, tokenizer, state });
     }
-    let run_cfg = args
-        .config
-        .as_ref()
-        .ok_or_else(|| TrainError::Invalid("--config is required for a new run (e.g. --config configs/tiny.toml)".into()))?;
+    let run_cfg = args.config.as_ref().ok_or_else(|| {
+        TrainError::Invalid("--config is required for a new run (e.g. --config configs/tiny.toml)".into())
+    })?;
     let section = run_cfg.ar()?;
     let mut train = section.train.clone();
     if let Some(m) = args.max_steps {
@@ -187,9 +188,20 @@ pub fn train_ar(args: TrainArgs) -> Result<TrainReport> {
         opt.load(&dir.join("optimizer.safetensors"), state.step)?;
         tracing::info!(step = state.step, "resumed from {}", dir.display());
     }
-    let metrics = MetricsLog::open(&bundle.root().join("logs").join("ar-metrics.jsonl"), args.resume.then_some(state.step))?;
-    let sched = LrSchedule { lr: train.lr, min_lr: train.min_lr, warmup_steps: train.warmup_steps, total_steps: train.max_steps };
-    tracing::info!(parameters, vocab = model_cfg.vocab_size, train_tokens = train_set.tokens.len(), "training stage ar");
+    let metrics =
+        MetricsLog::open(&bundle.root().join("logs").join("ar-metrics.jsonl"), args.resume.then_some(state.step))?;
+    let sched = LrSchedule {
+        lr: train.lr,
+        min_lr: train.min_lr,
+        warmup_steps: train.warmup_steps,
+        total_steps: train.max_steps,
+    };
+    tracing::info!(
+        parameters,
+        vocab = model_cfg.vocab_size,
+        train_tokens = train_set.tokens.len(),
+        "training stage ar"
+    );
 
     let pb = if args.progress {
         let pb = ProgressBar::new(train.max_steps);
@@ -286,8 +298,10 @@ pub fn train_ar(args: TrainArgs) -> Result<TrainReport> {
         pb.set_position(state.step);
         pb.set_message(format!("loss {loss:.3} lr {lr:.2e} {tok_s:.0} tok/s"));
         if state.step % train.log_interval == 0 || state.step == 1 {
-            metrics.write(&json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
-                "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_seconds}))?;
+            metrics.write(
+                &json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
+                "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_seconds}),
+            )?;
             tracing::debug!(step = state.step, loss, lr, grad_norm, tok_s);
         }
         let last = state.step == train.max_steps;
@@ -296,7 +310,10 @@ pub fn train_ar(args: TrainArgs) -> Result<TrainReport> {
                 let r = evaluate_loss(&model, vset, t, b, Some(train.eval_batches));
                 state.last_val_loss = Some(r.loss);
                 metrics.write(&json!({"step": state.step, "val_loss": r.loss, "val_ppl": r.perplexity, "val_accuracy": r.token_accuracy}))?;
-                pb.println(format!("step {:>6}  train loss {loss:.4}  val loss {:.4}  val ppl {:.2}", state.step, r.loss, r.perplexity));
+                pb.println(format!(
+                    "step {:>6}  train loss {loss:.4}  val loss {:.4}  val ppl {:.2}",
+                    state.step, r.loss, r.perplexity
+                ));
             }
         }
         if state.step % train.checkpoint_interval == 0 || last {

@@ -8,7 +8,10 @@ fn overfit(cfg: DecoderConfig) -> f64 {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Decoder::new(vs.root(), &cfg);
-    let mut opt = AdamW::new(vs.variables().into_iter().collect(), AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0 });
+    let mut opt = AdamW::new(
+        vs.variables().into_iter().collect(),
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0 },
+    );
     let batch = Tensor::randint(cfg.vocab_size, [4, 17], (Kind::Int64, Device::Cpu));
     let (x, y) = (batch.narrow(1, 0, 16), batch.narrow(1, 1, 16));
     let plan = cfg.plan.map(|p| Tensor::randn([4, p.max_slots, p.d_latent], (Kind::Float, Device::Cpu)));

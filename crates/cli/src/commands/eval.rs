@@ -14,7 +14,9 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         bail!("--batch-size must be >= 1");
     }
     let device = parse_device(&a.device)?;
-    let loaded = Bundle::new(&a.checkpoint).load_decoder("ar", device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    let loaded = Bundle::new(&a.checkpoint)
+        .load_decoder("ar", device)
+        .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let set = TokenSet::open(&a.data, &a.split).with_context(|| format!("--data {}", a.data.display()))?;
     if set.stats.tokenizer_hash != loaded.tokenizer.hash() {
         bail!(
@@ -31,7 +33,12 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         .min(loaded.config.model.max_seq_len as usize);
     let r = evaluate_loss(&loaded.model, &set, seq_len, a.batch_size, a.max_batches);
     if r.tokens == 0 {
-        bail!("--data {}: the {} split is shorter than one window of {} tokens; use a smaller --seq-len", a.data.display(), a.split, seq_len + 1);
+        bail!(
+            "--data {}: the {} split is shorter than one window of {} tokens; use a smaller --seq-len",
+            a.data.display(),
+            a.split,
+            seq_len + 1
+        );
     }
     if a.json {
         let out = json!({"checkpoint": a.checkpoint.display().to_string(), "data": a.data.display().to_string(),

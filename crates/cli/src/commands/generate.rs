@@ -13,7 +13,8 @@ fn read_prompt(a: &GenerateArgs) -> Result<String> {
         (Some(p), _) => Ok(p.clone()),
         (None, Some(f)) => {
             let bytes = std::fs::read(f).with_context(|| format!("--prompt-file {}", f.display()))?;
-            String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("--prompt-file {}: not valid UTF-8; convert it to UTF-8", f.display()))
+            String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("--prompt-file {}: not valid UTF-8; convert it to UTF-8", f.display()))
         }
         (None, None) => anyhow::bail!("give a prompt with --prompt TEXT or --prompt-file FILE"),
     }
@@ -36,7 +37,8 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
     }
     let device = parse_device(&a.device)?;
     let Mode::Ar = a.mode;
-    let gen = ArGenerator::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    let gen =
+        ArGenerator::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let opts = GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed };
     let stream = a.stream && !a.json && a.num_samples == 1;

@@ -9,8 +9,9 @@ const STAGES: [&str; 4] = ["ar", "autoencoder", "planner", "diffusion"];
 /// Tensor count and parameter count from a safetensors header, without loading weights.
 fn count_params(path: &std::path::Path) -> Result<(usize, u64)> {
     let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: corrupt or truncated ({e}); retrain or restore the bundle", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        anyhow::anyhow!("{}: corrupt or truncated ({e}); retrain or restore the bundle", path.display())
+    })?;
     let n = st.tensors().iter().map(|(_, v)| v.shape().iter().product::<usize>() as u64).sum();
     Ok((st.len(), n))
 }
@@ -35,7 +36,10 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
         );
     }
     if stages.is_empty() {
-        anyhow::bail!("--checkpoint {}: the bundle holds no model yet; train one with `plandiff train ar`", a.checkpoint.display());
+        anyhow::bail!(
+            "--checkpoint {}: the bundle holds no model yet; train one with `plandiff train ar`",
+            a.checkpoint.display()
+        );
     }
     if a.json {
         let out = json!({"bundle": a.checkpoint.display().to_string(),

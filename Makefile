@@ -1,0 +1,51 @@
+# plandiff: `make demo` and `make test` work on a fresh machine with only Rust and Python 3.
+SHELL := /bin/bash
+.DEFAULT_GOAL := demo
+
+PYTHON ?= python3
+TORCH_VERSION := 2.11.0
+VENV := $(CURDIR)/.venv
+STAMP := $(VENV)/.plandiff-deps-v1
+BIN := target/release/plandiff
+
+# torch-sys links the libtorch of the project's PyTorch (design: tch 0.24 <-> torch 2.11.0).
+export VIRTUAL_ENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+export LIBTORCH_USE_PYTORCH := 1
+
+.PHONY: demo test build venv bench lint fmt clean
+
+$(STAMP):
+	@command -v cargo >/dev/null || { echo "error: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+		echo "installing python3-venv (apt)"; apt-get update -qq && apt-get install -y -qq python3-venv; fi
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION) numpy safetensors
+	@touch $@
+
+venv: $(STAMP)
+
+build: $(STAMP)
+	cargo build --release --locked
+
+# Until the shipped model lands, the demo trains a small model for a minute or two on a
+# generated story corpus, then writes from it.
+demo: build
+	./scripts/demo.sh
+
+test: $(STAMP)
+	cargo test --release --locked --workspace
+
+bench: build
+	./benches/run.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf runs

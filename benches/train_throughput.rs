@@ -1,0 +1,49 @@
+//! Training throughput of the tiny decoder: forward, backward, clip, AdamW, on random
+//! tokens with the same shapes as `python/plandiff_twin.py bench-train`.
+//!
+//!     cargo bench --bench train_throughput -- --threads 2 --steps 20
+
+mod common;
+use plandiff_decoder::Decoder;
+use plandiff_train::{AdamW, AdamWConfig};
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+fn main() {
+    let threads = common::arg("--threads", 2);
+    let steps = common::arg("--steps", 20);
+    let warmup = common::arg("--warmup", 3);
+    let (b, t) = (common::arg("--batch", 16) as i64, common::arg("--seq-len", 256) as i64);
+    tch::set_num_threads(threads as i32);
+    tch::manual_seed(0);
+    let cfg = common::tiny(None);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Decoder::new(vs.root(), &cfg);
+    let params: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
+    let mut opt = AdamW::new(
+        vs.variables().into_iter().collect(),
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 },
+    );
+    let data = Tensor::randint(cfg.vocab_size, [(steps + warmup) as i64, b, t + 1], (Kind::Int64, Device::Cpu));
+    let mut times = Vec::new();
+    for i in 0..steps + warmup {
+        let t0 = Instant::now();
+        let batch = data.get(i as i64);
+        let (x, y) = (batch.narrow(1, 0, t), batch.narrow(1, 1, t));
+        let logits = model.forward(&x, None, None, true);
+        let loss = logits.view([-1, cfg.vocab_size]).cross_entropy_for_logits(&y.reshape(-1));
+        opt.zero_grad();
+        loss.backward();
+        opt.clip_grad_norm(1.0);
+        opt.step(1e-3);
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let total: f64 = times.iter().sum();
+    println!(
+        "{{\"impl\": \"plandiff\", \"tokens_per_s\": {:.1}, \"step_ms\": {:.1}, \"params\": {params}, \"threads\": {threads}}}",
+        (b * t) as f64 * times.len() as f64 / total,
+        1e3 * total / times.len() as f64
+    );
+}
