@@ -135,7 +135,8 @@ def cmd_bench_train(a):
     torch.set_num_threads(a.threads)
     cfg = dict(vocab_size=a.vocab, d_model=a.d_model, n_layers=a.n_layers, n_heads=a.n_heads, d_ff=a.d_ff,
                max_seq_len=a.max_seq_len, norm="layer", plan=None)
-    model = Decoder(cfg)
+    dev = torch.device(a.device)
+    model = Decoder(cfg).to(dev)
     for n, p in model.named_parameters():
         if p.dim() >= 2:
             nn.init.normal_(p, 0.0, 0.02)
@@ -143,7 +144,7 @@ def cmd_bench_train(a):
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-3, betas=(0.9, 0.95), foreach=False)
-    data = torch.randint(a.vocab, (a.steps + a.warmup, a.batch, a.seq_len + 1))
+    data = torch.randint(a.vocab, (a.steps + a.warmup, a.batch, a.seq_len + 1), device=dev)
     times = []
     for i in range(a.steps + a.warmup):
         t0 = time.perf_counter()
@@ -154,11 +155,12 @@ def cmd_bench_train(a):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        loss.item()  # one host sync per step, as plandiff's loop does
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
     tok = a.batch * a.seq_len * len(times) / sum(times)
     print(json.dumps({"impl": "pytorch-eager", "tokens_per_s": tok, "step_ms": 1e3 * sum(times) / len(times),
-                      "params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
+                      "params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(), "device": a.device,
                       "torch": torch.__version__}))
 
 
@@ -172,6 +174,7 @@ def main():
                           ("max_seq_len", 1024), ("batch", 16), ("seq_len", 256), ("steps", 20), ("warmup", 3),
                           ("threads", 2)]:
         b.add_argument("--" + name.replace("_", "-"), type=int, default=default)
+    b.add_argument("--device", default="cpu")
     a = ap.parse_args()
     if a.cmd == "logits":
         cmd_logits(a.dir)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# CUDA check, run on a GPU machine with the release binary built elsewhere:
+#   LD_LIBRARY_PATH=<torch>/lib scripts/gpu_check.sh DATA_DIR OUT_DIR
+# Trains the tiny and base configs on cuda, generates, evaluates on cuda and cpu, and times
+# PyTorch eager on the same GPU with the same shapes.
+set -uo pipefail
+B=${BIN:-target/release/plandiff}
+DATA=$1
+OUT=$2
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+echo "--- device errors"
+$B generate --checkpoint "$OUT/none" --prompt x --device cuda:7 2>&1 | tail -1
+echo "--- tiny, cuda, 300 steps"
+$B --log-level warn train ar --config configs/tiny.toml --data "$DATA" --out "$OUT/tiny" --device cuda --max-steps 300 --json | tee "$OUT/tiny.json"
+echo "--- base, cuda, 60 steps"
+$B --log-level warn train ar --config configs/base.toml --data "$DATA" --out "$OUT/base" --device cuda --max-steps 60 --json | tee "$OUT/base.json"
+echo "--- pytorch eager, same shapes"
+python3 python/plandiff_twin.py bench-train --device cuda --steps 30 --vocab 532 | tee "$OUT/torch-tiny.json"
+python3 python/plandiff_twin.py bench-train --device cuda --steps 20 --vocab 532 --d-model 512 --n-layers 8 --n-heads 8 --d-ff 2048 --batch 64 --seq-len 512 | tee "$OUT/torch-base.json"
+echo "--- generate on cuda (auto) and cpu: same seed, same text?"
+$B --log-level warn generate --checkpoint "$OUT/tiny" --device auto --prompt "once upon a time, tom had a ball." --max-tokens 200 --seed 3 --json > "$OUT/gen-cuda.json"
+$B --log-level warn generate --checkpoint "$OUT/tiny" --device cpu --prompt "once upon a time, tom had a ball." --max-tokens 200 --seed 3 --json > "$OUT/gen-cpu.json"
+python3 - "$OUT" <<'PY'
+import json, sys
+o = sys.argv[1]
+c, p = json.load(open(f"{o}/gen-cuda.json")), json.load(open(f"{o}/gen-cpu.json"))
+print("cuda tokens/s", round(c["samples"][0]["tokens_per_s"]), "cpu tokens/s", round(p["samples"][0]["tokens_per_s"]))
+print("same text on cuda and cpu:", c["samples"][0]["text"] == p["samples"][0]["text"])
+print(c["samples"][0]["text"][:300])
+PY
+$B --log-level warn generate --checkpoint "$OUT/tiny" --device cuda --prompt "once upon a time" --num-samples 8 --max-tokens 256 --seed 1 --json | python3 -c "import json,sys; j=json.load(sys.stdin); print('cuda batch 8 tokens/s per sample', round(j['samples'][0]['tokens_per_s']))"
+echo "--- eval cuda vs cpu"
+$B --log-level warn eval --checkpoint "$OUT/tiny" --data "$DATA" --device cuda --json | tee "$OUT/eval-cuda.json"
+$B --log-level warn eval --checkpoint "$OUT/tiny" --data "$DATA" --device cpu --json | tee "$OUT/eval-cpu.json"
+echo "--- resume on cuda"
+$B --log-level warn train ar --config configs/tiny.toml --data "$DATA" --out "$OUT/cut" --device cuda --max-steps 40 --stop-at 20 --json > /dev/null
+$B --log-level warn train ar --data "$DATA" --out "$OUT/cut" --device cuda --resume --json | python3 -c "import json,sys; j=json.load(sys.stdin); print('resumed to', j['step'], 'loss', j['train_loss'])"
+rm -rf "$OUT"/*/ar/optimizer.safetensors "$OUT/none"
