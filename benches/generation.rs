@@ -8,19 +8,23 @@ use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor, Plan
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
-/// Median latency (ms) of one cached decoding step at position `pos`, batch `b`.
+/// Median latency (ms) of cached decoding steps around position `pos`, batch `b`: prefill
+/// `pos - 8` tokens, then time 16 single-token steps (what generation does at that depth).
 fn cached_step_ms(model: &Decoder, pos: i64, b: i64, reps: usize) -> f64 {
-    let prefix = Tensor::randint(4000, [b, pos], (Kind::Int64, Device::Cpu));
-    let positions = Tensor::arange(pos, (Kind::Int64, Device::Cpu)).unsqueeze(0).expand([b, pos], false);
+    let start = (pos - 8).max(1);
+    let prefix = Tensor::randint(4000, [b, start], (Kind::Int64, Device::Cpu));
+    let positions = Tensor::arange(start, (Kind::Int64, Device::Cpu)).unsqueeze(0).expand([b, start], false);
     let mut out = Vec::new();
-    for _ in 0..reps {
+    for _ in 0..reps.div_ceil(4) {
         let mut cache = model.new_cache(None, b);
         let _ = tch::no_grad(|| model.forward_step(&prefix, &positions, None, None, &mut cache));
-        let tok = Tensor::randint(4000, [b, 1], (Kind::Int64, Device::Cpu));
-        let p = Tensor::full([b, 1], pos, (Kind::Int64, Device::Cpu));
-        let t0 = Instant::now();
-        let _ = tch::no_grad(|| model.forward_step(&tok, &p, None, None, &mut cache));
-        out.push(t0.elapsed().as_secs_f64() * 1e3);
+        for i in 0..16 {
+            let tok = Tensor::randint(4000, [b, 1], (Kind::Int64, Device::Cpu));
+            let p = Tensor::full([b, 1], start + i, (Kind::Int64, Device::Cpu));
+            let t0 = Instant::now();
+            let _ = tch::no_grad(|| model.forward_step(&tok, &p, None, None, &mut cache));
+            out.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
     }
     common::median(out)
 }

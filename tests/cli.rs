@@ -178,13 +178,33 @@ fn prepare_reuses_a_given_tokenizer_and_reads_jsonl() {
     let out = dir.path().join("prep");
     let tok = f.data.join("tokenizer.json");
     let st: Value = serde_json::from_str(&run_ok(&[
-        "prepare", "--input", s(&jsonl), "--out", s(&out), "--tokenizer", s(&tok), "--valid-fraction", "0.2", "--json",
+        "prepare",
+        "--input",
+        s(&jsonl),
+        "--out",
+        s(&out),
+        "--tokenizer",
+        s(&tok),
+        "--valid-fraction",
+        "0.2",
+        "--json",
     ]))
     .unwrap();
-    let fixture_stats: Value = serde_json::from_str(&std::fs::read_to_string(f.data.join("stats.json")).unwrap()).unwrap();
+    let fixture_stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.data.join("stats.json")).unwrap()).unwrap();
     assert_eq!(st["tokenizer_hash"], fixture_stats["tokenizer_hash"]);
     assert_eq!(st["train"]["documents"].as_u64().unwrap() + st["valid"]["documents"].as_u64().unwrap(), 40);
     // The bundle's model can be evaluated on it: same tokenizer.
-    let v: Value = serde_json::from_str(&run_ok(&["eval", "--checkpoint", s(&f.bundle), "--data", s(&out), "--seq-len", "16", "--json"])).unwrap();
+    let v: Value = serde_json::from_str(&run_ok(&[
+        "eval",
+        "--checkpoint",
+        s(&f.bundle),
+        "--data",
+        s(&out),
+        "--seq-len",
+        "16",
+        "--json",
+    ]))
+    .unwrap();
     assert!(v["loss"].as_f64().unwrap().is_finite());
 }

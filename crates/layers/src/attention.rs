@@ -33,9 +33,14 @@ impl KvPair {
 }
 
 /// Self-attention cache: keys and values of every position seen so far.
+///
+/// Keys and values live in buffers with spare capacity along the time axis (doubled when
+/// full), so appending one position copies one position instead of the whole prefix; the
+/// attention reads a narrowed view. This keeps the per-token cost nearly flat in position.
 #[derive(Debug, Default)]
 pub struct KvCache {
-    kv: Option<KvPair>,
+    buf: Option<KvPair>,
+    len: i64,
 }
 
 impl KvCache {
@@ -45,30 +50,46 @@ impl KvCache {
 
     /// Number of cached positions.
     pub fn len(&self) -> i64 {
-        self.kv.as_ref().map_or(0, |kv| kv.k.size()[2])
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
+    }
+
+    fn capacity(&self) -> i64 {
+        self.buf.as_ref().map_or(0, |b| b.k.size()[2])
     }
 
     /// Appends the new positions and returns keys/values of the whole sequence so far.
     fn append(&mut self, new: KvPair) -> KvPair {
-        let all = match self.kv.take() {
-            None => new,
-            Some(old) => KvPair {
-                k: Tensor::cat(&[old.k, new.k], 2), // (B, H, Tpast + T, Dh)
-                v: Tensor::cat(&[old.v, new.v], 2),
-            },
-        };
-        self.kv = Some(all.shallow_clone());
-        all
+        let t = new.k.size()[2];
+        let need = self.len + t;
+        if need > self.capacity() {
+            let cap = need.max(2 * self.capacity()).max(64);
+            let mut shape = new.k.size();
+            shape[2] = cap;
+            let grown = KvPair {
+                k: new.k.new_empty(&shape, (new.k.kind(), new.k.device())),
+                v: new.v.new_empty(&shape, (new.v.kind(), new.v.device())),
+            };
+            if let Some(old) = &self.buf {
+                grown.k.narrow(2, 0, self.len).copy_(&old.k.narrow(2, 0, self.len));
+                grown.v.narrow(2, 0, self.len).copy_(&old.v.narrow(2, 0, self.len));
+            }
+            self.buf = Some(grown);
+        }
+        let buf = self.buf.as_ref().expect("allocated above");
+        buf.k.narrow(2, self.len, t).copy_(&new.k); // (B, H, t, Dh) into (B, H, cap, Dh)
+        buf.v.narrow(2, self.len, t).copy_(&new.v);
+        self.len = need;
+        KvPair { k: buf.k.narrow(2, 0, need), v: buf.v.narrow(2, 0, need) }
     }
 
     /// Keeps only the batch rows in `index` (for dropping finished sequences).
     pub fn select_rows(&mut self, index: &Tensor) {
-        if let Some(kv) = self.kv.take() {
-            self.kv = Some(KvPair { k: kv.k.index_select(0, index), v: kv.v.index_select(0, index) });
+        if let Some(kv) = self.buf.take() {
+            self.buf = Some(KvPair { k: kv.k.index_select(0, index), v: kv.v.index_select(0, index) });
         }
     }
 }
