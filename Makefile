@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 TORCH_VERSION := 2.11.0
 VENV := $(CURDIR)/.venv
-STAMP := $(VENV)/.plandiff-deps-v1
+STAMP := $(VENV)/.plandiff-deps-v2
 BIN := target/release/plandiff
 
 # torch-sys links the libtorch of the project's PyTorch (design: tch 0.24 <-> torch 2.11.0).
@@ -20,7 +20,7 @@ $(STAMP):
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
 		echo "installing python3-venv (apt)"; apt-get update -qq && apt-get install -y -qq python3-venv; fi
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION) numpy safetensors
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION) numpy safetensors diffusers==0.42.1
 	@touch $@
 
 venv: $(STAMP)

@@ -208,3 +208,37 @@ fn prepare_reuses_a_given_tokenizer_and_reads_jsonl() {
     .unwrap();
     assert!(v["loss"].as_f64().unwrap().is_finite());
 }
+
+#[test]
+fn schedule_prints_tables_and_json() {
+    let v: Value = serde_json::from_str(&run_ok(&[
+        "schedule",
+        "--beta-schedule",
+        "squaredcos_cap_v2",
+        "--timesteps",
+        "1000",
+        "--json",
+    ]))
+    .unwrap();
+    let betas = v["betas"].as_array().unwrap();
+    let acp = v["alphas_cumprod"].as_array().unwrap();
+    assert_eq!(betas.len(), 1000);
+    assert!((betas[500].as_f64().unwrap() - 3.155691e-3).abs() < 1e-8);
+    assert!((acp[499].as_f64().unwrap() - 0.4938436).abs() < 1e-6);
+    let z: Value = serde_json::from_str(&run_ok(&[
+        "schedule",
+        "--beta-schedule",
+        "linear",
+        "--timesteps",
+        "100",
+        "--rescale-zero-snr",
+        "--json",
+    ]))
+    .unwrap();
+    assert!(z["alphas_cumprod"][99].as_f64().unwrap().abs() < 1e-12);
+    let text = run_ok(&["schedule", "--beta-schedule", "scaled_linear", "--timesteps", "50", "--all"]);
+    assert_eq!(text.lines().count(), 51);
+    let bad = run(&["schedule", "--beta-schedule", "cosinus"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown beta schedule"));
+}

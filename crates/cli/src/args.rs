@@ -33,6 +33,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Describe a bundle.
     Info(InfoArgs),
+    /// Print a diffusion noise schedule (betas, alphas_cumprod, SNR per timestep).
+    Schedule(ScheduleArgs),
 }
 
 #[derive(Args, Debug)]
@@ -176,6 +178,29 @@ pub struct EvalArgs {
 pub struct InfoArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    /// linear, scaled_linear or squaredcos_cap_v2 (cosine).
+    #[arg(long, default_value = "squaredcos_cap_v2")]
+    pub beta_schedule: String,
+    /// Training timesteps T.
+    #[arg(long, default_value_t = 1000)]
+    pub timesteps: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    pub beta_start: f64,
+    #[arg(long, default_value_t = 0.02)]
+    pub beta_end: f64,
+    /// Rescale to zero terminal SNR (Lin et al. 2023).
+    #[arg(long)]
+    pub rescale_zero_snr: bool,
+    /// Print every timestep (default: about 50 rows).
+    #[arg(long)]
+    pub all: bool,
+    /// `{"betas": [...], "alphas_cumprod": [...], "snr": [...]}`.
     #[arg(long)]
     pub json: bool,
 }

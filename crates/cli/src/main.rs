@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => commands::generate::run(a, started),
         Command::Eval(a) => commands::eval::run(a),
         Command::Info(a) => commands::info::run(a),
+        Command::Schedule(a) => commands::schedule::run(a),
     };
     match result {
         Ok(code) => code,

@@ -2,4 +2,5 @@ pub mod eval;
 pub mod generate;
 pub mod info;
 pub mod prepare;
+pub mod schedule;
 pub mod train;
