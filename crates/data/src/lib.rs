@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod corpus;
+pub mod documents;
 pub mod prepare;
 pub mod sentences;
 pub mod shards;
@@ -16,6 +17,7 @@ pub mod tokenizer;
 
 pub use batch::{TokenSet, WindowSampler};
 pub use corpus::DocumentReader;
+pub use documents::{doc_batch, index_documents, DocBatch, Document};
 pub use prepare::{prepare, PrepareOptions, PrepareStats};
 pub use sentences::split_sentences;
 pub use shards::{read_shard, ShardWriter};

@@ -1,0 +1,146 @@
+//! Sentence encoder E: a bidirectional transformer over one sentence's tokens, mean-pooled
+//! over the real tokens, projected to `d_latent` and bounded (design section 3.3).
+
+use plandiff_layers::{AttnMask, Block, BlockConfig, InitStd, LearnedPositions, Norm, NormKind};
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::Module, Kind, Tensor};
+
+/// How latents are kept in a bounded region, so the planner's diffusion has a fixed scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatentBound {
+    /// Each coordinate in (-1, 1).
+    Tanh,
+    /// Unit L2 norm, scaled by `sqrt(d_latent)` so coordinates are O(1).
+    Sphere,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    pub vocab_size: i64,
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub n_heads: i64,
+    pub d_ff: i64,
+    /// Longest sentence in tokens (longer ones are cut).
+    pub max_len: i64,
+    pub d_latent: i64,
+    pub dropout: f64,
+    pub norm: NormKind,
+    pub bound: LatentBound,
+}
+
+#[derive(Debug)]
+pub struct SentenceEncoder {
+    cfg: EncoderConfig,
+    wte: nn::Embedding,
+    wpe: LearnedPositions,
+    blocks: Vec<Block>,
+    norm_f: Norm,
+    proj: nn::Linear,
+}
+
+impl SentenceEncoder {
+    pub fn new(p: nn::Path, cfg: &EncoderConfig) -> Self {
+        let emb = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
+        let bc = BlockConfig {
+            d_model: cfg.d_model,
+            n_heads: cfg.n_heads,
+            d_ff: cfg.d_ff,
+            dropout: cfg.dropout,
+            norm: cfg.norm,
+            d_context: None,
+            init: InitStd::gpt2(cfg.n_layers),
+        };
+        Self {
+            cfg: cfg.clone(),
+            wte: nn::embedding(&p / "wte", cfg.vocab_size, cfg.d_model, emb),
+            wpe: LearnedPositions::new(&p / "wpe", cfg.max_len, cfg.d_model),
+            blocks: (0..cfg.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect(),
+            norm_f: Norm::new(&p / "norm_f", cfg.norm, cfg.d_model),
+            proj: nn::linear(&p / "proj", cfg.d_model, cfg.d_latent, InitStd::default().linear(0.02)),
+        }
+    }
+
+    pub fn config(&self) -> &EncoderConfig {
+        &self.cfg
+    }
+
+    /// # Shapes
+    /// - `tokens`: `(N, L)` int64, `mask`: `(N, L)` bool (`true` on real tokens; every row
+    ///   needs at least one). Returns latents `(N, d_latent)`.
+    pub fn forward(&self, tokens: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let (_, l) = tokens.size2().expect("tokens must be (N, L)");
+        let l = l.min(self.cfg.max_len);
+        let tokens = tokens.narrow(1, 0, l);
+        let mask = mask.narrow(1, 0, l);
+        let pos = Tensor::arange(l, (Kind::Int64, tokens.device())).unsqueeze(0); // (1, L)
+        let mut x = (self.wte.forward(&tokens) + self.wpe.forward(&pos)).dropout(self.cfg.dropout, train);
+        let attn_mask = mask.unsqueeze(1).unsqueeze(1); // (N, 1, 1, L): keys that are real
+        for b in &self.blocks {
+            x = b.forward(&x, AttnMask::Custom(&attn_mask), None, None, train);
+        }
+        let x = self.norm_f.forward(&x);
+        let m = mask.to_kind(x.kind()).unsqueeze(-1); // (N, L, 1)
+        let kind = x.kind();
+        let pooled = (x * &m).sum_dim_intlist(1, false, kind) / m.sum_dim_intlist(1, false, kind).clamp_min(1.0);
+        let z = self.proj.forward(&pooled); // (N, d_latent)
+        match self.cfg.bound {
+            LatentBound::Tanh => z.tanh(),
+            LatentBound::Sphere => {
+                let norm = z.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-6);
+                z / norm * (self.cfg.d_latent as f64).sqrt()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn cfg(bound: LatentBound) -> EncoderConfig {
+        EncoderConfig {
+            vocab_size: 50,
+            d_model: 32,
+            n_layers: 2,
+            n_heads: 4,
+            d_ff: 64,
+            max_len: 16,
+            d_latent: 8,
+            dropout: 0.0,
+            norm: NormKind::Layer,
+            bound,
+        }
+    }
+
+    #[test]
+    fn padding_does_not_change_a_latent() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let enc = SentenceEncoder::new(vs.root(), &cfg(LatentBound::Tanh));
+        let alone = Tensor::from_slice(&[5i64, 6, 7]).unsqueeze(0);
+        let z1 = enc.forward(&alone, &alone.ones_like().to_kind(Kind::Bool), false);
+        let padded = Tensor::from_slice(&[5i64, 6, 7, 3, 3, 3]).unsqueeze(0);
+        let mask = Tensor::from_slice(&[true, true, true, false, false, false]).unsqueeze(0);
+        let z2 = enc.forward(&padded, &mask, false);
+        assert!((&z1 - &z2).abs().max().double_value(&[]) < 1e-6);
+        assert!(z1.abs().max().double_value(&[]) < 1.0);
+        // Another sentence gives another latent.
+        let other = Tensor::from_slice(&[9i64, 6, 7]).unsqueeze(0);
+        let z3 = enc.forward(&other, &other.ones_like().to_kind(Kind::Bool), false);
+        assert!((&z1 - &z3).abs().max().double_value(&[]) > 1e-4);
+    }
+
+    #[test]
+    fn sphere_latents_have_fixed_norm() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let enc = SentenceEncoder::new(vs.root(), &cfg(LatentBound::Sphere));
+        let t = Tensor::randint(50, [4, 10], (Kind::Int64, Device::Cpu));
+        let z = enc.forward(&t, &t.ones_like().to_kind(Kind::Bool), false);
+        let n: Vec<f32> = Vec::try_from(z.norm_scalaropt_dim(2, [-1], false)).unwrap();
+        assert!(n.iter().all(|v| (v - 8f32.sqrt()).abs() < 1e-4), "{n:?}");
+    }
+}
