@@ -22,18 +22,28 @@ print(f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} {tim
 PYEOF
 }
 
-echo "## Training throughput (tiny config, batch 16 x 256 tokens, $THREADS threads, one run)"
+echo "## Training throughput (tiny config, batch 16 x 256 tokens, $THREADS threads, 3 alternating rounds, median)"
 echo
-RS=$(cargo bench --locked --quiet --bench train_throughput -- --threads "$THREADS" --steps 20 2>/dev/null | tail -1)
-PT=$($PY python/plandiff_twin.py bench-train --threads "$THREADS" --steps 20)
-python3 - "$RS" "$PT" <<'PYEOF'
-import json, sys
-rs, pt = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print("| implementation | params | step (ms) | tokens/s |")
-print("|---|---:|---:|---:|")
-for r in (rs, pt):
-    print(f"| {r['impl']} | {r['params']} | {r['step_ms']:.0f} | {r['tokens_per_s']:.0f} |")
-print(f"\nplandiff / PyTorch eager: {rs['tokens_per_s'] / pt['tokens_per_s']:.2f}x")
+cargo bench --locked --quiet --bench train_throughput --no-run 2>/dev/null
+RUNS=()
+for round in 1 2 3; do
+  RUNS+=("$(cargo bench --locked --quiet --bench train_throughput -- --threads "$THREADS" --steps 15 2>/dev/null | tail -1)")
+  RUNS+=("$($PY python/plandiff_twin.py bench-train --threads "$THREADS" --steps 15)")
+done
+python3 - "${RUNS[@]}" <<'PYEOF'
+import json, statistics, sys
+runs = [json.loads(a) for a in sys.argv[1:]]
+by = {}
+for r in runs:
+    by.setdefault(r["impl"], []).append(r)
+print("| implementation | params | step (ms), median | tokens/s, median | tokens/s per round |")
+print("|---|---:|---:|---:|---|")
+med = {}
+for impl, rs in by.items():
+    med[impl] = statistics.median(r["tokens_per_s"] for r in rs)
+    print(f"| {impl} | {rs[0]['params']} | {statistics.median(r['step_ms'] for r in rs):.0f} | {med[impl]:.0f} | "
+          + ", ".join(f"{r['tokens_per_s']:.0f}" for r in rs) + " |")
+print(f"\nplandiff / PyTorch eager: {med['plandiff'] / med['pytorch-eager']:.2f}x")
 PYEOF
 echo
 echo "## Generation with the KV cache"

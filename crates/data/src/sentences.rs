@@ -102,7 +102,9 @@ pub fn split_sentences(text: &str) -> Vec<&str> {
 
 fn previous_word(text: &str, end: usize) -> &str {
     let before = &text[..end];
-    let from = before.rfind(|c: char| c.is_whitespace() || c == '"' || c == '(' || c == '“').map_or(0, |p| p + 1);
+    let is_break = |c: char| c.is_whitespace() || matches!(c, '"' | '(' | '“' | '‘' | '[');
+    // The word starts after the last break character (which may be several bytes long).
+    let from = before.char_indices().rev().find(|&(_, c)| is_break(c)).map_or(0, |(i, c)| i + c.len_utf8());
     &before[from..]
 }
 
@@ -153,6 +155,16 @@ mod tests {
     use super::split_sentences;
 
     #[test]
+    fn never_panics_on_multibyte_text() {
+        // Every prefix of text dense with multi-byte punctuation and letters.
+        let text = "“Ah!” ‘Oh?’ “Mr. É.” Ça… “Dr.” 日本。 “x.” (Ü.) — ‘e.g.’ «Non.» Fin.";
+        for (i, _) in text.char_indices() {
+            let _ = split_sentences(&text[..i]);
+            let _ = split_sentences(&text[i..]);
+        }
+    }
+
+    #[test]
     fn table() {
         let cases: &[(&str, &[&str])] = &[
             ("", &[]),
@@ -177,6 +189,9 @@ mod tests {
             ("she waited... and then she left.", &["she waited... and then she left."]),
             ("Line one.\nLine two.", &["Line one.", "Line two."]),
             ("(It was late.) We left.", &["(It was late.)", "We left."]),
+            ("“Well, Mr. Darcy.” She smiled. “Yes.”", &["“Well, Mr. Darcy.”", "She smiled.", "“Yes.”"]),
+            ("He said “no… ”— then ‘Dr. Who?’ left.", &["He said “no… ”— then ‘Dr. Who?’ left."]),
+            ("“U.S.” and “e.g.” are fine. “Mrs.” too.", &["“U.S.” and “e.g.” are fine.", "“Mrs.” too."]),
             ("Café is nice. Ünïcode works. 日本語です。", &["Café is nice.", "Ünïcode works.", "日本語です。"]),
         ];
         for (input, want) in cases {

@@ -151,7 +151,7 @@ impl Decoder {
         let (b, t) = tokens.size2().expect("tokens must be (B, T)");
         let positions = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0); // (1, T)
         let cross = self.plan_memory(plan, b);
-        let mut x = self.embed(tokens, &positions, slots).dropout(self.cfg.dropout, train);
+        let mut x = plandiff_layers::dropout(self.embed(tokens, &positions, slots), self.cfg.dropout, train);
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, AttnMask::Causal, None, cross.as_ref().map(|c| &c[i]), train);
         }

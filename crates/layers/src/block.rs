@@ -1,7 +1,7 @@
 //! Pre-norm transformer block with optional cross-attention:
 //! `x += attn(norm1(x)); x += cross(norm_c(x), plan); x += mlp(norm2(x))`.
 
-use crate::{Attention, AttnMask, InitStd, KvCache, KvPair, Mlp, Norm, NormKind};
+use crate::{dropout, Attention, AttnMask, InitStd, KvCache, KvPair, Mlp, Norm, NormKind};
 use tch::{nn, Tensor};
 
 #[derive(Debug, Clone, Copy)]
@@ -64,12 +64,12 @@ impl Block {
         train: bool,
     ) -> Tensor {
         let h = self.attn.forward_self(&self.norm1.forward(x), cache, mask, train);
-        let mut x = x + h.dropout(self.dropout, train);
+        let mut x = x + dropout(h, self.dropout, train);
         if let (Some((norm, cross)), Some(kv)) = (&self.cross, context_kv) {
             let h = cross.attend(&norm.forward(&x), kv, AttnMask::None, train);
-            x = x + h.dropout(self.dropout, train);
+            x = x + dropout(h, self.dropout, train);
         }
         let h = self.mlp.forward(&self.norm2.forward(&x));
-        x + h.dropout(self.dropout, train)
+        x + dropout(h, self.dropout, train)
     }
 }

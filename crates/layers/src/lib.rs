@@ -44,3 +44,12 @@ impl InitStd {
         }
     }
 }
+
+/// Dropout that is a no-op (no kernel, no copy) when `p == 0` or outside training.
+pub fn dropout(x: tch::Tensor, p: f64, train: bool) -> tch::Tensor {
+    if train && p > 0.0 {
+        x.dropout(p, true)
+    } else {
+        x
+    }
+}

@@ -76,7 +76,8 @@ impl SentenceEncoder {
         let tokens = tokens.narrow(1, 0, l);
         let mask = mask.narrow(1, 0, l);
         let pos = Tensor::arange(l, (Kind::Int64, tokens.device())).unsqueeze(0); // (1, L)
-        let mut x = (self.wte.forward(&tokens) + self.wpe.forward(&pos)).dropout(self.cfg.dropout, train);
+        let mut x =
+            plandiff_layers::dropout(self.wte.forward(&tokens) + self.wpe.forward(&pos), self.cfg.dropout, train);
         let attn_mask = mask.unsqueeze(1).unsqueeze(1); // (N, 1, 1, L): keys that are real
         for b in &self.blocks {
             x = b.forward(&x, AttnMask::Custom(&attn_mask), None, None, train);

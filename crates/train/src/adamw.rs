@@ -101,14 +101,16 @@ impl AdamW {
                     continue;
                 }
                 let _ = s.m.lerp_(&g, 1.0 - c.beta1);
-                let _ = s.v.g_mul_scalar_(c.beta2);
-                let _ = s.v.addcmul_(&(&g * (1.0 - c.beta2)), &g);
+                let _ = s.v.lerp_(&(&g * &g), 1.0 - c.beta2);
                 if s.decay && c.weight_decay != 0.0 {
                     let _ = s.param.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
-                let denom = (s.v.sqrt() / bc2_sqrt) + c.eps;
-                let update = (&s.m / denom) * (lr / bc1);
-                let _ = s.param.g_sub_(&update);
+                // denom = sqrt(v)/sqrt(bc2) + eps, then p += m / (-denom bc1/lr): one temporary.
+                let mut denom = s.v.sqrt();
+                let _ = denom.g_div_scalar_(bc2_sqrt);
+                let _ = denom.g_add_scalar_(c.eps);
+                let _ = denom.g_mul_scalar_(-bc1 / lr);
+                let _ = s.param.addcdiv_(&s.m, &denom);
             }
         });
     }
