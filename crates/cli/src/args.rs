@@ -70,6 +70,8 @@ pub struct PrepareArgs {
 pub enum TrainCommand {
     /// Stage `ar`: a plain causal language model.
     Ar(TrainArgs),
+    /// Stage `autoencoder`: sentence encoder + plan-conditioned decoder, trained together.
+    Autoencoder(TrainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -155,6 +157,10 @@ pub struct GenerateArgs {
 pub struct EvalArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Which model of the bundle: `ar` (loss, perplexity) or `autoencoder` (perplexity and
+    /// token accuracy with the oracle plan and with the null plan).
+    #[arg(long, default_value = "ar")]
+    pub stage: String,
     /// Prepared data folder.
     #[arg(long)]
     pub data: PathBuf,

@@ -62,6 +62,14 @@ impl WindowSampler {
         Ok(Self { n_windows, stride: seq_len, seed, epoch: None })
     }
 
+    /// A seeded, epoch-wise permutation of `n` items (`start(g)` returns the item index).
+    pub fn over(n: usize, seed: u64) -> Result<Self> {
+        if n == 0 {
+            return Err(DataError::Invalid("nothing to sample from: the data holds no complete document".into()));
+        }
+        Ok(Self { n_windows: n as u64, stride: 1, seed, epoch: None })
+    }
+
     pub fn n_windows(&self) -> u64 {
         self.n_windows
     }

@@ -148,14 +148,34 @@ impl Decoder {
     /// - `tokens`: `(B, T)` int64; `slots`: `(B, T)` int64 sentence-slot ids (plan models);
     ///   `plan`: `(B, S, d_latent)` or `None` for the null plan. Returns logits `(B, T, V)`.
     pub fn forward(&self, tokens: &Tensor, slots: Option<&Tensor>, plan: Option<&Tensor>, train: bool) -> Tensor {
+        self.forward_masked(tokens, slots, plan, None, train)
+    }
+
+    /// [`Decoder::forward`] with an explicit self-attention mask `(B, 1, T, T)` (bool, `true`
+    /// = may attend; it must include the causal constraint); `None` is plain causal.
+    pub fn forward_masked(
+        &self,
+        tokens: &Tensor,
+        slots: Option<&Tensor>,
+        plan: Option<&Tensor>,
+        self_mask: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let (b, t) = tokens.size2().expect("tokens must be (B, T)");
         let positions = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0); // (1, T)
         let cross = self.plan_memory(plan, b);
+        let mask = self_mask.map_or(AttnMask::Causal, AttnMask::Custom);
         let mut x = plandiff_layers::dropout(self.embed(tokens, &positions, slots), self.cfg.dropout, train);
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, AttnMask::Causal, None, cross.as_ref().map(|c| &c[i]), train);
+            x = block.forward(&x, mask, None, cross.as_ref().map(|c| &c[i]), train);
         }
         self.head(&x)
+    }
+
+    /// The learned null plan `(max_slots, d_latent)` (plan models only): what the decoder
+    /// reads when there is no plan, and in empty slots.
+    pub fn null_plan(&self) -> Option<&Tensor> {
+        self.null_plan.as_ref()
     }
 
     /// A fresh cache; the plan's cross-attention keys/values are computed here, once.

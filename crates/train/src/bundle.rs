@@ -11,7 +11,7 @@
 //! (and fall back to `.ar.old` if the crash fell between the renames).
 
 use crate::adamw::first_line;
-use crate::config::TrainConfig;
+use crate::config::{PlanSection, TrainConfig};
 use crate::{fsutil, Result, TrainError};
 use plandiff_data::TextTokenizer;
 use plandiff_decoder::{Decoder, DecoderConfig};
@@ -42,6 +42,9 @@ pub struct StageConfigFile {
     pub format_version: u32,
     pub kind: String,
     pub model: DecoderConfig,
+    /// The sentence encoder (stage `autoencoder`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<plandiff_planner::EncoderConfig>,
     pub tokenizer_hash: String,
     pub provenance: Provenance,
 }
@@ -56,6 +59,8 @@ pub struct TrainerState {
     pub tokens_seen: u64,
     pub seed: u64,
     pub train: TrainConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSection>,
     pub data: String,
     pub elapsed_seconds: f64,
     pub last_train_loss: Option<f64>,

@@ -11,6 +11,77 @@ use std::path::Path;
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     pub ar: Option<StageSection>,
+    pub autoencoder: Option<AutoencoderSection>,
+}
+
+/// `[autoencoder]`: sentence encoder + plan-conditioned decoder, trained together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoencoderSection {
+    pub encoder: EncoderSection,
+    pub decoder: ModelSection,
+    pub plan: PlanSection,
+    /// `batch_size` counts documents; `seq_len` caps a document window's tokens.
+    pub train: TrainConfig,
+}
+
+/// Sentence encoder architecture; the vocabulary comes from the data's tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderSection {
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub n_heads: i64,
+    pub d_ff: i64,
+    pub max_len: i64,
+    pub d_latent: i64,
+    pub dropout: f64,
+    pub norm: NormKind,
+    pub bound: plandiff_planner::LatentBound,
+}
+
+impl EncoderSection {
+    pub fn encoder(&self, vocab_size: i64) -> plandiff_planner::EncoderConfig {
+        plandiff_planner::EncoderConfig {
+            vocab_size,
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_ff: self.d_ff,
+            max_len: self.max_len,
+            d_latent: self.d_latent,
+            dropout: self.dropout,
+            norm: self.norm,
+            bound: self.bound,
+        }
+    }
+}
+
+/// How the decoder learns to read plans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSection {
+    /// Sentences per document window (the plan's slots).
+    pub max_slots: i64,
+    /// Share of documents trained with the null plan, so one decoder also runs as plain AR.
+    pub null_plan_prob: f64,
+    /// Latents get Gaussian noise of a std drawn from U(0, this) per document.
+    pub latent_noise_max: f64,
+    /// Share of documents whose tokens attend only within their own sentence, so the
+    /// rest of the document reaches them through the plan alone.
+    pub context_dropout: f64,
+}
+
+impl PlanSection {
+    pub fn validate(&self) -> Result<()> {
+        let p = |x: f64| (0.0..=1.0).contains(&x);
+        if self.max_slots < 1 || !p(self.null_plan_prob) || !p(self.context_dropout) || self.latent_noise_max < 0.0 {
+            return Err(TrainError::Invalid(
+                "config [autoencoder.plan]: need max_slots >= 1, probabilities in [0, 1], latent_noise_max >= 0".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +182,12 @@ impl RunConfig {
         })
     }
 
+    pub fn autoencoder(&self) -> Result<&AutoencoderSection> {
+        self.autoencoder.as_ref().ok_or_else(|| {
+            TrainError::Invalid("the config has no [autoencoder] section (see configs/tiny.toml)".into())
+        })
+    }
+
     pub fn ar(&self) -> Result<&StageSection> {
         self.ar
             .as_ref()
@@ -130,6 +207,11 @@ mod tests {
             let ar = c.ar().unwrap();
             ar.train.validate().unwrap();
             ar.model.decoder(4096).validate().unwrap();
+            let ae = c.autoencoder().unwrap();
+            ae.train.validate().unwrap();
+            ae.plan.validate().unwrap();
+            ae.decoder.decoder(4096).validate().unwrap();
+            assert!(ae.train.seq_len as i64 <= ae.decoder.max_seq_len, "{name}");
         }
     }
 

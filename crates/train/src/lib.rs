@@ -3,6 +3,8 @@
 //! atomically, metrics as JSONL.
 
 pub mod adamw;
+pub mod ar;
+pub mod autoencoder;
 pub mod bundle;
 pub mod config;
 pub mod eval;
@@ -12,11 +14,13 @@ pub mod schedule;
 pub mod trainer;
 
 pub use adamw::{AdamW, AdamWConfig};
+pub use ar::train_ar;
+pub use autoencoder::{evaluate_autoencoder, load_autoencoder, train_autoencoder, Autoencoder, PlanEval};
 pub use bundle::{Bundle, Provenance, StageConfigFile, FORMAT_VERSION};
-pub use config::{ModelSection, RunConfig, StageSection, TrainConfig};
+pub use config::{AutoencoderSection, EncoderSection, ModelSection, PlanSection, RunConfig, StageSection, TrainConfig};
 pub use eval::{evaluate_loss, EvalResult};
 pub use schedule::LrSchedule;
-pub use trainer::{train_ar, TrainArgs, TrainEnd, TrainReport};
+pub use trainer::{TrainArgs, TrainEnd, TrainReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

@@ -14,6 +14,34 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         bail!("--batch-size must be >= 1");
     }
     let device = parse_device(&a.device)?;
+    match a.stage.as_str() {
+        "ar" => {}
+        "autoencoder" => {
+            let r = plandiff_train::evaluate_autoencoder(
+                &a.checkpoint,
+                &a.data,
+                &a.split,
+                a.batch_size,
+                a.max_batches,
+                device,
+            )
+            .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"checkpoint": a.checkpoint.display().to_string(),
+                    "data": a.data.display().to_string(), "split": a.split, "stage": "autoencoder", "result": r}))?
+                );
+            } else {
+                println!(
+                    "{} split, {} documents, {} tokens: perplexity oracle plan {:.2} vs null plan {:.2} (ratio {:.3}); token accuracy {:.3} vs {:.3}",
+                    a.split, r.documents, r.tokens, r.ppl_oracle, r.ppl_null, r.ppl_ratio, r.accuracy_oracle, r.accuracy_null
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => bail!("--stage {other}: use ar or autoencoder"),
+    }
     let loaded = Bundle::new(&a.checkpoint)
         .load_decoder("ar", device)
         .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;

@@ -1,18 +1,22 @@
 use crate::args::{TrainArgs, TrainCommand};
 use crate::util::{parse_device, stderr_is_tty};
 use anyhow::{Context, Result};
-use plandiff_train::{train_ar, RunConfig, TrainEnd};
+use plandiff_train::{train_ar, train_autoencoder, RunConfig, TrainEnd, TrainReport};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
     match cmd {
-        TrainCommand::Ar(a) => ar(a),
+        TrainCommand::Ar(a) => stage(a, train_ar),
+        TrainCommand::Autoencoder(a) => stage(a, train_autoencoder),
     }
 }
 
-fn ar(a: TrainArgs) -> Result<ExitCode> {
+fn stage(
+    a: TrainArgs,
+    train: fn(plandiff_train::TrainArgs) -> plandiff_train::Result<TrainReport>,
+) -> Result<ExitCode> {
     let device = parse_device(&a.device)?;
     let config = a.config.as_ref().map(|p| RunConfig::load(p)).transpose()?;
     // First Ctrl-C: finish the step, save a checkpoint, exit. Second: exit at once (the
@@ -27,7 +31,7 @@ fn ar(a: TrainArgs) -> Result<ExitCode> {
         eprintln!("interrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)");
     })
     .context("installing the Ctrl-C handler")?;
-    let report = train_ar(plandiff_train::TrainArgs {
+    let report = train(plandiff_train::TrainArgs {
         config,
         data: a.data,
         out: a.out,
@@ -43,7 +47,8 @@ fn ar(a: TrainArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{} at step {}/{}: train loss {}, val loss {}, {:.0} tokens/s, {} parameters; checkpoint {}",
+            "{}: {} at step {}/{}: train loss {}, val loss {}, {:.0} tokens/s, {} parameters; checkpoint {}",
+            report.kind,
             match report.end {
                 TrainEnd::Finished => "finished",
                 TrainEnd::Interrupted => "interrupted",

@@ -1,0 +1,102 @@
+//! Stage `autoencoder` end to end: train, evaluate with the oracle and the null plan,
+//! resume exactly, describe.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn train_ae(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let cfg = test_config();
+    let mut args =
+        vec!["train", "autoencoder", "--config", s(&cfg), "--data", s(data), "--out", s(out), "--device", "cpu"];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn trains_evaluates_and_resumes_exactly() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    let parts = dir.path().join("parts");
+    let o = train_ae(&f.data, &full, &["--max-steps", "16"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listing = files(&full);
+    for want in [
+        "autoencoder/config.json",
+        "autoencoder/model.safetensors",
+        "autoencoder/optimizer.safetensors",
+        "logs/autoencoder-metrics.jsonl",
+    ] {
+        assert!(listing.iter().any(|p| p == want), "missing {want} in {listing:?}");
+    }
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(full.join("autoencoder/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["kind"], "autoencoder");
+    assert_eq!(cfg["encoder"]["d_latent"], 8);
+    assert_eq!(cfg["model"]["plan"]["max_slots"], 4);
+
+    // Validation during training logs both arms.
+    let m = std::fs::read_to_string(full.join("logs/autoencoder-metrics.jsonl")).unwrap();
+    let last_val: Value =
+        m.lines().rfind(|l| l.contains("val_ppl_oracle")).map(|l| serde_json::from_str(l).unwrap()).unwrap();
+    assert!(last_val["val_ppl_null"].as_f64().unwrap().is_finite());
+
+    let v: Value = serde_json::from_str(&run_ok(&[
+        "eval",
+        "--stage",
+        "autoencoder",
+        "--checkpoint",
+        s(&full),
+        "--data",
+        s(&f.data),
+        "--json",
+    ]))
+    .unwrap();
+    let r = &v["result"];
+    let (po, pn) = (r["ppl_oracle"].as_f64().unwrap(), r["ppl_null"].as_f64().unwrap());
+    assert!(po.is_finite() && pn.is_finite() && po > 1.0 && pn > 1.0, "{r}");
+    assert!((r["ppl_ratio"].as_f64().unwrap() - po / pn).abs() < 1e-9);
+    assert!(r["tokens"].as_i64().unwrap() > 100);
+    let acc = r["accuracy_oracle"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+
+    // Stop at 7, resume to 16: same weights and optimizer state, bit for bit.
+    assert!(train_ae(&f.data, &parts, &["--max-steps", "16", "--stop-at", "7"]).status.success());
+    let o = train_ae(&f.data, &parts, &["--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for name in ["autoencoder/model.safetensors", "autoencoder/optimizer.safetensors"] {
+        assert!(
+            std::fs::read(full.join(name)).unwrap() == std::fs::read(parts.join(name)).unwrap(),
+            "{name} differs after resume"
+        );
+    }
+
+    let info: Value = serde_json::from_str(&run_ok(&["info", "--checkpoint", s(&full), "--json"])).unwrap();
+    assert!(info["stages"]["autoencoder"]["parameters"].as_u64().unwrap() > 1000);
+}
+
+#[test]
+fn autoencoder_and_ar_share_one_bundle() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("bundle");
+    copy_dir(&f.bundle, &b);
+    let o = train_ae(&f.data, &b, &["--max-steps", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info: Value = serde_json::from_str(&run_ok(&["info", "--checkpoint", s(&b), "--json"])).unwrap();
+    assert!(info["stages"]["ar"].is_object() && info["stages"]["autoencoder"].is_object());
+    // A bad stage name is one clean error.
+    let o = run(&["eval", "--stage", "planner", "--checkpoint", s(&b), "--data", s(&f.data)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--stage planner"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for rel in files(from) {
+        let dst = to.join(&rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(from.join(&rel), dst).unwrap();
+    }
+}
