@@ -83,9 +83,27 @@ mod tests {
         .unwrap()
     }
 
-    fn seeded(seed: i64) -> impl FnMut(&[i64]) -> Tensor {
-        tch::manual_seed(seed);
-        |shape: &[i64]| Tensor::randn(shape, (Kind::Double, Device::Cpu))
+    /// Gaussian noise from a private splitmix64 stream (Box-Muller): tests run in parallel
+    /// threads, so libtorch's global generator would not be reproducible here.
+    fn seeded(seed: u64) -> impl FnMut(&[i64]) -> Tensor {
+        let mut state = seed;
+        move |shape: &[i64]| {
+            let mut next = || {
+                state = state.wrapping_add(0x9e3779b97f4a7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+                ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+            };
+            let n: i64 = shape.iter().product();
+            let v: Vec<f64> = (0..n)
+                .map(|_| {
+                    let (u1, u2) = (next().max(1e-300), next());
+                    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+                })
+                .collect();
+            Tensor::from_slice(&v).view(shape)
+        }
     }
 
     #[test]
@@ -111,7 +129,7 @@ mod tests {
         let known = Tensor::zeros([1, 3, 2], (Kind::Double, Device::Cpu));
         let mask = Tensor::zeros([1, 3], (Kind::Bool, Device::Cpu));
         let sched = schedule(PredictionType::Epsilon);
-        let run = |guidance: f64, seed: i64| {
+        let run = |guidance: f64, seed: u64| {
             let mut calls = 0;
             let opts = PlanSampling { steps: 10, sampler: SamplerKind::Ddim { eta: 0.5 }, guidance };
             let out = sample_plan(
