@@ -34,7 +34,7 @@ fn main() {
         let loss = logits.view([-1, cfg.vocab_size]).cross_entropy_for_logits(&y.reshape(-1));
         opt.zero_grad();
         loss.backward();
-        opt.clip_grad_norm(1.0);
+        let _ = opt.clip_grad_norm(1.0);
         opt.step(1e-3);
         if i >= warmup {
             times.push(t0.elapsed().as_secs_f64());

@@ -73,6 +73,53 @@ fn bad_inputs_fail_cleanly() {
     let foreign = mk("foreign");
     std::fs::copy(other_data.join("tokenizer.json"), foreign.join("tokenizer.json")).unwrap();
 
+    // Prepared data with a corrupt shard: a token id beyond the vocabulary.
+    let corrupt = t.join("corrupt_data");
+    std::fs::create_dir_all(&corrupt).unwrap();
+    for e in std::fs::read_dir(&f.data).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), corrupt.join(e.file_name())).unwrap();
+    }
+    let shard = corrupt.join("valid-00000.bin");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[24..26].copy_from_slice(&65000u16.to_le_bytes());
+    std::fs::write(&shard, bytes).unwrap();
+
+    // An autoencoder bundle whose config.json no longer matches itself.
+    let ae = t.join("ae");
+    run_ok(&[
+        "train",
+        "autoencoder",
+        "--config",
+        s(&test_config()),
+        "--data",
+        s(&f.data),
+        "--out",
+        s(&ae),
+        "--max-steps",
+        "2",
+    ]);
+    let ae_cfg = std::fs::read_to_string(ae.join("autoencoder/config.json")).unwrap();
+    let ae_bad = t.join("ae_bad");
+    std::fs::create_dir_all(ae_bad.join("autoencoder")).unwrap();
+    std::fs::copy(ae.join("tokenizer.json"), ae_bad.join("tokenizer.json")).unwrap();
+    std::fs::copy(ae.join("autoencoder/model.safetensors"), ae_bad.join("autoencoder/model.safetensors")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ae_cfg).unwrap();
+    let mut v2 = v.clone();
+    v2["model"]["plan"]["d_latent"] = serde_json::json!(v["encoder"]["d_latent"].as_i64().unwrap() + 1);
+    std::fs::write(ae_bad.join("autoencoder/config.json"), v2.to_string()).unwrap();
+    let ae_heads = t.join("ae_heads.toml");
+    std::fs::write(
+        &ae_heads,
+        std::fs::read_to_string(test_config()).unwrap().replacen(
+            "d_model = 32\nn_layers = 1\nn_heads = 2",
+            "d_model = 32\nn_layers = 1\nn_heads = 3",
+            1,
+        ),
+    )
+    .unwrap();
+    assert!(std::fs::read_to_string(&ae_heads).unwrap().contains("n_heads = 3"));
+
     // Bad prompt files and configs.
     let not_utf8 = t.join("latin1.txt");
     std::fs::write(&not_utf8, [0x63u8, 0x61, 0x66, 0xe9, 0xff]).unwrap();
@@ -222,6 +269,39 @@ fn bad_inputs_fail_cleanly() {
             absent: vec![t.join("b3")],
         },
         Case { name: "NaN loss", args: train(&nan_toml, &t.join("nan")), expect: "loss became", absent: vec![] },
+        Case {
+            name: "shard with a token id beyond the vocabulary",
+            args: strs(&["eval", "--checkpoint", &good, "--data", s(&corrupt)]),
+            expect: "token id 65000",
+            absent: vec![],
+        },
+        Case {
+            name: "eval --seq-len 0",
+            args: strs(&["eval", "--checkpoint", &good, "--data", s(&f.data), "--seq-len", "0"]),
+            expect: "--seq-len",
+            absent: vec![],
+        },
+        Case {
+            name: "autoencoder config.json inconsistent",
+            args: strs(&["eval", "--stage", "autoencoder", "--checkpoint", s(&ae_bad), "--data", s(&f.data)]),
+            expect: "plans but the encoder writes",
+            absent: vec![],
+        },
+        Case {
+            name: "encoder heads do not divide d_model",
+            args: strs(&[
+                "train",
+                "autoencoder",
+                "--config",
+                s(&ae_heads),
+                "--data",
+                s(&f.data),
+                "--out",
+                s(&t.join("b5")),
+            ]),
+            expect: "divisible by n_heads",
+            absent: vec![t.join("b5")],
+        },
     ];
     if !tch::Cuda::is_available() {
         cases.push(Case {

@@ -27,6 +27,13 @@ impl TokenSet {
         for s in shards {
             tokens.extend(read_shard(&dir.join(s))?);
         }
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= stats.vocab_size) {
+            return Err(DataError::Invalid(format!(
+                "{}: the {split} shards hold token id {bad} but the vocabulary has {} tokens; the data is corrupt, run `plandiff prepare` again",
+                dir.display(),
+                stats.vocab_size
+            )));
+        }
         if tokens.is_empty() {
             return Err(DataError::Invalid(format!(
                 "{}: the {split} split is empty; prepare more text or a larger --valid-fraction",

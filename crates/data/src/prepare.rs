@@ -195,8 +195,8 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareStats> {
         bytes_done += reader.bytes_read;
     }
     pb.finish_and_clear();
-    let train = train.finish(&mut created)?;
-    let valid = valid.finish(&mut created)?;
+    let train = train.finish()?;
+    let valid = valid.finish()?;
     if train.tokens == 0 {
         return Err(DataError::Invalid("the input holds no text; give files with at least one paragraph".into()));
     }
@@ -289,7 +289,7 @@ impl SplitState {
         Ok(())
     }
 
-    fn finish(mut self, _created: &mut Created) -> Result<SplitStats> {
+    fn finish(mut self) -> Result<SplitStats> {
         self.writer.take().map(ShardWriter::finish).transpose()?;
         Ok(self.stats)
     }

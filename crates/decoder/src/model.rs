@@ -232,18 +232,6 @@ impl Decoder {
         };
         m.logical_or(&diag.unsqueeze(0)).unsqueeze(1) // (B, 1, t, past + t)
     }
-
-    /// Keeps only batch rows `index` of a cache (drops finished sequences).
-    pub fn select_rows(&self, cache: &mut DecoderCache, index: &Tensor) {
-        for c in &mut cache.layers {
-            c.select_rows(index);
-        }
-        if let Some(cross) = &mut cache.cross {
-            for kv in cross.iter_mut() {
-                *kv = KvPair { k: kv.k.index_select(0, index), v: kv.v.index_select(0, index) };
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -85,13 +85,6 @@ impl KvCache {
         self.len = need;
         KvPair { k: buf.k.narrow(2, 0, need), v: buf.v.narrow(2, 0, need) }
     }
-
-    /// Keeps only the batch rows in `index` (for dropping finished sequences).
-    pub fn select_rows(&mut self, index: &Tensor) {
-        if let Some(kv) = self.buf.take() {
-            self.buf = Some(KvPair { k: kv.k.index_select(0, index), v: kv.v.index_select(0, index) });
-        }
-    }
 }
 
 #[derive(Debug)]

@@ -66,25 +66,24 @@ impl AdamW {
     }
 
     /// Global L2 norm of all gradients; scales them down to `max_norm` when above it (like
-    /// `torch.nn.utils.clip_grad_norm_`). Returns the norm before clipping.
-    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
+    /// `torch.nn.utils.clip_grad_norm_`). Returns the norm before clipping as a 0-d tensor:
+    /// the coefficient `min(1, max_norm / (norm + 1e-6))` stays on the device, so clipping
+    /// costs no host sync (read the norm only when logging).
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Tensor {
         tch::no_grad(|| {
             let grads: Vec<Tensor> = self.slots.iter().map(|s| s.param.grad()).filter(Tensor::defined).collect();
             if grads.is_empty() {
-                return 0.0;
+                return Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
             }
             let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().to_kind(Kind::Float)).collect();
             let total = Tensor::stack(&norms, 0).norm();
-            let total_f = total.double_value(&[]);
             if max_norm > 0.0 {
-                let coef = (max_norm / (total_f + 1e-6)).min(1.0);
-                if coef < 1.0 {
-                    for mut g in grads {
-                        let _ = g.g_mul_scalar_(coef);
-                    }
+                let coef = ((&total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
+                for mut g in grads {
+                    let _ = g.g_mul_(&coef.to_kind(g.kind()));
                 }
             }
-            total_f
+            total
         })
     }
 
@@ -196,7 +195,7 @@ mod tests {
             AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.0 },
         );
         (&p * Tensor::from_slice(&[3.0f32, 4.0])).sum(Kind::Float).backward();
-        let n = opt.clip_grad_norm(1.0);
+        let n = opt.clip_grad_norm(1.0).double_value(&[]);
         assert!((n - 5.0).abs() < 1e-5);
         let g: Vec<f32> = Vec::try_from(p.grad()).unwrap();
         assert!((g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5);

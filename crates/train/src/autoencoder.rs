@@ -300,15 +300,19 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     plan.validate()?;
     let (enc_cfg, dec_cfg) = match (&setup.resumed, &args.config) {
         (Some(c), _) => {
-            let enc = c
-                .encoder
-                .clone()
-                .ok_or_else(|| TrainError::Invalid("autoencoder config.json lacks the encoder".into()))?;
-            (enc, c.model.clone())
+            let (enc, dec) = checked_pair(c, &args.out)?;
+            if dec.plan.map(|p| p.max_slots) != Some(plan.max_slots) {
+                return Err(TrainError::Invalid(format!(
+                    "{}: config.json and trainer_state.json disagree on max_slots; the checkpoint is damaged, restore it",
+                    args.out.display()
+                )));
+            }
+            (enc, dec)
         }
         (None, Some(rc)) => {
             let s = rc.autoencoder()?;
             let enc = s.encoder.encoder(vocab);
+            enc.validate().map_err(|e| TrainError::Invalid(format!("config [autoencoder.encoder]: {e}")))?;
             let mut dec = s.decoder.decoder(vocab);
             dec.plan = Some(PlanConfig { d_latent: enc.d_latent, max_slots: plan.max_slots });
             dec.validate().map_err(|e| TrainError::Invalid(format!("config [autoencoder.decoder]: {e}")))?;
@@ -351,6 +355,33 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
 }
 
 /// Loads `BUNDLE/autoencoder` (kind, version, tokenizer hash, shapes checked).
+/// The encoder and decoder configs of an autoencoder's config.json, checked against each
+/// other: the decoder must read plans of the encoder's width.
+fn checked_pair(cfg: &StageConfigFile, bundle: &Path) -> Result<(EncoderConfig, DecoderConfig)> {
+    let bad = |m: String| {
+        TrainError::Invalid(format!(
+            "{}/{KIND}/config.json: {m}; the bundle is damaged, retrain or restore it",
+            bundle.display()
+        ))
+    };
+    let enc = cfg.encoder.clone().ok_or_else(|| bad("no \"encoder\" section".into()))?;
+    enc.validate().map_err(bad)?;
+    match cfg.model.plan {
+        Some(p) if p.d_latent == enc.d_latent => {}
+        Some(p) => {
+            return Err(bad(format!(
+                "the decoder reads {}-wide plans but the encoder writes {}",
+                p.d_latent, enc.d_latent
+            )))
+        }
+        None => return Err(bad("the decoder has no \"plan\" section".into())),
+    }
+    if enc.vocab_size != cfg.model.vocab_size {
+        return Err(bad("encoder and decoder vocabularies differ".into()));
+    }
+    Ok((enc, cfg.model.clone()))
+}
+
 pub fn load_autoencoder(
     bundle: &Bundle,
     device: Device,
@@ -363,10 +394,16 @@ pub fn load_autoencoder(
             bundle.tokenizer_path().display()
         )));
     }
-    let enc =
-        cfg.encoder.clone().ok_or_else(|| TrainError::Invalid("autoencoder config.json lacks the encoder".into()))?;
+    let (enc, dec) = checked_pair(&cfg, bundle.root())?;
+    if tokenizer.vocab_size() as i64 != dec.vocab_size {
+        return Err(TrainError::Invalid(format!(
+            "tokenizer has {} tokens but the autoencoder's vocab_size is {}",
+            tokenizer.vocab_size(),
+            dec.vocab_size
+        )));
+    }
     let mut vs = nn::VarStore::new(device);
-    let ae = Autoencoder::new(&vs.root(), &enc, &cfg.model);
+    let ae = Autoencoder::new(&vs.root(), &enc, &dec);
     load_weights(&mut vs, &bundle.stage_dir(KIND).join("model.safetensors"))?;
     Ok((ae, vs, cfg, tokenizer))
 }

@@ -295,6 +295,7 @@ pub(crate) fn run_loop<R: StageRunner>(
         pb.set_position(state.step);
         pb.set_message(format!("loss {loss:.3} lr {lr:.2e} {tok_s:.0} tok/s"));
         if state.step % train.log_interval == 0 || state.step == 1 {
+            let grad_norm = grad_norm.double_value(&[]);
             metrics.write(
                 &json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
                 "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_seconds}),

@@ -13,6 +13,9 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     if a.batch_size == 0 {
         bail!("--batch-size must be >= 1");
     }
+    if a.seq_len == Some(0) {
+        bail!("--seq-len must be >= 1");
+    }
     let device = parse_device(&a.device)?;
     match a.stage.as_str() {
         "ar" => {}
