@@ -29,6 +29,9 @@ pub enum Command {
     Train(TrainCommand),
     /// Generate text from a bundle.
     Generate(GenerateArgs),
+    /// Rewrite sentences A..B of a text in place: re-plan them by inpainting with every
+    /// other sentence's latent fixed, decode only them, keep every other byte.
+    Edit(EditArgs),
     /// Validation loss and perplexity of a bundle on prepared data.
     Eval(EvalArgs),
     /// Describe a bundle.
@@ -72,6 +75,9 @@ pub enum TrainCommand {
     Ar(TrainArgs),
     /// Stage `autoencoder`: sentence encoder + plan-conditioned decoder, trained together.
     Autoencoder(TrainArgs),
+    /// Stage `planner`: diffusion over sentence latents, on the bundle's frozen autoencoder
+    /// (train the autoencoder into the same --out first).
+    Planner(TrainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -104,10 +110,30 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy)]
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The decoder alone (plain autoregressive).
+    /// The decoder alone (plain autoregressive), stage `ar`.
     Ar,
+    /// Plan sentence latents with the diffusion planner, then decode them (stages
+    /// `autoencoder` and `planner`).
+    Hybrid,
+}
+
+/// Planner sampling flags (defaults: the planner's config.json).
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// Planner denoising steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Planner sampler: ddim or ddpm.
+    #[arg(long)]
+    pub sampler: Option<String>,
+    /// DDIM eta: 0 deterministic given the seed's noise, 1 DDPM-like.
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// Classifier-free guidance weight on the known sentences (1: none).
+    #[arg(long)]
+    pub guidance: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -126,7 +152,7 @@ pub struct GenerateArgs {
     /// Most new tokens per sample.
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
-    /// Stop after this many new sentences.
+    /// Stop after this many new sentences (hybrid: sentences to plan, default 8).
     #[arg(long)]
     pub sentences: Option<usize>,
     /// Sampling temperature; 0 is greedy.
@@ -147,6 +173,46 @@ pub struct GenerateArgs {
     /// Print tokens as they are generated.
     #[arg(long)]
     pub stream: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Hybrid: after the text, show each planned sentence slot as what the decoder writes
+    /// from that latent alone, with its cosine to the sentence actually written.
+    #[arg(long)]
+    pub show_plan: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EditArgs {
+    /// Bundle folder (needs stages autoencoder and planner).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// UTF-8 text file to edit.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Sentences to rewrite, 1-based and inclusive: `A..B` (or a single `A`).
+    #[arg(long)]
+    pub rewrite: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 1.1)]
+    pub repetition_penalty: f64,
+    /// Most tokens per rewritten sentence.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Print `{"text", "rewritten": [{"sentence", "before", "after"}], ...}`.
     #[arg(long)]
     pub json: bool,
     #[arg(long, default_value = "auto")]

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Command::Prepare(a) => commands::prepare::run(a),
         Command::Train(t) => commands::train::run(t),
         Command::Generate(a) => commands::generate::run(a, started),
+        Command::Edit(a) => commands::edit::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Schedule(a) => commands::schedule::run(a),

@@ -65,3 +65,25 @@ pub fn one_line(e: &anyhow::Error) -> String {
 pub fn stderr_is_tty() -> bool {
     std::io::stderr().is_terminal()
 }
+
+/// Planner sampling settings: the planner's stored defaults, overridden by the flags.
+pub fn plan_sampling(
+    a: &crate::args::PlanArgs,
+    defaults: plandiff_planner::SamplingDefaults,
+) -> Result<plandiff_planner::PlanSampling> {
+    let mut d = defaults;
+    if let Some(s) = a.steps {
+        d.steps = s;
+    }
+    if let Some(s) = &a.sampler {
+        d.sampler = s.parse().map_err(|e: String| anyhow::anyhow!("--sampler: {e}"))?;
+    }
+    if let Some(e) = a.eta {
+        d.eta = e;
+    }
+    if let Some(g) = a.guidance {
+        d.guidance = g;
+    }
+    d.validate().map_err(|e| anyhow::anyhow!("planner sampling: {e} (flags --steps, --eta, --guidance)"))?;
+    Ok(d.to_sampling())
+}

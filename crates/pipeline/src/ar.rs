@@ -54,7 +54,7 @@ pub fn join_text(prompt: &str, raw: &str, prompt_complete: bool) -> String {
     }
 }
 
-fn ends_sentence(s: &str) -> bool {
+pub(crate) fn ends_sentence(s: &str) -> bool {
     let t = s.trim_end().trim_end_matches(['"', '\'', '”', '’', ')']);
     t.ends_with(['.', '!', '?', '…'])
 }

@@ -1,10 +1,12 @@
-//! Generation modes glued together. Today: `ar` (the decoder alone, with its null plan when
-//! it has cross-attention). The planner issue adds `hybrid` and `edit`, the embedding issue
-//! `diffusion`.
+//! Generation modes glued together: `ar` (the decoder alone), `hybrid` (plan sentence
+//! latents with the diffusion planner, then decode) and `edit` (re-plan and rewrite a range
+//! of sentences in place). The embedding issue adds `diffusion`.
 
 pub mod ar;
+pub mod hybrid;
 
 pub use ar::{join_text, ArGenerator, GenOptions, Generation};
+pub use hybrid::{Edit, HybridGeneration, HybridGenerator, HybridOptions, PlanSlot, RewrittenSentence};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -24,6 +24,31 @@ pub struct DenoiserConfig {
     pub self_condition: bool,
 }
 
+impl DenoiserConfig {
+    /// Checks what would otherwise fail deep inside libtorch; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("d_latent", self.d_latent),
+            ("max_slots", self.max_slots),
+            ("d_model", self.d_model),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("d_ff", self.d_ff),
+        ] {
+            if v <= 0 {
+                return Err(format!("planner {name} = {v} must be positive"));
+            }
+        }
+        if self.d_model % self.n_heads != 0 {
+            return Err(format!("planner d_model = {} must be divisible by n_heads = {}", self.d_model, self.n_heads));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("planner dropout = {} must be in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub struct Denoiser {
     cfg: DenoiserConfig,
@@ -68,8 +93,10 @@ impl Denoiser {
 
     /// # Shapes
     /// - `x_t`, `known`: `(B, S, d_latent)`; `mask`: `(B, S)` bool, `true` on known slots;
-    ///   `t`: one timestep per row; `self_cond`: `(B, S, d_latent)` or `None` (zeros).
-    ///   Returns `(B, S, d_latent)`.
+    ///   `t`: one timestep per row; `self_cond`: `(B, S, d_latent)` or `None` (zeros);
+    ///   `slots`: `(B, S)` bool, `true` on real slots (rows of a batch shorter than `S`), or
+    ///   `None` when every slot is real. Returns `(B, S, d_latent)`.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         x_t: &Tensor,
@@ -77,6 +104,7 @@ impl Denoiser {
         known: &Tensor,
         mask: &Tensor,
         self_cond: Option<&Tensor>,
+        slots: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
         let (b, s, _) = x_t.size3().expect("x_t must be (B, S, d_latent)");
@@ -86,12 +114,14 @@ impl Denoiser {
             parts.push(self_cond.map_or_else(|| x_t.zeros_like(), Tensor::shallow_clone));
         }
         let h = self.input.forward(&Tensor::cat(&parts, -1)); // (B, S, D)
-        let slots = Tensor::arange(s, (Kind::Int64, x_t.device()));
+        let slot_ids = Tensor::arange(s, (Kind::Int64, x_t.device()));
         let temb = sinusoidal_embedding(t, self.cfg.d_model as usize, x_t.device()).to_kind(x_t.kind()); // (B, D)
         let temb = self.time_mlp.1.forward(&self.time_mlp.0.forward(&temb).silu()).view([b, 1, -1]);
-        let mut x = h + self.slot_emb.forward(&slots).unsqueeze(0) + temb;
+        let mut x = h + self.slot_emb.forward(&slot_ids).unsqueeze(0) + temb;
+        let key_mask = slots.map(|m| m.unsqueeze(1).unsqueeze(1)); // (B, 1, 1, S)
         for block in &self.blocks {
-            x = block.forward(&x, AttnMask::None, None, None, train);
+            let mask = key_mask.as_ref().map_or(AttnMask::None, AttnMask::Custom);
+            x = block.forward(&x, mask, None, None, train);
         }
         self.output.forward(&self.norm_f.forward(&x))
     }
@@ -122,10 +152,10 @@ mod tests {
         let known = Tensor::randn([2, 5, 6], (Kind::Float, Device::Cpu));
         let none = Tensor::zeros([2, 5], (Kind::Bool, Device::Cpu));
         let some = Tensor::from_slice(&[true, true, false, false, false]).view([1, 5]).expand([2, 5], false);
-        let a = den.forward(&x, &[10.0, 500.0], &known, &none, None, false);
+        let a = den.forward(&x, &[10.0, 500.0], &known, &none, None, None, false);
         assert_eq!(a.size(), vec![2, 5, 6]);
-        let b = den.forward(&x, &[10.0, 500.0], &known, &some, None, false);
-        let c = den.forward(&x, &[900.0, 500.0], &known, &none, None, false);
+        let b = den.forward(&x, &[10.0, 500.0], &known, &some, None, None, false);
+        let c = den.forward(&x, &[900.0, 500.0], &known, &none, None, None, false);
         assert!((&a - &b).abs().max().double_value(&[]) > 1e-5, "known slots must change the output");
         assert!((&a - &c).get(0).abs().max().double_value(&[]) > 1e-5, "the timestep must change the output");
         assert!((&a - &c).get(1).abs().max().double_value(&[]) < 1e-6, "rows are independent");

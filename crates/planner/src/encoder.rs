@@ -93,6 +93,46 @@ impl SentenceEncoder {
         &self.cfg
     }
 
+    /// Latents `(N, d_latent)` of sentences given as token ids (without `<sep>`), in
+    /// inference mode, `batch` sentences at a time (sorted by length to limit padding).
+    /// Sentences are cut to `max_len`; an empty one is encoded as the single `pad` token.
+    pub fn encode(&self, sentences: &[&[i64]], pad: i64, batch: usize) -> Tensor {
+        let dev = self.wte.ws.device();
+        let n = sentences.len();
+        if n == 0 {
+            return Tensor::zeros([0, self.cfg.d_latent], (Kind::Float, dev));
+        }
+        let max_len = self.cfg.max_len as usize;
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| sentences[i].len());
+        let mut parts = Vec::new();
+        tch::no_grad(|| {
+            for chunk in order.chunks(batch.max(1)) {
+                let len = chunk.iter().map(|&i| sentences[i].len().clamp(1, max_len)).max().unwrap_or(1);
+                let mut toks = Vec::with_capacity(chunk.len() * len);
+                let mut mask = Vec::with_capacity(chunk.len() * len);
+                for &i in chunk {
+                    let s = &sentences[i][..sentences[i].len().min(max_len)];
+                    for j in 0..len {
+                        toks.push(s.get(j).copied().unwrap_or(pad));
+                        mask.push(j < s.len().max(1));
+                    }
+                }
+                let shape = [chunk.len() as i64, len as i64];
+                let t = Tensor::from_slice(&toks).view(shape).to_device(dev);
+                let m = Tensor::from_slice(&mask).view(shape).to_device(dev);
+                parts.push(self.forward(&t, &m, false));
+            }
+        });
+        let sorted = Tensor::cat(&parts, 0);
+        // Undo the length sort.
+        let mut inverse = vec![0i64; n];
+        for (k, &i) in order.iter().enumerate() {
+            inverse[i] = k as i64;
+        }
+        sorted.index_select(0, &Tensor::from_slice(&inverse).to_device(dev))
+    }
+
     /// # Shapes
     /// - `tokens`: `(N, L)` int64, `mask`: `(N, L)` bool (`true` on real tokens; every row
     ///   needs at least one). Returns latents `(N, d_latent)`.

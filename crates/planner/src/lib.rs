@@ -1,17 +1,20 @@
 //! The planner side of plandiff: the sentence encoder that turns one sentence into a latent
 //! vector, the denoiser over sentence slots, and the planning sampler (DDIM/DDPM,
-//! classifier-free guidance, inpainting of known slots), and the latent normalizer. The
-//! planner training stage follows.
+//! classifier-free guidance, inpainting of known slots), the latent normalizer, and a seeded
+//! host-side Gaussian stream so plans are the same on every device. The training stage
+//! lives in `plandiff-train` (`planner.rs`).
 //!
 //! Uses the leaf crates only (`layers`, and `diffusion` for sampling); never the decoder or
 //! embedding crates: the decoder only knows the plan's shape `(B, S, d_latent)`.
 
 pub mod denoiser;
 pub mod encoder;
+pub mod noise;
 pub mod normalizer;
 pub mod sampler;
 
 pub use denoiser::{Denoiser, DenoiserConfig};
 pub use encoder::{EncoderConfig, LatentBound, SentenceEncoder};
+pub use noise::HostNoise;
 pub use normalizer::LatentNormalizer;
-pub use sampler::{sample_plan, PlanSampling, SamplerKind};
+pub use sampler::{sample_plan, PlanSampling, SamplerKind, SamplerName, SamplingDefaults};

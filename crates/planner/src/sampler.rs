@@ -8,6 +8,7 @@
 //! (Ho & Salimans 2022); `w = 1` is plain conditional sampling.
 
 use plandiff_diffusion::NoiseSchedule;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,15 +24,71 @@ pub struct PlanSampling {
     pub guidance: f64,
 }
 
-/// Samples `(B, S, d)` latents (normalized space). `model(x_t, t, known, mask)` returns the
-/// denoiser output for the schedule's prediction type; `noise(shape)` supplies every Gaussian
-/// draw (seed it for reproducible plans).
+/// A sampler by name, as written in config files and on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerName {
+    Ddim,
+    Ddpm,
+}
+
+impl std::str::FromStr for SamplerName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ddim" => Ok(Self::Ddim),
+            "ddpm" => Ok(Self::Ddpm),
+            _ => Err(format!("unknown sampler `{s}`; use ddim or ddpm")),
+        }
+    }
+}
+
+/// Default sampling settings stored with a planner (`BUNDLE/planner/config.json`); the
+/// command line overrides each.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingDefaults {
+    pub steps: usize,
+    pub sampler: SamplerName,
+    /// DDIM only: 0 is deterministic given the initial noise, 1 is DDPM-like.
+    pub eta: f64,
+    /// Classifier-free guidance weight on the known slots; 1 is plain conditional sampling.
+    pub guidance: f64,
+}
+
+impl SamplingDefaults {
+    pub fn to_sampling(&self) -> PlanSampling {
+        let sampler = match self.sampler {
+            SamplerName::Ddim => SamplerKind::Ddim { eta: self.eta },
+            SamplerName::Ddpm => SamplerKind::Ddpm,
+        };
+        PlanSampling { steps: self.steps, sampler, guidance: self.guidance }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.steps == 0 {
+            return Err("planning steps must be >= 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.eta) {
+            return Err(format!("eta = {} must be in [0, 1]", self.eta));
+        }
+        if !self.guidance.is_finite() || self.guidance < 0.0 {
+            return Err(format!("guidance = {} must be a finite number >= 0", self.guidance));
+        }
+        Ok(())
+    }
+}
+
+/// Samples `(B, S, d)` latents (normalized space). `model(x_t, t, known, mask, x0_prev)`
+/// returns the denoiser output for the schedule's prediction type; `x0_prev` is the previous
+/// step's (guided) x0 estimate, for self-conditioning (`None` at the first step);
+/// `noise(shape)` supplies every Gaussian draw (seed it for reproducible plans).
 pub fn sample_plan(
     schedule: &NoiseSchedule,
     known: &Tensor,
     mask: &Tensor,
     opts: PlanSampling,
-    mut model: impl FnMut(&Tensor, usize, &Tensor, &Tensor) -> Tensor,
+    mut model: impl FnMut(&Tensor, usize, &Tensor, &Tensor, Option<&Tensor>) -> Tensor,
     mut noise: impl FnMut(&[i64]) -> Tensor,
 ) -> plandiff_diffusion::Result<Tensor> {
     let shape = known.size();
@@ -39,14 +96,16 @@ pub fn sample_plan(
     let no_known = mask.zeros_like();
     let ts = schedule.timesteps(opts.steps)?;
     let mut x = noise(&shape).to_kind(known.kind());
+    let mut x0_prev: Option<Tensor> = None;
     for (i, &t) in ts.iter().enumerate() {
-        let cond = model(&x, t, known, mask);
+        let cond = model(&x, t, known, mask, x0_prev.as_ref());
         let out = if opts.guidance == 1.0 {
             cond
         } else {
-            let uncond = model(&x, t, known, &no_known);
+            let uncond = model(&x, t, known, &no_known, x0_prev.as_ref());
             &uncond + (cond - &uncond) * opts.guidance
         };
+        x0_prev = Some(schedule.split_prediction(&out, t, &x).0);
         let step_noise = noise(&shape).to_kind(known.kind());
         x = match opts.sampler {
             SamplerKind::Ddim { eta } => {
@@ -115,7 +174,8 @@ mod tests {
         let sched = schedule(PredictionType::Sample);
         for sampler in [SamplerKind::Ddim { eta: 0.0 }, SamplerKind::Ddim { eta: 1.0 }, SamplerKind::Ddpm] {
             let opts = PlanSampling { steps: 50, sampler, guidance: 1.0 };
-            let out = sample_plan(&sched, &known, &mask, opts, |_, _, _, _| target.shallow_clone(), seeded(1)).unwrap();
+            let out =
+                sample_plan(&sched, &known, &mask, opts, |_, _, _, _, _| target.shallow_clone(), seeded(1)).unwrap();
             let out = out.to_kind(Kind::Double);
             let free = out.narrow(1, 2, 4) - target.narrow(1, 2, 4);
             assert!(free.abs().max().double_value(&[]) < 1e-5, "{sampler:?}: unknown slots miss the target");
@@ -137,7 +197,7 @@ mod tests {
                 &known,
                 &mask,
                 opts,
-                |x, _, _, _| {
+                |x, _, _, _, _| {
                     calls += 1;
                     x * 0.1
                 },

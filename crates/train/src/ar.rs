@@ -25,6 +25,7 @@ struct ArRunner {
 }
 
 impl StageRunner for ArRunner {
+    type Model = DecoderConfig;
     fn kind(&self) -> &'static str {
         KIND
     }
@@ -76,7 +77,7 @@ pub fn train_ar(args: TrainArgs) -> Result<TrainReport> {
         Some(c) if !args.resume => Some((c.ar()?.train.clone(), None)),
         _ => None,
     };
-    let setup = setup_run(&args, KIND, fresh)?;
+    let setup = setup_run::<DecoderConfig>(&args, KIND, fresh)?;
     let cfg = match (&setup.resumed, &args.config) {
         (Some(c), _) => c.model.clone(),
         (None, Some(rc)) => {

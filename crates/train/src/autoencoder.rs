@@ -203,6 +203,7 @@ struct AeRunner {
 }
 
 impl StageRunner for AeRunner {
+    type Model = DecoderConfig;
     fn kind(&self) -> &'static str {
         KIND
     }
@@ -290,7 +291,7 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
         }
         _ => None,
     };
-    let setup = setup_run(&args, KIND, fresh)?;
+    let setup = setup_run::<DecoderConfig>(&args, KIND, fresh)?;
     let vocab = setup.tokenizer.vocab_size() as i64;
     let plan = setup
         .state

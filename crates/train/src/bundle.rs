@@ -35,13 +35,25 @@ pub struct Provenance {
     pub train: Option<TrainConfig>,
 }
 
+/// The `model` section of a stage's config.json: the decoder's config for `ar` and
+/// `autoencoder`, the planner's for `planner`.
+pub trait ModelConfig: Serialize + serde::de::DeserializeOwned + Clone {
+    fn validate(&self) -> std::result::Result<(), String>;
+}
+
+impl ModelConfig for DecoderConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        DecoderConfig::validate(self).map_err(|e| e.to_string())
+    }
+}
+
 /// `BUNDLE/<stage>/config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StageConfigFile {
+#[serde(deny_unknown_fields, bound(deserialize = "M: serde::de::DeserializeOwned"))]
+pub struct StageConfigFile<M = DecoderConfig> {
     pub format_version: u32,
     pub kind: String,
-    pub model: DecoderConfig,
+    pub model: M,
     /// The sentence encoder (stage `autoencoder`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder: Option<plandiff_planner::EncoderConfig>,
@@ -125,6 +137,11 @@ impl Bundle {
     }
 
     pub fn read_config(&self, kind: &str) -> Result<StageConfigFile> {
+        self.read_config_as(kind)
+    }
+
+    /// [`Bundle::read_config`] for any stage's model section.
+    pub fn read_config_as<M: ModelConfig>(&self, kind: &str) -> Result<StageConfigFile<M>> {
         let p = self.stage_dir(kind).join("config.json");
         let text = std::fs::read_to_string(&p).map_err(|e| {
             invalid(format!(
@@ -132,7 +149,7 @@ impl Bundle {
                 p.display()
             ))
         })?;
-        let c: StageConfigFile = serde_json::from_str(&text).map_err(|e| {
+        let c: StageConfigFile<M> = serde_json::from_str(&text).map_err(|e| {
             invalid(format!(
                 "{}: not a valid model config ({e}); the bundle is damaged, retrain or restore it",
                 p.display()

@@ -12,6 +12,78 @@ use std::path::Path;
 pub struct RunConfig {
     pub ar: Option<StageSection>,
     pub autoencoder: Option<AutoencoderSection>,
+    pub planner: Option<PlannerSection>,
+}
+
+/// `[planner]`: the denoiser over sentence slots, trained on the frozen encoder's latents
+/// (design section 3.4). The latent width comes from the bundle's autoencoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerSection {
+    pub model: DenoiserSection,
+    /// The noise schedule, with diffusers' field names and meanings.
+    pub diffusion: plandiff_diffusion::ScheduleConfig,
+    pub objective: PlannerObjective,
+    /// Defaults for `generate --mode hybrid` and `edit`, stored with the model.
+    pub sampling: plandiff_planner::SamplingDefaults,
+    /// `batch_size` counts sentence windows; `seq_len` is unused (windows are `max_slots`).
+    pub train: TrainConfig,
+}
+
+/// Denoiser architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenoiserSection {
+    /// Sentence slots the planner sees at once (its window).
+    pub max_slots: i64,
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub n_heads: i64,
+    pub d_ff: i64,
+    pub dropout: f64,
+    pub norm: NormKind,
+    pub self_condition: bool,
+}
+
+impl DenoiserSection {
+    pub fn denoiser(&self, d_latent: i64) -> plandiff_planner::DenoiserConfig {
+        plandiff_planner::DenoiserConfig {
+            d_latent,
+            max_slots: self.max_slots,
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_ff: self.d_ff,
+            dropout: self.dropout,
+            norm: self.norm,
+            self_condition: self.self_condition,
+        }
+    }
+}
+
+/// Which slots are known while training, and the guidance / self-conditioning dropout.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerObjective {
+    /// Share of windows trained with no known slot (classifier-free guidance's
+    /// unconditional model).
+    pub cfg_dropout: f64,
+    /// Of the other windows, the share whose known slots are a prefix (continuing a text);
+    /// the rest get a random subset (editing a sentence in the middle).
+    pub prefix_prob: f64,
+    /// Share of steps that first predict x0 without gradient and feed it back
+    /// (self-conditioning; needs `model.self_condition`).
+    pub self_condition_prob: f64,
+}
+
+impl PlannerObjective {
+    pub fn validate(&self) -> Result<()> {
+        let p = |x: f64| (0.0..=1.0).contains(&x);
+        if !p(self.cfg_dropout) || !p(self.prefix_prob) || !p(self.self_condition_prob) {
+            return Err(TrainError::Invalid("config [planner.objective]: probabilities must be in [0, 1]".into()));
+        }
+        Ok(())
+    }
 }
 
 /// `[autoencoder]`: sentence encoder + plan-conditioned decoder, trained together.
@@ -188,6 +260,12 @@ impl RunConfig {
         })
     }
 
+    pub fn planner(&self) -> Result<&PlannerSection> {
+        self.planner
+            .as_ref()
+            .ok_or_else(|| TrainError::Invalid("the config has no [planner] section (see configs/tiny.toml)".into()))
+    }
+
     pub fn ar(&self) -> Result<&StageSection> {
         self.ar
             .as_ref()
@@ -212,6 +290,12 @@ mod tests {
             ae.plan.validate().unwrap();
             ae.decoder.decoder(4096).validate().unwrap();
             assert!(ae.train.seq_len as i64 <= ae.decoder.max_seq_len, "{name}");
+            let pl = c.planner().unwrap();
+            pl.train.validate().unwrap();
+            pl.objective.validate().unwrap();
+            pl.sampling.validate().unwrap();
+            pl.model.denoiser(ae.encoder.d_latent).validate().unwrap();
+            plandiff_diffusion::NoiseSchedule::new(pl.diffusion.clone()).unwrap();
         }
     }
 

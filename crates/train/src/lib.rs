@@ -10,6 +10,7 @@ pub mod config;
 pub mod eval;
 pub mod fsutil;
 pub mod metrics;
+pub mod planner;
 pub mod schedule;
 pub mod trainer;
 
@@ -17,8 +18,12 @@ pub use adamw::{AdamW, AdamWConfig};
 pub use ar::train_ar;
 pub use autoencoder::{evaluate_autoencoder, load_autoencoder, train_autoencoder, Autoencoder, PlanEval};
 pub use bundle::{Bundle, Provenance, StageConfigFile, FORMAT_VERSION};
-pub use config::{AutoencoderSection, EncoderSection, ModelSection, PlanSection, RunConfig, StageSection, TrainConfig};
+pub use config::{
+    AutoencoderSection, DenoiserSection, EncoderSection, ModelSection, PlanSection, PlannerObjective, PlannerSection,
+    RunConfig, StageSection, TrainConfig,
+};
 pub use eval::{evaluate_loss, EvalResult};
+pub use planner::{load_planner, train_planner, Planner, PlannerModel};
 pub use schedule::LrSchedule;
 pub use trainer::{TrainArgs, TrainEnd, TrainReport};
 

@@ -7,7 +7,7 @@
 //! to continue exactly as if it had never stopped.
 
 use crate::adamw::{AdamW, AdamWConfig};
-use crate::bundle::{save_weights, Bundle, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION};
+use crate::bundle::{save_weights, Bundle, ModelConfig, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION};
 use crate::config::{PlanSection, RunConfig, TrainConfig};
 use crate::metrics::MetricsLog;
 use crate::schedule::LrSchedule;
@@ -62,6 +62,8 @@ pub struct TrainReport {
 
 /// What a stage adds to the shared loop.
 pub(crate) trait StageRunner {
+    /// The `model` section of the stage's config.json.
+    type Model: ModelConfig;
     fn kind(&self) -> &'static str;
     /// Forward and backward of micro-batch `micro` of optimizer step `step` (gradients
     /// scaled by `1 / grad_accum`); returns the unscaled loss.
@@ -71,31 +73,31 @@ pub(crate) trait StageRunner {
     /// Validation: the main loss and extra metrics; `None` without validation data.
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)>;
     /// `config.json` of the stage.
-    fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile;
+    fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<Self::Model>;
 }
 
 /// A run's identity before its model exists.
-pub(crate) struct RunSetup {
+pub(crate) struct RunSetup<M: ModelConfig = plandiff_decoder::DecoderConfig> {
     pub bundle: Bundle,
     pub tokenizer: TextTokenizer,
     /// `Some` on resume: the checkpoint's config.
-    pub resumed: Option<StageConfigFile>,
+    pub resumed: Option<StageConfigFile<M>>,
     pub state: TrainerState,
 }
 
 /// Shared checks of a fresh run or a resume: tokenizer of the data against the bundle's,
 /// an existing stage only with `--resume`, the seed and max-steps overrides.
-pub(crate) fn setup_run(
+pub(crate) fn setup_run<M: ModelConfig>(
     args: &TrainArgs,
     kind: &str,
     fresh: Option<(TrainConfig, Option<PlanSection>)>,
-) -> Result<RunSetup> {
+) -> Result<RunSetup<M>> {
     let bundle = Bundle::new(&args.out);
     let tokenizer = TextTokenizer::from_file(&args.data.join("tokenizer.json")).map_err(|e| {
         TrainError::Invalid(format!("--data {}: {e} (make the folder with `plandiff prepare`)", args.data.display()))
     })?;
     if args.resume {
-        let cfg = bundle.read_config(kind)?;
+        let cfg = bundle.read_config_as::<M>(kind)?;
         let mut state = bundle.read_trainer_state(kind)?;
         if cfg.tokenizer_hash != tokenizer.hash() {
             return Err(TrainError::Invalid(format!(
@@ -175,7 +177,7 @@ pub(crate) fn seed_init(seed: u64) {
 /// Runs (or resumes) a stage until `max_steps`, `stop_at` or an interrupt.
 pub(crate) fn run_loop<R: StageRunner>(
     runner: &mut R,
-    setup: RunSetup,
+    setup: RunSetup<R::Model>,
     mut vs: nn::VarStore,
     args: &TrainArgs,
 ) -> Result<TrainReport> {
@@ -185,7 +187,8 @@ pub(crate) fn run_loop<R: StageRunner>(
     if resumed.is_none() && !bundle.tokenizer_path().exists() {
         bundle.write_tokenizer(&tokenizer)?;
     }
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    // Non-trainable variables (e.g. the planner's latent normalizer) are saved, not optimized.
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let parameters: i64 = named.iter().map(|(_, t)| t.numel() as i64).sum();
     let mut opt = AdamW::new(

@@ -1,8 +1,8 @@
 use crate::args::{GenerateArgs, Mode};
-use crate::util::parse_device;
+use crate::util::{parse_device, plan_sampling};
 use anyhow::{Context, Result};
 use plandiff_decoder::SamplingConfig;
-use plandiff_pipeline::{ArGenerator, GenOptions};
+use plandiff_pipeline::{ArGenerator, GenOptions, HybridGenerator, HybridOptions};
 use serde_json::json;
 use std::io::Write;
 use std::process::ExitCode;
@@ -36,7 +36,12 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
         anyhow::bail!("--num-samples must be >= 1");
     }
     let device = parse_device(&a.device)?;
-    let Mode::Ar = a.mode;
+    if a.mode == Mode::Hybrid {
+        return hybrid(&a, &prompt, sampling, device, started);
+    }
+    if a.show_plan {
+        anyhow::bail!("--show-plan needs --mode hybrid (mode ar has no plan)");
+    }
     let gen =
         ArGenerator::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -91,6 +96,84 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
             g.tokens_per_s,
             first_token_ms.unwrap_or(0.0),
             g.stop
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hybrid(
+    a: &GenerateArgs,
+    prompt: &str,
+    sampling: SamplingConfig,
+    device: tch::Device,
+    started: Instant,
+) -> Result<ExitCode> {
+    let gen = HybridGenerator::load(&a.checkpoint, device)
+        .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let plan = plan_sampling(&a.plan, gen.planner().model.sampling)?;
+    let opts = HybridOptions {
+        gen: GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed },
+        plan,
+        previews: a.show_plan,
+    };
+    let stream = a.stream && !a.json && a.num_samples == 1;
+    let mut printed = 0usize;
+    let mut stdout = std::io::stdout().lock();
+    if stream {
+        let head = prompt.trim_end();
+        write!(stdout, "{head}")?;
+        stdout.flush()?;
+        printed = head.len();
+    }
+    let gens = gen.generate(prompt, a.num_samples, &opts, |_, text| {
+        if stream && text.len() > printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(printed) {
+            let _ = write!(stdout, "{}", &text[printed..]);
+            let _ = stdout.flush();
+            printed = text.len();
+        }
+    })?;
+    if stream {
+        writeln!(stdout)?;
+    }
+    if a.json {
+        let out = json!({
+            "mode": "hybrid",
+            "checkpoint": a.checkpoint.display().to_string(),
+            "prompt": prompt,
+            "seed": a.seed,
+            "sampling": sampling,
+            "plan_sampling": {"steps": plan.steps, "sampler": format!("{:?}", plan.sampler), "guidance": plan.guidance},
+            "load_ms": load_ms,
+            "samples": gens,
+        });
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (i, g) in gens.iter().enumerate() {
+        if !stream {
+            if gens.len() > 1 {
+                writeln!(stdout, "--- sample {} ---", i + 1)?;
+            }
+            writeln!(stdout, "{}", g.generation.text)?;
+        }
+        if a.show_plan {
+            writeln!(stdout, "\nplan: each planned sentence as the decoder writes its latent alone, then [cosine to what was written]")?;
+            for s in &g.plan {
+                let cos = s.adherence.map_or("   -  ".to_string(), |c| format!("{c:+.3}"));
+                writeln!(stdout, "  {:>3}. [{cos}] {}", s.sentence, s.preview.as_deref().unwrap_or(""))?;
+            }
+        }
+    }
+    if let Some(g) = gens.first() {
+        tracing::info!(
+            "{} new tokens in {:.2} s ({:.1} tokens/s per sample; planning {:.3} s in {} planner calls), stop: {:?}",
+            g.generation.new_tokens,
+            g.generation.seconds,
+            g.generation.tokens_per_s,
+            g.planning_seconds,
+            g.planner_calls,
+            g.generation.stop
         );
     }
     Ok(ExitCode::SUCCESS)
