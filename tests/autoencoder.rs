@@ -88,9 +88,9 @@ fn autoencoder_and_ar_share_one_bundle() {
     let info: Value = serde_json::from_str(&run_ok(&["info", "--checkpoint", s(&b), "--json"])).unwrap();
     assert!(info["stages"]["ar"].is_object() && info["stages"]["autoencoder"].is_object());
     // A bad stage name is one clean error.
-    let o = run(&["eval", "--stage", "planner", "--checkpoint", s(&b), "--data", s(&f.data)]);
+    let o = run(&["eval", "--stage", "planer", "--checkpoint", s(&b), "--data", s(&f.data)]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--stage planner"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--stage planer"));
 }
 
 fn copy_dir(from: &Path, to: &Path) {

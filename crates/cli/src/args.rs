@@ -223,8 +223,9 @@ pub struct EditArgs {
 pub struct EvalArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Which model of the bundle: `ar` (loss, perplexity) or `autoencoder` (perplexity and
-    /// token accuracy with the oracle plan and with the null plan).
+    /// Which model of the bundle: `ar` (loss, perplexity), `autoencoder` (perplexity and
+    /// token accuracy with the oracle plan and with the null plan) or `planner` (denoising
+    /// loss; cosine of sampled latents to the true ones against chance and copy baselines).
     #[arg(long, default_value = "ar")]
     pub stage: String,
     /// Prepared data folder.

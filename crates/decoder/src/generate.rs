@@ -95,7 +95,18 @@ pub fn generate(
                     continue;
                 }
                 let mut row = host[r * v..(r + 1) * v].to_vec();
-                let id = sampler.sample(&mut row, &history[r], &opts.banned);
+                // No empty sentences: `<sep>` never directly follows `<sep>` or a bare `<bos>`.
+                let at_start = match out[r].last() {
+                    Some(&t) => t == opts.sep_id,
+                    None => prompts[r].len() <= 1 || prompts[r].last() == Some(&opts.sep_id),
+                };
+                let id = if at_start {
+                    let mut banned = opts.banned.clone();
+                    banned.push(opts.sep_id);
+                    sampler.sample(&mut row, &history[r], &banned)
+                } else {
+                    sampler.sample(&mut row, &history[r], &opts.banned)
+                };
                 step_tok[r] = id;
                 history[r].push(id);
                 out[r].push(id);

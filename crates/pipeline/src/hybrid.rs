@@ -322,7 +322,8 @@ impl HybridGenerator {
                 eos_id: sp.eos as i64,
                 sep_id: sp.sep as i64,
                 pad_id: sp.pad as i64,
-                banned: vec![sp.bos as i64, sp.pad as i64],
+                // Every planned slot gets its sentence: the document may not end early.
+                banned: vec![sp.bos as i64, sp.pad as i64, sp.eos as i64],
             };
             let out = generate(&self.ae.decoder, &prompts, Some(&plan), &mut lp, &gopts, |row, tok| {
                 first.get_or_insert_with(|| t0.elapsed().as_secs_f64() * 1e3);

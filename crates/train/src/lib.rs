@@ -23,7 +23,7 @@ pub use config::{
     RunConfig, StageSection, TrainConfig,
 };
 pub use eval::{evaluate_loss, EvalResult};
-pub use planner::{load_planner, train_planner, Planner, PlannerModel};
+pub use planner::{evaluate_planner, load_planner, train_planner, Planner, PlannerEval, PlannerModel};
 pub use schedule::LrSchedule;
 pub use trainer::{TrainArgs, TrainEnd, TrainReport};
 

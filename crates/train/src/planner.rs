@@ -225,37 +225,63 @@ struct PlannerRunner {
     device: Device,
 }
 
-impl PlannerRunner {
-    /// Denoising loss of a batch of windows; `rng` draws known masks and timesteps, libtorch
-    /// the noise. Returns the mean squared error over unknown real slots.
-    fn loss(&self, set: &LatentSet, windows: &[(usize, usize)], rng: &mut ChaCha8Rng, train: bool) -> Tensor {
-        let slots = self.planner.max_slots();
-        let (x0, real, lens) = window_batch(set, windows, slots, self.device);
-        let x0 = self.planner.normalizer.normalize(&x0) * real.unsqueeze(-1).to_kind(Kind::Float);
-        let b = windows.len() as i64;
-        let known = known_masks(&lens, slots, &self.planner.model.objective, rng);
-        let known = Tensor::from_slice(&known).view([b, slots as i64]).to_device(self.device);
-        let t_max = self.planner.schedule.num_train_timesteps();
-        let t: Vec<usize> = (0..b).map(|_| rng.gen_range(0..t_max)).collect();
-        let tf: Vec<f64> = t.iter().map(|&t| t as f64).collect();
-        let eps = x0.randn_like();
-        let x_t = self.planner.schedule.q_sample(&x0, &t, &eps);
-        let target = self.planner.schedule.target(&x0, &t, &eps);
-        let den = &self.planner.denoiser;
-        let self_cond = (den.config().self_condition
-            && rng.gen::<f64>() < self.planner.model.objective.self_condition_prob)
-            .then(|| {
-                tch::no_grad(|| {
-                    let out = den.forward(&x_t, &tf, &x0, &known, None, Some(&real), train);
-                    x0_estimate(&self.planner.schedule, &out, &t, &x_t)
-                })
-            });
-        let out = den.forward(&x_t, &tf, &x0, &known, self_cond.as_ref(), Some(&real), train);
-        let w = real.logical_and(&known.logical_not()).to_kind(Kind::Float).unsqueeze(-1); // (B, S, 1)
-        let se = (out - target).square() * &w;
-        let d = x0.size()[2] as f64;
-        se.sum(Kind::Float) / (w.sum(Kind::Float) * d).clamp_min(1.0)
-    }
+/// Denoising loss of a batch of windows; `rng` draws known masks and timesteps, libtorch
+/// the noise. The mean squared error over unknown real slots.
+fn denoise_loss(
+    planner: &Planner,
+    set: &LatentSet,
+    windows: &[(usize, usize)],
+    rng: &mut ChaCha8Rng,
+    device: Device,
+    train: bool,
+) -> Tensor {
+    let slots = planner.max_slots();
+    let (x0, real, lens) = window_batch(set, windows, slots, device);
+    let x0 = planner.normalizer.normalize(&x0) * real.unsqueeze(-1).to_kind(Kind::Float);
+    let b = windows.len() as i64;
+    let known = known_masks(&lens, slots, &planner.model.objective, rng);
+    let known = Tensor::from_slice(&known).view([b, slots as i64]).to_device(device);
+    let t_max = planner.schedule.num_train_timesteps();
+    let t: Vec<usize> = (0..b).map(|_| rng.gen_range(0..t_max)).collect();
+    let tf: Vec<f64> = t.iter().map(|&t| t as f64).collect();
+    let eps = x0.randn_like();
+    let x_t = planner.schedule.q_sample(&x0, &t, &eps);
+    let target = planner.schedule.target(&x0, &t, &eps);
+    let den = &planner.denoiser;
+    let self_cond = (den.config().self_condition && rng.gen::<f64>() < planner.model.objective.self_condition_prob)
+        .then(|| {
+            tch::no_grad(|| {
+                let out = den.forward(&x_t, &tf, &x0, &known, None, Some(&real), train);
+                x0_estimate(&planner.schedule, &out, &t, &x_t)
+            })
+        });
+    let out = den.forward(&x_t, &tf, &x0, &known, self_cond.as_ref(), Some(&real), train);
+    let w = real.logical_and(&known.logical_not()).to_kind(Kind::Float).unsqueeze(-1); // (B, S, 1)
+    let se = (out - target).square() * &w;
+    let d = x0.size()[2] as f64;
+    se.sum(Kind::Float) / (w.sum(Kind::Float) * d).clamp_min(1.0)
+}
+
+/// Fixed validation windows, strided through a split.
+fn eval_windows(set: &LatentSet, count: usize) -> Vec<(usize, usize)> {
+    let n = set.windows.len();
+    let stride = (n / count.max(1)).max(1);
+    (0..count.min(n)).map(|i| set.windows[(i * stride) % n]).collect()
+}
+
+/// Mean denoising loss over fixed windows, masks, timesteps and noise.
+fn fixed_loss(planner: &Planner, set: &LatentSet, batch: usize, batches: usize, device: Device) -> f64 {
+    let windows = eval_windows(set, batch * batches);
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+    tch::manual_seed(0x5eed);
+    let (mut sum, mut count) = (0f64, 0usize);
+    tch::no_grad(|| {
+        for chunk in windows.chunks(batch.max(1)) {
+            sum += denoise_loss(planner, set, chunk, &mut rng, device, false).double_value(&[]);
+            count += 1;
+        }
+    });
+    sum / count.max(1) as f64
 }
 
 /// x0 implied by a model output, one timestep per row.
@@ -283,7 +309,7 @@ impl StageRunner for PlannerRunner {
             })
             .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(step_seed(self.seed, step) as u64 ^ ((micro as u64) << 48));
-        let loss = self.loss(&self.train, &windows, &mut rng, true);
+        let loss = denoise_loss(&self.planner, &self.train, &windows, &mut rng, self.device, true);
         (&loss / accum as f64).backward();
         Ok(loss.double_value(&[]))
     }
@@ -295,21 +321,7 @@ impl StageRunner for PlannerRunner {
 
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let set = self.valid.as_ref()?;
-        let n = set.windows.len();
-        // Fixed windows (strided through the split), masks, timesteps and noise.
-        let stride = (n / (self.batch * self.eval_batches).max(1)).max(1);
-        let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
-        tch::manual_seed(0x5eed);
-        let (mut sum, mut count) = (0f64, 0usize);
-        tch::no_grad(|| {
-            for bi in 0..self.eval_batches {
-                let windows: Vec<(usize, usize)> =
-                    (0..self.batch).map(|r| set.windows[((bi * self.batch + r) * stride) % n]).collect();
-                sum += self.loss(set, &windows, &mut rng, false).double_value(&[]);
-                count += 1;
-            }
-        });
-        Some((sum / count.max(1) as f64, serde_json::Map::new()))
+        Some((fixed_loss(&self.planner, set, self.batch, self.eval_batches, self.device), serde_json::Map::new()))
     }
 
     fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<PlannerModel> {
@@ -428,6 +440,104 @@ pub fn load_planner(bundle: &Bundle, device: Device) -> Result<(Planner, nn::Var
     let planner = Planner::new(&vs.root(), &cfg.model)?;
     load_weights(&mut vs, &bundle.stage_dir(KIND).join("model.safetensors"))?;
     Ok((planner, vs, cfg))
+}
+
+/// `plandiff eval --stage planner`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannerEval {
+    pub windows: usize,
+    /// Mean denoising loss (fixed masks, timesteps and noise), as logged in training.
+    pub denoising_loss: f64,
+    /// Each window's first half known, its second half sampled: mean cosine between a
+    /// sampled latent and the true latent of its slot.
+    pub cosine_sampled: f64,
+    /// The same with the latent of a random sentence of the split (chance level).
+    pub cosine_random: f64,
+    /// The same with the last known sentence's latent repeated (a copy-the-past planner).
+    pub cosine_previous: f64,
+    pub steps: usize,
+}
+
+/// Denoising loss and sampled-plan quality of `BUNDLE/planner` on a prepared split.
+pub fn evaluate_planner(
+    bundle: &Path,
+    data: &Path,
+    split: &str,
+    batch: usize,
+    max_batches: Option<usize>,
+    device: Device,
+) -> Result<PlannerEval> {
+    let b = Bundle::new(bundle);
+    let (ae, _ae_vs, _, tokenizer) = crate::autoencoder::load_autoencoder(&b, device)?;
+    let (planner, _vs, _) = load_planner(&b, device)?;
+    let set = TokenSet::open(data, split)?;
+    if set.stats.tokenizer_hash != tokenizer.hash() {
+        return Err(TrainError::Invalid(format!(
+            "--data {} was tokenized with another tokenizer than the model",
+            data.display()
+        )));
+    }
+    let lat = LatentSet::encode(&ae.encoder, &set, tokenizer.special(), split);
+    let usable: Vec<(usize, usize)> =
+        lat.docs.iter().enumerate().filter(|(_, &(_, n))| n >= 2).map(|(d, _)| (d, 0)).collect();
+    if usable.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "--data {}: the {split} split holds no document of two or more sentences",
+            data.display()
+        )));
+    }
+    let batches = max_batches.unwrap_or(8).max(1);
+    let loss = fixed_loss(&planner, &lat, batch, batches, device);
+    // Sampling: documents' first windows, first half known.
+    let slots = planner.max_slots();
+    let docs: Vec<(usize, usize)> = usable.iter().copied().take(batch * batches).collect();
+    let steps = planner.model.sampling.steps;
+    let mut noise = plandiff_planner::HostNoise::new(0x5eed, device);
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+    let total_sent = lat.latents.size()[0];
+    let (mut cs, mut cr, mut cp, mut count) = (0f64, 0f64, 0f64, 0usize);
+    for chunk in docs.chunks(batch.max(1)) {
+        // Rows are grouped by window length so each sample runs unpadded.
+        for len in 2..=slots {
+            let rows: Vec<(usize, usize)> =
+                chunk.iter().copied().filter(|&(d, _)| lat.docs[d].1.min(slots) == len).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let (x0, _, _) = window_batch(&lat, &rows, len, device);
+            let k = len / 2;
+            let mask: Vec<bool> = (0..len).map(|i| i < k).collect();
+            let mask = Tensor::from_slice(&mask)
+                .view([1, len as i64])
+                .expand([rows.len() as i64, len as i64], false)
+                .to_device(device);
+            let z = planner.sample(&x0, &mask, planner.model.sampling.to_sampling(), |s| noise.sample(s))?;
+            let cos = |a: &Tensor, b: &Tensor| Tensor::cosine_similarity(a, b, -1, 1e-8); // (B, n)
+            let truth = x0.narrow(1, k as i64, (len - k) as i64);
+            let sampled = z.narrow(1, k as i64, (len - k) as i64);
+            let prev = x0.narrow(1, k as i64 - 1, 1).expand_as(&truth);
+            let rand_idx: Vec<i64> = (0..rows.len() * (len - k)).map(|_| rng.gen_range(0..total_sent)).collect();
+            let random = lat
+                .latents
+                .index_select(0, &Tensor::from_slice(&rand_idx).to_device(lat.latents.device()))
+                .view([rows.len() as i64, (len - k) as i64, -1])
+                .to_device(device);
+            let n = (rows.len() * (len - k)) as f64;
+            cs += cos(&sampled, &truth).sum(Kind::Double).double_value(&[]);
+            cr += cos(&random, &truth).sum(Kind::Double).double_value(&[]);
+            cp += cos(&prev, &truth).sum(Kind::Double).double_value(&[]);
+            count += n as usize;
+        }
+    }
+    let c = count.max(1) as f64;
+    Ok(PlannerEval {
+        windows: docs.len(),
+        denoising_loss: loss,
+        cosine_sampled: cs / c,
+        cosine_random: cr / c,
+        cosine_previous: cp / c,
+        steps,
+    })
 }
 
 #[cfg(test)]

@@ -43,7 +43,25 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        other => bail!("--stage {other}: use ar or autoencoder"),
+        "planner" => {
+            let r =
+                plandiff_train::evaluate_planner(&a.checkpoint, &a.data, &a.split, a.batch_size, a.max_batches, device)
+                    .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"checkpoint": a.checkpoint.display().to_string(),
+                    "data": a.data.display().to_string(), "split": a.split, "stage": "planner", "result": r}))?
+                );
+            } else {
+                println!(
+                    "{} split, {} windows: denoising loss {:.4}; second half of each window sampled from the first ({} steps): cosine to the true latents {:.3} (random sentence {:.3}, previous sentence {:.3})",
+                    a.split, r.windows, r.denoising_loss, r.steps, r.cosine_sampled, r.cosine_random, r.cosine_previous
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => bail!("--stage {other}: use ar, autoencoder or planner"),
     }
     let loaded = Bundle::new(&a.checkpoint)
         .load_decoder("ar", device)
