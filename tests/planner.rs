@@ -87,6 +87,11 @@ fn planner_stage_records_schedule_normalizer_and_autoencoder() {
         .collect();
     assert!(vals.len() >= 2, "{log}");
     assert!(vals.last().unwrap() < vals.first().unwrap(), "val loss {vals:?}");
+    // info describes the planner next to the autoencoder.
+    let info: Value = serde_json::from_str(&run_ok(&["info", "--checkpoint", s(full), "--json"])).unwrap();
+    assert_eq!(info["stages"]["planner"]["config"]["model"]["denoiser"]["max_slots"], 6);
+    assert!(info["stages"]["autoencoder"]["parameters"].as_u64().unwrap() > 0);
+    assert!(run_ok(&["info", "--checkpoint", s(full)]).contains("planner: "));
     // eval --stage planner reports the loss and the cosine baselines.
     let f = fixture();
     let v: Value = serde_json::from_str(&run_ok(&[

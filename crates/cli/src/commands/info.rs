@@ -24,14 +24,19 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
         if !bundle.has_stage(kind) {
             continue;
         }
-        let cfg = bundle.read_config(kind)?;
+        // Each stage's own config type validates its model section.
+        let cfg = if kind == "planner" {
+            serde_json::to_value(bundle.read_config_as::<plandiff_train::PlannerModel>(kind)?)?
+        } else {
+            serde_json::to_value(bundle.read_config(kind)?)?
+        };
         let dir = bundle.stage_dir(kind);
         let (tensors, params) = count_params(&dir.join("model.safetensors"))?;
         let size: u64 = std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
         stages.insert(
             kind.into(),
             json!({"config": cfg, "tensors": tensors, "parameters": params, "model_bytes": size,
-                   "tokenizer_matches": cfg.tokenizer_hash == tk.hash(),
+                   "tokenizer_matches": cfg["tokenizer_hash"].as_str() == Some(tk.hash()),
                    "resumable": dir.join("trainer_state.json").exists()}),
         );
     }
@@ -53,6 +58,18 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
     for (kind, s) in &stages {
         let m = &s["config"]["model"];
         let p = &s["config"]["provenance"];
+        if kind == "planner" {
+            let d = &m["denoiser"];
+            println!(
+                "  planner: {} parameters (d_model {}, {} layers, {} slots of d_latent {}; {} schedule, predicts {}, {} {} steps by default), {} steps, val loss {}",
+                s["parameters"], d["d_model"], d["n_layers"], d["max_slots"], d["d_latent"],
+                m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
+                m["schedule"]["prediction_type"].as_str().unwrap_or("?"),
+                m["sampling"]["sampler"].as_str().unwrap_or("?"),
+                m["sampling"]["steps"], p["steps"], p["val_loss"]
+            );
+            continue;
+        }
         println!(
             "  {kind}: {} parameters (d_model {}, {} layers, {} heads, context {}), {} steps, {} tokens seen, train loss {}, val loss {}{}",
             s["parameters"], m["d_model"], m["n_layers"], m["n_heads"], m["max_seq_len"], p["steps"], p["tokens_seen"],
