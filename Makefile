@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 TORCH_VERSION := 2.11.0
 VENV := $(CURDIR)/.venv
-STAMP := $(VENV)/.plandiff-deps-v2
+STAMP := $(VENV)/.plandiff-deps-v3
 BIN := target/release/plandiff
 
 # torch-sys links the libtorch of the project's PyTorch (design: tch 0.24 <-> torch 2.11.0).
@@ -13,14 +13,14 @@ export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: demo test build venv bench lint fmt clean
+.PHONY: demo test build venv bench lint fmt clean chromium
 
 $(STAMP):
 	@command -v cargo >/dev/null || { echo "error: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
 		echo "installing python3-venv (apt)"; apt-get update -qq && apt-get install -y -qq python3-venv; fi
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION) numpy safetensors diffusers==0.42.1
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION) numpy safetensors diffusers==0.42.1 nltk==3.9.1
 	@touch $@
 
 venv: $(STAMP)
@@ -33,8 +33,14 @@ build: $(STAMP)
 demo: build
 	./scripts/demo.sh
 
-test: $(STAMP)
-	cargo test --release --locked --workspace
+# The A/B report test renders report.html in headless Chromium (Debian's package).
+chromium:
+	@command -v chromium >/dev/null || { echo "installing chromium (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+		|| { echo "error: could not install Debian's chromium (needed by the A/B report test); install it, or run as root" >&2; exit 1; }
+
+test: $(STAMP) chromium
+	PLANDIFF_REQUIRE_CHROMIUM=1 cargo test --release --locked --workspace
 
 bench: build
 	./benches/run.sh

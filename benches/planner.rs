@@ -82,8 +82,8 @@ fn main() {
     let _ = decode_ms();
     let d = common::median((0..reps.min(5)).map(|_| decode_ms()).collect());
     println!(
-        "planner: {} ({} layers, d {}), decoder: tiny + cross-attention to {max_slots} slots; {threads} threads, median of {reps}",
-        "configs/tiny.toml", model.denoiser.n_layers, model.denoiser.d_model
+        "planner: configs/tiny.toml ({} layers, d {}), decoder: tiny + cross-attention to {max_slots} slots; {threads} threads, median of {reps}",
+        model.denoiser.n_layers, model.denoiser.d_model
     );
     println!("| work | ms | share of decoding |");
     println!("|---|---:|---:|");

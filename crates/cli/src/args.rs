@@ -32,8 +32,12 @@ pub enum Command {
     /// Rewrite sentences A..B of a text in place: re-plan them by inpainting with every
     /// other sentence's latent fixed, decode only them, keep every other byte.
     Edit(EditArgs),
-    /// Validation loss and perplexity of a bundle on prepared data.
+    /// Validation loss and perplexity of a bundle on prepared data, or text metrics of any
+    /// text set (--metrics).
     Eval(EvalArgs),
+    /// A/B comparison of generation arms (hybrid, ar, oracle) on the same prompts and seeds,
+    /// with paired statistics, results.json and a self-contained report.html.
+    Ab(AbArgs),
     /// Describe a bundle.
     Info(InfoArgs),
     /// Print a diffusion noise schedule (betas, alphas_cumprod, SNR per timestep).
@@ -220,6 +224,57 @@ pub struct EditArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct AbArgs {
+    /// Bundle of the arms that name none, of the judge (its `ar` model) and of the sentence
+    /// encoder that scores coherence.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Prompts: a text file, one per line, or JSONL with "prompt" and optional "reference"
+    /// (the reference continuation: human baseline and the `oracle` arm's plan).
+    #[arg(long)]
+    pub prompts: PathBuf,
+    /// Arms, comma-separated; the first is compared with each other one. `ar`, `hybrid`,
+    /// `oracle`, each optionally from another bundle: `ar=path/to/bundle`.
+    #[arg(long, default_value = "hybrid,ar")]
+    pub arms: String,
+    /// Samples per prompt and arm.
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    /// New sentences per sample.
+    #[arg(long, default_value_t = 8)]
+    pub sentences: usize,
+    /// Prompt i uses seed S + i in every arm.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Folder for results.json and report.html.
+    #[arg(long, default_value = "ab-results")]
+    pub out: PathBuf,
+    /// Judge bundle for perplexity (its `ar` model); default: --checkpoint.
+    #[arg(long)]
+    pub judge: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 1.1)]
+    pub repetition_penalty: f64,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Bootstrap resamples and permutations per metric.
+    #[arg(long, default_value_t = 2000)]
+    pub resamples: usize,
+    /// Print results.json to stdout instead of the Markdown table.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+#[derive(Args, Debug)]
 pub struct EvalArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
@@ -228,9 +283,18 @@ pub struct EvalArgs {
     /// loss; cosine of sampled latents to the true ones against chance and copy baselines).
     #[arg(long, default_value = "ar")]
     pub stage: String,
-    /// Prepared data folder.
+    /// Prepared data folder; with --metrics, text files or a folder of them (documents are
+    /// blank-line separated paragraphs, or JSONL "text" records).
     #[arg(long)]
     pub data: PathBuf,
+    /// Text metrics of the documents in --data instead of model losses: comma-separated
+    /// from rep_2, rep_3, rep_4, distinct_1, distinct_2, distinct_3, self_bleu, judge_ppl
+    /// (the bundle's ar model), coherence (the bundle's sentence encoder), or `all`.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// With --metrics: use at most this many documents.
+    #[arg(long, default_value_t = 1000)]
+    pub max_docs: usize,
     #[arg(long, default_value = "valid")]
     pub split: String,
     /// Tokens per window (default: the training seq_len).

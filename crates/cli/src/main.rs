@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         Command::Train(t) => commands::train::run(t),
         Command::Generate(a) => commands::generate::run(a, started),
         Command::Edit(a) => commands::edit::run(a),
+        Command::Ab(a) => commands::ab::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Schedule(a) => commands::schedule::run(a),

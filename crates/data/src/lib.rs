@@ -16,7 +16,7 @@ pub mod shards;
 pub mod tokenizer;
 
 pub use batch::{TokenSet, WindowSampler};
-pub use corpus::DocumentReader;
+pub use corpus::{expand_inputs, DocumentReader};
 pub use documents::{doc_batch, index_documents, DocBatch, Document};
 pub use prepare::{prepare, PrepareOptions, PrepareStats};
 pub use sentences::split_sentences;

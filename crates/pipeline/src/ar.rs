@@ -16,6 +16,9 @@ pub struct GenOptions {
     pub sentences: Option<usize>,
     pub sampling: SamplingConfig,
     pub seed: u64,
+    /// Never end the document early: with `sentences`, write exactly that many (the A/B
+    /// harness gives every arm the same length; hybrid mode always does this).
+    pub no_eos: bool,
 }
 
 /// One generated sample.
@@ -130,7 +133,11 @@ impl ArGenerator {
             eos_id: sp.eos as i64,
             sep_id: sp.sep as i64,
             pad_id: sp.pad as i64,
-            banned: vec![sp.bos as i64, sp.pad as i64],
+            banned: if opts.no_eos {
+                vec![sp.bos as i64, sp.pad as i64, sp.eos as i64]
+            } else {
+                vec![sp.bos as i64, sp.pad as i64]
+            },
         };
         let mut lp = LogitsProcessor::new(opts.sampling, opts.seed);
         let prompts = vec![ids; n.max(1)];

@@ -46,12 +46,16 @@ pub struct HybridGeneration {
     pub planner_calls: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HybridOptions {
     pub gen: GenOptions,
     pub plan: PlanSampling,
     /// Decode each planned latent alone for `--show-plan`.
     pub previews: bool,
+    /// The plan itself, `(N, d)` encoder latents of the sentences to write (e.g. encoded
+    /// from a reference continuation: the A/B harness's `oracle` arm). The planner is not
+    /// called; `N` sentences are written.
+    pub oracle: Option<Tensor>,
 }
 
 /// One sample's text as sentences of token ids (no `<sep>`), and its latents.
@@ -236,7 +240,10 @@ impl HybridGenerator {
                 "the prompt is empty; give some text with --prompt or --prompt-file".into(),
             ));
         }
-        let want = opts.gen.sentences.unwrap_or(8);
+        let want = match &opts.oracle {
+            Some(z) => z.size()[0] as usize,
+            None => opts.gen.sentences.unwrap_or(8),
+        };
         if want == 0 {
             return Err(PipelineError::Invalid("--sentences must be >= 1".into()));
         }
@@ -263,6 +270,13 @@ impl HybridGenerator {
             .collect();
         let p = toks.len();
         let total = p + want;
+        if let Some(z) = &opts.oracle {
+            let z = z.to_device(self.device).to_kind(Kind::Float);
+            for r in rows.iter_mut() {
+                r.planned = (0..p).map(|_| None).collect();
+                r.planned.extend((0..want as i64).map(|k| Some(z.get(k))));
+            }
+        }
         let mut noise = HostNoise::new(opts.gen.seed ^ 0x706c_616e, self.device);
         let mut lp = LogitsProcessor::new(opts.gen.sampling, opts.gen.seed);
         let t0 = Instant::now();

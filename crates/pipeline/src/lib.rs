@@ -2,8 +2,12 @@
 //! latents with the diffusion planner, then decode) and `edit` (re-plan and rewrite a range
 //! of sentences in place). The embedding issue adds `diffusion`.
 
+pub mod ab;
 pub mod ar;
 pub mod hybrid;
+pub mod metrics;
+pub mod report;
+pub mod stats;
 
 pub use ar::{join_text, ArGenerator, GenOptions, Generation};
 pub use hybrid::{Edit, HybridGeneration, HybridGenerator, HybridOptions, PlanSlot, RewrittenSentence};

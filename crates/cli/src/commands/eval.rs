@@ -7,6 +7,9 @@ use serde_json::json;
 use std::process::ExitCode;
 
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
+    if let Some(m) = &a.metrics {
+        return text_metrics(&a, m);
+    }
     if a.split != "valid" && a.split != "train" {
         bail!("--split {}: use valid or train", a.split);
     }
@@ -99,6 +102,68 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             "{} split: loss {:.4}, perplexity {:.2}, token accuracy {:.3} over {} tokens (seq_len {seq_len})",
             a.split, r.loss, r.perplexity, r.token_accuracy, r.tokens
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `eval --metrics`: text metrics of any text set.
+fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
+    use plandiff_pipeline::ab::{text_set_metrics, Judge, TEXT_METRICS};
+    let wanted: Vec<&str> = if spec.trim() == "all" {
+        TEXT_METRICS.to_vec()
+    } else {
+        spec.split(',').map(str::trim).filter(|m| !m.is_empty()).collect()
+    };
+    if wanted.is_empty() {
+        bail!("--metrics is empty; name metrics ({}) or all", TEXT_METRICS.join(", "));
+    }
+    if let Some(bad) = wanted.iter().find(|m| !TEXT_METRICS.contains(m)) {
+        bail!("--metrics: unknown metric `{bad}`; use {} or all", TEXT_METRICS.join(", "));
+    }
+    let files = plandiff_data::expand_inputs(std::slice::from_ref(&a.data))
+        .with_context(|| format!("--data {}", a.data.display()))?;
+    let mut docs = Vec::new();
+    'files: for f in &files {
+        for d in plandiff_data::DocumentReader::open(f)? {
+            let d = d?;
+            if !d.trim().is_empty() {
+                docs.push(d);
+            }
+            if docs.len() >= a.max_docs {
+                break 'files;
+            }
+        }
+    }
+    if docs.is_empty() {
+        bail!("--data {}: no document found (documents are blank-line separated paragraphs)", a.data.display());
+    }
+    let device = parse_device(&a.device)?;
+    let judge = if wanted.contains(&"judge_ppl") {
+        Some(Judge::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?)
+    } else {
+        None
+    };
+    let enc =
+        if wanted.contains(&"coherence") {
+            Some(plandiff_train::load_autoencoder(&Bundle::new(&a.checkpoint), device).with_context(|| {
+                format!("--checkpoint {} (coherence needs its autoencoder)", a.checkpoint.display())
+            })?)
+        } else {
+            None
+        };
+    let r = text_set_metrics(&docs, &wanted, judge.as_ref(), enc.as_ref().map(|e| (&e.0, &e.3)), 200)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"data": a.data.display().to_string(), "documents": docs.len(), "metrics": r})
+            )?
+        );
+    } else {
+        println!("{} documents of {}", docs.len(), a.data.display());
+        for (k, v) in &r {
+            println!("  {k:<12} {v:.4}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

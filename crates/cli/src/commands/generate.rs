@@ -45,7 +45,7 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
     let gen =
         ArGenerator::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let opts = GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed };
+    let opts = GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed, no_eos: false };
     let stream = a.stream && !a.json && a.num_samples == 1;
     let mut printed = 0usize;
     let mut first_token_ms = None;
@@ -113,9 +113,10 @@ fn hybrid(
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let plan = plan_sampling(&a.plan, gen.planner().model.sampling)?;
     let opts = HybridOptions {
-        gen: GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed },
+        gen: GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed, no_eos: false },
         plan,
         previews: a.show_plan,
+        oracle: None,
     };
     let stream = a.stream && !a.json && a.num_samples == 1;
     let mut printed = 0usize;

@@ -1,3 +1,4 @@
+pub mod ab;
 pub mod edit;
 pub mod eval;
 pub mod generate;

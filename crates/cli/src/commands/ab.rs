@@ -1,0 +1,69 @@
+use crate::args::AbArgs;
+use crate::util::{parse_device, plan_sampling, stderr_is_tty};
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use plandiff_decoder::SamplingConfig;
+use plandiff_pipeline::ab::{parse_arms, read_prompts, run_ab, AbConfig};
+use plandiff_pipeline::report;
+use std::process::ExitCode;
+
+pub fn run(a: AbArgs) -> Result<ExitCode> {
+    let prompts = read_prompts(&a.prompts)?;
+    let arms = parse_arms(&a.arms, &a.checkpoint)?;
+    let sampling = SamplingConfig {
+        temperature: a.temperature,
+        top_k: Some(a.top_k),
+        top_p: Some(a.top_p),
+        repetition_penalty: a.repetition_penalty,
+    };
+    sampling.validate().map_err(anyhow::Error::msg)?;
+    let any_plan =
+        a.plan.steps.is_some() || a.plan.sampler.is_some() || a.plan.eta.is_some() || a.plan.guidance.is_some();
+    // Flags override each planner's defaults; validated against a neutral base.
+    let plan = if any_plan {
+        let base = plandiff_planner::SamplingDefaults {
+            steps: 50,
+            sampler: plandiff_planner::SamplerName::Ddim,
+            eta: 0.0,
+            guidance: 1.0,
+        };
+        Some(plan_sampling(&a.plan, base)?)
+    } else {
+        None
+    };
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("--out {}: cannot create the folder; choose a writable path", a.out.display()))?;
+    let device = parse_device(&a.device)?;
+    let cfg = AbConfig {
+        bundle: a.checkpoint.clone(),
+        arms,
+        samples: a.samples,
+        sentences: a.sentences,
+        max_tokens: a.max_tokens,
+        seed: a.seed,
+        sampling,
+        plan,
+        judge: a.judge.clone(),
+        device,
+        resamples: a.resamples,
+    };
+    let total = (prompts.len() * cfg.arms.len()) as u64;
+    let pb = if stderr_is_tty() { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} ab [{bar:30}] {pos}/{len} prompt x arm, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let results = run_ab(&cfg, &prompts, |done, _| pb.set_position(done as u64))?;
+    pb.finish_and_clear();
+    let json = serde_json::to_string_pretty(&results)?;
+    plandiff_train::fsutil::write_atomic(&a.out.join("results.json"), json.as_bytes())?;
+    plandiff_train::fsutil::write_atomic(&a.out.join("report.html"), report::html(&results).as_bytes())?;
+    if a.json {
+        println!("{json}");
+    } else {
+        print!("{}", report::markdown(&results));
+        println!("\nwrote {} and {}", a.out.join("results.json").display(), a.out.join("report.html").display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,308 @@
+//! `plandiff ab` and `plandiff eval --metrics` end to end on a tiny bundle: results.json is
+//! consistent with its samples, report.html renders in headless Chromium with every chart,
+//! and self-BLEU / distinct-n match NLTK on a fixture.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn ok(o: std::process::Output) -> std::process::Output {
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+    o
+}
+
+/// The fixture bundle (ar) plus an autoencoder and a planner.
+fn full_bundle() -> &'static PathBuf {
+    static B: OnceLock<PathBuf> = OnceLock::new();
+    B.get_or_init(|| {
+        let f = fixture();
+        let cfg = test_config();
+        for (stage, steps) in [("autoencoder", "80"), ("planner", "30")] {
+            ok(run(&[
+                "train",
+                stage,
+                "--config",
+                s(&cfg),
+                "--data",
+                s(&f.data),
+                "--out",
+                s(&f.bundle),
+                "--max-steps",
+                steps,
+                "--device",
+                "cpu",
+            ]));
+        }
+        f.bundle.clone()
+    })
+}
+
+fn prompts(dir: &Path) -> PathBuf {
+    let p = dir.join("prompts.jsonl");
+    let lines = [
+        (
+            r#"Once upon a time, Tom had a ball. Tom went to the park with Lily."#,
+            r#"They played at the park all day. Tom and Lily were happy friends."#,
+        ),
+        (
+            r#"Once upon a time, Mia had a kite."#,
+            r#"Mia went to the beach with Ben. Mia and Ben were excited friends."#,
+        ),
+        (
+            r#"Once upon a time, Sam had a red car. Sam felt sad and said, "Yes!""#,
+            r#"Mr. Brown saw the red car and smiled. Sam and Zoe were sad friends."#,
+        ),
+    ];
+    let text: String =
+        lines.iter().map(|(p, r)| serde_json::json!({"prompt": p, "reference": r}).to_string() + "\n").collect();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+#[test]
+fn ab_results_are_consistent_and_the_report_renders() {
+    let bundle = full_bundle();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ab");
+    let p = prompts(dir.path());
+    let stdout = run_ok(&[
+        "ab",
+        "--checkpoint",
+        s(bundle),
+        "--prompts",
+        s(&p),
+        "--arms",
+        "hybrid,ar,oracle",
+        "--samples",
+        "2",
+        "--sentences",
+        "3",
+        "--resamples",
+        "300",
+        "--out",
+        s(&out),
+        "--device",
+        "cpu",
+    ]);
+    assert!(stdout.contains("| metric | better | hybrid | ar | oracle | reference |"), "{stdout}");
+    assert!(stdout.contains("| rep_4 | lower |"), "{stdout}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let prompts = r["prompts"].as_array().unwrap();
+    assert_eq!(prompts.len(), 3);
+    // Same seeds for every arm of a prompt; every arm wrote `samples` samples.
+    for pr in prompts {
+        let seeds: Vec<&Value> = ["hybrid", "ar", "oracle"].iter().map(|a| &pr["samples"][a][0]["seed"]).collect();
+        assert!(seeds.windows(2).all(|w| w[0] == w[1]), "{seeds:?}");
+        for a in ["hybrid", "ar", "oracle"] {
+            assert_eq!(pr["samples"][a].as_array().unwrap().len(), 2);
+        }
+        assert_eq!(pr["samples"]["reference"].as_array().unwrap().len(), 1);
+    }
+    // Aggregates are the means of the per-sample metrics (per-prompt metrics: of prompts).
+    let agg = &r["aggregates"];
+    for arm in ["hybrid", "ar", "oracle"] {
+        for m in ["tokens", "rep_2", "rep_4", "judge_ppl", "coherence", "latency_s"] {
+            let v: Vec<f64> = prompts
+                .iter()
+                .flat_map(|pr| pr["samples"][arm].as_array().unwrap().iter())
+                .filter_map(|s| s["metrics"][m].as_f64())
+                .filter(|x| x.is_finite())
+                .collect();
+            assert!(!v.is_empty(), "{arm} {m}");
+            let got = agg[arm][m].as_f64().unwrap();
+            assert!((got - mean(&v)).abs() < 1e-9, "{arm} {m}: {got} vs {}", mean(&v));
+        }
+        for m in ["distinct_2", "self_bleu"] {
+            let v: Vec<f64> = prompts.iter().map(|pr| pr["per_prompt"][arm][m].as_f64().unwrap()).collect();
+            assert!((agg[arm][m].as_f64().unwrap() - mean(&v)).abs() < 1e-9, "{arm} {m}");
+        }
+    }
+    assert!(agg["hybrid"]["plan_adherence"].as_f64().is_some(), "hybrid reports plan adherence");
+    assert!(agg["ar"].get("plan_adherence").is_none(), "ar has no plan");
+    // Every arm writes the asked number of sentences (no early end of document).
+    for pr in prompts {
+        for a in ["hybrid", "ar"] {
+            for smp in pr["samples"][a].as_array().unwrap() {
+                assert!(smp["metrics"]["tokens"].as_f64().unwrap() >= 3.0, "{smp}");
+            }
+        }
+    }
+    // Comparisons: the first arm against each other one; a named winner needs an interval
+    // that excludes zero.
+    let comps = r["comparisons"].as_array().unwrap();
+    assert!(comps.iter().any(|c| c["b"] == "ar" && c["metric"] == "judge_ppl"));
+    assert!(comps.iter().any(|c| c["b"] == "oracle" && c["metric"] == "plan_adherence"));
+    for c in comps {
+        let (lo, hi) = (c["ci_low"].as_f64().unwrap(), c["ci_high"].as_f64().unwrap());
+        let d = c["diff"].as_f64().unwrap();
+        assert!(lo <= d + 1e-9 && d <= hi + 1e-9, "{c}");
+        let v = c["verdict"].as_str().unwrap();
+        if v != "no difference" {
+            assert!(lo > 0.0 || hi < 0.0, "a verdict without an interval excluding zero: {c}");
+        }
+    }
+    // report.html: self-contained, one chart per comparison, renders without console errors.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(!html.contains("http://") || html.matches("http://").all(|_| html.contains("http://www.w3.org/2000/svg")));
+    assert!(!html.contains("https://"), "no network resources");
+    assert_eq!(html.matches("<svg class=\"chart\"").count(), comps.len());
+    let Some(chrome) = chromium() else {
+        assert!(
+            std::env::var_os("PLANDIFF_REQUIRE_CHROMIUM").is_none(),
+            "chromium is required here (make test installs Debian's chromium)"
+        );
+        eprintln!("skipped the headless-Chromium check: no chromium (make test installs it)");
+        return;
+    };
+    let profile = dir.path().join("chrome-profile");
+    let o = Command::new(chrome)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", out.join("report.html").display()))
+        .output()
+        .expect("run chromium");
+    assert!(o.status.success(), "chromium failed: {}", String::from_utf8_lossy(&o.stderr));
+    let dom = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(dom.matches("<svg class=\"chart\"").count(), comps.len(), "every chart is in the rendered DOM");
+    assert!(dom.contains("id=\"summary\""));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let console: Vec<&str> = err.lines().filter(|l| l.contains("CONSOLE") || l.contains("Uncaught")).collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+}
+
+#[test]
+fn ab_errors_are_one_line() {
+    let bundle = full_bundle();
+    let dir = tempfile::tempdir().unwrap();
+    let p = prompts(dir.path());
+    let lines = dir.path().join("plain.txt");
+    std::fs::write(&lines, "Tom had a ball.\n").unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"prompt\": \"a.\"}\n{nope\n").unwrap();
+    for (args, want) in [
+        (vec!["--prompts", s(&p), "--arms", "hybrid"], "at least two arms"),
+        (vec!["--prompts", s(&p), "--arms", "hybrid,gpt"], "unknown arm"),
+        (vec!["--prompts", s(&lines), "--arms", "hybrid,oracle"], "reference"),
+        (vec!["--prompts", s(&bad)], "line 2"),
+        (vec!["--prompts", "/nonexistent/p.txt"], "--prompts"),
+        (vec!["--prompts", s(&p), "--arms", "hybrid,ar=/nonexistent/bundle"], "no such folder"),
+    ] {
+        let mut a = vec!["ab", "--checkpoint", s(bundle), "--device", "cpu", "--out"];
+        let o = dir.path().join("o");
+        a.push(s(&o));
+        a.extend(args);
+        let out = run(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{a:?}");
+        assert!(err.contains(want), "{a:?}: {err}");
+        assert!(!err.contains("panicked"));
+        assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    }
+}
+
+fn python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PLANDIFF_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let p = root().join(".venv/bin/python");
+    p.exists().then_some(p)
+}
+
+#[test]
+fn text_metrics_match_nltk_and_hand_values() {
+    let bundle = full_bundle();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = [
+        "The cat sat on the mat. The cat was happy.",
+        "The dog sat on the mat. The dog was sad and the dog ran.",
+        "A bird flew over the mat. The bird sang a song.",
+        "The cat sat on the mat. The cat sat on the mat.",
+    ];
+    let file = dir.path().join("docs.txt");
+    std::fs::write(&file, docs.join("\n\n")).unwrap();
+    let v: Value = serde_json::from_str(&run_ok(&[
+        "eval",
+        "--checkpoint",
+        s(bundle),
+        "--data",
+        s(&file),
+        "--metrics",
+        "all",
+        "--json",
+        "--device",
+        "cpu",
+    ]))
+    .unwrap();
+    assert_eq!(v["documents"], 4);
+    let m = &v["metrics"];
+    // By hand: doc 4 is "the cat sat on the mat. the cat sat on the mat." -> 11 bigrams...
+    // rep_2 of doc 4: bigrams of 12 words = 11, unique 6 -> 5/11.
+    let want_rep2_doc4 = 1.0 - 6.0 / 11.0;
+    assert!(m["rep_2"].as_f64().unwrap() > 0.0);
+    for k in ["judge_ppl", "coherence"] {
+        assert!(m[k].as_f64().unwrap().is_finite(), "{k}: {m}");
+    }
+    let one = dir.path().join("one.txt");
+    std::fs::write(&one, docs[3]).unwrap();
+    let v1: Value = serde_json::from_str(&run_ok(&[
+        "eval",
+        "--checkpoint",
+        s(bundle),
+        "--data",
+        s(&one),
+        "--metrics",
+        "rep_2",
+        "--json",
+    ]))
+    .unwrap();
+    assert!((v1["metrics"]["rep_2"].as_f64().unwrap() - want_rep2_doc4).abs() < 1e-9, "{v1}");
+    let Some(py) = python() else {
+        assert!(std::env::var_os("CI").is_none(), "the venv is missing: run make test");
+        eprintln!("skipped the NLTK comparison: no .venv (run make test)");
+        return;
+    };
+    let script = r#"
+import json, sys
+from nltk.translate.bleu_score import sentence_bleu, SmoothingFunction
+docs = [d.lower().split() for d in json.loads(sys.argv[1])]
+sm = SmoothingFunction().method1
+sb = sum(sentence_bleu(docs[:i] + docs[i+1:], d, smoothing_function=sm) for i, d in enumerate(docs)) / len(docs)
+def distinct(n):
+    grams = [tuple(d[i:i+n]) for d in docs for i in range(len(d) - n + 1)]
+    return len(set(grams)) / len(grams)
+print(json.dumps({"self_bleu": sb, "distinct_1": distinct(1), "distinct_2": distinct(2), "distinct_3": distinct(3)}))
+"#;
+    let o = Command::new(py).arg("-c").arg(script).arg(serde_json::to_string(&docs).unwrap()).output().unwrap();
+    assert!(o.status.success(), "nltk reference failed: {}", String::from_utf8_lossy(&o.stderr));
+    let reference: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["self_bleu", "distinct_1", "distinct_2", "distinct_3"] {
+        let (a, b) = (m[k].as_f64().unwrap(), reference[k].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-9, "{k}: plandiff {a} vs nltk {b}");
+    }
+}
