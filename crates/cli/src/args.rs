@@ -82,6 +82,8 @@ pub enum TrainCommand {
     /// Stage `planner`: diffusion over sentence latents, on the bundle's frozen autoencoder
     /// (train the autoencoder into the same --out first).
     Planner(TrainArgs),
+    /// Stage `diffusion`: Diffusion-LM over token embeddings (the pure-diffusion mode).
+    Diffusion(TrainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +123,9 @@ pub enum Mode {
     /// Plan sentence latents with the diffusion planner, then decode them (stages
     /// `autoencoder` and `planner`).
     Hybrid,
+    /// Diffusion-LM over token embeddings (stage `diffusion`): --template with [MASK:n]
+    /// spans to fill, or --prompt as a known prefix.
+    Diffusion,
 }
 
 /// Planner sampling flags (defaults: the planner's config.json).
@@ -148,8 +153,19 @@ pub struct GenerateArgs {
     #[arg(long, value_enum, default_value = "ar")]
     pub mode: Mode,
     /// Prompt text.
-    #[arg(long, conflicts_with = "prompt_file", required_unless_present = "prompt_file")]
+    #[arg(long, conflicts_with = "prompt_file", required_unless_present_any = ["prompt_file", "template"])]
     pub prompt: Option<String>,
+    /// Diffusion: text with spans to fill, `[MASK]` for one token, `[MASK:n]` for n, e.g.
+    /// "once upon a time [MASK:6] the end." Known tokens never change; a filled position
+    /// may become <pad>, which shortens the text.
+    #[arg(long, conflicts_with_all = ["prompt", "prompt_file"])]
+    pub template: Option<String>,
+    /// Diffusion: print the rounded text every K denoising steps.
+    #[arg(long)]
+    pub show_steps: Option<usize>,
+    /// Diffusion: turn off the clamping trick (snapping each step's x0 to token embeddings).
+    #[arg(long)]
+    pub no_clamp: bool,
     /// Read the prompt from a UTF-8 file.
     #[arg(long)]
     pub prompt_file: Option<PathBuf>,
@@ -280,7 +296,8 @@ pub struct EvalArgs {
     pub checkpoint: PathBuf,
     /// Which model of the bundle: `ar` (loss, perplexity), `autoencoder` (perplexity and
     /// token accuracy with the oracle plan and with the null plan) or `planner` (denoising
-    /// loss; cosine of sampled latents to the true ones against chance and copy baselines).
+    /// loss; cosine of sampled latents to the true ones against chance and copy baselines)
+    /// or `diffusion` (rounding accuracy on clean embeddings, validation loss).
     #[arg(long, default_value = "ar")]
     pub stage: String,
     /// Prepared data folder; with --metrics, text files or a folder of them (documents are
@@ -321,7 +338,7 @@ pub struct InfoArgs {
 
 #[derive(Args, Debug)]
 pub struct ScheduleArgs {
-    /// linear, scaled_linear or squaredcos_cap_v2 (cosine).
+    /// linear, scaled_linear, squaredcos_cap_v2 (cosine) or sqrt (Diffusion-LM).
     #[arg(long, default_value = "squaredcos_cap_v2")]
     pub beta_schedule: String,
     /// Training timesteps T.

@@ -13,6 +13,9 @@ pub enum BetaSchedule {
     /// Nichol & Dhariwal 2021 cosine ᾱ, β capped at 0.999.
     #[serde(rename = "squaredcos_cap_v2")]
     SquaredcosCapV2,
+    /// Diffusion-LM (Li et al. 2022): ᾱ(t) = 1 − √(t/T + 0.0001), β capped at 0.999. Noise
+    /// rises fast at small t, which suits embeddings of discrete tokens.
+    Sqrt,
 }
 
 impl std::str::FromStr for BetaSchedule {
@@ -22,7 +25,10 @@ impl std::str::FromStr for BetaSchedule {
             "linear" => Ok(Self::Linear),
             "scaled_linear" => Ok(Self::ScaledLinear),
             "squaredcos_cap_v2" | "cosine" => Ok(Self::SquaredcosCapV2),
-            _ => Err(format!("unknown beta schedule `{s}`; use linear, scaled_linear or squaredcos_cap_v2 (cosine)")),
+            "sqrt" => Ok(Self::Sqrt),
+            _ => Err(format!(
+                "unknown beta schedule `{s}`; use linear, scaled_linear, squaredcos_cap_v2 (cosine) or sqrt"
+            )),
         }
     }
 }

@@ -20,16 +20,21 @@ pub fn betas_for(schedule: BetaSchedule, t: usize, beta_start: f64, beta_end: f6
         BetaSchedule::Linear => lin(beta_start, beta_end),
         BetaSchedule::ScaledLinear => lin(beta_start.sqrt(), beta_end.sqrt()).into_iter().map(|b| b * b).collect(),
         BetaSchedule::SquaredcosCapV2 => {
-            let alpha_bar = |x: f64| ((x + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
-            (0..t)
-                .map(|i| {
-                    let t1 = i as f64 / t as f64;
-                    let t2 = (i + 1) as f64 / t as f64;
-                    (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999)
-                })
-                .collect()
+            betas_for_alpha_bar(t, |x| ((x + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2))
         }
+        BetaSchedule::Sqrt => betas_for_alpha_bar(t, |x| 1.0 - (x + 0.0001).sqrt()),
     }
+}
+
+/// β_i = min(1 − ᾱ((i+1)/T) / ᾱ(i/T), 0.999) (diffusers' `betas_for_alpha_bar`).
+fn betas_for_alpha_bar(t: usize, alpha_bar: impl Fn(f64) -> f64) -> Vec<f64> {
+    (0..t)
+        .map(|i| {
+            let t1 = i as f64 / t as f64;
+            let t2 = (i + 1) as f64 / t as f64;
+            (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999)
+        })
+        .collect()
 }
 
 /// Lin et al. 2023, algorithm 1: shift and scale √ᾱ so that √ᾱ_T = 0 and √ᾱ_0 is unchanged.
@@ -69,9 +74,9 @@ impl NoiseSchedule {
         if config.num_train_timesteps < 2 {
             return bad(format!("num_train_timesteps = {} must be >= 2", config.num_train_timesteps));
         }
-        if config.beta_schedule != BetaSchedule::SquaredcosCapV2
-            && !(config.beta_start > 0.0 && config.beta_start <= config.beta_end && config.beta_end < 1.0)
-        {
+        let uses_range = !matches!(config.beta_schedule, BetaSchedule::SquaredcosCapV2 | BetaSchedule::Sqrt);
+        let range_ok = config.beta_start > 0.0 && config.beta_start <= config.beta_end && config.beta_end < 1.0;
+        if uses_range && !range_ok {
             return bad(format!("need 0 < beta_start ({}) <= beta_end ({}) < 1", config.beta_start, config.beta_end));
         }
         let mut betas = betas_for(config.beta_schedule, config.num_train_timesteps, config.beta_start, config.beta_end);
@@ -170,6 +175,25 @@ mod tests {
             assert!((b[i] - want).abs() <= 1e-6 * want.max(1e-3), "beta[{i}] = {} != {want}", b[i]);
         }
         assert!((s.alphas_cumprod[499] - 0.4938436).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sqrt_betas_match_diffusion_lm() {
+        // Diffusion-LM's `get_named_beta_schedule("sqrt", 2000)`, computed in float64.
+        let s = NoiseSchedule::new(ScheduleConfig { num_train_timesteps: 2000, ..cfg(BetaSchedule::Sqrt) }).unwrap();
+        for (i, want) in [
+            (0, 0.01464131053316331),
+            (1, 0.008889087768847226),
+            (1000, 0.0012069759283432901),
+            (1998, 0.5556111347344621),
+            (1999, 0.999),
+        ] {
+            assert!((s.betas[i] - want).abs() < 1e-12, "beta[{i}] = {} != {want}", s.betas[i]);
+        }
+        assert!((s.alphas_cumprod[999] - 0.2957803148187003).abs() < 1e-12);
+        assert!(s.betas.iter().all(|&b| b > 0.0 && b <= 0.999));
+        assert!(s.alphas_cumprod.windows(2).all(|w| w[1] < w[0]));
+        assert_eq!("sqrt".parse::<BetaSchedule>().unwrap(), BetaSchedule::Sqrt);
     }
 
     #[test]

@@ -13,6 +13,55 @@ pub struct RunConfig {
     pub ar: Option<StageSection>,
     pub autoencoder: Option<AutoencoderSection>,
     pub planner: Option<PlannerSection>,
+    pub diffusion: Option<DiffusionSection>,
+}
+
+/// `[diffusion]`: the pure-diffusion model over token embeddings (Diffusion-LM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusionSection {
+    pub model: TextDiffusionSection,
+    /// The noise schedule (diffusers' names; Diffusion-LM uses `sqrt`); the model predicts
+    /// x0, so `prediction_type = "sample"`.
+    pub diffusion: plandiff_diffusion::ScheduleConfig,
+    pub self_condition_prob: f64,
+    pub sampling: crate::diffusion::TextSamplingDefaults,
+    /// `batch_size` counts documents; `seq_len` is unused (`model.seq_len` is the length).
+    pub train: TrainConfig,
+}
+
+/// Architecture of the text denoiser; the vocabulary comes from the data's tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextDiffusionSection {
+    pub d_emb: i64,
+    pub seq_len: i64,
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub n_heads: i64,
+    pub d_ff: i64,
+    pub dropout: f64,
+    pub norm: NormKind,
+    pub self_condition: bool,
+    pub rounding: plandiff_embedding::Rounding,
+}
+
+impl TextDiffusionSection {
+    pub fn config(&self, vocab_size: i64) -> plandiff_embedding::TextDiffusionConfig {
+        plandiff_embedding::TextDiffusionConfig {
+            vocab_size,
+            d_emb: self.d_emb,
+            seq_len: self.seq_len,
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_ff: self.d_ff,
+            dropout: self.dropout,
+            norm: self.norm,
+            self_condition: self.self_condition,
+            rounding: self.rounding,
+        }
+    }
 }
 
 /// `[planner]`: the denoiser over sentence slots, trained on the frozen encoder's latents
@@ -260,6 +309,12 @@ impl RunConfig {
         })
     }
 
+    pub fn diffusion(&self) -> Result<&DiffusionSection> {
+        self.diffusion
+            .as_ref()
+            .ok_or_else(|| TrainError::Invalid("the config has no [diffusion] section (see configs/tiny.toml)".into()))
+    }
+
     pub fn planner(&self) -> Result<&PlannerSection> {
         self.planner
             .as_ref()
@@ -296,6 +351,17 @@ mod tests {
             pl.sampling.validate().unwrap();
             pl.model.denoiser(ae.encoder.d_latent).validate().unwrap();
             plandiff_diffusion::NoiseSchedule::new(pl.diffusion.clone()).unwrap();
+            let df = c.diffusion().unwrap();
+            df.train.validate().unwrap();
+            use crate::bundle::ModelConfig;
+            crate::diffusion::DiffusionModel {
+                model: df.model.config(4096),
+                schedule: df.diffusion.clone(),
+                self_condition_prob: df.self_condition_prob,
+                sampling: df.sampling,
+            }
+            .validate()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 

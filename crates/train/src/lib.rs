@@ -7,6 +7,7 @@ pub mod ar;
 pub mod autoencoder;
 pub mod bundle;
 pub mod config;
+pub mod diffusion;
 pub mod eval;
 pub mod fsutil;
 pub mod metrics;
@@ -21,6 +22,9 @@ pub use bundle::{Bundle, Provenance, StageConfigFile, FORMAT_VERSION};
 pub use config::{
     AutoencoderSection, DenoiserSection, EncoderSection, ModelSection, PlanSection, PlannerObjective, PlannerSection,
     RunConfig, StageSection, TrainConfig,
+};
+pub use diffusion::{
+    evaluate_diffusion, load_diffusion, train_diffusion, DiffusionBundle, DiffusionEval, DiffusionModel,
 };
 pub use eval::{evaluate_loss, EvalResult};
 pub use planner::{evaluate_planner, load_planner, train_planner, Planner, PlannerEval, PlannerModel};

@@ -64,7 +64,31 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        other => bail!("--stage {other}: use ar, autoencoder or planner"),
+        "diffusion" => {
+            let r = plandiff_train::evaluate_diffusion(
+                &a.checkpoint,
+                &a.data,
+                &a.split,
+                a.batch_size,
+                a.max_batches,
+                device,
+            )
+            .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"checkpoint": a.checkpoint.display().to_string(),
+                    "data": a.data.display().to_string(), "split": a.split, "stage": "diffusion", "result": r}))?
+                );
+            } else {
+                println!(
+                    "{} split, {} documents: rounding accuracy on clean embeddings {:.4}; loss {:.4} (x0 MSE {:.4}, rounding CE {:.4})",
+                    a.split, r.documents, r.rounding_accuracy, r.loss, r.mse, r.rounding_ce
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => bail!("--stage {other}: use ar, autoencoder, planner or diffusion"),
     }
     let loaded = Bundle::new(&a.checkpoint)
         .load_decoder("ar", device)

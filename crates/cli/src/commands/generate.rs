@@ -21,6 +21,12 @@ fn read_prompt(a: &GenerateArgs) -> Result<String> {
 }
 
 pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
+    if a.mode == Mode::Diffusion {
+        return diffusion(&a);
+    }
+    if a.template.is_some() || a.show_steps.is_some() || a.no_clamp {
+        anyhow::bail!("--template, --show-steps and --no-clamp need --mode diffusion");
+    }
     let prompt = read_prompt(&a)?;
     if prompt.trim().is_empty() {
         anyhow::bail!("the prompt is empty; give some text with --prompt or --prompt-file");
@@ -176,6 +182,82 @@ fn hybrid(
             g.planner_calls,
             g.generation.stop
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diffusion(a: &GenerateArgs) -> Result<ExitCode> {
+    if a.show_plan {
+        anyhow::bail!("--show-plan needs --mode hybrid (mode diffusion has no plan; see --show-steps)");
+    }
+    if a.num_samples == 0 {
+        anyhow::bail!("--num-samples must be >= 1");
+    }
+    if a.show_steps == Some(0) {
+        anyhow::bail!("--show-steps must be >= 1");
+    }
+    let device = parse_device(&a.device)?;
+    let gen = plandiff_pipeline::DiffusionGenerator::load(&a.checkpoint, device)
+        .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    let d = gen.defaults();
+    let base = plandiff_planner::SamplingDefaults { steps: d.steps, sampler: d.sampler, eta: d.eta, guidance: 1.0 };
+    if a.plan.guidance.is_some() {
+        anyhow::bail!("--guidance applies to --mode hybrid only");
+    }
+    let plan = plan_sampling(&a.plan, base)?;
+    let sampler = match plan.sampler {
+        plandiff_planner::SamplerKind::Ddim { eta } => plandiff_embedding::sampler::TextSampler::Ddim { eta },
+        plandiff_planner::SamplerKind::Ddpm => plandiff_embedding::sampler::TextSampler::Ddpm,
+    };
+    let sampling = plandiff_embedding::TextSampling {
+        steps: plan.steps,
+        sampler,
+        clamp: d.clamp && !a.no_clamp,
+        rounding: gen.rounding(),
+    };
+    let positions = match &a.template {
+        Some(t) => gen.template_positions(t)?,
+        None => {
+            let prompt = read_prompt(a)?;
+            gen.prompt_positions(&prompt, Some(a.max_tokens))?
+        }
+    };
+    let opts = plandiff_pipeline::DiffusionOptions { sampling, seed: a.seed, max_tokens: None };
+    let every = a.show_steps.unwrap_or(0);
+    let mut stdout = std::io::stdout().lock();
+    let mut step_lines = Vec::new();
+    let samples = gen.generate(&positions, a.num_samples, &opts, every, |step, texts| {
+        for (i, t) in texts.iter().enumerate() {
+            let tag = if texts.len() > 1 { format!(" sample {}", i + 1) } else { String::new() };
+            step_lines.push(json!({"step": step, "sample": i, "text": t}));
+            if !a.json {
+                let _ = writeln!(stdout, "[step {step:>4}{tag}] {t}");
+            }
+        }
+    })?;
+    if a.json {
+        let out = json!({
+            "mode": "diffusion",
+            "checkpoint": a.checkpoint.display().to_string(),
+            "template": a.template,
+            "prompt": a.prompt,
+            "seed": a.seed,
+            "steps": plan.steps,
+            "clamp": sampling.clamp,
+            "show_steps": step_lines,
+            "samples": samples,
+        });
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
+    } else {
+        for (i, s) in samples.iter().enumerate() {
+            if samples.len() > 1 {
+                writeln!(stdout, "--- sample {} ---", i + 1)?;
+            }
+            writeln!(stdout, "{}", s.text)?;
+        }
+    }
+    if let Some(s) = samples.first() {
+        tracing::info!("{} new tokens in {:.2} s ({:.1} tokens/s per sample)", s.new_tokens, s.seconds, s.tokens_per_s);
     }
     Ok(ExitCode::SUCCESS)
 }

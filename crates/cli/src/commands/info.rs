@@ -27,6 +27,8 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
         // Each stage's own config type validates its model section.
         let cfg = if kind == "planner" {
             serde_json::to_value(bundle.read_config_as::<plandiff_train::PlannerModel>(kind)?)?
+        } else if kind == "diffusion" {
+            serde_json::to_value(bundle.read_config_as::<plandiff_train::DiffusionModel>(kind)?)?
         } else {
             serde_json::to_value(bundle.read_config(kind)?)?
         };
@@ -67,6 +69,16 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
                 m["schedule"]["prediction_type"].as_str().unwrap_or("?"),
                 m["sampling"]["sampler"].as_str().unwrap_or("?"),
                 m["sampling"]["steps"], p["steps"], p["val_loss"]
+            );
+            continue;
+        }
+        if kind == "diffusion" {
+            let d = &m["model"];
+            println!(
+                "  diffusion: {} parameters (d_emb {}, {} positions, d_model {}, {} layers; {} schedule, {} {} steps by default), {} steps, val loss {}",
+                s["parameters"], d["d_emb"], d["seq_len"], d["d_model"], d["n_layers"],
+                m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
+                m["sampling"]["sampler"].as_str().unwrap_or("?"), m["sampling"]["steps"], p["steps"], p["val_loss"]
             );
             continue;
         }

@@ -1,7 +1,7 @@
 use crate::args::{TrainArgs, TrainCommand};
 use crate::util::{parse_device, stderr_is_tty};
 use anyhow::{Context, Result};
-use plandiff_train::{train_ar, train_autoencoder, train_planner, RunConfig, TrainEnd, TrainReport};
+use plandiff_train::{train_ar, train_autoencoder, train_diffusion, train_planner, RunConfig, TrainEnd, TrainReport};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,6 +11,7 @@ pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
         TrainCommand::Ar(a) => stage(a, train_ar),
         TrainCommand::Autoencoder(a) => stage(a, train_autoencoder),
         TrainCommand::Planner(a) => stage(a, train_planner),
+        TrainCommand::Diffusion(a) => stage(a, train_diffusion),
     }
 }
 
