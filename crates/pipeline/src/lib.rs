@@ -1,15 +1,10 @@
 //! Generation modes glued together: `ar` (the decoder alone), `hybrid` (plan sentence
 //! latents with the diffusion planner, then decode), `edit` (re-plan and rewrite a range of
-//! sentences in place) and `diffusion` (Diffusion-LM over token embeddings, infilling); and the
-//! A/B harness with its metrics, statistics and reports.
+//! sentences in place) and `diffusion` (Diffusion-LM over token embeddings, infilling).
 
-pub mod ab;
 pub mod ar;
 pub mod diffusion;
 pub mod hybrid;
-pub mod metrics;
-pub mod report;
-pub mod stats;
 
 pub use ar::{join_text, ArGenerator, GenOptions, Generation};
 pub use diffusion::{DiffusionGenerator, DiffusionOptions, DiffusionSample};

@@ -3,8 +3,8 @@ use crate::util::{parse_device, plan_sampling, stderr_is_tty};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use plandiff_decoder::SamplingConfig;
-use plandiff_pipeline::ab::{parse_arms, read_prompts, run_ab, AbConfig};
-use plandiff_pipeline::report;
+use plandiff_eval::ab::{parse_arms, read_prompts, run_ab, AbConfig};
+use plandiff_eval::report;
 use std::process::ExitCode;
 
 pub fn run(a: AbArgs) -> Result<ExitCode> {

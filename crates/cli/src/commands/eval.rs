@@ -132,7 +132,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
 
 /// `eval --metrics`: text metrics of any text set.
 fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
-    use plandiff_pipeline::ab::{text_set_metrics, Judge, TEXT_METRICS};
+    use plandiff_eval::ab::{text_set_metrics, Judge, TEXT_METRICS};
     let wanted: Vec<&str> = if spec.trim() == "all" {
         TEXT_METRICS.to_vec()
     } else {

@@ -154,7 +154,10 @@ mod tests {
         let got = sentence_bleu(&[w("the cat sat").as_slice()], &w("the cat"));
         let want = (1.0f64 - 1.5).exp() * (0.25 * (1.0f64.ln() + 1.0f64.ln() + 0.1f64.ln() + 0.1f64.ln())).exp();
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
-        assert_eq!(self_bleu(&[w("same words here"), w("same words here")]), 1.0);
+        assert_eq!(self_bleu(&[w("the same words here"), w("the same words here")]), 1.0);
+        // Shorter than 4 words: no 4-gram, smoothed to 0.1 / 1 (as NLTK does).
+        let short = self_bleu(&[w("same words here"), w("same words here")]);
+        assert!((short - 0.1f64.powf(0.25)).abs() < 1e-12, "{short}");
         assert_eq!(self_bleu(&[w("alone")]), 0.0);
     }
 }

@@ -9,7 +9,8 @@
 
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
 use crate::stats::{paired, PairedTest};
-use crate::{ArGenerator, GenOptions, HybridGenerator, HybridOptions, PipelineError, Result};
+use crate::{PipelineError, Result};
+use plandiff_pipeline::{ArGenerator, GenOptions, HybridGenerator, HybridOptions};
 use plandiff_data::{split_sentences, TextTokenizer};
 use plandiff_decoder::{Decoder, SamplingConfig};
 use plandiff_planner::PlanSampling;

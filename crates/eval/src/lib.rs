@@ -1,0 +1,10 @@
+//! Evaluation: text metrics (`metrics`), paired statistics (`stats`), the A/B harness
+//! (`ab`: arms, scoring, aggregation) and its reports (`report`: Markdown, self-contained
+//! HTML). Sits on top of `pipeline` (the generation modes it compares) and `train` (models).
+
+pub mod ab;
+pub mod metrics;
+pub mod report;
+pub mod stats;
+
+pub use plandiff_pipeline::{PipelineError, Result};
