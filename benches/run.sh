@@ -93,3 +93,33 @@ print("| peak RSS (MB) | wall (s) | load (ms) | first token from start (ms) | ne
 print("|---:|---:|---:|---:|---:|---:|")
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['load_ms']:.0f} | {j['first_token_ms_from_start']:.0f} | {s['new_tokens']} | {s['tokens_per_s']:.0f} |")
 PYEOF
+echo
+echo "## Planner: planning latency against decoding (tiny architectures, random weights)"
+echo
+cargo bench --locked --quiet --bench planner -- --threads "$THREADS" 2>/dev/null
+echo
+echo "## Hybrid against ar decoding at the same length (trained bundle, 16 sentences, batch 1)"
+echo
+HYB=${HYBRID_BUNDLE:-runs/hyb}
+if [[ -f "$HYB/planner/config.json" && -f "$HYB/ar/config.json" ]]; then
+  python3 python/ab_prompts.py --input "$SHARED/tinystories/valid.txt" --n 8 --lowercase > "$OUT/bench-prompts.jsonl" 2>/dev/null \
+    || printf '{"prompt": "once upon a time, there was a little girl named lily."}\n{"prompt": "tom had a red ball. he liked to play with it."}\n' > "$OUT/bench-prompts.jsonl"
+  "$BIN" --threads "$THREADS" --log-level warn ab --checkpoint "$HYB" --prompts "$OUT/bench-prompts.jsonl" --arms hybrid,ar \
+    --samples 1 --sentences 16 --out "$OUT/ab-speed" --resamples 200 --json > "$OUT/ab-speed.json"
+  python3 - "$OUT/ab-speed.json" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+a = r["aggregates"]
+print("| arm | new tokens (mean) | latency (s, mean) | tokens/s (mean) |")
+print("|---|---:|---:|---:|")
+for arm in ("hybrid", "ar"):
+    print(f"| {arm} | {a[arm]['tokens']:.0f} | {a[arm]['latency_s']:.3f} | {a[arm]['tokens_per_s']:.0f} |")
+print(f"\nhybrid / ar tokens/s: {a['hybrid']['tokens_per_s'] / a['ar']['tokens_per_s']:.2f} (planning included)")
+PYEOF
+else
+  echo "skipped: $HYB needs stages ar, autoencoder and planner (set HYBRID_BUNDLE)"
+fi
+echo
+echo "## Pure diffusion against AR generation of the same length (random weights)"
+echo
+cargo bench --locked --quiet --bench diffusion -- --threads "$THREADS" 2>/dev/null

@@ -1,0 +1,85 @@
+//! Pure-diffusion generation speed against AR generation of the same length with a
+//! same-size model (the architectures of `configs/tiny.toml`, random weights: speed does not
+//! depend on what the weights learned).
+//!
+//! Diffusion writes all L positions at once, each step one forward pass over L positions;
+//! AR writes L tokens one by one with the KV cache.
+//!
+//!     cargo bench --bench diffusion -- --threads 2
+
+mod common;
+use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor, SamplingConfig};
+use plandiff_embedding::{sample_tokens, Rounding, TextDiffusion, TextSampler, TextSampling};
+use plandiff_train::RunConfig;
+use std::time::Instant;
+use tch::{nn, Device};
+
+fn main() {
+    let threads = common::arg("--threads", 2);
+    let reps = common::arg("--reps", 3);
+    tch::set_num_threads(threads as i32);
+    tch::manual_seed(0);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
+    let rc = RunConfig::load(&root).expect("configs/tiny.toml");
+    let d = rc.diffusion().expect("[diffusion]");
+    let schedule = plandiff_diffusion::NoiseSchedule::new(d.diffusion.clone()).expect("schedule");
+    let ar_vs = nn::VarStore::new(Device::Cpu);
+    let ar = Decoder::new(ar_vs.root(), &common::tiny(None));
+    println!(
+        "diffusion: d_emb {}, d_model {}, {} layers (configs/tiny.toml); AR: the tiny decoder (d 256, 4 layers); batch 1, {threads} threads, median of {reps}",
+        d.model.d_emb, d.model.d_model, d.model.n_layers
+    );
+    println!("| L | steps | diffusion (s) | diffusion tokens/s | AR (s) | AR tokens/s | AR / diffusion speed |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for l in [64i64, 128] {
+        let mut cfg = d.model.config(4096);
+        cfg.seq_len = l;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = TextDiffusion::new(vs.root(), &cfg);
+        let ar_s = common::median(
+            (0..reps)
+                .map(|_| {
+                    let opts = GenerateOptions {
+                        max_new_tokens: l as usize - 1,
+                        max_sentences: None,
+                        eos_id: -1,
+                        sep_id: -2,
+                        pad_id: 3,
+                        banned: vec![],
+                    };
+                    let mut lp = LogitsProcessor::new(SamplingConfig::default(), 0);
+                    let t0 = Instant::now();
+                    let _ = generate(&ar, &[vec![0i64]], None, &mut lp, &opts, |_, _| {});
+                    t0.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        for steps in [50usize, 200] {
+            let opts = TextSampling { steps, sampler: TextSampler::Ddpm, clamp: true, rounding: Rounding::Logits };
+            let mut known = vec![None; l as usize];
+            known[0] = Some(0);
+            let s = common::median(
+                (0..reps)
+                    .map(|_| {
+                        let mut noise = plandiff_planner::HostNoise::new(1, Device::Cpu);
+                        let t0 = Instant::now();
+                        let _ = sample_tokens(
+                            &m,
+                            &schedule,
+                            &known,
+                            1,
+                            opts,
+                            |x, t, p| m.forward(x, &[t as f64], p, false),
+                            |s| noise.sample(s),
+                            |_, _| {},
+                        )
+                        .expect("sample");
+                        t0.elapsed().as_secs_f64()
+                    })
+                    .collect(),
+            );
+            let n = (l - 1) as f64;
+            println!("| {l} | {steps} | {s:.3} | {:.0} | {ar_s:.3} | {:.0} | {:.1}x |", n / s, n / ar_s, s / ar_s);
+        }
+    }
+}
