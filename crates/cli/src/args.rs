@@ -128,6 +128,35 @@ pub enum Mode {
     Diffusion,
 }
 
+/// Token sampling flags of the decoder.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    /// CTRL repetition penalty; 1 disables it.
+    #[arg(long, default_value_t = 1.1)]
+    pub repetition_penalty: f64,
+}
+
+impl SamplingArgs {
+    /// The checked sampling config (one-line error naming the bad flag).
+    pub fn config(&self) -> anyhow::Result<plandiff_decoder::SamplingConfig> {
+        let c = plandiff_decoder::SamplingConfig {
+            temperature: self.temperature,
+            top_k: Some(self.top_k),
+            top_p: Some(self.top_p),
+            repetition_penalty: self.repetition_penalty,
+        };
+        c.validate().map_err(anyhow::Error::msg)?;
+        Ok(c)
+    }
+}
+
 /// Planner sampling flags (defaults: the planner's config.json).
 #[derive(Args, Debug, Clone)]
 pub struct PlanArgs {
@@ -175,16 +204,8 @@ pub struct GenerateArgs {
     /// Stop after this many new sentences (hybrid: sentences to plan, default 8).
     #[arg(long)]
     pub sentences: Option<usize>,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
-    pub temperature: f64,
-    #[arg(long, default_value_t = 50)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f64,
-    /// CTRL repetition penalty; 1 disables it.
-    #[arg(long, default_value_t = 1.1)]
-    pub repetition_penalty: f64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Samples of the prompt, generated as one batch.
@@ -218,15 +239,8 @@ pub struct EditArgs {
     pub rewrite: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
-    pub temperature: f64,
-    #[arg(long, default_value_t = 50)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f64,
-    #[arg(long, default_value_t = 1.1)]
-    pub repetition_penalty: f64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Most tokens per rewritten sentence.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
@@ -270,14 +284,8 @@ pub struct AbArgs {
     pub judge: Option<PathBuf>,
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
-    #[arg(long, default_value_t = 0.8)]
-    pub temperature: f64,
-    #[arg(long, default_value_t = 50)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f64,
-    #[arg(long, default_value_t = 1.1)]
-    pub repetition_penalty: f64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     #[command(flatten)]
     pub plan: PlanArgs,
     /// Bootstrap resamples and permutations per metric.

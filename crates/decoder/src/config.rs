@@ -37,24 +37,16 @@ pub struct DecoderConfig {
 impl DecoderConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        for (name, v) in [
+        let sizes = [
             ("vocab_size", self.vocab_size),
             ("d_model", self.d_model),
             ("n_layers", self.n_layers),
             ("n_heads", self.n_heads),
             ("d_ff", self.d_ff),
             ("max_seq_len", self.max_seq_len),
-        ] {
-            if v <= 0 {
-                return bad(format!("{name} = {v} must be positive"));
-            }
-        }
-        if self.d_model % self.n_heads != 0 {
-            return bad(format!("d_model = {} must be divisible by n_heads = {}", self.d_model, self.n_heads));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout = {} must be in [0, 1)", self.dropout));
-        }
+        ];
+        plandiff_layers::check_transformer("", &sizes, self.d_model, self.n_heads, self.dropout)
+            .map_err(ConfigError::Invalid)?;
         if let Some(p) = self.plan {
             if p.d_latent <= 0 || p.max_slots <= 0 {
                 return bad("plan.d_latent and plan.max_slots must be positive".into());

@@ -35,7 +35,7 @@ pub struct TextDiffusionConfig {
 
 impl TextDiffusionConfig {
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
+        let sizes = [
             ("vocab_size", self.vocab_size),
             ("d_emb", self.d_emb),
             ("seq_len", self.seq_len),
@@ -43,21 +43,8 @@ impl TextDiffusionConfig {
             ("n_layers", self.n_layers),
             ("n_heads", self.n_heads),
             ("d_ff", self.d_ff),
-        ] {
-            if v <= 0 {
-                return Err(format!("diffusion {name} = {v} must be positive"));
-            }
-        }
-        if self.d_model % self.n_heads != 0 {
-            return Err(format!(
-                "diffusion d_model = {} must be divisible by n_heads = {}",
-                self.d_model, self.n_heads
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("diffusion dropout = {} must be in [0, 1)", self.dropout));
-        }
-        Ok(())
+        ];
+        plandiff_layers::check_transformer("diffusion", &sizes, self.d_model, self.n_heads, self.dropout)
     }
 }
 

@@ -10,9 +10,9 @@
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
 use crate::stats::{paired, PairedTest};
 use crate::{PipelineError, Result};
-use plandiff_pipeline::{ArGenerator, GenOptions, HybridGenerator, HybridOptions};
 use plandiff_data::{split_sentences, TextTokenizer};
 use plandiff_decoder::{Decoder, SamplingConfig};
+use plandiff_pipeline::{ArGenerator, GenOptions, HybridGenerator, HybridOptions};
 use plandiff_planner::PlanSampling;
 use plandiff_train::{load_autoencoder, Autoencoder, Bundle};
 use serde::Serialize;

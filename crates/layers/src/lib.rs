@@ -53,3 +53,28 @@ pub fn dropout(x: tch::Tensor, p: f64, train: bool) -> tch::Tensor {
         x
     }
 }
+
+/// The checks every transformer config shares, so a bad value fails with its field's name
+/// instead of deep inside libtorch: each `sizes` entry positive, `d_model` divisible by
+/// `n_heads`, `dropout` in `[0, 1)`. `what` prefixes the messages ("encoder", "planner", ...).
+pub fn check_transformer(
+    what: &str,
+    sizes: &[(&str, i64)],
+    d_model: i64,
+    n_heads: i64,
+    dropout: f64,
+) -> Result<(), String> {
+    let prefix = if what.is_empty() { String::new() } else { format!("{what} ") };
+    for (name, v) in sizes {
+        if *v <= 0 {
+            return Err(format!("{prefix}{name} = {v} must be positive"));
+        }
+    }
+    if n_heads > 0 && d_model % n_heads != 0 {
+        return Err(format!("{prefix}d_model = {d_model} must be divisible by n_heads = {n_heads}"));
+    }
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(format!("{prefix}dropout = {dropout} must be in [0, 1)"));
+    }
+    Ok(())
+}

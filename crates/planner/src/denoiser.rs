@@ -27,25 +27,15 @@ pub struct DenoiserConfig {
 impl DenoiserConfig {
     /// Checks what would otherwise fail deep inside libtorch; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
+        let sizes = [
             ("d_latent", self.d_latent),
             ("max_slots", self.max_slots),
             ("d_model", self.d_model),
             ("n_layers", self.n_layers),
             ("n_heads", self.n_heads),
             ("d_ff", self.d_ff),
-        ] {
-            if v <= 0 {
-                return Err(format!("planner {name} = {v} must be positive"));
-            }
-        }
-        if self.d_model % self.n_heads != 0 {
-            return Err(format!("planner d_model = {} must be divisible by n_heads = {}", self.d_model, self.n_heads));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("planner dropout = {} must be in [0, 1)", self.dropout));
-        }
-        Ok(())
+        ];
+        plandiff_layers::check_transformer("planner", &sizes, self.d_model, self.n_heads, self.dropout)
     }
 }
 

@@ -34,7 +34,7 @@ pub struct EncoderConfig {
 impl EncoderConfig {
     /// Checks what would otherwise fail deep inside libtorch; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
+        let sizes = [
             ("vocab_size", self.vocab_size),
             ("d_model", self.d_model),
             ("n_layers", self.n_layers),
@@ -42,18 +42,8 @@ impl EncoderConfig {
             ("d_ff", self.d_ff),
             ("max_len", self.max_len),
             ("d_latent", self.d_latent),
-        ] {
-            if v <= 0 {
-                return Err(format!("encoder {name} = {v} must be positive"));
-            }
-        }
-        if self.d_model % self.n_heads != 0 {
-            return Err(format!("encoder d_model = {} must be divisible by n_heads = {}", self.d_model, self.n_heads));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("encoder dropout = {} must be in [0, 1)", self.dropout));
-        }
-        Ok(())
+        ];
+        plandiff_layers::check_transformer("encoder", &sizes, self.d_model, self.n_heads, self.dropout)
     }
 }
 

@@ -2,7 +2,6 @@ use crate::args::AbArgs;
 use crate::util::{parse_device, plan_sampling, stderr_is_tty};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use plandiff_decoder::SamplingConfig;
 use plandiff_eval::ab::{parse_arms, read_prompts, run_ab, AbConfig};
 use plandiff_eval::report;
 use std::process::ExitCode;
@@ -10,13 +9,7 @@ use std::process::ExitCode;
 pub fn run(a: AbArgs) -> Result<ExitCode> {
     let prompts = read_prompts(&a.prompts)?;
     let arms = parse_arms(&a.arms, &a.checkpoint)?;
-    let sampling = SamplingConfig {
-        temperature: a.temperature,
-        top_k: Some(a.top_k),
-        top_p: Some(a.top_p),
-        repetition_penalty: a.repetition_penalty,
-    };
-    sampling.validate().map_err(anyhow::Error::msg)?;
+    let sampling = a.sampling.config()?;
     let any_plan =
         a.plan.steps.is_some() || a.plan.sampler.is_some() || a.plan.eta.is_some() || a.plan.guidance.is_some();
     // Flags override each planner's defaults; validated against a neutral base.

@@ -1,7 +1,6 @@
 use crate::args::EditArgs;
 use crate::util::{parse_device, plan_sampling};
 use anyhow::{Context, Result};
-use plandiff_decoder::SamplingConfig;
 use plandiff_pipeline::{GenOptions, HybridGenerator, HybridOptions};
 use std::process::ExitCode;
 
@@ -25,13 +24,7 @@ pub fn run(a: EditArgs) -> Result<ExitCode> {
     if text.trim().is_empty() {
         anyhow::bail!("--input {} is empty; give a text to edit", a.input.display());
     }
-    let sampling = SamplingConfig {
-        temperature: a.temperature,
-        top_k: Some(a.top_k),
-        top_p: Some(a.top_p),
-        repetition_penalty: a.repetition_penalty,
-    };
-    sampling.validate().map_err(anyhow::Error::msg)?;
+    let sampling = a.sampling.config()?;
     let device = parse_device(&a.device)?;
     let gen = HybridGenerator::load(&a.checkpoint, device)
         .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;

@@ -32,37 +32,21 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
                 device,
             )
             .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-            if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({"checkpoint": a.checkpoint.display().to_string(),
-                    "data": a.data.display().to_string(), "split": a.split, "stage": "autoencoder", "result": r}))?
-                );
-            } else {
-                println!(
-                    "{} split, {} documents, {} tokens: perplexity oracle plan {:.2} vs null plan {:.2} (ratio {:.3}); token accuracy {:.3} vs {:.3}",
-                    a.split, r.documents, r.tokens, r.ppl_oracle, r.ppl_null, r.ppl_ratio, r.accuracy_oracle, r.accuracy_null
-                );
-            }
-            return Ok(ExitCode::SUCCESS);
+            let line = format!(
+                "{} split, {} documents, {} tokens: perplexity oracle plan {:.2} vs null plan {:.2} (ratio {:.3}); token accuracy {:.3} vs {:.3}",
+                a.split, r.documents, r.tokens, r.ppl_oracle, r.ppl_null, r.ppl_ratio, r.accuracy_oracle, r.accuracy_null
+            );
+            return emit(&a, "autoencoder", &r, line);
         }
         "planner" => {
             let r =
                 plandiff_train::evaluate_planner(&a.checkpoint, &a.data, &a.split, a.batch_size, a.max_batches, device)
                     .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-            if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({"checkpoint": a.checkpoint.display().to_string(),
-                    "data": a.data.display().to_string(), "split": a.split, "stage": "planner", "result": r}))?
-                );
-            } else {
-                println!(
-                    "{} split, {} windows: denoising loss {:.4}; second half of each window sampled from the first ({} steps): cosine to the true latents {:.3} (random sentence {:.3}, previous sentence {:.3})",
-                    a.split, r.windows, r.denoising_loss, r.steps, r.cosine_sampled, r.cosine_random, r.cosine_previous
-                );
-            }
-            return Ok(ExitCode::SUCCESS);
+            let line = format!(
+                "{} split, {} windows: denoising loss {:.4}; second half of each window sampled from the first ({} steps): cosine to the true latents {:.3} (random sentence {:.3}, previous sentence {:.3})",
+                a.split, r.windows, r.denoising_loss, r.steps, r.cosine_sampled, r.cosine_random, r.cosine_previous
+            );
+            return emit(&a, "planner", &r, line);
         }
         "diffusion" => {
             let r = plandiff_train::evaluate_diffusion(
@@ -74,19 +58,11 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
                 device,
             )
             .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-            if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({"checkpoint": a.checkpoint.display().to_string(),
-                    "data": a.data.display().to_string(), "split": a.split, "stage": "diffusion", "result": r}))?
-                );
-            } else {
-                println!(
-                    "{} split, {} documents: rounding accuracy on clean embeddings {:.4}; loss {:.4} (x0 MSE {:.4}, rounding CE {:.4})",
-                    a.split, r.documents, r.rounding_accuracy, r.loss, r.mse, r.rounding_ce
-                );
-            }
-            return Ok(ExitCode::SUCCESS);
+            let line = format!(
+                "{} split, {} documents: rounding accuracy on clean embeddings {:.4}; loss {:.4} (x0 MSE {:.4}, rounding CE {:.4})",
+                a.split, r.documents, r.rounding_accuracy, r.loss, r.mse, r.rounding_ce
+            );
+            return emit(&a, "diffusion", &r, line);
         }
         other => bail!("--stage {other}: use ar, autoencoder, planner or diffusion"),
     }
@@ -126,6 +102,18 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             "{} split: loss {:.4}, perplexity {:.2}, token accuracy {:.3} over {} tokens (seq_len {seq_len})",
             a.split, r.loss, r.perplexity, r.token_accuracy, r.tokens
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an evaluation: JSON with `--json`, else the one-line summary.
+fn emit<T: serde::Serialize>(a: &EvalArgs, stage: &str, r: &T, line: String) -> Result<ExitCode> {
+    if a.json {
+        let out = json!({"checkpoint": a.checkpoint.display().to_string(), "data": a.data.display().to_string(),
+            "split": a.split, "stage": stage, "result": r});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -31,13 +31,7 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
     if prompt.trim().is_empty() {
         anyhow::bail!("the prompt is empty; give some text with --prompt or --prompt-file");
     }
-    let sampling = SamplingConfig {
-        temperature: a.temperature,
-        top_k: Some(a.top_k),
-        top_p: Some(a.top_p),
-        repetition_penalty: a.repetition_penalty,
-    };
-    sampling.validate().map_err(anyhow::Error::msg)?;
+    let sampling = a.sampling.config()?;
     if a.num_samples == 0 {
         anyhow::bail!("--num-samples must be >= 1");
     }
