@@ -71,22 +71,30 @@ fn generate_is_seeded_and_respects_sentences() {
         "end_of_document" => assert!(n_sent <= 2, "{sample}"),
         other => panic!("unexpected stop {other}: {sample}"),
     }
-    let other: Value = serde_json::from_str(&run_ok(&[
-        "generate",
-        "--checkpoint",
-        b,
-        "--prompt",
-        "Once upon a time, Tom had a ball.",
-        "--sentences",
-        "2",
-        "--seed",
-        "6",
-        "--json",
-    ]))
-    .unwrap();
-    let texts = [&a, &other].map(|v| v["samples"][0]["continuation"].as_str().unwrap().to_string());
-    assert!(!texts[0].is_empty());
-    assert_ne!(texts[0], texts[1], "another seed should sample another continuation");
+    // Other seeds sample other continuations (the tiny test model may also end the document
+    // at once for some seed, so look at several).
+    let texts: Vec<String> = ["5", "6", "7", "8"]
+        .iter()
+        .map(|seed| {
+            let v: Value = serde_json::from_str(&run_ok(&[
+                "generate",
+                "--checkpoint",
+                b,
+                "--prompt",
+                "Once upon a time, Tom had a ball.",
+                "--sentences",
+                "2",
+                "--seed",
+                seed,
+                "--json",
+            ]))
+            .unwrap();
+            v["samples"][0]["continuation"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(texts[0], a["samples"][0]["continuation"].as_str().unwrap());
+    assert!(texts.iter().any(|t| !t.is_empty()), "{texts:?}");
+    assert!(texts[1..].iter().any(|t| t != &texts[0]), "another seed should sample another continuation: {texts:?}");
     // Greedy decoding with --max-tokens stops exactly there.
     let g: Value = serde_json::from_str(&run_ok(&[
         "generate",
