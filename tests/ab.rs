@@ -20,7 +20,7 @@ fn full_bundle() -> &'static PathBuf {
     B.get_or_init(|| {
         let f = fixture();
         let cfg = test_config();
-        for (stage, steps) in [("autoencoder", "80"), ("planner", "30")] {
+        for (stage, steps) in [("autoencoder", "80"), ("planner", "30"), ("diffusion", "100")] {
             ok(run(&[
                 "train",
                 stage,
@@ -86,7 +86,7 @@ fn ab_results_are_consistent_and_the_report_renders() {
         "--prompts",
         s(&p),
         "--arms",
-        "hybrid,ar,oracle",
+        "hybrid,ar,oracle,diffusion",
         "--samples",
         "2",
         "--sentences",
@@ -98,23 +98,24 @@ fn ab_results_are_consistent_and_the_report_renders() {
         "--device",
         "cpu",
     ]);
-    assert!(stdout.contains("| metric | better | hybrid | ar | oracle | reference |"), "{stdout}");
+    assert!(stdout.contains("| metric | better | hybrid | ar | oracle | diffusion | reference |"), "{stdout}");
     assert!(stdout.contains("| rep_4 | lower |"), "{stdout}");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let prompts = r["prompts"].as_array().unwrap();
     assert_eq!(prompts.len(), 3);
     // Same seeds for every arm of a prompt; every arm wrote `samples` samples.
     for pr in prompts {
-        let seeds: Vec<&Value> = ["hybrid", "ar", "oracle"].iter().map(|a| &pr["samples"][a][0]["seed"]).collect();
+        let seeds: Vec<&Value> =
+            ["hybrid", "ar", "oracle", "diffusion"].iter().map(|a| &pr["samples"][a][0]["seed"]).collect();
         assert!(seeds.windows(2).all(|w| w[0] == w[1]), "{seeds:?}");
-        for a in ["hybrid", "ar", "oracle"] {
+        for a in ["hybrid", "ar", "oracle", "diffusion"] {
             assert_eq!(pr["samples"][a].as_array().unwrap().len(), 2);
         }
         assert_eq!(pr["samples"]["reference"].as_array().unwrap().len(), 1);
     }
     // Aggregates are the means of the per-sample metrics (per-prompt metrics: of prompts).
     let agg = &r["aggregates"];
-    for arm in ["hybrid", "ar", "oracle"] {
+    for arm in ["hybrid", "ar", "oracle", "diffusion"] {
         for m in ["tokens", "rep_2", "rep_4", "judge_ppl", "coherence", "latency_s"] {
             let v: Vec<f64> = prompts
                 .iter()
@@ -146,6 +147,7 @@ fn ab_results_are_consistent_and_the_report_renders() {
     let comps = r["comparisons"].as_array().unwrap();
     assert!(comps.iter().any(|c| c["b"] == "ar" && c["metric"] == "judge_ppl"));
     assert!(comps.iter().any(|c| c["b"] == "oracle" && c["metric"] == "plan_adherence"));
+    assert!(comps.iter().any(|c| c["b"] == "diffusion" && c["metric"] == "judge_ppl"));
     for c in comps {
         let (lo, hi) = (c["ci_low"].as_f64().unwrap(), c["ci_high"].as_f64().unwrap());
         let d = c["diff"].as_f64().unwrap();

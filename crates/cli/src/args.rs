@@ -264,7 +264,7 @@ pub struct AbArgs {
     #[arg(long)]
     pub prompts: PathBuf,
     /// Arms, comma-separated; the first is compared with each other one. `ar`, `hybrid`,
-    /// `oracle`, each optionally from another bundle: `ar=path/to/bundle`.
+    /// `oracle`, `diffusion`, each optionally from another bundle: `ar=path/to/bundle`.
     #[arg(long, default_value = "hybrid,ar")]
     pub arms: String,
     /// Samples per prompt and arm.

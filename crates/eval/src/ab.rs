@@ -5,14 +5,18 @@
 //!
 //! Arms: `ar` (the bundle's plain LM), `hybrid` (planner + decoder), `oracle` (the decoder
 //! with the plan encoded from the prompt's reference continuation: the ceiling a perfect
-//! planner could reach), each optionally from another bundle (`ar=PATH`).
+//! planner could reach), `diffusion` (pure diffusion, the prompt as a known prefix), each
+//! optionally from another bundle (`ar=PATH`).
 
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
 use crate::stats::{paired, PairedTest};
 use crate::{PipelineError, Result};
 use plandiff_data::{split_sentences, TextTokenizer};
 use plandiff_decoder::{Decoder, SamplingConfig};
-use plandiff_pipeline::{ArGenerator, GenOptions, HybridGenerator, HybridOptions};
+use plandiff_embedding::{TextSampler, TextSampling};
+use plandiff_pipeline::{
+    ArGenerator, DiffusionGenerator, DiffusionOptions, GenOptions, HybridGenerator, HybridOptions,
+};
 use plandiff_planner::PlanSampling;
 use plandiff_train::{load_autoencoder, Autoencoder, Bundle};
 use serde::Serialize;
@@ -69,6 +73,9 @@ pub enum ArmKind {
     Ar,
     Hybrid,
     Oracle,
+    /// Pure diffusion (stage `diffusion`): the prompt is a known prefix, the model fills the
+    /// rest of its positions and chooses the length (`--sentences` does not apply).
+    Diffusion,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,15 +98,11 @@ pub fn parse_arms(spec: &str, default: &Path) -> Result<Vec<ArmSpec>> {
             "ar" => ArmKind::Ar,
             "hybrid" => ArmKind::Hybrid,
             "oracle" => ArmKind::Oracle,
-            "diffusion" => {
-                return Err(PipelineError::Invalid(
-                    "--arms: arm `diffusion` needs the pure-diffusion mode, which this plandiff does not have yet; use ar, hybrid or oracle".into(),
-                ))
-            }
+            "diffusion" => ArmKind::Diffusion,
             other => {
                 return Err(PipelineError::Invalid(format!(
-                    "--arms: unknown arm `{other}`; use ar, hybrid or oracle (each may name a bundle: ar=PATH)"
-                )))
+                "--arms: unknown arm `{other}`; use ar, hybrid, oracle or diffusion (each may name a bundle: ar=PATH)"
+            )))
             }
         };
         if arms.iter().any(|a| a.name == part) {
@@ -326,6 +329,7 @@ pub fn coherence(ae: &Autoencoder, tk: &TextTokenizer, prompt: &str, continuatio
 enum ArmGen {
     Ar(Box<ArGenerator>),
     Hybrid(Box<HybridGenerator>),
+    Diffusion(Box<DiffusionGenerator>),
 }
 
 fn text_metrics(continuation: &str) -> BTreeMap<String, f64> {
@@ -387,6 +391,7 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
             ArmKind::Hybrid | ArmKind::Oracle => {
                 ArmGen::Hybrid(Box::new(HybridGenerator::load(&a.bundle, cfg.device)?))
             }
+            ArmKind::Diffusion => ArmGen::Diffusion(Box::new(DiffusionGenerator::load(&a.bundle, cfg.device)?)),
         };
         gens.push(g);
     }
@@ -415,6 +420,29 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
             match g {
                 ArmGen::Ar(g) => {
                     for (k, s) in g.generate(&item.prompt, cfg.samples, &gen_opts, |_, _| {})?.into_iter().enumerate() {
+                        let mut m = text_metrics(&s.continuation);
+                        m.insert("tokens".into(), s.new_tokens as f64);
+                        m.insert("latency_s".into(), s.seconds);
+                        m.insert("tokens_per_s".into(), s.tokens_per_s);
+                        recs.push(SampleRecord {
+                            sample: k,
+                            seed,
+                            text: s.text,
+                            continuation: s.continuation,
+                            metrics: m,
+                        });
+                    }
+                }
+                ArmGen::Diffusion(g) => {
+                    let d = g.defaults();
+                    let sampler = match d.sampler {
+                        plandiff_planner::SamplerName::Ddim => TextSampler::Ddim { eta: d.eta },
+                        plandiff_planner::SamplerName::Ddpm => TextSampler::Ddpm,
+                    };
+                    let sampling = TextSampling { steps: d.steps, sampler, clamp: d.clamp, rounding: g.rounding() };
+                    let positions = g.prompt_positions(&item.prompt, Some(cfg.max_tokens))?;
+                    let opts = DiffusionOptions { sampling, seed, max_tokens: None };
+                    for (k, s) in g.generate(&positions, cfg.samples, &opts, 0, |_, _| {})?.into_iter().enumerate() {
                         let mut m = text_metrics(&s.continuation);
                         m.insert("tokens".into(), s.new_tokens as f64);
                         m.insert("latency_s".into(), s.seconds);
@@ -582,7 +610,7 @@ mod tests {
         assert!(parse_arms("hybrid", d).is_err());
         assert!(parse_arms("hybrid,ar,ar", d).is_err());
         assert!(parse_arms("hybrid,gpt", d).unwrap_err().to_string().contains("unknown arm"));
-        assert!(parse_arms("hybrid,diffusion", d).unwrap_err().to_string().contains("diffusion"));
+        assert_eq!(parse_arms("ar,diffusion", d).unwrap()[1].kind, ArmKind::Diffusion);
     }
 
     #[test]

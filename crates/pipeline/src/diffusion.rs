@@ -22,6 +22,8 @@ pub struct DiffusionGenerator {
 #[derive(Debug, Clone, Serialize)]
 pub struct DiffusionSample {
     pub text: String,
+    /// The filled positions alone (after a prompt: the continuation).
+    pub continuation: String,
     /// Every position's token (`<pad>` included): the template's length.
     pub tokens: Vec<i64>,
     /// Positions fixed by the template or prompt.
@@ -185,8 +187,10 @@ impl DiffusionGenerator {
             let tokens: Vec<i64> = Vec::try_from(toks.get(r).to_device(Device::Cpu))
                 .map_err(|e| PipelineError::Invalid(format!("reading generated tokens: {e}")))?;
             let new_tokens = tokens.iter().zip(&known).filter(|(&t, &k)| !k && t != pad).count();
+            let filled: Vec<i64> = tokens.iter().zip(&known).filter(|(_, &k)| !k).map(|(&t, _)| t).collect();
             out.push(DiffusionSample {
                 text: self.detokenize(&tokens)?,
+                continuation: self.detokenize(&filled)?,
                 tokens,
                 known: known.clone(),
                 new_tokens,
