@@ -97,6 +97,7 @@ pub fn sample_plan(
     let ts = schedule.timesteps(opts.steps)?;
     let mut x = noise(&shape).to_kind(known.kind());
     let mut x0_prev: Option<Tensor> = None;
+    let any_known = mask.any().int64_value(&[]) != 0;
     for (i, &t) in ts.iter().enumerate() {
         let cond = model(&x, t, known, mask, x0_prev.as_ref());
         let out = if opts.guidance == 1.0 {
@@ -105,14 +106,20 @@ pub fn sample_plan(
             let uncond = model(&x, t, known, &no_known, x0_prev.as_ref());
             &uncond + (cond - &uncond) * opts.guidance
         };
-        x0_prev = Some(schedule.split_prediction(&out, t, &x).0);
-        let step_noise = noise(&shape).to_kind(known.kind());
-        x = match opts.sampler {
-            SamplerKind::Ddim { eta } => {
-                schedule.ddim_step(&out, t, opts.steps, &x, eta, Some(&step_noise)).prev_sample
-            }
-            SamplerKind::Ddpm => schedule.ddpm_step(&out, t, opts.steps, &x, Some(&step_noise)).prev_sample,
+        // Step noise only where the step uses it (DDIM with eta 0 is deterministic).
+        let step_noise = match opts.sampler {
+            SamplerKind::Ddim { eta } if eta == 0.0 => None,
+            _ => Some(noise(&shape).to_kind(known.kind())),
         };
+        let step = match opts.sampler {
+            SamplerKind::Ddim { eta } => schedule.ddim_step(&out, t, opts.steps, &x, eta, step_noise.as_ref()),
+            SamplerKind::Ddpm => schedule.ddpm_step(&out, t, opts.steps, &x, step_noise.as_ref()),
+        };
+        x = step.prev_sample;
+        x0_prev = Some(step.pred_original_sample);
+        if !any_known {
+            continue;
+        }
         // Inpainting: known slots follow the forward process to the next timestep.
         let known_t = match ts.get(i + 1) {
             Some(&next) => {
