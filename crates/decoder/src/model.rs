@@ -6,7 +6,9 @@
 //! once. The output head is tied to the token embedding.
 
 use crate::config::DecoderConfig;
-use plandiff_layers::{AttnMask, Block, BlockConfig, InitStd, KvCache, KvPair, LearnedPositions, Norm};
+use plandiff_layers::{
+    AttnMask, Block, BlockConfig, CrossContext, FoldedCross, InitStd, KvCache, KvPair, LearnedPositions, Norm,
+};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
 #[derive(Debug)]
@@ -27,7 +29,8 @@ pub struct Decoder {
 #[derive(Debug)]
 pub struct DecoderCache {
     layers: Vec<KvCache>,
-    cross: Option<Vec<KvPair>>,
+    /// Cross-attention to the plan, folded once per plan (see `FoldedCross`).
+    cross: Option<Vec<FoldedCross>>,
 }
 
 impl DecoderCache {
@@ -107,7 +110,7 @@ impl Decoder {
     ///
     /// # Shapes
     /// - `plan`: `(B, S, d_latent)` with `S <= max_slots`
-    fn plan_memory(&self, plan: Option<&Tensor>, batch: i64) -> Option<Vec<KvPair>> {
+    fn plan_context(&self, plan: Option<&Tensor>, batch: i64) -> Option<Tensor> {
         let (proj, slot_emb, null) = match (&self.plan_proj, &self.slot_emb, &self.null_plan) {
             (Some(a), Some(b), Some(c)) => (a, b, c),
             _ => return None,
@@ -119,6 +122,12 @@ impl Decoder {
         let s = plan.size()[1];
         let slots = Tensor::arange(s, (Kind::Int64, self.device));
         let mem = proj.forward(&plan) + slot_emb.forward(&slots).unsqueeze(0); // (B, S, D)
+        Some(mem)
+    }
+
+    /// Cross-attention keys/values of a plan, per block.
+    fn plan_memory(&self, plan: Option<&Tensor>, batch: i64) -> Option<Vec<KvPair>> {
+        let mem = self.plan_context(plan, batch)?;
         Some(self.blocks.iter().filter_map(|b| b.project_context(&mem)).collect())
     }
 
@@ -167,7 +176,7 @@ impl Decoder {
         let mask = self_mask.map_or(AttnMask::Causal, AttnMask::Custom);
         let mut x = plandiff_layers::dropout(self.embed(tokens, &positions, slots), self.cfg.dropout, train);
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, mask, None, cross.as_ref().map(|c| &c[i]), train);
+            x = block.forward(&x, mask, None, cross.as_ref().map(|c| CrossContext::Kv(&c[i])), train);
         }
         self.head(&x)
     }
@@ -178,12 +187,13 @@ impl Decoder {
         self.null_plan.as_ref()
     }
 
-    /// A fresh cache; the plan's cross-attention keys/values are computed here, once.
+    /// A fresh cache; the plan's cross-attention keys/values are computed here, once, and
+    /// folded with the cross-attention projections.
     pub fn new_cache(&self, plan: Option<&Tensor>, batch: i64) -> DecoderCache {
-        DecoderCache {
-            layers: (0..self.blocks.len()).map(|_| KvCache::new()).collect(),
-            cross: tch::no_grad(|| self.plan_memory(plan, batch)),
-        }
+        let cross = tch::no_grad(|| {
+            self.plan_context(plan, batch).map(|mem| self.blocks.iter().filter_map(|b| b.fold_context(&mem)).collect())
+        });
+        DecoderCache { layers: (0..self.blocks.len()).map(|_| KvCache::new()).collect(), cross }
     }
 
     /// Incremental forward over `t` new tokens given everything in `cache`.
@@ -212,7 +222,7 @@ impl Decoder {
         };
         let mut x = self.embed(tokens, positions, slots);
         for (i, block) in self.blocks.iter().enumerate() {
-            let cross = cache.cross.as_ref().map(|c| &c[i]);
+            let cross = cache.cross.as_ref().map(|c| CrossContext::Folded(&c[i]));
             x = block.forward(&x, mask, Some(&mut cache.layers[i]), cross, false);
         }
         self.head(&x)

@@ -140,7 +140,9 @@ pub const METRICS: &[(&str, Better, bool, &str)] = &[
     ("coherence", Better::Higher, true, "cosine of consecutive sentence latents"),
     ("plan_adherence", Better::Higher, true, "cosine of each planned latent to the written sentence's"),
     ("latency_s", Better::Lower, true, "seconds to write the prompt's samples"),
+    ("planning_s", Better::Lower, true, "seconds of latency spent sampling plans (hybrid)"),
     ("tokens_per_s", Better::Higher, true, "new tokens per second"),
+    ("decode_tokens_per_s", Better::Higher, true, "new tokens per second of decoding (planning left out)"),
 ];
 
 pub struct AbConfig {
@@ -413,6 +415,7 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
             sampling: cfg.sampling,
             seed,
             no_eos: true,
+            stream: false,
         };
         let mut samples: BTreeMap<String, Vec<SampleRecord>> = BTreeMap::new();
         for (arm, g) in cfg.arms.iter().zip(&gens) {
@@ -424,6 +427,7 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
                         m.insert("tokens".into(), s.new_tokens as f64);
                         m.insert("latency_s".into(), s.seconds);
                         m.insert("tokens_per_s".into(), s.tokens_per_s);
+                        m.insert("decode_tokens_per_s".into(), s.tokens_per_s);
                         recs.push(SampleRecord {
                             sample: k,
                             seed,
@@ -447,6 +451,7 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
                         m.insert("tokens".into(), s.new_tokens as f64);
                         m.insert("latency_s".into(), s.seconds);
                         m.insert("tokens_per_s".into(), s.tokens_per_s);
+                        m.insert("decode_tokens_per_s".into(), s.tokens_per_s);
                         recs.push(SampleRecord {
                             sample: k,
                             seed,
@@ -473,6 +478,11 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
                         m.insert("tokens".into(), gen.new_tokens as f64);
                         m.insert("latency_s".into(), gen.seconds);
                         m.insert("tokens_per_s".into(), gen.tokens_per_s);
+                        m.insert("planning_s".into(), s.planning_seconds);
+                        m.insert(
+                            "decode_tokens_per_s".into(),
+                            gen.new_tokens as f64 / (gen.seconds - s.planning_seconds).max(1e-9),
+                        );
                         m.insert("plan_adherence".into(), mean_of(s.plan.iter().filter_map(|p| p.adherence)));
                         recs.push(SampleRecord {
                             sample: k,

@@ -1,7 +1,15 @@
 //! Pre-norm transformer block with optional cross-attention:
 //! `x += attn(norm1(x)); x += cross(norm_c(x), plan); x += mlp(norm2(x))`.
 
-use crate::{dropout, Attention, AttnMask, InitStd, KvCache, KvPair, Mlp, Norm, NormKind};
+use crate::{dropout, Attention, AttnMask, FoldedCross, InitStd, KvCache, KvPair, Mlp, Norm, NormKind};
+
+/// What a block's cross-attention reads: the context's keys and values (training, full
+/// forwards), or their folded form (cached decoding).
+#[derive(Debug, Clone, Copy)]
+pub enum CrossContext<'a> {
+    Kv(&'a KvPair),
+    Folded(&'a FoldedCross),
+}
 use tch::{nn, Tensor};
 
 #[derive(Debug, Clone, Copy)]
@@ -53,20 +61,29 @@ impl Block {
         self.cross.as_ref().map(|(_, a)| a.project_kv(context))
     }
 
+    /// [`Block::project_context`] folded with the cross-attention's projections (decoding).
+    pub fn fold_context(&self, context: &Tensor) -> Option<FoldedCross> {
+        self.cross.as_ref().map(|(_, a)| a.fold_context(&a.project_kv(context)))
+    }
+
     /// # Shapes
-    /// - `x`: `(B, T, D)`; `context_kv`: `(B, H, S, Dh)` from [`Block::project_context`]
+    /// - `x`: `(B, T, D)`; `context`: keys/values `(B, H, S, Dh)` from [`Block::project_context`]
+    ///   or their folded form from [`Block::fold_context`]
     pub fn forward(
         &self,
         x: &Tensor,
         mask: AttnMask,
         cache: Option<&mut KvCache>,
-        context_kv: Option<&KvPair>,
+        context: Option<CrossContext>,
         train: bool,
     ) -> Tensor {
         let h = self.attn.forward_self(&self.norm1.forward(x), cache, mask, train);
         let mut x = x + dropout(h, self.dropout, train);
-        if let (Some((norm, cross)), Some(kv)) = (&self.cross, context_kv) {
-            let h = cross.attend(&norm.forward(&x), kv, AttnMask::None, train);
+        if let (Some((norm, cross)), Some(ctx)) = (&self.cross, context) {
+            let h = match ctx {
+                CrossContext::Kv(kv) => cross.attend(&norm.forward(&x), kv, AttnMask::None, train),
+                CrossContext::Folded(f) => cross.attend_folded(&norm.forward(&x), f),
+            };
             x = x + dropout(h, self.dropout, train);
         }
         let h = self.mlp.forward(&self.norm2.forward(&x));

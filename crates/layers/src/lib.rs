@@ -10,8 +10,8 @@ pub mod embedding;
 pub mod mlp;
 pub mod norm;
 
-pub use attention::{Attention, AttnMask, KvCache, KvPair};
-pub use block::{Block, BlockConfig};
+pub use attention::{Attention, AttnMask, FoldedCross, KvCache, KvPair};
+pub use block::{Block, BlockConfig, CrossContext};
 pub use embedding::{sinusoidal_embedding, LearnedPositions};
 pub use mlp::Mlp;
 pub use norm::{Norm, NormKind};

@@ -19,6 +19,9 @@ pub struct GenOptions {
     /// Never end the document early: with `sentences`, write exactly that many (the A/B
     /// harness gives every arm the same length; hybrid mode always does this).
     pub no_eos: bool,
+    /// Call `on_text` as the text grows (decodes the partial text at every token; leave it
+    /// off when nothing streams).
+    pub stream: bool,
 }
 
 /// One generated sample.
@@ -146,7 +149,7 @@ impl ArGenerator {
         let mut partial: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
         let out = generate(&self.model, &prompts, None, &mut lp, &gopts, |row, tok| {
             first.get_or_insert_with(|| t0.elapsed().as_secs_f64() * 1e3);
-            if !sp.is_special(tok as u32) {
+            if opts.stream && !sp.is_special(tok as u32) {
                 partial[row].push(tok as u32);
                 if let Ok(raw) = self.tokenizer.decode(&partial[row]) {
                     on_text(row, &join_text(prompt, &raw, complete));

@@ -342,7 +342,7 @@ impl HybridGenerator {
             let out = generate(&self.ae.decoder, &prompts, Some(&plan), &mut lp, &gopts, |row, tok| {
                 first.get_or_insert_with(|| t0.elapsed().as_secs_f64() * 1e3);
                 let sample = active[row];
-                if !sp.is_special(tok as u32) {
+                if opts.gen.stream && !sp.is_special(tok as u32) {
                     partial[sample].push(tok as u32);
                     if let Ok(raw) = self.tokenizer.decode(&partial[sample]) {
                         on_text(sample, &join_text(prompt, &raw, complete));

@@ -108,7 +108,7 @@ pub fn sample_plan(
         };
         // Step noise only where the step uses it (DDIM with eta 0 is deterministic).
         let step_noise = match opts.sampler {
-            SamplerKind::Ddim { eta } if eta == 0.0 => None,
+            SamplerKind::Ddim { eta: 0.0 } => None,
             _ => Some(noise(&shape).to_kind(known.kind())),
         };
         let step = match opts.sampler {

@@ -30,7 +30,14 @@ pub fn run(a: EditArgs) -> Result<ExitCode> {
         .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let plan = plan_sampling(&a.plan, gen.planner().model.sampling)?;
     let opts = HybridOptions {
-        gen: GenOptions { max_tokens: a.max_tokens, sentences: None, sampling, seed: a.seed, no_eos: false },
+        gen: GenOptions {
+            max_tokens: a.max_tokens,
+            sentences: None,
+            sampling,
+            seed: a.seed,
+            no_eos: false,
+            stream: false,
+        },
         plan,
         previews: false,
         oracle: None,

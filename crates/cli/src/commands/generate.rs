@@ -45,10 +45,10 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
     let gen =
         ArGenerator::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let opts = GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed, no_eos: false };
     let stream = a.stream && !a.json && a.num_samples == 1;
+    let opts =
+        GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed, no_eos: false, stream };
     let mut printed = 0usize;
-    let mut first_token_ms = None;
     let mut stdout = std::io::stdout().lock();
     if stream {
         let head = prompt.trim_end();
@@ -56,8 +56,8 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
         stdout.flush()?;
         printed = head.len();
     }
+    let gen_start_ms = started.elapsed().as_secs_f64() * 1e3;
     let gens = gen.generate(&prompt, a.num_samples, &opts, |_, text| {
-        first_token_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
         // `text` grows by appending; print the new part once it is whole characters (a
         // multi-byte character may span tokens).
         if stream && text.len() > printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(printed) {
@@ -66,6 +66,8 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
             printed = text.len();
         }
     })?;
+    // The first token's time from process start: the generator measures it from its own start.
+    let first_token_ms = gens.first().map(|g| gen_start_ms + g.first_token_ms);
     if stream {
         writeln!(stdout)?;
     } else if a.json {
@@ -113,7 +115,14 @@ fn hybrid(
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let plan = plan_sampling(&a.plan, gen.planner().model.sampling)?;
     let opts = HybridOptions {
-        gen: GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed, no_eos: false },
+        gen: GenOptions {
+            max_tokens: a.max_tokens,
+            sentences: a.sentences,
+            sampling,
+            seed: a.seed,
+            no_eos: false,
+            stream: a.stream && !a.json && a.num_samples == 1,
+        },
         plan,
         previews: a.show_plan,
         oracle: None,
