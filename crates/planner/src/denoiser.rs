@@ -81,6 +81,17 @@ impl Denoiser {
         &self.cfg
     }
 
+    /// The timestep and slot embeddings added to every slot's input: `(B, S, D)` for `B`
+    /// timesteps and `S` slots. Depends on `t` and `S` only, so a sampler can compute it once
+    /// per timestep.
+    pub fn step_embedding(&self, t: &[f64], s: i64, kind: Kind, device: tch::Device) -> Tensor {
+        let b = t.len() as i64;
+        let slot_ids = Tensor::arange(s, (Kind::Int64, device));
+        let temb = sinusoidal_embedding(t, self.cfg.d_model as usize, device).to_kind(kind); // (B, D)
+        let temb = self.time_mlp.1.forward(&self.time_mlp.0.forward(&temb).silu()).view([b, 1, -1]);
+        self.slot_emb.forward(&slot_ids).unsqueeze(0) + temb
+    }
+
     /// # Shapes
     /// - `x_t`, `known`: `(B, S, d_latent)`; `mask`: `(B, S)` bool, `true` on known slots;
     ///   `t`: one timestep per row; `self_cond`: `(B, S, d_latent)` or `None` (zeros);
@@ -97,17 +108,29 @@ impl Denoiser {
         slots: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        let (b, s, _) = x_t.size3().expect("x_t must be (B, S, d_latent)");
+        let s = x_t.size()[1];
+        let emb = self.step_embedding(t, s, x_t.kind(), x_t.device());
+        self.forward_embedded(x_t, &emb, known, mask, self_cond, slots, train)
+    }
+
+    /// [`Denoiser::forward`] with the step embedding from [`Denoiser::step_embedding`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_embedded(
+        &self,
+        x_t: &Tensor,
+        step_emb: &Tensor,
+        known: &Tensor,
+        mask: &Tensor,
+        self_cond: Option<&Tensor>,
+        slots: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let m = mask.to_kind(x_t.kind()).unsqueeze(-1); // (B, S, 1)
         let mut parts = vec![x_t.shallow_clone(), known * &m, m.shallow_clone()];
         if self.cfg.self_condition {
             parts.push(self_cond.map_or_else(|| x_t.zeros_like(), Tensor::shallow_clone));
         }
-        let h = self.input.forward(&Tensor::cat(&parts, -1)); // (B, S, D)
-        let slot_ids = Tensor::arange(s, (Kind::Int64, x_t.device()));
-        let temb = sinusoidal_embedding(t, self.cfg.d_model as usize, x_t.device()).to_kind(x_t.kind()); // (B, D)
-        let temb = self.time_mlp.1.forward(&self.time_mlp.0.forward(&temb).silu()).view([b, 1, -1]);
-        let mut x = h + self.slot_emb.forward(&slot_ids).unsqueeze(0) + temb;
+        let mut x = self.input.forward(&Tensor::cat(&parts, -1)) + step_emb; // (B, S, D)
         let key_mask = slots.map(|m| m.unsqueeze(1).unsqueeze(1)); // (B, 1, 1, S)
         for block in &self.blocks {
             let mask = key_mask.as_ref().map_or(AttnMask::None, AttnMask::Custom);

@@ -93,13 +93,20 @@ impl Planner {
         }
         let rows = known.size()[0] as usize;
         let known_n = self.normalizer.normalize(known);
+        // Timestep and slot embeddings once per timestep (the guided pass reuses them).
+        let mut step_emb: std::collections::HashMap<usize, Tensor> = std::collections::HashMap::new();
         let x = tch::no_grad(|| {
             sample_plan(
                 &self.schedule,
                 &known_n,
                 mask,
                 opts,
-                |x, t, k, m, prev| self.denoiser.forward(x, &vec![t as f64; rows], k, m, prev, None, false),
+                |x, t, k, m, prev| {
+                    let emb = step_emb
+                        .entry(t)
+                        .or_insert_with(|| self.denoiser.step_embedding(&vec![t as f64; rows], s, x.kind(), x.device()));
+                    self.denoiser.forward_embedded(x, emb, k, m, prev, None, false)
+                },
                 noise,
             )
         })
