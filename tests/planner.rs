@@ -314,3 +314,61 @@ fn planner_and_edit_errors_are_one_line() {
     let o = run(&["generate", "--checkpoint", s(full), "--prompt", "Tom ran.", "--show-plan", "--device", "cpu"]);
     one_line(&o, "--mode hybrid");
 }
+
+#[test]
+fn export_to_f16_keeps_the_bundle_usable() {
+    let (_, full) = bundles();
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shipped");
+    let r: Value =
+        serde_json::from_str(&run_ok(&["export", "--checkpoint", s(full), "--out", s(&out), "--json"])).unwrap();
+    for st in r["stages"].as_array().unwrap() {
+        let (before, after) = (st["bytes_before"].as_f64().unwrap(), st["bytes_after"].as_f64().unwrap());
+        assert!(after < 0.6 * before, "{st}: fp16 storage roughly halves the weights");
+    }
+    assert!(!out.join("autoencoder/optimizer.safetensors").exists(), "no optimizer state is shipped");
+    // Loading restores f32: the exported bundle evaluates like the original (fp16 rounding only).
+    let ev = |b: &Path| -> f64 {
+        let v: Value = serde_json::from_str(&run_ok(&[
+            "eval",
+            "--stage",
+            "autoencoder",
+            "--checkpoint",
+            s(b),
+            "--data",
+            s(&f.data),
+            "--json",
+            "--device",
+            "cpu",
+        ]))
+        .unwrap();
+        v["result"]["ppl_oracle"].as_f64().unwrap()
+    };
+    let (a, b) = (ev(full), ev(&out));
+    assert!((a - b).abs() < 0.01 * a, "oracle perplexity {a} vs exported {b}");
+    // The planner still pairs with its (exported) autoencoder.
+    let g: Value = serde_json::from_str(&run_ok(&[
+        "generate",
+        "--checkpoint",
+        s(&out),
+        "--mode",
+        "hybrid",
+        "--prompt",
+        "Tom had a ball.",
+        "--sentences",
+        "2",
+        "--json",
+        "--device",
+        "cpu",
+    ]))
+    .unwrap();
+    assert_eq!(g["samples"][0]["sentences"].as_array().unwrap().len(), 2);
+    // An exported bundle is not resumable, and export refuses to overwrite its source.
+    let o = run(&["train", "autoencoder", "--data", s(&f.data), "--out", s(&out), "--resume", "--device", "cpu"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nothing to resume"));
+    let o = run(&["export", "--checkpoint", s(full), "--out", s(full)]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("another folder"));
+    let o = run(&["export", "--checkpoint", s(full), "--out", s(&out), "--dtype", "int8"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--dtype"));
+}

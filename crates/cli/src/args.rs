@@ -40,6 +40,9 @@ pub enum Command {
     Ab(AbArgs),
     /// Describe a bundle.
     Info(InfoArgs),
+    /// Write a compact copy of a bundle for shipping: weights stored as fp16 (or bf16),
+    /// no optimizer or trainer state. Loading restores f32.
+    Export(ExportArgs),
     /// Print a diffusion noise schedule (betas, alphas_cumprod, SNR per timestep).
     Schedule(ScheduleArgs),
 }
@@ -334,6 +337,20 @@ pub struct EvalArgs {
     pub json: bool,
     #[arg(long, default_value = "auto")]
     pub device: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Folder for the exported bundle (another than --checkpoint).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Storage dtype of the weights: f16, bf16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub dtype: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

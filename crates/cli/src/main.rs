@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         Command::Ab(a) => commands::ab::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Info(a) => commands::info::run(a),
+        Command::Export(a) => commands::export::run(a),
         Command::Schedule(a) => commands::schedule::run(a),
     };
     match result {

@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod config;
 pub mod diffusion;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod metrics;
 pub mod planner;
@@ -27,6 +28,7 @@ pub use diffusion::{
     evaluate_diffusion, load_diffusion, train_diffusion, DiffusionBundle, DiffusionEval, DiffusionModel,
 };
 pub use eval::{evaluate_loss, EvalResult};
+pub use export::{export_bundle, ExportReport, StorageKind};
 pub use planner::{evaluate_planner, load_planner, train_planner, Planner, PlannerEval, PlannerModel};
 pub use schedule::LrSchedule;
 pub use trainer::{TrainArgs, TrainEnd, TrainReport};

@@ -102,9 +102,9 @@ impl Planner {
                 mask,
                 opts,
                 |x, t, k, m, prev| {
-                    let emb = step_emb
-                        .entry(t)
-                        .or_insert_with(|| self.denoiser.step_embedding(&vec![t as f64; rows], s, x.kind(), x.device()));
+                    let emb = step_emb.entry(t).or_insert_with(|| {
+                        self.denoiser.step_embedding(&vec![t as f64; rows], s, x.kind(), x.device())
+                    });
                     self.denoiser.forward_embedded(x, emb, k, m, prev, None, false)
                 },
                 noise,

@@ -1,6 +1,7 @@
 pub mod ab;
 pub mod edit;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod info;
 pub mod prepare;
