@@ -120,6 +120,18 @@ fn bad_inputs_fail_cleanly() {
     .unwrap();
     assert!(std::fs::read_to_string(&ae_heads).unwrap().contains("n_heads = 3"));
 
+    // Configs of the later stages.
+    let full_cfg = std::fs::read_to_string(test_config()).unwrap();
+    let no_planner = t.join("no_planner.toml");
+    std::fs::write(&no_planner, &full_cfg[..full_cfg.find("[planner").unwrap()]).unwrap();
+    let eps_diffusion = t.join("eps_diffusion.toml");
+    let d = full_cfg.find("[diffusion.diffusion]").unwrap();
+    let fixed = full_cfg[d..].replacen("prediction_type = \"sample\"", "prediction_type = \"epsilon\"", 1);
+    std::fs::write(&eps_diffusion, format!("{}{}", &full_cfg[..d], fixed)).unwrap();
+    assert!(std::fs::read_to_string(&eps_diffusion).unwrap().contains("epsilon"));
+    let prompts = t.join("prompts.txt");
+    std::fs::write(&prompts, "Tom had a ball.\n").unwrap();
+
     // Bad prompt files and configs.
     let not_utf8 = t.join("latin1.txt");
     std::fs::write(&not_utf8, [0x63u8, 0x61, 0x66, 0xe9, 0xff]).unwrap();
@@ -301,6 +313,55 @@ fn bad_inputs_fail_cleanly() {
             ]),
             expect: "divisible by n_heads",
             absent: vec![t.join("b5")],
+        },
+        Case {
+            name: "train planner with a config lacking [planner]",
+            args: strs(&["train", "planner", "--config", s(&no_planner), "--data", s(&f.data), "--out", s(&ae)]),
+            expect: "no [planner] section",
+            absent: vec![ae.join("planner")],
+        },
+        Case {
+            name: "diffusion config predicting epsilon",
+            args: strs(&[
+                "train",
+                "diffusion",
+                "--config",
+                s(&eps_diffusion),
+                "--data",
+                s(&f.data),
+                "--out",
+                s(&t.join("b6")),
+            ]),
+            expect: "prediction_type must be",
+            absent: vec![t.join("b6")],
+        },
+        Case {
+            name: "unknown text metric",
+            args: strs(&["eval", "--checkpoint", &good, "--data", s(&prompts), "--metrics", "bleurt"]),
+            expect: "unknown metric",
+            absent: vec![],
+        },
+        Case {
+            name: "ab with zero samples",
+            args: strs(&[
+                "ab",
+                "--checkpoint",
+                &good,
+                "--prompts",
+                s(&prompts),
+                "--samples",
+                "0",
+                "--out",
+                s(&t.join("ab0")),
+            ]),
+            expect: "must be >= 1",
+            absent: vec![t.join("ab0/results.json")],
+        },
+        Case {
+            name: "edit a missing file",
+            args: strs(&["edit", "--checkpoint", &good, "--input", s(&t.join("nope.txt")), "--rewrite", "1"]),
+            expect: "--input",
+            absent: vec![],
         },
     ];
     if !tch::Cuda::is_available() {
