@@ -48,29 +48,13 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
     let stream = a.stream && !a.json && a.num_samples == 1;
     let opts =
         GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed, no_eos: false, stream };
-    let mut printed = 0usize;
-    let mut stdout = std::io::stdout().lock();
-    if stream {
-        let head = prompt.trim_end();
-        write!(stdout, "{head}")?;
-        stdout.flush()?;
-        printed = head.len();
-    }
+    let mut printer = StreamPrinter::start(stream, &prompt)?;
     let gen_start_ms = started.elapsed().as_secs_f64() * 1e3;
-    let gens = gen.generate(&prompt, a.num_samples, &opts, |_, text| {
-        // `text` grows by appending; print the new part once it is whole characters (a
-        // multi-byte character may span tokens).
-        if stream && text.len() > printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(printed) {
-            let _ = write!(stdout, "{}", &text[printed..]);
-            let _ = stdout.flush();
-            printed = text.len();
-        }
-    })?;
+    let gens = gen.generate(&prompt, a.num_samples, &opts, |_, text| printer.update(text))?;
+    let mut stdout = printer.finish()?;
     // The first token's time from process start: the generator measures it from its own start.
     let first_token_ms = gens.first().map(|g| gen_start_ms + g.first_token_ms);
-    if stream {
-        writeln!(stdout)?;
-    } else if a.json {
+    if a.json {
         let out = json!({
             "mode": "ar",
             "checkpoint": a.checkpoint.display().to_string(),
@@ -82,13 +66,8 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
             "samples": gens,
         });
         writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
-    } else {
-        for (i, g) in gens.iter().enumerate() {
-            if gens.len() > 1 {
-                writeln!(stdout, "--- sample {} ---", i + 1)?;
-            }
-            writeln!(stdout, "{}", g.text)?;
-        }
+    } else if !stream {
+        print_samples(&mut stdout, gens.iter().map(|g| g.text.as_str()))?;
     }
     if let Some(g) = gens.first() {
         tracing::info!(
@@ -128,24 +107,9 @@ fn hybrid(
         oracle: None,
     };
     let stream = a.stream && !a.json && a.num_samples == 1;
-    let mut printed = 0usize;
-    let mut stdout = std::io::stdout().lock();
-    if stream {
-        let head = prompt.trim_end();
-        write!(stdout, "{head}")?;
-        stdout.flush()?;
-        printed = head.len();
-    }
-    let gens = gen.generate(prompt, a.num_samples, &opts, |_, text| {
-        if stream && text.len() > printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(printed) {
-            let _ = write!(stdout, "{}", &text[printed..]);
-            let _ = stdout.flush();
-            printed = text.len();
-        }
-    })?;
-    if stream {
-        writeln!(stdout)?;
-    }
+    let mut printer = StreamPrinter::start(stream, prompt)?;
+    let gens = gen.generate(prompt, a.num_samples, &opts, |_, text| printer.update(text))?;
+    let mut stdout = printer.finish()?;
     if a.json {
         let out = json!({
             "mode": "hybrid",
@@ -252,15 +216,60 @@ fn diffusion(a: &GenerateArgs) -> Result<ExitCode> {
         });
         writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
     } else {
-        for (i, s) in samples.iter().enumerate() {
-            if samples.len() > 1 {
-                writeln!(stdout, "--- sample {} ---", i + 1)?;
-            }
-            writeln!(stdout, "{}", s.text)?;
-        }
+        print_samples(&mut stdout, samples.iter().map(|s| s.text.as_str()))?;
     }
     if let Some(s) = samples.first() {
         tracing::info!("{} new tokens in {:.2} s ({:.1} tokens/s per sample)", s.new_tokens, s.seconds, s.tokens_per_s);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a growing text as it streams: the prompt first, then each new part once it is
+/// whole characters (a multi-byte character may span tokens).
+struct StreamPrinter<'a> {
+    out: std::io::StdoutLock<'a>,
+    printed: usize,
+    on: bool,
+}
+
+impl StreamPrinter<'_> {
+    fn start(on: bool, prompt: &str) -> Result<Self> {
+        let mut out = std::io::stdout().lock();
+        let mut printed = 0;
+        if on {
+            let head = prompt.trim_end();
+            write!(out, "{head}")?;
+            out.flush()?;
+            printed = head.len();
+        }
+        Ok(Self { out, printed, on })
+    }
+
+    fn update(&mut self, text: &str) {
+        if self.on && text.len() > self.printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(self.printed) {
+            let _ = write!(self.out, "{}", &text[self.printed..]);
+            let _ = self.out.flush();
+            self.printed = text.len();
+        }
+    }
+
+    /// Ends the streamed line; returns stdout for what follows.
+    fn finish(mut self) -> Result<std::io::StdoutLock<'static>> {
+        if self.on {
+            writeln!(self.out)?;
+        }
+        Ok(std::io::stdout().lock())
+    }
+}
+
+/// One sample's text, or each under a `--- sample i ---` header.
+fn print_samples<'a>(out: &mut impl Write, texts: impl ExactSizeIterator<Item = &'a str>) -> Result<()> {
+    let n = texts.len();
+    for (i, t) in texts.enumerate() {
+        if n > 1 {
+            writeln!(out, "--- sample {} ---", i + 1)?;
+        }
+        writeln!(out, "{t}")?;
+    }
+    Ok(())
 }
