@@ -335,7 +335,7 @@ mod tests {
     #[test]
     fn shipped_configs_parse_and_validate() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-        for name in ["tiny.toml", "base.toml", "demo.toml"] {
+        for name in ["tiny.toml", "base.toml", "demo.toml", "shipped.toml"] {
             let c = RunConfig::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let ar = c.ar().unwrap();
             ar.train.validate().unwrap();

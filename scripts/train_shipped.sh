@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Recipe of the shipped bundle (issue 6): every stage of configs/shipped.toml trained with
+# plandiff's own commands on TinyStories (../shared/data/tinystories/train_lowercase.txt),
+# evaluated, and exported in fp16 to checkpoints/tiny. Each stage resumes where an earlier run
+# of this script stopped (Ctrl-C is safe), so the hours it takes on two CPU cores can be
+# spread over several sessions. Seeds and steps are those of the config.
+#
+#   scripts/train_shipped.sh            # the real run
+#   QUICK=1 scripts/train_shipped.sh    # a smoke run: 20 steps a stage, into runs/shipped-quick
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=target/release/plandiff
+SHARED=${PLANDIFF_SHARED:-../shared/data}
+CORPUS="$SHARED/tinystories/train_lowercase.txt"
+CONFIG=configs/shipped.toml
+if [[ -n "${QUICK:-}" ]]; then
+  RUN=runs/shipped-quick; OUT=runs/shipped-quick/export; EXTRA=(--max-steps 20)
+else
+  RUN=runs/shipped; OUT=checkpoints/tiny; EXTRA=()
+fi
+[[ -f "$CORPUS" ]] || { echo "error: $CORPUS not found; set PLANDIFF_SHARED to the folder holding tinystories/" >&2; exit 1; }
+mkdir -p "$RUN"
+START=$(date +%s)
+
+if [[ ! -f "$RUN/data/stats.json" ]]; then
+  "$BIN" prepare --input "$CORPUS" --out "$RUN/data" --vocab-size 2048 --lowercase
+fi
+for stage in ar autoencoder planner diffusion; do
+  if [[ -f "$RUN/bundle/$stage/trainer_state.json" ]]; then
+    "$BIN" train "$stage" --data "$RUN/data" --out "$RUN/bundle" --resume "${EXTRA[@]}"
+  else
+    "$BIN" train "$stage" --config "$CONFIG" --data "$RUN/data" --out "$RUN/bundle" "${EXTRA[@]}"
+  fi
+done
+echo "== evaluation (validation split)"
+for stage in ar autoencoder planner diffusion; do
+  "$BIN" --log-level warn eval --stage "$stage" --checkpoint "$RUN/bundle" --data "$RUN/data"
+done
+rm -rf "$OUT"
+"$BIN" export --checkpoint "$RUN/bundle" --out "$OUT" --dtype f16
+"$BIN" info --checkpoint "$OUT"
+echo "wall time of this invocation: $(( $(date +%s) - START )) s (training time per stage: provenance.wall_seconds in each config.json)"
