@@ -313,6 +313,14 @@ fn planner_and_edit_errors_are_one_line() {
     one_line(&o, "eta");
     let o = run(&["generate", "--checkpoint", s(full), "--prompt", "Tom ran.", "--show-plan", "--device", "cpu"]);
     one_line(&o, "--mode hybrid");
+    // Sentences longer than the decoder's context: one line, in hybrid and in edit.
+    let long = format!("Tom had a ball. {}far away.", "and the dog ran ".repeat(60));
+    let o = run(&["generate", "--checkpoint", s(full), "--mode", "hybrid", "--prompt", &long, "--device", "cpu"]);
+    one_line(&o, "decoder's context");
+    let long_file = dir.path().join("long.txt");
+    std::fs::write(&long_file, format!("{long} Mia smiled. The end.")).unwrap();
+    let o = run(&["edit", "--checkpoint", s(full), "--input", s(&long_file), "--rewrite", "3", "--device", "cpu"]);
+    one_line(&o, "decoder's context");
 }
 
 #[test]

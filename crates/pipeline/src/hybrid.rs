@@ -322,6 +322,11 @@ impl HybridGenerator {
                 })
                 .collect();
             let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
+            if longest + 2 > max_len {
+                return Err(PipelineError::Invalid(format!(
+                    "the sentences of the current decoder window take {longest} tokens, more than the decoder's context of {max_len}; shorten the prompt's sentences"
+                )));
+            }
             let used = act[0].new_tokens.len();
             let budget = opts.gen.max_tokens.saturating_sub(used).min(max_len.saturating_sub(longest + 1));
             if budget == 0 {
@@ -550,8 +555,15 @@ impl HybridGenerator {
                 ids.extend_from_slice(s);
                 ids.push(sp.sep as i64);
             }
+            if ids.len() + 2 > max_len {
+                return Err(PipelineError::Invalid(format!(
+                    "the text before sentence {} in its window takes {} tokens, more than the decoder's context of {max_len}; split the long sentences",
+                    i + 1,
+                    ids.len()
+                )));
+            }
             let gopts = GenerateOptions {
-                max_new_tokens: opts.gen.max_tokens.min(max_len.saturating_sub(ids.len() + 1)).max(1),
+                max_new_tokens: opts.gen.max_tokens.min(max_len - ids.len() - 1).max(1),
                 max_sentences: Some(1),
                 eos_id: sp.eos as i64,
                 sep_id: sp.sep as i64,
