@@ -100,7 +100,7 @@ cargo bench --locked --quiet --bench planner -- --threads "$THREADS" 2>/dev/null
 echo
 echo "## Hybrid against ar decoding at the same length (trained bundle, 16 sentences, batch 1)"
 echo
-HYB=${HYBRID_BUNDLE:-runs/hyb}
+HYB=${HYBRID_BUNDLE:-runs/bundle-tiny2}
 if [[ -f "$HYB/planner/config.json" && -f "$HYB/ar/config.json" ]]; then
   python3 python/ab_prompts.py --input "$SHARED/tinystories/valid.txt" --n 8 --lowercase > "$OUT/bench-prompts.jsonl" 2>/dev/null \
     || printf '{"prompt": "once upon a time, there was a little girl named lily."}\n{"prompt": "tom had a red ball. he liked to play with it."}\n' > "$OUT/bench-prompts.jsonl"
