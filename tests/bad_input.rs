@@ -355,7 +355,7 @@ fn bad_inputs_fail_cleanly() {
                 s(&t.join("ab0")),
             ]),
             expect: "must be >= 1",
-            absent: vec![t.join("ab0/results.json")],
+            absent: vec![t.join("ab0")],
         },
         Case {
             name: "edit a missing file",

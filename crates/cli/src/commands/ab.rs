@@ -24,6 +24,9 @@ pub fn run(a: AbArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    if a.samples == 0 || a.sentences == 0 {
+        anyhow::bail!("--samples and --sentences must be >= 1");
+    }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("--out {}: cannot create the folder; choose a writable path", a.out.display()))?;
     let device = parse_device(&a.device)?;
