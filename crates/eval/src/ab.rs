@@ -13,7 +13,6 @@ use crate::stats::{paired, PairedTest};
 use crate::{PipelineError, Result};
 use plandiff_data::{split_sentences, TextTokenizer};
 use plandiff_decoder::{Decoder, SamplingConfig};
-use plandiff_embedding::{TextSampler, TextSampling};
 use plandiff_pipeline::{
     ArGenerator, DiffusionGenerator, DiffusionOptions, GenOptions, HybridGenerator, HybridOptions,
 };
@@ -344,6 +343,23 @@ fn text_metrics(continuation: &str) -> BTreeMap<String, f64> {
     m
 }
 
+/// Length and timing of one sample (`planning`: seconds of `seconds` spent planning).
+struct Speed {
+    tokens: usize,
+    seconds: f64,
+    planning: f64,
+}
+
+/// A sample with its text metrics and speed (model-based scores are added later).
+fn record(sample: usize, seed: u64, text: String, continuation: String, speed: Speed) -> SampleRecord {
+    let mut m = text_metrics(&continuation);
+    m.insert("tokens".into(), speed.tokens as f64);
+    m.insert("latency_s".into(), speed.seconds);
+    m.insert("tokens_per_s".into(), speed.tokens as f64 / speed.seconds.max(1e-9));
+    m.insert("decode_tokens_per_s".into(), speed.tokens as f64 / (speed.seconds - speed.planning).max(1e-9));
+    SampleRecord { sample, seed, text, continuation, metrics: m }
+}
+
 fn mean_of(v: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = v.filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -423,42 +439,16 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
             match g {
                 ArmGen::Ar(g) => {
                     for (k, s) in g.generate(&item.prompt, cfg.samples, &gen_opts, |_, _| {})?.into_iter().enumerate() {
-                        let mut m = text_metrics(&s.continuation);
-                        m.insert("tokens".into(), s.new_tokens as f64);
-                        m.insert("latency_s".into(), s.seconds);
-                        m.insert("tokens_per_s".into(), s.tokens_per_s);
-                        m.insert("decode_tokens_per_s".into(), s.tokens_per_s);
-                        recs.push(SampleRecord {
-                            sample: k,
-                            seed,
-                            text: s.text,
-                            continuation: s.continuation,
-                            metrics: m,
-                        });
+                        let speed = Speed { tokens: s.new_tokens, seconds: s.seconds, planning: 0.0 };
+                        recs.push(record(k, seed, s.text, s.continuation, speed));
                     }
                 }
                 ArmGen::Diffusion(g) => {
-                    let d = g.defaults();
-                    let sampler = match d.sampler {
-                        plandiff_planner::SamplerName::Ddim => TextSampler::Ddim { eta: d.eta },
-                        plandiff_planner::SamplerName::Ddpm => TextSampler::Ddpm,
-                    };
-                    let sampling = TextSampling { steps: d.steps, sampler, clamp: d.clamp, rounding: g.rounding() };
                     let positions = g.prompt_positions(&item.prompt, Some(cfg.max_tokens))?;
-                    let opts = DiffusionOptions { sampling, seed, max_tokens: None };
+                    let opts = DiffusionOptions { sampling: g.default_sampling(), seed };
                     for (k, s) in g.generate(&positions, cfg.samples, &opts, 0, |_, _| {})?.into_iter().enumerate() {
-                        let mut m = text_metrics(&s.continuation);
-                        m.insert("tokens".into(), s.new_tokens as f64);
-                        m.insert("latency_s".into(), s.seconds);
-                        m.insert("tokens_per_s".into(), s.tokens_per_s);
-                        m.insert("decode_tokens_per_s".into(), s.tokens_per_s);
-                        recs.push(SampleRecord {
-                            sample: k,
-                            seed,
-                            text: s.text,
-                            continuation: s.continuation,
-                            metrics: m,
-                        });
+                        let speed = Speed { tokens: s.new_tokens, seconds: s.seconds, planning: 0.0 };
+                        recs.push(record(k, seed, s.text, s.continuation, speed));
                     }
                 }
                 ArmGen::Hybrid(g) => {
@@ -473,24 +463,14 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
                     let plan = cfg.plan.unwrap_or_else(|| g.planner().model.sampling.to_sampling());
                     let opts = HybridOptions { gen: gen_opts.clone(), plan, previews: false, oracle };
                     for (k, s) in g.generate(&item.prompt, cfg.samples, &opts, |_, _| {})?.into_iter().enumerate() {
+                        let adherence = mean_of(s.plan.iter().filter_map(|p| p.adherence));
                         let gen = s.generation;
-                        let mut m = text_metrics(&gen.continuation);
-                        m.insert("tokens".into(), gen.new_tokens as f64);
-                        m.insert("latency_s".into(), gen.seconds);
-                        m.insert("tokens_per_s".into(), gen.tokens_per_s);
-                        m.insert("planning_s".into(), s.planning_seconds);
-                        m.insert(
-                            "decode_tokens_per_s".into(),
-                            gen.new_tokens as f64 / (gen.seconds - s.planning_seconds).max(1e-9),
-                        );
-                        m.insert("plan_adherence".into(), mean_of(s.plan.iter().filter_map(|p| p.adherence)));
-                        recs.push(SampleRecord {
-                            sample: k,
-                            seed,
-                            text: gen.text,
-                            continuation: gen.continuation,
-                            metrics: m,
-                        });
+                        let speed =
+                            Speed { tokens: gen.new_tokens, seconds: gen.seconds, planning: s.planning_seconds };
+                        let mut r = record(k, seed, gen.text, gen.continuation, speed);
+                        r.metrics.insert("planning_s".into(), s.planning_seconds);
+                        r.metrics.insert("plan_adherence".into(), adherence);
+                        recs.push(r);
                     }
                 }
             }

@@ -4,7 +4,8 @@
 use crate::ar::ends_sentence;
 use crate::{PipelineError, Result};
 use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
-use plandiff_embedding::{parse_template, sample_tokens, TemplatePart, TextSampling};
+use plandiff_embedding::{parse_template, sample_tokens, TemplatePart, TextSampler, TextSampling};
+use plandiff_planner::{PlanSampling, SamplerKind, SamplingDefaults};
 use plandiff_train::{load_diffusion, Bundle, DiffusionBundle};
 use serde::Serialize;
 use std::path::Path;
@@ -36,8 +37,6 @@ pub struct DiffusionSample {
 pub struct DiffusionOptions {
     pub sampling: TextSampling,
     pub seed: u64,
-    /// Positions to write after a plain prompt (default: up to the model's `seq_len`).
-    pub max_tokens: Option<usize>,
 }
 
 impl DiffusionGenerator {
@@ -52,6 +51,23 @@ impl DiffusionGenerator {
 
     pub fn rounding(&self) -> plandiff_embedding::Rounding {
         self.d.config.model.rounding
+    }
+
+    /// Text sampling from planner-style settings (steps, sampler, eta: the same flags) and
+    /// the clamping switch; rounding is the model's.
+    pub fn text_sampling(&self, plan: PlanSampling, clamp: bool) -> TextSampling {
+        let sampler = match plan.sampler {
+            SamplerKind::Ddim { eta } => TextSampler::Ddim { eta },
+            SamplerKind::Ddpm => TextSampler::Ddpm,
+        };
+        TextSampling { steps: plan.steps, sampler, clamp, rounding: self.rounding() }
+    }
+
+    /// The stored defaults (`BUNDLE/diffusion/config.json`) as a [`TextSampling`].
+    pub fn default_sampling(&self) -> TextSampling {
+        let d = self.defaults();
+        let plan = SamplingDefaults { steps: d.steps, sampler: d.sampler, eta: d.eta, guidance: 1.0 }.to_sampling();
+        self.text_sampling(plan, d.clamp)
     }
 
     fn sp(&self) -> SpecialIds {

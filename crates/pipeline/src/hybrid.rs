@@ -199,7 +199,7 @@ impl HybridGenerator {
 
     /// The decoder's plan `(B, S_d, d)` for the window starting at sentence `ws`.
     fn window_plan(&self, rows: &[&mut Row], ws: usize, written: usize) -> Tensor {
-        let null = self.ae.decoder.null_plan().expect("autoencoder decoders have a plan");
+        let null = self.ae.null_plan();
         let sd = self.decoder_slots();
         let plans: Vec<Tensor> = rows
             .iter()
@@ -435,7 +435,7 @@ impl HybridGenerator {
     /// What the decoder writes from each planned latent alone: greedy, one sentence, the
     /// latent in slot 0 and the null plan elsewhere.
     fn previews(&self, rows: &[Row], from: usize) -> Result<Vec<Vec<String>>> {
-        let null = self.ae.decoder.null_plan().expect("autoencoder decoders have a plan");
+        let null = self.ae.null_plan();
         let mut plans = Vec::new();
         let mut owner = Vec::new();
         for (ri, r) in rows.iter().enumerate() {
@@ -540,7 +540,7 @@ impl HybridGenerator {
         }
         let sp = self.sp();
         let sd = self.decoder_slots();
-        let null = self.ae.decoder.null_plan().expect("autoencoder decoders have a plan");
+        let null = self.ae.null_plan();
         let mut lp = LogitsProcessor::new(opts.gen.sampling, opts.gen.seed);
         let max_len = self.ae.decoder.config().max_seq_len as usize;
         let mut rewritten = Vec::new();

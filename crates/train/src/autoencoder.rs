@@ -13,7 +13,7 @@
 
 use crate::bundle::{load_weights, Bundle, Provenance, StageConfigFile, FORMAT_VERSION};
 use crate::config::PlanSection;
-use crate::trainer::{run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport};
+use crate::trainer::{batch_indices, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport};
 use crate::{Result, TrainError};
 use plandiff_data::{
     doc_batch, index_documents, DocBatch, Document, SpecialIds, TextTokenizer, TokenSet, WindowSampler,
@@ -62,6 +62,8 @@ pub struct Autoencoder {
     pub encoder: SentenceEncoder,
     pub decoder: Decoder,
     pub max_slots: i64,
+    /// The decoder's learned null plan `(max_slots, d_latent)` (shares its storage).
+    null: Tensor,
 }
 
 /// Tensors of a document batch on a device.
@@ -93,9 +95,23 @@ fn to_device(b: &DocBatch, max_tokens: usize, device: Device) -> BatchTensors {
 }
 
 impl Autoencoder {
-    pub fn new(p: &nn::Path, enc: &EncoderConfig, dec: &DecoderConfig) -> Self {
-        let max_slots = dec.plan.map_or(1, |p| p.max_slots);
-        Self { encoder: SentenceEncoder::new(p / "encoder", enc), decoder: Decoder::new(p / "decoder", dec), max_slots }
+    /// Fails when `dec` has no plan section (an autoencoder's decoder reads plans).
+    pub fn new(p: &nn::Path, enc: &EncoderConfig, dec: &DecoderConfig) -> Result<Self> {
+        let plan = dec.plan.ok_or_else(|| {
+            TrainError::Invalid("the autoencoder's decoder config has no plan section; the bundle is damaged".into())
+        })?;
+        let decoder = Decoder::new(p / "decoder", dec);
+        let null = decoder
+            .null_plan()
+            .map(Tensor::shallow_clone)
+            .ok_or_else(|| TrainError::Invalid("the autoencoder's decoder has no null plan".into()))?;
+        Ok(Self { encoder: SentenceEncoder::new(p / "encoder", enc), decoder, max_slots: plan.max_slots, null })
+    }
+
+    /// The learned null plan `(max_slots, d_latent)`: what the decoder reads without a plan
+    /// and in empty slots.
+    pub fn null_plan(&self) -> &Tensor {
+        &self.null
     }
 
     /// The oracle plan `(B, S, d_latent)` of a batch: each sentence's latent in its slot,
@@ -108,7 +124,7 @@ impl Autoencoder {
         } else {
             z
         };
-        let null = self.decoder.null_plan().expect("autoencoder decoders have a plan config");
+        let null = &self.null;
         let base = null.unsqueeze(0).expand([batch, -1, -1], false).contiguous(); // (B, S, d_latent)
         base.index_put(&[Some(b.sent_doc.shallow_clone()), Some(b.sent_slot.shallow_clone())], &z, false)
     }
@@ -209,9 +225,7 @@ impl StageRunner for AeRunner {
     }
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
-        let idx: Vec<usize> = (0..self.batch)
-            .map(|row| self.sampler.start((step * accum as u64 + micro as u64) * self.batch as u64 + row as u64))
-            .collect();
+        let idx = batch_indices(&mut self.sampler, step, micro, accum, self.batch);
         let max_len = self.enc_cfg.max_len as usize;
         let b = to_device(&self.train.batch(&idx, max_len), self.max_tokens, self.device);
         let (bs, t) = b.inputs.size2().expect("(B, T)");
@@ -219,7 +233,7 @@ impl StageRunner for AeRunner {
         let mut plan = self.ae.plan(&b, bs, self.plan.latent_noise_max, true);
         if self.plan.null_plan_prob > 0.0 {
             let drop = Tensor::rand([bs, 1, 1], opts).lt(self.plan.null_plan_prob);
-            let null = self.ae.decoder.null_plan().expect("plan decoder").unsqueeze(0);
+            let null = self.ae.null_plan().unsqueeze(0);
             plan = plan.where_self(&drop.logical_not(), &null.expand_as(&plan));
         }
         let mask = (self.plan.context_dropout > 0.0).then(|| {
@@ -336,7 +350,7 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     let mean_window = train.set.tokens.len() as f64 / train.windows.len() as f64;
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
-    let ae = Autoencoder::new(&vs.root(), &enc_cfg, &dec_cfg);
+    let ae = Autoencoder::new(&vs.root(), &enc_cfg, &dec_cfg)?;
     let mut runner = AeRunner {
         ae,
         enc_cfg,
@@ -404,7 +418,7 @@ pub fn load_autoencoder(
         )));
     }
     let mut vs = nn::VarStore::new(device);
-    let ae = Autoencoder::new(&vs.root(), &enc, &dec);
+    let ae = Autoencoder::new(&vs.root(), &enc, &dec)?;
     load_weights(&mut vs, &bundle.stage_dir(KIND).join("model.safetensors"))?;
     Ok((ae, vs, cfg, tokenizer))
 }

@@ -5,7 +5,7 @@
 //! chooses the length of what it writes by placing `<pad>`.
 
 use crate::bundle::{load_weights, Bundle, ModelConfig, Provenance, StageConfigFile, FORMAT_VERSION};
-use crate::trainer::{run_loop, seed_init, setup_run, step_seed, StageRunner, TrainArgs, TrainReport};
+use crate::trainer::{batch_indices, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport};
 use crate::{Result, TrainError};
 use plandiff_data::{index_documents, TextTokenizer, TokenSet, WindowSampler};
 use plandiff_diffusion::{NoiseSchedule, PredictionType, ScheduleConfig};
@@ -99,9 +99,7 @@ pub struct DiffusionBundle {
 }
 
 struct DiffusionRunner {
-    net: TextDiffusion,
-    schedule: NoiseSchedule,
-    model: DiffusionModel,
+    d: DiffusionBundle,
     train: DocRows,
     valid: Option<DocRows>,
     sampler: WindowSampler,
@@ -111,13 +109,47 @@ struct DiffusionRunner {
     device: Device,
 }
 
-impl DiffusionRunner {
-    fn loss(&self, set: &DocRows, idx: &[usize], rng: &mut ChaCha8Rng, train: bool) -> plandiff_embedding::LossParts {
-        let tokens = set.batch(idx, self.device);
+/// Mean validation loss parts.
+struct ValLoss {
+    total: f64,
+    mse: f64,
+    rounding_ce: f64,
+}
+
+impl DiffusionBundle {
+    /// Diffusion-LM loss of rows `idx` of `set`; `rng` draws timesteps and self-conditioning.
+    fn loss(
+        &self,
+        set: &DocRows,
+        idx: &[usize],
+        rng: &mut ChaCha8Rng,
+        device: Device,
+        train: bool,
+    ) -> plandiff_embedding::LossParts {
+        let tokens = set.batch(idx, device);
         let t_max = self.schedule.num_train_timesteps();
         let t: Vec<usize> = idx.iter().map(|_| rng.gen_range(0..t_max)).collect();
-        let sc = self.net.config().self_condition && rng.gen::<f64>() < self.model.self_condition_prob;
-        diffusion_lm_loss(&self.net, &self.schedule, &tokens, &t, sc, train)
+        let sc = self.model.config().self_condition && rng.gen::<f64>() < self.config.self_condition_prob;
+        diffusion_lm_loss(&self.model, &self.schedule, &tokens, &t, sc, train)
+    }
+
+    /// Mean loss parts over `batches` fixed batches of `set` (fixed timesteps and noise).
+    fn eval(&self, set: &DocRows, batch: usize, batches: usize, device: Device) -> ValLoss {
+        let n = set.rows.len();
+        let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+        tch::manual_seed(0x5eed);
+        let (mut total, mut mse, mut rnd) = (0f64, 0f64, 0f64);
+        tch::no_grad(|| {
+            for b in 0..batches {
+                let idx: Vec<usize> = (0..batch).map(|i| (b * batch + i) % n).collect();
+                let l = self.loss(set, &idx, &mut rng, device, false);
+                total += l.total.double_value(&[]);
+                mse += l.mse.double_value(&[]);
+                rnd += l.rounding.double_value(&[]);
+            }
+        });
+        let k = batches.max(1) as f64;
+        ValLoss { total: total / k, mse: mse / k, rounding_ce: rnd / k }
     }
 }
 
@@ -139,59 +171,37 @@ impl StageRunner for DiffusionRunner {
     }
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
-        let idx: Vec<usize> = (0..self.batch)
-            .map(|row| self.sampler.start((step * accum as u64 + micro as u64) * self.batch as u64 + row as u64))
-            .collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(self.seed, step) as u64 ^ ((micro as u64) << 48));
-        let l = self.loss(&self.train, &idx, &mut rng, true);
+        let idx = batch_indices(&mut self.sampler, step, micro, accum, self.batch);
+        let mut rng = step_rng(self.seed, step, micro);
+        let l = self.d.loss(&self.train, &idx, &mut rng, self.device, true);
         (&l.total / accum as f64).backward();
         Ok(l.total.double_value(&[]))
     }
 
     fn tokens_per_step(&self) -> u64 {
-        (self.batch * self.net.config().seq_len as usize) as u64
+        (self.batch * self.d.model.config().seq_len as usize) as u64
     }
 
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let set = self.valid.as_ref()?;
-        let (loss, mut extra) = eval_rows(self, set);
-        extra.insert("rounding_accuracy".into(), json!(rounding_accuracy(&self.net)));
-        Some((loss, extra))
+        let v = self.d.eval(set, self.batch, self.eval_batches, self.device);
+        let mut extra = serde_json::Map::new();
+        extra.insert("val_mse".into(), json!(v.mse));
+        extra.insert("val_rounding_ce".into(), json!(v.rounding_ce));
+        extra.insert("rounding_accuracy".into(), json!(rounding_accuracy(&self.d.model)));
+        Some((v.total, extra))
     }
 
     fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<DiffusionModel> {
         StageConfigFile {
             format_version: FORMAT_VERSION,
             kind: KIND.into(),
-            model: self.model.clone(),
+            model: self.d.config.clone(),
             encoder: None,
             tokenizer_hash: tokenizer_hash.into(),
             provenance,
         }
     }
-}
-
-/// Mean loss parts over fixed validation rows, timesteps and noise.
-fn eval_rows(r: &DiffusionRunner, set: &DocRows) -> (f64, serde_json::Map<String, serde_json::Value>) {
-    let n = set.rows.len();
-    let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
-    tch::manual_seed(0x5eed);
-    let (mut tot, mut mse, mut rnd, mut k) = (0f64, 0f64, 0f64, 0usize);
-    tch::no_grad(|| {
-        for b in 0..r.eval_batches {
-            let idx: Vec<usize> = (0..r.batch).map(|i| (b * r.batch + i) % n).collect();
-            let l = r.loss(set, &idx, &mut rng, false);
-            tot += l.total.double_value(&[]);
-            mse += l.mse.double_value(&[]);
-            rnd += l.rounding.double_value(&[]);
-            k += 1;
-        }
-    });
-    let k = k.max(1) as f64;
-    let mut m = serde_json::Map::new();
-    m.insert("val_mse".into(), json!(mse / k));
-    m.insert("val_rounding_ce".into(), json!(rnd / k));
-    (tot / k, m)
 }
 
 /// Runs (or resumes) stage `diffusion`.
@@ -233,9 +243,7 @@ pub fn train_diffusion(args: TrainArgs) -> Result<TrainReport> {
     let schedule = NoiseSchedule::new(model.schedule.clone()).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let tc = setup.state.train.clone();
     let mut runner = DiffusionRunner {
-        net,
-        schedule,
-        model,
+        d: DiffusionBundle { model: net, schedule, config: model },
         train,
         valid,
         sampler,
@@ -299,25 +307,14 @@ pub fn evaluate_diffusion(
         )));
     }
     let n = set.rows.len();
-    let batches = max_batches.unwrap_or_else(|| n.div_ceil(batch.max(1))).max(1);
-    let runner = DiffusionRunner {
-        net: d.model,
-        schedule: d.schedule,
-        model: d.config,
-        train: DocRows { rows: Vec::new() },
-        valid: None,
-        sampler: WindowSampler::over(1, 0)?,
-        batch: batch.max(1),
-        eval_batches: batches,
-        seed: 0,
-        device,
-    };
-    let (loss, m) = eval_rows(&runner, &set);
+    let batch = batch.max(1);
+    let batches = max_batches.unwrap_or_else(|| n.div_ceil(batch)).max(1);
+    let v = d.eval(&set, batch, batches, device);
     Ok(DiffusionEval {
-        rounding_accuracy: rounding_accuracy(&runner.net),
-        loss,
-        mse: m["val_mse"].as_f64().unwrap_or(f64::NAN),
-        rounding_ce: m["val_rounding_ce"].as_f64().unwrap_or(f64::NAN),
-        documents: n.min(batches * batch.max(1)),
+        rounding_accuracy: rounding_accuracy(&d.model),
+        loss: v.total,
+        mse: v.mse,
+        rounding_ce: v.rounding_ce,
+        documents: n.min(batches * batch),
     })
 }

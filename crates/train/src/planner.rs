@@ -13,7 +13,7 @@
 
 use crate::bundle::{load_weights, Bundle, ModelConfig, Provenance, StageConfigFile, FORMAT_VERSION};
 use crate::config::PlannerObjective;
-use crate::trainer::{run_loop, seed_init, setup_run, step_seed, StageRunner, TrainArgs, TrainReport};
+use crate::trainer::{batch_indices, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport};
 use crate::{Result, TrainError};
 use plandiff_data::{index_documents, SpecialIds, TokenSet, WindowSampler};
 use plandiff_diffusion::{NoiseSchedule, ScheduleConfig};
@@ -309,13 +309,11 @@ impl StageRunner for PlannerRunner {
     }
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
-        let windows: Vec<(usize, usize)> = (0..self.batch)
-            .map(|row| {
-                let g = (step * accum as u64 + micro as u64) * self.batch as u64 + row as u64;
-                self.train.windows[self.sampler.start(g)]
-            })
+        let windows: Vec<(usize, usize)> = batch_indices(&mut self.sampler, step, micro, accum, self.batch)
+            .into_iter()
+            .map(|i| self.train.windows[i])
             .collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(self.seed, step) as u64 ^ ((micro as u64) << 48));
+        let mut rng = step_rng(self.seed, step, micro);
         let loss = denoise_loss(&self.planner, &self.train, &windows, &mut rng, self.device, true);
         (&loss / accum as f64).backward();
         Ok(loss.double_value(&[]))

@@ -169,6 +169,26 @@ pub(crate) fn step_seed(seed: u64, step: u64) -> i64 {
     (seed.wrapping_mul(1_000_003).wrapping_add(step) & (i64::MAX as u64)) as i64
 }
 
+/// Sample indices of micro-batch `micro` of optimizer step `step`: a pure function of the
+/// sampler's seed and the global sample number, so a resumed run draws the same data.
+pub(crate) fn batch_indices(
+    sampler: &mut plandiff_data::WindowSampler,
+    step: u64,
+    micro: usize,
+    accum: usize,
+    batch: usize,
+) -> Vec<usize> {
+    let first = (step * accum as u64 + micro as u64) * batch as u64;
+    (0..batch as u64).map(|row| sampler.start(first + row)).collect()
+}
+
+/// A host RNG for the draws of micro-batch `micro` of step `step` (masks, timesteps), reseeded
+/// like libtorch's generator so resume stays exact.
+pub(crate) fn step_rng(seed: u64, step: u64, micro: usize) -> rand_chacha::ChaCha8Rng {
+    use rand::SeedableRng;
+    rand_chacha::ChaCha8Rng::seed_from_u64(step_seed(seed, step) as u64 ^ ((micro as u64) << 48))
+}
+
 /// Seeds libtorch for the initial weights of a run.
 pub(crate) fn seed_init(seed: u64) {
     tch::manual_seed(step_seed(seed, u64::MAX));

@@ -172,16 +172,7 @@ fn diffusion(a: &GenerateArgs) -> Result<ExitCode> {
         anyhow::bail!("--guidance applies to --mode hybrid only");
     }
     let plan = plan_sampling(&a.plan, base)?;
-    let sampler = match plan.sampler {
-        plandiff_planner::SamplerKind::Ddim { eta } => plandiff_embedding::sampler::TextSampler::Ddim { eta },
-        plandiff_planner::SamplerKind::Ddpm => plandiff_embedding::sampler::TextSampler::Ddpm,
-    };
-    let sampling = plandiff_embedding::TextSampling {
-        steps: plan.steps,
-        sampler,
-        clamp: d.clamp && !a.no_clamp,
-        rounding: gen.rounding(),
-    };
+    let sampling = gen.text_sampling(plan, d.clamp && !a.no_clamp);
     let positions = match &a.template {
         Some(t) => gen.template_positions(t)?,
         None => {
@@ -189,7 +180,7 @@ fn diffusion(a: &GenerateArgs) -> Result<ExitCode> {
             gen.prompt_positions(&prompt, Some(a.max_tokens))?
         }
     };
-    let opts = plandiff_pipeline::DiffusionOptions { sampling, seed: a.seed, max_tokens: None };
+    let opts = plandiff_pipeline::DiffusionOptions { sampling, seed: a.seed };
     let every = a.show_steps.unwrap_or(0);
     let mut stdout = std::io::stdout().lock();
     let mut step_lines = Vec::new();
