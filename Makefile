@@ -28,8 +28,7 @@ venv: $(STAMP)
 build: $(STAMP)
 	cargo build --release --locked
 
-# Until the shipped model lands, the demo trains a small model for a minute or two on a
-# generated story corpus, then writes from it.
+# The demo writes with the shipped bundle (checkpoints/tiny); it trains nothing.
 demo: build
 	./scripts/demo.sh
 

@@ -1,36 +1,37 @@
 #!/usr/bin/env bash
-# The interim demo (until a model ships in the repository): prepare a generated story
-# corpus, train the small demo bundle (ar, autoencoder, planner; a few minutes on two cores,
-# resumed if a previous demo was interrupted), then write the same prompt in hybrid mode
-# (showing the plan) and in ar mode, with timings.
+# `make demo`: the shipped bundle (checkpoints/tiny, trained by scripts/train_shipped.sh) writes
+# a 12-sentence story from one prompt in hybrid mode (plan, then write; the plan shown), then
+# the same prompt in ar mode, with timings. Nothing is trained here.
+#
+#   scripts/demo.sh [PROMPT]          # PLANDIFF_CHECKPOINT=DIR to use another bundle
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release/plandiff
-DIR=runs/demo
-mkdir -p "$DIR"
+CKPT=${PLANDIFF_CHECKPOINT:-checkpoints/tiny}
+PROMPT=${1:-"once upon a time, there was a little fox named leo. he lived near a big forest."}
+SENTENCES=12
+SEED=${SEED:-1}
 
-if [[ ! -f "$DIR/data/stats.json" ]]; then
-  python3 python/make_corpus.py --stories 4000 --seed 1 > "$DIR/corpus.txt"
-  "$BIN" prepare --input "$DIR/corpus.txt" --out "$DIR/data" --vocab-size 1024 --lowercase --valid-fraction 0.05
-fi
+[[ -x "$BIN" ]] || { echo "error: $BIN not built; run \`make demo\` (it builds first)" >&2; exit 1; }
+[[ -f "$CKPT/planner/config.json" ]] || {
+  echo "error: $CKPT has no planner; the shipped bundle is checkpoints/tiny (git checkout it, or rebuild it with scripts/train_shipped.sh)" >&2
+  exit 1
+}
 
-# Each stage: a new run, or the interrupted one resumed (a finished run resumes to a no-op).
-for stage in ar autoencoder planner; do
-  if [[ -f "$DIR/bundle/$stage/trainer_state.json" ]]; then
-    "$BIN" --log-level warn train "$stage" --data "$DIR/data" --out "$DIR/bundle" --resume
-  else
-    "$BIN" --log-level warn train "$stage" --config configs/demo.toml --data "$DIR/data" --out "$DIR/bundle"
-  fi
-done
+"$BIN" info --checkpoint "$CKPT"
 
-"$BIN" info --checkpoint "$DIR/bundle"
-PROMPT="Once upon a time, there was a little fox named Leo. He lived near a big forest."
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
 echo
-echo "== plandiff generate --mode hybrid --show-plan (seed 1) =="
-"$BIN" generate --checkpoint "$DIR/bundle" --mode hybrid --prompt "$PROMPT" --sentences 8 --seed 1 --show-plan
+echo "== plandiff generate --mode hybrid --sentences $SENTENCES --show-plan --seed $SEED =="
+echo "   (the planner drafts one latent per sentence by DDIM; the decoder writes each sentence reading them)"
+t0=$(now)
+"$BIN" generate --checkpoint "$CKPT" --mode hybrid --prompt "$PROMPT" --sentences "$SENTENCES" --seed "$SEED" --show-plan
+t1=$(now)
 echo
-echo "== plandiff generate --mode ar (seed 1) =="
-"$BIN" generate --checkpoint "$DIR/bundle" --mode ar --prompt "$PROMPT" --sentences 8 --seed 1 --stream
+echo "== plandiff generate --mode ar --sentences $SENTENCES --no-eos --seed $SEED (the same prompt, no plan) =="
+"$BIN" generate --checkpoint "$CKPT" --mode ar --prompt "$PROMPT" --sentences "$SENTENCES" --no-eos --seed "$SEED" --stream
+t2=$(now)
 echo
-"$BIN" eval --checkpoint "$DIR/bundle" --data "$DIR/data"
-"$BIN" eval --checkpoint "$DIR/bundle" --data "$DIR/data" --stage autoencoder
+echo "wall time, model load included: hybrid $(secs "$t0" "$t1") s, ar $(secs "$t1" "$t2") s on $(nproc) CPU cores"

@@ -7,23 +7,30 @@
 #
 #   scripts/train_shipped.sh            # the real run
 #   QUICK=1 scripts/train_shipped.sh    # a smoke run: 20 steps a stage, into runs/shipped-quick
+#
+# A bigger bundle on one GPU, same recipe (README, "Training a bigger bundle on one GPU"):
+#   CONFIG=configs/base.toml VOCAB=16384 CORPUS=TinyStories-train.txt RUN=runs/base \
+#     OUT=checkpoints/base DEVICE=cuda scripts/train_shipped.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release/plandiff
 SHARED=${PLANDIFF_SHARED:-../shared/data}
-CORPUS="$SHARED/tinystories/train_lowercase.txt"
-CONFIG=configs/shipped.toml
+CORPUS=${CORPUS:-"$SHARED/tinystories/train_lowercase.txt"}
+CONFIG=${CONFIG:-configs/shipped.toml}
+VOCAB=${VOCAB:-2048}
+DEVICE=${DEVICE:-auto}
 if [[ -n "${QUICK:-}" ]]; then
   RUN=runs/shipped-quick; OUT=runs/shipped-quick/export; EXTRA=(--max-steps 20)
 else
-  RUN=runs/shipped; OUT=checkpoints/tiny; EXTRA=()
+  RUN=${RUN:-runs/shipped}; OUT=${OUT:-checkpoints/tiny}; EXTRA=()
 fi
-[[ -f "$CORPUS" ]] || { echo "error: $CORPUS not found; set PLANDIFF_SHARED to the folder holding tinystories/" >&2; exit 1; }
+EXTRA+=(--device "$DEVICE")
+[[ -e "$CORPUS" ]] || { echo "error: $CORPUS not found; set PLANDIFF_SHARED to the folder holding tinystories/, or CORPUS" >&2; exit 1; }
 mkdir -p "$RUN"
 START=$(date +%s)
 
 if [[ ! -f "$RUN/data/stats.json" ]]; then
-  "$BIN" prepare --input "$CORPUS" --out "$RUN/data" --vocab-size 2048 --lowercase
+  "$BIN" prepare --input "$CORPUS" --out "$RUN/data" --vocab-size "$VOCAB" --lowercase
 fi
 for stage in ar autoencoder planner diffusion; do
   if [[ -f "$RUN/bundle/$stage/trainer_state.json" ]]; then
@@ -34,7 +41,7 @@ for stage in ar autoencoder planner diffusion; do
 done
 echo "== evaluation (validation split)"
 for stage in ar autoencoder planner diffusion; do
-  "$BIN" --log-level warn eval --stage "$stage" --checkpoint "$RUN/bundle" --data "$RUN/data"
+  "$BIN" --log-level warn eval --stage "$stage" --checkpoint "$RUN/bundle" --data "$RUN/data" --device "$DEVICE"
 done
 rm -rf "$OUT"
 "$BIN" export --checkpoint "$RUN/bundle" --out "$OUT" --dtype f16

@@ -93,6 +93,49 @@ fn autoencoder_and_ar_share_one_bundle() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--stage planer"));
 }
 
+#[test]
+fn word_dropout_changes_what_the_decoder_sees() {
+    // Same seed, data and initial weights; only [autoencoder.plan] word_dropout differs
+    // (its draw comes after every other draw of the step), so the first step's loss differs
+    // exactly when the dropout is applied.
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = std::fs::read_to_string(test_config()).unwrap();
+    assert!(cfg.contains("word_dropout = 0.2"));
+    let loss = |run_name: &str, word_dropout: &str| -> f64 {
+        let c = dir.path().join(format!("{run_name}.toml"));
+        std::fs::write(&c, cfg.replace("word_dropout = 0.2", &format!("word_dropout = {word_dropout}"))).unwrap();
+        let out = dir.path().join(run_name);
+        let o = run(&[
+            "train",
+            "autoencoder",
+            "--config",
+            s(&c),
+            "--data",
+            s(&f.data),
+            "--out",
+            s(&out),
+            "--max-steps",
+            "1",
+            "--device",
+            "cpu",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let st: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("autoencoder/trainer_state.json")).unwrap())
+                .unwrap();
+        st["last_train_loss"].as_f64().unwrap()
+    };
+    let (off, again, on) = (loss("off", "0.0"), loss("again", "0.0"), loss("on", "0.5"));
+    assert_eq!(off, again, "the first step is deterministic");
+    assert_ne!(off, on, "word dropout 0.5 left the inputs unchanged");
+    // A rate of 1 would leave no input at all: a one-line config error.
+    let c = dir.path().join("wd1.toml");
+    std::fs::write(&c, cfg.replace("word_dropout = 0.2", "word_dropout = 1.0")).unwrap();
+    let o = run(&["train", "autoencoder", "--config", s(&c), "--data", s(&f.data), "--out", s(&dir.path().join("x"))]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("word_dropout"));
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     for rel in files(from) {
         let dst = to.join(&rel);

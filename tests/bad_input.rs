@@ -70,6 +70,18 @@ fn bad_inputs_fail_cleanly() {
         "--valid-fraction",
         "0.2",
     ]);
+    let eval_only = t.join("eval_only");
+    run_ok(&[
+        "prepare",
+        "--input",
+        s(&other_in),
+        "--out",
+        s(&eval_only),
+        "--vocab-size",
+        "300",
+        "--valid-fraction",
+        "1",
+    ]);
     let foreign = mk("foreign");
     std::fs::copy(other_data.join("tokenizer.json"), foreign.join("tokenizer.json")).unwrap();
 
@@ -154,6 +166,21 @@ fn bad_inputs_fail_cleanly() {
     };
 
     let mut cases = vec![
+        Case {
+            name: "training on an evaluation-only folder",
+            args: strs(&[
+                "train",
+                "ar",
+                "--config",
+                s(&test_config()),
+                "--data",
+                s(&eval_only),
+                "--out",
+                s(&t.join("eo")),
+            ]),
+            expect: "evaluation-only",
+            absent: vec![],
+        },
         Case {
             name: "usage error",
             args: strs(&["generate", "--checkpoint", &good, "--prompt", "x", "--bogus"]),

@@ -95,6 +95,30 @@ fn generate_is_seeded_and_respects_sentences() {
     assert_eq!(texts[0], a["samples"][0]["continuation"].as_str().unwrap());
     assert!(texts.iter().any(|t| !t.is_empty()), "{texts:?}");
     assert!(texts[1..].iter().any(|t| t != &texts[0]), "another seed should sample another continuation: {texts:?}");
+    // --no-eos: the document never ends, so each sample writes its 3 sentences (unless the
+    // tiny test model's context fills first).
+    let v: Value = serde_json::from_str(&run_ok(&[
+        "generate",
+        "--checkpoint",
+        b,
+        "--prompt",
+        "Once upon a time, Tom had a ball.",
+        "--sentences",
+        "3",
+        "--no-eos",
+        "--num-samples",
+        "4",
+        "--json",
+    ]))
+    .unwrap();
+    let samples = v["samples"].as_array().unwrap();
+    for sm in samples {
+        assert_ne!(sm["stop"], "end_of_document", "{sm}");
+        if sm["stop"] == "sentences" {
+            assert_eq!(sm["sentences"].as_array().unwrap().len(), 3, "{sm}");
+        }
+    }
+    assert!(samples.iter().any(|sm| sm["stop"] == "sentences"), "{v}");
     // Greedy decoding with --max-tokens stops exactly there.
     let g: Value = serde_json::from_str(&run_ok(&[
         "generate",
@@ -182,6 +206,9 @@ fn info_describes_the_bundle() {
     assert!(v["tokenizer"]["vocab_size"].as_u64().unwrap() <= 400);
     let text = run_ok(&["info", "--checkpoint", s(&f.bundle)]);
     assert!(text.contains("ar:") && text.contains("parameters"));
+    // Provenance: the corpus the prepared data came from, recorded at training time.
+    assert_eq!(ar["config"]["provenance"]["corpus"][0].as_str().unwrap(), s(&f.dir.join("corpus.txt")), "{ar}");
+    assert!(text.contains("trained on: ") && text.contains("corpus.txt"), "{text}");
 }
 
 #[test]
@@ -206,14 +233,16 @@ fn prepare_reuses_a_given_tokenizer_and_reads_jsonl() {
         "--tokenizer",
         s(&tok),
         "--valid-fraction",
-        "0.2",
+        "1",
         "--json",
     ]))
     .unwrap();
     let fixture_stats: Value =
         serde_json::from_str(&std::fs::read_to_string(f.data.join("stats.json")).unwrap()).unwrap();
     assert_eq!(st["tokenizer_hash"], fixture_stats["tokenizer_hash"]);
-    assert_eq!(st["train"]["documents"].as_u64().unwrap() + st["valid"]["documents"].as_u64().unwrap(), 40);
+    // --valid-fraction 1: an evaluation-only folder (a held-out file in the bundle's tokenizer).
+    assert_eq!(st["train"]["documents"].as_u64().unwrap(), 0);
+    assert_eq!(st["valid"]["documents"].as_u64().unwrap(), 40);
     // The bundle's model can be evaluated on it: same tokenizer.
     let v: Value = serde_json::from_str(&run_ok(&[
         "eval",

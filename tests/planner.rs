@@ -336,6 +336,17 @@ fn export_to_f16_keeps_the_bundle_usable() {
         assert!(after < 0.6 * before, "{st}: fp16 storage roughly halves the weights");
     }
     assert!(!out.join("autoencoder/optimizer.safetensors").exists(), "no optimizer state is shipped");
+    // Each exported config.json keeps its provenance, names the corpus and records the export.
+    for stage in ["autoencoder", "planner"] {
+        let cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(stage).join("config.json")).unwrap()).unwrap();
+        let p = &cfg["provenance"];
+        assert!(p["steps"].as_u64().unwrap() > 0 && p["train"]["seed"].is_u64(), "{stage}: {p}");
+        let corpus = p["corpus"].as_array().unwrap_or_else(|| panic!("{stage}: no corpus in {p}"));
+        assert!(corpus[0].as_str().unwrap().ends_with(".txt"), "{stage}: {p}");
+        assert_eq!(p["export"]["dtype"], "f16", "{stage}: {p}");
+        assert_eq!(p["export"]["from"], s(full), "{stage}: {p}");
+    }
     // Loading restores f32: the exported bundle evaluates like the original (fp16 rounding only).
     let ev = |b: &Path| -> f64 {
         let v: Value = serde_json::from_str(&run_ok(&[

@@ -207,6 +207,10 @@ pub struct GenerateArgs {
     /// Stop after this many new sentences (hybrid: sentences to plan, default 8).
     #[arg(long)]
     pub sentences: Option<usize>,
+    /// Mode ar: never end the document (no `<eos>`), so --sentences is reached unless --max-tokens
+    /// comes first (hybrid always writes every planned sentence).
+    #[arg(long)]
+    pub no_eos: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[arg(long, default_value_t = 0)]

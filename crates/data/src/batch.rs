@@ -35,10 +35,12 @@ impl TokenSet {
             )));
         }
         if tokens.is_empty() {
-            return Err(DataError::Invalid(format!(
-                "{}: the {split} split is empty; prepare more text or a larger --valid-fraction",
-                dir.display()
-            )));
+            let fix = if split == "train" {
+                "an evaluation-only folder (--valid-fraction 1) cannot train; prepare the training corpus with a smaller --valid-fraction"
+            } else {
+                "prepare more text or a larger --valid-fraction"
+            };
+            return Err(DataError::Invalid(format!("{}: the {split} split is empty; {fix}", dir.display())));
         }
         Ok(Self { tokens, stats })
     }

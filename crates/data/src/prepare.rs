@@ -96,7 +96,7 @@ fn mix(mut x: u64) -> u64 {
 }
 
 fn is_valid_doc(index: u64, fraction: f64) -> bool {
-    (mix(index) as f64 / u64::MAX as f64) < fraction
+    fraction >= 1.0 || (mix(index) as f64 / u64::MAX as f64) < fraction
 }
 
 fn bar(total: u64, show: bool, msg: &'static str) -> ProgressBar {
@@ -129,8 +129,11 @@ impl Drop for Created {
 }
 
 pub fn prepare(opts: &PrepareOptions) -> Result<PrepareStats> {
-    if !(0.0..1.0).contains(&opts.valid_fraction) {
-        return Err(DataError::Invalid(format!("--valid-fraction {} must be in [0, 1)", opts.valid_fraction)));
+    if !(0.0..=1.0).contains(&opts.valid_fraction) {
+        return Err(DataError::Invalid(format!(
+            "--valid-fraction {} must be in [0, 1] (1 makes an evaluation-only folder)",
+            opts.valid_fraction
+        )));
     }
     let files = expand_inputs(&opts.inputs)?;
     let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
@@ -197,7 +200,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareStats> {
     pb.finish_and_clear();
     let train = train.finish()?;
     let valid = valid.finish()?;
-    if train.tokens == 0 {
+    if train.tokens + valid.tokens == 0 {
         return Err(DataError::Invalid("the input holds no text; give files with at least one paragraph".into()));
     }
     let seconds = t0.elapsed().as_secs_f64();

@@ -8,6 +8,8 @@
 //!   so D tolerates the imperfect plans a planner samples.
 //! - Context dropout: for a share of documents each token attends only within its own
 //!   sentence; the rest of the document reaches it through the plan alone.
+//! - Word dropout (optional): a share of the input tokens becomes `<pad>`, so the decoder
+//!   reads the words of a sentence from its latent instead of copying its own prefix.
 //!
 //! Empty slots (windows with fewer than `max_slots` sentences) hold the null plan's entries.
 
@@ -245,7 +247,15 @@ impl StageRunner for AeRunner {
             same.logical_or(&dropped.logical_not()).logical_and(&causal.unsqueeze(0)).unsqueeze(1)
             // (B, 1, T, T)
         });
-        let logits = self.ae.decoder.forward_masked(&b.inputs, Some(&b.slots), Some(&plan), mask.as_ref(), true);
+        let inputs = if self.plan.word_dropout > 0.0 {
+            let sp = self.train.sp;
+            let special = b.inputs.eq(sp.bos as i64).logical_or(&b.inputs.eq(sp.sep as i64));
+            let keep = Tensor::rand([bs, t], opts).ge(self.plan.word_dropout).logical_or(&special);
+            b.inputs.where_self(&keep, &b.inputs.full_like(sp.pad as i64))
+        } else {
+            b.inputs.shallow_clone()
+        };
+        let logits = self.ae.decoder.forward_masked(&inputs, Some(&b.slots), Some(&plan), mask.as_ref(), true);
         let v = logits.size()[2];
         let loss = logits.view([-1, v]).cross_entropy_loss::<Tensor>(
             &b.targets.reshape(-1),

@@ -33,6 +33,19 @@ pub struct Provenance {
     pub val_loss: Option<f64>,
     pub wall_seconds: f64,
     pub train: Option<TrainConfig>,
+    /// The corpus files the prepared data was made from (its `stats.json`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<Vec<String>>,
+    /// Set by `plandiff export`: the bundle it was exported from and the storage dtype.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportProvenance>,
+}
+
+/// `provenance.export` of an exported stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportProvenance {
+    pub from: String,
+    pub dtype: String,
 }
 
 /// The `model` section of a stage's config.json: the decoder's config for `ar` and

@@ -191,14 +191,24 @@ pub struct PlanSection {
     /// Share of documents whose tokens attend only within their own sentence, so the
     /// rest of the document reaches them through the plan alone.
     pub context_dropout: f64,
+    /// Share of the decoder's input tokens (not `<bos>`/`<sep>`) replaced by `<pad>` during
+    /// training (word dropout, Bowman et al. 2016): the decoder must take the words from the
+    /// plan rather than copy its own prefix. Optional; 0 turns it off.
+    #[serde(default)]
+    pub word_dropout: f64,
 }
 
 impl PlanSection {
     pub fn validate(&self) -> Result<()> {
         let p = |x: f64| (0.0..=1.0).contains(&x);
-        if self.max_slots < 1 || !p(self.null_plan_prob) || !p(self.context_dropout) || self.latent_noise_max < 0.0 {
+        if self.max_slots < 1
+            || !p(self.null_plan_prob)
+            || !p(self.context_dropout)
+            || !(0.0..1.0).contains(&self.word_dropout)
+            || self.latent_noise_max < 0.0
+        {
             return Err(TrainError::Invalid(
-                "config [autoencoder.plan]: need max_slots >= 1, probabilities in [0, 1], latent_noise_max >= 0".into(),
+                "config [autoencoder.plan]: need max_slots >= 1, probabilities in [0, 1], word_dropout below 1, latent_noise_max >= 0".into(),
             ));
         }
         Ok(())

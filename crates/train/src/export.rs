@@ -33,6 +33,14 @@ impl std::str::FromStr for StorageKind {
 }
 
 impl StorageKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
+
     fn kind(self) -> Kind {
         match self {
             Self::F32 => Kind::Float,
@@ -83,6 +91,18 @@ pub fn export_bundle(from: &Path, to: &Path, kind: StorageKind) -> Result<Export
         let mut cfg: serde_json::Value = serde_json::from_str(&cfg_text).map_err(|e| {
             TrainError::Invalid(format!("{}: not a valid model config ({e}); the bundle is damaged", dir.display()))
         })?;
+        if let Some(prov) = cfg.get_mut("provenance").and_then(|p| p.as_object_mut()) {
+            // A stage trained before `corpus` was recorded gets it from its data's stats.json.
+            if !prov.contains_key("corpus") {
+                let data = prov.get("data").and_then(|d| d.as_str()).map(std::path::PathBuf::from);
+                if let Some(stats) = data.and_then(|d| plandiff_data::PrepareStats::load(&d).ok()) {
+                    prov.insert("corpus".into(), serde_json::json!(stats.inputs));
+                }
+            }
+            let export =
+                crate::bundle::ExportProvenance { from: from.display().to_string(), dtype: kind.name().into() };
+            prov.insert("export".into(), serde_json::to_value(export).map_err(|e| TrainError::Invalid(e.to_string()))?);
+        }
         if stage == "planner" {
             if !dst.has_stage("autoencoder") {
                 return Err(TrainError::Invalid(format!(

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plandiff_data::TextTokenizer;
 use serde::Serialize;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -246,6 +246,7 @@ pub(crate) fn run_loop<R: StageRunner>(
         ProgressBar::hidden()
     };
 
+    let corpus = plandiff_data::PrepareStats::load(Path::new(&state.data)).ok().map(|s| s.inputs);
     let save = |runner: &R, state: &TrainerState, opt: &AdamW, vs: &nn::VarStore| -> Result<PathBuf> {
         let provenance = Provenance {
             plandiff_version: env!("CARGO_PKG_VERSION").into(),
@@ -257,6 +258,8 @@ pub(crate) fn run_loop<R: StageRunner>(
             val_loss: state.last_val_loss,
             wall_seconds: state.elapsed_seconds,
             train: Some(state.train.clone()),
+            corpus: corpus.clone(),
+            export: None,
         };
         let cfg = runner.config_file(tokenizer.hash(), provenance);
         bundle.save_stage(kind, |dir| {

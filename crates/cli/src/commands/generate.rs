@@ -46,8 +46,14 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
         ArGenerator::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let stream = a.stream && !a.json && a.num_samples == 1;
-    let opts =
-        GenOptions { max_tokens: a.max_tokens, sentences: a.sentences, sampling, seed: a.seed, no_eos: false, stream };
+    let opts = GenOptions {
+        max_tokens: a.max_tokens,
+        sentences: a.sentences,
+        sampling,
+        seed: a.seed,
+        no_eos: a.no_eos,
+        stream,
+    };
     let mut printer = StreamPrinter::start(stream, &prompt)?;
     let gen_start_ms = started.elapsed().as_secs_f64() * 1e3;
     let gens = gen.generate(&prompt, a.num_samples, &opts, |_, text| printer.update(text))?;
@@ -99,7 +105,7 @@ fn hybrid(
             sentences: a.sentences,
             sampling,
             seed: a.seed,
-            no_eos: false,
+            no_eos: a.no_eos,
             stream: a.stream && !a.json && a.num_samples == 1,
         },
         plan,

@@ -57,6 +57,19 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
     }
     println!("bundle {}", a.checkpoint.display());
     println!("  tokenizer: {} tokens, sha256 {}", tk.vocab_size(), &tk.hash()[..16]);
+    // Where the weights came from (the first stage that says; every stage of a recipe shares it).
+    let prov = |key: &str| stages.iter().map(|(_, s)| &s["config"]["provenance"][key]).find(|v| !v.is_null());
+    if let Some(c) = prov("corpus").and_then(|c| c.as_array()) {
+        let files: Vec<&str> = c.iter().filter_map(|f| f.as_str()).collect();
+        println!("  trained on: {}", files.join(", "));
+    }
+    if let Some(e) = prov("export") {
+        println!(
+            "  weights stored as {} (exported from {})",
+            e["dtype"].as_str().unwrap_or("?"),
+            e["from"].as_str().unwrap_or("?")
+        );
+    }
     for (kind, s) in &stages {
         let m = &s["config"]["model"];
         let p = &s["config"]["provenance"];
@@ -68,7 +81,7 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
                 m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
                 m["schedule"]["prediction_type"].as_str().unwrap_or("?"),
                 m["sampling"]["sampler"].as_str().unwrap_or("?"),
-                m["sampling"]["steps"], p["steps"], p["val_loss"]
+                m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
             );
             continue;
         }
@@ -78,16 +91,21 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
                 "  diffusion: {} parameters (d_emb {}, {} positions, d_model {}, {} layers; {} schedule, {} {} steps by default), {} steps, val loss {}",
                 s["parameters"], d["d_emb"], d["seq_len"], d["d_model"], d["n_layers"],
                 m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
-                m["sampling"]["sampler"].as_str().unwrap_or("?"), m["sampling"]["steps"], p["steps"], p["val_loss"]
+                m["sampling"]["sampler"].as_str().unwrap_or("?"), m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
             );
             continue;
         }
         println!(
             "  {kind}: {} parameters (d_model {}, {} layers, {} heads, context {}), {} steps, {} tokens seen, train loss {}, val loss {}{}",
             s["parameters"], m["d_model"], m["n_layers"], m["n_heads"], m["max_seq_len"], p["steps"], p["tokens_seen"],
-            p["train_loss"], p["val_loss"],
+            loss(&p["train_loss"]), loss(&p["val_loss"]),
             if s["tokenizer_matches"].as_bool() == Some(true) { "" } else { "  [TOKENIZER MISMATCH]" }
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A loss from a config.json (null before the first evaluation).
+fn loss(v: &serde_json::Value) -> String {
+    v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{x:.4}"))
 }
