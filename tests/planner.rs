@@ -347,6 +347,9 @@ fn export_to_f16_keeps_the_bundle_usable() {
         assert_eq!(p["export"]["dtype"], "f16", "{stage}: {p}");
         assert_eq!(p["export"]["from"], s(full), "{stage}: {p}");
     }
+    let ae: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("autoencoder/config.json")).unwrap()).unwrap();
+    assert!(ae["provenance"]["plan"]["context_dropout"].is_f64(), "the plan settings are part of the provenance: {ae}");
     // Loading restores f32: the exported bundle evaluates like the original (fp16 rounding only).
     let ev = |b: &Path| -> f64 {
         let v: Value = serde_json::from_str(&run_ok(&[

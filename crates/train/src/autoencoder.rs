@@ -361,6 +361,10 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
     let ae = Autoencoder::new(&vs.root(), &enc_cfg, &dec_cfg)?;
+    if plan.init_from_ar && setup.resumed.is_none() {
+        let n = init_decoder_from_ar(&vs, &setup.bundle, &dec_cfg)?;
+        tracing::info!(tensors = n, "decoder initialized from {}", setup.bundle.stage_dir("ar").display());
+    }
     let mut runner = AeRunner {
         ae,
         enc_cfg,
@@ -377,6 +381,52 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
         device: args.device,
     };
     run_loop(&mut runner, setup, vs, &args)
+}
+
+/// Copies the bundle's `ar` weights into the autoencoder's decoder (`decoder.<name>`); the
+/// decoder's own extra tensors (cross-attention, plan embeddings) keep their fresh values.
+/// Returns the number of tensors copied.
+fn init_decoder_from_ar(vs: &nn::VarStore, bundle: &Bundle, dec: &DecoderConfig) -> Result<usize> {
+    let fix = "train `ar` into the same --out first with the decoder's architecture, or set init_from_ar = false";
+    if !bundle.has_stage("ar") {
+        return Err(TrainError::Invalid(format!(
+            "[autoencoder.plan] init_from_ar: {} has no ar model; {fix}",
+            bundle.root().display()
+        )));
+    }
+    let ar = bundle.read_config("ar")?;
+    let plain = DecoderConfig { plan: None, dropout: ar.model.dropout, ..dec.clone() };
+    if ar.model != plain {
+        return Err(TrainError::Invalid(format!(
+            "[autoencoder.plan] init_from_ar: the ar model (d_model {}, {} layers, d_ff {}, context {}) differs from [autoencoder.decoder] (d_model {}, {} layers, d_ff {}, context {}); {fix}",
+            ar.model.d_model, ar.model.n_layers, ar.model.d_ff, ar.model.max_seq_len,
+            dec.d_model, dec.n_layers, dec.d_ff, dec.max_seq_len
+        )));
+    }
+    let path = bundle.stage_dir("ar").join("model.safetensors");
+    let tensors = Tensor::read_safetensors(&path).map_err(|e| {
+        TrainError::Invalid(format!(
+            "{}: corrupt or truncated ({}); retrain or restore the bundle",
+            path.display(),
+            crate::adamw::first_line(&e.to_string())
+        ))
+    })?;
+    let vars = vs.variables();
+    let mut copied = 0;
+    tch::no_grad(|| -> Result<()> {
+        for (name, src) in &tensors {
+            let dst = vars.get(&format!("decoder.{name}")).filter(|d| d.size() == src.size()).ok_or_else(|| {
+                TrainError::Invalid(format!(
+                    "[autoencoder.plan] init_from_ar: the decoder has no tensor `decoder.{name}` of shape {:?}; {fix}",
+                    src.size()
+                ))
+            })?;
+            dst.shallow_clone().copy_(src);
+            copied += 1;
+        }
+        Ok(())
+    })?;
+    Ok(copied)
 }
 
 /// Loads `BUNDLE/autoencoder` (kind, version, tokenizer hash, shapes checked).

@@ -36,6 +36,9 @@ pub struct Provenance {
     /// The corpus files the prepared data was made from (its `stats.json`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corpus: Option<Vec<String>>,
+    /// How the decoder learned to read plans (stage `autoencoder`): dropouts, noise, warm start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSection>,
     /// Set by `plandiff export`: the bundle it was exported from and the storage dtype.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportProvenance>,

@@ -196,6 +196,11 @@ pub struct PlanSection {
     /// plan rather than copy its own prefix. Optional; 0 turns it off.
     #[serde(default)]
     pub word_dropout: f64,
+    /// Start the decoder from the bundle's `ar` model (same architecture; cross-attention
+    /// and plan embeddings start fresh), so it writes fluently from the first step and
+    /// only has to learn to read plans. Optional; needs `ar` trained into the bundle first.
+    #[serde(default)]
+    pub init_from_ar: bool,
 }
 
 impl PlanSection {

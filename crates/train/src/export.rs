@@ -99,6 +99,15 @@ pub fn export_bundle(from: &Path, to: &Path, kind: StorageKind) -> Result<Export
                     prov.insert("corpus".into(), serde_json::json!(stats.inputs));
                 }
             }
+            // Likewise the plan settings, which a training checkpoint keeps in trainer_state.json.
+            if !prov.contains_key("plan") {
+                let state = std::fs::read_to_string(dir.join("trainer_state.json")).ok();
+                let plan =
+                    state.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).map(|t| t["plan"].clone());
+                if let Some(plan) = plan.filter(|p| !p.is_null()) {
+                    prov.insert("plan".into(), plan);
+                }
+            }
             let export =
                 crate::bundle::ExportProvenance { from: from.display().to_string(), dtype: kind.name().into() };
             prov.insert("export".into(), serde_json::to_value(export).map_err(|e| TrainError::Invalid(e.to_string()))?);

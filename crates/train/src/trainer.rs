@@ -259,6 +259,7 @@ pub(crate) fn run_loop<R: StageRunner>(
             wall_seconds: state.elapsed_seconds,
             train: Some(state.train.clone()),
             corpus: corpus.clone(),
+            plan: state.plan.clone(),
             export: None,
         };
         let cfg = runner.config_file(tokenizer.hash(), provenance);
