@@ -6,7 +6,7 @@
 #   scripts/demo.sh [PROMPT]          # PLANDIFF_CHECKPOINT=DIR to use another bundle
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release/plandiff
+BIN=${PLANDIFF_BIN:-target/release/plandiff}
 CKPT=${PLANDIFF_CHECKPOINT:-checkpoints/tiny}
 PROMPT=${1:-"once upon a time, there was a little fox named leo. he lived near a big forest."}
 SENTENCES=12

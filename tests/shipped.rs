@@ -1,0 +1,101 @@
+//! The bundle that ships in `checkpoints/tiny` and the demo that uses it: complete, under
+//! 20 MB, with its provenance, loading (fp16 storage, f32 compute) and writing a seeded
+//! 12-sentence story in hybrid mode; `scripts/demo.sh` (what `make demo` runs) end to end.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn shipped() -> PathBuf {
+    root().join("checkpoints/tiny")
+}
+
+#[test]
+fn the_shipped_bundle_is_complete_small_and_documented() {
+    let dir = shipped();
+    let total: u64 = walk(&dir).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert!(total < 20_000_000, "checkpoints/tiny is {total} bytes; the limit is 20 MB");
+    let info: Value = serde_json::from_str(&run_ok(&["info", "--checkpoint", s(&dir), "--json"])).unwrap();
+    for stage in ["ar", "autoencoder", "planner", "diffusion"] {
+        let st = &info["stages"][stage];
+        assert_eq!(st["tokenizer_matches"], true, "{stage}");
+        assert_eq!(st["resumable"], false, "{stage}: no optimizer state is shipped");
+        let p = &st["config"]["provenance"];
+        assert!(p["steps"].as_u64().unwrap() >= 1000, "{stage}: {p}");
+        assert!(p["train"]["seed"].is_u64() && p["wall_seconds"].as_f64().unwrap() > 0.0, "{stage}: {p}");
+        assert!(p["corpus"][0].as_str().unwrap().ends_with("tinystories/train_lowercase.txt"), "{stage}: {p}");
+        assert_eq!(p["export"]["dtype"], "f16", "{stage}: {p}");
+    }
+    assert_eq!(info["stages"]["autoencoder"]["config"]["provenance"]["plan"]["init_from_ar"], true);
+}
+
+#[test]
+fn the_shipped_bundle_writes_a_seeded_twelve_sentence_story() {
+    let dir = shipped();
+    let gen = |seed: &str| -> Value {
+        serde_json::from_str(&run_ok(&[
+            "generate",
+            "--checkpoint",
+            s(&dir),
+            "--mode",
+            "hybrid",
+            "--prompt",
+            "once upon a time, there was a little fox named leo.",
+            "--sentences",
+            "12",
+            "--seed",
+            seed,
+            "--json",
+            "--device",
+            "cpu",
+        ]))
+        .unwrap()
+    };
+    let (a, b) = (gen("1"), gen("1"));
+    let sa = &a["samples"][0];
+    assert_eq!(sa["text"], b["samples"][0]["text"], "one seed, one story");
+    assert_eq!(sa["sentences"].as_array().unwrap().len(), 12, "{sa}");
+    assert_eq!(sa["plan"].as_array().unwrap().len(), 12, "{sa}");
+    // Trained weights write words, not noise: most of them are common TinyStories words.
+    let text = sa["continuation"].as_str().unwrap();
+    let common_words = ["the", "a", "and", "was", "to", "she", "he", "they", "her", "his", "said"];
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let hits = words.iter().filter(|w| common_words.contains(&w.trim_matches(|c: char| !c.is_alphabetic()))).count();
+    assert!(words.len() > 60 && hits * 5 > words.len(), "{hits} common words of {}: {text}", words.len());
+}
+
+#[test]
+fn the_demo_runs_on_the_shipped_bundle_without_training() {
+    let out = std::process::Command::new("bash")
+        .arg(root().join("scripts/demo.sh"))
+        .env("PLANDIFF_BIN", bin())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("--mode hybrid --sentences 12 --show-plan") && stdout.contains("--mode ar"), "{stdout}");
+    // The plan: one numbered line per planned sentence (the prompt holds sentences 1 and 2).
+    let plan_lines = stdout
+        .lines()
+        .filter(|l| l.trim_start().split('.').next().is_some_and(|n| n.parse::<u32>().is_ok()) && l.contains("] "))
+        .count();
+    assert_eq!(plan_lines, 12, "{stdout}");
+    assert!(stdout.contains("wall time, model load included: hybrid"), "{stdout}");
+    assert!(stderr.contains("planning") && stderr.contains("tokens/s"), "timings are logged: {stderr}");
+    assert!(!stderr.contains("training stage"), "the demo trains nothing: {stderr}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
