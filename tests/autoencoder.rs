@@ -105,26 +105,7 @@ fn word_dropout_changes_what_the_decoder_sees() {
     let loss = |run_name: &str, word_dropout: &str| -> f64 {
         let c = dir.path().join(format!("{run_name}.toml"));
         std::fs::write(&c, cfg.replace("word_dropout = 0.2", &format!("word_dropout = {word_dropout}"))).unwrap();
-        let out = dir.path().join(run_name);
-        let o = run(&[
-            "train",
-            "autoencoder",
-            "--config",
-            s(&c),
-            "--data",
-            s(&f.data),
-            "--out",
-            s(&out),
-            "--max-steps",
-            "1",
-            "--device",
-            "cpu",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let st: Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("autoencoder/trainer_state.json")).unwrap())
-                .unwrap();
-        st["last_train_loss"].as_f64().unwrap()
+        first_step(&c, &f.data, &dir.path().join(run_name))["last_train_loss"].as_f64().unwrap()
     };
     let (off, again, on) = (loss("off", "0.0"), loss("again", "0.0"), loss("on", "0.5"));
     assert_eq!(off, again, "the first step is deterministic");
@@ -148,23 +129,7 @@ fn init_from_ar_starts_the_decoder_from_the_ar_model() {
     let first_loss = |config: &Path, name: &str| -> f64 {
         let b = dir.path().join(name);
         copy_dir(&f.bundle, &b);
-        let o = run(&[
-            "train",
-            "autoencoder",
-            "--config",
-            s(config),
-            "--data",
-            s(&f.data),
-            "--out",
-            s(&b),
-            "--max-steps",
-            "1",
-            "--device",
-            "cpu",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let st: Value =
-            serde_json::from_str(&std::fs::read_to_string(b.join("autoencoder/trainer_state.json")).unwrap()).unwrap();
+        let st = first_step(config, &f.data, &b);
         assert_eq!(st["plan"]["init_from_ar"], name == "warm", "{st}");
         st["last_train_loss"].as_f64().unwrap()
     };
@@ -184,6 +149,26 @@ fn init_from_ar_starts_the_decoder_from_the_ar_model() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("init_from_ar") && err.contains("train `ar`") && err.trim().lines().count() == 1, "{err}");
+}
+
+/// Trains one autoencoder step into `out`; its trainer_state.json.
+fn first_step(config: &Path, data: &Path, out: &Path) -> Value {
+    let o = run(&[
+        "train",
+        "autoencoder",
+        "--config",
+        s(config),
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+        "--max-steps",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(&std::fs::read_to_string(out.join("autoencoder/trainer_state.json")).unwrap()).unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -403,14 +403,7 @@ fn init_decoder_from_ar(vs: &nn::VarStore, bundle: &Bundle, dec: &DecoderConfig)
             dec.d_model, dec.n_layers, dec.d_ff, dec.max_seq_len
         )));
     }
-    let path = bundle.stage_dir("ar").join("model.safetensors");
-    let tensors = Tensor::read_safetensors(&path).map_err(|e| {
-        TrainError::Invalid(format!(
-            "{}: corrupt or truncated ({}); retrain or restore the bundle",
-            path.display(),
-            crate::adamw::first_line(&e.to_string())
-        ))
-    })?;
+    let tensors = crate::bundle::read_weights(&bundle.stage_dir("ar").join("model.safetensors"))?;
     let vars = vs.variables();
     let mut copied = 0;
     tch::no_grad(|| -> Result<()> {

@@ -263,18 +263,23 @@ pub struct LoadedDecoder {
     pub tokenizer: TextTokenizer,
 }
 
-/// Copies weights from a safetensors file into `vs`, checking names and shapes.
-pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
+/// Every tensor of a bundle's safetensors file; a missing or damaged file is one line naming it.
+pub(crate) fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.exists() {
         return Err(invalid(format!("{}: not found; the bundle is incomplete, retrain or restore it", path.display())));
     }
-    let tensors = Tensor::read_safetensors(path).map_err(|e| {
+    Tensor::read_safetensors(path).map_err(|e| {
         invalid(format!(
             "{}: corrupt or truncated ({}); retrain or restore the bundle",
             path.display(),
             first_line(&e.to_string())
         ))
-    })?;
+    })
+}
+
+/// Copies weights from a safetensors file into `vs`, checking names and shapes.
+pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
+    let tensors = read_weights(path)?;
     let mut file: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
     let vars = vs.variables();
     let mut names: Vec<&String> = vars.keys().collect();

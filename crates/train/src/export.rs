@@ -123,13 +123,7 @@ pub fn export_bundle(from: &Path, to: &Path, kind: StorageKind) -> Result<Export
             cfg["model"]["autoencoder_sha256"] = serde_json::Value::String(sha);
         }
         let weights = dir.join("model.safetensors");
-        let tensors = Tensor::read_safetensors(&weights).map_err(|e| {
-            TrainError::Invalid(format!(
-                "{}: corrupt or truncated ({}); retrain or restore the bundle",
-                weights.display(),
-                crate::adamw::first_line(&e.to_string())
-            ))
-        })?;
+        let tensors = crate::bundle::read_weights(&weights)?;
         let converted: Vec<(String, Tensor)> = tensors
             .into_iter()
             .map(|(n, t)| {
