@@ -161,23 +161,15 @@ fn bad_inputs_fail_cleanly() {
     let a_file = t.join("a_file");
     std::fs::write(&a_file, "x").unwrap();
     let under_file = a_file.join("sub");
-    let train = |cfg: &Path, out: &Path| {
-        strs(&["train", "ar", "--config", s(cfg), "--data", s(&f.data), "--out", s(out), "--device", "cpu"])
+    let train_on = |stage: &str, cfg: &Path, data: &Path, out: &Path| {
+        strs(&["train", stage, "--config", s(cfg), "--data", s(data), "--out", s(out), "--device", "cpu"])
     };
+    let train = |cfg: &Path, out: &Path| train_on("ar", cfg, &f.data, out);
 
     let mut cases = vec![
         Case {
             name: "training on an evaluation-only folder",
-            args: strs(&[
-                "train",
-                "ar",
-                "--config",
-                s(&test_config()),
-                "--data",
-                s(&eval_only),
-                "--out",
-                s(&t.join("eo")),
-            ]),
+            args: train_on("ar", &test_config(), &eval_only, &t.join("eo")),
             expect: "evaluation-only",
             absent: vec![],
         },
@@ -292,18 +284,7 @@ fn bad_inputs_fail_cleanly() {
         },
         Case {
             name: "train data that is not prepared",
-            args: strs(&[
-                "train",
-                "ar",
-                "--config",
-                s(&test_config()),
-                "--data",
-                s(t),
-                "--out",
-                s(&t.join("b3")),
-                "--device",
-                "cpu",
-            ]),
+            args: train_on("ar", &test_config(), t, &t.join("b3")),
             expect: "plandiff prepare",
             absent: vec![t.join("b3")],
         },
@@ -328,37 +309,19 @@ fn bad_inputs_fail_cleanly() {
         },
         Case {
             name: "encoder heads do not divide d_model",
-            args: strs(&[
-                "train",
-                "autoencoder",
-                "--config",
-                s(&ae_heads),
-                "--data",
-                s(&f.data),
-                "--out",
-                s(&t.join("b5")),
-            ]),
+            args: train_on("autoencoder", &ae_heads, &f.data, &t.join("b5")),
             expect: "divisible by n_heads",
             absent: vec![t.join("b5")],
         },
         Case {
             name: "train planner with a config lacking [planner]",
-            args: strs(&["train", "planner", "--config", s(&no_planner), "--data", s(&f.data), "--out", s(&ae)]),
+            args: train_on("planner", &no_planner, &f.data, &ae),
             expect: "no [planner] section",
             absent: vec![ae.join("planner")],
         },
         Case {
             name: "diffusion config predicting epsilon",
-            args: strs(&[
-                "train",
-                "diffusion",
-                "--config",
-                s(&eps_diffusion),
-                "--data",
-                s(&f.data),
-                "--out",
-                s(&t.join("b6")),
-            ]),
+            args: train_on("diffusion", &eps_diffusion, &f.data, &t.join("b6")),
             expect: "prediction_type must be",
             absent: vec![t.join("b6")],
         },
