@@ -9,7 +9,9 @@
 
 mod common;
 use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor, SamplingConfig};
-use plandiff_embedding::{sample_tokens, Rounding, TextDiffusion, TextSampler, TextSampling};
+use plandiff_diffusion::SamplerKind;
+use plandiff_embedding::{sample_tokens, Rounding, TextDiffusion, TextSampling};
+use plandiff_train::diffusion::DiffusionSection;
 use plandiff_train::RunConfig;
 use std::time::Instant;
 use tch::{nn, Device};
@@ -21,7 +23,7 @@ fn main() {
     tch::manual_seed(0);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
     let rc = RunConfig::load(&root).expect("configs/tiny.toml");
-    let d = rc.diffusion().expect("[diffusion]");
+    let d: DiffusionSection = rc.section("diffusion").expect("[diffusion]");
     let schedule = plandiff_diffusion::NoiseSchedule::new(d.diffusion.clone()).expect("schedule");
     let ar_vs = nn::VarStore::new(Device::Cpu);
     let ar = Decoder::new(ar_vs.root(), &common::tiny(None));
@@ -55,7 +57,7 @@ fn main() {
                 .collect(),
         );
         for steps in [50usize, 200] {
-            let opts = TextSampling { steps, sampler: TextSampler::Ddpm, clamp: true, rounding: Rounding::Logits };
+            let opts = TextSampling { steps, sampler: SamplerKind::Ddpm, eta: 0.0, clamp: true, rounding: Rounding::Logits };
             let mut known = vec![None; l as usize];
             known[0] = Some(0);
             let s = common::median(

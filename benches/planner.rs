@@ -11,8 +11,12 @@
 
 mod common;
 use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor, PlanConfig, SamplingConfig};
-use plandiff_planner::{HostNoise, PlanSampling, SamplerKind};
-use plandiff_train::{Planner, PlannerModel, RunConfig};
+use plandiff_bundle::{Planner, PlannerModel};
+use plandiff_diffusion::SamplerKind;
+use plandiff_planner::{HostNoise, PlanSampling};
+use plandiff_train::autoencoder::AutoencoderSection;
+use plandiff_train::planner::PlannerSection;
+use plandiff_train::RunConfig;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -24,8 +28,8 @@ fn main() {
     tch::manual_seed(0);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
     let rc = RunConfig::load(&root).expect("configs/tiny.toml");
-    let ae = rc.autoencoder().expect("[autoencoder]");
-    let pl = rc.planner().expect("[planner]");
+    let ae: AutoencoderSection = rc.section("autoencoder").expect("[autoencoder]");
+    let pl: PlannerSection = rc.section("planner").expect("[planner]");
     let d_latent = ae.encoder.d_latent;
     let model = PlannerModel {
         denoiser: pl.model.denoiser(d_latent),
@@ -41,7 +45,7 @@ fn main() {
     // Two known sentences (a prompt), fourteen planned.
     let mask = Tensor::from_slice(&(0..slots).map(|i| i < 2).collect::<Vec<_>>()).view([1, slots]);
     let plan_ms = |guidance: f64| {
-        let opts = PlanSampling { steps: 50, sampler: SamplerKind::Ddim { eta: 0.0 }, guidance };
+        let opts = PlanSampling { steps: 50, sampler: SamplerKind::Ddim, eta: 0.0, guidance };
         let mut noise = HostNoise::new(1, Device::Cpu);
         let _ = planner.sample(&known, &mask, opts, |s| noise.sample(s)).unwrap(); // warm-up
         let v: Vec<f64> = (0..reps)

@@ -318,7 +318,7 @@ print(json.dumps({"self_bleu": sb, "distinct_1": distinct(1), "distinct_2": dist
 /// here from the bundle's models directly (no plandiff metric code involved).
 #[test]
 fn judge_perplexity_and_coherence_by_hand() {
-    use plandiff_train::{load_autoencoder, Bundle};
+    use plandiff_bundle::{load_autoencoder, Bundle};
     use tch::{Device, Kind, Tensor};
     let bundle = full_bundle();
     let dir = tempfile::tempdir().unwrap();
@@ -360,7 +360,8 @@ fn judge_perplexity_and_coherence_by_hand() {
     let got = v["metrics"]["judge_ppl"].as_f64().unwrap();
     assert!((got - ppl).abs() < 1e-6 * ppl, "judge_ppl {got} vs by hand {ppl}");
     // Coherence: mean cosine of consecutive sentence latents.
-    let (ae, _vs, _, tk) = load_autoencoder(&b, Device::Cpu).unwrap();
+    let loaded = load_autoencoder(&b, Device::Cpu).unwrap();
+    let (ae, tk) = (&loaded.ae, &loaded.tokenizer);
     let z: Vec<Tensor> = sents
         .iter()
         .map(|st| {

@@ -1,7 +1,18 @@
 //! Command-line arguments (clap derive).
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+
+/// `plandiff train STAGE`: the stages' one list, with each one's description.
+fn stage_values() -> PossibleValuesParser {
+    PossibleValuesParser::new(plandiff_train::STAGES.iter().map(|s| PossibleValue::new(s.name()).help(s.about())))
+}
+
+/// `--mode`: the generation modes' one list, with each one's description.
+fn mode_values() -> PossibleValuesParser {
+    PossibleValuesParser::new(plandiff_pipeline::MODES.iter().map(|m| PossibleValue::new(m.name).help(m.about)))
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,8 +36,7 @@ pub enum Command {
     /// Turn text files into a tokenizer and token shards.
     Prepare(PrepareArgs),
     /// Train a stage of a model bundle.
-    #[command(subcommand)]
-    Train(TrainCommand),
+    Train(TrainArgs),
     /// Generate text from a bundle.
     Generate(GenerateArgs),
     /// Rewrite sentences A..B of a text in place: re-plan them by inpainting with every
@@ -76,21 +86,11 @@ pub struct PrepareArgs {
     pub json: bool,
 }
 
-#[derive(Subcommand, Debug)]
-pub enum TrainCommand {
-    /// Stage `ar`: a plain causal language model.
-    Ar(TrainArgs),
-    /// Stage `autoencoder`: sentence encoder + plan-conditioned decoder, trained together.
-    Autoencoder(TrainArgs),
-    /// Stage `planner`: diffusion over sentence latents, on the bundle's frozen autoencoder
-    /// (train the autoencoder into the same --out first).
-    Planner(TrainArgs),
-    /// Stage `diffusion`: Diffusion-LM over token embeddings (the pure-diffusion mode).
-    Diffusion(TrainArgs),
-}
-
 #[derive(Args, Debug)]
 pub struct TrainArgs {
+    /// The stage to train (the planner needs the autoencoder in the same --out first).
+    #[arg(value_parser = stage_values())]
+    pub stage: String,
     /// Run config (TOML), e.g. configs/tiny.toml. Not needed with --resume.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -119,18 +119,6 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The decoder alone (plain autoregressive), stage `ar`.
-    Ar,
-    /// Plan sentence latents with the diffusion planner, then decode them (stages
-    /// `autoencoder` and `planner`).
-    Hybrid,
-    /// Diffusion-LM over token embeddings (stage `diffusion`): --template with [MASK:n]
-    /// spans to fill, or --prompt as a known prefix.
-    Diffusion,
-}
-
 /// Token sampling flags of the decoder.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
@@ -155,7 +143,7 @@ impl SamplingArgs {
             top_p: Some(self.top_p),
             repetition_penalty: self.repetition_penalty,
         };
-        c.validate().map_err(anyhow::Error::msg)?;
+        c.validate().map_err(|e| anyhow::anyhow!(e.as_flag()))?;
         Ok(c)
     }
 }
@@ -182,8 +170,8 @@ pub struct GenerateArgs {
     /// Bundle folder.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    #[arg(long, value_enum, default_value = "ar")]
-    pub mode: Mode,
+    #[arg(long, default_value = "ar", value_parser = mode_values())]
+    pub mode: String,
     /// Prompt text.
     #[arg(long, conflicts_with = "prompt_file", required_unless_present_any = ["prompt_file", "template"])]
     pub prompt: Option<String>,
@@ -312,9 +300,11 @@ pub struct EvalArgs {
     /// Which model of the bundle: `ar` (loss, perplexity), `autoencoder` (perplexity and
     /// token accuracy with the oracle plan and with the null plan) or `planner` (denoising
     /// loss; cosine of sampled latents to the true ones against chance and copy baselines)
-    /// or `diffusion` (rounding accuracy on clean embeddings, validation loss).
-    #[arg(long, default_value = "ar")]
-    pub stage: String,
+    /// or `diffusion` (rounding accuracy on clean embeddings, validation loss). Default:
+    /// every stage the bundle holds, in training order (with --json, one JSON document per
+    /// stage, each with its "stage").
+    #[arg(long)]
+    pub stage: Option<String>,
     /// Prepared data folder; with --metrics, text files or a folder of them (documents are
     /// blank-line separated paragraphs, or JSONL "text" records).
     #[arg(long)]

@@ -49,41 +49,46 @@ pub fn init_logging(cli: &Cli) {
 }
 
 /// The error chain on one line, each cause's first line only (libtorch appends C++
-/// backtraces to its messages).
+/// backtraces to its messages). A cause that starts with the path its context ends with
+/// (`--checkpoint b` then `b: no such folder`) is joined without repeating it.
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let s = cause.to_string();
-        let first = s.lines().next().unwrap_or_default().trim().to_string();
-        if !first.is_empty() && !parts.iter().any(|p| p.contains(&first)) {
-            parts.push(first);
+        let s = flag_message(cause).unwrap_or_else(|| cause.to_string());
+        let mut first = s.lines().next().unwrap_or_default().trim().to_string();
+        if first.is_empty() || parts.iter().any(|p| p.contains(&first)) {
+            continue;
         }
+        if let Some(last) = parts.last().and_then(|p| p.rsplit(' ').next()) {
+            if let Some(rest) = first.strip_prefix(&format!("{last}: ")) {
+                first = rest.to_string();
+            }
+        }
+        parts.push(first);
     }
     parts.join(": ")
+}
+
+/// A setting out of range, from a library, named by its flag (`--top-p 1.5 must be ...`).
+fn flag_message(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use plandiff_pipeline::PipelineError;
+    match cause.downcast_ref::<PipelineError>() {
+        Some(PipelineError::Field(f)) => Some(f.as_flag()),
+        _ => cause.downcast_ref::<plandiff_layers::FieldError>().map(|f| f.as_flag()),
+    }
 }
 
 pub fn stderr_is_tty() -> bool {
     std::io::stderr().is_terminal()
 }
 
-/// Planner sampling settings: the planner's stored defaults, overridden by the flags.
-pub fn plan_sampling(
-    a: &crate::args::PlanArgs,
-    defaults: plandiff_planner::SamplingDefaults,
-) -> Result<plandiff_planner::PlanSampling> {
-    let mut d = defaults;
-    if let Some(s) = a.steps {
-        d.steps = s;
-    }
-    if let Some(s) = &a.sampler {
-        d.sampler = s.parse().map_err(|e: String| anyhow::anyhow!("--sampler: {e}"))?;
-    }
-    if let Some(e) = a.eta {
-        d.eta = e;
-    }
-    if let Some(g) = a.guidance {
-        d.guidance = g;
-    }
-    d.validate().map_err(|e| anyhow::anyhow!("planner sampling: {e} (flags --steps, --eta, --guidance)"))?;
-    Ok(d.to_sampling())
+/// The diffusion sampling flags as overrides of a model's stored defaults.
+pub fn plan_overrides(a: &crate::args::PlanArgs) -> Result<plandiff_pipeline::PlanOverrides> {
+    let sampler = a
+        .sampler
+        .as_deref()
+        .map(str::parse::<plandiff_diffusion::SamplerKind>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--sampler: {e}"))?;
+    Ok(plandiff_pipeline::PlanOverrides { steps: a.steps, sampler, eta: a.eta, guidance: a.guidance })
 }

@@ -157,13 +157,51 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareStats> {
     std::fs::rename(&tmp, &tok_path).map_err(|e| DataError::io(&tok_path, e))?;
 
     let vocab = tokenizer.vocab_size();
+    let (train, valid, max_sents) = encode_files(&files, &tokenizer, opts, total_bytes, &mut created)?;
+    if train.tokens + valid.tokens == 0 {
+        return Err(DataError::Invalid("the input holds no text; give files with at least one paragraph".into()));
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let stats = PrepareStats {
+        format_version: PREPARED_FORMAT_VERSION,
+        tokenizer_hash: tokenizer.hash().to_string(),
+        vocab_size: vocab,
+        lowercase: opts.lowercase,
+        inputs: files.iter().map(|f| f.display().to_string()).collect(),
+        input_bytes: total_bytes,
+        seconds,
+        mb_per_s: total_bytes as f64 / 1e6 / seconds.max(1e-9),
+        max_sentences_per_document: max_sents,
+        train,
+        valid,
+    };
+    let sp = opts.out.join("stats.json");
+    created.0.push(sp.clone());
+    let tmp = sp.with_extension("json.tmp");
+    let json = serde_json::to_string_pretty(&stats).map_err(|e| DataError::Invalid(e.to_string()))?;
+    std::fs::write(&tmp, json).map_err(|e| DataError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &sp).map_err(|e| DataError::io(&sp, e))?;
+    created.1 = true;
+    Ok(stats)
+}
+
+/// Encodes every document of `files` into the train and valid shards; returns both splits'
+/// stats and the most sentences a document had.
+fn encode_files(
+    files: &[PathBuf],
+    tokenizer: &TextTokenizer,
+    opts: &PrepareOptions,
+    total_bytes: u64,
+    created: &mut Created,
+) -> Result<(SplitStats, SplitStats, u64)> {
+    let vocab = tokenizer.vocab_size();
     let pb = bar(total_bytes, opts.progress, "encoding");
     let mut train = SplitState::new("train", &opts.out, vocab);
     let mut valid = SplitState::new("valid", &opts.out, vocab);
     let mut doc_index = 0u64;
     let mut max_sents = 0u64;
     let mut bytes_done = 0u64;
-    for f in &files {
+    for f in files {
         let mut reader = DocumentReader::open(f)?;
         loop {
             let mut batch = Vec::with_capacity(256);
@@ -190,7 +228,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareStats> {
                 let ids = tokenizer.assemble(enc.by_ref().take(n).collect(), true);
                 max_sents = max_sents.max(n as u64);
                 let split = if is_valid_doc(doc_index, opts.valid_fraction) { &mut valid } else { &mut train };
-                split.push(&ids, n as u64, opts.shard_tokens, &mut created)?;
+                split.push(&ids, n as u64, opts.shard_tokens, created)?;
                 doc_index += 1;
             }
             pb.set_position(bytes_done + reader.bytes_read);
@@ -198,33 +236,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareStats> {
         bytes_done += reader.bytes_read;
     }
     pb.finish_and_clear();
-    let train = train.finish()?;
-    let valid = valid.finish()?;
-    if train.tokens + valid.tokens == 0 {
-        return Err(DataError::Invalid("the input holds no text; give files with at least one paragraph".into()));
-    }
-    let seconds = t0.elapsed().as_secs_f64();
-    let stats = PrepareStats {
-        format_version: PREPARED_FORMAT_VERSION,
-        tokenizer_hash: tokenizer.hash().to_string(),
-        vocab_size: vocab,
-        lowercase: opts.lowercase,
-        inputs: files.iter().map(|f| f.display().to_string()).collect(),
-        input_bytes: total_bytes,
-        seconds,
-        mb_per_s: total_bytes as f64 / 1e6 / seconds.max(1e-9),
-        max_sentences_per_document: max_sents,
-        train,
-        valid,
-    };
-    let sp = opts.out.join("stats.json");
-    created.0.push(sp.clone());
-    let tmp = sp.with_extension("json.tmp");
-    let json = serde_json::to_string_pretty(&stats).map_err(|e| DataError::Invalid(e.to_string()))?;
-    std::fs::write(&tmp, json).map_err(|e| DataError::io(&tmp, e))?;
-    std::fs::rename(&tmp, &sp).map_err(|e| DataError::io(&sp, e))?;
-    created.1 = true;
-    Ok(stats)
+    Ok((train.finish()?, valid.finish()?, max_sents))
 }
 
 fn train_tokenizer(files: &[PathBuf], opts: &PrepareOptions) -> Result<TextTokenizer> {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("model config: {0}")]
-    Invalid(String),
+    Invalid(#[from] plandiff_layers::FieldError),
 }
 
 /// Cross-attention to a plan of `max_slots` sentence latents of width `d_latent`.
@@ -36,7 +36,6 @@ pub struct DecoderConfig {
 
 impl DecoderConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
         let sizes = [
             ("vocab_size", self.vocab_size),
             ("d_model", self.d_model),
@@ -45,11 +44,12 @@ impl DecoderConfig {
             ("d_ff", self.d_ff),
             ("max_seq_len", self.max_seq_len),
         ];
-        plandiff_layers::check_transformer("", &sizes, self.d_model, self.n_heads, self.dropout)
-            .map_err(ConfigError::Invalid)?;
+        plandiff_layers::check_transformer("", &sizes, self.d_model, self.n_heads, self.dropout)?;
         if let Some(p) = self.plan {
-            if p.d_latent <= 0 || p.max_slots <= 0 {
-                return bad("plan.d_latent and plan.max_slots must be positive".into());
+            for (field, v) in [("plan.d_latent", p.d_latent), ("plan.max_slots", p.max_slots)] {
+                if v <= 0 {
+                    return Err(plandiff_layers::FieldError::new(field, v, "must be positive").into());
+                }
             }
         }
         Ok(())

@@ -38,6 +38,76 @@ pub struct Generated {
     pub stop: Vec<StopReason>,
 }
 
+/// The prompts left-padded to one length: tokens, positions, sentence slots, key mask, and
+/// the length.
+fn left_padded(
+    prompts: &[Vec<i64>],
+    opts: &GenerateOptions,
+    max_slots: i64,
+) -> (Vec<i64>, Vec<i64>, Vec<i64>, Vec<bool>, usize) {
+    let b = prompts.len();
+    let lmax = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut tok = Vec::with_capacity(b * lmax);
+    let mut pos = Vec::with_capacity(b * lmax);
+    let mut slots = Vec::with_capacity(b * lmax);
+    let mut mask = Vec::with_capacity(b * lmax);
+    for p in prompts {
+        let pad = lmax - p.len();
+        let s = slot_ids(p, opts.sep_id, max_slots);
+        tok.extend(std::iter::repeat_n(opts.pad_id, pad).chain(p.iter().copied()));
+        pos.extend(std::iter::repeat_n(0i64, pad).chain(0..p.len() as i64));
+        slots.extend(std::iter::repeat_n(0i64, pad).chain(s));
+        mask.extend(std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, p.len())));
+    }
+    (tok, pos, slots, mask, lmax)
+}
+
+/// Draws a row's next token. No empty sentences: `<sep>` never directly follows `<sep>` or
+/// a bare `<bos>`.
+fn draw(
+    sampler: &mut LogitsProcessor,
+    row: &mut [f32],
+    history: &[i64],
+    out: &[i64],
+    prompt: &[i64],
+    opts: &GenerateOptions,
+) -> i64 {
+    let at_start = match out.last() {
+        Some(&t) => t == opts.sep_id,
+        None => prompt.len() <= 1 || prompt.last() == Some(&opts.sep_id),
+    };
+    if at_start {
+        let mut banned = opts.banned.clone();
+        banned.push(opts.sep_id);
+        sampler.sample(row, history, &banned)
+    } else {
+        sampler.sample(row, history, &opts.banned)
+    }
+}
+
+/// Why a row stops after drawing `id` (its `sents`-th sentence end, `written` new tokens,
+/// next position `next_pos`), if it does.
+fn stop_after(
+    id: i64,
+    sents: usize,
+    written: usize,
+    next_pos: i64,
+    opts: &GenerateOptions,
+    max_seq_len: i64,
+) -> Option<StopReason> {
+    if id == opts.eos_id {
+        Some(StopReason::EndOfDocument)
+    } else if opts.max_sentences.is_some_and(|n| sents >= n) {
+        Some(StopReason::Sentences)
+    } else if written >= opts.max_new_tokens {
+        Some(StopReason::MaxTokens)
+    } else if next_pos + 1 >= max_seq_len {
+        Some(StopReason::ContextFull)
+    } else {
+        None
+    }
+}
+
 /// Generates a continuation of every prompt. `on_token(row, token)` is called as soon as a
 /// token is drawn (for streaming).
 pub fn generate(
@@ -53,19 +123,7 @@ pub fn generate(
         let cfg = model.config();
         let b = prompts.len();
         let max_slots = cfg.plan.map_or(1, |p| p.max_slots);
-        let lmax = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let mut tok = Vec::with_capacity(b * lmax);
-        let mut pos = Vec::with_capacity(b * lmax);
-        let mut slots = Vec::with_capacity(b * lmax);
-        let mut mask = Vec::with_capacity(b * lmax);
-        for p in prompts {
-            let pad = lmax - p.len();
-            let s = slot_ids(p, opts.sep_id, max_slots);
-            tok.extend(std::iter::repeat_n(opts.pad_id, pad).chain(p.iter().copied()));
-            pos.extend(std::iter::repeat_n(0i64, pad).chain(0..p.len() as i64));
-            slots.extend(std::iter::repeat_n(0i64, pad).chain(s));
-            mask.extend(std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, p.len())));
-        }
+        let (tok, pos, slots, mask, lmax) = left_padded(prompts, opts, max_slots);
         let shape = [b as i64, lmax as i64];
         let t = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(dev);
         let mut key_mask = Tensor::from_slice(&mask).view(shape).to_device(dev);
@@ -95,18 +153,7 @@ pub fn generate(
                     continue;
                 }
                 let mut row = host[r * v..(r + 1) * v].to_vec();
-                // No empty sentences: `<sep>` never directly follows `<sep>` or a bare `<bos>`.
-                let at_start = match out[r].last() {
-                    Some(&t) => t == opts.sep_id,
-                    None => prompts[r].len() <= 1 || prompts[r].last() == Some(&opts.sep_id),
-                };
-                let id = if at_start {
-                    let mut banned = opts.banned.clone();
-                    banned.push(opts.sep_id);
-                    sampler.sample(&mut row, &history[r], &banned)
-                } else {
-                    sampler.sample(&mut row, &history[r], &opts.banned)
-                };
+                let id = draw(sampler, &mut row, &history[r], &out[r], &prompts[r], opts);
                 step_tok[r] = id;
                 history[r].push(id);
                 out[r].push(id);
@@ -114,17 +161,7 @@ pub fn generate(
                 if id == opts.sep_id {
                     sents[r] += 1;
                 }
-                stop[r] = if id == opts.eos_id {
-                    Some(StopReason::EndOfDocument)
-                } else if opts.max_sentences.is_some_and(|n| sents[r] >= n) {
-                    Some(StopReason::Sentences)
-                } else if out[r].len() >= opts.max_new_tokens {
-                    Some(StopReason::MaxTokens)
-                } else if next_pos[r] + 1 >= cfg.max_seq_len {
-                    Some(StopReason::ContextFull)
-                } else {
-                    None
-                };
+                stop[r] = stop_after(id, sents[r], out[r].len(), next_pos[r], opts, cfg.max_seq_len);
             }
             if stop.iter().all(Option::is_some) {
                 break;

@@ -6,6 +6,7 @@
 //! Holtzman et al. 2019), then one draw from a seeded ChaCha stream. Sampling on the host
 //! makes a seed give the same text on CPU and GPU.
 
+use plandiff_layers::FieldError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -27,21 +28,21 @@ impl Default for SamplingConfig {
 }
 
 impl SamplingConfig {
-    /// Checks ranges; the message names the flag.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks ranges; the error names the field (the binary shows it as its flag).
+    pub fn validate(&self) -> Result<(), FieldError> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return Err(format!("--temperature {} must be a finite number >= 0 (0 = greedy)", self.temperature));
+            return Err(FieldError::new("temperature", self.temperature, "must be a finite number >= 0 (0 = greedy)"));
         }
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
-                return Err(format!("--top-p {p} must be in (0, 1]"));
+                return Err(FieldError::new("top_p", p, "must be in (0, 1]"));
             }
         }
         if self.top_k == Some(0) {
-            return Err("--top-k 0 would keep no token; use a value >= 1 or leave it out".into());
+            return Err(FieldError::new("top_k", 0, "would keep no token; use a value >= 1 or leave it out"));
         }
         if !self.repetition_penalty.is_finite() || self.repetition_penalty <= 0.0 {
-            return Err(format!("--repetition-penalty {} must be > 0 (1 = off)", self.repetition_penalty));
+            return Err(FieldError::new("repetition_penalty", self.repetition_penalty, "must be > 0 (1 = off)"));
         }
         Ok(())
     }
@@ -181,8 +182,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_flag() {
-        assert!(cfg(1.0, None, Some(1.5), 1.0).validate().unwrap_err().contains("--top-p"));
-        assert!(cfg(-1.0, None, None, 1.0).validate().unwrap_err().contains("--temperature"));
+        assert!(cfg(1.0, None, Some(1.5), 1.0).validate().unwrap_err().as_flag().contains("--top-p 1.5"));
+        assert!(cfg(-1.0, None, None, 1.0).validate().unwrap_err().as_flag().contains("--temperature"));
         assert!(cfg(1.0, Some(0), None, 1.0).validate().is_err());
         assert!(SamplingConfig::default().validate().is_ok());
     }

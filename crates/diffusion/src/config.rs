@@ -19,16 +19,18 @@ pub enum BetaSchedule {
 }
 
 impl std::str::FromStr for BetaSchedule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::DiffusionError;
+    fn from_str(s: &str) -> crate::Result<Self> {
         match s {
             "linear" => Ok(Self::Linear),
             "scaled_linear" => Ok(Self::ScaledLinear),
             "squaredcos_cap_v2" | "cosine" => Ok(Self::SquaredcosCapV2),
             "sqrt" => Ok(Self::Sqrt),
-            _ => Err(format!(
-                "unknown beta schedule `{s}`; use linear, scaled_linear, squaredcos_cap_v2 (cosine) or sqrt"
-            )),
+            _ => Err(crate::DiffusionError::UnknownName {
+                what: "beta schedule",
+                name: s.into(),
+                expected: "linear, scaled_linear, squaredcos_cap_v2 (cosine) or sqrt",
+            }),
         }
     }
 }

@@ -18,13 +18,16 @@ pub mod sampler;
 pub mod schedule;
 
 pub use config::{BetaSchedule, PredictionType, ScheduleConfig, TimestepSpacing};
-pub use sampler::{abs_sum_mean, StepOutput};
+pub use sampler::{abs_sum_mean, SamplerKind, StepOutput};
 pub use schedule::{betas_for, rescale_zero_terminal_snr, NoiseSchedule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiffusionError {
     #[error("diffusion schedule: {0}")]
     Invalid(String),
+    /// A name that is not one of a setting's choices (a beta schedule, a sampler).
+    #[error("unknown {what} `{name}`; use {expected}")]
+    UnknownName { what: &'static str, name: String, expected: &'static str },
 }
 
 pub type Result<T> = std::result::Result<T, DiffusionError>;

@@ -7,7 +7,45 @@
 
 use crate::config::PredictionType;
 use crate::schedule::NoiseSchedule;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+/// The reverse process a sampler runs, by diffusers' scheduler names (`ddim`, `ddpm` in
+/// config files and flags). The one sampler choice of every plandiff sampler (sentence plans
+/// and token embeddings); DDIM's η travels beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    /// Song et al. 2021: deterministic for η = 0, DDPM-like for η = 1.
+    Ddim,
+    /// Ho et al. 2020: ancestral sampling with the posterior variance.
+    Ddpm,
+}
+
+impl SamplerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ddim => "ddim",
+            Self::Ddpm => "ddpm",
+        }
+    }
+
+    /// Whether a step of this sampler adds noise (DDIM with η = 0 does not).
+    pub fn is_stochastic(self, eta: f64) -> bool {
+        !(self == Self::Ddim && eta == 0.0)
+    }
+}
+
+impl std::str::FromStr for SamplerKind {
+    type Err = crate::DiffusionError;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "ddim" => Ok(Self::Ddim),
+            "ddpm" => Ok(Self::Ddpm),
+            _ => Err(crate::DiffusionError::UnknownName { what: "sampler", name: s.into(), expected: "ddim or ddpm" }),
+        }
+    }
+}
 
 /// One reverse step's result.
 #[derive(Debug)]
@@ -74,6 +112,24 @@ impl NoiseSchedule {
             Some(p) => self.alphas_cumprod[p],
             None if self.config.set_alpha_to_one => 1.0,
             None => self.alphas_cumprod[0],
+        }
+    }
+
+    /// One reverse step of `sampler` from `t` (η applies to DDIM only).
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &self,
+        sampler: SamplerKind,
+        eta: f64,
+        model_output: &Tensor,
+        t: usize,
+        num_inference_steps: usize,
+        sample: &Tensor,
+        variance_noise: Option<&Tensor>,
+    ) -> StepOutput {
+        match sampler {
+            SamplerKind::Ddim => self.ddim_step(model_output, t, num_inference_steps, sample, eta, variance_noise),
+            SamplerKind::Ddpm => self.ddpm_step(model_output, t, num_inference_steps, sample, variance_noise),
         }
     }
 

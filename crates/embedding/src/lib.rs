@@ -17,5 +17,5 @@ pub mod sampler;
 pub mod template;
 
 pub use model::{diffusion_lm_loss, LossParts, Rounding, TextDiffusion, TextDiffusionConfig};
-pub use sampler::{sample_tokens, TextSampler, TextSampling};
-pub use template::{parse_template, TemplatePart};
+pub use sampler::{sample_tokens, TextSampling};
+pub use template::{parse_template, TemplateError, TemplatePart};

@@ -34,7 +34,7 @@ pub struct TextDiffusionConfig {
 }
 
 impl TextDiffusionConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), plandiff_layers::FieldError> {
         let sizes = [
             ("vocab_size", self.vocab_size),
             ("d_emb", self.d_emb),

@@ -5,19 +5,16 @@
 //! noised to the current timestep).
 
 use crate::model::{Rounding, TextDiffusion};
-use plandiff_diffusion::{NoiseSchedule, PredictionType};
+use plandiff_diffusion::{NoiseSchedule, PredictionType, SamplerKind};
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum TextSampler {
-    Ddim { eta: f64 },
-    Ddpm,
-}
-
+/// Settings of one text sampling run.
 #[derive(Debug, Clone, Copy)]
 pub struct TextSampling {
     pub steps: usize,
-    pub sampler: TextSampler,
+    pub sampler: SamplerKind,
+    /// DDIM only: 0 is deterministic given the noise, 1 is DDPM-like.
+    pub eta: f64,
     /// The clamping trick (on by default).
     pub clamp: bool,
     pub rounding: Rounding,
@@ -37,15 +34,17 @@ pub fn sample_tokens(
     mut x0_fn: impl FnMut(&Tensor, usize, Option<&Tensor>) -> Tensor,
     mut noise: impl FnMut(&[i64]) -> Tensor,
     mut on_step: impl FnMut(usize, &Tensor),
-) -> Result<Tensor, String> {
+) -> plandiff_diffusion::Result<Tensor> {
     if schedule.config.prediction_type != PredictionType::Sample {
-        return Err("the text diffusion model predicts x0; its schedule needs prediction_type = \"sample\"".into());
+        return Err(plandiff_diffusion::DiffusionError::Invalid(
+            "the text diffusion model predicts x0; its schedule needs prediction_type = \"sample\"".into(),
+        ));
     }
     let dev = model.device();
     let l = known.len() as i64;
     let d = model.config().d_emb;
     let b = rows as i64;
-    let ts = schedule.timesteps(opts.steps).map_err(|e| e.to_string())?;
+    let ts = schedule.timesteps(opts.steps)?;
     tch::no_grad(|| {
         let ids: Vec<i64> = known.iter().map(|k| k.unwrap_or(0)).collect();
         let ids = Tensor::from_slice(&ids).view([1, l]).expand([b, l], false).to_device(dev);
@@ -69,12 +68,7 @@ pub fn sample_tokens(
             x0 = &known_emb * &m + x0 * (1.0 - &m);
             on_step(i, &tokens);
             let step_noise = noise(&shape).to_device(dev);
-            x = match opts.sampler {
-                TextSampler::Ddim { eta } => {
-                    schedule.ddim_step(&x0, t, opts.steps, &x_in, eta, Some(&step_noise)).prev_sample
-                }
-                TextSampler::Ddpm => schedule.ddpm_step(&x0, t, opts.steps, &x_in, Some(&step_noise)).prev_sample,
-            };
+            x = schedule.step(opts.sampler, opts.eta, &x0, t, opts.steps, &x_in, Some(&step_noise)).prev_sample;
             x0_prev = Some(x0);
         }
         Ok(tokens)
@@ -135,9 +129,9 @@ mod tests {
         let (_vs, m, s) = setup();
         let target = Tensor::from_slice(&[1i64, 5, 9, 13, 17, 21, 25, 29, 33, 37]).view([1, 10]);
         let oracle = m.embed(&target).detach();
-        for sampler in [TextSampler::Ddpm, TextSampler::Ddim { eta: 0.0 }] {
+        for sampler in [SamplerKind::Ddpm, SamplerKind::Ddim] {
             for clamp in [true, false] {
-                let opts = TextSampling { steps: 20, sampler, clamp, rounding: Rounding::Nearest };
+                let opts = TextSampling { steps: 20, sampler, eta: 0.0, clamp, rounding: Rounding::Nearest };
                 let known = vec![None; 10];
                 let out = sample_tokens(
                     &m,
@@ -159,7 +153,8 @@ mod tests {
     fn infilling_keeps_known_tokens_and_is_seeded() {
         let (_vs, m, s) = setup();
         let known = vec![Some(0), Some(7), None, None, Some(11), None, Some(3)];
-        let opts = TextSampling { steps: 10, sampler: TextSampler::Ddpm, clamp: true, rounding: Rounding::Logits };
+        let opts =
+            TextSampling { steps: 10, sampler: SamplerKind::Ddpm, eta: 0.0, clamp: true, rounding: Rounding::Logits };
         let mut steps = 0;
         let run = |seed: i64, steps: &mut usize| {
             sample_tokens(

@@ -7,9 +7,19 @@ pub enum TemplatePart {
     Mask(usize),
 }
 
-/// Splits a template into text and masks. Errors name the problem and the syntax.
-pub fn parse_template(t: &str) -> Result<Vec<TemplatePart>, String> {
-    let syntax = "write [MASK] for one token or [MASK:n] for n tokens, e.g. \"once upon a time [MASK:6] the end.\"";
+/// A template that does not parse; the message names the problem and the syntax.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template: {problem}; write [MASK] for one token or [MASK:n] for n tokens, e.g. \"once upon a time [MASK:6] the end.\"")]
+pub struct TemplateError {
+    pub problem: String,
+}
+
+fn bad(problem: String) -> TemplateError {
+    TemplateError { problem }
+}
+
+/// Splits a template into text and masks.
+pub fn parse_template(t: &str) -> Result<Vec<TemplatePart>, TemplateError> {
     let mut parts = Vec::new();
     let mut rest = t;
     while let Some(i) = rest.find("[MASK") {
@@ -18,15 +28,17 @@ pub fn parse_template(t: &str) -> Result<Vec<TemplatePart>, String> {
             parts.push(TemplatePart::Text(text.trim().to_string()));
         }
         let after = &rest[i + 5..];
-        let close = after.find(']').ok_or_else(|| format!("--template: unclosed [MASK; {syntax}"))?;
+        let close = after.find(']').ok_or_else(|| bad("unclosed [MASK".into()))?;
         let inner = &after[..close];
         let n = if inner.is_empty() {
             1
         } else {
-            let num = inner.strip_prefix(':').ok_or_else(|| format!("--template: bad mask [MASK{inner}]; {syntax}"))?;
-            num.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                format!("--template: bad mask length in [MASK{inner}]; it must be a positive number; {syntax}")
-            })?
+            let num = inner.strip_prefix(':').ok_or_else(|| bad(format!("bad mask [MASK{inner}]")))?;
+            num.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| bad(format!("bad mask length in [MASK{inner}]; it must be a positive number")))?
         };
         match parts.last_mut() {
             Some(TemplatePart::Mask(m)) => *m += n,
@@ -38,7 +50,7 @@ pub fn parse_template(t: &str) -> Result<Vec<TemplatePart>, String> {
         parts.push(TemplatePart::Text(rest.trim().to_string()));
     }
     if !parts.iter().any(|p| matches!(p, TemplatePart::Mask(_))) {
-        return Err(format!("--template has no mask to fill; {syntax}"));
+        return Err(bad("no mask to fill".into()));
     }
     Ok(parts)
 }
@@ -55,10 +67,10 @@ mod tests {
             vec![Text("once upon a time".into()), Mask(6), Text("the end.".into())]
         );
         assert_eq!(parse_template("[MASK] [MASK:2]x").unwrap(), vec![Mask(3), Text("x".into())]);
-        assert!(parse_template("no masks").unwrap_err().contains("no mask"));
-        assert!(parse_template("a [MASK:0] b").unwrap_err().contains("positive"));
-        assert!(parse_template("a [MASK:x] b").unwrap_err().contains("positive"));
-        assert!(parse_template("a [MASK b").unwrap_err().contains("unclosed"));
-        assert!(parse_template("a [MASKED] b").unwrap_err().contains("bad mask"));
+        assert!(parse_template("no masks").unwrap_err().to_string().contains("no mask"));
+        assert!(parse_template("a [MASK:0] b").unwrap_err().to_string().contains("positive"));
+        assert!(parse_template("a [MASK:x] b").unwrap_err().to_string().contains("positive"));
+        assert!(parse_template("a [MASK b").unwrap_err().to_string().contains("unclosed"));
+        assert!(parse_template("a [MASKED] b").unwrap_err().to_string().contains("bad mask"));
     }
 }

@@ -1,6 +1,7 @@
 //! Evaluation: text metrics (`metrics`), paired statistics (`stats`), the A/B harness
 //! (`ab`: arms, scoring, aggregation) and its reports (`report`: Markdown, self-contained
-//! HTML). Sits on top of `pipeline` (the generation modes it compares) and `train` (models).
+//! HTML). Sits on top of `pipeline` (the generation modes it compares) and `bundle` (the
+//! models it scores with); never on `train`.
 
 pub mod ab;
 pub mod metrics;

@@ -181,9 +181,31 @@ pub fn html(r: &AbResults) -> String {
         esc(&r.judge),
         r.wall_seconds
     );
-    // Summary table.
+    summary_table(&mut s, r, &names);
+    // Charts.
+    for b in &r.arms[1..] {
+        let _ = write!(
+            s,
+            "<h2>{} &minus; {}: paired per-prompt differences, 95% bootstrap intervals</h2><div class=\"charts\">",
+            esc(&r.arms[0].name),
+            esc(&b.name)
+        );
+        for c in r.comparisons.iter().filter(|c| c.b == b.name) {
+            let ma = r.aggregates.get(&c.a).and_then(|m| m.get(&c.metric)).copied();
+            let mb = r.aggregates.get(&c.b).and_then(|m| m.get(&c.metric)).copied();
+            s.push_str(&chart(c, ma, mb));
+        }
+        s.push_str("</div>\n");
+    }
+    samples_side_by_side(&mut s, r, &names);
+    s.push_str("</body></html>\n");
+    s
+}
+
+/// The summary table: each arm's mean and each comparison per metric.
+fn summary_table(s: &mut String, r: &AbResults, names: &[String]) {
     s.push_str("<h2>Summary</h2><table id=\"summary\"><tr><th>metric</th><th>better</th>");
-    for n in &names {
+    for n in names {
         let _ = write!(s, "<th>{}</th>", esc(n));
     }
     for b in &r.arms[1..] {
@@ -221,22 +243,10 @@ pub fn html(r: &AbResults) -> String {
         s.push_str("</tr>\n");
     }
     s.push_str("</table>\n");
-    // Charts.
-    for b in &r.arms[1..] {
-        let _ = write!(
-            s,
-            "<h2>{} &minus; {}: paired per-prompt differences, 95% bootstrap intervals</h2><div class=\"charts\">",
-            esc(&r.arms[0].name),
-            esc(&b.name)
-        );
-        for c in r.comparisons.iter().filter(|c| c.b == b.name) {
-            let ma = r.aggregates.get(&c.a).and_then(|m| m.get(&c.metric)).copied();
-            let mb = r.aggregates.get(&c.b).and_then(|m| m.get(&c.metric)).copied();
-            s.push_str(&chart(c, ma, mb));
-        }
-        s.push_str("</div>\n");
-    }
-    // Samples side by side.
+}
+
+/// Every prompt's samples, side by side by arm.
+fn samples_side_by_side(s: &mut String, r: &AbResults, names: &[String]) {
     s.push_str("<h2>Samples</h2>\n");
     let cols = names.len();
     for (i, p) in r.prompts.iter().enumerate() {
@@ -246,7 +256,7 @@ pub fn html(r: &AbResults) -> String {
             i + 1,
             esc(&p.prompt)
         );
-        for n in &names {
+        for n in names {
             let _ = write!(s, "<div><h4>{}</h4>", esc(n));
             for smp in p.samples.get(n).into_iter().flatten() {
                 let ppl = smp.metrics.get("judge_ppl").copied().map_or("-".into(), fmt);
@@ -261,6 +271,4 @@ pub fn html(r: &AbResults) -> String {
         }
         s.push_str("</div></div>\n");
     }
-    s.push_str("</body></html>\n");
-    s
 }

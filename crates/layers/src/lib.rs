@@ -54,27 +54,52 @@ pub fn dropout(x: tch::Tensor, p: f64, train: bool) -> tch::Tensor {
     }
 }
 
+/// A config value out of range, by name: `"{field} = {value} {rule}"`, e.g.
+/// `encoder d_model = 64 must be divisible by n_heads = 3`. Libraries return it; the binary
+/// turns a field into its flag (`temperature` -> `--temperature`) where a flag set it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field} = {value} {rule}")]
+pub struct FieldError {
+    /// The field, with its model prefix where there is one (`encoder d_model`).
+    pub field: String,
+    pub value: String,
+    /// What the value must be, and how to fix it.
+    pub rule: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, value: impl std::fmt::Display, rule: impl Into<String>) -> Self {
+        Self { field: field.into(), value: value.to_string(), rule: rule.into() }
+    }
+
+    /// The same message with the field written as a command-line flag (`--top-p 1.5 ...`).
+    pub fn as_flag(&self) -> String {
+        let name = self.field.rsplit(' ').next().unwrap_or(&self.field).replace('_', "-");
+        format!("--{name} {} {}", self.value, self.rule)
+    }
+}
+
 /// The checks every transformer config shares, so a bad value fails with its field's name
 /// instead of deep inside libtorch: each `sizes` entry positive, `d_model` divisible by
-/// `n_heads`, `dropout` in `[0, 1)`. `what` prefixes the messages ("encoder", "planner", ...).
+/// `n_heads`, `dropout` in `[0, 1)`. `what` prefixes the field names ("encoder", "planner", ...).
 pub fn check_transformer(
     what: &str,
     sizes: &[(&str, i64)],
     d_model: i64,
     n_heads: i64,
     dropout: f64,
-) -> Result<(), String> {
-    let prefix = if what.is_empty() { String::new() } else { format!("{what} ") };
+) -> Result<(), FieldError> {
+    let field = |name: &str| if what.is_empty() { name.to_string() } else { format!("{what} {name}") };
     for (name, v) in sizes {
         if *v <= 0 {
-            return Err(format!("{prefix}{name} = {v} must be positive"));
+            return Err(FieldError::new(field(name), v, "must be positive"));
         }
     }
     if n_heads > 0 && d_model % n_heads != 0 {
-        return Err(format!("{prefix}d_model = {d_model} must be divisible by n_heads = {n_heads}"));
+        return Err(FieldError::new(field("d_model"), d_model, format!("must be divisible by n_heads = {n_heads}")));
     }
     if !(0.0..1.0).contains(&dropout) {
-        return Err(format!("{prefix}dropout = {dropout} must be in [0, 1)"));
+        return Err(FieldError::new(field("dropout"), dropout, "must be in [0, 1)"));
     }
     Ok(())
 }

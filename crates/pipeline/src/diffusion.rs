@@ -1,16 +1,23 @@
 //! Mode `diffusion`: text written by Diffusion-LM over token embeddings, with infilling
 //! templates (`[MASK:n]`) or a prompt as a known prefix.
 
-use crate::ar::ends_sentence;
+use crate::mode::{Detail, Event, GenRequest, Generation, Generator, Mode, PlanOverrides};
+use crate::text::ends_sentence;
 use crate::{PipelineError, Result};
+use plandiff_bundle::{load_diffusion, Bundle, DiffusionBundle, TextSamplingDefaults};
 use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
-use plandiff_embedding::{parse_template, sample_tokens, TemplatePart, TextSampler, TextSampling};
-use plandiff_planner::{PlanSampling, SamplerKind, SamplingDefaults};
-use plandiff_train::{load_diffusion, Bundle, DiffusionBundle};
-use serde::Serialize;
+use plandiff_embedding::{parse_template, sample_tokens, TemplatePart, TextSampling};
+use plandiff_planner::SamplingDefaults;
+use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
-use tch::{nn, Device};
+use tch::{nn, Device, Tensor};
+
+pub const MODE: Mode = Mode {
+    name: "diffusion",
+    about: "Diffusion-LM over token embeddings (stage `diffusion`): --template with [MASK:n] spans to fill, or --prompt as a known prefix",
+    load: |path, device| Ok(Box::new(DiffusionGenerator::load(path, device)?)),
+};
 
 pub struct DiffusionGenerator {
     d: DiffusionBundle,
@@ -19,55 +26,25 @@ pub struct DiffusionGenerator {
     _vs: nn::VarStore,
 }
 
-/// One sample of mode diffusion.
-#[derive(Debug, Clone, Serialize)]
-pub struct DiffusionSample {
-    pub text: String,
-    /// The filled positions alone (after a prompt: the continuation).
-    pub continuation: String,
-    /// Every position's token (`<pad>` included): the template's length.
-    pub tokens: Vec<i64>,
-    /// Positions fixed by the template or prompt.
-    pub known: Vec<bool>,
-    pub new_tokens: usize,
-    pub seconds: f64,
-    pub tokens_per_s: f64,
-}
-
-pub struct DiffusionOptions {
-    pub sampling: TextSampling,
-    pub seed: u64,
-}
-
 impl DiffusionGenerator {
     pub fn load(bundle: &Path, device: Device) -> Result<Self> {
-        let (d, vs, tokenizer) = load_diffusion(&Bundle::new(bundle), device)?;
-        Ok(Self { d, tokenizer, device, _vs: vs })
+        let l = load_diffusion(&Bundle::new(bundle), device)?;
+        Ok(Self { d: l.diffusion, tokenizer: l.tokenizer, device, _vs: l.vs })
     }
 
-    pub fn defaults(&self) -> plandiff_train::diffusion::TextSamplingDefaults {
+    pub fn defaults(&self) -> TextSamplingDefaults {
         self.d.config.sampling
     }
 
-    pub fn rounding(&self) -> plandiff_embedding::Rounding {
-        self.d.config.model.rounding
-    }
-
-    /// Text sampling from planner-style settings (steps, sampler, eta: the same flags) and
-    /// the clamping switch; rounding is the model's.
-    pub fn text_sampling(&self, plan: PlanSampling, clamp: bool) -> TextSampling {
-        let sampler = match plan.sampler {
-            SamplerKind::Ddim { eta } => TextSampler::Ddim { eta },
-            SamplerKind::Ddpm => TextSampler::Ddpm,
-        };
-        TextSampling { steps: plan.steps, sampler, clamp, rounding: self.rounding() }
-    }
-
-    /// The stored defaults (`BUNDLE/diffusion/config.json`) as a [`TextSampling`].
-    pub fn default_sampling(&self) -> TextSampling {
+    /// The stored defaults (`BUNDLE/diffusion/config.json`) with the request's overrides
+    /// (steps, sampler, eta; guidance is the planner's alone and not used here) and
+    /// clamping switch; rounding is the model's.
+    pub fn text_sampling(&self, plan: &PlanOverrides, no_clamp: bool) -> Result<TextSampling> {
         let d = self.defaults();
-        let plan = SamplingDefaults { steps: d.steps, sampler: d.sampler, eta: d.eta, guidance: 1.0 }.to_sampling();
-        self.text_sampling(plan, d.clamp)
+        let base = SamplingDefaults { steps: d.steps, sampler: d.sampler, eta: d.eta, guidance: 1.0 };
+        let p = PlanOverrides { guidance: None, ..*plan }.apply(base)?;
+        let rounding = self.d.config.model.rounding;
+        Ok(TextSampling { steps: p.steps, sampler: p.sampler, eta: p.eta, clamp: d.clamp && !no_clamp, rounding })
     }
 
     fn sp(&self) -> SpecialIds {
@@ -90,7 +67,7 @@ impl DiffusionGenerator {
 
     /// Known tokens of a template (`None`: fill), after `<bos>`.
     pub fn template_positions(&self, template: &str) -> Result<Vec<Option<i64>>> {
-        let parts = parse_template(template).map_err(PipelineError::Invalid)?;
+        let parts = parse_template(template).map_err(|e| PipelineError::Invalid(e.to_string()))?;
         let mut pos = vec![Some(self.sp().bos as i64)];
         for (i, p) in parts.iter().enumerate() {
             match p {
@@ -159,61 +136,85 @@ impl DiffusionGenerator {
         Ok(out.join(" "))
     }
 
-    /// Writes `n` samples over `positions`; `on_step(step, texts)` sees the rounded text of
-    /// every sample after each step it is called for (`every` > 0).
-    pub fn generate(
-        &self,
-        positions: &[Option<i64>],
-        n: usize,
-        opts: &DiffusionOptions,
-        every: usize,
-        mut on_step: impl FnMut(usize, &[String]),
-    ) -> Result<Vec<DiffusionSample>> {
-        let n = n.max(1);
-        let mut noise = plandiff_planner::HostNoise::new(opts.seed ^ 0x6469_6666, self.device);
+    /// The positions a request fills: its template's, or its prompt's as a known prefix.
+    fn positions(&self, req: &GenRequest) -> Result<Vec<Option<i64>>> {
+        match req.template {
+            Some(t) => self.template_positions(t),
+            None => self.prompt_positions(req.prompt, Some(req.gen.max_tokens)),
+        }
+    }
+
+    /// One sample's [`Generation`] from its tokens `(L,)`.
+    fn sample(&self, toks: &Tensor, known: &[bool], seconds: f64) -> Result<Generation> {
+        let tokens: Vec<i64> = Vec::try_from(toks.to_device(Device::Cpu))
+            .map_err(|e| PipelineError::Invalid(format!("reading generated tokens: {e}")))?;
+        let pad = self.sp().pad as i64;
+        let new_tokens = tokens.iter().zip(known).filter(|(&t, &k)| !k && t != pad).count();
+        let filled: Vec<i64> = tokens.iter().zip(known).filter(|(_, &k)| !k).map(|(&t, _)| t).collect();
+        let continuation = self.detokenize(&filled)?;
+        Ok(Generation {
+            text: self.detokenize(&tokens)?,
+            sentences: split_sentences(&continuation).into_iter().map(str::to_string).collect(),
+            continuation,
+            new_tokens,
+            stop: None,
+            seconds,
+            first_token_ms: None,
+            tokens_per_s: new_tokens as f64 / seconds.max(1e-9),
+            detail: Some(Detail::Positions { tokens, known: known.to_vec() }),
+        })
+    }
+}
+
+impl Generator for DiffusionGenerator {
+    fn mode(&self) -> &'static str {
+        MODE.name
+    }
+
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Writes `req.samples` samples over the request's positions; [`Event::Step`] shows the
+    /// rounded text of every sample every `req.show_steps` steps.
+    fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
+        let sampling = self.text_sampling(&req.plan, req.no_clamp)?;
+        let positions = self.positions(req)?;
+        let n = req.samples.max(1);
+        let every = req.show_steps;
+        let mut noise = plandiff_planner::HostNoise::new(req.gen.seed ^ 0x6469_6666, self.device);
         let t0 = Instant::now();
         let mut step_err = None;
         let toks = sample_tokens(
             &self.d.model,
             &self.d.schedule,
-            positions,
+            &positions,
             n,
-            opts.sampling,
+            sampling,
             |x, t, prev| self.d.model.forward(x, &vec![t as f64; n], prev, false),
             |s| noise.sample(s),
             |i, tok| {
-                if every > 0 && ((i + 1) % every == 0 || i + 1 == opts.sampling.steps) {
+                if every > 0 && ((i + 1) % every == 0 || i + 1 == sampling.steps) {
                     let rows: Vec<Vec<i64>> = (0..n as i64).filter_map(|r| Vec::try_from(tok.get(r)).ok()).collect();
                     match rows.iter().map(|r| self.detokenize(r)).collect::<Result<Vec<_>>>() {
-                        Ok(texts) => on_step(i + 1, &texts),
+                        Ok(texts) => on(Event::Step { step: i + 1, texts: &texts }),
                         Err(e) => step_err = Some(e),
                     }
                 }
             },
         )
-        .map_err(PipelineError::Invalid)?;
+        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
         if let Some(e) = step_err {
             return Err(e);
         }
         let seconds = t0.elapsed().as_secs_f64();
         let known: Vec<bool> = positions.iter().map(Option::is_some).collect();
-        let pad = self.sp().pad as i64;
-        let mut out = Vec::with_capacity(n);
-        for r in 0..n as i64 {
-            let tokens: Vec<i64> = Vec::try_from(toks.get(r).to_device(Device::Cpu))
-                .map_err(|e| PipelineError::Invalid(format!("reading generated tokens: {e}")))?;
-            let new_tokens = tokens.iter().zip(&known).filter(|(&t, &k)| !k && t != pad).count();
-            let filled: Vec<i64> = tokens.iter().zip(&known).filter(|(_, &k)| !k).map(|(&t, _)| t).collect();
-            out.push(DiffusionSample {
-                text: self.detokenize(&tokens)?,
-                continuation: self.detokenize(&filled)?,
-                tokens,
-                known: known.clone(),
-                new_tokens,
-                seconds,
-                tokens_per_s: new_tokens as f64 / seconds.max(1e-9),
-            });
-        }
-        Ok(out)
+        (0..n as i64).map(|r| self.sample(&toks.get(r), &known, seconds)).collect()
+    }
+
+    fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let s = self.text_sampling(&req.plan, req.no_clamp)?;
+        let v = json!({"template": req.template, "steps": s.steps, "clamp": s.clamp});
+        Ok(v.as_object().cloned().unwrap_or_default())
     }
 }

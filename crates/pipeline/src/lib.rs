@@ -1,21 +1,34 @@
-//! Generation modes glued together: `ar` (the decoder alone), `hybrid` (plan sentence
-//! latents with the diffusion planner, then decode), `edit` (re-plan and rewrite a range of
-//! sentences in place) and `diffusion` (Diffusion-LM over token embeddings, infilling).
+//! Generation modes behind one interface: a [`Generator`] takes a [`GenRequest`] (prompt
+//! in) and returns [`Generation`]s (text out), with one event stream for what grows on the
+//! way; [`MODES`] lists them (`ar`, `hybrid`, `diffusion`), and `plandiff generate` and the
+//! A/B harness both read that list, so a new mode is one module plus one line there.
+//! `edit` (re-plan and rewrite sentences in place) is the hybrid model's second use.
+//!
+//! Depends on `bundle` (the models it loads) and the model crates; never on `train`.
 
 pub mod ar;
 pub mod diffusion;
 pub mod hybrid;
+pub mod mode;
+pub mod text;
 
-pub use ar::{join_text, ArGenerator, GenOptions, Generation};
-pub use diffusion::{DiffusionGenerator, DiffusionOptions, DiffusionSample};
-pub use hybrid::{Edit, HybridGeneration, HybridGenerator, HybridOptions, PlanSlot, RewrittenSentence};
+pub use ar::ArGenerator;
+pub use diffusion::DiffusionGenerator;
+pub use hybrid::{Edit, HybridGenerator, PlanSlot, RewrittenSentence};
+pub use mode::{
+    find_mode, mode_names, Detail, Event, GenOptions, GenRequest, Generation, Generator, Mode, PlanOverrides, MODES,
+};
+pub use text::join_text;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
-    Train(#[from] plandiff_train::TrainError),
+    Bundle(#[from] plandiff_bundle::BundleError),
     #[error(transparent)]
     Data(#[from] plandiff_data::DataError),
+    /// A request setting out of range; the binary shows the field as its flag.
+    #[error(transparent)]
+    Field(#[from] plandiff_layers::FieldError),
     #[error("{0}")]
     Invalid(String),
 }

@@ -26,7 +26,7 @@ pub struct DenoiserConfig {
 
 impl DenoiserConfig {
     /// Checks what would otherwise fail deep inside libtorch; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), plandiff_layers::FieldError> {
         let sizes = [
             ("d_latent", self.d_latent),
             ("max_slots", self.max_slots),

@@ -33,7 +33,7 @@ pub struct EncoderConfig {
 
 impl EncoderConfig {
     /// Checks what would otherwise fail deep inside libtorch; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), plandiff_layers::FieldError> {
         let sizes = [
             ("vocab_size", self.vocab_size),
             ("d_model", self.d_model),

@@ -17,4 +17,4 @@ pub use denoiser::{Denoiser, DenoiserConfig};
 pub use encoder::{EncoderConfig, LatentBound, SentenceEncoder};
 pub use noise::HostNoise;
 pub use normalizer::LatentNormalizer;
-pub use sampler::{sample_plan, PlanSampling, SamplerKind, SamplerName, SamplingDefaults};
+pub use sampler::{sample_plan, PlanSampling, SamplingDefaults};

@@ -7,40 +7,20 @@
 //! Guidance: `out = uncond + w (cond - uncond)`, where "uncond" sees no known slots
 //! (Ho & Salimans 2022); `w = 1` is plain conditional sampling.
 
-use plandiff_diffusion::NoiseSchedule;
+use plandiff_diffusion::{NoiseSchedule, SamplerKind};
+use plandiff_layers::FieldError;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SamplerKind {
-    Ddim { eta: f64 },
-    Ddpm,
-}
-
+/// Settings of one planning run.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanSampling {
     pub steps: usize,
     pub sampler: SamplerKind,
+    /// DDIM only: 0 is deterministic given the initial noise, 1 is DDPM-like.
+    pub eta: f64,
+    /// Classifier-free guidance weight on the known slots; 1 is plain conditional sampling.
     pub guidance: f64,
-}
-
-/// A sampler by name, as written in config files and on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SamplerName {
-    Ddim,
-    Ddpm,
-}
-
-impl std::str::FromStr for SamplerName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "ddim" => Ok(Self::Ddim),
-            "ddpm" => Ok(Self::Ddpm),
-            _ => Err(format!("unknown sampler `{s}`; use ddim or ddpm")),
-        }
-    }
 }
 
 /// Default sampling settings stored with a planner (`BUNDLE/planner/config.json`); the
@@ -49,7 +29,7 @@ impl std::str::FromStr for SamplerName {
 #[serde(deny_unknown_fields)]
 pub struct SamplingDefaults {
     pub steps: usize,
-    pub sampler: SamplerName,
+    pub sampler: SamplerKind,
     /// DDIM only: 0 is deterministic given the initial noise, 1 is DDPM-like.
     pub eta: f64,
     /// Classifier-free guidance weight on the known slots; 1 is plain conditional sampling.
@@ -58,22 +38,19 @@ pub struct SamplingDefaults {
 
 impl SamplingDefaults {
     pub fn to_sampling(&self) -> PlanSampling {
-        let sampler = match self.sampler {
-            SamplerName::Ddim => SamplerKind::Ddim { eta: self.eta },
-            SamplerName::Ddpm => SamplerKind::Ddpm,
-        };
-        PlanSampling { steps: self.steps, sampler, guidance: self.guidance }
+        PlanSampling { steps: self.steps, sampler: self.sampler, eta: self.eta, guidance: self.guidance }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    /// The error names the field (`steps`, `eta`, `guidance`: also the flags' names).
+    pub fn validate(&self) -> Result<(), FieldError> {
         if self.steps == 0 {
-            return Err("planning steps must be >= 1".into());
+            return Err(FieldError::new("steps", 0, "must be >= 1 (planning steps)"));
         }
         if !(0.0..=1.0).contains(&self.eta) {
-            return Err(format!("eta = {} must be in [0, 1]", self.eta));
+            return Err(FieldError::new("eta", self.eta, "must be in [0, 1]"));
         }
         if !self.guidance.is_finite() || self.guidance < 0.0 {
-            return Err(format!("guidance = {} must be a finite number >= 0", self.guidance));
+            return Err(FieldError::new("guidance", self.guidance, "must be a finite number >= 0"));
         }
         Ok(())
     }
@@ -107,14 +84,8 @@ pub fn sample_plan(
             &uncond + (cond - &uncond) * opts.guidance
         };
         // Step noise only where the step uses it (DDIM with eta 0 is deterministic).
-        let step_noise = match opts.sampler {
-            SamplerKind::Ddim { eta: 0.0 } => None,
-            _ => Some(noise(&shape).to_kind(known.kind())),
-        };
-        let step = match opts.sampler {
-            SamplerKind::Ddim { eta } => schedule.ddim_step(&out, t, opts.steps, &x, eta, step_noise.as_ref()),
-            SamplerKind::Ddpm => schedule.ddpm_step(&out, t, opts.steps, &x, step_noise.as_ref()),
-        };
+        let step_noise = opts.sampler.is_stochastic(opts.eta).then(|| noise(&shape).to_kind(known.kind()));
+        let step = schedule.step(opts.sampler, opts.eta, &out, t, opts.steps, &x, step_noise.as_ref());
         x = step.prev_sample;
         x0_prev = Some(step.pred_original_sample);
         if !any_known {
@@ -179,8 +150,8 @@ mod tests {
         let known = Tensor::randn([2, 6, 4], (Kind::Double, Device::Cpu));
         let mask = Tensor::from_slice(&[true, true, false, false, false, false]).view([1, 6]).expand([2, 6], false);
         let sched = schedule(PredictionType::Sample);
-        for sampler in [SamplerKind::Ddim { eta: 0.0 }, SamplerKind::Ddim { eta: 1.0 }, SamplerKind::Ddpm] {
-            let opts = PlanSampling { steps: 50, sampler, guidance: 1.0 };
+        for (sampler, eta) in [(SamplerKind::Ddim, 0.0), (SamplerKind::Ddim, 1.0), (SamplerKind::Ddpm, 0.0)] {
+            let opts = PlanSampling { steps: 50, sampler, eta, guidance: 1.0 };
             let out =
                 sample_plan(&sched, &known, &mask, opts, |_, _, _, _, _| target.shallow_clone(), seeded(1)).unwrap();
             let out = out.to_kind(Kind::Double);
@@ -198,7 +169,7 @@ mod tests {
         let sched = schedule(PredictionType::Epsilon);
         let run = |guidance: f64, seed: u64| {
             let mut calls = 0;
-            let opts = PlanSampling { steps: 10, sampler: SamplerKind::Ddim { eta: 0.5 }, guidance };
+            let opts = PlanSampling { steps: 10, sampler: SamplerKind::Ddim, eta: 0.5, guidance };
             let out = sample_plan(
                 &sched,
                 &known,

@@ -1,15 +1,60 @@
 //! Stage `ar`: a plain causal LM on packed windows of the token stream.
 
-use crate::bundle::{Provenance, StageConfigFile, FORMAT_VERSION};
+use crate::config::{parse_section, RunConfig, StageSection};
 use crate::eval::evaluate_loss;
+use crate::stages::{loss, EvalRequest, Stage, StageEval};
 use crate::trainer::{run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport};
 use crate::{Result, TrainError};
+use plandiff_bundle::{open_split, stage::AR as KIND, Bundle, Provenance, StageConfigFile};
 use plandiff_data::{TokenSet, WindowSampler};
 use plandiff_decoder::{Decoder, DecoderConfig};
 use serde_json::json;
 use tch::{nn, Device, Tensor};
 
-const KIND: &str = "ar";
+/// The `ar` stage of [`crate::stages::STAGES`].
+pub struct ArStage;
+
+impl Stage for ArStage {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn about(&self) -> &'static str {
+        "a plain causal language model (the A/B baseline and the reference LM)"
+    }
+
+    fn train(&self, args: TrainArgs) -> Result<TrainReport> {
+        train_ar(args)
+    }
+
+    fn evaluate(&self, req: &EvalRequest) -> Result<StageEval> {
+        evaluate_ar(req)
+    }
+
+    fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
+        serde_json::to_value(bundle.read_config(KIND)?).map_err(TrainError::json)
+    }
+
+    fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
+        let (m, p) = (&c["model"], &c["provenance"]);
+        format!(
+            "{parameters} parameters (d_model {}, {} layers, {} heads, context {}), {} steps, {} tokens seen, train loss {}, val loss {}",
+            m["d_model"], m["n_layers"], m["n_heads"], m["max_seq_len"], p["steps"], p["tokens_seen"],
+            loss(&p["train_loss"]), loss(&p["val_loss"])
+        )
+    }
+
+    fn check_section(&self, section: &toml::Value) -> std::result::Result<(), String> {
+        parse_section::<StageSection>(section).map(drop)
+    }
+
+    fn check_config(&self, config: &RunConfig, vocab_size: i64) -> Result<()> {
+        let s: StageSection = config.section(KIND)?;
+        s.train.validate()?;
+        s.model.decoder(vocab_size).validate().map_err(|e| TrainError::Invalid(format!("config [ar.model]: {e}")))?;
+        Ok(())
+    }
+}
 
 struct ArRunner {
     model: Decoder,
@@ -60,28 +105,21 @@ impl StageRunner for ArRunner {
     }
 
     fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile {
-        StageConfigFile {
-            format_version: FORMAT_VERSION,
-            kind: KIND.into(),
-            model: self.cfg.clone(),
-            encoder: None,
-            tokenizer_hash: tokenizer_hash.into(),
-            provenance,
-        }
+        StageConfigFile::new(KIND, self.cfg.clone(), tokenizer_hash, provenance)
     }
 }
 
 /// Runs (or resumes) stage `ar`.
 pub fn train_ar(args: TrainArgs) -> Result<TrainReport> {
-    let fresh = match &args.config {
-        Some(c) if !args.resume => Some((c.ar()?.train.clone(), None)),
+    let section = match &args.config {
+        Some(c) if !args.resume => Some(c.section::<StageSection>(KIND)?),
         _ => None,
     };
-    let setup = setup_run::<DecoderConfig>(&args, KIND, fresh)?;
-    let cfg = match (&setup.resumed, &args.config) {
+    let setup = setup_run::<DecoderConfig>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
+    let cfg = match (&setup.resumed, section) {
         (Some(c), _) => c.model.clone(),
-        (None, Some(rc)) => {
-            let cfg = rc.ar()?.model.decoder(setup.tokenizer.vocab_size() as i64);
+        (None, Some(s)) => {
+            let cfg = s.model.decoder(setup.tokenizer.vocab_size() as i64);
             cfg.validate().map_err(|e| TrainError::Invalid(format!("config [ar.model]: {e}")))?;
             cfg
         }
@@ -116,4 +154,31 @@ pub fn train_ar(args: TrainArgs) -> Result<TrainReport> {
         device: args.device,
     };
     run_loop(&mut { runner }, setup, vs, &args)
+}
+
+/// `plandiff eval --stage ar`: loss, perplexity and token accuracy on consecutive windows.
+pub fn evaluate_ar(req: &EvalRequest) -> Result<StageEval> {
+    let loaded = Bundle::new(req.bundle).load_decoder(KIND, req.device)?;
+    let set = open_split(req.data, req.split, &loaded.tokenizer)?;
+    let seq_len = req
+        .seq_len
+        .or_else(|| loaded.config.provenance.train.as_ref().map(|t| t.seq_len))
+        .unwrap_or(256)
+        .min(loaded.config.model.max_seq_len as usize);
+    let r = evaluate_loss(&loaded.model, &set, seq_len, req.batch, req.max_batches);
+    if r.tokens == 0 {
+        return Err(TrainError::Invalid(format!(
+            "{}: the {} split is shorter than one window of {} tokens; use a smaller --seq-len",
+            req.data.display(),
+            req.split,
+            seq_len + 1
+        )));
+    }
+    let summary = format!(
+        "{} split: loss {:.4}, perplexity {:.2}, token accuracy {:.3} over {} tokens (seq_len {seq_len})",
+        req.split, r.loss, r.perplexity, r.token_accuracy, r.tokens
+    );
+    let fields = json!({"seq_len": seq_len, "loss": r.loss, "perplexity": r.perplexity,
+        "token_accuracy": r.token_accuracy, "tokens": r.tokens});
+    Ok(StageEval { fields: fields.as_object().cloned().unwrap_or_default(), summary })
 }

@@ -4,12 +4,17 @@
 //! `seq_len` tokens and padded with `<pad>`, so the model learns where texts end and
 //! chooses the length of what it writes by placing `<pad>`.
 
-use crate::bundle::{load_weights, Bundle, ModelConfig, Provenance, StageConfigFile, FORMAT_VERSION};
+use crate::config::{parse_section, RunConfig, TrainConfig};
+use crate::stages::{loss, EvalRequest, Stage, StageEval};
 use crate::trainer::{batch_indices, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport};
 use crate::{Result, TrainError};
-use plandiff_data::{index_documents, TextTokenizer, TokenSet, WindowSampler};
-use plandiff_diffusion::{NoiseSchedule, PredictionType, ScheduleConfig};
-use plandiff_embedding::{diffusion_lm_loss, TextDiffusion, TextDiffusionConfig};
+use plandiff_bundle::{
+    load_diffusion, open_split, stage, Bundle, DiffusionBundle, DiffusionModel, ModelConfig, Provenance,
+    StageConfigFile, TextSamplingDefaults,
+};
+use plandiff_data::{index_documents, TextTokenizer, WindowSampler};
+use plandiff_embedding::{diffusion_lm_loss, TextDiffusion};
+use plandiff_layers::NormKind;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -17,44 +22,118 @@ use serde_json::json;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
-pub const KIND: &str = "diffusion";
+const KIND: &str = stage::DIFFUSION;
 
-/// Sampling defaults stored with the model; each has a flag.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TextSamplingDefaults {
-    pub steps: usize,
-    pub sampler: plandiff_planner::SamplerName,
-    pub eta: f64,
-    /// The clamping trick.
-    pub clamp: bool,
+/// The `diffusion` stage of [`crate::stages::STAGES`].
+pub struct DiffusionStage;
+
+impl Stage for DiffusionStage {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn about(&self) -> &'static str {
+        "Diffusion-LM over token embeddings (the pure-diffusion mode)"
+    }
+
+    fn train(&self, args: TrainArgs) -> Result<TrainReport> {
+        train_diffusion(args)
+    }
+
+    fn evaluate(&self, req: &EvalRequest) -> Result<StageEval> {
+        let r = evaluate_diffusion(req)?;
+        let line = format!(
+            "{} split, {} documents: rounding accuracy on clean embeddings {:.4}; loss {:.4} (x0 MSE {:.4}, rounding CE {:.4})",
+            req.split, r.documents, r.rounding_accuracy, r.loss, r.mse, r.rounding_ce
+        );
+        StageEval::nested(&r, line)
+    }
+
+    fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
+        serde_json::to_value(bundle.read_config_as::<DiffusionModel>(KIND)?).map_err(TrainError::json)
+    }
+
+    fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
+        let (m, p) = (&c["model"], &c["provenance"]);
+        let d = &m["model"];
+        format!(
+            "{parameters} parameters (d_emb {}, {} positions, d_model {}, {} layers; {} schedule, {} {} steps by default), {} steps, val loss {}",
+            d["d_emb"], d["seq_len"], d["d_model"], d["n_layers"],
+            m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
+            m["sampling"]["sampler"].as_str().unwrap_or("?"), m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
+        )
+    }
+
+    fn check_section(&self, section: &toml::Value) -> std::result::Result<(), String> {
+        parse_section::<DiffusionSection>(section).map(drop)
+    }
+
+    fn check_config(&self, config: &RunConfig, vocab_size: i64) -> Result<()> {
+        let s: DiffusionSection = config.section(KIND)?;
+        s.train.validate()?;
+        s.model(vocab_size).map(drop)
+    }
 }
 
-/// The `model` section of `BUNDLE/diffusion/config.json`.
+/// `[diffusion]`: the pure-diffusion model over token embeddings (Diffusion-LM).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DiffusionModel {
-    pub model: TextDiffusionConfig,
-    pub schedule: ScheduleConfig,
-    /// Share of steps that first predict x0 without gradient and feed it back.
+pub struct DiffusionSection {
+    pub model: TextDiffusionSection,
+    /// The noise schedule (diffusers' names; Diffusion-LM uses `sqrt`); the model predicts
+    /// x0, so `prediction_type = "sample"`.
+    pub diffusion: plandiff_diffusion::ScheduleConfig,
     pub self_condition_prob: f64,
     pub sampling: TextSamplingDefaults,
+    /// `batch_size` counts documents; `seq_len` is unused (`model.seq_len` is the length).
+    pub train: TrainConfig,
 }
 
-impl ModelConfig for DiffusionModel {
-    fn validate(&self) -> std::result::Result<(), String> {
-        self.model.validate()?;
-        if self.schedule.prediction_type != PredictionType::Sample {
-            return Err("diffusion: prediction_type must be \"sample\" (the model predicts x0)".into());
+impl DiffusionSection {
+    /// The model a fresh run builds for a vocabulary of `vocab` tokens.
+    pub fn model(&self, vocab: i64) -> Result<DiffusionModel> {
+        let m = DiffusionModel {
+            model: self.model.config(vocab),
+            schedule: self.diffusion.clone(),
+            self_condition_prob: self.self_condition_prob,
+            sampling: self.sampling,
+        };
+        m.validate().map_err(|e| TrainError::Invalid(format!("config [diffusion]: {e}")))?;
+        Ok(m)
+    }
+}
+
+/// Architecture of the text denoiser; the vocabulary comes from the data's tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextDiffusionSection {
+    pub d_emb: i64,
+    pub seq_len: i64,
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub n_heads: i64,
+    pub d_ff: i64,
+    pub dropout: f64,
+    pub norm: NormKind,
+    pub self_condition: bool,
+    pub rounding: plandiff_embedding::Rounding,
+}
+
+impl TextDiffusionSection {
+    pub fn config(&self, vocab_size: i64) -> plandiff_embedding::TextDiffusionConfig {
+        plandiff_embedding::TextDiffusionConfig {
+            vocab_size,
+            d_emb: self.d_emb,
+            seq_len: self.seq_len,
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_ff: self.d_ff,
+            dropout: self.dropout,
+            norm: self.norm,
+            self_condition: self.self_condition,
+            rounding: self.rounding,
         }
-        NoiseSchedule::new(self.schedule.clone()).map_err(|e| e.to_string())?;
-        if self.sampling.steps == 0 || !(0.0..=1.0).contains(&self.sampling.eta) {
-            return Err("diffusion sampling: steps must be >= 1 and eta in [0, 1]".into());
-        }
-        if !(0.0..=1.0).contains(&self.self_condition_prob) {
-            return Err("diffusion: self_condition_prob must be in [0, 1]".into());
-        }
-        Ok(())
     }
 }
 
@@ -65,13 +144,7 @@ struct DocRows {
 
 impl DocRows {
     fn open(dir: &Path, split: &str, tk: &TextTokenizer, seq_len: usize) -> Result<Self> {
-        let set = TokenSet::open(dir, split)?;
-        if set.stats.tokenizer_hash != tk.hash() {
-            return Err(TrainError::Invalid(format!(
-                "--data {}: the {split} split was tokenized with another tokenizer than the bundle",
-                dir.display()
-            )));
-        }
+        let set = open_split(dir, split, tk)?;
         let sp = tk.special();
         let rows = index_documents(&set.tokens, sp)
             .iter()
@@ -92,12 +165,6 @@ impl DocRows {
     }
 }
 
-pub struct DiffusionBundle {
-    pub model: TextDiffusion,
-    pub schedule: NoiseSchedule,
-    pub config: DiffusionModel,
-}
-
 struct DiffusionRunner {
     d: DiffusionBundle,
     train: DocRows,
@@ -116,41 +183,39 @@ struct ValLoss {
     rounding_ce: f64,
 }
 
-impl DiffusionBundle {
-    /// Diffusion-LM loss of rows `idx` of `set`; `rng` draws timesteps and self-conditioning.
-    fn loss(
-        &self,
-        set: &DocRows,
-        idx: &[usize],
-        rng: &mut ChaCha8Rng,
-        device: Device,
-        train: bool,
-    ) -> plandiff_embedding::LossParts {
-        let tokens = set.batch(idx, device);
-        let t_max = self.schedule.num_train_timesteps();
-        let t: Vec<usize> = idx.iter().map(|_| rng.gen_range(0..t_max)).collect();
-        let sc = self.model.config().self_condition && rng.gen::<f64>() < self.config.self_condition_prob;
-        diffusion_lm_loss(&self.model, &self.schedule, &tokens, &t, sc, train)
-    }
+/// Diffusion-LM loss of rows `idx` of `set`; `rng` draws timesteps and self-conditioning.
+fn batch_loss(
+    d: &DiffusionBundle,
+    set: &DocRows,
+    idx: &[usize],
+    rng: &mut ChaCha8Rng,
+    device: Device,
+    train: bool,
+) -> plandiff_embedding::LossParts {
+    let tokens = set.batch(idx, device);
+    let t_max = d.schedule.num_train_timesteps();
+    let t: Vec<usize> = idx.iter().map(|_| rng.gen_range(0..t_max)).collect();
+    let sc = d.model.config().self_condition && rng.gen::<f64>() < d.config.self_condition_prob;
+    diffusion_lm_loss(&d.model, &d.schedule, &tokens, &t, sc, train)
+}
 
-    /// Mean loss parts over `batches` fixed batches of `set` (fixed timesteps and noise).
-    fn eval(&self, set: &DocRows, batch: usize, batches: usize, device: Device) -> ValLoss {
-        let n = set.rows.len();
-        let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
-        tch::manual_seed(0x5eed);
-        let (mut total, mut mse, mut rnd) = (0f64, 0f64, 0f64);
-        tch::no_grad(|| {
-            for b in 0..batches {
-                let idx: Vec<usize> = (0..batch).map(|i| (b * batch + i) % n).collect();
-                let l = self.loss(set, &idx, &mut rng, device, false);
-                total += l.total.double_value(&[]);
-                mse += l.mse.double_value(&[]);
-                rnd += l.rounding.double_value(&[]);
-            }
-        });
-        let k = batches.max(1) as f64;
-        ValLoss { total: total / k, mse: mse / k, rounding_ce: rnd / k }
-    }
+/// Mean loss parts over `batches` fixed batches of `set` (fixed timesteps and noise).
+fn fixed_loss(d: &DiffusionBundle, set: &DocRows, batch: usize, batches: usize, device: Device) -> ValLoss {
+    let n = set.rows.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+    tch::manual_seed(0x5eed);
+    let (mut total, mut mse, mut rnd) = (0f64, 0f64, 0f64);
+    tch::no_grad(|| {
+        for b in 0..batches {
+            let idx: Vec<usize> = (0..batch).map(|i| (b * batch + i) % n).collect();
+            let l = batch_loss(d, set, &idx, &mut rng, device, false);
+            total += l.total.double_value(&[]);
+            mse += l.mse.double_value(&[]);
+            rnd += l.rounding.double_value(&[]);
+        }
+    });
+    let k = batches.max(1) as f64;
+    ValLoss { total: total / k, mse: mse / k, rounding_ce: rnd / k }
 }
 
 /// Share of vocabulary tokens whose own (clean) embedding rounds back to them.
@@ -173,7 +238,7 @@ impl StageRunner for DiffusionRunner {
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
         let idx = batch_indices(&mut self.sampler, step, micro, accum, self.batch);
         let mut rng = step_rng(self.seed, step, micro);
-        let l = self.d.loss(&self.train, &idx, &mut rng, self.device, true);
+        let l = batch_loss(&self.d, &self.train, &idx, &mut rng, self.device, true);
         (&l.total / accum as f64).backward();
         Ok(l.total.double_value(&[]))
     }
@@ -184,7 +249,7 @@ impl StageRunner for DiffusionRunner {
 
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let set = self.valid.as_ref()?;
-        let v = self.d.eval(set, self.batch, self.eval_batches, self.device);
+        let v = fixed_loss(&self.d, set, self.batch, self.eval_batches, self.device);
         let mut extra = serde_json::Map::new();
         extra.insert("val_mse".into(), json!(v.mse));
         extra.insert("val_rounding_ce".into(), json!(v.rounding_ce));
@@ -193,38 +258,20 @@ impl StageRunner for DiffusionRunner {
     }
 
     fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<DiffusionModel> {
-        StageConfigFile {
-            format_version: FORMAT_VERSION,
-            kind: KIND.into(),
-            model: self.d.config.clone(),
-            encoder: None,
-            tokenizer_hash: tokenizer_hash.into(),
-            provenance,
-        }
+        StageConfigFile::new(KIND, self.d.config.clone(), tokenizer_hash, provenance)
     }
 }
 
 /// Runs (or resumes) stage `diffusion`.
 pub fn train_diffusion(args: TrainArgs) -> Result<TrainReport> {
-    let fresh = match &args.config {
-        Some(c) if !args.resume => Some((c.diffusion()?.train.clone(), None)),
+    let section = match &args.config {
+        Some(c) if !args.resume => Some(c.section::<DiffusionSection>(KIND)?),
         _ => None,
     };
-    let setup = setup_run::<DiffusionModel>(&args, KIND, fresh)?;
-    let vocab = setup.tokenizer.vocab_size() as i64;
-    let model = match (&setup.resumed, &args.config) {
+    let setup = setup_run::<DiffusionModel>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
+    let model = match (&setup.resumed, section) {
         (Some(c), _) => c.model.clone(),
-        (None, Some(rc)) => {
-            let s = rc.diffusion()?;
-            let m = DiffusionModel {
-                model: s.model.config(vocab),
-                schedule: s.diffusion.clone(),
-                self_condition_prob: s.self_condition_prob,
-                sampling: s.sampling,
-            };
-            m.validate().map_err(|e| TrainError::Invalid(format!("config [diffusion]: {e}")))?;
-            m
-        }
+        (None, Some(s)) => s.model(setup.tokenizer.vocab_size() as i64)?,
         (None, None) => return Err(TrainError::Invalid("--config is required for a new run".into())),
     };
     let seq_len = model.model.seq_len as usize;
@@ -239,11 +286,11 @@ pub fn train_diffusion(args: TrainArgs) -> Result<TrainReport> {
     let sampler = WindowSampler::over(train.rows.len(), setup.state.seed)?;
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
-    let net = TextDiffusion::new(vs.root(), &model.model);
-    let schedule = NoiseSchedule::new(model.schedule.clone()).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let d =
+        DiffusionBundle::new(vs.root(), model).map_err(|e| TrainError::Invalid(format!("config [diffusion]: {e}")))?;
     let tc = setup.state.train.clone();
     let mut runner = DiffusionRunner {
-        d: DiffusionBundle { model: net, schedule, config: model },
+        d,
         train,
         valid,
         sampler,
@@ -253,29 +300,6 @@ pub fn train_diffusion(args: TrainArgs) -> Result<TrainReport> {
         device: args.device,
     };
     run_loop(&mut runner, setup, vs, &args)
-}
-
-/// Loads `BUNDLE/diffusion` with its tokenizer (hash and vocabulary checked).
-pub fn load_diffusion(bundle: &Bundle, device: Device) -> Result<(DiffusionBundle, nn::VarStore, TextTokenizer)> {
-    if !bundle.root().is_dir() {
-        return Err(TrainError::Invalid(format!(
-            "{}: no such folder; point --checkpoint at a bundle made by `plandiff train`",
-            bundle.root().display()
-        )));
-    }
-    let cfg = bundle.read_config_as::<DiffusionModel>(KIND)?;
-    let tokenizer = bundle.load_tokenizer()?;
-    if tokenizer.hash() != cfg.tokenizer_hash || tokenizer.vocab_size() as i64 != cfg.model.model.vocab_size {
-        return Err(TrainError::Invalid(format!(
-            "{}: this tokenizer is not the one the diffusion model was trained with; put the model's own tokenizer.json back",
-            bundle.tokenizer_path().display()
-        )));
-    }
-    let mut vs = nn::VarStore::new(device);
-    let model = TextDiffusion::new(vs.root(), &cfg.model.model);
-    load_weights(&mut vs, &bundle.stage_dir(KIND).join("model.safetensors"))?;
-    let schedule = NoiseSchedule::new(cfg.model.schedule.clone()).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    Ok((DiffusionBundle { model, schedule, config: cfg.model }, vs, tokenizer))
 }
 
 /// `plandiff eval --stage diffusion`.
@@ -289,27 +313,21 @@ pub struct DiffusionEval {
     pub documents: usize,
 }
 
-pub fn evaluate_diffusion(
-    bundle: &Path,
-    data: &Path,
-    split: &str,
-    batch: usize,
-    max_batches: Option<usize>,
-    device: Device,
-) -> Result<DiffusionEval> {
-    let b = Bundle::new(bundle);
-    let (d, _vs, tk) = load_diffusion(&b, device)?;
-    let set = DocRows::open(data, split, &tk, d.config.model.seq_len as usize)?;
+pub fn evaluate_diffusion(req: &EvalRequest) -> Result<DiffusionEval> {
+    let l = load_diffusion(&Bundle::open(req.bundle)?, req.device)?;
+    let d = &l.diffusion;
+    let set = DocRows::open(req.data, req.split, &l.tokenizer, d.config.model.seq_len as usize)?;
     if set.rows.is_empty() {
         return Err(TrainError::Invalid(format!(
-            "--data {}: no complete document in the {split} split",
-            data.display()
+            "{}: no complete document in the {} split",
+            req.data.display(),
+            req.split
         )));
     }
     let n = set.rows.len();
-    let batch = batch.max(1);
-    let batches = max_batches.unwrap_or_else(|| n.div_ceil(batch)).max(1);
-    let v = d.eval(&set, batch, batches, device);
+    let batch = req.batch.max(1);
+    let batches = req.max_batches.unwrap_or_else(|| n.div_ceil(batch)).max(1);
+    let v = fixed_loss(d, &set, batch, batches, req.device);
     Ok(DiffusionEval {
         rounding_accuracy: rounding_accuracy(&d.model),
         loss: v.total,

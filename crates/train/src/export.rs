@@ -4,10 +4,10 @@
 //! resume training). The planner's fingerprint of the autoencoder is updated to the exported
 //! autoencoder's weights, so the pair still loads together.
 
-use crate::bundle::Bundle;
-use crate::fsutil;
-use crate::planner::file_sha256;
+use crate::stages::STAGES;
 use crate::{Result, TrainError};
+use plandiff_bundle::fsutil::write_json;
+use plandiff_bundle::{read_weights, Bundle, ExportProvenance};
 use serde::Serialize;
 use std::path::Path;
 use tch::{Kind, Tensor};
@@ -21,13 +21,13 @@ pub enum StorageKind {
 }
 
 impl std::str::FromStr for StorageKind {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
         match s {
             "f32" | "float32" => Ok(Self::F32),
             "f16" | "float16" | "fp16" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
-            _ => Err(format!("unknown dtype `{s}`; use f16, bf16 or f32")),
+            _ => Err(TrainError::Invalid(format!("unknown dtype `{s}`; use f16, bf16 or f32"))),
         }
     }
 }
@@ -63,10 +63,39 @@ pub struct ExportReport {
     pub total_bytes: u64,
 }
 
-const STAGES: [&str; 4] = ["ar", "autoencoder", "planner", "diffusion"];
-
 fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// A stage's config.json as exported: provenance completed (corpus and plan settings from a
+/// checkpoint that predates them) and stamped with the export.
+fn exported_config(dir: &Path, from: &Path, kind: StorageKind) -> Result<serde_json::Value> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        TrainError::Invalid(format!("{}: not a valid model config ({e}); the bundle is damaged", dir.display()))
+    })?;
+    if let Some(prov) = cfg.get_mut("provenance").and_then(|p| p.as_object_mut()) {
+        // A stage trained before `corpus` was recorded gets it from its data's stats.json.
+        if !prov.contains_key("corpus") {
+            let data = prov.get("data").and_then(|d| d.as_str()).map(std::path::PathBuf::from);
+            if let Some(stats) = data.and_then(|d| plandiff_data::PrepareStats::load(&d).ok()) {
+                prov.insert("corpus".into(), serde_json::json!(stats.inputs));
+            }
+        }
+        // Likewise the plan settings, which a training checkpoint keeps in trainer_state.json.
+        if !prov.contains_key("plan") {
+            let state = std::fs::read_to_string(dir.join("trainer_state.json")).ok();
+            let plan =
+                state.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).map(|t| t["plan"].clone());
+            if let Some(plan) = plan.filter(|p| !p.is_null()) {
+                prov.insert("plan".into(), plan);
+            }
+        }
+        let export = ExportProvenance { from: from.display().to_string(), dtype: kind.name().into() };
+        prov.insert("export".into(), serde_json::to_value(export).map_err(TrainError::json)?);
+    }
+    Ok(cfg)
 }
 
 /// Copies the stages of `from` into `to` with weights stored as `kind`.
@@ -83,62 +112,26 @@ pub fn export_bundle(from: &Path, to: &Path, kind: StorageKind) -> Result<Export
     let dst = Bundle::new(to);
     dst.write_tokenizer(&tokenizer)?;
     let mut stages = Vec::new();
-    // The autoencoder first: the planner records the exported autoencoder's fingerprint.
-    for stage in STAGES.iter().copied().filter(|s| src.has_stage(s)) {
-        let dir = src.stage_dir(stage);
-        let cfg_text =
-            std::fs::read_to_string(dir.join("config.json")).map_err(|e| TrainError::io(dir.join("config.json"), e))?;
-        let mut cfg: serde_json::Value = serde_json::from_str(&cfg_text).map_err(|e| {
-            TrainError::Invalid(format!("{}: not a valid model config ({e}); the bundle is damaged", dir.display()))
-        })?;
-        if let Some(prov) = cfg.get_mut("provenance").and_then(|p| p.as_object_mut()) {
-            // A stage trained before `corpus` was recorded gets it from its data's stats.json.
-            if !prov.contains_key("corpus") {
-                let data = prov.get("data").and_then(|d| d.as_str()).map(std::path::PathBuf::from);
-                if let Some(stats) = data.and_then(|d| plandiff_data::PrepareStats::load(&d).ok()) {
-                    prov.insert("corpus".into(), serde_json::json!(stats.inputs));
-                }
-            }
-            // Likewise the plan settings, which a training checkpoint keeps in trainer_state.json.
-            if !prov.contains_key("plan") {
-                let state = std::fs::read_to_string(dir.join("trainer_state.json")).ok();
-                let plan =
-                    state.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).map(|t| t["plan"].clone());
-                if let Some(plan) = plan.filter(|p| !p.is_null()) {
-                    prov.insert("plan".into(), plan);
-                }
-            }
-            let export =
-                crate::bundle::ExportProvenance { from: from.display().to_string(), dtype: kind.name().into() };
-            prov.insert("export".into(), serde_json::to_value(export).map_err(|e| TrainError::Invalid(e.to_string()))?);
-        }
-        if stage == "planner" {
-            if !dst.has_stage("autoencoder") {
-                return Err(TrainError::Invalid(format!(
-                    "{}: the planner needs its autoencoder, which the bundle lacks",
-                    from.display()
-                )));
-            }
-            let sha = file_sha256(&dst.stage_dir("autoencoder").join("model.safetensors"))?;
-            cfg["model"]["autoencoder_sha256"] = serde_json::Value::String(sha);
-        }
+    // In training order: the planner records the exported autoencoder's fingerprint.
+    for stage in STAGES.iter().copied().filter(|s| src.has_stage(s.name())) {
+        let dir = src.stage_dir(stage.name());
+        let mut cfg = exported_config(&dir, from, kind)?;
+        stage.on_export(&mut cfg, &dst).map_err(|e| TrainError::Invalid(format!("{}: {e}", from.display())))?;
         let weights = dir.join("model.safetensors");
-        let tensors = crate::bundle::read_weights(&weights)?;
-        let converted: Vec<(String, Tensor)> = tensors
+        let converted: Vec<(String, Tensor)> = read_weights(&weights)?
             .into_iter()
             .map(|(n, t)| {
                 let t = if t.is_floating_point() { t.to_kind(kind.kind()) } else { t };
                 (n, t)
             })
             .collect();
-        let out = dst.save_stage(stage, |d| {
-            let j = serde_json::to_string_pretty(&cfg).map_err(|e| TrainError::Invalid(e.to_string()))?;
-            fsutil::write_atomic(&d.join("config.json"), j.as_bytes())?;
+        let out = dst.save_stage(stage.name(), |d| -> Result<()> {
+            write_json(&d.join("config.json"), &cfg)?;
             Tensor::write_safetensors(&converted, d.join("model.safetensors"))?;
             Ok(())
         })?;
         stages.push(ExportedStage {
-            stage: stage.to_string(),
+            stage: stage.name().to_string(),
             bytes_before: file_len(&weights),
             bytes_after: file_len(&out.join("model.safetensors")),
         });

@@ -1,36 +1,29 @@
-//! Training: one loop per stage, AdamW written on tensors (so its moments can be saved and
-//! a resumed run continues exactly), warmup + cosine LR, checkpoint bundles written
-//! atomically, metrics as JSONL.
+//! Training: one loop for every stage (`trainer`), AdamW written on tensors (so its moments
+//! can be saved and a resumed run continues exactly), warmup + cosine LR, metrics as JSONL,
+//! and the stages themselves, listed once in [`stages::STAGES`].
+//!
+//! Depends on `bundle` (the on-disk format and the models it loads) and the model crates;
+//! never on `pipeline` or `eval`, and nothing of inference depends on it.
 
 pub mod adamw;
 pub mod ar;
 pub mod autoencoder;
-pub mod bundle;
 pub mod config;
 pub mod diffusion;
 pub mod eval;
 pub mod export;
-pub mod fsutil;
 pub mod metrics;
 pub mod planner;
 pub mod schedule;
+pub mod stages;
 pub mod trainer;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use ar::train_ar;
-pub use autoencoder::{evaluate_autoencoder, load_autoencoder, train_autoencoder, Autoencoder, PlanEval};
-pub use bundle::{Bundle, Provenance, StageConfigFile, FORMAT_VERSION};
-pub use config::{
-    AutoencoderSection, DenoiserSection, EncoderSection, ModelSection, PlanSection, PlannerObjective, PlannerSection,
-    RunConfig, StageSection, TrainConfig,
-};
-pub use diffusion::{
-    evaluate_diffusion, load_diffusion, train_diffusion, DiffusionBundle, DiffusionEval, DiffusionModel,
-};
+pub use config::{ModelSection, RunConfig, StageSection};
 pub use eval::{evaluate_loss, EvalResult};
 pub use export::{export_bundle, ExportReport, StorageKind};
-pub use planner::{evaluate_planner, load_planner, train_planner, Planner, PlannerEval, PlannerModel};
 pub use schedule::LrSchedule;
+pub use stages::{EvalRequest, Stage, StageEval, STAGES};
 pub use trainer::{TrainArgs, TrainEnd, TrainReport};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +32,8 @@ pub enum TrainError {
     Io { path: String, source: std::io::Error },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Bundle(#[from] plandiff_bundle::BundleError),
     #[error(transparent)]
     Data(#[from] plandiff_data::DataError),
     #[error("libtorch: {0}")]
@@ -50,6 +45,10 @@ pub enum TrainError {
 impl TrainError {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         TrainError::Io { path: path.as_ref().display().to_string(), source }
+    }
+
+    pub fn json(e: serde_json::Error) -> Self {
+        TrainError::Invalid(format!("JSON: {e}"))
     }
 }
 

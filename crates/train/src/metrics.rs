@@ -1,6 +1,7 @@
 //! Training metrics, one JSON object per line.
 
-use crate::{fsutil, Result, TrainError};
+use crate::{Result, TrainError};
+use plandiff_bundle::fsutil;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -7,12 +7,15 @@
 //! to continue exactly as if it had never stopped.
 
 use crate::adamw::{AdamW, AdamWConfig};
-use crate::bundle::{save_weights, Bundle, ModelConfig, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION};
 use crate::config::{PlanSection, RunConfig, TrainConfig};
 use crate::metrics::MetricsLog;
 use crate::schedule::LrSchedule;
-use crate::{fsutil, Result, TrainError};
+use crate::{Result, TrainError};
 use indicatif::{ProgressBar, ProgressStyle};
+use plandiff_bundle::fsutil::write_json;
+use plandiff_bundle::{
+    load_weights, save_weights, Bundle, ModelConfig, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION,
+};
 use plandiff_data::TextTokenizer;
 use serde::Serialize;
 use serde_json::json;
@@ -194,60 +197,47 @@ pub(crate) fn seed_init(seed: u64) {
     tch::manual_seed(step_seed(seed, u64::MAX));
 }
 
-/// Runs (or resumes) a stage until `max_steps`, `stop_at` or an interrupt.
-pub(crate) fn run_loop<R: StageRunner>(
-    runner: &mut R,
-    setup: RunSetup<R::Model>,
-    mut vs: nn::VarStore,
-    args: &TrainArgs,
-) -> Result<TrainReport> {
-    let RunSetup { bundle, tokenizer, resumed, mut state } = setup;
-    let kind = runner.kind();
-    let train = state.train.clone();
-    if resumed.is_none() && !bundle.tokenizer_path().exists() {
-        bundle.write_tokenizer(&tokenizer)?;
-    }
-    // Non-trainable variables (e.g. the planner's latent normalizer) are saved, not optimized.
+/// The optimizer over `vs`'s trainable variables (sorted by name) and their count.
+/// Non-trainable variables (e.g. the planner's latent normalizer) are saved, not optimized.
+fn optimizer(vs: &nn::VarStore, train: &TrainConfig) -> (AdamW, i64) {
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let parameters: i64 = named.iter().map(|(_, t)| t.numel() as i64).sum();
-    let mut opt = AdamW::new(
-        named,
-        AdamWConfig { beta1: train.beta1, beta2: train.beta2, eps: train.eps, weight_decay: train.weight_decay },
-    );
-    if resumed.is_some() {
-        let dir = bundle.stage_dir(kind);
-        crate::bundle::load_weights(&mut vs, &dir.join("model.safetensors"))?;
-        opt.load(&dir.join("optimizer.safetensors"), state.step)?;
-        tracing::info!(step = state.step, "resumed from {}", dir.display());
+    let cfg = AdamWConfig { beta1: train.beta1, beta2: train.beta2, eps: train.eps, weight_decay: train.weight_decay };
+    (AdamW::new(named, cfg), parameters)
+}
+
+fn progress_bar(on: bool, len: u64, pos: u64) -> ProgressBar {
+    if !on {
+        return ProgressBar::hidden();
     }
-    let metrics = MetricsLog::open(
-        &bundle.root().join("logs").join(format!("{kind}-metrics.jsonl")),
-        resumed.is_some().then_some(state.step),
-    )?;
-    let sched = LrSchedule {
-        lr: train.lr,
-        min_lr: train.min_lr,
-        warmup_steps: train.warmup_steps,
-        total_steps: train.max_steps,
-    };
-    tracing::info!(parameters, "training stage {kind}");
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_position(pos);
+    pb
+}
 
-    let pb = if args.progress {
-        let pb = ProgressBar::new(train.max_steps);
-        pb.set_style(
-            ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        pb.set_position(state.step);
-        pb
-    } else {
-        ProgressBar::hidden()
-    };
+/// Writes a stage's checkpoint: config.json (with provenance), weights, optimizer state and
+/// trainer state, swapped in atomically.
+struct Checkpointer {
+    bundle: Bundle,
+    kind: &'static str,
+    tokenizer_hash: String,
+    corpus: Option<Vec<String>>,
+}
 
-    let corpus = plandiff_data::PrepareStats::load(Path::new(&state.data)).ok().map(|s| s.inputs);
-    let save = |runner: &R, state: &TrainerState, opt: &AdamW, vs: &nn::VarStore| -> Result<PathBuf> {
+impl Checkpointer {
+    fn save<R: StageRunner>(
+        &self,
+        runner: &R,
+        state: &TrainerState,
+        opt: &AdamW,
+        vs: &nn::VarStore,
+    ) -> Result<PathBuf> {
         let provenance = Provenance {
             plandiff_version: env!("CARGO_PKG_VERSION").into(),
             steps: state.step,
@@ -258,99 +248,185 @@ pub(crate) fn run_loop<R: StageRunner>(
             val_loss: state.last_val_loss,
             wall_seconds: state.elapsed_seconds,
             train: Some(state.train.clone()),
-            corpus: corpus.clone(),
+            corpus: self.corpus.clone(),
             plan: state.plan.clone(),
             export: None,
         };
-        let cfg = runner.config_file(tokenizer.hash(), provenance);
-        bundle.save_stage(kind, |dir| {
-            let j = serde_json::to_string_pretty(&cfg).map_err(|e| TrainError::Invalid(e.to_string()))?;
-            fsutil::write_atomic(&dir.join("config.json"), j.as_bytes())?;
+        let cfg = runner.config_file(&self.tokenizer_hash, provenance);
+        self.bundle.save_stage(self.kind, |dir| -> Result<()> {
+            write_json(&dir.join("config.json"), &cfg)?;
             save_weights(vs, &dir.join("model.safetensors"))?;
             opt.save(&dir.join("optimizer.safetensors"))?;
-            let j = serde_json::to_string_pretty(state).map_err(|e| TrainError::Invalid(e.to_string()))?;
-            fsutil::write_atomic(&dir.join("trainer_state.json"), j.as_bytes())
+            Ok(write_json(&dir.join("trainer_state.json"), state)?)
         })
-    };
+    }
+}
 
-    let accum = train.grad_accum;
+/// Forward, backward and optimizer update of one step; returns the loss and the gradient
+/// norm before clipping.
+fn train_step<R: StageRunner>(runner: &mut R, opt: &mut AdamW, state: &TrainerState, lr: f64) -> Result<(f64, Tensor)> {
+    let (step, accum) = (state.step, state.train.grad_accum);
+    tch::manual_seed(step_seed(state.seed, step));
+    opt.zero_grad();
+    let mut loss_sum = 0f64;
+    for micro in 0..accum {
+        loss_sum += runner.micro_step(step, micro, accum)?;
+    }
+    let loss = loss_sum / accum as f64;
+    if !loss.is_finite() {
+        return Err(TrainError::NonFinite { step: step + 1, value: loss });
+    }
+    let grad_norm = opt.clip_grad_norm(state.train.grad_clip);
+    opt.step(lr);
+    Ok((loss, grad_norm))
+}
+
+/// Runs the stage's validation, logs it and prints a line above the progress bar.
+fn validate<R: StageRunner>(
+    runner: &mut R,
+    state: &mut TrainerState,
+    metrics: &MetricsLog,
+    pb: &ProgressBar,
+    loss: f64,
+) -> Result<()> {
+    let Some((val, mut extra)) = runner.validate() else {
+        return Ok(());
+    };
+    state.last_val_loss = Some(val);
+    extra.insert("step".into(), json!(state.step));
+    extra.insert("val_loss".into(), json!(val));
+    extra.insert("elapsed_s".into(), json!(state.elapsed_seconds));
+    let summary: Vec<String> = extra
+        .iter()
+        .filter(|(k, _)| k.as_str() != "step" && k.as_str() != "elapsed_s")
+        .filter_map(|(k, v)| v.as_f64().map(|x| format!("{k} {x:.4}")))
+        .collect();
+    metrics.write(&serde_json::Value::Object(extra))?;
+    pb.println(format!("step {:>6}  train loss {loss:.4}  {}", state.step, summary.join("  ")));
+    Ok(())
+}
+
+/// Steps timed for throughput: this session's first step pays one-time costs (allocator
+/// warm-up, CUDA context and kernel selection) and is left out, as benchmark harnesses do.
+#[derive(Default)]
+struct Throughput {
+    seconds: f64,
+    steps: u64,
+}
+
+impl Throughput {
+    fn tokens_per_s(&self, tokens_per_step: u64) -> f64 {
+        if self.steps > 0 {
+            self.steps as f64 * tokens_per_step as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Loads a checkpoint's weights and optimizer state (after `step` steps) from `dir`.
+fn resume_from(dir: &Path, vs: &mut nn::VarStore, opt: &mut AdamW, step: u64) -> Result<()> {
+    load_weights(vs, &dir.join("model.safetensors"))?;
+    opt.load(&dir.join("optimizer.safetensors"), step)?;
+    tracing::info!(step, "resumed from {}", dir.display());
+    Ok(())
+}
+
+/// A run's optimizer (loaded on resume), parameter count and metrics log; a fresh bundle
+/// gets the data's tokenizer.
+fn open_run(
+    bundle: &Bundle,
+    kind: &str,
+    tokenizer: &TextTokenizer,
+    resumed: bool,
+    state: &TrainerState,
+    vs: &mut nn::VarStore,
+) -> Result<(AdamW, i64, MetricsLog)> {
+    if !resumed && !bundle.tokenizer_path().exists() {
+        bundle.write_tokenizer(tokenizer)?;
+    }
+    let (mut opt, parameters) = optimizer(vs, &state.train);
+    if resumed {
+        resume_from(&bundle.stage_dir(kind), vs, &mut opt, state.step)?;
+    }
+    let log = bundle.root().join("logs").join(format!("{kind}-metrics.jsonl"));
+    let metrics = MetricsLog::open(&log, resumed.then_some(state.step))?;
+    Ok((opt, parameters, metrics))
+}
+
+/// Why the loop stops before `max_steps`, if it does now.
+fn early_end(args: &TrainArgs, step: u64) -> Option<TrainEnd> {
+    if args.interrupt.load(Ordering::SeqCst) {
+        Some(TrainEnd::Interrupted)
+    } else if args.stop_at.is_some_and(|s| step >= s) {
+        Some(TrainEnd::Stopped)
+    } else {
+        None
+    }
+}
+
+/// Runs (or resumes) a stage until `max_steps`, `stop_at` or an interrupt.
+pub(crate) fn run_loop<R: StageRunner>(
+    runner: &mut R,
+    setup: RunSetup<R::Model>,
+    mut vs: nn::VarStore,
+    args: &TrainArgs,
+) -> Result<TrainReport> {
+    let RunSetup { bundle, tokenizer, resumed, mut state } = setup;
+    let kind = runner.kind();
+    let train = state.train.clone();
+    let (mut opt, parameters, metrics) = open_run(&bundle, kind, &tokenizer, resumed.is_some(), &state, &mut vs)?;
+    let sched = LrSchedule {
+        lr: train.lr,
+        min_lr: train.min_lr,
+        warmup_steps: train.warmup_steps,
+        total_steps: train.max_steps,
+    };
+    tracing::info!(parameters, "training stage {kind}");
+    let pb = progress_bar(args.progress, train.max_steps, state.step);
+    let corpus = plandiff_data::PrepareStats::load(Path::new(&state.data)).ok().map(|s| s.inputs);
+    let mut checkpoint = bundle.stage_dir(kind);
+    let saver = Checkpointer { bundle, kind, tokenizer_hash: tokenizer.hash().to_string(), corpus };
     let tokens_per_step = runner.tokens_per_step();
-    let start_time = Instant::now();
-    let base_elapsed = state.elapsed_seconds;
-    let start_step = state.step;
-    let mut train_time = 0f64;
-    let mut timed_steps = 0u64;
+    let (start_time, base_elapsed, start_step) = (Instant::now(), state.elapsed_seconds, state.step);
+    let mut timing = Throughput::default();
     let mut last_saved = resumed.is_some().then_some(state.step);
     let mut end = TrainEnd::Finished;
-    let mut checkpoint = bundle.stage_dir(kind);
     while state.step < train.max_steps {
-        if args.interrupt.load(Ordering::SeqCst) {
-            end = TrainEnd::Interrupted;
-            break;
-        }
-        if args.stop_at.is_some_and(|s| state.step >= s) {
-            end = TrainEnd::Stopped;
+        if let Some(e) = early_end(args, state.step) {
+            end = e;
             break;
         }
         let t0 = Instant::now();
-        let step = state.step;
-        tch::manual_seed(step_seed(state.seed, step));
-        let lr = sched.at(step);
-        opt.zero_grad();
-        let mut loss_sum = 0f64;
-        for micro in 0..accum {
-            loss_sum += runner.micro_step(step, micro, accum)?;
-        }
-        let loss = loss_sum / accum as f64;
-        if !loss.is_finite() {
-            pb.abandon();
-            return Err(TrainError::NonFinite { step: step + 1, value: loss });
-        }
-        let grad_norm = opt.clip_grad_norm(train.grad_clip);
-        opt.step(lr);
+        let lr = sched.at(state.step);
+        let (loss, grad_norm) = train_step(runner, &mut opt, &state, lr).inspect_err(|_| pb.abandon())?;
         state.step += 1;
         state.tokens_seen += tokens_per_step;
         state.last_train_loss = Some(loss);
-        // Throughput leaves out this session's first step, which pays one-time costs (allocator
-        // warm-up, CUDA context and kernel selection), as benchmark harnesses do.
         if state.step > start_step + 1 {
-            train_time += t0.elapsed().as_secs_f64();
-            timed_steps += 1;
+            timing.seconds += t0.elapsed().as_secs_f64();
+            timing.steps += 1;
         }
-        let tok_s = if timed_steps > 0 { timed_steps as f64 * tokens_per_step as f64 / train_time } else { 0.0 };
+        let tok_s = timing.tokens_per_s(tokens_per_step);
         state.elapsed_seconds = base_elapsed + start_time.elapsed().as_secs_f64();
         pb.set_position(state.step);
         pb.set_message(format!("loss {loss:.3} lr {lr:.2e} {tok_s:.0} tok/s"));
         if state.step % train.log_interval == 0 || state.step == 1 {
             let grad_norm = grad_norm.double_value(&[]);
-            metrics.write(
-                &json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
-                "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_seconds}),
-            )?;
+            metrics.write(&json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_s": tok_s, "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_seconds}))?;
         }
         let last = state.step == train.max_steps;
         if state.step % train.eval_interval == 0 || last {
-            if let Some((val, mut extra)) = runner.validate() {
-                state.last_val_loss = Some(val);
-                extra.insert("step".into(), json!(state.step));
-                extra.insert("val_loss".into(), json!(val));
-                extra.insert("elapsed_s".into(), json!(state.elapsed_seconds));
-                let summary: Vec<String> = extra
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "step" && k.as_str() != "elapsed_s")
-                    .filter_map(|(k, v)| v.as_f64().map(|x| format!("{k} {x:.4}")))
-                    .collect();
-                metrics.write(&serde_json::Value::Object(extra))?;
-                pb.println(format!("step {:>6}  train loss {loss:.4}  {}", state.step, summary.join("  ")));
-            }
+            validate(runner, &mut state, &metrics, &pb, loss)?;
         }
         if state.step % train.checkpoint_interval == 0 || last {
-            checkpoint = save(runner, &state, &opt, &vs)?;
+            checkpoint = saver.save(runner, &state, &opt, &vs)?;
             last_saved = Some(state.step);
         }
     }
     if last_saved != Some(state.step) {
-        checkpoint = save(runner, &state, &opt, &vs)?;
+        checkpoint = saver.save(runner, &state, &opt, &vs)?;
     }
     pb.finish_and_clear();
     Ok(TrainReport {
@@ -360,7 +436,7 @@ pub(crate) fn run_loop<R: StageRunner>(
         max_steps: train.max_steps,
         train_loss: state.last_train_loss,
         val_loss: state.last_val_loss,
-        tokens_per_s: if timed_steps > 0 { timed_steps as f64 * tokens_per_step as f64 / train_time } else { 0.0 },
+        tokens_per_s: timing.tokens_per_s(tokens_per_step),
         seconds: start_time.elapsed().as_secs_f64(),
         parameters,
         checkpoint,

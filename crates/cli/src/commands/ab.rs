@@ -1,5 +1,5 @@
 use crate::args::AbArgs;
-use crate::util::{parse_device, plan_sampling, stderr_is_tty};
+use crate::util::{parse_device, plan_overrides, stderr_is_tty};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use plandiff_eval::ab::{parse_arms, read_prompts, run_ab, AbConfig};
@@ -10,20 +10,16 @@ pub fn run(a: AbArgs) -> Result<ExitCode> {
     let prompts = read_prompts(&a.prompts)?;
     let arms = parse_arms(&a.arms, &a.checkpoint)?;
     let sampling = a.sampling.config()?;
-    let any_plan =
-        a.plan.steps.is_some() || a.plan.sampler.is_some() || a.plan.eta.is_some() || a.plan.guidance.is_some();
-    // Flags override each planner's defaults; validated against a neutral base.
-    let plan = if any_plan {
-        let base = plandiff_planner::SamplingDefaults {
-            steps: 50,
-            sampler: plandiff_planner::SamplerName::Ddim,
-            eta: 0.0,
-            guidance: 1.0,
-        };
-        Some(plan_sampling(&a.plan, base)?)
-    } else {
-        None
+    // Flags override each model's stored defaults; checked here against a neutral base so a
+    // bad value fails before any model loads.
+    let plan = plan_overrides(&a.plan)?;
+    let neutral = plandiff_planner::SamplingDefaults {
+        steps: 50,
+        sampler: plandiff_diffusion::SamplerKind::Ddim,
+        eta: 0.0,
+        guidance: 1.0,
     };
+    plan.apply(neutral).map_err(|e| anyhow::anyhow!(e.as_flag()))?;
     if a.samples == 0 || a.sentences == 0 {
         anyhow::bail!("--samples and --sentences must be >= 1");
     }
@@ -53,8 +49,8 @@ pub fn run(a: AbArgs) -> Result<ExitCode> {
     let results = run_ab(&cfg, &prompts, |done, _| pb.set_position(done as u64))?;
     pb.finish_and_clear();
     let json = serde_json::to_string_pretty(&results)?;
-    plandiff_train::fsutil::write_atomic(&a.out.join("results.json"), json.as_bytes())?;
-    plandiff_train::fsutil::write_atomic(&a.out.join("report.html"), report::html(&results).as_bytes())?;
+    plandiff_bundle::fsutil::write_atomic(&a.out.join("results.json"), json.as_bytes())?;
+    plandiff_bundle::fsutil::write_atomic(&a.out.join("report.html"), report::html(&results).as_bytes())?;
     if a.json {
         println!("{json}");
     } else {

@@ -1,7 +1,7 @@
 use crate::args::EditArgs;
-use crate::util::{parse_device, plan_sampling};
+use crate::util::{parse_device, plan_overrides};
 use anyhow::{Context, Result};
-use plandiff_pipeline::{GenOptions, HybridGenerator, HybridOptions};
+use plandiff_pipeline::{GenOptions, HybridGenerator};
 use std::process::ExitCode;
 
 /// `A..B`, `A..=B` or `A` (1-based, inclusive).
@@ -28,21 +28,11 @@ pub fn run(a: EditArgs) -> Result<ExitCode> {
     let device = parse_device(&a.device)?;
     let gen = HybridGenerator::load(&a.checkpoint, device)
         .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-    let plan = plan_sampling(&a.plan, gen.planner().model.sampling)?;
-    let opts = HybridOptions {
-        gen: GenOptions {
-            max_tokens: a.max_tokens,
-            sentences: None,
-            sampling,
-            seed: a.seed,
-            no_eos: false,
-            stream: false,
-        },
-        plan,
-        previews: false,
-        oracle: None,
-    };
-    let edit = gen.edit(&text, from, to, &opts)?;
+    let plan =
+        plan_overrides(&a.plan)?.apply(gen.planner().model.sampling).map_err(|e| anyhow::anyhow!(e.as_flag()))?;
+    let opts =
+        GenOptions { max_tokens: a.max_tokens, sentences: None, sampling, seed: a.seed, no_eos: false, stream: false };
+    let edit = gen.edit(&text, from, to, &opts, plan)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&edit)?);
     } else {

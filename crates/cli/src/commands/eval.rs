@@ -1,8 +1,8 @@
 use crate::args::EvalArgs;
 use crate::util::parse_device;
 use anyhow::{bail, Context, Result};
-use plandiff_data::TokenSet;
-use plandiff_train::{evaluate_loss, Bundle};
+use plandiff_bundle::Bundle;
+use plandiff_train::stages::{self, EvalRequest, Stage, StageEval};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -19,103 +19,58 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     if a.seq_len == Some(0) {
         bail!("--seq-len must be >= 1");
     }
+    let stages: Vec<&dyn Stage> =
+        match &a.stage {
+            Some(name) => vec![stages::find(name)
+                .ok_or_else(|| anyhow::anyhow!("--stage {name}: use {}", stages::names().join(", ")))?],
+            None => {
+                let bundle =
+                    Bundle::open(&a.checkpoint).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+                let held = stages::held_by(&bundle);
+                if held.is_empty() {
+                    bail!(
+                        "--checkpoint {}: the bundle holds no model yet; train one with `plandiff train ar`",
+                        a.checkpoint.display()
+                    );
+                }
+                held
+            }
+        };
     let device = parse_device(&a.device)?;
-    match a.stage.as_str() {
-        "ar" => {}
-        "autoencoder" => {
-            let r = plandiff_train::evaluate_autoencoder(
-                &a.checkpoint,
-                &a.data,
-                &a.split,
-                a.batch_size,
-                a.max_batches,
-                device,
-            )
-            .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-            let line = format!(
-                "{} split, {} documents, {} tokens: perplexity oracle plan {:.2} vs null plan {:.2} (ratio {:.3}); token accuracy {:.3} vs {:.3}",
-                a.split, r.documents, r.tokens, r.ppl_oracle, r.ppl_null, r.ppl_ratio, r.accuracy_oracle, r.accuracy_null
-            );
-            return emit(&a, "autoencoder", &r, line);
-        }
-        "planner" => {
-            let r =
-                plandiff_train::evaluate_planner(&a.checkpoint, &a.data, &a.split, a.batch_size, a.max_batches, device)
-                    .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-            let line = format!(
-                "{} split, {} windows: denoising loss {:.4}; second half of each window sampled from the first ({} steps): cosine to the true latents {:.3} (random sentence {:.3}, previous sentence {:.3})",
-                a.split, r.windows, r.denoising_loss, r.steps, r.cosine_sampled, r.cosine_random, r.cosine_previous
-            );
-            return emit(&a, "planner", &r, line);
-        }
-        "diffusion" => {
-            let r = plandiff_train::evaluate_diffusion(
-                &a.checkpoint,
-                &a.data,
-                &a.split,
-                a.batch_size,
-                a.max_batches,
-                device,
-            )
-            .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-            let line = format!(
-                "{} split, {} documents: rounding accuracy on clean embeddings {:.4}; loss {:.4} (x0 MSE {:.4}, rounding CE {:.4})",
-                a.split, r.documents, r.rounding_accuracy, r.loss, r.mse, r.rounding_ce
-            );
-            return emit(&a, "diffusion", &r, line);
-        }
-        other => bail!("--stage {other}: use ar, autoencoder, planner or diffusion"),
-    }
-    let loaded = Bundle::new(&a.checkpoint)
-        .load_decoder("ar", device)
-        .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-    let set = TokenSet::open(&a.data, &a.split).with_context(|| format!("--data {}", a.data.display()))?;
-    if set.stats.tokenizer_hash != loaded.tokenizer.hash() {
-        bail!(
-            "--data {} was tokenized with another tokenizer than the model in {}; prepare it with `plandiff prepare --tokenizer {}/tokenizer.json`",
-            a.data.display(),
-            a.checkpoint.display(),
-            a.checkpoint.display()
-        );
-    }
-    let seq_len = a
-        .seq_len
-        .or_else(|| loaded.config.provenance.train.as_ref().map(|t| t.seq_len))
-        .unwrap_or(256)
-        .min(loaded.config.model.max_seq_len as usize);
-    let r = evaluate_loss(&loaded.model, &set, seq_len, a.batch_size, a.max_batches);
-    if r.tokens == 0 {
-        bail!(
-            "--data {}: the {} split is shorter than one window of {} tokens; use a smaller --seq-len",
-            a.data.display(),
-            a.split,
-            seq_len + 1
-        );
-    }
-    if a.json {
-        let out = json!({"checkpoint": a.checkpoint.display().to_string(), "data": a.data.display().to_string(),
-            "split": a.split, "seq_len": seq_len, "loss": r.loss, "perplexity": r.perplexity,
-            "token_accuracy": r.token_accuracy, "tokens": r.tokens});
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!(
-            "{} split: loss {:.4}, perplexity {:.2}, token accuracy {:.3} over {} tokens (seq_len {seq_len})",
-            a.split, r.loss, r.perplexity, r.token_accuracy, r.tokens
-        );
+    let req = EvalRequest {
+        bundle: &a.checkpoint,
+        data: &a.data,
+        split: &a.split,
+        batch: a.batch_size,
+        max_batches: a.max_batches,
+        seq_len: a.seq_len,
+        device,
+    };
+    for stage in stages {
+        let r = stage
+            .evaluate(&req)
+            .with_context(|| format!("stage {} of --checkpoint {}", stage.name(), a.checkpoint.display()))?;
+        emit(&a, stage.name(), r)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints an evaluation: JSON with `--json`, else the one-line summary.
-fn emit<T: serde::Serialize>(a: &EvalArgs, stage: &str, r: &T, line: String) -> Result<ExitCode> {
+/// Prints one stage's evaluation: JSON with `--json`, else its one-line summary (prefixed
+/// by the stage when the bundle's every stage is evaluated).
+fn emit(a: &EvalArgs, stage: &str, r: StageEval) -> Result<()> {
     if a.json {
-        let out = json!({"checkpoint": a.checkpoint.display().to_string(), "data": a.data.display().to_string(),
-            "split": a.split, "stage": stage, "result": r});
+        let mut out = json!({"checkpoint": a.checkpoint.display().to_string(), "data": a.data.display().to_string(),
+            "split": a.split, "stage": stage});
+        if let Some(o) = out.as_object_mut() {
+            o.extend(r.fields);
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if a.stage.is_none() {
+        println!("{stage}: {}", r.summary);
     } else {
-        println!("{line}");
+        println!("{}", r.summary);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// `eval --metrics`: text metrics of any text set.
@@ -157,13 +112,13 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     };
     let enc =
         if wanted.contains(&"coherence") {
-            Some(plandiff_train::load_autoencoder(&Bundle::new(&a.checkpoint), device).with_context(|| {
+            Some(plandiff_bundle::load_autoencoder(&Bundle::new(&a.checkpoint), device).with_context(|| {
                 format!("--checkpoint {} (coherence needs its autoencoder)", a.checkpoint.display())
             })?)
         } else {
             None
         };
-    let r = text_set_metrics(&docs, &wanted, judge.as_ref(), enc.as_ref().map(|e| (&e.0, &e.3)), 200)?;
+    let r = text_set_metrics(&docs, &wanted, judge.as_ref(), enc.as_ref().map(|e| (&e.ae, &e.tokenizer)), 200)?;
     if a.json {
         println!(
             "{}",

@@ -4,7 +4,7 @@ use plandiff_train::{export_bundle, StorageKind};
 use std::process::ExitCode;
 
 pub fn run(a: ExportArgs) -> Result<ExitCode> {
-    let kind: StorageKind = a.dtype.parse().map_err(|e: String| anyhow::anyhow!("--dtype: {e}"))?;
+    let kind: StorageKind = a.dtype.parse().map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
     let r = export_bundle(&a.checkpoint, &a.out, kind)
         .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     if a.json {

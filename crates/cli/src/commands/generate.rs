@@ -1,8 +1,7 @@
-use crate::args::{GenerateArgs, Mode};
-use crate::util::{parse_device, plan_sampling};
+use crate::args::GenerateArgs;
+use crate::util::{parse_device, plan_overrides};
 use anyhow::{Context, Result};
-use plandiff_decoder::SamplingConfig;
-use plandiff_pipeline::{ArGenerator, GenOptions, HybridGenerator, HybridOptions};
+use plandiff_pipeline::{find_mode, Detail, Event, GenOptions, GenRequest, Generation};
 use serde_json::json;
 use std::io::Write;
 use std::process::ExitCode;
@@ -20,30 +19,38 @@ fn read_prompt(a: &GenerateArgs) -> Result<String> {
     }
 }
 
-pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
-    if a.mode == Mode::Diffusion {
-        return diffusion(&a);
-    }
-    if a.template.is_some() || a.show_steps.is_some() || a.no_clamp {
+/// Flags that only some modes read.
+fn check_flags(a: &GenerateArgs) -> Result<()> {
+    let diffusion = a.mode == "diffusion";
+    if !diffusion && (a.template.is_some() || a.show_steps.is_some() || a.no_clamp) {
         anyhow::bail!("--template, --show-steps and --no-clamp need --mode diffusion");
     }
-    let prompt = read_prompt(&a)?;
-    if prompt.trim().is_empty() {
-        anyhow::bail!("the prompt is empty; give some text with --prompt or --prompt-file");
+    if a.show_plan && a.mode != "hybrid" {
+        let why = if diffusion { "mode diffusion has no plan; see --show-steps" } else { "mode ar has no plan" };
+        anyhow::bail!("--show-plan needs --mode hybrid ({why})");
     }
-    let sampling = a.sampling.config()?;
+    if diffusion && a.plan.guidance.is_some() {
+        anyhow::bail!("--guidance applies to --mode hybrid only");
+    }
     if a.num_samples == 0 {
         anyhow::bail!("--num-samples must be >= 1");
     }
+    if a.show_steps == Some(0) {
+        anyhow::bail!("--show-steps must be >= 1");
+    }
+    Ok(())
+}
+
+pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
+    check_flags(&a)?;
+    let prompt = if a.template.is_some() { String::new() } else { read_prompt(&a)? };
+    if a.template.is_none() && prompt.trim().is_empty() {
+        anyhow::bail!("the prompt is empty; give some text with --prompt or --prompt-file");
+    }
+    let sampling = a.sampling.config()?;
     let device = parse_device(&a.device)?;
-    if a.mode == Mode::Hybrid {
-        return hybrid(&a, &prompt, sampling, device, started);
-    }
-    if a.show_plan {
-        anyhow::bail!("--show-plan needs --mode hybrid (mode ar has no plan)");
-    }
-    let gen =
-        ArGenerator::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    let mode = find_mode(&a.mode).ok_or_else(|| anyhow::anyhow!("--mode {}: no such mode", a.mode))?;
+    let gen = (mode.load)(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let stream = a.stream && !a.json && a.num_samples == 1;
     let opts = GenOptions {
@@ -54,219 +61,138 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
         no_eos: a.no_eos,
         stream,
     };
-    let mut printer = StreamPrinter::start(stream, &prompt)?;
+    let mut req = GenRequest::new(&prompt, a.num_samples, opts);
+    req.template = a.template.as_deref();
+    req.plan = plan_overrides(&a.plan)?;
+    req.no_clamp = a.no_clamp;
+    req.previews = a.show_plan;
+    req.show_steps = a.show_steps.unwrap_or(0);
+    let settings = gen.settings(&req)?;
+    let mut printer = StreamPrinter::new(stream, &prompt);
+    let mut step_lines = Vec::new();
     let gen_start_ms = started.elapsed().as_secs_f64() * 1e3;
-    let gens = gen.generate(&prompt, a.num_samples, &opts, |_, text| printer.update(text))?;
-    let mut stdout = printer.finish()?;
+    let gens = gen.generate(&req, &mut |e| match e {
+        Event::Text { text, .. } => printer.update(text),
+        Event::Step { step, texts } => {
+            for (i, t) in texts.iter().enumerate() {
+                step_lines.push(json!({"step": step, "sample": i, "text": t}));
+                if !a.json {
+                    let tag = if texts.len() > 1 { format!(" sample {}", i + 1) } else { String::new() };
+                    printer.line(&format!("[step {step:>4}{tag}] {t}"));
+                }
+            }
+        }
+    })?;
+    let streamed = printer.finish()?;
+    let mut stdout = std::io::stdout().lock();
     // The first token's time from process start: the generator measures it from its own start.
-    let first_token_ms = gens.first().map(|g| gen_start_ms + g.first_token_ms);
+    let first_token_ms = gens.first().and_then(|g| g.first_token_ms).map(|ms| gen_start_ms + ms);
     if a.json {
-        let out = json!({
-            "mode": "ar",
+        let mut out = json!({
+            "mode": mode.name,
             "checkpoint": a.checkpoint.display().to_string(),
-            "prompt": prompt,
+            "prompt": a.template.is_none().then_some(&prompt),
             "seed": a.seed,
             "sampling": sampling,
             "load_ms": load_ms,
             "first_token_ms_from_start": first_token_ms,
-            "samples": gens,
         });
-        writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
-    } else if !stream {
-        print_samples(&mut stdout, gens.iter().map(|g| g.text.as_str()))?;
-    }
-    if let Some(g) = gens.first() {
-        tracing::info!(
-            "{} new tokens in {:.2} s ({:.1} tokens/s per sample), first token {:.0} ms after start, stop: {:?}",
-            g.new_tokens,
-            g.seconds,
-            g.tokens_per_s,
-            first_token_ms.unwrap_or(0.0),
-            g.stop
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn hybrid(
-    a: &GenerateArgs,
-    prompt: &str,
-    sampling: SamplingConfig,
-    device: tch::Device,
-    started: Instant,
-) -> Result<ExitCode> {
-    let gen = HybridGenerator::load(&a.checkpoint, device)
-        .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-    let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let plan = plan_sampling(&a.plan, gen.planner().model.sampling)?;
-    let opts = HybridOptions {
-        gen: GenOptions {
-            max_tokens: a.max_tokens,
-            sentences: a.sentences,
-            sampling,
-            seed: a.seed,
-            no_eos: a.no_eos,
-            stream: a.stream && !a.json && a.num_samples == 1,
-        },
-        plan,
-        previews: a.show_plan,
-        oracle: None,
-    };
-    let stream = a.stream && !a.json && a.num_samples == 1;
-    let mut printer = StreamPrinter::start(stream, prompt)?;
-    let gens = gen.generate(prompt, a.num_samples, &opts, |_, text| printer.update(text))?;
-    let mut stdout = printer.finish()?;
-    if a.json {
-        let out = json!({
-            "mode": "hybrid",
-            "checkpoint": a.checkpoint.display().to_string(),
-            "prompt": prompt,
-            "seed": a.seed,
-            "sampling": sampling,
-            "plan_sampling": {"steps": plan.steps, "sampler": format!("{:?}", plan.sampler), "guidance": plan.guidance},
-            "load_ms": load_ms,
-            "samples": gens,
-        });
-        writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    for (i, g) in gens.iter().enumerate() {
-        if !stream {
-            if gens.len() > 1 {
-                writeln!(stdout, "--- sample {} ---", i + 1)?;
+        if let Some(o) = out.as_object_mut() {
+            o.extend(settings);
+            if a.show_steps.is_some() {
+                o.insert("show_steps".into(), json!(step_lines));
             }
-            writeln!(stdout, "{}", g.generation.text)?;
+            o.insert("samples".into(), serde_json::to_value(&gens)?);
         }
-        if a.show_plan {
-            writeln!(stdout, "\nplan: each planned sentence as the decoder writes its latent alone, then [cosine to what was written]")?;
-            for s in &g.plan {
-                let cos = s.adherence.map_or("   -  ".to_string(), |c| format!("{c:+.3}"));
-                writeln!(stdout, "  {:>3}. [{cos}] {}", s.sentence, s.preview.as_deref().unwrap_or(""))?;
-            }
-        }
-    }
-    if let Some(g) = gens.first() {
-        tracing::info!(
-            "{} new tokens in {:.2} s ({:.1} tokens/s per sample; planning {:.3} s in {} planner calls), stop: {:?}",
-            g.generation.new_tokens,
-            g.generation.seconds,
-            g.generation.tokens_per_s,
-            g.planning_seconds,
-            g.planner_calls,
-            g.generation.stop
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn diffusion(a: &GenerateArgs) -> Result<ExitCode> {
-    if a.show_plan {
-        anyhow::bail!("--show-plan needs --mode hybrid (mode diffusion has no plan; see --show-steps)");
-    }
-    if a.num_samples == 0 {
-        anyhow::bail!("--num-samples must be >= 1");
-    }
-    if a.show_steps == Some(0) {
-        anyhow::bail!("--show-steps must be >= 1");
-    }
-    let device = parse_device(&a.device)?;
-    let gen = plandiff_pipeline::DiffusionGenerator::load(&a.checkpoint, device)
-        .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-    let d = gen.defaults();
-    let base = plandiff_planner::SamplingDefaults { steps: d.steps, sampler: d.sampler, eta: d.eta, guidance: 1.0 };
-    if a.plan.guidance.is_some() {
-        anyhow::bail!("--guidance applies to --mode hybrid only");
-    }
-    let plan = plan_sampling(&a.plan, base)?;
-    let sampling = gen.text_sampling(plan, d.clamp && !a.no_clamp);
-    let positions = match &a.template {
-        Some(t) => gen.template_positions(t)?,
-        None => {
-            let prompt = read_prompt(a)?;
-            gen.prompt_positions(&prompt, Some(a.max_tokens))?
-        }
-    };
-    let opts = plandiff_pipeline::DiffusionOptions { sampling, seed: a.seed };
-    let every = a.show_steps.unwrap_or(0);
-    let mut stdout = std::io::stdout().lock();
-    let mut step_lines = Vec::new();
-    let samples = gen.generate(&positions, a.num_samples, &opts, every, |step, texts| {
-        for (i, t) in texts.iter().enumerate() {
-            let tag = if texts.len() > 1 { format!(" sample {}", i + 1) } else { String::new() };
-            step_lines.push(json!({"step": step, "sample": i, "text": t}));
-            if !a.json {
-                let _ = writeln!(stdout, "[step {step:>4}{tag}] {t}");
-            }
-        }
-    })?;
-    if a.json {
-        let out = json!({
-            "mode": "diffusion",
-            "checkpoint": a.checkpoint.display().to_string(),
-            "template": a.template,
-            "prompt": a.prompt,
-            "seed": a.seed,
-            "steps": plan.steps,
-            "clamp": sampling.clamp,
-            "show_steps": step_lines,
-            "samples": samples,
-        });
         writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
     } else {
-        print_samples(&mut stdout, samples.iter().map(|s| s.text.as_str()))?;
+        print_samples(&mut stdout, &gens, !streamed, a.show_plan)?;
     }
-    if let Some(s) = samples.first() {
-        tracing::info!("{} new tokens in {:.2} s ({:.1} tokens/s per sample)", s.new_tokens, s.seconds, s.tokens_per_s);
+    if let Some(g) = gens.first() {
+        tracing::info!("{}", log_line(g, first_token_ms));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints a growing text as it streams: the prompt first, then each new part once it is
-/// whole characters (a multi-byte character may span tokens).
+/// The timing line of a sample: tokens, seconds, throughput, planning, first token, stop.
+fn log_line(g: &Generation, first_token_ms: Option<f64>) -> String {
+    let mut s = format!("{} new tokens in {:.2} s ({:.1} tokens/s per sample", g.new_tokens, g.seconds, g.tokens_per_s);
+    if let Some(Detail::Plan { planning_seconds, planner_calls, .. }) = &g.detail {
+        s.push_str(&format!("; planning {planning_seconds:.3} s in {planner_calls} planner calls"));
+    }
+    s.push(')');
+    if let Some(ms) = first_token_ms {
+        s.push_str(&format!(", first token {ms:.0} ms after start"));
+    }
+    if let Some(stop) = g.stop {
+        s.push_str(&format!(", stop: {stop:?}"));
+    }
+    s
+}
+
+/// Each sample's text (under a `--- sample i ---` header when there are several) unless it
+/// was streamed, and its plan with `--show-plan`.
+fn print_samples(out: &mut impl Write, gens: &[Generation], texts: bool, show_plan: bool) -> Result<()> {
+    for (i, g) in gens.iter().enumerate() {
+        if texts {
+            if gens.len() > 1 {
+                writeln!(out, "--- sample {} ---", i + 1)?;
+            }
+            writeln!(out, "{}", g.text)?;
+        }
+        if let (true, Some(Detail::Plan { plan, .. })) = (show_plan, &g.detail) {
+            writeln!(out, "\nplan: each planned sentence as the decoder writes its latent alone, then [cosine to what was written]")?;
+            for s in plan {
+                let cos = s.adherence.map_or("   -  ".to_string(), |c| format!("{c:+.3}"));
+                writeln!(out, "  {:>3}. [{cos}] {}", s.sentence, s.preview.as_deref().unwrap_or(""))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a growing text as it streams: the prompt at the first streamed token, then each
+/// new part once it is whole characters (a multi-byte character may span tokens).
 struct StreamPrinter<'a> {
-    out: std::io::StdoutLock<'a>,
+    out: std::io::StdoutLock<'static>,
+    prompt: &'a str,
     printed: usize,
+    started: bool,
     on: bool,
 }
 
-impl StreamPrinter<'_> {
-    fn start(on: bool, prompt: &str) -> Result<Self> {
-        let mut out = std::io::stdout().lock();
-        let mut printed = 0;
-        if on {
-            let head = prompt.trim_end();
-            write!(out, "{head}")?;
-            out.flush()?;
-            printed = head.len();
-        }
-        Ok(Self { out, printed, on })
+impl<'a> StreamPrinter<'a> {
+    fn new(on: bool, prompt: &'a str) -> Self {
+        Self { out: std::io::stdout().lock(), prompt, printed: 0, started: false, on }
     }
 
     fn update(&mut self, text: &str) {
-        if self.on && text.len() > self.printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(self.printed) {
+        if !self.on {
+            return;
+        }
+        if !self.started {
+            let head = self.prompt.trim_end();
+            let _ = write!(self.out, "{head}");
+            self.printed = head.len();
+            self.started = true;
+        }
+        if text.len() > self.printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(self.printed) {
             let _ = write!(self.out, "{}", &text[self.printed..]);
-            let _ = self.out.flush();
             self.printed = text.len();
         }
+        let _ = self.out.flush();
     }
 
-    /// Ends the streamed line; returns stdout for what follows.
-    fn finish(mut self) -> Result<std::io::StdoutLock<'static>> {
-        if self.on {
+    /// A whole line (e.g. a denoising step's text).
+    fn line(&mut self, s: &str) {
+        let _ = writeln!(self.out, "{s}");
+    }
+
+    /// Ends the streamed line; whether anything was streamed.
+    fn finish(mut self) -> Result<bool> {
+        if self.started {
             writeln!(self.out)?;
         }
-        Ok(std::io::stdout().lock())
+        Ok(self.started)
     }
-}
-
-/// One sample's text, or each under a `--- sample i ---` header.
-fn print_samples<'a>(out: &mut impl Write, texts: impl ExactSizeIterator<Item = &'a str>) -> Result<()> {
-    let n = texts.len();
-    for (i, t) in texts.enumerate() {
-        if n > 1 {
-            writeln!(out, "--- sample {} ---", i + 1)?;
-        }
-        writeln!(out, "{t}")?;
-    }
-    Ok(())
 }

@@ -1,10 +1,9 @@
 use crate::args::InfoArgs;
 use anyhow::{Context, Result};
-use plandiff_train::Bundle;
+use plandiff_bundle::Bundle;
+use plandiff_train::stages::{held_by, Stage};
 use serde_json::json;
 use std::process::ExitCode;
-
-const STAGES: [&str; 4] = ["ar", "autoencoder", "planner", "diffusion"];
 
 /// Tensor count and parameter count from a safetensors header, without loading weights.
 fn count_params(path: &std::path::Path) -> Result<(usize, u64)> {
@@ -16,32 +15,29 @@ fn count_params(path: &std::path::Path) -> Result<(usize, u64)> {
     Ok((st.len(), n))
 }
 
+/// Each stage the bundle holds: its config (checked by its own type), tensor and parameter
+/// counts, size, whether its tokenizer matches, whether it can resume.
+fn describe_stages(bundle: &Bundle, tokenizer_hash: &str) -> Result<Vec<(&'static dyn Stage, serde_json::Value)>> {
+    let mut out = Vec::new();
+    for stage in held_by(bundle) {
+        let cfg = stage.read_config(bundle)?;
+        let dir = bundle.stage_dir(stage.name());
+        let (tensors, params) = count_params(&dir.join("model.safetensors"))?;
+        let size: u64 = std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
+        let matches = cfg["tokenizer_hash"].as_str() == Some(tokenizer_hash);
+        out.push((
+            stage,
+            json!({"config": cfg, "tensors": tensors, "parameters": params, "model_bytes": size,
+                   "tokenizer_matches": matches, "resumable": dir.join("trainer_state.json").exists()}),
+        ));
+    }
+    Ok(out)
+}
+
 pub fn run(a: InfoArgs) -> Result<ExitCode> {
     let bundle = Bundle::new(&a.checkpoint);
     let tk = bundle.load_tokenizer().with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-    let mut stages = serde_json::Map::new();
-    for kind in STAGES {
-        if !bundle.has_stage(kind) {
-            continue;
-        }
-        // Each stage's own config type validates its model section.
-        let cfg = if kind == "planner" {
-            serde_json::to_value(bundle.read_config_as::<plandiff_train::PlannerModel>(kind)?)?
-        } else if kind == "diffusion" {
-            serde_json::to_value(bundle.read_config_as::<plandiff_train::DiffusionModel>(kind)?)?
-        } else {
-            serde_json::to_value(bundle.read_config(kind)?)?
-        };
-        let dir = bundle.stage_dir(kind);
-        let (tensors, params) = count_params(&dir.join("model.safetensors"))?;
-        let size: u64 = std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
-        stages.insert(
-            kind.into(),
-            json!({"config": cfg, "tensors": tensors, "parameters": params, "model_bytes": size,
-                   "tokenizer_matches": cfg["tokenizer_hash"].as_str() == Some(tk.hash()),
-                   "resumable": dir.join("trainer_state.json").exists()}),
-        );
-    }
+    let stages = describe_stages(&bundle, tk.hash())?;
     if stages.is_empty() {
         anyhow::bail!(
             "--checkpoint {}: the bundle holds no model yet; train one with `plandiff train ar`",
@@ -49,9 +45,11 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
         );
     }
     if a.json {
+        let map: serde_json::Map<String, serde_json::Value> =
+            stages.iter().map(|(s, v)| (s.name().to_string(), v.clone())).collect();
         let out = json!({"bundle": a.checkpoint.display().to_string(),
             "tokenizer": {"vocab_size": tk.vocab_size(), "hash": tk.hash(), "special": tk.special()},
-            "stages": stages});
+            "stages": map});
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -70,42 +68,10 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
             e["from"].as_str().unwrap_or("?")
         );
     }
-    for (kind, s) in &stages {
-        let m = &s["config"]["model"];
-        let p = &s["config"]["provenance"];
-        if kind == "planner" {
-            let d = &m["denoiser"];
-            println!(
-                "  planner: {} parameters (d_model {}, {} layers, {} slots of d_latent {}; {} schedule, predicts {}, {} {} steps by default), {} steps, val loss {}",
-                s["parameters"], d["d_model"], d["n_layers"], d["max_slots"], d["d_latent"],
-                m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
-                m["schedule"]["prediction_type"].as_str().unwrap_or("?"),
-                m["sampling"]["sampler"].as_str().unwrap_or("?"),
-                m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
-            );
-            continue;
-        }
-        if kind == "diffusion" {
-            let d = &m["model"];
-            println!(
-                "  diffusion: {} parameters (d_emb {}, {} positions, d_model {}, {} layers; {} schedule, {} {} steps by default), {} steps, val loss {}",
-                s["parameters"], d["d_emb"], d["seq_len"], d["d_model"], d["n_layers"],
-                m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
-                m["sampling"]["sampler"].as_str().unwrap_or("?"), m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
-            );
-            continue;
-        }
-        println!(
-            "  {kind}: {} parameters (d_model {}, {} layers, {} heads, context {}), {} steps, {} tokens seen, train loss {}, val loss {}{}",
-            s["parameters"], m["d_model"], m["n_layers"], m["n_heads"], m["max_seq_len"], p["steps"], p["tokens_seen"],
-            loss(&p["train_loss"]), loss(&p["val_loss"]),
-            if s["tokenizer_matches"].as_bool() == Some(true) { "" } else { "  [TOKENIZER MISMATCH]" }
-        );
+    for (stage, s) in &stages {
+        let params = s["parameters"].as_u64().unwrap_or(0);
+        let mismatch = if s["tokenizer_matches"].as_bool() == Some(true) { "" } else { "  [TOKENIZER MISMATCH]" };
+        println!("  {}: {}{mismatch}", stage.name(), stage.describe(&s["config"], params));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A loss from a config.json (null before the first evaluation).
-fn loss(v: &serde_json::Value) -> String {
-    v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{x:.4}"))
 }

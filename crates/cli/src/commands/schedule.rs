@@ -5,8 +5,10 @@ use serde_json::json;
 use std::process::ExitCode;
 
 pub fn run(a: ScheduleArgs) -> Result<ExitCode> {
-    let beta_schedule: BetaSchedule =
-        a.beta_schedule.parse().map_err(|e: String| anyhow::anyhow!("--beta-schedule: {e}"))?;
+    let beta_schedule: BetaSchedule = a
+        .beta_schedule
+        .parse()
+        .map_err(|e: plandiff_diffusion::DiffusionError| anyhow::anyhow!("--beta-schedule: {e}"))?;
     let cfg = ScheduleConfig {
         num_train_timesteps: a.timesteps,
         beta_start: a.beta_start,

@@ -1,24 +1,15 @@
-use crate::args::{TrainArgs, TrainCommand};
+use crate::args::TrainArgs;
 use crate::util::{parse_device, stderr_is_tty};
 use anyhow::{Context, Result};
-use plandiff_train::{train_ar, train_autoencoder, train_diffusion, train_planner, RunConfig, TrainEnd, TrainReport};
+use plandiff_train::{RunConfig, TrainEnd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
-    match cmd {
-        TrainCommand::Ar(a) => stage(a, train_ar),
-        TrainCommand::Autoencoder(a) => stage(a, train_autoencoder),
-        TrainCommand::Planner(a) => stage(a, train_planner),
-        TrainCommand::Diffusion(a) => stage(a, train_diffusion),
-    }
-}
-
-fn stage(
-    a: TrainArgs,
-    train: fn(plandiff_train::TrainArgs) -> plandiff_train::Result<TrainReport>,
-) -> Result<ExitCode> {
+pub fn run(a: TrainArgs) -> Result<ExitCode> {
+    let stage = plandiff_train::stages::find(&a.stage).ok_or_else(|| {
+        anyhow::anyhow!("unknown stage `{}`; use {}", a.stage, plandiff_train::stages::names().join(", "))
+    })?;
     let device = parse_device(&a.device)?;
     let config = a.config.as_ref().map(|p| RunConfig::load(p)).transpose()?;
     // First Ctrl-C: finish the step, save a checkpoint, exit. Second: exit at once (the
@@ -33,7 +24,7 @@ fn stage(
         eprintln!("interrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)");
     })
     .context("installing the Ctrl-C handler")?;
-    let report = train(plandiff_train::TrainArgs {
+    let report = stage.train(plandiff_train::TrainArgs {
         config,
         data: a.data,
         out: a.out,

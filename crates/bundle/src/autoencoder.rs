@@ -1,0 +1,84 @@
+//! Stage `autoencoder`'s model (design section 3.3): the sentence encoder E and the
+//! plan-conditioned decoder D. The training objective lives in `plandiff-train`.
+
+use crate::format::StageConfigFile;
+use crate::store::Bundle;
+use crate::weights::load_weights;
+use crate::{stage, BundleError, Result};
+use plandiff_data::TextTokenizer;
+use plandiff_decoder::{Decoder, DecoderConfig};
+use plandiff_planner::{EncoderConfig, SentenceEncoder};
+use std::path::Path;
+use tch::{nn, Device, Tensor};
+
+/// The encoder and decoder of one autoencoder.
+pub struct Autoencoder {
+    pub encoder: SentenceEncoder,
+    pub decoder: Decoder,
+    pub max_slots: i64,
+    /// The decoder's learned null plan `(max_slots, d_latent)` (shares its storage).
+    null: Tensor,
+}
+
+impl Autoencoder {
+    /// Fails when `dec` has no plan section (an autoencoder's decoder reads plans).
+    pub fn new(p: &nn::Path, enc: &EncoderConfig, dec: &DecoderConfig) -> Result<Self> {
+        let damaged = |m: &str| BundleError::file("config.json", format!("{m}; the bundle is damaged"));
+        let plan = dec.plan.ok_or_else(|| damaged("the autoencoder's decoder config has no plan section"))?;
+        let decoder = Decoder::new(p / "decoder", dec);
+        let null = decoder
+            .null_plan()
+            .map(Tensor::shallow_clone)
+            .ok_or_else(|| damaged("the autoencoder's decoder has no null plan"))?;
+        Ok(Self { encoder: SentenceEncoder::new(p / "encoder", enc), decoder, max_slots: plan.max_slots, null })
+    }
+
+    /// The learned null plan `(max_slots, d_latent)`: what the decoder reads without a plan
+    /// and in empty slots.
+    pub fn null_plan(&self) -> &Tensor {
+        &self.null
+    }
+}
+
+/// The encoder and decoder configs of an autoencoder's config.json, checked against each
+/// other: the decoder must read plans of the encoder's width.
+pub fn checked_pair(cfg: &StageConfigFile, bundle: &Path) -> Result<(EncoderConfig, DecoderConfig)> {
+    let path = bundle.join(stage::AUTOENCODER).join("config.json");
+    let bad = |m: String| BundleError::file(&path, format!("{m}; the bundle is damaged, retrain or restore it"));
+    let enc = cfg.encoder.clone().ok_or_else(|| bad("no \"encoder\" section".into()))?;
+    enc.validate().map_err(|e| bad(e.to_string()))?;
+    match cfg.model.plan {
+        Some(p) if p.d_latent == enc.d_latent => {}
+        Some(p) => {
+            return Err(bad(format!(
+                "the decoder reads {}-wide plans but the encoder writes {}",
+                p.d_latent, enc.d_latent
+            )))
+        }
+        None => return Err(bad("the decoder has no \"plan\" section".into())),
+    }
+    if enc.vocab_size != cfg.model.vocab_size {
+        return Err(bad("encoder and decoder vocabularies differ".into()));
+    }
+    Ok((enc, cfg.model.clone()))
+}
+
+/// A loaded `BUNDLE/autoencoder`.
+pub struct LoadedAutoencoder {
+    pub ae: Autoencoder,
+    pub vs: nn::VarStore,
+    pub config: StageConfigFile,
+    pub tokenizer: TextTokenizer,
+}
+
+/// Loads `BUNDLE/autoencoder` (kind, version, tokenizer hash, shapes checked).
+pub fn load_autoencoder(bundle: &Bundle, device: Device) -> Result<LoadedAutoencoder> {
+    let config = bundle.read_config(stage::AUTOENCODER)?;
+    let tokenizer = bundle.load_tokenizer()?;
+    let (enc, dec) = checked_pair(&config, bundle.root())?;
+    bundle.check_tokenizer(&tokenizer, stage::AUTOENCODER, &config.tokenizer_hash, dec.vocab_size)?;
+    let mut vs = nn::VarStore::new(device);
+    let ae = Autoencoder::new(&vs.root(), &enc, &dec)?;
+    load_weights(&mut vs, &bundle.weights_path(stage::AUTOENCODER))?;
+    Ok(LoadedAutoencoder { ae, vs, config, tokenizer })
+}

@@ -1,0 +1,46 @@
+//! The model bundle (design section 5): what a trained model is on disk, and the models
+//! loaded from it for inference.
+//!
+//! ```text
+//! BUNDLE/tokenizer.json
+//! BUNDLE/<stage>/config.json  model.safetensors  [optimizer.safetensors trainer_state.json]
+//! ```
+//!
+//! Holds: the format and its version ([`FORMAT_VERSION`], [`StageConfigFile`],
+//! [`Provenance`], [`TrainerState`]), reading and writing weights ([`weights`]), the atomic
+//! stage save ([`Bundle::save_stage`]), the one tokenizer check ([`Bundle::check_tokenizer`]),
+//! and the inference models with their loaders: the plain decoder ([`LoadedDecoder`]), the
+//! [`Autoencoder`], the [`Planner`] and the [`DiffusionBundle`].
+//!
+//! May depend on the model crates (`layers`, `diffusion`, `data`, `decoder`, `planner`,
+//! `embedding`), never on `train`, `pipeline`, `eval` or `cli`: both training and inference
+//! sit on top of it (`cli > eval > pipeline > bundle`, `cli > train > bundle`).
+
+pub mod autoencoder;
+pub mod decoder;
+pub mod diffusion;
+pub mod error;
+pub mod format;
+pub mod fsutil;
+pub mod planner;
+pub mod settings;
+pub mod store;
+pub mod weights;
+
+pub use autoencoder::{load_autoencoder, Autoencoder, LoadedAutoencoder};
+pub use decoder::LoadedDecoder;
+pub use diffusion::{load_diffusion, DiffusionBundle, DiffusionModel, LoadedDiffusion, TextSamplingDefaults};
+pub use error::{BundleError, ModelConfigError, Result};
+pub use format::{ExportProvenance, ModelConfig, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION};
+pub use planner::{load_planner, LoadedPlanner, Planner, PlannerModel, PlannerObjective};
+pub use settings::{PlanSection, TrainConfig};
+pub use store::{open_split, Bundle};
+pub use weights::{file_sha256, load_weights, read_weights, save_weights};
+
+/// Stage names of the bundle's folders that the inference models load from.
+pub mod stage {
+    pub const AR: &str = "ar";
+    pub const AUTOENCODER: &str = "autoencoder";
+    pub const PLANNER: &str = "planner";
+    pub const DIFFUSION: &str = "diffusion";
+}

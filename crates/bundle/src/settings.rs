@@ -1,0 +1,102 @@
+//! Training settings that a bundle records (in `trainer_state.json` and in each stage's
+//! provenance), so they are part of the format: `[<stage>.train]` and `[autoencoder.plan]`
+//! of a run config.
+
+use crate::{BundleError, Result};
+use serde::{Deserialize, Serialize};
+
+fn setting(section: &'static str, problem: &str) -> BundleError {
+    BundleError::Setting { section, problem: problem.into() }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Tokens per training sequence.
+    pub seq_len: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Length of the LR schedule and of the run.
+    pub max_steps: u64,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Global gradient-norm clip; 0 disables it.
+    pub grad_clip: f64,
+    pub eval_interval: u64,
+    pub eval_batches: usize,
+    pub checkpoint_interval: u64,
+    pub log_interval: u64,
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(setting("train", m));
+        if self.batch_size == 0 || self.seq_len == 0 || self.grad_accum == 0 {
+            return bad("batch_size, seq_len and grad_accum must be >= 1");
+        }
+        if self.max_steps == 0 {
+            return bad("max_steps must be >= 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 || self.min_lr > self.lr {
+            return bad("need 0 <= min_lr <= lr and lr > 0");
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) || self.eps <= 0.0 {
+            return bad("beta1 and beta2 must be in [0, 1) and eps > 0");
+        }
+        if self.eval_interval == 0 || self.checkpoint_interval == 0 || self.log_interval == 0 {
+            return bad("eval_interval, checkpoint_interval and log_interval must be >= 1");
+        }
+        Ok(())
+    }
+}
+
+/// How the decoder learns to read plans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSection {
+    /// Sentences per document window (the plan's slots).
+    pub max_slots: i64,
+    /// Share of documents trained with the null plan, so one decoder also runs as plain AR.
+    pub null_plan_prob: f64,
+    /// Latents get Gaussian noise of a std drawn from U(0, this) per document.
+    pub latent_noise_max: f64,
+    /// Share of documents whose tokens attend only within their own sentence, so the
+    /// rest of the document reaches them through the plan alone.
+    pub context_dropout: f64,
+    /// Share of the decoder's input tokens (not `<bos>`/`<sep>`) replaced by `<pad>` during
+    /// training (word dropout, Bowman et al. 2016): the decoder must take the words from the
+    /// plan rather than copy its own prefix. Optional; 0 turns it off.
+    #[serde(default)]
+    pub word_dropout: f64,
+    /// Start the decoder from the bundle's `ar` model (same architecture; cross-attention
+    /// and plan embeddings start fresh), so it writes fluently from the first step and
+    /// only has to learn to read plans. Optional; needs `ar` trained into the bundle first.
+    #[serde(default)]
+    pub init_from_ar: bool,
+}
+
+impl PlanSection {
+    pub fn validate(&self) -> Result<()> {
+        let p = |x: f64| (0.0..=1.0).contains(&x);
+        if self.max_slots < 1
+            || !p(self.null_plan_prob)
+            || !p(self.context_dropout)
+            || !(0.0..1.0).contains(&self.word_dropout)
+            || self.latent_noise_max < 0.0
+        {
+            return Err(setting(
+                "autoencoder.plan",
+                "need max_slots >= 1, probabilities in [0, 1], word_dropout below 1, latent_noise_max >= 0",
+            ));
+        }
+        Ok(())
+    }
+}

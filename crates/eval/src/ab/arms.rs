@@ -1,0 +1,96 @@
+//! The arms of an A/B: a generation mode (from the modes' one list) or `oracle`, each
+//! from the default bundle or its own (`ar=PATH`), and the samples an arm writes.
+
+use super::AbConfig;
+use super::{mean_of, record, PromptItem, SampleRecord, Speed};
+use crate::{PipelineError, Result};
+use plandiff_pipeline::{find_mode, mode_names, Detail, GenOptions, GenRequest, Generator};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// The arm that decodes the plan of the prompt's reference continuation with the hybrid
+/// mode's decoder: what a perfect planner would give.
+pub const ORACLE: &str = "oracle";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmSpec {
+    /// As written in `--arms` (`ar`, `ar=PATH`, ...).
+    pub name: String,
+    /// A mode's name, or `oracle`.
+    pub kind: String,
+    pub bundle: PathBuf,
+}
+
+/// `hybrid,ar[,oracle][,ar=PATH]`.
+pub fn parse_arms(spec: &str, default: &Path) -> Result<Vec<ArmSpec>> {
+    let mut arms: Vec<ArmSpec> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (kind, bundle) = match part.split_once('=') {
+            Some((k, p)) => (k, PathBuf::from(p)),
+            None => (part, default.to_path_buf()),
+        };
+        if kind != ORACLE && find_mode(kind).is_none() {
+            return Err(PipelineError::Invalid(format!(
+                "--arms: unknown arm `{kind}`; use {}, {ORACLE} (each may name a bundle: ar=PATH)",
+                mode_names().join(", ")
+            )));
+        }
+        if arms.iter().any(|a| a.name == part) {
+            return Err(PipelineError::Invalid(format!("--arms: `{part}` is listed twice")));
+        }
+        arms.push(ArmSpec { name: part.to_string(), kind: kind.to_string(), bundle });
+    }
+    if arms.len() < 2 {
+        return Err(PipelineError::Invalid("--arms needs at least two arms, e.g. hybrid,ar".into()));
+    }
+    Ok(arms)
+}
+
+impl ArmSpec {
+    /// The generation mode the arm runs.
+    fn mode(&self) -> &'static str {
+        if self.kind == ORACLE {
+            "hybrid"
+        } else {
+            find_mode(&self.kind).map_or("ar", |m| m.name)
+        }
+    }
+
+    /// Loads the arm's models; the message names the arm.
+    pub fn load(&self, device: Device) -> Result<Box<dyn Generator>> {
+        let mode = find_mode(self.mode())
+            .ok_or_else(|| PipelineError::Invalid(format!("arm {}: no mode `{}`", self.name, self.mode())))?;
+        (mode.load)(&self.bundle, device).map_err(|e| PipelineError::Invalid(format!("arm {}: {e}", self.name)))
+    }
+
+    /// The arm's samples of one prompt, with their text metrics and speed.
+    pub(super) fn samples(
+        &self,
+        g: &dyn Generator,
+        item: &PromptItem,
+        cfg: &AbConfig,
+        gen: &GenOptions,
+    ) -> Result<Vec<SampleRecord>> {
+        let mut req = GenRequest::new(&item.prompt, cfg.samples, gen.clone());
+        req.plan = cfg.plan;
+        req.reference = if self.kind == ORACLE { item.reference.as_deref() } else { None };
+        let gens = g.generate(&req, &mut |_| {})?;
+        let mut recs = Vec::with_capacity(gens.len());
+        for (k, s) in gens.into_iter().enumerate() {
+            let planning = s.planning_seconds();
+            let speed = Speed { tokens: s.new_tokens, seconds: s.seconds, planning };
+            let adherence = match &s.detail {
+                Some(Detail::Plan { plan, .. }) => Some(mean_of(plan.iter().filter_map(|p| p.adherence))),
+                _ => None,
+            };
+            let mut r = record(k, gen.seed, s.text, s.continuation, speed);
+            if let Some(a) = adherence {
+                r.metrics.insert("planning_s".into(), planning);
+                r.metrics.insert("plan_adherence".into(), a);
+            }
+            recs.push(r);
+        }
+        Ok(recs)
+    }
+}

@@ -1,0 +1,128 @@
+//! Model-based scores: the judge's perplexity, and coherence with a sentence encoder; and
+//! the text metrics of any text set (`plandiff eval --metrics`).
+
+use super::mean_of;
+use crate::metrics::{distinct_n, rep_n, self_bleu, words};
+use crate::{PipelineError, Result};
+use plandiff_bundle::{stage, Autoencoder, Bundle};
+use plandiff_data::{split_sentences, TextTokenizer};
+use plandiff_decoder::Decoder;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+/// The judge: a plain LM that scores continuations.
+pub struct Judge {
+    model: Decoder,
+    pub(super) tokenizer: TextTokenizer,
+    _vs: nn::VarStore,
+}
+
+impl Judge {
+    pub fn load(bundle: &Path, device: Device) -> Result<Self> {
+        let l = Bundle::new(bundle).load_decoder(stage::AR, device).map_err(|e| {
+            PipelineError::Invalid(format!("judge {}: {e} (the judge is a bundle's `ar` model)", bundle.display()))
+        })?;
+        Ok(Self { model: l.model, tokenizer: l.tokenizer, _vs: l.vs })
+    }
+
+    /// Perplexity of `continuation` after `prompt` (NaN when the continuation is empty).
+    pub fn perplexity(&self, prompt: &str, continuation: &str) -> Result<f64> {
+        if continuation.trim().is_empty() {
+            return Ok(f64::NAN);
+        }
+        let p_sent = split_sentences(prompt);
+        let mut all: Vec<&str> = p_sent.clone();
+        let c_sent = split_sentences(continuation);
+        all.extend(c_sent.iter().copied());
+        let sep = self.tokenizer.special().sep;
+        let mut ids = self.tokenizer.encode_document(&all, false)?;
+        ids.push(sep);
+        // bos + prompt + sep (just bos without a prompt).
+        let np = if p_sent.is_empty() { 1 } else { self.tokenizer.encode_document(&p_sent, false)?.len() + 1 };
+        let max = self.model.config().max_seq_len as usize;
+        ids.truncate(max);
+        if ids.len() <= np {
+            return Ok(f64::NAN);
+        }
+        let t: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
+        let dev = self.model.device();
+        let x = Tensor::from_slice(&t[..t.len() - 1]).unsqueeze(0).to_device(dev);
+        let y = Tensor::from_slice(&t[1..]).to_device(dev);
+        let nll = tch::no_grad(|| {
+            let logits = self.model.forward(&x, None, None, false).squeeze_dim(0).to_kind(Kind::Float);
+            let lp = logits.log_softmax(-1, Kind::Float);
+            let picked = lp.gather(1, &y.unsqueeze(1), false).squeeze_dim(1).neg();
+            picked.narrow(0, (np - 1) as i64, (t.len() - np) as i64).mean(Kind::Double).double_value(&[])
+        });
+        Ok(nll.exp())
+    }
+}
+
+/// Text metrics a text set can have without generation (`plandiff eval --metrics`).
+pub const TEXT_METRICS: &[&str] =
+    &["rep_2", "rep_3", "rep_4", "distinct_1", "distinct_2", "distinct_3", "self_bleu", "judge_ppl", "coherence"];
+
+/// Text metrics of a set of documents: per-document ones averaged over documents,
+/// set-level ones (distinct-n over all documents, self-BLEU over the first `bleu_cap`).
+/// `judge_ppl` is each document's perplexity from its start; `coherence` runs over all of
+/// a document's sentences.
+pub fn text_set_metrics(
+    docs: &[String],
+    wanted: &[&str],
+    judge: Option<&Judge>,
+    encoder: Option<(&Autoencoder, &TextTokenizer)>,
+    bleu_cap: usize,
+) -> Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    let ws: Vec<Vec<String>> = docs.iter().map(|d| words(d)).collect();
+    for &m in wanted {
+        let v = match m {
+            "rep_2" | "rep_3" | "rep_4" => {
+                let n: usize = m[4..].parse().unwrap_or(2);
+                mean_of(ws.iter().map(|w| rep_n(w, n)))
+            }
+            "distinct_1" | "distinct_2" | "distinct_3" => distinct_n(&ws, m[9..].parse().unwrap_or(1)),
+            "self_bleu" => self_bleu(&ws[..ws.len().min(bleu_cap)]),
+            "judge_ppl" => {
+                let j = judge.ok_or_else(|| PipelineError::Invalid("judge_ppl needs a judge model".into()))?;
+                let v: Vec<f64> = docs.iter().map(|d| j.perplexity("", d)).collect::<Result<_>>()?;
+                mean_of(v.into_iter())
+            }
+            "coherence" => {
+                let (ae, tk) = encoder.ok_or_else(|| {
+                    PipelineError::Invalid("coherence needs a bundle with an autoencoder (its sentence encoder)".into())
+                })?;
+                let v: Vec<f64> = docs.iter().map(|d| coherence(ae, tk, "", d)).collect::<Result<_>>()?;
+                mean_of(v.into_iter())
+            }
+            other => {
+                return Err(PipelineError::Invalid(format!(
+                    "--metrics: unknown metric `{other}`; use {} or all",
+                    TEXT_METRICS.join(", ")
+                )))
+            }
+        };
+        out.insert(m.to_string(), v);
+    }
+    Ok(out)
+}
+
+/// Mean cosine of consecutive sentence latents, from the prompt's last sentence through the
+/// continuation (NaN with fewer than two sentences).
+pub fn coherence(ae: &Autoencoder, tk: &TextTokenizer, prompt: &str, continuation: &str) -> Result<f64> {
+    let p = split_sentences(prompt);
+    let mut s: Vec<&str> = p.last().copied().into_iter().collect();
+    s.extend(split_sentences(continuation));
+    if s.len() < 2 {
+        return Ok(f64::NAN);
+    }
+    let texts: Vec<String> = s.iter().map(|x| format!(" {x}")).collect();
+    let toks: Vec<Vec<i64>> =
+        tk.encode_batch(texts)?.into_iter().map(|v| v.into_iter().map(i64::from).collect()).collect();
+    let refs: Vec<&[i64]> = toks.iter().map(Vec::as_slice).collect();
+    let z = ae.encoder.encode(&refs, tk.special().pad as i64, 64);
+    let n = z.size()[0];
+    let c = Tensor::cosine_similarity(&z.narrow(0, 0, n - 1), &z.narrow(0, 1, n - 1), -1, 1e-8);
+    Ok(c.mean(Kind::Double).double_value(&[]))
+}

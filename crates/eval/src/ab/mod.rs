@@ -1,0 +1,357 @@
+//! A/B comparisons (`plandiff ab`): every arm writes continuations of the same prompts with
+//! the same sampling settings and seeds; each sample is scored, scores are averaged per
+//! prompt, and arms are compared by paired per-prompt differences (bootstrap interval,
+//! permutation test).
+//!
+//! Arms are the generation modes ([`plandiff_pipeline::MODES`]: `ar`, `hybrid`, `diffusion`),
+//! plus `oracle` (the hybrid decoder with the plan encoded from the prompt's reference
+//! continuation: the ceiling a perfect planner could reach), each optionally from another
+//! bundle (`ar=PATH`).
+
+mod arms;
+mod judge;
+mod prompts;
+#[cfg(test)]
+mod tests;
+
+pub use arms::{parse_arms, ArmSpec, ORACLE};
+pub use judge::{coherence, text_set_metrics, Judge, TEXT_METRICS};
+pub use prompts::{read_prompts, PromptItem};
+
+use crate::metrics::{distinct_n, rep_n, self_bleu, words};
+use crate::stats::{paired, PairedTest};
+use crate::{PipelineError, Result};
+use plandiff_bundle::{load_autoencoder, Bundle, LoadedAutoencoder};
+use plandiff_data::split_sentences;
+use plandiff_decoder::SamplingConfig;
+use plandiff_pipeline::{GenOptions, Generator, PlanOverrides};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tch::Device;
+
+/// Which way is better for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    Lower,
+    Higher,
+    Neither,
+}
+
+/// Every metric, in report order: (name, better, per-sample (else per-prompt), meaning).
+pub const METRICS: &[(&str, Better, bool, &str)] = &[
+    ("tokens", Better::Neither, true, "new tokens"),
+    ("sentences", Better::Neither, true, "new sentences"),
+    ("rep_2", Better::Lower, true, "repeated bigrams within a sample"),
+    ("rep_3", Better::Lower, true, "repeated trigrams within a sample"),
+    ("rep_4", Better::Lower, true, "repeated 4-grams within a sample"),
+    ("distinct_1", Better::Higher, false, "unique unigrams across a prompt's samples"),
+    ("distinct_2", Better::Higher, false, "unique bigrams across a prompt's samples"),
+    ("distinct_3", Better::Higher, false, "unique trigrams across a prompt's samples"),
+    ("self_bleu", Better::Lower, false, "BLEU-4 of each sample against the prompt's other samples"),
+    ("judge_ppl", Better::Lower, true, "perplexity of the continuation under the judge model"),
+    ("coherence", Better::Higher, true, "cosine of consecutive sentence latents"),
+    ("plan_adherence", Better::Higher, true, "cosine of each planned latent to the written sentence's"),
+    ("latency_s", Better::Lower, true, "seconds to write the prompt's samples"),
+    ("planning_s", Better::Lower, true, "seconds of latency spent sampling plans (hybrid)"),
+    ("tokens_per_s", Better::Higher, true, "new tokens per second"),
+    ("decode_tokens_per_s", Better::Higher, true, "new tokens per second of decoding (planning left out)"),
+];
+
+pub struct AbConfig {
+    pub bundle: PathBuf,
+    pub arms: Vec<ArmSpec>,
+    pub samples: usize,
+    pub sentences: usize,
+    pub max_tokens: usize,
+    pub seed: u64,
+    pub sampling: SamplingConfig,
+    /// Sampling overrides of the diffusion arms (planner, text diffusion); `None` fields
+    /// keep each model's stored defaults.
+    pub plan: PlanOverrides,
+    /// Judge bundle (its `ar` stage); default: `bundle`.
+    pub judge: Option<PathBuf>,
+    pub device: Device,
+    pub resamples: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleRecord {
+    pub sample: usize,
+    pub seed: u64,
+    pub text: String,
+    pub continuation: String,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptRecord {
+    pub prompt: String,
+    pub reference: Option<String>,
+    /// Samples by arm (`reference` holds the reference continuation, when given).
+    pub samples: BTreeMap<String, Vec<SampleRecord>>,
+    /// Per-prompt values by arm: per-sample metrics averaged, plus the diversity metrics.
+    pub per_prompt: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    pub metric: String,
+    pub better: Better,
+    #[serde(flatten)]
+    pub test: PairedTest,
+    /// The winning arm where the interval excludes zero and p < 0.05 (and the metric has a
+    /// direction); "differs" for direction-free metrics; "no difference" otherwise.
+    pub verdict: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AbResults {
+    pub bundle: String,
+    pub arms: Vec<ArmSpec>,
+    pub samples_per_prompt: usize,
+    pub sentences: usize,
+    pub seed: u64,
+    pub sampling: SamplingConfig,
+    pub judge: String,
+    pub prompts: Vec<PromptRecord>,
+    /// By arm: per-sample metrics averaged over all samples, per-prompt metrics over prompts.
+    pub aggregates: BTreeMap<String, BTreeMap<String, f64>>,
+    pub comparisons: Vec<Comparison>,
+    pub wall_seconds: f64,
+}
+
+fn text_metrics(continuation: &str) -> BTreeMap<String, f64> {
+    let w = words(continuation);
+    let mut m = BTreeMap::new();
+    m.insert("sentences".into(), split_sentences(continuation).len() as f64);
+    for n in 2..=4 {
+        m.insert(format!("rep_{n}"), rep_n(&w, n));
+    }
+    m
+}
+
+/// Length and timing of one sample (`planning`: seconds of `seconds` spent planning).
+struct Speed {
+    tokens: usize,
+    seconds: f64,
+    planning: f64,
+}
+
+/// A sample with its text metrics and speed (model-based scores are added later).
+fn record(sample: usize, seed: u64, text: String, continuation: String, speed: Speed) -> SampleRecord {
+    let mut m = text_metrics(&continuation);
+    m.insert("tokens".into(), speed.tokens as f64);
+    m.insert("latency_s".into(), speed.seconds);
+    m.insert("tokens_per_s".into(), speed.tokens as f64 / speed.seconds.max(1e-9));
+    m.insert("decode_tokens_per_s".into(), speed.tokens as f64 / (speed.seconds - speed.planning).max(1e-9));
+    SampleRecord { sample, seed, text, continuation, metrics: m }
+}
+
+fn mean_of(v: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = v.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Per-prompt values of one arm's samples.
+fn per_prompt(samples: &[SampleRecord]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (name, _, per_sample, _) in METRICS {
+        if *per_sample {
+            let v = mean_of(samples.iter().filter_map(|s| s.metrics.get(*name).copied()));
+            if samples.iter().any(|s| s.metrics.contains_key(*name)) {
+                out.insert(name.to_string(), v);
+            }
+        }
+    }
+    let ws: Vec<Vec<String>> = samples.iter().map(|s| words(&s.continuation)).collect();
+    for n in 1..=3 {
+        out.insert(format!("distinct_{n}"), distinct_n(&ws, n));
+    }
+    if ws.len() >= 2 {
+        out.insert("self_bleu".into(), self_bleu(&ws));
+    }
+    out
+}
+
+/// The models every arm is scored with: the judge, and the sentence encoder of coherence.
+struct Scorers {
+    judge: Judge,
+    encoder: Option<LoadedAutoencoder>,
+}
+
+impl Scorers {
+    fn load(cfg: &AbConfig) -> Result<(Self, PathBuf)> {
+        let judge_path = cfg.judge.clone().unwrap_or_else(|| cfg.bundle.clone());
+        let judge = Judge::load(&judge_path, cfg.device)?;
+        // Coherence uses the --checkpoint bundle's sentence encoder, the same for every arm.
+        let encoder = load_autoencoder(&Bundle::new(&cfg.bundle), cfg.device).ok();
+        if encoder.is_none() {
+            tracing::warn!("{} has no autoencoder: coherence is not measured", cfg.bundle.display());
+        }
+        Ok((Self { judge, encoder }, judge_path))
+    }
+
+    /// Adds the model-based scores to every sample of a prompt.
+    fn score(&self, prompt: &str, samples: &mut BTreeMap<String, Vec<SampleRecord>>) -> Result<()> {
+        for s in samples.values_mut().flatten() {
+            s.metrics.insert("judge_ppl".into(), self.judge.perplexity(prompt, &s.continuation)?);
+            if let Some(e) = &self.encoder {
+                s.metrics.insert("coherence".into(), coherence(&e.ae, &e.tokenizer, prompt, &s.continuation)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reference continuation as a sample (the human baseline).
+fn reference_sample(item: &PromptItem, judge: &Judge, seed: u64) -> Option<SampleRecord> {
+    let r = item.reference.as_ref()?;
+    let mut m = text_metrics(r);
+    m.insert("tokens".into(), judge.tokenizer.encode(r).map(|v| v.len()).unwrap_or(0) as f64);
+    let text = format!("{} {}", item.prompt.trim_end(), r.trim());
+    Some(SampleRecord { sample: 0, seed, text, continuation: r.clone(), metrics: m })
+}
+
+fn check(cfg: &AbConfig, prompts: &[PromptItem]) -> Result<()> {
+    if cfg.samples == 0 || cfg.sentences == 0 {
+        return Err(PipelineError::Invalid("--samples and --sentences must be >= 1".into()));
+    }
+    cfg.sampling.validate()?;
+    if cfg.arms.iter().any(|a| a.kind == ORACLE) && prompts.iter().any(|p| p.reference.is_none()) {
+        return Err(PipelineError::Invalid(
+            "--arms oracle needs a reference continuation for every prompt: give JSONL lines {\"prompt\": ..., \"reference\": ...}".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the A/B. `progress(done, total)` is called after each (prompt, arm).
+pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(usize, usize)) -> Result<AbResults> {
+    let t0 = std::time::Instant::now();
+    check(cfg, prompts)?;
+    let gens: Vec<Box<dyn Generator>> = cfg.arms.iter().map(|a| a.load(cfg.device)).collect::<Result<_>>()?;
+    let (scorers, judge_path) = Scorers::load(cfg)?;
+    let total = prompts.len() * cfg.arms.len();
+    let mut done = 0;
+    let mut records = Vec::with_capacity(prompts.len());
+    for (pi, item) in prompts.iter().enumerate() {
+        let seed = cfg.seed.wrapping_add(pi as u64);
+        let gen = GenOptions {
+            max_tokens: cfg.max_tokens,
+            sentences: Some(cfg.sentences),
+            sampling: cfg.sampling,
+            seed,
+            no_eos: true,
+            stream: false,
+        };
+        let mut samples: BTreeMap<String, Vec<SampleRecord>> = BTreeMap::new();
+        for (arm, g) in cfg.arms.iter().zip(&gens) {
+            samples.insert(arm.name.clone(), arm.samples(g.as_ref(), item, cfg, &gen)?);
+            done += 1;
+            progress(done, total);
+        }
+        if let Some(r) = reference_sample(item, &scorers.judge, seed) {
+            samples.insert("reference".into(), vec![r]);
+        }
+        scorers.score(&item.prompt, &mut samples)?;
+        let per: BTreeMap<String, BTreeMap<String, f64>> =
+            samples.iter().map(|(arm, recs)| (arm.clone(), per_prompt(recs))).collect();
+        records.push(PromptRecord {
+            prompt: item.prompt.clone(),
+            reference: item.reference.clone(),
+            samples,
+            per_prompt: per,
+        });
+    }
+    let mut names: Vec<String> = cfg.arms.iter().map(|a| a.name.clone()).collect();
+    if records.iter().any(|r| r.reference.is_some()) {
+        names.push("reference".into());
+    }
+    Ok(AbResults {
+        bundle: cfg.bundle.display().to_string(),
+        arms: cfg.arms.clone(),
+        samples_per_prompt: cfg.samples,
+        sentences: cfg.sentences,
+        seed: cfg.seed,
+        sampling: cfg.sampling,
+        judge: judge_path.display().to_string(),
+        aggregates: aggregate(&records, &names),
+        comparisons: compare(cfg, &records),
+        prompts: records,
+        wall_seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The first arm against each other one, metric by metric, on per-prompt values.
+fn compare(cfg: &AbConfig, records: &[PromptRecord]) -> Vec<Comparison> {
+    let mut comparisons = Vec::new();
+    let a = &cfg.arms[0];
+    for b in &cfg.arms[1..] {
+        for (mi, (metric, better, _, _)) in METRICS.iter().enumerate() {
+            let col = |arm: &str| -> Vec<f64> {
+                records
+                    .iter()
+                    .map(|r| r.per_prompt.get(arm).and_then(|m| m.get(*metric)).copied().unwrap_or(f64::NAN))
+                    .collect()
+            };
+            let (va, vb) = (col(&a.name), col(&b.name));
+            if va.iter().zip(&vb).all(|(x, y)| !x.is_finite() || !y.is_finite()) {
+                continue;
+            }
+            let test = paired(&va, &vb, cfg.resamples, cfg.seed ^ (mi as u64 + 1).wrapping_mul(0x9e37_79b9));
+            let verdict = if !(test.significant() && test.p_value < 0.05) {
+                "no difference".to_string()
+            } else {
+                match better {
+                    Better::Neither => "differs".to_string(),
+                    Better::Lower => (if test.diff < 0.0 { &a.name } else { &b.name }).clone(),
+                    Better::Higher => (if test.diff > 0.0 { &a.name } else { &b.name }).clone(),
+                }
+            };
+            comparisons.push(Comparison {
+                a: a.name.clone(),
+                b: b.name.clone(),
+                metric: metric.to_string(),
+                better: *better,
+                test,
+                verdict,
+            });
+        }
+    }
+    comparisons
+}
+
+/// Per-sample metrics: mean over every sample of the arm; per-prompt metrics: mean over
+/// prompts. Non-finite values (e.g. the perplexity of an empty continuation) are left out.
+pub fn aggregate(records: &[PromptRecord], arms: &[String]) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    for arm in arms {
+        let mut m = BTreeMap::new();
+        for (name, _, per_sample, _) in METRICS {
+            let v = if *per_sample {
+                mean_of(
+                    records
+                        .iter()
+                        .filter_map(|r| r.samples.get(arm))
+                        .flatten()
+                        .filter_map(|s| s.metrics.get(*name).copied()),
+                )
+            } else {
+                mean_of(records.iter().filter_map(|r| r.per_prompt.get(arm).and_then(|p| p.get(*name)).copied()))
+            };
+            if v.is_finite() {
+                m.insert(name.to_string(), v);
+            }
+        }
+        out.insert(arm.clone(), m);
+    }
+    out
+}

@@ -1,0 +1,250 @@
+//! Modes `hybrid` and `edit`: plan sentence latents with the diffusion planner, then write
+//! each sentence with the plan-conditioned decoder (design sections 1 and 3.4).
+//!
+//! The loop, in named steps: take the decoder window that holds the next sentence
+//! ([`window::decoder_window`]); plan the latents it lacks, conditioned on the latents of
+//! the last sentences actually written ([`HybridGenerator::plan_rows`]: re-encoded from the
+//! text, so the plan follows what the decoder wrote, not what was planned); assemble the
+//! window's plan (written sentences: their own latents; future ones: the planned latents;
+//! slots past the end: the null plan) and the decoder's prompt; decode the window's
+//! sentences; re-encode what was written ([`HybridGenerator::absorb`]). `edit` reuses the
+//! same steps for sentences in the middle of a text.
+
+mod edit;
+mod output;
+mod steps;
+pub mod window;
+
+pub use edit::{Edit, RewrittenSentence};
+pub use output::PlanSlot;
+
+use crate::mode::{Event, GenRequest, Generation, Generator, Mode};
+use crate::text::{ends_sentence, TextStream};
+use crate::{PipelineError, Result};
+use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, Planner};
+use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
+use plandiff_decoder::{generate, GenerateOptions, LogitsProcessor, StopReason};
+use plandiff_planner::{HostNoise, LatentBound, PlanSampling};
+use serde_json::json;
+use std::path::Path;
+use std::time::Instant;
+use steps::Row;
+use tch::{nn, Device, Tensor};
+
+pub const MODE: Mode = Mode {
+    name: "hybrid",
+    about: "plan sentence latents with the diffusion planner, then decode them (stages `autoencoder` and `planner`)",
+    load: |path, device| Ok(Box::new(HybridGenerator::load(path, device)?)),
+};
+
+pub struct HybridGenerator {
+    ae: Autoencoder,
+    planner: Planner,
+    tokenizer: TextTokenizer,
+    device: Device,
+    _vs: (nn::VarStore, nn::VarStore),
+}
+
+impl HybridGenerator {
+    /// Loads `BUNDLE/autoencoder` and `BUNDLE/planner` (every load check applies, and the
+    /// planner must have been trained on this autoencoder).
+    pub fn load(bundle: &Path, device: Device) -> Result<Self> {
+        let b = Bundle::open(bundle)?;
+        let ae = load_autoencoder(&b, device)?;
+        let pl = load_planner(&b, device)?;
+        let tokenizer = ae.tokenizer;
+        if pl.config.tokenizer_hash != tokenizer.hash() {
+            return Err(PipelineError::Invalid(format!(
+                "{}: the planner was trained with another tokenizer; retrain it with `plandiff train planner`",
+                bundle.display()
+            )));
+        }
+        if pl.planner.model.denoiser.d_latent != ae.ae.encoder.config().d_latent {
+            return Err(PipelineError::Invalid(format!(
+                "{}: planner and autoencoder latent widths differ; retrain the planner",
+                bundle.display()
+            )));
+        }
+        Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, _vs: (ae.vs, pl.vs) })
+    }
+
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+
+    pub fn autoencoder(&self) -> &Autoencoder {
+        &self.ae
+    }
+
+    fn sp(&self) -> SpecialIds {
+        self.tokenizer.special()
+    }
+
+    /// Token ids of each sentence as the model saw it in training (one leading space).
+    fn tokenize_sentences(&self, sentences: &[&str]) -> Result<Vec<Vec<i64>>> {
+        let texts: Vec<String> = sentences.iter().map(|s| format!(" {s}")).collect();
+        let enc = self.tokenizer.encode_batch(texts)?;
+        Ok(enc.into_iter().map(|s| s.into_iter().map(i64::from).collect()).collect())
+    }
+
+    /// Encoder latents `(N, d)` of token sentences.
+    pub fn encode(&self, sentences: &[Vec<i64>]) -> Tensor {
+        let refs: Vec<&[i64]> = sentences.iter().map(Vec::as_slice).collect();
+        self.ae.encoder.encode(&refs, self.sp().pad as i64, 64)
+    }
+
+    /// Encoder latents of text sentences.
+    pub fn encode_text(&self, sentences: &[&str]) -> Result<Tensor> {
+        Ok(self.encode(&self.tokenize_sentences(sentences)?))
+    }
+
+    /// Planned latents kept inside the encoder's range (tanh latents in [-1, 1]).
+    fn bounded(&self, z: Tensor) -> Tensor {
+        match self.ae.encoder.config().bound {
+            LatentBound::Tanh => z.clamp(-1.0, 1.0),
+            LatentBound::Sphere => z,
+        }
+    }
+
+    fn decoder_slots(&self) -> usize {
+        self.ae.max_slots as usize
+    }
+
+    /// The planner's stored sampling defaults with the request's overrides.
+    fn plan_sampling(&self, req: &GenRequest) -> Result<PlanSampling> {
+        Ok(req.plan.apply(self.planner.model.sampling)?)
+    }
+
+    /// The plan a reference continuation gives (the `oracle` arm): its first `want`
+    /// sentences' latents `(N, d)`.
+    fn reference_plan(&self, reference: &str, want: usize) -> Result<Tensor> {
+        let sents = split_sentences(reference);
+        let n = sents.len().min(want);
+        self.encode_text(&sents[..n])
+    }
+
+    /// Checks a request; returns the plan sampling and the number of sentences to write.
+    fn check(&self, req: &GenRequest) -> Result<(PlanSampling, Option<Tensor>, usize)> {
+        req.gen.sampling.validate()?;
+        if req.gen.max_tokens == 0 {
+            return Err(PipelineError::Invalid("--max-tokens must be >= 1".into()));
+        }
+        if req.prompt.trim().is_empty() {
+            return Err(PipelineError::Invalid(
+                "the prompt is empty; give some text with --prompt or --prompt-file".into(),
+            ));
+        }
+        let plan = self.plan_sampling(req)?;
+        let oracle = req.reference.map(|r| self.reference_plan(r, req.gen.sentences.unwrap_or(8))).transpose()?;
+        let want = match &oracle {
+            Some(z) => z.size()[0] as usize,
+            None => req.gen.sentences.unwrap_or(8),
+        };
+        if want == 0 {
+            return Err(PipelineError::Invalid("--sentences must be >= 1".into()));
+        }
+        Ok((plan, oracle, want))
+    }
+}
+
+impl Generator for HybridGenerator {
+    fn mode(&self) -> &'static str {
+        MODE.name
+    }
+
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Writes `req.samples` samples of the prompt, each continued by `req.gen.sentences`
+    /// planned sentences (8 when unset; with a reference, its sentences).
+    fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
+        let (plan_opts, oracle, want) = self.check(req)?;
+        let sp = self.sp();
+        let texts = split_sentences(req.prompt);
+        let mut toks = self.tokenize_sentences(&texts)?;
+        let open = if ends_sentence(req.prompt) { Vec::new() } else { toks.pop().unwrap_or_default() };
+        let n = req.samples.max(1);
+        let mut rows = self.start_rows(&toks, &open, n, oracle.as_ref());
+        let (p, total) = (toks.len(), toks.len() + want);
+        let (sd, sp_slots) = (self.decoder_slots(), self.planner.max_slots());
+        let max_len = self.ae.decoder.config().max_seq_len as usize;
+        let mut noise = HostNoise::new(req.gen.seed ^ 0x706c_616e, self.device);
+        let mut lp = LogitsProcessor::new(req.gen.sampling, req.gen.seed);
+        let mut stream = TextStream::new(&self.tokenizer, req.prompt, n, req.gen.stream);
+        let (mut planning, mut planner_calls) = (0f64, 0usize);
+        loop {
+            let active: Vec<usize> = (0..n).filter(|&i| rows[i].stop.is_none()).collect();
+            let Some(&lead) = active.first() else { break };
+            let written = rows[lead].sentences.len();
+            if written >= total {
+                active.iter().for_each(|&i| rows[i].stop = Some(StopReason::Sentences));
+                break;
+            }
+            let win = window::decoder_window(written, total, sd, sp_slots);
+            let mut act: Vec<&mut Row> = rows.iter_mut().filter(|r| r.stop.is_none()).collect();
+            if (written..win.end).any(|i| !matches!(act[0].planned.get(i), Some(Some(_)))) {
+                let tp = Instant::now();
+                let call = window::plan_call(written, total, win.end, sp_slots);
+                self.plan_rows(&mut act, call, plan_opts, &mut noise)?;
+                planning += tp.elapsed().as_secs_f64();
+                planner_calls += 1;
+            }
+            let plan = self.window_plan(&act, win.start, written);
+            let prompts: Vec<Vec<i64>> = act
+                .iter()
+                .map(|r| {
+                    window::decoder_prompt(sp.bos as i64, sp.sep as i64, &r.sentences[win.start..written], &r.open)
+                })
+                .collect();
+            let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
+            if longest + 2 > max_len {
+                return Err(PipelineError::Invalid(format!(
+                    "the sentences of the current decoder window take {longest} tokens, more than the decoder's context of {max_len}; shorten the prompt's sentences"
+                )));
+            }
+            let budget =
+                req.gen.max_tokens.saturating_sub(act[0].new_tokens.len()).min(max_len.saturating_sub(longest + 1));
+            if budget == 0 {
+                act.iter_mut().for_each(|r| r.stop = Some(StopReason::MaxTokens));
+                break;
+            }
+            // Every planned slot gets its sentence: the document may not end early.
+            let gopts = GenerateOptions {
+                max_new_tokens: budget,
+                max_sentences: Some(win.end - written),
+                eos_id: sp.eos as i64,
+                sep_id: sp.sep as i64,
+                pad_id: sp.pad as i64,
+                banned: vec![sp.bos as i64, sp.pad as i64, sp.eos as i64],
+            };
+            let out = generate(&self.ae.decoder, &prompts, Some(&plan), &mut lp, &gopts, |row, tok| {
+                stream.token(active[row], tok, on)
+            });
+            self.absorb(&mut act, &out);
+        }
+        let timing = output::Timing { seconds: stream.seconds(), planning, planner_calls };
+        self.finish(&rows, p, &stream, req.previews, timing)
+    }
+
+    fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let p = self.plan_sampling(req)?;
+        let v =
+            json!({"plan_sampling": {"steps": p.steps, "sampler": p.sampler, "eta": p.eta, "guidance": p.guidance}});
+        Ok(v.as_object().cloned().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The prompt's decoder window text is what the loop's prompt step reads: every written
+    /// sentence of the window, then the open one.
+    #[test]
+    fn decoder_prompt_reads_the_window_only() {
+        let sentences: Vec<Vec<i64>> = (10..20).map(|i| vec![i]).collect();
+        let w = super::window::decoder_window(10, 14, 8, 16);
+        assert_eq!(w.start, 8);
+        let ids = super::window::decoder_prompt(1, 2, &sentences[w.start..10], &[99]);
+        assert_eq!(ids, vec![1, 18, 2, 19, 2, 99]);
+    }
+}

@@ -1,0 +1,116 @@
+//! The hybrid mode's output: each sample's [`Generation`] with its plan, and the previews
+//! of `--show-plan` (what the decoder writes from each planned latent alone).
+
+use super::steps::Row;
+use super::HybridGenerator;
+use crate::mode::{Detail, Generation};
+use crate::text::TextStream;
+use crate::Result;
+use plandiff_decoder::{generate, GenerateOptions, LogitsProcessor, SamplingConfig, StopReason};
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+/// One planned slot, for `--show-plan` and plan adherence.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSlot {
+    /// 1-based sentence number in the whole text (prompt sentences included).
+    pub sentence: usize,
+    /// What the decoder writes from this latent alone (greedy, no text before it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
+    /// The sentence actually written in this slot.
+    pub written: Option<String>,
+    /// Cosine between the planned latent and the latent of the written sentence.
+    pub adherence: Option<f64>,
+}
+
+/// Wall time of a generation and the part spent planning.
+pub(super) struct Timing {
+    pub seconds: f64,
+    pub planning: f64,
+    pub planner_calls: usize,
+}
+
+fn cosine(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.to_kind(Kind::Double);
+    let b = b.to_kind(Kind::Double);
+    let den = (a.norm().double_value(&[]) * b.norm().double_value(&[])).max(1e-12);
+    (a * b).sum(Kind::Double).double_value(&[]) / den
+}
+
+impl HybridGenerator {
+    /// Each row's [`Generation`]: text, sentences after the prompt's `p`, and the plan.
+    pub(super) fn finish(
+        &self,
+        rows: &[Row],
+        p: usize,
+        stream: &TextStream,
+        previews: bool,
+        t: Timing,
+    ) -> Result<Vec<Generation>> {
+        let previews = if previews { Some(self.previews(rows, p)?) } else { None };
+        let mut gens = Vec::with_capacity(rows.len());
+        for (ri, r) in rows.iter().enumerate() {
+            let sentences: Vec<String> = r.sentences[p..]
+                .iter()
+                .map(|s| self.tokenizer.decode_text(&s.iter().map(|&t| t as u32).collect::<Vec<_>>()))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .collect();
+            let plan = (p..r.planned.len())
+                .filter_map(|i| {
+                    let z = r.planned[i].as_ref()?;
+                    Some(PlanSlot {
+                        sentence: i + 1,
+                        preview: previews.as_ref().and_then(|pv| pv[ri].get(i - p).cloned()),
+                        adherence: r.latents.get(i).map(|w| cosine(z, w)),
+                        written: sentences.get(i - p).cloned(),
+                    })
+                })
+                .collect();
+            let kept = sentences.into_iter().filter(|s| !s.is_empty()).collect();
+            let mut g = stream.finish(&r.new_tokens, kept, r.stop.unwrap_or(StopReason::Sentences), t.seconds)?;
+            g.detail = Some(Detail::Plan { plan, planning_seconds: t.planning, planner_calls: t.planner_calls });
+            gens.push(g);
+        }
+        Ok(gens)
+    }
+
+    /// What the decoder writes from each planned latent alone: greedy, one sentence, the
+    /// latent in slot 0 and the null plan elsewhere.
+    fn previews(&self, rows: &[Row], from: usize) -> Result<Vec<Vec<String>>> {
+        let null = self.ae.null_plan();
+        let mut plans = Vec::new();
+        let mut owner = Vec::new();
+        for (ri, r) in rows.iter().enumerate() {
+            for z in r.planned.iter().skip(from).flatten() {
+                let p = Tensor::cat(&[z.unsqueeze(0).to_kind(null.kind()), null.narrow(0, 1, null.size()[0] - 1)], 0);
+                plans.push(p);
+                owner.push(ri);
+            }
+        }
+        let mut out = vec![Vec::new(); rows.len()];
+        if plans.is_empty() {
+            return Ok(out);
+        }
+        let sp = self.sp();
+        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+        let mut lp = LogitsProcessor::new(greedy, 0);
+        let gopts = GenerateOptions {
+            max_new_tokens: 48,
+            max_sentences: Some(1),
+            eos_id: sp.eos as i64,
+            sep_id: sp.sep as i64,
+            pad_id: sp.pad as i64,
+            banned: vec![sp.bos as i64, sp.pad as i64],
+        };
+        let prompts = vec![vec![sp.bos as i64]; plans.len()];
+        let g = generate(&self.ae.decoder, &prompts, Some(&Tensor::stack(&plans, 0)), &mut lp, &gopts, |_, _| {});
+        for (k, toks) in g.tokens.iter().enumerate() {
+            let ids: Vec<u32> = toks.iter().map(|&t| t as u32).filter(|&t| !sp.is_special(t)).collect();
+            out[owner[k]].push(self.tokenizer.decode(&ids)?.trim().to_string());
+        }
+        Ok(out)
+    }
+}

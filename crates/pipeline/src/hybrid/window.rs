@@ -1,0 +1,164 @@
+//! Window arithmetic of the hybrid loop, pure and tested on its own.
+//!
+//! The decoder was trained on windows of `S_d` sentences (its plan's slots) that start at
+//! sentence 0, S_d, 2 S_d, ... of a document, seeing only that window's text; the planner
+//! sees `S_p` slots at once. A long text is written window by window: the decoder window
+//! holding the next sentence to write, cut where the text ends and where the planner's
+//! reach (S_p slots past what is written) ends; before it, the planner fills the latents
+//! the window lacks, conditioned on up to `S_p / 2` latents of what was written.
+
+/// Sentences `[start, end)` of the text that the decoder sees as one window: it reads the
+/// written ones in `[start, written)` and writes up to `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderWindow {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// One planner call: latents of sentences `[from, from + new)` sampled, conditioned on the
+/// `ctx` written sentences before `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanCall {
+    pub from: usize,
+    pub ctx: usize,
+    pub new: usize,
+}
+
+/// The first sentence of the decoder window (of `sd` slots) that holds `sentence`.
+pub fn window_start(sentence: usize, sd: usize) -> usize {
+    (sentence / sd) * sd
+}
+
+/// The decoder window when `written` of `total` sentences are written (`written < total`),
+/// for a decoder of `sd` slots and a planner of `sp` slots.
+pub fn decoder_window(written: usize, total: usize, sd: usize, sp: usize) -> DecoderWindow {
+    let start = window_start(written, sd);
+    DecoderWindow { start, end: (start + sd).min(total).min(written + sp) }
+}
+
+/// The planner call that fills a window ending at `end`: as many new slots as the planner
+/// holds after its context (through the end of the text), the context at most half the
+/// planner and never crowding out the window's own sentences.
+pub fn plan_call(written: usize, total: usize, end: usize, sp: usize) -> PlanCall {
+    let ctx = written.min(sp - (end - written)).min(sp / 2);
+    PlanCall { from: written, ctx, new: (total - written).min(sp - ctx) }
+}
+
+/// The planner window of an edit of `len` sentences from `first` (0-based) in a text of
+/// `n`: `(start, width)`, up to `sp` slots centred on the edited range.
+pub fn edit_window(first: usize, len: usize, n: usize, sp: usize) -> (usize, usize) {
+    let w = sp.min(n);
+    (first.saturating_sub((w - len) / 2).min(n - w), w)
+}
+
+/// `<bos> s_1 <sep> ... s_k <sep>` and the open sentence: what the decoder reads before it
+/// writes.
+pub fn decoder_prompt(bos: i64, sep: i64, sentences: &[Vec<i64>], open: &[i64]) -> Vec<i64> {
+    let mut ids = vec![bos];
+    for s in sentences {
+        ids.extend_from_slice(s);
+        ids.push(sep);
+    }
+    ids.extend_from_slice(open);
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every window and planner call of a whole text, as the loop takes them when each
+    /// window is written in full.
+    fn schedule(prompt: usize, want: usize, sd: usize, sp: usize) -> Vec<(DecoderWindow, Option<PlanCall>)> {
+        let total = prompt + want;
+        let (mut written, mut planned) = (prompt, prompt);
+        let mut out = Vec::new();
+        while written < total {
+            let w = decoder_window(written, total, sd, sp);
+            let call = (planned < w.end).then(|| plan_call(written, total, w.end, sp));
+            if let Some(c) = call {
+                assert!(c.from + c.new <= total && c.ctx <= c.from && c.ctx + c.new <= sp, "{c:?}");
+                planned = c.from + c.new;
+            }
+            assert!(w.start <= written && written < w.end && w.end - w.start <= sd, "{w:?}");
+            out.push((w, call));
+            written = w.end;
+        }
+        out
+    }
+
+    #[test]
+    fn windows_cover_the_text_once_in_order() {
+        for (prompt, want, sd, sp) in [(2, 10, 8, 8), (0, 5, 4, 16), (11, 6, 4, 8), (3, 13, 8, 16), (1, 1, 1, 2)] {
+            let s = schedule(prompt, want, sd, sp);
+            let mut next = prompt;
+            for (w, _) in &s {
+                assert!(w.end > next, "every window writes something");
+                next = w.end;
+            }
+            assert_eq!(next, prompt + want);
+        }
+    }
+
+    #[test]
+    fn prompt_longer_than_a_window() {
+        // 11 prompt sentences, decoder windows of 4: writing starts in the window [8, 12).
+        let s = schedule(11, 6, 4, 8);
+        assert_eq!(s[0].0, DecoderWindow { start: 8, end: 12 });
+        // Context: at most half the planner (4), and the window's one new sentence fits.
+        assert_eq!(s[0].1, Some(PlanCall { from: 11, ctx: 4, new: 4 }));
+        // The next window re-plans from what is written, the plan of [12, 15) included.
+        assert_eq!(s[1].0, DecoderWindow { start: 12, end: 16 });
+        assert_eq!(s[1].1, Some(PlanCall { from: 12, ctx: 4, new: 4 }));
+        assert_eq!(s[2].0, DecoderWindow { start: 16, end: 17 });
+        assert_eq!(s[2].1, Some(PlanCall { from: 16, ctx: 4, new: 1 }), "the last call stops at the text's end");
+    }
+
+    #[test]
+    fn total_not_a_multiple_of_the_window() {
+        let s = schedule(2, 10, 8, 8);
+        let windows: Vec<DecoderWindow> = s.iter().map(|x| x.0).collect();
+        assert_eq!(windows, vec![DecoderWindow { start: 0, end: 8 }, DecoderWindow { start: 8, end: 12 }]);
+        assert_eq!(s[0].1, Some(PlanCall { from: 2, ctx: 2, new: 6 }));
+        assert_eq!(s[1].1, Some(PlanCall { from: 8, ctx: 4, new: 4 }));
+    }
+
+    #[test]
+    fn one_sentence_windows() {
+        let s = schedule(1, 3, 1, 2);
+        let w: Vec<(usize, usize)> = s.iter().map(|x| (x.0.start, x.0.end)).collect();
+        assert_eq!(w, vec![(1, 2), (2, 3), (3, 4)]);
+        // Planner of 2: one context slot, one new slot per call.
+        assert!(s.iter().all(|x| x.1.map(|c| (c.ctx, c.new)) == Some((1, 1))));
+    }
+
+    #[test]
+    fn decoder_window_smaller_than_the_planner() {
+        // sd 4, sp 16: one planner call fills three windows ahead.
+        let s = schedule(2, 10, 4, 16);
+        assert_eq!(s[0].1, Some(PlanCall { from: 2, ctx: 2, new: 10 }));
+        assert!(s[1..].iter().all(|x| x.1.is_none()), "later windows read the plan already made");
+        assert_eq!(s.last().map(|x| x.0), Some(DecoderWindow { start: 8, end: 12 }));
+    }
+
+    #[test]
+    fn planner_reach_cuts_a_long_decoder_window() {
+        // sd 8 but the planner reaches only 4 slots past what is written.
+        assert_eq!(decoder_window(2, 20, 8, 4), DecoderWindow { start: 0, end: 6 });
+        assert_eq!(plan_call(2, 20, 6, 4), PlanCall { from: 2, ctx: 0, new: 4 });
+    }
+
+    #[test]
+    fn edit_windows_centre_and_clip() {
+        assert_eq!(edit_window(5, 1, 20, 8), (2, 8));
+        assert_eq!(edit_window(0, 2, 20, 8), (0, 8));
+        assert_eq!(edit_window(18, 2, 20, 8), (12, 8));
+        assert_eq!(edit_window(1, 1, 3, 8), (0, 3), "a text shorter than the planner is one window");
+    }
+
+    #[test]
+    fn prompts_end_with_sep_and_the_open_sentence() {
+        assert_eq!(decoder_prompt(1, 2, &[vec![7, 8], vec![9]], &[]), vec![1, 7, 8, 2, 9, 2]);
+        assert_eq!(decoder_prompt(1, 2, &[], &[5]), vec![1, 5]);
+    }
+}

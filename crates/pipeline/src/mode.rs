@@ -1,0 +1,170 @@
+//! The interface every generation mode implements ([`Generator`]), what it is asked
+//! ([`GenRequest`]) and what it returns ([`Generation`]), and the list of modes ([`MODES`]).
+
+use crate::Result;
+use plandiff_data::TextTokenizer;
+use plandiff_decoder::{SamplingConfig, StopReason};
+use plandiff_diffusion::SamplerKind;
+use plandiff_layers::FieldError;
+use plandiff_planner::{PlanSampling, SamplingDefaults};
+use serde::Serialize;
+use std::path::Path;
+use tch::Device;
+
+/// Every mode, in the order `--help` lists them. A new mode is a module with a [`Mode`]
+/// constant and one line here.
+pub static MODES: &[Mode] = &[crate::ar::MODE, crate::hybrid::MODE, crate::diffusion::MODE];
+
+/// A generation mode: its name (`--mode`, `--arms`), what it is, and how it loads.
+pub struct Mode {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Loads the mode's models from a bundle folder.
+    pub load: fn(&Path, Device) -> Result<Box<dyn Generator>>,
+}
+
+/// The mode of this name.
+pub fn find_mode(name: &str) -> Option<&'static Mode> {
+    MODES.iter().find(|m| m.name == name)
+}
+
+pub fn mode_names() -> Vec<&'static str> {
+    MODES.iter().map(|m| m.name).collect()
+}
+
+/// Decoding settings shared by the modes that write token by token.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    pub max_tokens: usize,
+    pub sentences: Option<usize>,
+    pub sampling: SamplingConfig,
+    pub seed: u64,
+    /// Never end the document early: with `sentences`, write exactly that many (the A/B
+    /// harness gives every arm the same length; hybrid mode always does this).
+    pub no_eos: bool,
+    /// Send [`Event::Text`] as the text grows (decodes the partial text at every token;
+    /// leave it off when nothing streams).
+    pub stream: bool,
+}
+
+/// Diffusion sampling settings asked for (flags); `None` keeps the model's stored default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PlanOverrides {
+    pub steps: Option<usize>,
+    pub sampler: Option<SamplerKind>,
+    pub eta: Option<f64>,
+    pub guidance: Option<f64>,
+}
+
+impl PlanOverrides {
+    /// The stored defaults with these overrides, checked.
+    pub fn apply(&self, defaults: SamplingDefaults) -> std::result::Result<PlanSampling, FieldError> {
+        let d = SamplingDefaults {
+            steps: self.steps.unwrap_or(defaults.steps),
+            sampler: self.sampler.unwrap_or(defaults.sampler),
+            eta: self.eta.unwrap_or(defaults.eta),
+            guidance: self.guidance.unwrap_or(defaults.guidance),
+        };
+        d.validate()?;
+        Ok(d.to_sampling())
+    }
+}
+
+/// What a mode is asked to write.
+#[derive(Debug, Clone)]
+pub struct GenRequest<'a> {
+    /// The text to continue (modes `ar`, `hybrid`; `diffusion` without a template).
+    pub prompt: &'a str,
+    /// Mode `diffusion`: text with `[MASK:n]` spans to fill instead of a prompt.
+    pub template: Option<&'a str>,
+    /// Samples of the prompt, written as one batch.
+    pub samples: usize,
+    pub gen: GenOptions,
+    pub plan: PlanOverrides,
+    /// Mode `diffusion`: turn off the clamping trick.
+    pub no_clamp: bool,
+    /// Mode `hybrid`: decode each planned latent alone (`--show-plan`).
+    pub previews: bool,
+    /// Mode `hybrid`: plan from this reference continuation instead of sampling a plan (the
+    /// A/B harness's `oracle` arm).
+    pub reference: Option<&'a str>,
+    /// Mode `diffusion`: send [`Event::Step`] every this many denoising steps (0: never).
+    pub show_steps: usize,
+}
+
+impl<'a> GenRequest<'a> {
+    /// A request for `samples` continuations of `prompt`, everything else off.
+    pub fn new(prompt: &'a str, samples: usize, gen: GenOptions) -> Self {
+        Self {
+            prompt,
+            template: None,
+            samples,
+            gen,
+            plan: PlanOverrides::default(),
+            no_clamp: false,
+            previews: false,
+            reference: None,
+            show_steps: 0,
+        }
+    }
+}
+
+/// What grows while a mode writes.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A sample's whole text so far (prompt and continuation), as it grows.
+    Text { sample: usize, text: &'a str },
+    /// Every sample's rounded text after a denoising step.
+    Step { step: usize, texts: &'a [String] },
+}
+
+/// One generated sample.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    /// Prompt and continuation, as a reader would see them.
+    pub text: String,
+    pub continuation: String,
+    /// The generated sentences (a last unfinished one included).
+    pub sentences: Vec<String>,
+    pub new_tokens: usize,
+    /// Why decoding stopped (modes that write token by token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopReason>,
+    pub seconds: f64,
+    /// Milliseconds from the mode's start to the first new token (token-by-token modes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_token_ms: Option<f64>,
+    pub tokens_per_s: f64,
+    /// What only some modes have: the plan, or the token positions.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Detail>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Detail {
+    /// Mode `hybrid`: the planned slots, and the time spent planning (part of `seconds`).
+    Plan { plan: Vec<crate::hybrid::PlanSlot>, planning_seconds: f64, planner_calls: usize },
+    /// Mode `diffusion`: every position's token (`<pad>` included) and which were given.
+    Positions { tokens: Vec<i64>, known: Vec<bool> },
+}
+
+impl Generation {
+    /// Seconds spent planning (0 for modes without a plan).
+    pub fn planning_seconds(&self) -> f64 {
+        match &self.detail {
+            Some(Detail::Plan { planning_seconds, .. }) => *planning_seconds,
+            _ => 0.0,
+        }
+    }
+}
+
+/// A loaded mode.
+pub trait Generator {
+    fn mode(&self) -> &'static str;
+    fn tokenizer(&self) -> &TextTokenizer;
+    /// Writes `req.samples` samples; `on` sees what grows on the way.
+    fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>>;
+    /// The mode's own settings for `--json` output (e.g. the plan sampling it used).
+    fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>>;
+}

@@ -1,0 +1,345 @@
+//! Stage `autoencoder` (design section 3.3): the sentence encoder E and the plan-conditioned
+//! decoder D, trained together to rewrite a document window from its own plan
+//! `[E(s_1) .. E(s_S)]`.
+//!
+//! - Plan dropout: a share of documents is trained with the learned null plan, so D also
+//!   runs as a plain LM (the `ar` arm of an A/B).
+//! - Latent noise: latents get Gaussian noise, std ~ U(0, `latent_noise_max`) per document,
+//!   so D tolerates the imperfect plans a planner samples.
+//! - Context dropout: for a share of documents each token attends only within its own
+//!   sentence; the rest of the document reaches it through the plan alone.
+//! - Word dropout (optional): a share of the input tokens becomes `<pad>`, so the decoder
+//!   reads the words of a sentence from its latent instead of copying its own prefix.
+//!
+//! Empty slots (windows with fewer than `max_slots` sentences) hold the null plan's entries.
+
+mod batch;
+mod eval;
+
+pub use eval::{evaluate_autoencoder, PlanEval};
+
+use crate::config::{parse_section, ModelSection, PlanSection, RunConfig, TrainConfig};
+use crate::stages::{EvalRequest, Stage, StageEval};
+use crate::trainer::{batch_indices, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport};
+use crate::{Result, TrainError};
+use batch::{oracle_plan, to_device, DocSet};
+use eval::{plan_eval, EvalShape};
+use plandiff_bundle::autoencoder::checked_pair;
+use plandiff_bundle::{read_weights, stage, Autoencoder, Bundle, Provenance, StageConfigFile};
+use plandiff_data::WindowSampler;
+use plandiff_decoder::{DecoderConfig, PlanConfig};
+use plandiff_layers::NormKind;
+use plandiff_planner::EncoderConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tch::{nn, Device, Kind, Tensor};
+
+const KIND: &str = stage::AUTOENCODER;
+
+/// The `autoencoder` stage of [`crate::stages::STAGES`].
+pub struct AutoencoderStage;
+
+impl Stage for AutoencoderStage {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn about(&self) -> &'static str {
+        "sentence encoder + plan-conditioned decoder, trained together"
+    }
+
+    fn train(&self, args: TrainArgs) -> Result<TrainReport> {
+        train_autoencoder(args)
+    }
+
+    fn evaluate(&self, req: &EvalRequest) -> Result<StageEval> {
+        let r = evaluate_autoencoder(req)?;
+        let line = format!(
+            "{} split, {} documents, {} tokens: perplexity oracle plan {:.2} vs null plan {:.2} (ratio {:.3}); token accuracy {:.3} vs {:.3}",
+            req.split, r.documents, r.tokens, r.ppl_oracle, r.ppl_null, r.ppl_ratio, r.accuracy_oracle, r.accuracy_null
+        );
+        StageEval::nested(&r, line)
+    }
+
+    fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
+        serde_json::to_value(bundle.read_config(KIND)?).map_err(TrainError::json)
+    }
+
+    fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
+        crate::ar::ArStage.describe(c, parameters)
+    }
+
+    fn check_section(&self, section: &toml::Value) -> std::result::Result<(), String> {
+        parse_section::<AutoencoderSection>(section).map(drop)
+    }
+
+    fn check_config(&self, config: &RunConfig, vocab_size: i64) -> Result<()> {
+        let s: AutoencoderSection = config.section(KIND)?;
+        s.train.validate()?;
+        s.plan.validate()?;
+        s.decoder
+            .decoder(vocab_size)
+            .validate()
+            .map_err(|e| TrainError::Invalid(format!("config [autoencoder.decoder]: {e}")))?;
+        s.encoder
+            .encoder(vocab_size)
+            .validate()
+            .map_err(|e| TrainError::Invalid(format!("config [autoencoder.encoder]: {e}")))?;
+        if s.train.seq_len as i64 > s.decoder.max_seq_len {
+            return Err(TrainError::Invalid("config [autoencoder]: train.seq_len exceeds decoder.max_seq_len".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `[autoencoder]`: sentence encoder + plan-conditioned decoder, trained together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoencoderSection {
+    pub encoder: EncoderSection,
+    pub decoder: ModelSection,
+    pub plan: PlanSection,
+    /// `batch_size` counts documents; `seq_len` caps a document window's tokens.
+    pub train: TrainConfig,
+}
+
+/// Sentence encoder architecture; the vocabulary comes from the data's tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderSection {
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub n_heads: i64,
+    pub d_ff: i64,
+    pub max_len: i64,
+    pub d_latent: i64,
+    pub dropout: f64,
+    pub norm: NormKind,
+    pub bound: plandiff_planner::LatentBound,
+}
+
+impl EncoderSection {
+    pub fn encoder(&self, vocab_size: i64) -> EncoderConfig {
+        EncoderConfig {
+            vocab_size,
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_ff: self.d_ff,
+            max_len: self.max_len,
+            d_latent: self.d_latent,
+            dropout: self.dropout,
+            norm: self.norm,
+            bound: self.bound,
+        }
+    }
+}
+
+struct AeRunner {
+    ae: Autoencoder,
+    enc_cfg: EncoderConfig,
+    dec_cfg: DecoderConfig,
+    plan: PlanSection,
+    train: DocSet,
+    valid: Option<DocSet>,
+    sampler: WindowSampler,
+    batch: usize,
+    max_tokens: usize,
+    eval_batches: usize,
+    tokens_per_step: u64,
+    device: Device,
+}
+
+impl StageRunner for AeRunner {
+    type Model = DecoderConfig;
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
+        let idx = batch_indices(&mut self.sampler, step, micro, accum, self.batch);
+        let max_len = self.enc_cfg.max_len as usize;
+        let b = to_device(&self.train.batch(&idx, max_len), self.max_tokens, self.device);
+        let (bs, t) = b.inputs.size2().expect("(B, T)");
+        let opts = (Kind::Float, self.device);
+        let mut plan = oracle_plan(&self.ae, &b, bs, self.plan.latent_noise_max, true);
+        if self.plan.null_plan_prob > 0.0 {
+            let drop = Tensor::rand([bs, 1, 1], opts).lt(self.plan.null_plan_prob);
+            let null = self.ae.null_plan().unsqueeze(0);
+            plan = plan.where_self(&drop.logical_not(), &null.expand_as(&plan));
+        }
+        let mask = (self.plan.context_dropout > 0.0).then(|| {
+            // Causal everywhere; within-sentence only for the dropped documents.
+            let i = Tensor::arange(t, (Kind::Int64, self.device));
+            let causal = i.unsqueeze(0).le_tensor(&i.unsqueeze(1)); // (T, T): key <= query
+            let same = b.slots.unsqueeze(2).eq_tensor(&b.slots.unsqueeze(1)); // (B, T, T)
+            let dropped = Tensor::rand([bs, 1, 1], opts).lt(self.plan.context_dropout);
+            same.logical_or(&dropped.logical_not()).logical_and(&causal.unsqueeze(0)).unsqueeze(1)
+            // (B, 1, T, T)
+        });
+        let inputs = if self.plan.word_dropout > 0.0 {
+            let sp = self.train.sp;
+            let special = b.inputs.eq(sp.bos as i64).logical_or(&b.inputs.eq(sp.sep as i64));
+            let keep = Tensor::rand([bs, t], opts).ge(self.plan.word_dropout).logical_or(&special);
+            b.inputs.where_self(&keep, &b.inputs.full_like(sp.pad as i64))
+        } else {
+            b.inputs.shallow_clone()
+        };
+        let logits = self.ae.decoder.forward_masked(&inputs, Some(&b.slots), Some(&plan), mask.as_ref(), true);
+        let v = logits.size()[2];
+        let loss = logits.view([-1, v]).cross_entropy_loss::<Tensor>(
+            &b.targets.reshape(-1),
+            None,
+            tch::Reduction::Mean,
+            -100,
+            0.0,
+        );
+        (&loss / accum as f64).backward();
+        Ok(loss.double_value(&[]))
+    }
+
+    fn tokens_per_step(&self) -> u64 {
+        self.tokens_per_step
+    }
+
+    fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
+        let set = self.valid.as_ref()?;
+        let shape = EvalShape {
+            batch: self.batch,
+            max_batches: Some(self.eval_batches),
+            max_len: self.enc_cfg.max_len as usize,
+            max_tokens: self.max_tokens,
+        };
+        let r = plan_eval(&self.ae, set, shape, self.device);
+        let mut m = serde_json::Map::new();
+        for (k, v) in [
+            ("val_ppl_oracle", r.ppl_oracle),
+            ("val_ppl_null", r.ppl_null),
+            ("val_ppl_ratio", r.ppl_ratio),
+            ("val_acc_oracle", r.accuracy_oracle),
+            ("val_acc_null", r.accuracy_null),
+        ] {
+            m.insert(k.into(), json!(v));
+        }
+        Some((r.loss_oracle, m))
+    }
+
+    fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile {
+        let mut c = StageConfigFile::new(KIND, self.dec_cfg.clone(), tokenizer_hash, provenance);
+        c.encoder = Some(self.enc_cfg.clone());
+        c
+    }
+}
+
+/// Runs (or resumes) stage `autoencoder`.
+pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
+    let section = match &args.config {
+        Some(c) if !args.resume => Some(c.section::<AutoencoderSection>(KIND)?),
+        _ => None,
+    };
+    let fresh = section.as_ref().map(|s| (s.train.clone(), Some(s.plan.clone())));
+    let setup = setup_run::<DecoderConfig>(&args, KIND, fresh)?;
+    let vocab = setup.tokenizer.vocab_size() as i64;
+    let plan = setup
+        .state
+        .plan
+        .clone()
+        .ok_or_else(|| TrainError::Invalid("trainer_state.json lacks the plan settings".into()))?;
+    plan.validate()?;
+    let (enc_cfg, dec_cfg) = match (&setup.resumed, section) {
+        (Some(c), _) => {
+            let (enc, dec) = checked_pair(c, &args.out)?;
+            if dec.plan.map(|p| p.max_slots) != Some(plan.max_slots) {
+                return Err(TrainError::Invalid(format!(
+                    "{}: config.json and trainer_state.json disagree on max_slots; the checkpoint is damaged, restore it",
+                    args.out.display()
+                )));
+            }
+            (enc, dec)
+        }
+        (None, Some(s)) => {
+            let enc = s.encoder.encoder(vocab);
+            enc.validate().map_err(|e| TrainError::Invalid(format!("config [autoencoder.encoder]: {e}")))?;
+            let mut dec = s.decoder.decoder(vocab);
+            dec.plan = Some(PlanConfig { d_latent: enc.d_latent, max_slots: plan.max_slots });
+            dec.validate().map_err(|e| TrainError::Invalid(format!("config [autoencoder.decoder]: {e}")))?;
+            (enc, dec)
+        }
+        (None, None) => return Err(TrainError::Invalid("--config is required for a new run".into())),
+    };
+    let train_cfg = setup.state.train.clone();
+    if train_cfg.seq_len as i64 > dec_cfg.max_seq_len {
+        return Err(TrainError::Invalid(format!(
+            "config: [autoencoder.train] seq_len {} exceeds decoder max_seq_len {}",
+            train_cfg.seq_len, dec_cfg.max_seq_len
+        )));
+    }
+    let sp = setup.tokenizer.special();
+    let slots = plan.max_slots as usize;
+    let train = DocSet::open(&args.data, "train", sp, slots)?;
+    let valid = DocSet::open(&args.data, "valid", sp, slots).ok().filter(|v| !v.windows.is_empty());
+    let sampler = WindowSampler::over(train.windows.len(), setup.state.seed)?;
+    let mean_window = train.set.tokens.len() as f64 / train.windows.len() as f64;
+    seed_init(setup.state.seed);
+    let vs = nn::VarStore::new(args.device);
+    let ae = Autoencoder::new(&vs.root(), &enc_cfg, &dec_cfg)?;
+    if plan.init_from_ar && setup.resumed.is_none() {
+        let n = init_decoder_from_ar(&vs, &setup.bundle, &dec_cfg)?;
+        tracing::info!(tensors = n, "decoder initialized from {}", setup.bundle.stage_dir("ar").display());
+    }
+    let mut runner = AeRunner {
+        ae,
+        enc_cfg,
+        dec_cfg,
+        plan,
+        train,
+        valid,
+        sampler,
+        batch: train_cfg.batch_size,
+        max_tokens: train_cfg.seq_len,
+        eval_batches: train_cfg.eval_batches,
+        tokens_per_step: (mean_window.min(train_cfg.seq_len as f64)
+            * (train_cfg.batch_size * train_cfg.grad_accum) as f64) as u64,
+        device: args.device,
+    };
+    run_loop(&mut runner, setup, vs, &args)
+}
+
+/// Copies the bundle's `ar` weights into the autoencoder's decoder (`decoder.<name>`); the
+/// decoder's own extra tensors (cross-attention, plan embeddings) keep their fresh values.
+/// Returns the number of tensors copied.
+fn init_decoder_from_ar(vs: &nn::VarStore, bundle: &Bundle, dec: &DecoderConfig) -> Result<usize> {
+    let fix = "train `ar` into the same --out first with the decoder's architecture, or set init_from_ar = false";
+    if !bundle.has_stage("ar") {
+        return Err(TrainError::Invalid(format!(
+            "[autoencoder.plan] init_from_ar: {} has no ar model; {fix}",
+            bundle.root().display()
+        )));
+    }
+    let ar = bundle.read_config("ar")?;
+    let plain = DecoderConfig { plan: None, dropout: ar.model.dropout, ..dec.clone() };
+    if ar.model != plain {
+        return Err(TrainError::Invalid(format!(
+            "[autoencoder.plan] init_from_ar: the ar model (d_model {}, {} layers, d_ff {}, context {}) differs from [autoencoder.decoder] (d_model {}, {} layers, d_ff {}, context {}); {fix}",
+            ar.model.d_model, ar.model.n_layers, ar.model.d_ff, ar.model.max_seq_len,
+            dec.d_model, dec.n_layers, dec.d_ff, dec.max_seq_len
+        )));
+    }
+    let tensors = read_weights(&bundle.weights_path("ar"))?;
+    let vars = vs.variables();
+    let mut copied = 0;
+    tch::no_grad(|| -> Result<()> {
+        for (name, src) in &tensors {
+            let dst = vars.get(&format!("decoder.{name}")).filter(|d| d.size() == src.size()).ok_or_else(|| {
+                TrainError::Invalid(format!(
+                    "[autoencoder.plan] init_from_ar: the decoder has no tensor `decoder.{name}` of shape {:?}; {fix}",
+                    src.size()
+                ))
+            })?;
+            dst.shallow_clone().copy_(src);
+            copied += 1;
+        }
+        Ok(())
+    })?;
+    Ok(copied)
+}

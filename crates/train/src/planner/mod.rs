@@ -1,0 +1,271 @@
+//! Stage `planner` (design section 3.4): a denoiser over windows of `max_slots` sentence
+//! latents, trained on the frozen sentence encoder of the bundle's autoencoder.
+//!
+//! - Latents: every sentence of the training documents is encoded once, up front. The
+//!   normalizer is fitted on them (fresh run) and saved with the weights; the diffusion runs
+//!   on normalized latents.
+//! - Known slots: per window, none (the classifier-free-guidance dropout), a prefix
+//!   (continuing a text) or a random subset (editing in the middle). The loss covers the
+//!   unknown real slots only; windows shorter than `max_slots` mask the missing slots out of
+//!   attention.
+//! - The planner records the SHA-256 of the autoencoder weights it was trained on, so a
+//!   retrained autoencoder cannot silently be paired with a stale planner.
+
+use crate::config::{parse_section, RunConfig, TrainConfig};
+use crate::stages::{loss, EvalRequest, Stage, StageEval};
+use crate::trainer::{batch_indices, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport};
+use crate::{Result, TrainError};
+use latents::{denoise_loss, fixed_loss, LatentSet};
+use plandiff_bundle::{
+    file_sha256, load_autoencoder, open_split, stage, Bundle, ModelConfig, Planner, PlannerModel, PlannerObjective,
+    Provenance, StageConfigFile,
+};
+use plandiff_data::WindowSampler;
+use plandiff_diffusion::NoiseSchedule;
+use plandiff_layers::NormKind;
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device};
+
+mod eval;
+mod latents;
+
+pub use eval::{evaluate_planner, PlannerEval};
+
+const KIND: &str = stage::PLANNER;
+
+/// The `planner` stage of [`crate::stages::STAGES`].
+pub struct PlannerStage;
+
+impl Stage for PlannerStage {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn about(&self) -> &'static str {
+        "diffusion over sentence latents, on the bundle's frozen autoencoder (train it into the same --out first)"
+    }
+
+    fn train(&self, args: TrainArgs) -> Result<TrainReport> {
+        train_planner(args)
+    }
+
+    fn evaluate(&self, req: &EvalRequest) -> Result<StageEval> {
+        let r = evaluate_planner(req)?;
+        let line = format!(
+            "{} split, {} windows: denoising loss {:.4}; second half of each window sampled from the first ({} steps): cosine to the true latents {:.3} (random sentence {:.3}, previous sentence {:.3})",
+            req.split, r.windows, r.denoising_loss, r.steps, r.cosine_sampled, r.cosine_random, r.cosine_previous
+        );
+        StageEval::nested(&r, line)
+    }
+
+    fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
+        serde_json::to_value(bundle.read_config_as::<PlannerModel>(KIND)?).map_err(TrainError::json)
+    }
+
+    fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
+        let (m, p) = (&c["model"], &c["provenance"]);
+        let d = &m["denoiser"];
+        format!(
+            "{parameters} parameters (d_model {}, {} layers, {} slots of d_latent {}; {} schedule, predicts {}, {} {} steps by default), {} steps, val loss {}",
+            d["d_model"], d["n_layers"], d["max_slots"], d["d_latent"],
+            m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
+            m["schedule"]["prediction_type"].as_str().unwrap_or("?"),
+            m["sampling"]["sampler"].as_str().unwrap_or("?"),
+            m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
+        )
+    }
+
+    fn check_section(&self, section: &toml::Value) -> std::result::Result<(), String> {
+        parse_section::<PlannerSection>(section).map(drop)
+    }
+
+    fn check_config(&self, config: &RunConfig, _vocab_size: i64) -> Result<()> {
+        let s: PlannerSection = config.section(KIND)?;
+        let ae: crate::autoencoder::AutoencoderSection = config.section(stage::AUTOENCODER)?;
+        s.train.validate()?;
+        s.objective.validate()?;
+        s.sampling.validate().map_err(|e| TrainError::Invalid(format!("config [planner.sampling]: {e}")))?;
+        s.model
+            .denoiser(ae.encoder.d_latent)
+            .validate()
+            .map_err(|e| TrainError::Invalid(format!("config [planner.model]: {e}")))?;
+        NoiseSchedule::new(s.diffusion.clone())
+            .map_err(|e| TrainError::Invalid(format!("config [planner.diffusion]: {e}")))?;
+        Ok(())
+    }
+
+    /// The planner records the fingerprint of the autoencoder it reads: the exported one.
+    fn on_export(&self, config: &mut serde_json::Value, dst: &Bundle) -> Result<()> {
+        if !dst.has_stage(stage::AUTOENCODER) {
+            return Err(TrainError::Invalid("the planner needs its autoencoder, which the bundle lacks".into()));
+        }
+        let sha = file_sha256(&dst.weights_path(stage::AUTOENCODER))?;
+        config["model"]["autoencoder_sha256"] = serde_json::Value::String(sha);
+        Ok(())
+    }
+}
+
+/// `[planner]`: the denoiser over sentence slots, trained on the frozen encoder's latents
+/// (design section 3.4). The latent width comes from the bundle's autoencoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerSection {
+    pub model: DenoiserSection,
+    /// The noise schedule, with diffusers' field names and meanings.
+    pub diffusion: plandiff_diffusion::ScheduleConfig,
+    pub objective: PlannerObjective,
+    /// Defaults for `generate --mode hybrid` and `edit`, stored with the model.
+    pub sampling: plandiff_planner::SamplingDefaults,
+    /// `batch_size` counts sentence windows; `seq_len` is unused (windows are `max_slots`).
+    pub train: TrainConfig,
+}
+
+impl PlannerSection {
+    /// The model a fresh run builds, for latents of width `d_latent` from the autoencoder
+    /// whose weights hash to `autoencoder_sha256`.
+    fn model(&self, d_latent: i64, autoencoder_sha256: String) -> Result<PlannerModel> {
+        self.objective.validate()?;
+        let m = PlannerModel {
+            denoiser: self.model.denoiser(d_latent),
+            schedule: self.diffusion.clone(),
+            objective: self.objective,
+            sampling: self.sampling,
+            autoencoder_sha256,
+        };
+        m.validate().map_err(|e| TrainError::Invalid(format!("config [planner]: {e}")))?;
+        Ok(m)
+    }
+}
+
+/// Denoiser architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenoiserSection {
+    /// Sentence slots the planner sees at once (its window).
+    pub max_slots: i64,
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub n_heads: i64,
+    pub d_ff: i64,
+    pub dropout: f64,
+    pub norm: NormKind,
+    pub self_condition: bool,
+}
+
+impl DenoiserSection {
+    pub fn denoiser(&self, d_latent: i64) -> plandiff_planner::DenoiserConfig {
+        plandiff_planner::DenoiserConfig {
+            d_latent,
+            max_slots: self.max_slots,
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_ff: self.d_ff,
+            dropout: self.dropout,
+            norm: self.norm,
+            self_condition: self.self_condition,
+        }
+    }
+}
+
+struct PlannerRunner {
+    planner: Planner,
+    train: LatentSet,
+    valid: Option<LatentSet>,
+    sampler: WindowSampler,
+    batch: usize,
+    eval_batches: usize,
+    seed: u64,
+    device: Device,
+}
+
+impl StageRunner for PlannerRunner {
+    type Model = PlannerModel;
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
+        let windows: Vec<(usize, usize)> = batch_indices(&mut self.sampler, step, micro, accum, self.batch)
+            .into_iter()
+            .map(|i| self.train.windows[i])
+            .collect();
+        let mut rng = step_rng(self.seed, step, micro);
+        let loss = denoise_loss(&self.planner, &self.train, &windows, &mut rng, self.device, true);
+        (&loss / accum as f64).backward();
+        Ok(loss.double_value(&[]))
+    }
+
+    fn tokens_per_step(&self) -> u64 {
+        // Sentence slots per step (the planner's "tokens").
+        (self.batch * self.planner.max_slots()) as u64
+    }
+
+    fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
+        let set = self.valid.as_ref()?;
+        Some((fixed_loss(&self.planner, set, self.batch, self.eval_batches, self.device), serde_json::Map::new()))
+    }
+
+    fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<PlannerModel> {
+        StageConfigFile::new(KIND, self.planner.model.clone(), tokenizer_hash, provenance)
+    }
+}
+
+/// Runs (or resumes) stage `planner` into `--out`, which must hold a trained autoencoder.
+pub fn train_planner(args: TrainArgs) -> Result<TrainReport> {
+    let bundle = Bundle::new(&args.out);
+    if !bundle.has_stage(stage::AUTOENCODER) {
+        return Err(TrainError::Invalid(format!(
+            "{} has no autoencoder; the planner learns the autoencoder's latents, so train it first: `plandiff train autoencoder --out {}`",
+            args.out.display(),
+            args.out.display()
+        )));
+    }
+    let section = match &args.config {
+        Some(c) if !args.resume => Some(c.section::<PlannerSection>(KIND)?),
+        _ => None,
+    };
+    let setup = setup_run::<PlannerModel>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
+    let ae = load_autoencoder(&bundle, args.device)?;
+    let ae_sha = file_sha256(&bundle.weights_path(stage::AUTOENCODER))?;
+    let model = match (&setup.resumed, section) {
+        (Some(c), _) if c.model.autoencoder_sha256 != ae_sha => {
+            return Err(TrainError::Invalid(format!(
+                "{}: the autoencoder changed since this planner run started; start a new planner run (remove {}/planner) instead of --resume",
+                args.out.display(),
+                args.out.display()
+            )))
+        }
+        (Some(c), _) => c.model.clone(),
+        (None, Some(s)) => s.model(ae.ae.encoder.config().d_latent, ae_sha)?,
+        (None, None) => return Err(TrainError::Invalid("--config is required for a new run".into())),
+    };
+    let sp = ae.tokenizer.special();
+    let train = LatentSet::encode(&ae.ae.encoder, &open_split(&args.data, "train", &ae.tokenizer)?, sp, "training");
+    let valid = match open_split(&args.data, "valid", &ae.tokenizer) {
+        Ok(v) => Some(LatentSet::encode(&ae.ae.encoder, &v, sp, "validation")).filter(|v| !v.windows.is_empty()),
+        Err(plandiff_bundle::BundleError::Data(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let sampler = WindowSampler::over(train.windows.len(), setup.state.seed)?;
+    seed_init(setup.state.seed);
+    let vs = nn::VarStore::new(args.device);
+    let mut planner =
+        Planner::new(&vs.root(), &model).map_err(|e| TrainError::Invalid(format!("planner config: {e}")))?;
+    if setup.resumed.is_none() {
+        planner.normalizer.fit(&train.latents);
+    }
+    let tc = setup.state.train.clone();
+    let mut runner = PlannerRunner {
+        planner,
+        train,
+        valid,
+        sampler,
+        batch: tc.batch_size,
+        eval_batches: tc.eval_batches,
+        seed: setup.state.seed,
+        device: args.device,
+    };
+    run_loop(&mut runner, setup, vs, &args)
+}

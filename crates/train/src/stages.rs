@@ -1,0 +1,94 @@
+//! The stages of a bundle, in one list: [`STAGES`]. `plandiff train`, `eval`, `info` and
+//! `export`, and the run config's sections, all read it, so a new stage is one module that
+//! implements [`Stage`] plus one line here. The order is training order (and export's: the
+//! planner records the fingerprint of the autoencoder exported before it).
+
+use crate::config::RunConfig;
+use crate::trainer::{TrainArgs, TrainReport};
+use crate::Result;
+use plandiff_bundle::Bundle;
+use std::path::Path;
+use tch::Device;
+
+pub static STAGES: &[&dyn Stage] = &[
+    &crate::ar::ArStage,
+    &crate::autoencoder::AutoencoderStage,
+    &crate::planner::PlannerStage,
+    &crate::diffusion::DiffusionStage,
+];
+
+/// What `plandiff eval` asks of a stage.
+#[derive(Debug, Clone)]
+pub struct EvalRequest<'a> {
+    pub bundle: &'a Path,
+    /// A prepared data folder (`plandiff prepare`).
+    pub data: &'a Path,
+    pub split: &'a str,
+    pub batch: usize,
+    /// `None`: the whole split (or the stage's own default).
+    pub max_batches: Option<usize>,
+    /// Tokens per window, for stages that read windows (default: the training seq_len).
+    pub seq_len: Option<usize>,
+    pub device: Device,
+}
+
+/// A stage's evaluation: the fields of its JSON report and its one-line summary.
+#[derive(Debug, Clone)]
+pub struct StageEval {
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub summary: String,
+}
+
+impl StageEval {
+    /// A report whose JSON nests the result under `"result"`.
+    pub fn nested(result: &impl serde::Serialize, summary: String) -> Result<Self> {
+        let mut fields = serde_json::Map::new();
+        fields.insert("result".into(), serde_json::to_value(result).map_err(crate::TrainError::json)?);
+        Ok(Self { fields, summary })
+    }
+}
+
+/// One stage: how it trains, evaluates, describes itself and reads its config section.
+pub trait Stage: Sync {
+    /// The stage's name: its folder in a bundle, its config section, its CLI word.
+    fn name(&self) -> &'static str;
+    /// One line for `--help`.
+    fn about(&self) -> &'static str;
+    /// Runs (or resumes) the stage into `args.out`.
+    fn train(&self, args: TrainArgs) -> Result<TrainReport>;
+    /// `plandiff eval --stage NAME`.
+    fn evaluate(&self, req: &EvalRequest) -> Result<StageEval>;
+    /// The stage's config.json, checked by its own model type, as JSON.
+    fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value>;
+    /// One line for `plandiff info` from the stage's config.json.
+    fn describe(&self, config: &serde_json::Value, parameters: u64) -> String;
+    /// Checks the stage's section of a run config (types and unknown fields).
+    fn check_section(&self, section: &toml::Value) -> std::result::Result<(), String>;
+    /// Checks the stage's section deeply: every value a fresh run would build a model from.
+    fn check_config(&self, config: &RunConfig, vocab_size: i64) -> Result<()>;
+    /// Adjusts the stage's config.json as `export` copies it into `dst` (e.g. a fingerprint
+    /// of a stage exported before it).
+    fn on_export(&self, _config: &mut serde_json::Value, _dst: &Bundle) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The stage of this name.
+pub fn find(name: &str) -> Option<&'static dyn Stage> {
+    STAGES.iter().copied().find(|s| s.name() == name)
+}
+
+/// Every stage's name, in training order.
+pub fn names() -> Vec<&'static str> {
+    STAGES.iter().map(|s| s.name()).collect()
+}
+
+/// The stages a bundle holds, in training order.
+pub fn held_by(bundle: &Bundle) -> Vec<&'static dyn Stage> {
+    STAGES.iter().copied().filter(|s| bundle.has_stage(s.name())).collect()
+}
+
+/// A loss from a config.json (null before the first evaluation), for summaries.
+pub fn loss(v: &serde_json::Value) -> String {
+    v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{x:.4}"))
+}
