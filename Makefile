@@ -39,12 +39,14 @@ chromium:
 		|| { echo "error: could not install Debian's chromium (needed by the A/B report test); install it, or run as root" >&2; exit 1; }
 
 test: $(STAMP) chromium
+	$(PYTHON) scripts/layout_check.py
 	PLANDIFF_REQUIRE_CHROMIUM=1 cargo test --release --locked --workspace
 
 bench: build
 	./benches/run.sh
 
 lint:
+	$(PYTHON) scripts/layout_check.py
 	cargo fmt --all --check
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 

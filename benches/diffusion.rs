@@ -57,7 +57,8 @@ fn main() {
                 .collect(),
         );
         for steps in [50usize, 200] {
-            let opts = TextSampling { steps, sampler: SamplerKind::Ddpm, eta: 0.0, clamp: true, rounding: Rounding::Logits };
+            let opts =
+                TextSampling { steps, sampler: SamplerKind::Ddpm, eta: 0.0, clamp: true, rounding: Rounding::Logits };
             let mut known = vec![None; l as usize];
             known[0] = Some(0);
             let s = common::median(

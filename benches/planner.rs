@@ -10,8 +10,8 @@
 //!     cargo bench --bench planner -- --threads 2
 
 mod common;
-use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor, PlanConfig, SamplingConfig};
 use plandiff_bundle::{Planner, PlannerModel};
+use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor, PlanConfig, SamplingConfig};
 use plandiff_diffusion::SamplerKind;
 use plandiff_planner::{HostNoise, PlanSampling};
 use plandiff_train::autoencoder::AutoencoderSection;

@@ -164,3 +164,24 @@ fn diffusion_errors_are_one_line() {
     let o = run(&["generate", "--checkpoint", s(&f.bundle), "--template", "a [MASK]"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--mode diffusion"));
 }
+
+/// `eval` without `--stage` evaluates every stage the bundle holds: a diffusion-only bundle
+/// gets its diffusion report (the same as `--stage diffusion`), not a request for `ar`.
+#[test]
+fn eval_without_stage_evaluates_what_the_bundle_holds() {
+    let b = bundle();
+    let f = fixture();
+    let base = ["eval", "--checkpoint", s(b), "--data", s(&f.data), "--device", "cpu", "--max-batches", "2"];
+    let text = run_ok(&base);
+    assert!(text.starts_with("diffusion: ") && text.contains("rounding accuracy"), "{text}");
+    assert_eq!(text.lines().count(), 1, "one line per stage held: {text}");
+    let mut a = base.to_vec();
+    a.push("--json");
+    let docs: Vec<Value> =
+        serde_json::Deserializer::from_str(&run_ok(&a)).into_iter::<Value>().collect::<Result<_, _>>().unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["stage"], "diffusion");
+    a.extend(["--stage", "diffusion"]);
+    let one: Value = serde_json::from_str(&run_ok(&a)).unwrap();
+    assert_eq!(one["result"], docs[0]["result"], "the same report as --stage diffusion");
+}

@@ -1,4 +1,7 @@
-//! The `plandiff` binary.
+//! The `plandiff` binary: arguments (`args`), one module per command (`commands`), and the
+//! binary's own helpers (`util`: devices, logging, one-line errors that name flags). It sits
+//! on top of every crate: `cli > eval > pipeline > bundle` and `cli > train > bundle`.
+//! Libraries name files and fields; this crate adds the flag names.
 
 mod args;
 mod commands;

@@ -5,7 +5,7 @@
 //! Every sentence is encoded with one leading space, so all sentences look alike to the
 //! models and decoding is `concat(sentences).trim_start()`.
 //!
-//! This crate knows nothing about tensors or models.
+//! This crate knows nothing about tensors or models, and depends on no other plandiff crate.
 
 pub mod batch;
 pub mod corpus;

@@ -2,8 +2,8 @@
 //! plan `(B, S, d_latent)` of sentence latents, with KV-cached batched generation and the
 //! usual logits processors.
 //!
-//! The decoder knows only the plan's shape; it never depends on the planner or embedding
-//! crates. Without a plan it uses its learned null plan, so one set of weights serves both
+//! The decoder knows only the plan's shape; it depends on `layers` alone, never on the
+//! planner or embedding crates. Without a plan it uses its learned null plan, so one set of weights serves both
 //! the plain AR arm and the plan-guided arm.
 
 pub mod config;

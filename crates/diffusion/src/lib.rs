@@ -3,7 +3,8 @@
 //! the diffusers schedulers of the same names (`DDPMScheduler`, `DDIMScheduler`).
 //!
 //! Schedule tables are computed on the host in f64; tensors are built where they are used.
-//! This crate is a leaf: it depends on `tch` only.
+//! The one sampler choice of every plandiff sampler is [`SamplerKind`] (here, so the plan
+//! and text samplers share it). This crate is a leaf: no other plandiff crate.
 //!
 //! | here | paper | diffusers |
 //! |---|---|---|

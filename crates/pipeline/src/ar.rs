@@ -6,6 +6,7 @@ use crate::{PipelineError, Result};
 use plandiff_bundle::{stage, Bundle, LoadedDecoder, StageConfigFile};
 use plandiff_data::{split_sentences, TextTokenizer};
 use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor};
+use plandiff_layers::FieldError;
 use std::path::Path;
 use tch::{nn, Device};
 
@@ -41,9 +42,7 @@ impl ArGenerator {
     /// open so the model completes it. Long prompts keep their last tokens.
     pub fn encode_prompt(&self, prompt: &str, max_new: usize) -> Result<Vec<i64>> {
         if prompt.trim().is_empty() {
-            return Err(PipelineError::Invalid(
-                "the prompt is empty; give some text with --prompt or --prompt-file".into(),
-            ));
+            return Err(PipelineError::Invalid("the prompt is empty; give some text to continue".into()));
         }
         let sentences = split_sentences(prompt);
         let ids = self.tokenizer.encode_document(&sentences, false)?;
@@ -98,7 +97,7 @@ impl Generator for ArGenerator {
         let opts = &req.gen;
         opts.sampling.validate()?;
         if opts.max_tokens == 0 {
-            return Err(PipelineError::Invalid("--max-tokens must be >= 1".into()));
+            return Err(FieldError::new("max_tokens", 0, "must be >= 1").into());
         }
         let ids = self.encode_prompt(req.prompt, opts.max_tokens)?;
         let sp = self.tokenizer.special();

@@ -85,7 +85,9 @@ impl DiffusionGenerator {
     /// A plain prompt is a known prefix; the rest, up to `max_tokens` or `seq_len`, is filled.
     pub fn prompt_positions(&self, prompt: &str, max_tokens: Option<usize>) -> Result<Vec<Option<i64>>> {
         if prompt.trim().is_empty() {
-            return Err(PipelineError::Invalid("the prompt is empty; give --prompt TEXT or a --template".into()));
+            return Err(PipelineError::Invalid(
+                "the prompt is empty; give a prompt to continue or a template to fill".into(),
+            ));
         }
         let mut pos = vec![Some(self.sp().bos as i64)];
         pos.extend(self.encode_piece(prompt, true)?.into_iter().map(Some));

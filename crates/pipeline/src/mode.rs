@@ -168,3 +168,30 @@ pub trait Generator {
     /// The mode's own settings for `--json` output (e.g. the plan sampling it used).
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_list_of_distinct_modes() {
+        let names = mode_names();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "{names:?}");
+        assert!(names.contains(&"ar") && names.contains(&"hybrid") && names.contains(&"diffusion"));
+        assert!(names.iter().all(|n| find_mode(n).is_some_and(|m| m.name == *n)));
+        assert!(find_mode("oracle").is_none(), "oracle is an A/B arm of the hybrid mode, not a mode");
+    }
+
+    #[test]
+    fn overrides_keep_unset_defaults_and_name_bad_fields() {
+        let d = SamplingDefaults { steps: 50, sampler: SamplerKind::Ddpm, eta: 0.3, guidance: 2.0 };
+        let p = PlanOverrides { steps: Some(10), ..Default::default() }.apply(d).unwrap();
+        assert_eq!((p.steps, p.sampler, p.eta, p.guidance), (10, SamplerKind::Ddpm, 0.3, 2.0));
+        let e = PlanOverrides { eta: Some(3.0), ..Default::default() }.apply(d).unwrap_err();
+        assert_eq!(e.field, "eta");
+        assert_eq!(e.as_flag(), "--eta 3 must be in [0, 1]");
+    }
+}

@@ -1,8 +1,9 @@
 //! The planner side of plandiff: the sentence encoder that turns one sentence into a latent
 //! vector, the denoiser over sentence slots, and the planning sampler (DDIM/DDPM,
 //! classifier-free guidance, inpainting of known slots), the latent normalizer, and a seeded
-//! host-side Gaussian stream so plans are the same on every device. The training stage
-//! lives in `plandiff-train` (`planner.rs`).
+//! host-side Gaussian stream so plans are the same on every device. The planner as a
+//! bundle loads it (denoiser, normalizer, schedule) lives in `plandiff-bundle`; its training
+//! stage in `plandiff-train` (`planner/`).
 //!
 //! Uses the leaf crates only (`layers`, and `diffusion` for sampling); never the decoder or
 //! embedding crates: the decoder only knows the plan's shape `(B, S, d_latent)`.

@@ -44,7 +44,7 @@ impl Stage for ArStage {
         )
     }
 
-    fn check_section(&self, section: &toml::Value) -> std::result::Result<(), String> {
+    fn check_section(&self, section: &toml::Value) -> Result<()> {
         parse_section::<StageSection>(section).map(drop)
     }
 

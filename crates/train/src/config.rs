@@ -54,8 +54,8 @@ impl RunConfig {
 }
 
 /// A section's TOML as its type; the message is one line.
-pub fn parse_section<T: DeserializeOwned>(v: &toml::Value) -> std::result::Result<T, String> {
-    T::deserialize(v.clone()).map_err(one_line)
+pub fn parse_section<T: DeserializeOwned>(v: &toml::Value) -> Result<T> {
+    T::deserialize(v.clone()).map_err(|e| TrainError::Invalid(one_line(e)))
 }
 
 /// `[<stage>]` of a stage that trains a decoder from scratch: `model` and `train`.

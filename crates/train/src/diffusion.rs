@@ -64,7 +64,7 @@ impl Stage for DiffusionStage {
         )
     }
 
-    fn check_section(&self, section: &toml::Value) -> std::result::Result<(), String> {
+    fn check_section(&self, section: &toml::Value) -> Result<()> {
         parse_section::<DiffusionSection>(section).map(drop)
     }
 

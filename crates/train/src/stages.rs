@@ -63,7 +63,7 @@ pub trait Stage: Sync {
     /// One line for `plandiff info` from the stage's config.json.
     fn describe(&self, config: &serde_json::Value, parameters: u64) -> String;
     /// Checks the stage's section of a run config (types and unknown fields).
-    fn check_section(&self, section: &toml::Value) -> std::result::Result<(), String>;
+    fn check_section(&self, section: &toml::Value) -> Result<()>;
     /// Checks the stage's section deeply: every value a fresh run would build a model from.
     fn check_config(&self, config: &RunConfig, vocab_size: i64) -> Result<()>;
     /// Adjusts the stage's config.json as `export` copies it into `dst` (e.g. a fingerprint
@@ -91,4 +91,36 @@ pub fn held_by(bundle: &Bundle) -> Vec<&'static dyn Stage> {
 /// A loss from a config.json (null before the first evaluation), for summaries.
 pub fn loss(v: &serde_json::Value) -> String {
     v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{x:.4}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_list_of_distinct_stages_in_training_order() {
+        let names = names();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "stage names are distinct: {names:?}");
+        let at = |n: &str| names.iter().position(|&x| x == n).unwrap();
+        // The planner reads the autoencoder's latents (training) and fingerprint (export).
+        assert!(at("autoencoder") < at("planner"));
+        assert!(names.iter().all(|n| find(n).is_some_and(|s| s.name() == *n)));
+        assert!(find("planer").is_none());
+    }
+
+    #[test]
+    fn a_bundle_holds_the_stages_with_a_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bundle::new(dir.path());
+        assert!(held_by(&b).is_empty());
+        for n in ["planner", "ar"] {
+            std::fs::create_dir_all(dir.path().join(n)).unwrap();
+            std::fs::write(dir.path().join(n).join("config.json"), "{}").unwrap();
+        }
+        let held: Vec<&str> = held_by(&b).iter().map(|s| s.name()).collect();
+        assert_eq!(held, vec!["ar", "planner"], "in training order");
+    }
 }

@@ -7,8 +7,8 @@ use plandiff_eval::report;
 use std::process::ExitCode;
 
 pub fn run(a: AbArgs) -> Result<ExitCode> {
-    let prompts = read_prompts(&a.prompts)?;
-    let arms = parse_arms(&a.arms, &a.checkpoint)?;
+    let prompts = read_prompts(&a.prompts).with_context(|| format!("--prompts {}", a.prompts.display()))?;
+    let arms = parse_arms(&a.arms, &a.checkpoint).with_context(|| format!("--arms {}", a.arms))?;
     let sampling = a.sampling.config()?;
     // Flags override each model's stored defaults; checked here against a neutral base so a
     // bad value fails before any model loads.

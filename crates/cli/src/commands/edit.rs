@@ -32,7 +32,7 @@ pub fn run(a: EditArgs) -> Result<ExitCode> {
         plan_overrides(&a.plan)?.apply(gen.planner().model.sampling).map_err(|e| anyhow::anyhow!(e.as_flag()))?;
     let opts =
         GenOptions { max_tokens: a.max_tokens, sentences: None, sampling, seed: a.seed, no_eos: false, stream: false };
-    let edit = gen.edit(&text, from, to, &opts, plan)?;
+    let edit = gen.edit(&text, from, to, &opts, plan).with_context(|| format!("--rewrite {}", a.rewrite))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&edit)?);
     } else {

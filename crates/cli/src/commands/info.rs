@@ -68,7 +68,10 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
             e["from"].as_str().unwrap_or("?")
         );
     }
-    for (stage, s) in &stages {
+    // By name, as the JSON's stage map orders them.
+    let mut by_name: Vec<&(&dyn Stage, serde_json::Value)> = stages.iter().collect();
+    by_name.sort_by_key(|(s, _)| s.name());
+    for (stage, s) in by_name {
         let params = s["parameters"].as_u64().unwrap_or(0);
         let mismatch = if s["tokenizer_matches"].as_bool() == Some(true) { "" } else { "  [TOKENIZER MISMATCH]" };
         println!("  {}: {}{mismatch}", stage.name(), stage.describe(&s["config"], params));

@@ -32,17 +32,17 @@ pub fn parse_arms(spec: &str, default: &Path) -> Result<Vec<ArmSpec>> {
         };
         if kind != ORACLE && find_mode(kind).is_none() {
             return Err(PipelineError::Invalid(format!(
-                "--arms: unknown arm `{kind}`; use {}, {ORACLE} (each may name a bundle: ar=PATH)",
+                "unknown arm `{kind}`; use {}, {ORACLE} (each may name a bundle: ar=PATH)",
                 mode_names().join(", ")
             )));
         }
         if arms.iter().any(|a| a.name == part) {
-            return Err(PipelineError::Invalid(format!("--arms: `{part}` is listed twice")));
+            return Err(PipelineError::Invalid(format!("arm `{part}` is listed twice")));
         }
         arms.push(ArmSpec { name: part.to_string(), kind: kind.to_string(), bundle });
     }
     if arms.len() < 2 {
-        return Err(PipelineError::Invalid("--arms needs at least two arms, e.g. hybrid,ar".into()));
+        return Err(PipelineError::Invalid("an A/B needs at least two arms, e.g. hybrid,ar".into()));
     }
     Ok(arms)
 }

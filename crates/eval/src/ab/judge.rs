@@ -98,7 +98,7 @@ pub fn text_set_metrics(
             }
             other => {
                 return Err(PipelineError::Invalid(format!(
-                    "--metrics: unknown metric `{other}`; use {} or all",
+                    "unknown metric `{other}`; use {} or all",
                     TEXT_METRICS.join(", ")
                 )))
             }

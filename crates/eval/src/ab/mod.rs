@@ -222,12 +222,13 @@ fn reference_sample(item: &PromptItem, judge: &Judge, seed: u64) -> Option<Sampl
 
 fn check(cfg: &AbConfig, prompts: &[PromptItem]) -> Result<()> {
     if cfg.samples == 0 || cfg.sentences == 0 {
-        return Err(PipelineError::Invalid("--samples and --sentences must be >= 1".into()));
+        let (field, v) = if cfg.samples == 0 { ("samples", cfg.samples) } else { ("sentences", cfg.sentences) };
+        return Err(plandiff_layers::FieldError::new(field, v, "must be >= 1").into());
     }
     cfg.sampling.validate()?;
     if cfg.arms.iter().any(|a| a.kind == ORACLE) && prompts.iter().any(|p| p.reference.is_none()) {
         return Err(PipelineError::Invalid(
-            "--arms oracle needs a reference continuation for every prompt: give JSONL lines {\"prompt\": ..., \"reference\": ...}".into(),
+            "arm oracle needs a reference continuation for every prompt: give JSONL lines {\"prompt\": ..., \"reference\": ...}".into(),
         ));
     }
     Ok(())

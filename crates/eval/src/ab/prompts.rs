@@ -14,9 +14,9 @@ pub struct PromptItem {
 /// Prompts from a text file (one per non-empty line) or JSONL (`{"prompt", "reference"?}`).
 pub fn read_prompts(path: &Path) -> Result<Vec<PromptItem>> {
     let bytes = std::fs::read(path)
-        .map_err(|e| PipelineError::Invalid(format!("--prompts {}: {e}; give a readable file", path.display())))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| PipelineError::Invalid(format!("--prompts {}: not valid UTF-8", path.display())))?;
+        .map_err(|e| PipelineError::Invalid(format!("{}: {e}; give a readable file", path.display())))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| PipelineError::Invalid(format!("{}: not valid UTF-8", path.display())))?;
     let jsonl = path.extension().is_some_and(|e| e == "jsonl") || text.trim_start().starts_with('{');
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -25,12 +25,11 @@ pub fn read_prompts(path: &Path) -> Result<Vec<PromptItem>> {
             continue;
         }
         if jsonl {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                PipelineError::Invalid(format!("--prompts {} line {}: not JSON ({e})", path.display(), i + 1))
-            })?;
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| PipelineError::Invalid(format!("{} line {}: not JSON ({e})", path.display(), i + 1)))?;
             let prompt = v["prompt"].as_str().filter(|p| !p.trim().is_empty()).ok_or_else(|| {
                 PipelineError::Invalid(format!(
-                    "--prompts {} line {}: needs a non-empty \"prompt\" string",
+                    "{} line {}: needs a non-empty \"prompt\" string",
                     path.display(),
                     i + 1
                 ))
@@ -42,7 +41,7 @@ pub fn read_prompts(path: &Path) -> Result<Vec<PromptItem>> {
         }
     }
     if out.is_empty() {
-        return Err(PipelineError::Invalid(format!("--prompts {}: no prompt in the file", path.display())));
+        return Err(PipelineError::Invalid(format!("{}: no prompt in the file", path.display())));
     }
     Ok(out)
 }

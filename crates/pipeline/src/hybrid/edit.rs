@@ -43,14 +43,14 @@ impl HybridGenerator {
         }
         if a == 0 || a > b || b > n {
             return Err(PipelineError::Invalid(format!(
-                "--rewrite {a}..{b} is outside the text's sentences 1..{n}; give A..B with 1 <= A <= B <= {n}"
+                "sentences {a}..{b} are outside the text's sentences 1..{n}; give A..B with 1 <= A <= B <= {n}"
             )));
         }
         let sp_slots = self.planner.max_slots();
         let len = b - a + 1;
         if len >= sp_slots.max(2) {
             return Err(PipelineError::Invalid(format!(
-                "--rewrite {a}..{b} spans {len} sentences; the planner rewrites at most {} at once (its window is {sp_slots}); edit in parts",
+                "sentences {a}..{b} are {len} sentences; the planner rewrites at most {} at once (its window is {sp_slots}); edit in parts",
                 sp_slots - 1
             )));
         }
@@ -137,9 +137,6 @@ impl HybridGenerator {
                 return Ok(sentence);
             }
         }
-        Err(PipelineError::Invalid(format!(
-            "the model wrote an empty sentence {} four times; try another --seed",
-            i + 1
-        )))
+        Err(PipelineError::Invalid(format!("the model wrote an empty sentence {} four times; try another seed", i + 1)))
     }
 }

@@ -24,6 +24,7 @@ use crate::{PipelineError, Result};
 use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, Planner};
 use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
 use plandiff_decoder::{generate, GenerateOptions, LogitsProcessor, StopReason};
+use plandiff_layers::FieldError;
 use plandiff_planner::{HostNoise, LatentBound, PlanSampling};
 use serde_json::json;
 use std::path::Path;
@@ -127,12 +128,10 @@ impl HybridGenerator {
     fn check(&self, req: &GenRequest) -> Result<(PlanSampling, Option<Tensor>, usize)> {
         req.gen.sampling.validate()?;
         if req.gen.max_tokens == 0 {
-            return Err(PipelineError::Invalid("--max-tokens must be >= 1".into()));
+            return Err(FieldError::new("max_tokens", 0, "must be >= 1").into());
         }
         if req.prompt.trim().is_empty() {
-            return Err(PipelineError::Invalid(
-                "the prompt is empty; give some text with --prompt or --prompt-file".into(),
-            ));
+            return Err(PipelineError::Invalid("the prompt is empty; give some text to continue".into()));
         }
         let plan = self.plan_sampling(req)?;
         let oracle = req.reference.map(|r| self.reference_plan(r, req.gen.sentences.unwrap_or(8))).transpose()?;
@@ -141,7 +140,7 @@ impl HybridGenerator {
             None => req.gen.sentences.unwrap_or(8),
         };
         if want == 0 {
-            return Err(PipelineError::Invalid("--sentences must be >= 1".into()));
+            return Err(FieldError::new("sentences", 0, "must be >= 1").into());
         }
         Ok((plan, oracle, want))
     }

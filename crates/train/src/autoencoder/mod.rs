@@ -69,7 +69,7 @@ impl Stage for AutoencoderStage {
         crate::ar::ArStage.describe(c, parameters)
     }
 
-    fn check_section(&self, section: &toml::Value) -> std::result::Result<(), String> {
+    fn check_section(&self, section: &toml::Value) -> Result<()> {
         parse_section::<AutoencoderSection>(section).map(drop)
     }
 

@@ -75,7 +75,7 @@ impl Stage for PlannerStage {
         )
     }
 
-    fn check_section(&self, section: &toml::Value) -> std::result::Result<(), String> {
+    fn check_section(&self, section: &toml::Value) -> Result<()> {
         parse_section::<PlannerSection>(section).map(drop)
     }
 
