@@ -16,9 +16,13 @@ pub use ar::ArGenerator;
 pub use diffusion::DiffusionGenerator;
 pub use hybrid::{Edit, HybridGenerator, PlanSlot, RewrittenSentence};
 pub use mode::{
-    find_mode, mode_names, Detail, Event, GenOptions, GenRequest, Generation, Generator, Mode, PlanOverrides, MODES,
+    find_mode, mode_names, Detail, Event, GenOptions, GenRequest, Generation, Generator, Mode, PlanOverrides,
 };
 pub use text::join_text;
+
+/// Every mode, in the order `--help` lists them. A new mode is a module above with a [`Mode`]
+/// constant, and one line here.
+pub static MODES: &[Mode] = &[ar::MODE, hybrid::MODE, diffusion::MODE];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -1,7 +1,8 @@
 //! The interface every generation mode implements ([`Generator`]), what it is asked
-//! ([`GenRequest`]) and what it returns ([`Generation`]), and the list of modes ([`MODES`]).
+//! ([`GenRequest`]) and what it returns ([`Generation`]), and the queries over the one list
+//! of modes, [`crate::MODES`] (in `lib.rs`, beside the mode modules).
 
-use crate::Result;
+use crate::{Result, MODES};
 use plandiff_data::TextTokenizer;
 use plandiff_decoder::{SamplingConfig, StopReason};
 use plandiff_diffusion::SamplerKind;
@@ -10,10 +11,6 @@ use plandiff_planner::{PlanSampling, SamplingDefaults};
 use serde::Serialize;
 use std::path::Path;
 use tch::Device;
-
-/// Every mode, in the order `--help` lists them. A new mode is a module with a [`Mode`]
-/// constant and one line here.
-pub static MODES: &[Mode] = &[crate::ar::MODE, crate::hybrid::MODE, crate::diffusion::MODE];
 
 /// A generation mode: its name (`--mode`, `--arms`), what it is, and how it loads.
 pub struct Mode {

@@ -11,7 +11,7 @@ use plandiff_decoder::{Decoder, DecoderConfig};
 use serde_json::json;
 use tch::{nn, Device, Tensor};
 
-/// The `ar` stage of [`crate::stages::STAGES`].
+/// The `ar` stage of [`crate::STAGES`].
 pub struct ArStage;
 
 impl Stage for ArStage {

@@ -1,5 +1,5 @@
 //! The run config file (TOML): one section per stage (`[ar]`, `[autoencoder]`, ...), each
-//! read by its stage's own section type (the stage list is [`crate::stages::STAGES`]), so a
+//! read by its stage's own section type (the stage list is [`crate::STAGES`]), so a
 //! new stage brings its section with it. Unknown sections and fields are errors;
 //! architecture fields have no defaults.
 
@@ -104,7 +104,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
         for name in ["tiny.toml", "base.toml", "demo.toml", "shipped.toml"] {
             let c = RunConfig::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-            for stage in crate::stages::STAGES {
+            for stage in crate::STAGES {
                 stage.check_config(&c, 4096).unwrap_or_else(|e| panic!("{name} [{}]: {e}", stage.name()));
             }
         }

@@ -24,7 +24,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 const KIND: &str = stage::DIFFUSION;
 
-/// The `diffusion` stage of [`crate::stages::STAGES`].
+/// The `diffusion` stage of [`crate::STAGES`].
 pub struct DiffusionStage;
 
 impl Stage for DiffusionStage {

@@ -1,6 +1,6 @@
 //! Training: one loop for every stage (`trainer`), AdamW written on tensors (so its moments
 //! can be saved and a resumed run continues exactly), warmup + cosine LR, metrics as JSONL,
-//! and the stages themselves, listed once in [`stages::STAGES`].
+//! and the stages themselves, listed once in [`STAGES`].
 //!
 //! Depends on `bundle` (the on-disk format and the models it loads) and the model crates;
 //! never on `pipeline` or `eval`, and nothing of inference depends on it.
@@ -23,7 +23,12 @@ pub use config::{ModelSection, RunConfig, StageSection};
 pub use eval::{evaluate_loss, EvalResult};
 pub use export::{export_bundle, ExportReport, StorageKind};
 pub use schedule::LrSchedule;
-pub use stages::{EvalRequest, Stage, StageEval, STAGES};
+pub use stages::{EvalRequest, Stage, StageEval};
+
+/// Every stage, in training order (also export's: the planner records the fingerprint of the
+/// autoencoder exported before it). A new stage is a module above and one line here.
+pub static STAGES: &[&dyn Stage] =
+    &[&ar::ArStage, &autoencoder::AutoencoderStage, &planner::PlannerStage, &diffusion::DiffusionStage];
 pub use trainer::{TrainArgs, TrainEnd, TrainReport};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,21 +1,14 @@
-//! The stages of a bundle, in one list: [`STAGES`]. `plandiff train`, `eval`, `info` and
-//! `export`, and the run config's sections, all read it, so a new stage is one module that
-//! implements [`Stage`] plus one line here. The order is training order (and export's: the
-//! planner records the fingerprint of the autoencoder exported before it).
+//! What a stage is ([`Stage`]) and the queries over the one list of stages,
+//! [`crate::STAGES`] (in `lib.rs`, beside the stage modules). `plandiff train`, `eval`,
+//! `info` and `export`, and the run config's sections, all read that list, so a new stage is
+//! one module that implements [`Stage`] plus one line there.
 
 use crate::config::RunConfig;
 use crate::trainer::{TrainArgs, TrainReport};
-use crate::Result;
+use crate::{Result, STAGES};
 use plandiff_bundle::Bundle;
 use std::path::Path;
 use tch::Device;
-
-pub static STAGES: &[&dyn Stage] = &[
-    &crate::ar::ArStage,
-    &crate::autoencoder::AutoencoderStage,
-    &crate::planner::PlannerStage,
-    &crate::diffusion::DiffusionStage,
-];
 
 /// What `plandiff eval` asks of a stage.
 #[derive(Debug, Clone)]

@@ -36,7 +36,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 const KIND: &str = stage::AUTOENCODER;
 
-/// The `autoencoder` stage of [`crate::stages::STAGES`].
+/// The `autoencoder` stage of [`crate::STAGES`].
 pub struct AutoencoderStage;
 
 impl Stage for AutoencoderStage {

@@ -33,7 +33,7 @@ pub use eval::{evaluate_planner, PlannerEval};
 
 const KIND: &str = stage::PLANNER;
 
-/// The `planner` stage of [`crate::stages::STAGES`].
+/// The `planner` stage of [`crate::STAGES`].
 pub struct PlannerStage;
 
 impl Stage for PlannerStage {
