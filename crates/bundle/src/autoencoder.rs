@@ -76,7 +76,7 @@ pub fn load_autoencoder(bundle: &Bundle, device: Device) -> Result<LoadedAutoenc
     let config = bundle.read_config(stage::AUTOENCODER)?;
     let tokenizer = bundle.load_tokenizer()?;
     let (enc, dec) = checked_pair(&config, bundle.root())?;
-    bundle.check_tokenizer(&tokenizer, stage::AUTOENCODER, &config.tokenizer_hash, dec.vocab_size)?;
+    bundle.check_tokenizer(&tokenizer, stage::AUTOENCODER, &config.tokenizer_hash, Some(dec.vocab_size))?;
     let mut vs = nn::VarStore::new(device);
     let ae = Autoencoder::new(&vs.root(), &enc, &dec)?;
     load_weights(&mut vs, &bundle.weights_path(stage::AUTOENCODER))?;

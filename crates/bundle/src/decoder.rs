@@ -22,7 +22,7 @@ impl Bundle {
         let b = Bundle::open(self.root())?;
         let config = b.read_config(kind)?;
         let tokenizer = b.load_tokenizer()?;
-        b.check_tokenizer(&tokenizer, kind, &config.tokenizer_hash, config.model.vocab_size)?;
+        b.check_tokenizer(&tokenizer, kind, &config.tokenizer_hash, Some(config.model.vocab_size))?;
         let mut vs = nn::VarStore::new(device);
         let model = Decoder::new(vs.root(), &config.model);
         load_weights(&mut vs, &b.weights_path(kind))?;

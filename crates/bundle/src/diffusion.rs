@@ -81,7 +81,7 @@ pub fn load_diffusion(bundle: &Bundle, device: Device) -> Result<LoadedDiffusion
     let bundle = Bundle::open(bundle.root())?;
     let cfg = bundle.read_config_as::<DiffusionModel>(stage::DIFFUSION)?;
     let tokenizer = bundle.load_tokenizer()?;
-    bundle.check_tokenizer(&tokenizer, stage::DIFFUSION, &cfg.tokenizer_hash, cfg.model.model.vocab_size)?;
+    bundle.check_tokenizer(&tokenizer, stage::DIFFUSION, &cfg.tokenizer_hash, Some(cfg.model.model.vocab_size))?;
     let path = bundle.stage_dir(stage::DIFFUSION).join("config.json");
     let mut vs = nn::VarStore::new(device);
     let diffusion = DiffusionBundle::new(vs.root(), cfg.model).map_err(|source| BundleError::Model { path, source })?;

@@ -138,6 +138,7 @@ pub struct LoadedPlanner {
 /// Loads `BUNDLE/planner`, checking that it was trained on the bundle's autoencoder.
 pub fn load_planner(bundle: &Bundle, device: Device) -> Result<LoadedPlanner> {
     let config = bundle.read_config_as::<PlannerModel>(stage::PLANNER)?;
+    bundle.check_tokenizer(&bundle.load_tokenizer()?, stage::PLANNER, &config.tokenizer_hash, None)?;
     let ae_sha = file_sha256(&bundle.weights_path(stage::AUTOENCODER))?;
     if config.model.autoencoder_sha256 != ae_sha {
         return Err(BundleError::file(

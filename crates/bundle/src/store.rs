@@ -74,9 +74,9 @@ impl Bundle {
         fsutil::write_atomic(&self.tokenizer_path(), tk.to_json()?.as_bytes())
     }
 
-    /// The one tokenizer check: `tokenizer` (the bundle's, or a data folder's) is the one the
-    /// `kind` model was trained with (`config`'s hash), and covers its vocabulary.
-    pub fn check_tokenizer(&self, tokenizer: &TextTokenizer, kind: &str, hash: &str, vocab: i64) -> Result<()> {
+    /// The one tokenizer check: `tokenizer` is the one the `kind` model was trained with (its
+    /// config's `hash`), and has the model's vocabulary (`vocab`, for models with one).
+    pub fn check_tokenizer(&self, tokenizer: &TextTokenizer, kind: &str, hash: &str, vocab: Option<i64>) -> Result<()> {
         if tokenizer.hash() != hash {
             return Err(BundleError::file(
                 self.tokenizer_path(),
@@ -87,7 +87,7 @@ impl Bundle {
                 ),
             ));
         }
-        if tokenizer.vocab_size() as i64 != vocab {
+        if let Some(vocab) = vocab.filter(|&v| v != tokenizer.vocab_size() as i64) {
             return Err(BundleError::file(
                 self.tokenizer_path(),
                 format!("has {} tokens but the `{kind}` model's vocab_size is {vocab}", tokenizer.vocab_size()),

@@ -54,12 +54,6 @@ impl HybridGenerator {
         let ae = load_autoencoder(&b, device)?;
         let pl = load_planner(&b, device)?;
         let tokenizer = ae.tokenizer;
-        if pl.config.tokenizer_hash != tokenizer.hash() {
-            return Err(PipelineError::Invalid(format!(
-                "{}: the planner was trained with another tokenizer; retrain it with `plandiff train planner`",
-                bundle.display()
-            )));
-        }
         if pl.planner.model.denoiser.d_latent != ae.ae.encoder.config().d_latent {
             return Err(PipelineError::Invalid(format!(
                 "{}: planner and autoencoder latent widths differ; retrain the planner",
