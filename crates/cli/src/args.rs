@@ -277,6 +277,11 @@ pub struct AbArgs {
     /// Judge bundle for perplexity (its `ar` model); default: --checkpoint.
     #[arg(long)]
     pub judge: Option<PathBuf>,
+    /// The folder of the independent sentence encoder (all-MiniLM-L6-v2: model.safetensors,
+    /// tokenizer.json) behind relevance, coherence, first_last, restarts and MAUVE; default:
+    /// the one `make` installs into .venv (without it those metrics are left out, with a note).
+    #[arg(long)]
+    pub judge_encoder: Option<PathBuf>,
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
     #[command(flatten)]
@@ -311,12 +316,18 @@ pub struct EvalArgs {
     pub data: PathBuf,
     /// Text metrics of the documents in --data instead of model losses: comma-separated
     /// from rep_2, rep_3, rep_4, distinct_1, distinct_2, distinct_3, self_bleu, judge_ppl
-    /// (the bundle's ar model), coherence (the bundle's sentence encoder), or `all`.
+    /// (the bundle's ar model), relevance, coherence, first_last (the independent sentence
+    /// encoder; a document's first two sentences are its prompt), plan_space_coherence (the
+    /// bundle's sentence encoder), or `all`.
     #[arg(long)]
     pub metrics: Option<String>,
     /// With --metrics: use at most this many documents.
     #[arg(long, default_value_t = 1000)]
     pub max_docs: usize,
+    /// With --metrics: the folder of the judge's sentence encoder (all-MiniLM-L6-v2:
+    /// model.safetensors, tokenizer.json); default: the one `make` installs into .venv.
+    #[arg(long)]
+    pub judge_encoder: Option<PathBuf>,
     #[arg(long, default_value = "valid")]
     pub split: String,
     /// Tokens per window (default: the training seq_len).

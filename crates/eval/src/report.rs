@@ -34,6 +34,20 @@ fn arm_names(r: &AbResults) -> Vec<String> {
     names
 }
 
+/// What the independent judge was and what was left out: a line each.
+fn judge_lines(r: &AbResults) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(d) = &r.judge_encoder {
+        let cost = r.judge_seconds_per_sample.map_or(String::new(), |s| format!(", {:.0} ms per sample", s * 1e3));
+        out.push(format!("independent judge: all-MiniLM-L6-v2 ({d}){cost}"));
+    }
+    if let Some(t) = r.restart_threshold {
+        out.push(format!("restart threshold: cosine {t:.3} (the 5% quantile over the references' sentences)"));
+    }
+    out.extend(r.notes.iter().map(|n| format!("note: {n}")));
+    out
+}
+
 /// The Markdown summary: per metric, each arm's mean and each comparison's paired difference.
 pub fn markdown(r: &AbResults) -> String {
     let names = arm_names(r);
@@ -49,6 +63,9 @@ pub fn markdown(r: &AbResults) -> String {
         r.judge,
         r.wall_seconds
     );
+    for line in judge_lines(r) {
+        let _ = writeln!(s, "{line}");
+    }
     let _ = writeln!(s);
     let mut head = "| metric | better |".to_string();
     let mut rule = "|---|---|".to_string();
@@ -181,6 +198,9 @@ pub fn html(r: &AbResults) -> String {
         esc(&r.judge),
         r.wall_seconds
     );
+    for line in judge_lines(r) {
+        let _ = writeln!(s, "<p class=\"m\">{}</p>", esc(&line));
+    }
     summary_table(&mut s, r, &names);
     // Charts.
     for b in &r.arms[1..] {

@@ -78,9 +78,7 @@ fn embeddings_match_transformers() {
 
 fn cloud(n: usize, d: usize, shift: f32, seed: u64) -> Vec<Vec<f32>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| (0..d).map(|j| rng.gen::<f32>() * 2.0 - 1.0 + if j < 2 { shift } else { 0.0 }).collect())
-        .collect()
+    (0..n).map(|_| (0..d).map(|j| rng.gen::<f32>() * 2.0 - 1.0 + if j < 2 { shift } else { 0.0 }).collect()).collect()
 }
 
 #[test]

@@ -36,6 +36,7 @@ pub fn run(a: AbArgs) -> Result<ExitCode> {
         sampling,
         plan,
         judge: a.judge.clone(),
+        judge_encoder: a.judge_encoder.clone(),
         device,
         resamples: a.resamples,
     };

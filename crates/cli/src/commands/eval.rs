@@ -2,6 +2,8 @@ use crate::args::EvalArgs;
 use crate::util::parse_device;
 use anyhow::{bail, Context, Result};
 use plandiff_bundle::Bundle;
+use plandiff_eval::ab::SENTENCE_JUDGE_METRICS;
+use plandiff_eval::judge::{find_encoder, SentenceEncoder};
 use plandiff_train::stages::{self, EvalRequest, Stage, StageEval};
 use serde_json::json;
 use std::process::ExitCode;
@@ -74,13 +76,36 @@ fn emit(a: &EvalArgs, stage: &str, r: StageEval) -> Result<()> {
 }
 
 /// `eval --metrics`: text metrics of any text set.
+/// The sentence judge for `eval --metrics`: needed when one of its metrics is named; with
+/// `all`, left out (with a warning) when it is not installed.
+fn sentence_judge(
+    a: &EvalArgs,
+    wanted: &mut Vec<&str>,
+    all: bool,
+    device: tch::Device,
+) -> Result<Option<SentenceEncoder>> {
+    if !wanted.iter().any(|m| SENTENCE_JUDGE_METRICS.contains(m)) {
+        return Ok(None);
+    }
+    match find_encoder(a.judge_encoder.as_deref()).and_then(|d| SentenceEncoder::load(&d, device)) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if all && a.judge_encoder.is_none() => {
+            tracing::warn!("{e}; its metrics ({}) are left out", SENTENCE_JUDGE_METRICS.join(", "));
+            wanted.retain(|m| !SENTENCE_JUDGE_METRICS.contains(m));
+            Ok(None)
+        }
+        Err(e) => match &a.judge_encoder {
+            Some(d) => Err(anyhow::anyhow!(e).context(format!("--judge-encoder {}", d.display()))),
+            None => Err(e.into()),
+        },
+    }
+}
+
 fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     use plandiff_eval::ab::{text_set_metrics, Judge, TEXT_METRICS};
-    let wanted: Vec<&str> = if spec.trim() == "all" {
-        TEXT_METRICS.to_vec()
-    } else {
-        spec.split(',').map(str::trim).filter(|m| !m.is_empty()).collect()
-    };
+    let all = spec.trim() == "all";
+    let mut wanted: Vec<&str> =
+        if all { TEXT_METRICS.to_vec() } else { spec.split(',').map(str::trim).filter(|m| !m.is_empty()).collect() };
     if wanted.is_empty() {
         bail!("--metrics is empty; name metrics ({}) or all", TEXT_METRICS.join(", "));
     }
@@ -110,15 +135,16 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     } else {
         None
     };
-    let enc =
-        if wanted.contains(&"coherence") {
-            Some(plandiff_bundle::load_autoencoder(&Bundle::new(&a.checkpoint), device).with_context(|| {
-                format!("--checkpoint {} (coherence needs its autoencoder)", a.checkpoint.display())
-            })?)
-        } else {
-            None
-        };
-    let r = text_set_metrics(&docs, &wanted, judge.as_ref(), enc.as_ref().map(|e| (&e.ae, &e.tokenizer)), 200)?;
+    let enc = if wanted.contains(&"plan_space_coherence") {
+        Some(plandiff_bundle::load_autoencoder(&Bundle::new(&a.checkpoint), device).with_context(|| {
+            format!("--checkpoint {} (plan_space_coherence needs its autoencoder)", a.checkpoint.display())
+        })?)
+    } else {
+        None
+    };
+    let sentence = sentence_judge(a, &mut wanted, all, device)?;
+    let ae = enc.as_ref().map(|e| (&e.ae, &e.tokenizer));
+    let r = text_set_metrics(&docs, &wanted, judge.as_ref(), ae, sentence.as_ref(), 200)?;
     if a.json {
         println!(
             "{}",
@@ -129,7 +155,7 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     } else {
         println!("{} documents of {}", docs.len(), a.data.display());
         for (k, v) in &r {
-            println!("  {k:<12} {v:.4}");
+            println!("  {k:<20} {v:.4}");
         }
     }
     Ok(ExitCode::SUCCESS)

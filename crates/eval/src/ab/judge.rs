@@ -2,6 +2,7 @@
 //! the text metrics of any text set (`plandiff eval --metrics`).
 
 use super::mean_of;
+use crate::judge::SentenceEncoder;
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
 use crate::{PipelineError, Result};
 use plandiff_bundle::{stage, Autoencoder, Bundle};
@@ -60,18 +61,45 @@ impl Judge {
 }
 
 /// Text metrics a text set can have without generation (`plandiff eval --metrics`).
-pub const TEXT_METRICS: &[&str] =
-    &["rep_2", "rep_3", "rep_4", "distinct_1", "distinct_2", "distinct_3", "self_bleu", "judge_ppl", "coherence"];
+pub const TEXT_METRICS: &[&str] = &[
+    "rep_2",
+    "rep_3",
+    "rep_4",
+    "distinct_1",
+    "distinct_2",
+    "distinct_3",
+    "self_bleu",
+    "judge_ppl",
+    "relevance",
+    "coherence",
+    "first_last",
+    "plan_space_coherence",
+];
+
+/// The metrics of the independent sentence encoder (all-MiniLM-L6-v2).
+pub const SENTENCE_JUDGE_METRICS: &[&str] = &["relevance", "coherence", "first_last"];
+
+/// Sentences of a document that `eval --metrics` takes as its prompt (as the A/B prompts do).
+pub const DOC_PROMPT_SENTENCES: usize = 2;
+
+/// A document as a prompt (its first two sentences) and the rest.
+fn doc_as_continuation(doc: &str) -> (String, String) {
+    let s = split_sentences(doc);
+    let k = DOC_PROMPT_SENTENCES.min(s.len());
+    (s[..k].join(" "), s[k..].join(" "))
+}
 
 /// Text metrics of a set of documents: per-document ones averaged over documents,
 /// set-level ones (distinct-n over all documents, self-BLEU over the first `bleu_cap`).
-/// `judge_ppl` is each document's perplexity from its start; `coherence` runs over all of
-/// a document's sentences.
+/// `judge_ppl` is each document's perplexity from its start; `plan_space_coherence` runs
+/// over all of a document's sentences; the sentence judge's metrics take a document's first
+/// two sentences as its prompt.
 pub fn text_set_metrics(
     docs: &[String],
     wanted: &[&str],
     judge: Option<&Judge>,
     encoder: Option<(&Autoencoder, &TextTokenizer)>,
+    sentence: Option<&SentenceEncoder>,
     bleu_cap: usize,
 ) -> Result<BTreeMap<String, f64>> {
     let mut out = BTreeMap::new();
@@ -89,11 +117,28 @@ pub fn text_set_metrics(
                 let v: Vec<f64> = docs.iter().map(|d| j.perplexity("", d)).collect::<Result<_>>()?;
                 mean_of(v.into_iter())
             }
-            "coherence" => {
+            "plan_space_coherence" => {
                 let (ae, tk) = encoder.ok_or_else(|| {
-                    PipelineError::Invalid("coherence needs a bundle with an autoencoder (its sentence encoder)".into())
+                    PipelineError::Invalid(
+                        "plan_space_coherence needs a bundle with an autoencoder (its sentence encoder)".into(),
+                    )
                 })?;
-                let v: Vec<f64> = docs.iter().map(|d| coherence(ae, tk, "", d)).collect::<Result<_>>()?;
+                let v: Vec<f64> = docs.iter().map(|d| plan_space_coherence(ae, tk, "", d)).collect::<Result<_>>()?;
+                mean_of(v.into_iter())
+            }
+            "relevance" | "coherence" | "first_last" => {
+                let enc = sentence
+                    .ok_or_else(|| PipelineError::Invalid(format!("{m} needs the judge's sentence encoder")))?;
+                let mut v = Vec::with_capacity(docs.len());
+                for d in docs {
+                    let (p, c) = doc_as_continuation(d);
+                    let s = enc.score(&p, &c).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+                    v.push(match m {
+                        "relevance" => s.relevance,
+                        "coherence" => s.coherence,
+                        _ => s.first_last,
+                    });
+                }
                 mean_of(v.into_iter())
             }
             other => {
@@ -108,9 +153,10 @@ pub fn text_set_metrics(
     Ok(out)
 }
 
-/// Mean cosine of consecutive sentence latents, from the prompt's last sentence through the
-/// continuation (NaN with fewer than two sentences).
-pub fn coherence(ae: &Autoencoder, tk: &TextTokenizer, prompt: &str, continuation: &str) -> Result<f64> {
+/// Mean cosine of consecutive sentence latents of the bundle's own encoder (the space the
+/// plan lives in), from the prompt's last sentence through the continuation (NaN with fewer
+/// than two sentences).
+pub fn plan_space_coherence(ae: &Autoencoder, tk: &TextTokenizer, prompt: &str, continuation: &str) -> Result<f64> {
     let p = split_sentences(prompt);
     let mut s: Vec<&str> = p.last().copied().into_iter().collect();
     s.extend(split_sentences(continuation));

@@ -11,17 +11,17 @@
 mod arms;
 mod judge;
 mod prompts;
+mod scoring;
 #[cfg(test)]
 mod tests;
 
 pub use arms::{parse_arms, ArmSpec, ORACLE};
-pub use judge::{coherence, text_set_metrics, Judge, TEXT_METRICS};
+pub use judge::{plan_space_coherence, text_set_metrics, Judge, SENTENCE_JUDGE_METRICS, TEXT_METRICS};
 pub use prompts::{read_prompts, PromptItem};
 
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
 use crate::stats::{paired, PairedTest};
 use crate::{PipelineError, Result};
-use plandiff_bundle::{load_autoencoder, Bundle, LoadedAutoencoder};
 use plandiff_data::split_sentences;
 use plandiff_decoder::SamplingConfig;
 use plandiff_pipeline::{GenOptions, Generator, PlanOverrides};
@@ -51,7 +51,28 @@ pub const METRICS: &[(&str, Better, bool, &str)] = &[
     ("distinct_3", Better::Higher, false, "unique trigrams across a prompt's samples"),
     ("self_bleu", Better::Lower, false, "BLEU-4 of each sample against the prompt's other samples"),
     ("judge_ppl", Better::Lower, true, "perplexity of the continuation under the judge model"),
-    ("coherence", Better::Higher, true, "cosine of consecutive sentence latents"),
+    ("relevance", Better::Higher, true, "mean cosine of each written sentence to the prompt (all-MiniLM-L6-v2)"),
+    ("coherence", Better::Higher, true, "mean cosine of consecutive written sentences (all-MiniLM-L6-v2)"),
+    ("first_last", Better::Higher, true, "cosine of the first written sentence to the last (all-MiniLM-L6-v2)"),
+    (
+        "restarts",
+        Better::Lower,
+        true,
+        "written sentences whose cosine to all text before them is below the references' 5% quantile",
+    ),
+    ("restarted", Better::Lower, true, "share of samples with at least one restart"),
+    (
+        "mauve",
+        Better::Higher,
+        false,
+        "MAUVE of the arm's continuations against the references (per arm: no paired test)",
+    ),
+    (
+        "plan_space_coherence",
+        Better::Higher,
+        true,
+        "cosine of consecutive sentence latents of the bundle's own encoder",
+    ),
     ("plan_adherence", Better::Higher, true, "cosine of each planned latent to the written sentence's"),
     ("latency_s", Better::Lower, true, "seconds to write the prompt's samples"),
     ("planning_s", Better::Lower, true, "seconds of latency spent sampling plans (hybrid)"),
@@ -72,6 +93,9 @@ pub struct AbConfig {
     pub plan: PlanOverrides,
     /// Judge bundle (its `ar` stage); default: `bundle`.
     pub judge: Option<PathBuf>,
+    /// The independent sentence encoder's folder; default: found in the project's `.venv`
+    /// (without it, its metrics are left out with a note).
+    pub judge_encoder: Option<PathBuf>,
     pub device: Device,
     pub resamples: usize,
 }
@@ -83,6 +107,9 @@ pub struct SampleRecord {
     pub text: String,
     pub continuation: String,
     pub metrics: BTreeMap<String, f64>,
+    /// The sentence judge's view, kept for the metrics fitted on every sample (restarts, MAUVE).
+    #[serde(skip)]
+    pub judge: Option<crate::judge::SampleScores>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +149,14 @@ pub struct AbResults {
     pub aggregates: BTreeMap<String, BTreeMap<String, f64>>,
     pub comparisons: Vec<Comparison>,
     pub wall_seconds: f64,
+    /// The independent sentence encoder's folder, when it was found.
+    pub judge_encoder: Option<String>,
+    /// The restart threshold, fitted on the references (see [`crate::judge::scores`]).
+    pub restart_threshold: Option<f64>,
+    /// Seconds the sentence judge spent per scored sample (its cost).
+    pub judge_seconds_per_sample: Option<f64>,
+    /// What was left out, and why.
+    pub notes: Vec<String>,
 }
 
 fn text_metrics(continuation: &str) -> BTreeMap<String, f64> {
@@ -148,7 +183,7 @@ fn record(sample: usize, seed: u64, text: String, continuation: String, speed: S
     m.insert("latency_s".into(), speed.seconds);
     m.insert("tokens_per_s".into(), speed.tokens as f64 / speed.seconds.max(1e-9));
     m.insert("decode_tokens_per_s".into(), speed.tokens as f64 / (speed.seconds - speed.planning).max(1e-9));
-    SampleRecord { sample, seed, text, continuation, metrics: m }
+    SampleRecord { sample, seed, text, continuation, metrics: m, judge: None }
 }
 
 fn mean_of(v: impl Iterator<Item = f64>) -> f64 {
@@ -181,43 +216,13 @@ fn per_prompt(samples: &[SampleRecord]) -> BTreeMap<String, f64> {
     out
 }
 
-/// The models every arm is scored with: the judge, and the sentence encoder of coherence.
-struct Scorers {
-    judge: Judge,
-    encoder: Option<LoadedAutoencoder>,
-}
-
-impl Scorers {
-    fn load(cfg: &AbConfig) -> Result<(Self, PathBuf)> {
-        let judge_path = cfg.judge.clone().unwrap_or_else(|| cfg.bundle.clone());
-        let judge = Judge::load(&judge_path, cfg.device)?;
-        // Coherence uses the --checkpoint bundle's sentence encoder, the same for every arm.
-        let encoder = load_autoencoder(&Bundle::new(&cfg.bundle), cfg.device).ok();
-        if encoder.is_none() {
-            tracing::warn!("{} has no autoencoder: coherence is not measured", cfg.bundle.display());
-        }
-        Ok((Self { judge, encoder }, judge_path))
-    }
-
-    /// Adds the model-based scores to every sample of a prompt.
-    fn score(&self, prompt: &str, samples: &mut BTreeMap<String, Vec<SampleRecord>>) -> Result<()> {
-        for s in samples.values_mut().flatten() {
-            s.metrics.insert("judge_ppl".into(), self.judge.perplexity(prompt, &s.continuation)?);
-            if let Some(e) = &self.encoder {
-                s.metrics.insert("coherence".into(), coherence(&e.ae, &e.tokenizer, prompt, &s.continuation)?);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The reference continuation as a sample (the human baseline).
 fn reference_sample(item: &PromptItem, judge: &Judge, seed: u64) -> Option<SampleRecord> {
     let r = item.reference.as_ref()?;
     let mut m = text_metrics(r);
     m.insert("tokens".into(), judge.tokenizer.encode(r).map(|v| v.len()).unwrap_or(0) as f64);
     let text = format!("{} {}", item.prompt.trim_end(), r.trim());
-    Some(SampleRecord { sample: 0, seed, text, continuation: r.clone(), metrics: m })
+    Some(SampleRecord { sample: 0, seed, text, continuation: r.clone(), metrics: m, judge: None })
 }
 
 fn check(cfg: &AbConfig, prompts: &[PromptItem]) -> Result<()> {
@@ -239,7 +244,7 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
     let t0 = std::time::Instant::now();
     check(cfg, prompts)?;
     let gens: Vec<Box<dyn Generator>> = cfg.arms.iter().map(|a| a.load(cfg.device)).collect::<Result<_>>()?;
-    let (scorers, judge_path) = Scorers::load(cfg)?;
+    let (mut scorers, judge_path) = scoring::Scorers::load(cfg)?;
     let total = prompts.len() * cfg.arms.len();
     let mut done = 0;
     let mut records = Vec::with_capacity(prompts.len());
@@ -263,19 +268,24 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
             samples.insert("reference".into(), vec![r]);
         }
         scorers.score(&item.prompt, &mut samples)?;
-        let per: BTreeMap<String, BTreeMap<String, f64>> =
-            samples.iter().map(|(arm, recs)| (arm.clone(), per_prompt(recs))).collect();
         records.push(PromptRecord {
             prompt: item.prompt.clone(),
             reference: item.reference.clone(),
             samples,
-            per_prompt: per,
+            per_prompt: BTreeMap::new(),
         });
+    }
+    // Metrics fitted on every sample: restarts need the references' threshold first.
+    let restart_threshold = scorers.restarts(&mut records);
+    for r in records.iter_mut() {
+        r.per_prompt = r.samples.iter().map(|(arm, recs)| (arm.clone(), per_prompt(recs))).collect();
     }
     let mut names: Vec<String> = cfg.arms.iter().map(|a| a.name.clone()).collect();
     if records.iter().any(|r| r.reference.is_some()) {
         names.push("reference".into());
     }
+    let mut aggregates = aggregate(&records, &names);
+    scorers.mauve(&records, &cfg.arms, &mut aggregates);
     Ok(AbResults {
         bundle: cfg.bundle.display().to_string(),
         arms: cfg.arms.clone(),
@@ -284,10 +294,14 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
         seed: cfg.seed,
         sampling: cfg.sampling,
         judge: judge_path.display().to_string(),
-        aggregates: aggregate(&records, &names),
+        aggregates,
         comparisons: compare(cfg, &records),
         prompts: records,
         wall_seconds: t0.elapsed().as_secs_f64(),
+        judge_encoder: scorers.encoder_dir(),
+        restart_threshold,
+        judge_seconds_per_sample: scorers.seconds_per_sample(),
+        notes: scorers.notes,
     })
 }
 

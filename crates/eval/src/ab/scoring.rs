@@ -1,0 +1,153 @@
+//! The models every arm is scored with, the same for all: the judge LM's perplexity, the
+//! bundle's own sentence encoder (plan-space coherence), and the independent sentence
+//! encoder (relevance, coherence, first-last, restarts, MAUVE).
+
+use super::{AbConfig, ArmSpec, SampleRecord};
+use crate::judge::{find_encoder, mauve, scores, MauveOptions, SentenceEncoder};
+use crate::{PipelineError, Result};
+use plandiff_bundle::{load_autoencoder, Bundle, LoadedAutoencoder};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::judge::{plan_space_coherence, Judge};
+use super::PromptRecord;
+
+/// MAUVE needs this many references (below it the histograms say little).
+pub const MAUVE_MIN_REFERENCES: usize = 20;
+/// The restart threshold needs this many human sentences.
+pub const RESTART_MIN_SENTENCES: usize = 20;
+
+pub(super) struct Scorers {
+    pub judge: Judge,
+    encoder: Option<LoadedAutoencoder>,
+    sentence: Option<SentenceEncoder>,
+    judge_seconds: f64,
+    judged: usize,
+    pub notes: Vec<String>,
+}
+
+/// The sentence judge, or why it is missing. An explicit folder that does not load is an
+/// error; a model missing from the `.venv` is a note, and every other metric still runs.
+fn load_sentence(cfg: &AbConfig, notes: &mut Vec<String>) -> Result<Option<SentenceEncoder>> {
+    let found = find_encoder(cfg.judge_encoder.as_deref()).and_then(|d| SentenceEncoder::load(&d, cfg.device));
+    match found {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if cfg.judge_encoder.is_some() => Err(PipelineError::Invalid(e.to_string())),
+        Err(e) => {
+            tracing::warn!("{e}; relevance, coherence, first_last, restarts and MAUVE are left out");
+            notes.push(format!("relevance, coherence, first_last, restarts and MAUVE left out: {e}"));
+            Ok(None)
+        }
+    }
+}
+
+impl Scorers {
+    pub fn load(cfg: &AbConfig) -> Result<(Self, PathBuf)> {
+        let judge_path = cfg.judge.clone().unwrap_or_else(|| cfg.bundle.clone());
+        let judge = Judge::load(&judge_path, cfg.device)?;
+        let mut notes = Vec::new();
+        // Plan-space coherence uses the --checkpoint bundle's sentence encoder for every arm.
+        let encoder = load_autoencoder(&Bundle::new(&cfg.bundle), cfg.device).ok();
+        if encoder.is_none() {
+            tracing::warn!("{} has no autoencoder: plan_space_coherence is not measured", cfg.bundle.display());
+        }
+        let sentence = load_sentence(cfg, &mut notes)?;
+        let s = Self { judge, encoder, sentence, judge_seconds: 0.0, judged: 0, notes };
+        Ok((s, judge_path))
+    }
+
+    pub fn encoder_dir(&self) -> Option<String> {
+        self.sentence.as_ref().map(|s| s.dir().display().to_string())
+    }
+
+    pub fn seconds_per_sample(&self) -> Option<f64> {
+        (self.judged > 0).then(|| self.judge_seconds / self.judged as f64)
+    }
+
+    /// Adds the model-based scores to every sample of a prompt.
+    pub fn score(&mut self, prompt: &str, samples: &mut BTreeMap<String, Vec<SampleRecord>>) -> Result<()> {
+        for s in samples.values_mut().flatten() {
+            s.metrics.insert("judge_ppl".into(), self.judge.perplexity(prompt, &s.continuation)?);
+            if let Some(e) = &self.encoder {
+                let c = plan_space_coherence(&e.ae, &e.tokenizer, prompt, &s.continuation)?;
+                s.metrics.insert("plan_space_coherence".into(), c);
+            }
+            if let Some(j) = &self.sentence {
+                let t0 = Instant::now();
+                let sc = j.score(prompt, &s.continuation).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+                self.judge_seconds += t0.elapsed().as_secs_f64();
+                self.judged += 1;
+                s.metrics.insert("relevance".into(), sc.relevance);
+                s.metrics.insert("coherence".into(), sc.coherence);
+                s.metrics.insert("first_last".into(), sc.first_last);
+                s.judge = Some(sc);
+            }
+        }
+        Ok(())
+    }
+
+    /// Fits the restart threshold on the references' sentences and counts every sample's
+    /// restarts; returns the threshold (`None`, with a note, without enough human text).
+    pub fn restarts(&mut self, records: &mut [PromptRecord]) -> Option<f64> {
+        self.sentence.as_ref()?;
+        let human: Vec<f64> = records
+            .iter()
+            .flat_map(|r| r.samples.get("reference").into_iter().flatten())
+            .filter_map(|s| s.judge.as_ref())
+            .flat_map(|j| j.prior.iter().copied())
+            .collect();
+        if human.len() < RESTART_MIN_SENTENCES {
+            self.notes.push(format!(
+                "restarts left out: the threshold is fitted on the references' sentences, and there are {} (need {RESTART_MIN_SENTENCES}; give prompts with references)",
+                human.len()
+            ));
+            return None;
+        }
+        let threshold = scores::restart_threshold(&human)?;
+        for s in records.iter_mut().flat_map(|r| r.samples.values_mut().flatten()) {
+            if let Some(j) = &s.judge {
+                let n = scores::restarts(&j.prior, threshold);
+                s.metrics.insert("restarts".into(), n as f64);
+                s.metrics.insert("restarted".into(), f64::from(u8::from(n > 0)));
+            }
+        }
+        Some(threshold)
+    }
+
+    /// MAUVE of every arm's continuations against the references, into the aggregates.
+    pub fn mauve(
+        &mut self,
+        records: &[PromptRecord],
+        arms: &[ArmSpec],
+        aggregates: &mut BTreeMap<String, BTreeMap<String, f64>>,
+    ) {
+        if self.sentence.is_none() {
+            return;
+        }
+        let feats = |arm: &str| -> Vec<Vec<f32>> {
+            records
+                .iter()
+                .flat_map(|r| r.samples.get(arm).into_iter().flatten())
+                .filter_map(|s| s.judge.as_ref().map(|j| j.features.clone()))
+                .collect()
+        };
+        let human = feats("reference");
+        if human.len() < MAUVE_MIN_REFERENCES {
+            self.notes.push(format!(
+                "MAUVE left out: {} references (need {MAUVE_MIN_REFERENCES}; give prompts with references)",
+                human.len()
+            ));
+            return;
+        }
+        for arm in arms {
+            let q = feats(&arm.name);
+            match mauve(&human, &q, &MauveOptions::default()) {
+                Ok(m) => {
+                    aggregates.entry(arm.name.clone()).or_default().insert("mauve".into(), m.mauve);
+                }
+                Err(e) => self.notes.push(format!("MAUVE of {}: {e}", arm.name)),
+            }
+        }
+    }
+}
