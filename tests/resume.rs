@@ -63,16 +63,12 @@ fn stop_and_resume_equals_uninterrupted() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
 }
 
-#[test]
-fn ctrl_c_saves_and_resume_continues_exactly() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let full = dir.path().join("full");
-    let cut = dir.path().join("cut");
-    let steps = "400";
+/// Trains 400 steps into `cut` and sends `signal` once the first steps are logged; returns
+/// the exit code, stderr and the step saved.
+fn interrupted_run(data: &Path, cut: &Path, signal: &str) -> (Option<i32>, String, u64) {
     let child = Command::new(bin())
-        .args(["--threads", "1", "train", "ar", "--config", s(&test_config()), "--data", s(&f.data), "--out", s(&cut)])
-        .args(["--device", "cpu", "--max-steps", steps])
+        .args(["--threads", "1", "train", "ar", "--config", s(&test_config()), "--data", s(data), "--out", s(cut)])
+        .args(["--device", "cpu", "--max-steps", "400"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -84,19 +80,46 @@ fn ctrl_c_saves_and_resume_continues_exactly() {
         assert!(t0.elapsed() < Duration::from_secs(60), "training never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!stderr.contains("panicked"));
     let st: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(cut.join("ar/trainer_state.json")).unwrap()).unwrap();
     let k = st["step"].as_u64().unwrap();
-    assert!(k < 400, "the run finished before the interrupt arrived; nothing was tested");
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(k < 400, "the run finished before the {signal} arrived; nothing was tested");
+    assert!(!files(cut).iter().any(|p| p.contains("staging") || p.ends_with(".tmp")));
+    (out.status.code(), stderr, k)
+}
+
+#[test]
+fn ctrl_c_saves_and_resume_continues_exactly() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    let cut = dir.path().join("cut");
+    let (code, stderr, _) = interrupted_run(&f.data, &cut, "INT");
+    assert_eq!(code, Some(130), "{stderr}");
     assert!(stderr.contains("--resume"), "{stderr}");
-    assert!(!files(&cut).iter().any(|p| p.contains("staging") || p.ends_with(".tmp")));
     let o = train(&f.data, &cut, &["--resume"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(train(&f.data, &full, &["--max-steps", steps]).status.success());
+    assert!(train(&f.data, &full, &["--max-steps", "400"]).status.success());
     same_files(&full, &cut);
+}
+
+/// SIGTERM (Slurm, Kubernetes, `timeout`) and SIGHUP save like Ctrl-C and exit with their
+/// conventional codes, 143 and 129; the checkpoint resumes.
+#[test]
+fn sigterm_and_sighup_save_a_checkpoint() {
+    let f = fixture();
+    for (sig, want) in [("TERM", 143), ("HUP", 129)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cut = dir.path().join("cut");
+        let (code, stderr, k) = interrupted_run(&f.data, &cut, sig);
+        assert_eq!(code, Some(want), "SIG{sig}: {stderr}");
+        assert!(stderr.contains(&format!("SIG{sig}")) && stderr.contains("--resume"), "{stderr}");
+        assert!(k >= 1, "a checkpoint after the first steps");
+        let o = train(&f.data, &cut, &["--resume", "--max-steps", &(k + 2).to_string()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
 }

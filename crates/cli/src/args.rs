@@ -84,6 +84,9 @@ pub struct PrepareArgs {
     /// Print stats.json to stdout.
     #[arg(long)]
     pub json: bool,
+    /// Replace --out even when it holds something `prepare` did not write (e.g. a bundle).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -354,6 +357,9 @@ pub struct ExportArgs {
     /// Storage dtype of the weights: f16, bf16 or f32.
     #[arg(long, default_value = "f16")]
     pub dtype: String,
+    /// Replace --out even when it holds something `export` did not write.
+    #[arg(long)]
+    pub force: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -22,6 +22,19 @@ impl TokenSet {
     /// `split` is `"train"` or `"valid"`.
     pub fn open(dir: &Path, split: &str) -> Result<Self> {
         let stats = PrepareStats::load(dir)?;
+        // The folder's tokenizer must be the one its shards were made with (stats.json's hash):
+        // a tokenizer written over it later would silently pair ids with the wrong pieces.
+        let tk_path = dir.join("tokenizer.json");
+        if tk_path.exists() {
+            let tk = crate::TextTokenizer::from_file(&tk_path)?;
+            if tk.hash() != stats.tokenizer_hash {
+                return Err(DataError::Invalid(format!(
+                    "{}: not the tokenizer the shards of {} were made with (stats.json records another); run `plandiff prepare` again into a new folder",
+                    tk_path.display(),
+                    dir.display()
+                )));
+            }
+        }
         let shards = if split == "train" { &stats.train.shards } else { &stats.valid.shards };
         let mut tokens = Vec::new();
         for s in shards {

@@ -13,6 +13,7 @@ pub mod documents;
 pub mod prepare;
 pub mod sentences;
 pub mod shards;
+pub mod staged;
 pub mod tokenizer;
 
 pub use batch::{TokenSet, WindowSampler};
@@ -21,6 +22,7 @@ pub use documents::{doc_batch, index_documents, DocBatch, Document};
 pub use prepare::{prepare, PrepareOptions, PrepareStats};
 pub use sentences::split_sentences;
 pub use shards::{read_shard, ShardWriter};
+pub use staged::{is_empty_dir, StagedDir};
 pub use tokenizer::{SpecialIds, TextTokenizer, BOS, EOS, PAD, SEP};
 
 #[derive(Debug, thiserror::Error)]

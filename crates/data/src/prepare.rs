@@ -26,6 +26,8 @@ pub struct PrepareOptions {
     pub tokenizer_sample_bytes: u64,
     pub shard_tokens: u64,
     pub progress: bool,
+    /// Replace an `out` folder that `prepare` did not make (a bundle, other files).
+    pub force: bool,
 }
 
 impl PrepareOptions {
@@ -40,6 +42,7 @@ impl PrepareOptions {
             tokenizer_sample_bytes: 64 << 20,
             shard_tokens: 64 << 20,
             progress: false,
+            force: false,
         }
     }
 }
@@ -128,6 +131,25 @@ impl Drop for Created {
     }
 }
 
+/// Refuses an `out` that holds something other than an earlier `prepare`'s output, unless
+/// `force`: a prepared folder is replaced whole, anything else is never written into.
+fn check_out(out: &Path, force: bool) -> Result<()> {
+    if force || crate::staged::is_empty_dir(out) || out.join("stats.json").is_file() {
+        return Ok(());
+    }
+    let what = if out.join("tokenizer.json").exists() {
+        "a tokenizer that `plandiff prepare` did not write (a model bundle?)"
+    } else {
+        "files that `plandiff prepare` did not write"
+    };
+    Err(DataError::Invalid(format!(
+        "{} holds {what}; choose another --out, or pass --force to replace the folder",
+        out.display()
+    )))
+}
+
+/// Prepares `opts.inputs` into `opts.out`, written whole in a staging folder and swapped
+/// in: a failure or a kill leaves an existing `out` as it was.
 pub fn prepare(opts: &PrepareOptions) -> Result<PrepareStats> {
     if !(0.0..=1.0).contains(&opts.valid_fraction) {
         return Err(DataError::Invalid(format!(
@@ -136,19 +158,22 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareStats> {
         )));
     }
     let files = expand_inputs(&opts.inputs)?;
+    check_out(&opts.out, opts.force)?;
+    let staged = crate::StagedDir::begin(&opts.out)?;
+    let inner = PrepareOptions { out: staged.path().to_path_buf(), ..opts.clone() };
+    let stats = prepare_into(&inner, &files)?;
+    staged.commit()?;
+    Ok(stats)
+}
+
+fn prepare_into(opts: &PrepareOptions, files: &[PathBuf]) -> Result<PrepareStats> {
     let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-    std::fs::create_dir_all(&opts.out).map_err(|e| {
-        DataError::Invalid(format!(
-            "--out {}: cannot create the folder ({e}); choose a writable path",
-            opts.out.display()
-        ))
-    })?;
     let mut created = Created(Vec::new(), false);
     let t0 = Instant::now();
 
     let tokenizer = match &opts.tokenizer {
         Some(p) => TextTokenizer::from_file(p)?,
-        None => train_tokenizer(&files, opts)?,
+        None => train_tokenizer(files, opts)?,
     };
     let tok_path = opts.out.join("tokenizer.json");
     created.0.push(tok_path.clone());
@@ -157,7 +182,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareStats> {
     std::fs::rename(&tmp, &tok_path).map_err(|e| DataError::io(&tok_path, e))?;
 
     let vocab = tokenizer.vocab_size();
-    let (train, valid, max_sents) = encode_files(&files, &tokenizer, opts, total_bytes, &mut created)?;
+    let (train, valid, max_sents) = encode_files(files, &tokenizer, opts, total_bytes, &mut created)?;
     if train.tokens + valid.tokens == 0 {
         return Err(DataError::Invalid("the input holds no text; give files with at least one paragraph".into()));
     }

@@ -99,7 +99,27 @@ fn exported_config(dir: &Path, from: &Path, kind: StorageKind) -> Result<serde_j
 }
 
 /// Copies the stages of `from` into `to` with weights stored as `kind`.
-pub fn export_bundle(from: &Path, to: &Path, kind: StorageKind) -> Result<ExportReport> {
+/// Whether `dir` is an earlier export: a tokenizer, stages that each carry
+/// `provenance.export`, and nothing to resume or prepare from.
+fn is_exported_bundle(dir: &Path) -> bool {
+    let b = Bundle::new(dir);
+    let stages: Vec<_> = STAGES.iter().filter(|s| b.has_stage(s.name())).collect();
+    let exported = |name: &str| {
+        let d = b.stage_dir(name);
+        let cfg = std::fs::read_to_string(d.join("config.json")).ok();
+        let cfg = cfg.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        cfg.is_some_and(|c| !c["provenance"]["export"].is_null()) && !d.join("trainer_state.json").exists()
+    };
+    b.tokenizer_path().exists()
+        && !dir.join("stats.json").exists()
+        && !stages.is_empty()
+        && stages.iter().all(|s| exported(s.name()))
+}
+
+/// Copies the stages of `from` into `to` with weights stored as `kind`. The whole bundle is
+/// written in a staging folder and swapped in, so a failure or a kill leaves `to` as it was.
+/// `to` must be new, empty or an earlier export, unless `force`.
+pub fn export_bundle(from: &Path, to: &Path, kind: StorageKind, force: bool) -> Result<ExportReport> {
     let src = Bundle::new(from);
     let tokenizer = src.load_tokenizer()?;
     let same = match (from.canonicalize(), to.canonicalize()) {
@@ -109,7 +129,14 @@ pub fn export_bundle(from: &Path, to: &Path, kind: StorageKind) -> Result<Export
     if same {
         return Err(TrainError::Invalid("--out is the bundle itself; export into another folder".into()));
     }
-    let dst = Bundle::new(to);
+    if !force && !plandiff_data::is_empty_dir(to) && !is_exported_bundle(to) {
+        return Err(TrainError::Invalid(format!(
+            "{} holds files that `plandiff export` did not write (a trained bundle, prepared data?); choose another --out, or pass --force to replace the folder",
+            to.display()
+        )));
+    }
+    let staged = plandiff_data::StagedDir::begin(to)?;
+    let dst = Bundle::new(staged.path());
     dst.write_tokenizer(&tokenizer)?;
     let mut stages = Vec::new();
     // In training order: the planner records the exported autoencoder's fingerprint.
@@ -139,6 +166,7 @@ pub fn export_bundle(from: &Path, to: &Path, kind: StorageKind) -> Result<Export
     if stages.is_empty() {
         return Err(TrainError::Invalid(format!("{}: the bundle holds no model to export", from.display())));
     }
+    staged.commit()?;
     let total_bytes = walk_size(to);
     Ok(ExportReport { stages, total_bytes })
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 pub fn run(a: ExportArgs) -> Result<ExitCode> {
     let kind: StorageKind = a.dtype.parse().map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
-    let r = export_bundle(&a.checkpoint, &a.out, kind)
+    let r = export_bundle(&a.checkpoint, &a.out, kind, a.force)
         .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -12,6 +12,7 @@ pub fn run(a: PrepareArgs) -> Result<ExitCode> {
     o.valid_fraction = a.valid_fraction;
     o.tokenizer_sample_bytes = a.tokenizer_sample_mb << 20;
     o.progress = stderr_is_tty();
+    o.force = a.force;
     let st = prepare(&o)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);

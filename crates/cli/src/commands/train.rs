@@ -2,9 +2,41 @@ use crate::args::TrainArgs;
 use crate::util::{parse_device, stderr_is_tty};
 use anyhow::{Context, Result};
 use plandiff_train::{RunConfig, TrainEnd};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        SIGINT => "SIGINT (Ctrl-C)",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
+}
+
+/// SIGINT (Ctrl-C), SIGTERM (what Slurm, Kubernetes and `timeout` send) and SIGHUP: the first
+/// finishes the step, saves a checkpoint and exits with 128 + the signal's number; a second
+/// exits at once (the previous checkpoint stays intact: checkpoints are swapped in atomically).
+fn stop_on_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing the signal handlers")?;
+    let (flag, w) = (interrupt.clone(), which.clone());
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("error: {} again; exiting without saving (the last checkpoint is intact)", signal_name(sig));
+                std::process::exit(128 + sig);
+            }
+            w.store(sig as usize, Ordering::SeqCst);
+            eprintln!("{}: saving a checkpoint after this step (send it again to quit at once)", signal_name(sig));
+        }
+    });
+    Ok((interrupt, which))
+}
 
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
     let stage = plandiff_train::stages::find(&a.stage).ok_or_else(|| {
@@ -12,18 +44,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     })?;
     let device = parse_device(&a.device)?;
     let config = a.config.as_ref().map(|p| RunConfig::load(p)).transpose()?;
-    // First Ctrl-C: finish the step, save a checkpoint, exit. Second: exit at once (the
-    // previous checkpoint stays intact: checkpoints are swapped in atomically).
-    let interrupt = Arc::new(AtomicBool::new(false));
-    let flag = interrupt.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("error: interrupted twice; exiting without saving (the last checkpoint is intact)");
-            std::process::exit(130);
-        }
-        eprintln!("interrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)");
-    })
-    .context("installing the Ctrl-C handler")?;
+    let (interrupt, signal) = stop_on_signals()?;
     let report = stage.train(plandiff_train::TrainArgs {
         config,
         data: a.data,
@@ -57,8 +78,13 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         );
     }
     if report.end == TrainEnd::Interrupted {
-        eprintln!("interrupted: checkpoint saved at step {}; continue with the same command and --resume", report.step);
-        return Ok(ExitCode::from(130));
+        let sig = signal.load(Ordering::SeqCst) as i32;
+        eprintln!(
+            "interrupted by {}: checkpoint saved at step {}; continue with the same command and --resume",
+            signal_name(sig),
+            report.step
+        );
+        return Ok(ExitCode::from((128 + sig) as u8));
     }
     Ok(ExitCode::SUCCESS)
 }
