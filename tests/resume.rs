@@ -123,3 +123,41 @@ fn sigterm_and_sighup_save_a_checkpoint() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 }
+
+/// Two writers of one bundle: while a run trains, a second run into the same bundle (resumed
+/// or fresh) is refused in one line, and the first run's work is intact.
+#[test]
+fn a_second_writer_is_refused() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b");
+    let child = Command::new(bin())
+        .args(["--threads", "1", "train", "ar", "--config", s(&test_config()), "--data", s(&f.data), "--out", s(&out)])
+        .args(["--device", "cpu", "--max-steps", "400", "--seed", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !out.join("ar/config.json").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "training never saved");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for extra in [&["--resume"][..], &[][..]] {
+        let o = train(&f.data, &out, extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{extra:?}: a second writer ran");
+        // A resume waits for nobody: the lock refuses it. A fresh run is refused by the model
+        // already there (or, in the instant before the first save, by the lock).
+        let by_lock = err.contains("another plandiff") && err.contains("training ar");
+        assert!(by_lock || (extra.is_empty() && err.contains("already holds")), "{extra:?}: {err}");
+        assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join(".lock").exists(), "the lock goes with its writer");
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ar/trainer_state.json")).unwrap()).unwrap();
+    assert_eq!(st["seed"], 3, "the first run's checkpoint is the one kept");
+}

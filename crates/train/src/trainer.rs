@@ -14,7 +14,8 @@ use crate::{Result, TrainError};
 use indicatif::{ProgressBar, ProgressStyle};
 use plandiff_bundle::fsutil::write_json;
 use plandiff_bundle::{
-    load_weights, save_weights, Bundle, ModelConfig, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION,
+    load_weights, save_weights, Bundle, BundleLock, ModelConfig, Provenance, StageConfigFile, TrainerState,
+    FORMAT_VERSION,
 };
 use plandiff_data::TextTokenizer;
 use serde::Serialize;
@@ -82,6 +83,8 @@ pub(crate) trait StageRunner {
 /// A run's identity before its model exists.
 pub(crate) struct RunSetup<M: ModelConfig = plandiff_decoder::DecoderConfig> {
     pub bundle: Bundle,
+    /// The bundle's writer lock: taken here on resume, before the first write on a fresh run.
+    pub lock: Option<BundleLock>,
     pub tokenizer: TextTokenizer,
     /// `Some` on resume: the checkpoint's config.
     pub resumed: Option<StageConfigFile<M>>,
@@ -100,6 +103,7 @@ pub(crate) fn setup_run<M: ModelConfig>(
         TrainError::Invalid(format!("--data {}: {e} (make the folder with `plandiff prepare`)", args.data.display()))
     })?;
     if args.resume {
+        let lock = Some(BundleLock::acquire(bundle.root(), &format!("training {kind}"))?);
         let cfg = bundle.read_config_as::<M>(kind)?;
         let mut state = bundle.read_trainer_state(kind)?;
         if cfg.tokenizer_hash != tokenizer.hash() {
@@ -125,7 +129,7 @@ pub(crate) fn setup_run<M: ModelConfig>(
         if let Some(m) = args.max_steps {
             state.train.max_steps = m;
         }
-        return Ok(RunSetup { bundle, tokenizer, resumed: Some(cfg), state });
+        return Ok(RunSetup { bundle, lock, tokenizer, resumed: Some(cfg), state });
     }
     let (mut train, plan) = fresh.ok_or_else(|| {
         TrainError::Invalid("--config is required for a new run (e.g. --config configs/tiny.toml)".into())
@@ -165,7 +169,7 @@ pub(crate) fn setup_run<M: ModelConfig>(
         last_train_loss: None,
         last_val_loss: None,
     };
-    Ok(RunSetup { bundle, tokenizer, resumed: None, state })
+    Ok(RunSetup { bundle, lock: None, tokenizer, resumed: None, state })
 }
 
 pub(crate) fn step_seed(seed: u64, step: u64) -> i64 {
@@ -354,6 +358,19 @@ fn open_run(
     Ok((opt, parameters, metrics))
 }
 
+/// The lock of a fresh run, taken before its first write; a run that finished into the same
+/// bundle meanwhile is not overwritten.
+fn fresh_lock(bundle: &Bundle, kind: &str) -> Result<BundleLock> {
+    let lock = BundleLock::acquire(bundle.root(), &format!("training {kind}"))?;
+    if bundle.has_stage(kind) {
+        return Err(TrainError::Invalid(format!(
+            "{} already holds an `{kind}` model (another run just wrote it); pass --resume to continue it, or choose another --out",
+            bundle.root().display()
+        )));
+    }
+    Ok(lock)
+}
+
 /// Why the loop stops before `max_steps`, if it does now.
 fn early_end(args: &TrainArgs, step: u64) -> Option<TrainEnd> {
     if args.interrupt.load(Ordering::SeqCst) {
@@ -372,8 +389,12 @@ pub(crate) fn run_loop<R: StageRunner>(
     mut vs: nn::VarStore,
     args: &TrainArgs,
 ) -> Result<TrainReport> {
-    let RunSetup { bundle, tokenizer, resumed, mut state } = setup;
+    let RunSetup { bundle, lock, tokenizer, resumed, mut state } = setup;
     let kind = runner.kind();
+    let _lock = match lock {
+        Some(l) => l,
+        None => fresh_lock(&bundle, kind)?,
+    };
     let train = state.train.clone();
     let (mut opt, parameters, metrics) = open_run(&bundle, kind, &tokenizer, resumed.is_some(), &state, &mut vs)?;
     let sched = LrSchedule {
