@@ -85,6 +85,48 @@ fn bad_inputs_fail_cleanly() {
     let foreign = mk("foreign");
     std::fs::copy(other_data.join("tokenizer.json"), foreign.join("tokenizer.json")).unwrap();
 
+    // Hostile configs and weights: sizes the weights do not hold, integer weights, NaN.
+    let cfg_with = |name: &str, field: &str, value: u64| {
+        let b = mk(name);
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(b.join("ar/config.json")).unwrap()).unwrap();
+        v["model"][field] = serde_json::json!(value);
+        std::fs::write(b.join("ar/config.json"), v.to_string()).unwrap();
+        b
+    };
+    let deep = cfg_with("deep", "n_layers", 1_000_000);
+    let wide = cfg_with("wide", "max_seq_len", 1_000_000_000_000);
+    let rewrite_weights = |name: &str, f: &dyn Fn(tch::Tensor) -> tch::Tensor| {
+        let b = mk(name);
+        let w = b.join("ar/model.safetensors");
+        let ts: Vec<(String, tch::Tensor)> =
+            tch::Tensor::read_safetensors(&w).unwrap().into_iter().map(|(n, t)| (n, f(t))).collect();
+        tch::Tensor::write_safetensors(&ts, &w).unwrap();
+        b
+    };
+    let ints = rewrite_weights("ints", &|t| t.to_kind(tch::Kind::Int16));
+    let nans = rewrite_weights("nans", &|t| t.full_like(f64::NAN));
+    // A trained bundle (resumable) and a prepared folder as `--out` of commands that would
+    // write over them.
+    let trained = mk("trained");
+    std::fs::copy(f.bundle.join("ar/trainer_state.json"), trained.join("ar/trainer_state.json")).unwrap();
+    let kept_tokenizer = std::fs::read(trained.join("tokenizer.json")).unwrap();
+    let data_copy = t.join("data_copy");
+    std::fs::create_dir_all(&data_copy).unwrap();
+    for e in std::fs::read_dir(&f.data).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), data_copy.join(e.file_name())).unwrap();
+    }
+    let kept_data_tokenizer = std::fs::read(data_copy.join("tokenizer.json")).unwrap();
+    // Prepared data whose tokenizer.json was later replaced by another one.
+    let swapped = t.join("swapped_data");
+    std::fs::create_dir_all(&swapped).unwrap();
+    for e in std::fs::read_dir(&f.data).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), swapped.join(e.file_name())).unwrap();
+    }
+    std::fs::copy(other_data.join("tokenizer.json"), swapped.join("tokenizer.json")).unwrap();
+
     // Prepared data with a corrupt shard: a token id beyond the vocabulary.
     let corrupt = t.join("corrupt_data");
     std::fs::create_dir_all(&corrupt).unwrap();
@@ -348,6 +390,60 @@ fn bad_inputs_fail_cleanly() {
             absent: vec![t.join("ab0")],
         },
         Case {
+            name: "config with a million layers",
+            args: gen(s(&deep), &["--prompt", "hi."]),
+            expect: "does not match its weights",
+            absent: vec![],
+        },
+        Case {
+            name: "config with a 1e12 context",
+            args: gen(s(&wide), &["--prompt", "hi."]),
+            expect: "does not match its weights",
+            absent: vec![],
+        },
+        Case {
+            name: "integer weights",
+            args: gen(s(&ints), &["--prompt", "hi."]),
+            expect: "stored as I16",
+            absent: vec![],
+        },
+        Case {
+            name: "NaN weights",
+            args: gen(s(&nans), &["--prompt", "hi."]),
+            expect: "NaN or infinite",
+            absent: vec![],
+        },
+        Case {
+            name: "prepare onto a bundle",
+            args: strs(&["prepare", "--input", s(&other_in), "--out", s(&trained), "--vocab-size", "300"]),
+            expect: "did not write",
+            absent: vec![],
+        },
+        Case {
+            name: "export onto a trained bundle",
+            args: strs(&["export", "--checkpoint", &good, "--out", s(&trained)]),
+            expect: "did not write",
+            absent: vec![],
+        },
+        Case {
+            name: "export onto prepared data",
+            args: strs(&["export", "--checkpoint", &good, "--out", s(&data_copy)]),
+            expect: "did not write",
+            absent: vec![],
+        },
+        Case {
+            name: "a failed prepare into a prepared folder",
+            args: strs(&["prepare", "--input", s(&not_utf8), "--out", s(&data_copy), "--vocab-size", "300"]),
+            expect: "UTF-8",
+            absent: vec![t.join(".data_copy.staging")],
+        },
+        Case {
+            name: "train on shards of another tokenizer",
+            args: train_on("ar", &test_config(), &swapped, &t.join("b_swapped")),
+            expect: "not the tokenizer the shards",
+            absent: vec![t.join("b_swapped")],
+        },
+        Case {
             name: "edit a missing file",
             args: strs(&["edit", "--checkpoint", &good, "--input", s(&t.join("nope.txt")), "--rewrite", "1"]),
             expect: "--input",
@@ -375,6 +471,7 @@ fn bad_inputs_fail_cleanly() {
             && !stderr.contains("panicked")
             && errors.len() == 1
             && lines.last().is_some_and(|l| l.starts_with("error: ") && l.contains(c.expect))
+            && !matches!(out.status.code(), Some(101 | 134))
             && c.absent.iter().all(|p| !p.exists());
         if !ok {
             failures.push(format!("{}: exit {:?}, stderr {:?}", c.name, out.status.code(), stderr));
@@ -387,4 +484,12 @@ fn bad_inputs_fail_cleanly() {
         assert!(ts.iter().all(|(_, x)| bool::try_from(x.isfinite().all()).unwrap()), "NaN weights were saved");
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    // Nothing refused was written over.
+    assert_eq!(std::fs::read(trained.join("tokenizer.json")).unwrap(), kept_tokenizer, "prepare replaced a tokenizer");
+    assert!(trained.join("ar/trainer_state.json").exists(), "export replaced a trained bundle");
+    assert_eq!(std::fs::read(data_copy.join("tokenizer.json")).unwrap(), kept_data_tokenizer);
+    assert!(
+        data_copy.join("stats.json").exists() && data_copy.join("train-00000.bin").exists(),
+        "a failed prepare lost data"
+    );
 }

@@ -4,7 +4,7 @@
 use crate::format::StageConfigFile;
 use crate::store::Bundle;
 use crate::weights::load_weights;
-use crate::{stage, BundleError, Result};
+use crate::{stage, BundleError, ModelConfig, Result};
 use plandiff_data::TextTokenizer;
 use plandiff_decoder::{Decoder, DecoderConfig};
 use plandiff_planner::{EncoderConfig, SentenceEncoder};
@@ -77,6 +77,11 @@ pub fn load_autoencoder(bundle: &Bundle, device: Device) -> Result<LoadedAutoenc
     let tokenizer = bundle.load_tokenizer()?;
     let (enc, dec) = checked_pair(&config, bundle.root())?;
     bundle.check_tokenizer(&tokenizer, stage::AUTOENCODER, &config.tokenizer_hash, Some(dec.vocab_size))?;
+    let encoder = crate::format::table(enc.vocab_size, enc.d_model)
+        .saturating_add(crate::format::table(enc.max_len, enc.d_model))
+        .saturating_add(crate::format::blocks_min_parameters(enc.n_layers, enc.d_model, enc.d_ff));
+    let need = dec.min_parameters().saturating_add(encoder);
+    crate::weights::check_fits(&bundle.weights_path(stage::AUTOENCODER), need)?;
     let mut vs = nn::VarStore::new(device);
     let ae = Autoencoder::new(&vs.root(), &enc, &dec)?;
     load_weights(&mut vs, &bundle.weights_path(stage::AUTOENCODER))?;

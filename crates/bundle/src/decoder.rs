@@ -3,7 +3,7 @@
 use crate::format::StageConfigFile;
 use crate::store::Bundle;
 use crate::weights::load_weights;
-use crate::Result;
+use crate::{ModelConfig, Result};
 use plandiff_data::TextTokenizer;
 use plandiff_decoder::Decoder;
 use tch::{nn, Device};
@@ -23,6 +23,7 @@ impl Bundle {
         let config = b.read_config(kind)?;
         let tokenizer = b.load_tokenizer()?;
         b.check_tokenizer(&tokenizer, kind, &config.tokenizer_hash, Some(config.model.vocab_size))?;
+        crate::weights::check_fits(&b.weights_path(kind), config.model.min_parameters())?;
         let mut vs = nn::VarStore::new(device);
         let model = Decoder::new(vs.root(), &config.model);
         load_weights(&mut vs, &b.weights_path(kind))?;

@@ -50,6 +50,13 @@ impl ModelConfig for DiffusionModel {
         }
         Ok(())
     }
+
+    fn min_parameters(&self) -> u128 {
+        let m = &self.model;
+        crate::format::table(m.vocab_size, m.d_emb)
+            .saturating_add(crate::format::table(m.seq_len, m.d_model))
+            .saturating_add(crate::format::blocks_min_parameters(m.n_layers, m.d_model, m.d_ff))
+    }
 }
 
 /// The text denoiser with its schedule and config.
@@ -83,6 +90,7 @@ pub fn load_diffusion(bundle: &Bundle, device: Device) -> Result<LoadedDiffusion
     let tokenizer = bundle.load_tokenizer()?;
     bundle.check_tokenizer(&tokenizer, stage::DIFFUSION, &cfg.tokenizer_hash, Some(cfg.model.model.vocab_size))?;
     let path = bundle.stage_dir(stage::DIFFUSION).join("config.json");
+    crate::weights::check_fits(&bundle.weights_path(stage::DIFFUSION), cfg.model.min_parameters())?;
     let mut vs = nn::VarStore::new(device);
     let diffusion = DiffusionBundle::new(vs.root(), cfg.model).map_err(|source| BundleError::Model { path, source })?;
     load_weights(&mut vs, &bundle.weights_path(stage::DIFFUSION))?;

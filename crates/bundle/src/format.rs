@@ -43,11 +43,34 @@ pub struct ExportProvenance {
 /// `autoencoder`, the planner's for `planner`, the text denoiser's for `diffusion`.
 pub trait ModelConfig: Serialize + serde::de::DeserializeOwned + Clone {
     fn validate(&self) -> Result<(), ModelConfigError>;
+    /// A lower bound of the parameters a model of this config has (embeddings and the
+    /// blocks' projections), checked against the weights' header before anything is built.
+    fn min_parameters(&self) -> u128;
+}
+
+/// Parameters of `n` transformer blocks of width `d` and MLP width `d_ff`, at least (the
+/// attention's four projections and the MLP's two).
+pub fn blocks_min_parameters(n: i64, d: i64, d_ff: i64) -> u128 {
+    let (n, d, f) = (n.max(0) as u128, d.max(0) as u128, d_ff.max(0) as u128);
+    n.saturating_mul(
+        4u128.saturating_mul(d).saturating_mul(d).saturating_add(2u128.saturating_mul(d).saturating_mul(f)),
+    )
+}
+
+/// `rows x cols` parameters (an embedding table), saturating.
+pub fn table(rows: i64, cols: i64) -> u128 {
+    (rows.max(0) as u128).saturating_mul(cols.max(0) as u128)
 }
 
 impl ModelConfig for DecoderConfig {
     fn validate(&self) -> Result<(), ModelConfigError> {
         Ok(DecoderConfig::validate(self)?)
+    }
+
+    fn min_parameters(&self) -> u128 {
+        table(self.vocab_size, self.d_model)
+            .saturating_add(table(self.max_seq_len, self.d_model))
+            .saturating_add(blocks_min_parameters(self.n_layers, self.d_model, self.d_ff))
     }
 }
 

@@ -60,6 +60,12 @@ impl ModelConfig for PlannerModel {
         NoiseSchedule::new(self.schedule.clone())?;
         Ok(())
     }
+
+    fn min_parameters(&self) -> u128 {
+        let d = &self.denoiser;
+        crate::format::table(d.max_slots, d.d_model)
+            .saturating_add(crate::format::blocks_min_parameters(d.n_layers, d.d_model, d.d_ff))
+    }
 }
 
 /// A loaded (or training) planner: denoiser, normalizer and schedule.
@@ -147,6 +153,7 @@ pub fn load_planner(bundle: &Bundle, device: Device) -> Result<LoadedPlanner> {
         ));
     }
     let path = bundle.stage_dir(stage::PLANNER).join("config.json");
+    crate::weights::check_fits(&bundle.weights_path(stage::PLANNER), config.model.min_parameters())?;
     let mut vs = nn::VarStore::new(device);
     let planner = Planner::new(&vs.root(), &config.model).map_err(|source| BundleError::Model { path, source })?;
     load_weights(&mut vs, &bundle.weights_path(stage::PLANNER))?;

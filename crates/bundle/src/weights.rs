@@ -9,6 +9,72 @@ use std::io::Read;
 use std::path::Path;
 use tch::{nn, Device, Tensor};
 
+/// The header of a safetensors file, read without its data: every tensor's name, dtype and
+/// shape, and their element count.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub tensors: Vec<(String, String, Vec<u64>)>,
+    pub elements: u128,
+}
+
+/// Floating-point dtypes plandiff stores weights in.
+const FLOAT_DTYPES: [&str; 4] = ["F32", "F16", "BF16", "F64"];
+/// The largest header read (the format allows 100 MB).
+const MAX_HEADER: u64 = 100 << 20;
+
+/// Reads and checks a safetensors header: its length against the file, every dtype a float.
+pub fn read_header(path: &Path) -> Result<Header> {
+    use std::io::Read as _;
+    let bad = |m: String| BundleError::file(path, format!("{m}; retrain or restore the bundle"));
+    if !path.exists() {
+        return Err(BundleError::file(path, "not found; the bundle is incomplete, retrain or restore it"));
+    }
+    let mut f = std::fs::File::open(path).map_err(|e| BundleError::io(path, e))?;
+    let len = f.metadata().map_err(|e| BundleError::io(path, e))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|_| bad("corrupt or truncated (no header)".into()))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER || n > len.saturating_sub(8) {
+        return Err(bad(format!("corrupt or truncated (a header of {n} bytes in a file of {len})")));
+    }
+    let mut buf = vec![0u8; n as usize];
+    f.read_exact(&mut buf).map_err(|_| bad("corrupt or truncated header".into()))?;
+    let v: serde_json::Value = serde_json::from_slice(&buf).map_err(|e| bad(format!("corrupt header ({e})")))?;
+    let obj = v.as_object().ok_or_else(|| bad("corrupt header (not an object)".into()))?;
+    let mut tensors = Vec::new();
+    let mut elements: u128 = 0;
+    for (name, t) in obj.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
+        let dtype = t["dtype"].as_str().unwrap_or("?").to_string();
+        if !FLOAT_DTYPES.contains(&dtype.as_str()) {
+            return Err(bad(format!(
+                "tensor `{name}` is stored as {dtype}, but plandiff weights are floating point (F32, F16, BF16)"
+            )));
+        }
+        let shape: Vec<u64> = t["shape"].as_array().into_iter().flatten().filter_map(|d| d.as_u64()).collect();
+        let count = shape.iter().try_fold(1u128, |a, &d| a.checked_mul(u128::from(d)));
+        elements =
+            count.and_then(|c| elements.checked_add(c)).ok_or_else(|| bad("corrupt header (sizes overflow)".into()))?;
+        tensors.push((name.clone(), dtype, shape));
+    }
+    Ok(Header { tensors, elements })
+}
+
+/// Refuses a config that asks for more parameters than the weights hold, before anything
+/// is built from it (a hostile or damaged config.json must not allocate what it likes).
+pub fn check_fits(path: &Path, min_parameters: u128) -> Result<()> {
+    let h = read_header(path)?;
+    if min_parameters > h.elements {
+        return Err(BundleError::file(
+            path,
+            format!(
+                "config.json describes a model of at least {min_parameters} parameters but the weights hold {}; the config does not match its weights, restore the bundle",
+                h.elements
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Every tensor of a bundle's safetensors file.
 pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.exists() {
@@ -39,6 +105,12 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
                     src.size(),
                     dst.size()
                 )));
+            }
+            if src.isfinite().all().int64_value(&[]) == 0 {
+                return Err(BundleError::file(
+                    path,
+                    format!("tensor `{name}` holds NaN or infinite values; the weights are damaged, retrain or restore them"),
+                ));
             }
             dst.copy_(&src);
         }

@@ -105,6 +105,7 @@ pub(crate) fn setup_run<M: ModelConfig>(
     if args.resume {
         let lock = Some(BundleLock::acquire(bundle.root(), &format!("training {kind}"))?);
         let cfg = bundle.read_config_as::<M>(kind)?;
+        plandiff_bundle::weights::check_fits(&bundle.weights_path(kind), cfg.model.min_parameters())?;
         let mut state = bundle.read_trainer_state(kind)?;
         if cfg.tokenizer_hash != tokenizer.hash() {
             return Err(TrainError::Invalid(format!(
