@@ -200,6 +200,15 @@ fn bad_inputs_fail_cleanly() {
             .replace("grad_clip = 1.0", "grad_clip = 0.0"),
     )
     .unwrap();
+    let nul_toml = t.join("nul.toml");
+    std::fs::write(&nul_toml, "[ar]\0\0model = 1\n").unwrap();
+    // A resumable bundle whose trainer_state.json says log_interval = 0.
+    let zero_interval = mk("zero_interval");
+    let st = std::fs::read_to_string(f.bundle.join("ar/trainer_state.json")).unwrap();
+    let mut st: serde_json::Value = serde_json::from_str(&st).unwrap();
+    st["train"]["log_interval"] = serde_json::json!(0);
+    std::fs::write(zero_interval.join("ar/trainer_state.json"), st.to_string()).unwrap();
+    std::fs::copy(f.bundle.join("ar/optimizer.safetensors"), zero_interval.join("ar/optimizer.safetensors")).unwrap();
     let a_file = t.join("a_file");
     std::fs::write(&a_file, "x").unwrap();
     let under_file = a_file.join("sub");
@@ -444,6 +453,114 @@ fn bad_inputs_fail_cleanly() {
             absent: vec![t.join("b_swapped")],
         },
         Case {
+            name: "a million samples",
+            args: gen(&good, &["--prompt", "hi.", "--num-samples", "1000000"]),
+            expect: "--num-samples 1000000",
+            absent: vec![],
+        },
+        Case {
+            name: "ab with a million samples",
+            args: strs(&[
+                "ab",
+                "--checkpoint",
+                &good,
+                "--prompts",
+                s(&prompts),
+                "--samples",
+                "1000000",
+                "--out",
+                s(&t.join("abm")),
+            ]),
+            expect: "at most 1024",
+            absent: vec![t.join("abm")],
+        },
+        Case {
+            name: "a huge [MASK:n]",
+            args: gen(&good, &["--mode", "diffusion", "--template", "a [MASK:999999999999] b"]),
+            expect: "up to 4096",
+            absent: vec![],
+        },
+        Case {
+            name: "schedule with 1e12 timesteps",
+            args: strs(&["schedule", "--timesteps", "1000000000000"]),
+            expect: "--timesteps",
+            absent: vec![],
+        },
+        Case {
+            name: "prepare from an endless stream",
+            args: strs(&["prepare", "--input", "/dev/zero", "--out", s(&t.join("zero"))]),
+            expect: "longer than 8 MB",
+            absent: vec![t.join("zero"), t.join(".zero.staging")],
+        },
+        Case {
+            name: "eval --metrics of an endless stream",
+            args: strs(&["eval", "--checkpoint", &good, "--data", "/dev/zero", "--metrics", "rep_2"]),
+            expect: "longer than 8 MB",
+            absent: vec![],
+        },
+        Case {
+            name: "a prompt file that never ends",
+            args: gen(&good, &["--prompt-file", "/dev/zero"]),
+            expect: "larger than 1 MB",
+            absent: vec![],
+        },
+        Case {
+            name: "eval --max-batches 0",
+            args: strs(&["eval", "--checkpoint", &good, "--data", s(&f.data), "--max-batches", "0"]),
+            expect: "--max-batches",
+            absent: vec![],
+        },
+        Case {
+            name: "eval --max-docs 0",
+            args: strs(&[
+                "eval",
+                "--checkpoint",
+                &good,
+                "--data",
+                s(&prompts),
+                "--metrics",
+                "rep_2",
+                "--max-docs",
+                "0",
+            ]),
+            expect: "--max-docs",
+            absent: vec![],
+        },
+        Case {
+            name: "ar --sentences 0",
+            args: gen(&good, &["--prompt", "hi.", "--sentences", "0"]),
+            expect: "--sentences",
+            absent: vec![],
+        },
+        Case {
+            name: "unknown log level",
+            args: strs(&["--log-level", "nonsense", "info", "--checkpoint", &good]),
+            expect: "nonsense",
+            absent: vec![],
+        },
+        Case {
+            name: "a TOML with NUL bytes",
+            args: train(&nul_toml, &t.join("bnul")),
+            expect: "NUL bytes",
+            absent: vec![t.join("bnul")],
+        },
+        Case {
+            name: "resume a trainer state with a 0 interval",
+            args: strs(&[
+                "train",
+                "ar",
+                "--data",
+                s(&f.data),
+                "--out",
+                s(&zero_interval),
+                "--resume",
+                "--device",
+                "cpu",
+            ]),
+            expect: "the trainer state is damaged",
+            absent: vec![],
+        },
+        Case {
             name: "edit a missing file",
             args: strs(&["edit", "--checkpoint", &good, "--input", s(&t.join("nope.txt")), "--rewrite", "1"]),
             expect: "--input",
@@ -482,6 +599,34 @@ fn bad_inputs_fail_cleanly() {
     if nan_cfg.exists() {
         let ts = tch::Tensor::read_safetensors(&nan_cfg).unwrap();
         assert!(ts.iter().all(|(_, x)| bool::try_from(x.isfinite().all()).unwrap()), "NaN weights were saved");
+    }
+    // --threads without a bound took the machine; 0 panicked.
+    for (n, want) in [("0", "--threads 0"), ("100000", "at most")] {
+        let out =
+            std::process::Command::new(bin()).args(["--threads", n, "info", "--checkpoint", &good]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !stderr.lines().last().is_some_and(|l| l.starts_with("error: ") && l.contains(want))
+        {
+            failures.push(format!("--threads {n}: exit {:?}, stderr {stderr:?}", out.status.code()));
+        }
+    }
+    // A closed or full stdout is one line, not a panic (every command that prints).
+    let full = std::fs::File::create("/dev/full");
+    for args in [
+        strs(&["info", "--checkpoint", &good]),
+        gen(&good, &["--prompt", "hi.", "--seed", "1"]),
+        strs(&["schedule", "--timesteps", "10"]),
+        strs(&["eval", "--checkpoint", &good, "--data", s(&f.data), "--max-batches", "1"]),
+    ] {
+        let Ok(full) = full.as_ref().map(|f| f.try_clone().unwrap()) else { break };
+        let out = std::process::Command::new(bin()).args(&args).stdout(full).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let ok = !out.status.success()
+            && !matches!(out.status.code(), Some(101 | 134))
+            && stderr.lines().last().is_some_and(|l| l.starts_with("error: writing to stdout"));
+        if !ok {
+            failures.push(format!("{args:?} > /dev/full: exit {:?}, stderr {stderr:?}", out.status.code()));
+        }
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
     // Nothing refused was written over.

@@ -42,6 +42,12 @@ impl TrainConfig {
         if self.batch_size == 0 || self.seq_len == 0 || self.grad_accum == 0 {
             return bad("batch_size, seq_len and grad_accum must be >= 1");
         }
+        if self.batch_size > 1 << 16 || self.seq_len > 1 << 20 || self.grad_accum > 1 << 16 {
+            return bad("batch_size and grad_accum must be at most 65536, seq_len at most 1048576");
+        }
+        if (self.batch_size as u64).saturating_mul(self.seq_len as u64) > 1 << 26 {
+            return bad("batch_size x seq_len must be at most 67108864 tokens a micro-batch (use grad_accum)");
+        }
         if self.max_steps == 0 {
             return bad("max_steps must be >= 1");
         }

@@ -103,12 +103,14 @@ impl Bundle {
     /// A stage's `config.json`: version, kind and model section checked.
     pub fn read_config_as<M: ModelConfig>(&self, kind: &str) -> Result<StageConfigFile<M>> {
         let p = self.stage_dir(kind).join("config.json");
-        let text = std::fs::read_to_string(&p).map_err(|e| {
-            BundleError::file(
+        if !p.is_file() {
+            return Err(BundleError::file(
                 &p,
-                format!("{e}; the bundle has no `{kind}` model (train it with `plandiff train {kind}`)"),
-            )
-        })?;
+                format!("not found; the bundle has no `{kind}` model (train it with `plandiff train {kind}`)"),
+            ));
+        }
+        let text = plandiff_data::read_text_capped(&p, plandiff_data::SMALL_FILE_CAP)
+            .map_err(|e| BundleError::file(&p, format!("{e}; check the bundle's permissions")))?;
         let c: StageConfigFile<M> = serde_json::from_str(&text).map_err(|e| {
             BundleError::file(
                 &p,
@@ -133,10 +135,19 @@ impl Bundle {
 
     pub fn read_trainer_state(&self, kind: &str) -> Result<TrainerState> {
         let p = self.stage_dir(kind).join("trainer_state.json");
-        let text = std::fs::read_to_string(&p).map_err(|e| {
-            BundleError::file(&p, format!("{e}; nothing to resume (train without --resume to start a run)"))
-        })?;
-        serde_json::from_str(&text).map_err(|e| BundleError::file(&p, format!("damaged trainer state ({e})")))
+        if !p.is_file() {
+            return Err(BundleError::file(&p, "not found; nothing to resume (train without --resume to start a run)"));
+        }
+        let text = plandiff_data::read_text_capped(&p, plandiff_data::SMALL_FILE_CAP)?;
+        let st: TrainerState =
+            serde_json::from_str(&text).map_err(|e| BundleError::file(&p, format!("damaged trainer state ({e})")))?;
+        // As strict as a config: a 0 interval divides by zero, a huge batch aborts.
+        let damaged = |e: BundleError| BundleError::file(&p, format!("{e}; the trainer state is damaged, restore it"));
+        st.train.validate().map_err(damaged)?;
+        if let Some(plan) = &st.plan {
+            plan.validate().map_err(damaged)?;
+        }
+        Ok(st)
     }
 
     /// Writes a stage atomically: `fill` writes the files into a staging folder.

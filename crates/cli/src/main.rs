@@ -40,8 +40,9 @@ fn main() -> ExitCode {
         }
     };
     util::init_logging(&cli);
-    if let Some(n) = cli.threads {
-        tch::set_num_threads(n as i32);
+    if let Err(e) = util::set_threads(cli.threads, matches!(cli.command, Command::Train(_) | Command::Prepare(_))) {
+        eprintln!("error: {}", util::one_line(&e));
+        return ExitCode::from(2);
     }
     let result = match cli.command {
         Command::Prepare(a) => commands::prepare::run(a),
@@ -54,6 +55,11 @@ fn main() -> ExitCode {
         Command::Export(a) => commands::export::run(a),
         Command::Schedule(a) => commands::schedule::run(a),
     };
+    // What is still buffered for stdout is written now, so a full disk is an error too.
+    let result = result.and_then(|code| {
+        use std::io::Write as _;
+        std::io::stdout().flush().map_err(util::stdout_error).map(|()| code)
+    });
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -5,6 +5,21 @@ use anyhow::{bail, Result};
 use std::io::IsTerminal;
 use tch::Device;
 
+/// Intra-op threads: `--threads` (1 to 4x the cores), else all cores for training and
+/// preparing, 1 for the rest (see the flag's help).
+pub fn set_threads(threads: Option<usize>, heavy: bool) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = match threads {
+        Some(0) => bail!("--threads 0: give at least 1"),
+        Some(n) if n > 4 * cores => bail!("--threads {n}: this machine has {cores} cores; give at most {}", 4 * cores),
+        Some(n) => n,
+        None if heavy => return Ok(()),
+        None => 1,
+    };
+    tch::set_num_threads(n as i32);
+    Ok(())
+}
+
 /// `auto | cpu | cuda | cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device> {
     let cuda_n = tch::Cuda::device_count();
@@ -55,6 +70,8 @@ pub fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
         let s = flag_message(cause).unwrap_or_else(|| cause.to_string());
+        // No control characters from a file (a TOML with NUL bytes) reach the terminal.
+        let s: String = s.chars().map(|c| if c.is_control() && c != '\n' { '\u{FFFD}' } else { c }).collect();
         let mut first = s.lines().next().unwrap_or_default().trim().to_string();
         if first.is_empty() || parts.iter().any(|p| p.contains(&first)) {
             continue;
@@ -91,4 +108,27 @@ pub fn plan_overrides(a: &crate::args::PlanArgs) -> Result<plandiff_pipeline::Pl
         .transpose()
         .map_err(|e| anyhow::anyhow!("--sampler: {e}"))?;
     Ok(plandiff_pipeline::PlanOverrides { steps: a.steps, sampler, eta: a.eta, guidance: a.guidance })
+}
+
+/// A failed write to stdout as one line (a closed pipe, `> /dev/full`).
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("writing to stdout: {e} (the reader closed it, or its disk is full)")
+}
+
+/// `println!` that returns the write error from the calling command instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*).map_err($crate::util::stdout_error)?
+    }};
+}
+
+/// `print!` that returns the write error from the calling command instead of panicking.
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($t)*).map_err($crate::util::stdout_error)?
+    }};
 }

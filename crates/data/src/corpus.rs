@@ -36,6 +36,9 @@ fn is_jsonl(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("jsonl" | "ndjson"))
 }
 
+/// The longest line a corpus may have (a JSONL record, or a line of a paragraph).
+pub const MAX_LINE_BYTES: u64 = 8 << 20;
+
 /// Iterator over the documents of one file. Tracks bytes read for progress reporting.
 pub struct DocumentReader {
     path: PathBuf,
@@ -60,11 +63,25 @@ impl DocumentReader {
     }
 
     fn read_line(&mut self, buf: &mut String) -> Result<bool> {
+        use std::io::Read as _;
         buf.clear();
         let mut raw = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut raw).map_err(|e| DataError::io(&self.path, e))?;
+        let n = (&mut self.reader)
+            .take(MAX_LINE_BYTES + 1)
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| DataError::io(&self.path, e))?;
         if n == 0 {
             return Ok(false);
+        }
+        if n as u64 > MAX_LINE_BYTES {
+            return Err(DataError::Parse {
+                path: self.path.display().to_string(),
+                line: self.line_no + 1,
+                msg: format!(
+                    "a line longer than {} MB; break the text into lines and paragraphs",
+                    MAX_LINE_BYTES >> 20
+                ),
+            });
         }
         self.line_no += 1;
         self.bytes_read += n as u64;

@@ -37,6 +37,32 @@ pub enum DataError {
     Invalid(String),
 }
 
+/// Reads at most `cap` bytes of `path`; a larger file (or an endless stream such as
+/// `/dev/zero`) is an error naming the limit, never an allocation of its size.
+pub fn read_capped(path: &std::path::Path, cap: u64) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut buf = Vec::new();
+    f.take(cap + 1).read_to_end(&mut buf).map_err(|e| DataError::io(path, e))?;
+    if buf.len() as u64 > cap {
+        return Err(DataError::Invalid(format!(
+            "{}: larger than {} MB, the most plandiff reads of such a file",
+            path.display(),
+            cap >> 20
+        )));
+    }
+    Ok(buf)
+}
+
+/// [`read_capped`] as UTF-8 text.
+pub fn read_text_capped(path: &std::path::Path, cap: u64) -> Result<String> {
+    String::from_utf8(read_capped(path, cap)?)
+        .map_err(|_| DataError::Invalid(format!("{}: not valid UTF-8; convert it to UTF-8", path.display())))
+}
+
+/// The most bytes of a small file plandiff reads: configs, prompts, a text to edit.
+pub const SMALL_FILE_CAP: u64 = 16 << 20;
+
 impl DataError {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         DataError::Io { path: path.as_ref().display().to_string(), source }

@@ -73,9 +73,14 @@ pub struct PrepareStats {
 impl PrepareStats {
     pub fn load(dir: &Path) -> Result<Self> {
         let p = dir.join("stats.json");
-        let s = std::fs::read_to_string(&p).map_err(|e| {
-            DataError::Invalid(format!("{}: {e}; is this a folder made by `plandiff prepare`?", p.display()))
-        })?;
+        if !p.is_file() {
+            return Err(DataError::Invalid(format!(
+                "{}: not found; is {} a folder made by `plandiff prepare`?",
+                p.display(),
+                dir.display()
+            )));
+        }
+        let s = crate::read_text_capped(&p, crate::SMALL_FILE_CAP)?;
         let st: Self = serde_json::from_str(&s).map_err(|e| {
             DataError::Invalid(format!("{}: not a valid stats.json ({e}); run `plandiff prepare` again", p.display()))
         })?;
@@ -264,6 +269,32 @@ fn encode_files(
     Ok((train.finish()?, valid.finish()?, max_sents))
 }
 
+/// The longest run without whitespace the BPE trainer sees. Its pair counting is quadratic in
+/// a pre-token's length (a 200 KB word took 22 s), so longer runs are cut for training only;
+/// encoding still sees the text as it is.
+pub const MAX_PRETOKEN_CHARS: usize = 64;
+
+fn cap_pretokens(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.split_whitespace().all(|w| w.chars().count() <= MAX_PRETOKEN_CHARS) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + s.len() / MAX_PRETOKEN_CHARS);
+    let mut run = 0;
+    for c in s.chars() {
+        if c.is_whitespace() {
+            run = 0;
+        } else if run == MAX_PRETOKEN_CHARS {
+            out.push(' ');
+            run = 0;
+        }
+        if !c.is_whitespace() {
+            run += 1;
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn train_tokenizer(files: &[PathBuf], opts: &PrepareOptions) -> Result<TextTokenizer> {
     let error: Mutex<Option<DataError>> = Mutex::new(None);
     let budget = opts.tokenizer_sample_bytes;
@@ -288,7 +319,7 @@ fn train_tokenizer(files: &[PathBuf], opts: &PrepareOptions) -> Result<TextToken
         })
         .flat_map(move |d| {
             let d = if lowercase { d.to_lowercase() } else { d };
-            split_sentences(&d).into_iter().map(|s| format!(" {s}")).collect::<Vec<_>>()
+            split_sentences(&d).into_iter().map(|s| format!(" {}", cap_pretokens(s))).collect::<Vec<_>>()
         });
     let tk = TextTokenizer::train(docs, opts.vocab_size, opts.lowercase)?;
     if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {

@@ -75,7 +75,7 @@ impl TextTokenizer {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        let bytes = crate::read_capped(path, 256 << 20)?;
         Self::from_bytes(&bytes).map_err(|e| DataError::Invalid(format!("{}: {e}", path.display())))
     }
 

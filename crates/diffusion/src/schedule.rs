@@ -109,7 +109,9 @@ impl NoiseSchedule {
         let tt = self.config.num_train_timesteps;
         let n = num_inference_steps;
         if n == 0 || n > tt {
-            return Err(DiffusionError::Invalid(format!("--steps {n} must be in 1..={tt} (the training timesteps)")));
+            return Err(DiffusionError::Invalid(format!(
+                "{n} sampling steps are not in 1..={tt} (the training timesteps); give fewer steps"
+            )));
         }
         let ts: Vec<i64> = match self.config.timestep_spacing {
             TimestepSpacing::Linspace => (0..n)

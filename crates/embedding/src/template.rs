@@ -18,6 +18,9 @@ fn bad(problem: String) -> TemplateError {
     TemplateError { problem }
 }
 
+/// The longest span one `[MASK:n]` may ask for (a model writes far fewer positions).
+pub const MAX_MASK: usize = 4096;
+
 /// Splits a template into text and masks.
 pub fn parse_template(t: &str) -> Result<Vec<TemplatePart>, TemplateError> {
     let mut parts = Vec::new();
@@ -34,14 +37,12 @@ pub fn parse_template(t: &str) -> Result<Vec<TemplatePart>, TemplateError> {
             1
         } else {
             let num = inner.strip_prefix(':').ok_or_else(|| bad(format!("bad mask [MASK{inner}]")))?;
-            num.trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| bad(format!("bad mask length in [MASK{inner}]; it must be a positive number")))?
+            num.trim().parse::<usize>().ok().filter(|&n| n > 0 && n <= MAX_MASK).ok_or_else(|| {
+                bad(format!("bad mask length in [MASK{inner}]; it must be a positive number up to {MAX_MASK}"))
+            })?
         };
         match parts.last_mut() {
-            Some(TemplatePart::Mask(m)) => *m += n,
+            Some(TemplatePart::Mask(m)) => *m = (*m + n).min(MAX_MASK + 1),
             _ => parts.push(TemplatePart::Mask(n)),
         }
         rest = &after[close + 1..];

@@ -42,7 +42,9 @@ fn judge_lines(r: &AbResults) -> Vec<String> {
         out.push(format!("independent judge: all-MiniLM-L6-v2 ({d}){cost}"));
     }
     if let Some(t) = r.restart_threshold {
-        out.push(format!("restart threshold: cosine {t:.3} (the 5% quantile over the references' sentences)"));
+        out.push(format!(
+            "restart threshold: cosine {t:.3} (the 5% quantile of the references' lowest sentence-to-prior cosine)"
+        ));
     }
     out.extend(r.notes.iter().map(|n| format!("note: {n}")));
     out

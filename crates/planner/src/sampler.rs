@@ -44,7 +44,7 @@ impl SamplingDefaults {
     /// The error names the field (`steps`, `eta`, `guidance`: also the flags' names).
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.steps == 0 {
-            return Err(FieldError::new("steps", 0, "must be >= 1 (planning steps)"));
+            return Err(FieldError::new("steps", 0, "must be >= 1 (denoising steps)"));
         }
         if !(0.0..=1.0).contains(&self.eta) {
             return Err(FieldError::new("eta", self.eta, "must be in [0, 1]"));

@@ -25,7 +25,10 @@ fn one_line(e: impl std::fmt::Display) -> String {
 
 impl RunConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let text = plandiff_data::read_text_capped(path, plandiff_data::SMALL_FILE_CAP)?;
+        if text.contains('\0') {
+            return Err(TrainError::Invalid(format!("{}: not a TOML file (it holds NUL bytes)", path.display())));
+        }
         Self::parse(&text).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))
     }
 

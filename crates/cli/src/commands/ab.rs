@@ -23,6 +23,9 @@ pub fn run(a: AbArgs) -> Result<ExitCode> {
     if a.samples == 0 || a.sentences == 0 {
         anyhow::bail!("--samples and --sentences must be >= 1");
     }
+    if a.samples > 1024 || a.sentences > 1024 {
+        anyhow::bail!("--samples and --sentences must be at most 1024");
+    }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("--out {}: cannot create the folder; choose a writable path", a.out.display()))?;
     let device = parse_device(&a.device)?;
@@ -53,10 +56,10 @@ pub fn run(a: AbArgs) -> Result<ExitCode> {
     plandiff_bundle::fsutil::write_atomic(&a.out.join("results.json"), json.as_bytes())?;
     plandiff_bundle::fsutil::write_atomic(&a.out.join("report.html"), report::html(&results).as_bytes())?;
     if a.json {
-        println!("{json}");
+        crate::outln!("{json}");
     } else {
-        print!("{}", report::markdown(&results));
-        println!("\nwrote {} and {}", a.out.join("results.json").display(), a.out.join("report.html").display());
+        crate::out!("{}", report::markdown(&results));
+        crate::outln!("\nwrote {} and {}", a.out.join("results.json").display(), a.out.join("report.html").display());
     }
     Ok(ExitCode::SUCCESS)
 }

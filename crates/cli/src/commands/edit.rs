@@ -18,9 +18,8 @@ pub fn parse_range(s: &str) -> Result<(usize, usize)> {
 
 pub fn run(a: EditArgs) -> Result<ExitCode> {
     let (from, to) = parse_range(&a.rewrite)?;
-    let bytes = std::fs::read(&a.input).with_context(|| format!("--input {}", a.input.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("--input {}: not valid UTF-8; convert it to UTF-8", a.input.display()))?;
+    let text =
+        plandiff_data::read_text_capped(&a.input, 1 << 20).with_context(|| format!("--input {}", a.input.display()))?;
     if text.trim().is_empty() {
         anyhow::bail!("--input {} is empty; give a text to edit", a.input.display());
     }
@@ -34,11 +33,11 @@ pub fn run(a: EditArgs) -> Result<ExitCode> {
         GenOptions { max_tokens: a.max_tokens, sentences: None, sampling, seed: a.seed, no_eos: false, stream: false };
     let edit = gen.edit(&text, from, to, &opts, plan).with_context(|| format!("--rewrite {}", a.rewrite))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&edit)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&edit)?);
     } else {
-        print!("{}", edit.text);
+        crate::out!("{}", edit.text);
         if !edit.text.ends_with('\n') {
-            println!();
+            crate::outln!();
         }
         for r in &edit.rewritten {
             tracing::info!("sentence {}: {:?} -> {:?}", r.sentence, r.before, r.after);

@@ -21,6 +21,9 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     if a.seq_len == Some(0) {
         bail!("--seq-len must be >= 1");
     }
+    if a.max_batches == Some(0) {
+        bail!("--max-batches must be >= 1 (leave it out for the whole split)");
+    }
     let stages: Vec<&dyn Stage> =
         match &a.stage {
             Some(name) => vec![stages::find(name)
@@ -66,11 +69,11 @@ fn emit(a: &EvalArgs, stage: &str, r: StageEval) -> Result<()> {
         if let Some(o) = out.as_object_mut() {
             o.extend(r.fields);
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     } else if a.stage.is_none() {
-        println!("{stage}: {}", r.summary);
+        crate::outln!("{stage}: {}", r.summary);
     } else {
-        println!("{}", r.summary);
+        crate::outln!("{}", r.summary);
     }
     Ok(())
 }
@@ -102,6 +105,9 @@ fn sentence_judge(
 }
 
 fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
+    if a.max_docs == 0 {
+        bail!("--max-docs must be >= 1");
+    }
     use plandiff_eval::ab::{text_set_metrics, Judge, TEXT_METRICS};
     let all = spec.trim() == "all";
     let mut wanted: Vec<&str> =
@@ -146,16 +152,16 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     let ae = enc.as_ref().map(|e| (&e.ae, &e.tokenizer));
     let r = text_set_metrics(&docs, &wanted, judge.as_ref(), ae, sentence.as_ref(), 200)?;
     if a.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(
                 &json!({"data": a.data.display().to_string(), "documents": docs.len(), "metrics": r})
             )?
         );
     } else {
-        println!("{} documents of {}", docs.len(), a.data.display());
+        crate::outln!("{} documents of {}", docs.len(), a.data.display());
         for (k, v) in &r {
-            println!("  {k:<20} {v:.4}");
+            crate::outln!("  {k:<20} {v:.4}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -8,12 +8,12 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
     let r = export_bundle(&a.checkpoint, &a.out, kind, a.force)
         .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         for s in &r.stages {
-            println!("{}: {:.1} MB -> {:.1} MB", s.stage, s.bytes_before as f64 / 1e6, s.bytes_after as f64 / 1e6);
+            crate::outln!("{}: {:.1} MB -> {:.1} MB", s.stage, s.bytes_before as f64 / 1e6, s.bytes_after as f64 / 1e6);
         }
-        println!("{}: {:.1} MB in all", a.out.display(), r.total_bytes as f64 / 1e6);
+        crate::outln!("{}: {:.1} MB in all", a.out.display(), r.total_bytes as f64 / 1e6);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,5 @@
 use crate::args::GenerateArgs;
-use crate::util::{parse_device, plan_overrides};
+use crate::util::{parse_device, plan_overrides, stdout_error};
 use anyhow::{Context, Result};
 use plandiff_pipeline::{find_mode, Detail, Event, GenOptions, GenRequest, Generation};
 use serde_json::json;
@@ -7,13 +7,14 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// The most samples of one prompt (they are generated as one batch).
+pub const MAX_SAMPLES: usize = 1024;
+
 fn read_prompt(a: &GenerateArgs) -> Result<String> {
     match (&a.prompt, &a.prompt_file) {
         (Some(p), _) => Ok(p.clone()),
         (None, Some(f)) => {
-            let bytes = std::fs::read(f).with_context(|| format!("--prompt-file {}", f.display()))?;
-            String::from_utf8(bytes)
-                .map_err(|_| anyhow::anyhow!("--prompt-file {}: not valid UTF-8; convert it to UTF-8", f.display()))
+            Ok(plandiff_data::read_text_capped(f, 1 << 20).with_context(|| format!("--prompt-file {}", f.display()))?)
         }
         (None, None) => anyhow::bail!("give a prompt with --prompt TEXT or --prompt-file FILE"),
     }
@@ -32,11 +33,17 @@ fn check_flags(a: &GenerateArgs) -> Result<()> {
     if diffusion && a.plan.guidance.is_some() {
         anyhow::bail!("--guidance applies to --mode hybrid only");
     }
-    if a.num_samples == 0 {
-        anyhow::bail!("--num-samples must be >= 1");
+    if a.num_samples == 0 || a.num_samples > MAX_SAMPLES {
+        anyhow::bail!("--num-samples {} must be in 1..={MAX_SAMPLES} (the samples are one batch)", a.num_samples);
+    }
+    if a.sentences == Some(0) {
+        anyhow::bail!("--sentences must be >= 1");
     }
     if a.show_steps == Some(0) {
         anyhow::bail!("--show-steps must be >= 1");
+    }
+    if let Some(t) = &a.template {
+        plandiff_embedding::parse_template(t).context("--template")?;
     }
     Ok(())
 }
@@ -104,9 +111,10 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
             }
             o.insert("samples".into(), serde_json::to_value(&gens)?);
         }
-        writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?).map_err(stdout_error)?;
     } else {
         print_samples(&mut stdout, &gens, !streamed, a.show_plan)?;
+        stdout.flush().map_err(stdout_error)?;
     }
     if let Some(g) = gens.first() {
         tracing::info!("{}", log_line(g, first_token_ms));
@@ -136,15 +144,16 @@ fn print_samples(out: &mut impl Write, gens: &[Generation], texts: bool, show_pl
     for (i, g) in gens.iter().enumerate() {
         if texts {
             if gens.len() > 1 {
-                writeln!(out, "--- sample {} ---", i + 1)?;
+                writeln!(out, "--- sample {} ---", i + 1).map_err(stdout_error)?;
             }
-            writeln!(out, "{}", g.text)?;
+            writeln!(out, "{}", g.text).map_err(stdout_error)?;
         }
         if let (true, Some(Detail::Plan { plan, .. })) = (show_plan, &g.detail) {
-            writeln!(out, "\nplan: each planned sentence as the decoder writes its latent alone, then [cosine to what was written]")?;
+            writeln!(out, "\nplan: each planned sentence as the decoder writes its latent alone, then [cosine to what was written]").map_err(stdout_error)?;
             for s in plan {
                 let cos = s.adherence.map_or("   -  ".to_string(), |c| format!("{c:+.3}"));
-                writeln!(out, "  {:>3}. [{cos}] {}", s.sentence, s.preview.as_deref().unwrap_or(""))?;
+                writeln!(out, "  {:>3}. [{cos}] {}", s.sentence, s.preview.as_deref().unwrap_or(""))
+                    .map_err(stdout_error)?;
             }
         }
     }
@@ -172,20 +181,28 @@ impl<'a> StreamPrinter<'a> {
         }
         if !self.started {
             let head = self.prompt.trim_end();
-            let _ = write!(self.out, "{head}");
+            Self::or_exit(write!(self.out, "{head}"));
             self.printed = head.len();
             self.started = true;
         }
         if text.len() > self.printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(self.printed) {
-            let _ = write!(self.out, "{}", &text[self.printed..]);
+            let r = write!(self.out, "{}", &text[self.printed..]).and_then(|()| self.out.flush());
             self.printed = text.len();
+            Self::or_exit(r);
         }
-        let _ = self.out.flush();
     }
 
     /// A whole line (e.g. a denoising step's text).
     fn line(&mut self, s: &str) {
-        let _ = writeln!(self.out, "{s}");
+        Self::or_exit(writeln!(self.out, "{s}"));
+    }
+
+    /// Generation stops when no one reads it any more: one line and a failure exit.
+    fn or_exit(r: std::io::Result<()>) {
+        if let Err(e) = r {
+            eprintln!("error: {}", crate::util::stdout_error(e));
+            std::process::exit(1);
+        }
     }
 
     /// Ends the streamed line; whether anything was streamed.

@@ -50,19 +50,19 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
         let out = json!({"bundle": a.checkpoint.display().to_string(),
             "tokenizer": {"vocab_size": tk.vocab_size(), "hash": tk.hash(), "special": tk.special()},
             "stages": map});
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("bundle {}", a.checkpoint.display());
-    println!("  tokenizer: {} tokens, sha256 {}", tk.vocab_size(), &tk.hash()[..16]);
+    crate::outln!("bundle {}", a.checkpoint.display());
+    crate::outln!("  tokenizer: {} tokens, sha256 {}", tk.vocab_size(), &tk.hash()[..16]);
     // Where the weights came from (the first stage that says; every stage of a recipe shares it).
     let prov = |key: &str| stages.iter().map(|(_, s)| &s["config"]["provenance"][key]).find(|v| !v.is_null());
     if let Some(c) = prov("corpus").and_then(|c| c.as_array()) {
         let files: Vec<&str> = c.iter().filter_map(|f| f.as_str()).collect();
-        println!("  trained on: {}", files.join(", "));
+        crate::outln!("  trained on: {}", files.join(", "));
     }
     if let Some(e) = prov("export") {
-        println!(
+        crate::outln!(
             "  weights stored as {} (exported from {})",
             e["dtype"].as_str().unwrap_or("?"),
             e["from"].as_str().unwrap_or("?")
@@ -74,7 +74,7 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
     for (stage, s) in by_name {
         let params = s["parameters"].as_u64().unwrap_or(0);
         let mismatch = if s["tokenizer_matches"].as_bool() == Some(true) { "" } else { "  [TOKENIZER MISMATCH]" };
-        println!("  {}: {}{mismatch}", stage.name(), stage.describe(&s["config"], params));
+        crate::outln!("  {}: {}{mismatch}", stage.name(), stage.describe(&s["config"], params));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,9 +15,9 @@ pub fn run(a: PrepareArgs) -> Result<ExitCode> {
     o.force = a.force;
     let st = prepare(&o)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&st)?);
     } else {
-        println!(
+        crate::outln!(
             "prepared {}: {} train documents ({} sentences, {} tokens), {} valid documents ({} tokens); vocab {}; {:.1} MB in {:.1} s ({:.2} MB/s)",
             a.out.display(),
             st.train.documents,

@@ -9,6 +9,9 @@ pub fn run(a: ScheduleArgs) -> Result<ExitCode> {
         .beta_schedule
         .parse()
         .map_err(|e: plandiff_diffusion::DiffusionError| anyhow::anyhow!("--beta-schedule: {e}"))?;
+    if !(2..=100_000).contains(&a.timesteps) {
+        anyhow::bail!("--timesteps {} must be in 2..=100000", a.timesteps);
+    }
     let cfg = ScheduleConfig {
         num_train_timesteps: a.timesteps,
         beta_start: a.beta_start,
@@ -20,14 +23,14 @@ pub fn run(a: ScheduleArgs) -> Result<ExitCode> {
     let s = NoiseSchedule::new(cfg)?;
     let snr: Vec<f64> = (0..s.num_train_timesteps()).map(|t| s.snr(t)).collect();
     if a.json {
-        println!("{}", json!({"betas": s.betas, "alphas_cumprod": s.alphas_cumprod, "snr": snr}));
+        crate::outln!("{}", json!({"betas": s.betas, "alphas_cumprod": s.alphas_cumprod, "snr": snr}));
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:>6}  {:>12}  {:>14}  {:>12}  {:>8}", "t", "beta", "alphas_cumprod", "snr", "log10 snr");
+    crate::outln!("{:>6}  {:>12}  {:>14}  {:>12}  {:>8}", "t", "beta", "alphas_cumprod", "snr", "log10 snr");
     let n = s.num_train_timesteps();
     let stride = if a.all { 1 } else { (n / 50).max(1) };
     for t in (0..n).filter(|t| t % stride == 0 || *t == n - 1) {
-        println!(
+        crate::outln!(
             "{t:>6}  {:>12.6e}  {:>14.8}  {:>12.4e}  {:>8.3}",
             s.betas[t],
             s.alphas_cumprod[t],

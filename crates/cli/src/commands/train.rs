@@ -58,9 +58,9 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         progress: stderr_is_tty(),
     })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        crate::outln!(
             "{}: {} at step {}/{}: train loss {}, val loss {}, {:.0} tokens/s, {} parameters; checkpoint {}",
             report.kind,
             match report.end {

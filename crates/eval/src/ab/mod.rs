@@ -58,7 +58,7 @@ pub const METRICS: &[(&str, Better, bool, &str)] = &[
         "restarts",
         Better::Lower,
         true,
-        "written sentences whose cosine to all text before them is below the references' 5% quantile",
+        "written sentences whose cosine to all text before them is below the threshold (5% of references restart)",
     ),
     ("restarted", Better::Lower, true, "share of samples with at least one restart"),
     (

@@ -13,8 +13,8 @@ pub struct PromptItem {
 
 /// Prompts from a text file (one per non-empty line) or JSONL (`{"prompt", "reference"?}`).
 pub fn read_prompts(path: &Path) -> Result<Vec<PromptItem>> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| PipelineError::Invalid(format!("{}: {e}; give a readable file", path.display())))?;
+    let bytes = plandiff_data::read_capped(path, 64 << 20)
+        .map_err(|e| PipelineError::Invalid(format!("{e}; give a readable file of at most 64 MB")))?;
     let text =
         String::from_utf8(bytes).map_err(|_| PipelineError::Invalid(format!("{}: not valid UTF-8", path.display())))?;
     let jsonl = path.extension().is_some_and(|e| e == "jsonl") || text.trim_start().starts_with('{');

@@ -15,8 +15,8 @@ use super::PromptRecord;
 
 /// MAUVE needs this many references (below it the histograms say little).
 pub const MAUVE_MIN_REFERENCES: usize = 20;
-/// The restart threshold needs this many human sentences.
-pub const RESTART_MIN_SENTENCES: usize = 20;
+/// The restart threshold needs this many references.
+pub const RESTART_MIN_REFERENCES: usize = 20;
 
 pub(super) struct Scorers {
     pub judge: Judge,
@@ -87,19 +87,20 @@ impl Scorers {
         Ok(())
     }
 
-    /// Fits the restart threshold on the references' sentences and counts every sample's
-    /// restarts; returns the threshold (`None`, with a note, without enough human text).
+    /// Fits the restart threshold on the references (the 5% quantile of each reference's
+    /// lowest prior cosine, so 5% of human continuations count as restarting) and counts every
+    /// sample's restarts; returns the threshold (`None`, with a note, under 20 references).
     pub fn restarts(&mut self, records: &mut [PromptRecord]) -> Option<f64> {
         self.sentence.as_ref()?;
         let human: Vec<f64> = records
             .iter()
             .flat_map(|r| r.samples.get("reference").into_iter().flatten())
             .filter_map(|s| s.judge.as_ref())
-            .flat_map(|j| j.prior.iter().copied())
+            .filter_map(|j| j.prior.iter().copied().filter(|c| c.is_finite()).reduce(f64::min))
             .collect();
-        if human.len() < RESTART_MIN_SENTENCES {
+        if human.len() < RESTART_MIN_REFERENCES {
             self.notes.push(format!(
-                "restarts left out: the threshold is fitted on the references' sentences, and there are {} (need {RESTART_MIN_SENTENCES}; give prompts with references)",
+                "restarts left out: the threshold is fitted on the references, and there are {} (need {RESTART_MIN_REFERENCES}; give prompts with references)",
                 human.len()
             ));
             return None;

@@ -7,7 +7,7 @@
 //! | `relevance` | mean cosine of each written sentence to the prompt (embedded whole) |
 //! | `coherence` | mean cosine of consecutive written sentences |
 //! | `first_last` | cosine of the first written sentence to the last |
-//! | `restarts` | written sentences whose cosine to everything before them (the mean of the prompt's and earlier written sentences' embeddings) is below a threshold fitted on human text |
+//! | `restarts` | written sentences whose cosine to everything before them (the mean of the prompt's and earlier written sentences' embeddings) is below a threshold fitted on human text: the 5% quantile of human continuations' lowest such cosine, so 5% of human continuations restart |
 
 /// Cosine of unit vectors.
 pub fn dot(a: &[f32], b: &[f32]) -> f64 {
@@ -62,11 +62,11 @@ pub fn prior_cosines(prompt_sentences: &[Vec<f32>], written: &[Vec<f32>]) -> Vec
     out
 }
 
-/// The share of human sentences taken as restarts.
+/// The share of human continuations taken as restarting.
 pub const RESTART_QUANTILE: f64 = 0.05;
 
 /// The restart threshold: the `RESTART_QUANTILE` quantile (linear interpolation, numpy's
-/// default) of the prior cosines of human-written sentences. `None` without any.
+/// default) of `human`, each human continuation's lowest prior cosine. `None` without any.
 pub fn restart_threshold(human: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = human.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
