@@ -15,6 +15,7 @@ pub mod export;
 pub mod metrics;
 pub mod planner;
 pub mod schedule;
+mod setup;
 pub mod stages;
 pub mod trainer;
 

@@ -1,0 +1,114 @@
+//! What a run is before its model exists: the checks of a fresh run or a resume, and the
+//! bundle's writer lock.
+
+use crate::config::{PlanSection, TrainConfig};
+use crate::trainer::TrainArgs;
+use crate::{Result, TrainError};
+use plandiff_bundle::{Bundle, BundleLock, ModelConfig, StageConfigFile, TrainerState, FORMAT_VERSION};
+use plandiff_data::TextTokenizer;
+
+/// A run's identity before its model exists.
+pub(crate) struct RunSetup<M: ModelConfig = plandiff_decoder::DecoderConfig> {
+    pub bundle: Bundle,
+    /// The bundle's writer lock: taken here on resume, before the first write on a fresh run.
+    pub lock: Option<BundleLock>,
+    pub tokenizer: TextTokenizer,
+    /// `Some` on resume: the checkpoint's config.
+    pub resumed: Option<StageConfigFile<M>>,
+    pub state: TrainerState,
+}
+
+/// Shared checks of a fresh run or a resume: tokenizer of the data against the bundle's,
+/// an existing stage only with `--resume`, the seed and max-steps overrides.
+pub(crate) fn setup_run<M: ModelConfig>(
+    args: &TrainArgs,
+    kind: &str,
+    fresh: Option<(TrainConfig, Option<PlanSection>)>,
+) -> Result<RunSetup<M>> {
+    let bundle = Bundle::new(&args.out);
+    let tokenizer = TextTokenizer::from_file(&args.data.join("tokenizer.json")).map_err(|e| {
+        TrainError::Invalid(format!("--data {}: {e} (make the folder with `plandiff prepare`)", args.data.display()))
+    })?;
+    if args.resume {
+        let lock = Some(BundleLock::acquire(bundle.root(), &format!("training {kind}"))?);
+        let cfg = bundle.read_config_as::<M>(kind)?;
+        plandiff_bundle::weights::check_fits(&bundle.weights_path(kind), cfg.model.min_parameters())?;
+        let mut state = bundle.read_trainer_state(kind)?;
+        if cfg.tokenizer_hash != tokenizer.hash() {
+            return Err(TrainError::Invalid(format!(
+                "--data {} was tokenized with another tokenizer than the checkpoint in {}; resume with the data it was trained on",
+                args.data.display(),
+                args.out.display()
+            )));
+        }
+        if args.config.is_some() {
+            tracing::warn!(
+                "--resume: using the architecture and training config stored in the checkpoint, not --config"
+            );
+        }
+        if let Some(s) = args.seed {
+            if s != state.seed {
+                return Err(TrainError::Invalid(format!(
+                    "--seed {s} differs from the checkpoint's seed {}; a resumed run keeps its seed (leave --seed out)",
+                    state.seed
+                )));
+            }
+        }
+        if let Some(m) = args.max_steps {
+            state.train.max_steps = m;
+        }
+        return Ok(RunSetup { bundle, lock, tokenizer, resumed: Some(cfg), state });
+    }
+    let (mut train, plan) = fresh.ok_or_else(|| {
+        TrainError::Invalid("--config is required for a new run (e.g. --config configs/tiny.toml)".into())
+    })?;
+    if let Some(m) = args.max_steps {
+        train.max_steps = m;
+    }
+    if let Some(s) = args.seed {
+        train.seed = s;
+    }
+    train.validate()?;
+    if bundle.has_stage(kind) {
+        return Err(TrainError::Invalid(format!(
+            "{} already holds an `{kind}` model; pass --resume to continue it, or choose another --out",
+            args.out.display()
+        )));
+    }
+    if bundle.tokenizer_path().exists() {
+        let existing = bundle.load_tokenizer()?;
+        if existing.hash() != tokenizer.hash() {
+            return Err(TrainError::Invalid(format!(
+                "{} holds another tokenizer than --data {}; every model of a bundle shares one tokenizer, choose another --out",
+                args.out.display(),
+                args.data.display()
+            )));
+        }
+    }
+    let state = TrainerState {
+        format_version: FORMAT_VERSION,
+        step: 0,
+        tokens_seen: 0,
+        seed: train.seed,
+        train,
+        plan,
+        data: args.data.display().to_string(),
+        elapsed_seconds: 0.0,
+        last_train_loss: None,
+        last_val_loss: None,
+    };
+    Ok(RunSetup { bundle, lock: None, tokenizer, resumed: None, state })
+}
+
+/// The lock of a fresh run, taken before its first write; a run that finished into the same
+/// bundle meanwhile is not overwritten.
+pub(crate) fn fresh_lock(bundle: &Bundle, kind: &str) -> Result<BundleLock> {
+    let lock = BundleLock::acquire(bundle.root(), &format!("training {kind}"))?;
+    if bundle.has_stage(kind) {
+        return Err(TrainError::Invalid(format!(
+            "{} already holds an `{kind}` model (another run just wrote it); pass --resume to continue it, or choose another --out",
+            bundle.root().display()
+        )));
+    }
+    Ok(lock)
+}
