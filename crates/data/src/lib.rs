@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod corpus;
 pub mod documents;
+pub mod expected_panic;
 pub mod prepare;
 pub mod sentences;
 pub mod shards;

@@ -80,7 +80,11 @@ impl TextTokenizer {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let tk = Tokenizer::from_bytes(bytes)
+        // Malformed JSON fails here, cleanly; the `tokenizers` crate panics on some of it.
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .map_err(|e| DataError::Tokenizer(format!("not a valid tokenizer.json ({e})")))?;
+        let tk = crate::expected_panic::quiet(|| Tokenizer::from_bytes(bytes))
+            .ok_or_else(|| DataError::Tokenizer("not a valid tokenizer.json (its structure is damaged)".into()))?
             .map_err(|e| DataError::Tokenizer(format!("not a valid tokenizer.json ({e})")))?;
         Self::from_tokenizer(tk)
     }
