@@ -745,3 +745,34 @@ fn nix_free_bytes(p: &Path) -> u64 {
     let o = std::process::Command::new("df").args(["-B1", "--output=avail", s(p)]).output().unwrap();
     String::from_utf8_lossy(&o.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0)
 }
+
+/// `generate --stream` whose reader goes away stops with one line instead of writing on.
+/// (A run that wrote everything into the pipe before the reader left shows nothing, so it is
+/// tried up to five times; none may panic, and one must stop on the closed pipe.)
+#[test]
+fn streaming_into_a_closed_pipe_stops() {
+    use std::io::Read as _;
+    let f = fixture();
+    let mut stopped = false;
+    for _ in 0..5 {
+        let mut child = std::process::Command::new(bin())
+            .args(["generate", "--checkpoint", s(&f.bundle), "--prompt", "Tom had a ball.", "--stream"])
+            .args(["--no-eos", "--sentences", "1000", "--max-tokens", "100000", "--device", "cpu"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 10];
+        child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+        drop(child.stdout.take()); // the reader is gone
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!matches!(out.status.code(), Some(101 | 134)) && !err.contains("panicked"), "{err}");
+        if !out.status.success() {
+            assert!(err.lines().last().is_some_and(|l| l.starts_with("error: writing to stdout")), "{err}");
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "every run wrote on into a closed pipe without noticing");
+}

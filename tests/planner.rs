@@ -393,4 +393,11 @@ fn export_to_f16_keeps_the_bundle_usable() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("another folder"));
     let o = run(&["export", "--checkpoint", s(full), "--out", s(&out), "--dtype", "int8"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--dtype"));
+    // A second export into the same folder replaces the first whole: exporting the ar-only
+    // fixture leaves no planner of the earlier export behind, and no staging folder.
+    run_ok(&["export", "--checkpoint", s(&f.bundle), "--out", s(&out), "--dtype", "bf16"]);
+    assert!(out.join("ar/config.json").exists() && !out.join("planner").exists() && !out.join("autoencoder").exists());
+    assert!(!out.with_file_name(format!(".{}.staging", out.file_name().unwrap().to_string_lossy())).exists());
+    let info: serde_json::Value = serde_json::from_str(&run_ok(&["info", "--checkpoint", s(&out), "--json"])).unwrap();
+    assert_eq!(info["stages"]["ar"]["config"]["provenance"]["export"]["dtype"], "bf16");
 }
