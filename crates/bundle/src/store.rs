@@ -109,8 +109,12 @@ impl Bundle {
                 format!("not found; the bundle has no `{kind}` model (train it with `plandiff train {kind}`)"),
             ));
         }
-        let text = plandiff_data::read_text_capped(&p, plandiff_data::SMALL_FILE_CAP)
-            .map_err(|e| BundleError::file(&p, format!("{e}; check the bundle's permissions")))?;
+        let text = plandiff_data::read_text_capped(&p, plandiff_data::SMALL_FILE_CAP).map_err(|e| match e {
+            plandiff_data::DataError::Io { source, .. } => {
+                BundleError::file(&p, format!("{source}; check the bundle's permissions"))
+            }
+            other => BundleError::Data(other),
+        })?;
         let c: StageConfigFile<M> = serde_json::from_str(&text).map_err(|e| {
             BundleError::file(
                 &p,
