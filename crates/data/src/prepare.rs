@@ -412,6 +412,7 @@ mod tests {
         o.vocab_size = 270;
         let err = prepare(&o).unwrap_err().to_string();
         assert!(err.contains(":2:"), "{err}");
-        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+        assert!(!out.exists(), "a failed prepare creates no folder");
+        assert!(!dir.path().join(".prep.staging").exists(), "and leaves no staging folder");
     }
 }
