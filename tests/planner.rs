@@ -199,6 +199,36 @@ fn hybrid_is_seeded_and_plans_window_by_window() {
         "cpu",
     ]);
     assert!(text.contains("plan:") && text.contains("  2. ["), "{text}");
+    // --plan-candidates: 1 is the default plan exactly; 3 samples three plans a window and
+    // writes every sentence; 0 is refused in one line.
+    let with = |k: &str| -> Value {
+        let out = run_ok(&[
+            "generate",
+            "--checkpoint",
+            s(full),
+            "--mode",
+            "hybrid",
+            "--prompt",
+            "Once upon a time, Tom had a ball. Tom went to the park with Lily.",
+            "--sentences",
+            "9",
+            "--seed",
+            "5",
+            "--show-plan",
+            "--json",
+            "--device",
+            "cpu",
+            "--plan-candidates",
+            k,
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    assert_eq!(with("1")["samples"][0]["text"], sa["text"], "one candidate is the default plan");
+    let three = with("3");
+    assert_eq!(three["samples"][0]["sentences"].as_array().unwrap().len(), 9, "{three}");
+    let o =
+        run(&["generate", "--checkpoint", s(full), "--mode", "hybrid", "--prompt", "Hi.", "--plan-candidates", "0"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--plan-candidates"));
 }
 
 #[test]

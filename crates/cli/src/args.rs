@@ -169,6 +169,11 @@ pub struct PlanArgs {
     /// Classifier-free guidance weight on the known sentences (1: none).
     #[arg(long)]
     pub guidance: Option<f64>,
+    /// Hybrid: sample this many plans for each window and keep, per sample, the one whose
+    /// new latents are closest (mean cosine) to the latents of the text so far (1 to 16;
+    /// default 1, a single plan).
+    #[arg(long)]
+    pub plan_candidates: Option<usize>,
 }
 
 #[derive(Args, Debug)]

@@ -107,7 +107,16 @@ pub fn plan_overrides(a: &crate::args::PlanArgs) -> Result<plandiff_pipeline::Pl
         .map(str::parse::<plandiff_diffusion::SamplerKind>)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--sampler: {e}"))?;
-    Ok(plandiff_pipeline::PlanOverrides { steps: a.steps, sampler, eta: a.eta, guidance: a.guidance })
+    if a.plan_candidates.is_some_and(|k| !(1..=16).contains(&k)) {
+        bail!("--plan-candidates must be in 1..=16");
+    }
+    Ok(plandiff_pipeline::PlanOverrides {
+        steps: a.steps,
+        sampler,
+        eta: a.eta,
+        guidance: a.guidance,
+        candidates: a.plan_candidates,
+    })
 }
 
 /// A failed write to stdout as one line (a closed pipe, `> /dev/full`).

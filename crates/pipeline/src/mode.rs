@@ -51,6 +51,9 @@ pub struct PlanOverrides {
     pub sampler: Option<SamplerKind>,
     pub eta: Option<f64>,
     pub guidance: Option<f64>,
+    /// Mode `hybrid`: plans sampled per window, the one closest to the text so far kept
+    /// (`None`: 1).
+    pub candidates: Option<usize>,
 }
 
 impl PlanOverrides {
@@ -186,6 +189,7 @@ mod tests {
     fn overrides_keep_unset_defaults_and_name_bad_fields() {
         let d = SamplingDefaults { steps: 50, sampler: SamplerKind::Ddpm, eta: 0.3, guidance: 2.0 };
         let p = PlanOverrides { steps: Some(10), ..Default::default() }.apply(d).unwrap();
+        assert_eq!(PlanOverrides::default().candidates, None);
         assert_eq!((p.steps, p.sampler, p.eta, p.guidance), (10, SamplerKind::Ddpm, 0.3, 2.0));
         let e = PlanOverrides { eta: Some(3.0), ..Default::default() }.apply(d).unwrap_err();
         assert_eq!(e.field, "eta");

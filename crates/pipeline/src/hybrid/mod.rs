@@ -179,7 +179,7 @@ impl Generator for HybridGenerator {
             if (written..win.end).any(|i| !matches!(act[0].planned.get(i), Some(Some(_)))) {
                 let tp = Instant::now();
                 let call = window::plan_call(written, total, win.end, sp_slots);
-                self.plan_rows(&mut act, call, plan_opts, &mut noise)?;
+                self.plan_rows(&mut act, call, plan_opts, req.plan.candidates.unwrap_or(1), &mut noise)?;
                 planning += tp.elapsed().as_secs_f64();
                 planner_calls += 1;
             }

@@ -49,12 +49,15 @@ impl HybridGenerator {
     }
 
     /// Plans sentences `[call.from, call.from + call.new)` of every row, conditioned on the
-    /// latents of the `call.ctx` sentences before `call.from`.
+    /// latents of the `call.ctx` sentences before `call.from`. With `candidates` > 1, that many
+    /// plans are sampled per row (one batch) and the one whose new latents are closest (mean
+    /// cosine) to the mean of the context latents is kept.
     pub(super) fn plan_rows(
         &self,
         rows: &mut [&mut Row],
         call: PlanCall,
         opts: PlanSampling,
+        candidates: usize,
         noise: &mut HostNoise,
     ) -> Result<()> {
         let PlanCall { from, ctx, new } = call;
@@ -66,14 +69,14 @@ impl HybridGenerator {
             slots.extend((0..new).map(|_| Tensor::zeros([d], (Kind::Float, self.device))));
             known.push(Tensor::stack(&slots, 0));
         }
-        let known = Tensor::stack(&known, 0);
+        let k = candidates.max(1) as i64;
+        let known = Tensor::stack(&known, 0).repeat([k, 1, 1]); // (K*B, S, d): candidate c of row i at c*B + i
         let mask: Vec<bool> = (0..s).map(|k| k < ctx).collect();
-        let mask = Tensor::from_slice(&mask)
-            .view([1, s as i64])
-            .expand([rows.len() as i64, s as i64], false)
-            .to_device(self.device);
+        let n = rows.len() as i64;
+        let mask =
+            Tensor::from_slice(&mask).view([1, s as i64]).expand([k * n, s as i64], false).to_device(self.device);
         let z = self.planner.sample(&known, &mask, opts, |shape| noise.sample(shape)).map_err(plan_error)?;
-        let z = self.bounded(z);
+        let z = best_candidates(self.bounded(z), n, ctx, new);
         for (i, r) in rows.iter_mut().enumerate() {
             if r.planned.len() < from + new {
                 r.planned.resize_with(from + new, || None);
@@ -151,7 +154,48 @@ impl HybridGenerator {
     }
 }
 
+/// Of `z` `(K*B, S, d)`, each row's candidate whose new slots (after `ctx`) have the
+/// highest mean cosine to the mean of its context slots: `(B, S, d)`.
+pub(super) fn best_candidates(z: Tensor, rows: i64, ctx: usize, new: usize) -> Tensor {
+    let k = z.size()[0] / rows.max(1);
+    if k <= 1 || ctx == 0 {
+        return z.narrow(0, 0, rows);
+    }
+    let d = z.size()[2];
+    let z4 = z.view([k, rows, -1, d]); // (K, B, S, d)
+    let context = z4.narrow(2, 0, ctx as i64).mean_dim([2i64].as_slice(), true, Kind::Float); // (K, B, 1, d)
+    let planned = z4.narrow(2, ctx as i64, new as i64); // (K, B, new, d)
+    let score = Tensor::cosine_similarity(&planned, &context, -1, 1e-8).mean_dim([2i64].as_slice(), false, Kind::Float); // (K, B)
+    let best = score.argmax(0, false); // (B,)
+    let idx = &best * rows + Tensor::arange(rows, (tch::Kind::Int64, best.device()));
+    z.index_select(0, &idx)
+}
+
 /// A planner failure (a window wider than the planner) as a pipeline error.
 pub(super) fn plan_error(e: plandiff_bundle::ModelConfigError) -> crate::PipelineError {
     crate::PipelineError::Invalid(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best_candidates;
+    use tch::Tensor;
+
+    #[test]
+    fn the_candidate_closest_to_the_context_is_kept() {
+        // K = 2 candidates, B = 2 rows, S = 2 slots (1 context, 1 new), d = 2.
+        let z = Tensor::from_slice(&[
+            1.0f32, 0.0, 0.0, 1.0, // candidate 0, row 0: new slot orthogonal to its context
+            0.0, 1.0, 0.0, 1.0, // candidate 0, row 1: new slot along its context
+            1.0, 0.0, 1.0, 0.1, // candidate 1, row 0: new slot close to its context
+            0.0, 1.0, 1.0, 0.0, // candidate 1, row 1: orthogonal
+        ])
+        .view([4, 2, 2]);
+        let best = best_candidates(z.shallow_clone(), 2, 1, 1);
+        let want = Tensor::stack(&[z.get(2), z.get(1)], 0);
+        assert!(best.allclose(&want, 0.0, 0.0, false), "{best}");
+        // One candidate, or no context: the first candidates, unchanged.
+        assert!(best_candidates(z.narrow(0, 0, 2), 2, 1, 1).allclose(&z.narrow(0, 0, 2), 0.0, 0.0, false));
+        assert_eq!(best_candidates(z.shallow_clone(), 2, 0, 2).size(), vec![2, 2, 2]);
+    }
 }
