@@ -7,7 +7,7 @@ run must end cleanly: exit 0, or a failure whose last stderr line starts with "e
 never a panic (exit 101, "internal error"), an abort (134), a crash by signal, or a peak
 resident size over the limit.
 
-    python3 scripts/fuzz.py --bundle checkpoints/tiny --seconds 60 [--seed 0] [--max-rss-mb 2048]
+    python3 scripts/fuzz.py --bundle checkpoints/tiny --seconds 60 [--rounds N] [--seed 0] [--max-rss-mb 2048]
 """
 import argparse
 import json
@@ -73,6 +73,7 @@ def main():
     ap.add_argument("--bundle", default=os.path.join(ROOT, "checkpoints/tiny"))
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/plandiff"))
     ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--rounds", type=int, default=0, help="stop after this many rounds (0: only the time bounds)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-rss-mb", type=int, default=2048)
     ap.add_argument("--timeout", type=float, default=120)
@@ -98,7 +99,7 @@ def main():
     failures = []
     deadline = time.time() + a.seconds
     rounds = 0
-    while time.time() < deadline:
+    while time.time() < deadline and (a.rounds == 0 or rounds < a.rounds):
         rounds += 1
         name, args = rng.choice(targets)
         if name == "run.toml":

@@ -125,7 +125,8 @@ fn sigterm_and_sighup_save_a_checkpoint() {
 }
 
 /// Two writers of one bundle: while a run trains, a second run into the same bundle (resumed
-/// or fresh) is refused in one line, and the first run's work is intact.
+/// or fresh) is refused in one line, and the first run's work is intact. (The first run is
+/// long, so it is still writing whatever the machine's speed; SIGTERM ends it.)
 #[test]
 fn a_second_writer_is_refused() {
     let f = fixture();
@@ -133,7 +134,7 @@ fn a_second_writer_is_refused() {
     let out = dir.path().join("b");
     let child = Command::new(bin())
         .args(["--threads", "1", "train", "ar", "--config", s(&test_config()), "--data", s(&f.data), "--out", s(&out)])
-        .args(["--device", "cpu", "--max-steps", "400", "--seed", "3"])
+        .args(["--device", "cpu", "--max-steps", "100000", "--seed", "3"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
