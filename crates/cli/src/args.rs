@@ -25,9 +25,10 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
     /// Intra-op CPU threads for libtorch, 1 to 4x the machine's cores. Default: all cores for
-    /// `train` and `prepare`; 1 for the commands that generate or evaluate (at batch 1 a small
-    /// model is bound by op dispatch, and one thread never collapses when another process
-    /// holds the cores: 2 threads beside a busy process took 51 s where 1 took 0.9 s).
+    /// the batch jobs (`train`, `prepare`, `ab`, `eval`); 1 for `generate`, `edit` and the rest
+    /// (at batch 1 a small model is bound by op dispatch, and one thread never collapses when
+    /// another process holds the cores: 2 threads beside a busy process took 51 s where 1 took
+    /// 0.9 s).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
     #[command(subcommand)]

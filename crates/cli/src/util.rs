@@ -5,8 +5,8 @@ use anyhow::{bail, Result};
 use std::io::IsTerminal;
 use tch::Device;
 
-/// Intra-op threads: `--threads` (1 to 4x the cores), else all cores for training and
-/// preparing, 1 for the rest (see the flag's help).
+/// Intra-op threads: `--threads` (1 to 4x the cores), else all cores for the batch jobs
+/// (`heavy`), 1 for the rest (see the flag's help).
 pub fn set_threads(threads: Option<usize>, heavy: bool) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n = match threads {

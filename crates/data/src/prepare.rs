@@ -372,6 +372,17 @@ mod tests {
     use crate::read_shard;
 
     #[test]
+    fn pretokens_for_bpe_training_are_cut_at_64_chars() {
+        assert!(matches!(cap_pretokens("a short sentence."), std::borrow::Cow::Borrowed(_)));
+        let long = "x".repeat(200);
+        let text = format!("tom saw {long} today");
+        let cut = cap_pretokens(&text);
+        let words: Vec<&str> = cut.split_whitespace().collect();
+        assert_eq!(words.iter().map(|w| w.len()).collect::<Vec<_>>(), vec![3, 3, 64, 64, 64, 8, 5]);
+        assert_eq!(cut.chars().filter(|c| !c.is_whitespace()).count(), 3 + 3 + 200 + 5, "no character lost");
+    }
+
+    #[test]
     fn prepares_small_corpus() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("c.txt");

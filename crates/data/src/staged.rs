@@ -21,9 +21,13 @@ fn sibling(target: &Path, suffix: &str) -> Result<PathBuf> {
     Ok(parent.join(format!(".{}.{suffix}", name.to_string_lossy())))
 }
 
-/// Whether `dir` is missing or holds nothing.
+/// Whether `dir` is missing or an empty folder (a file, or a folder that cannot be read, is
+/// not: nothing is written over it).
 pub fn is_empty_dir(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+    match std::fs::read_dir(dir) {
+        Ok(mut d) => d.next().is_none(),
+        Err(_) => std::fs::symlink_metadata(dir).is_err(),
+    }
 }
 
 impl StagedDir {

@@ -84,14 +84,6 @@ impl ArGenerator {
 }
 
 impl Generator for ArGenerator {
-    fn mode(&self) -> &'static str {
-        MODE.name
-    }
-
-    fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
-    }
-
     /// Writes `req.samples` samples of one prompt in one batch.
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
         let opts = &req.gen;

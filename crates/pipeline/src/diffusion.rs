@@ -169,14 +169,6 @@ impl DiffusionGenerator {
 }
 
 impl Generator for DiffusionGenerator {
-    fn mode(&self) -> &'static str {
-        MODE.name
-    }
-
-    fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
-    }
-
     /// Writes `req.samples` samples over the request's positions; [`Event::Step`] shows the
     /// rounded text of every sample every `req.show_steps` steps.
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {

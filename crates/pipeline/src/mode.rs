@@ -3,7 +3,6 @@
 //! of modes, [`crate::MODES`] (in `lib.rs`, beside the mode modules).
 
 use crate::{Result, MODES};
-use plandiff_data::TextTokenizer;
 use plandiff_decoder::{SamplingConfig, StopReason};
 use plandiff_diffusion::SamplerKind;
 use plandiff_layers::FieldError;
@@ -161,8 +160,6 @@ impl Generation {
 
 /// A loaded mode.
 pub trait Generator {
-    fn mode(&self) -> &'static str;
-    fn tokenizer(&self) -> &TextTokenizer;
     /// Writes `req.samples` samples; `on` sees what grows on the way.
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>>;
     /// The mode's own settings for `--json` output (e.g. the plan sampling it used).

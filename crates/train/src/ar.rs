@@ -3,7 +3,7 @@
 use crate::config::{parse_section, RunConfig, StageSection};
 use crate::eval::evaluate_loss;
 use crate::stages::{loss, EvalRequest, Stage, StageEval};
-use crate::trainer::{run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport};
+use crate::trainer::{fresh_section, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport};
 use crate::{Result, TrainError};
 use plandiff_bundle::{open_split, stage::AR as KIND, Bundle, Provenance, StageConfigFile};
 use plandiff_data::{TokenSet, WindowSampler};
@@ -32,7 +32,7 @@ impl Stage for ArStage {
     }
 
     fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
-        serde_json::to_value(bundle.read_config(KIND)?).map_err(TrainError::json)
+        crate::stages::config_json::<DecoderConfig>(bundle, KIND)
     }
 
     fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
@@ -111,10 +111,7 @@ impl StageRunner for ArRunner {
 
 /// Runs (or resumes) stage `ar`.
 pub fn train_ar(args: TrainArgs) -> Result<TrainReport> {
-    let section = match &args.config {
-        Some(c) if !args.resume => Some(c.section::<StageSection>(KIND)?),
-        _ => None,
-    };
+    let section = fresh_section::<StageSection>(&args, KIND)?;
     let setup = setup_run::<DecoderConfig>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
     let cfg = match (&setup.resumed, section) {
         (Some(c), _) => c.model.clone(),

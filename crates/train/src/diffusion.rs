@@ -6,7 +6,9 @@
 
 use crate::config::{parse_section, RunConfig, TrainConfig};
 use crate::stages::{loss, EvalRequest, Stage, StageEval};
-use crate::trainer::{batch_indices, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport};
+use crate::trainer::{
+    batch_indices, fresh_section, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport,
+};
 use crate::{Result, TrainError};
 use plandiff_bundle::{
     load_diffusion, open_split, stage, Bundle, DiffusionBundle, DiffusionModel, ModelConfig, Provenance,
@@ -50,7 +52,7 @@ impl Stage for DiffusionStage {
     }
 
     fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
-        serde_json::to_value(bundle.read_config_as::<DiffusionModel>(KIND)?).map_err(TrainError::json)
+        crate::stages::config_json::<DiffusionModel>(bundle, KIND)
     }
 
     fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
@@ -264,10 +266,7 @@ impl StageRunner for DiffusionRunner {
 
 /// Runs (or resumes) stage `diffusion`.
 pub fn train_diffusion(args: TrainArgs) -> Result<TrainReport> {
-    let section = match &args.config {
-        Some(c) if !args.resume => Some(c.section::<DiffusionSection>(KIND)?),
-        _ => None,
-    };
+    let section = fresh_section::<DiffusionSection>(&args, KIND)?;
     let setup = setup_run::<DiffusionModel>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
     let model = match (&setup.resumed, section) {
         (Some(c), _) => c.model.clone(),

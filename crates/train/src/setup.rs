@@ -6,6 +6,16 @@ use crate::trainer::TrainArgs;
 use crate::{Result, TrainError};
 use plandiff_bundle::{Bundle, BundleLock, ModelConfig, StageConfigFile, TrainerState, FORMAT_VERSION};
 use plandiff_data::TextTokenizer;
+use serde::de::DeserializeOwned;
+
+/// The stage's `[kind]` section of `--config` for a fresh run; `None` on resume (a resumed
+/// run takes its config from the checkpoint) or without a config.
+pub(crate) fn fresh_section<T: DeserializeOwned>(args: &TrainArgs, kind: &str) -> Result<Option<T>> {
+    match &args.config {
+        Some(c) if !args.resume => Ok(Some(c.section::<T>(kind)?)),
+        _ => Ok(None),
+    }
+}
 
 /// A run's identity before its model exists.
 pub(crate) struct RunSetup<M: ModelConfig = plandiff_decoder::DecoderConfig> {

@@ -6,7 +6,7 @@
 use crate::config::RunConfig;
 use crate::trainer::{TrainArgs, TrainReport};
 use crate::{Result, STAGES};
-use plandiff_bundle::Bundle;
+use plandiff_bundle::{Bundle, ModelConfig};
 use std::path::Path;
 use tch::Device;
 
@@ -79,6 +79,11 @@ pub fn names() -> Vec<&'static str> {
 /// The stages a bundle holds, in training order.
 pub fn held_by(bundle: &Bundle) -> Vec<&'static dyn Stage> {
     STAGES.iter().copied().filter(|s| bundle.has_stage(s.name())).collect()
+}
+
+/// A stage's config.json, checked by its model type `M`, as JSON (for `info`).
+pub fn config_json<M: ModelConfig>(bundle: &Bundle, kind: &str) -> Result<serde_json::Value> {
+    serde_json::to_value(bundle.read_config_as::<M>(kind)?).map_err(crate::TrainError::json)
 }
 
 /// A loss from a config.json (null before the first evaluation), for summaries.

@@ -10,7 +10,7 @@ use crate::adamw::{AdamW, AdamWConfig};
 use crate::config::{RunConfig, TrainConfig};
 use crate::metrics::MetricsLog;
 use crate::schedule::LrSchedule;
-pub(crate) use crate::setup::{fresh_lock, setup_run, RunSetup};
+pub(crate) use crate::setup::{fresh_lock, fresh_section, setup_run, RunSetup};
 use crate::{Result, TrainError};
 use indicatif::{ProgressBar, ProgressStyle};
 use plandiff_bundle::fsutil::write_json;

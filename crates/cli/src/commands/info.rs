@@ -5,14 +5,10 @@ use plandiff_train::stages::{held_by, Stage};
 use serde_json::json;
 use std::process::ExitCode;
 
-/// Tensor count and parameter count from a safetensors header, without loading weights.
+/// Tensor count and parameter count from a safetensors header, without reading the weights.
 fn count_params(path: &std::path::Path) -> Result<(usize, u64)> {
-    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-        anyhow::anyhow!("{}: corrupt or truncated ({e}); retrain or restore the bundle", path.display())
-    })?;
-    let n = st.tensors().iter().map(|(_, v)| v.shape().iter().product::<usize>() as u64).sum();
-    Ok((st.len(), n))
+    let h = plandiff_bundle::weights::read_header(path)?;
+    Ok((h.tensors.len(), u64::try_from(h.elements).unwrap_or(u64::MAX)))
 }
 
 /// Each stage the bundle holds: its config (checked by its own type), tensor and parameter

@@ -65,7 +65,8 @@ impl Scorers {
         (self.judged > 0).then(|| self.judge_seconds / self.judged as f64)
     }
 
-    /// Adds the model-based scores to every sample of a prompt.
+    /// Adds the model-based scores to every sample of a prompt (the sentence judge embeds the
+    /// prompt once for all of them).
     pub fn score(&mut self, prompt: &str, samples: &mut BTreeMap<String, Vec<SampleRecord>>) -> Result<()> {
         for s in samples.values_mut().flatten() {
             s.metrics.insert("judge_ppl".into(), self.judge.perplexity(prompt, &s.continuation)?);
@@ -73,16 +74,18 @@ impl Scorers {
                 let c = plan_space_coherence(&e.ae, &e.tokenizer, prompt, &s.continuation)?;
                 s.metrics.insert("plan_space_coherence".into(), c);
             }
-            if let Some(j) = &self.sentence {
-                let t0 = Instant::now();
-                let sc = j.score(prompt, &s.continuation).map_err(|e| PipelineError::Invalid(e.to_string()))?;
-                self.judge_seconds += t0.elapsed().as_secs_f64();
-                self.judged += 1;
-                s.metrics.insert("relevance".into(), sc.relevance);
-                s.metrics.insert("coherence".into(), sc.coherence);
-                s.metrics.insert("first_last".into(), sc.first_last);
-                s.judge = Some(sc);
-            }
+        }
+        let Some(j) = &self.sentence else { return Ok(()) };
+        let t0 = Instant::now();
+        let texts: Vec<&str> = samples.values().flatten().map(|s| s.continuation.as_str()).collect();
+        let scored = j.score_many(prompt, &texts).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        self.judge_seconds += t0.elapsed().as_secs_f64();
+        self.judged += scored.len();
+        for (s, sc) in samples.values_mut().flatten().zip(scored) {
+            s.metrics.insert("relevance".into(), sc.relevance);
+            s.metrics.insert("coherence".into(), sc.coherence);
+            s.metrics.insert("first_last".into(), sc.first_last);
+            s.judge = Some(sc);
         }
         Ok(())
     }

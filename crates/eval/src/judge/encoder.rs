@@ -60,7 +60,6 @@ pub fn find_encoder(explicit: Option<&Path>) -> Result<PathBuf, EncoderError> {
         venvs.extend(exe.ancestors().map(|a| a.join(".venv")).take(4));
     }
     venvs.push(PathBuf::from(".venv"));
-    venvs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"));
     for v in &venvs {
         if let Some(p) = in_venv(v) {
             return Ok(p);

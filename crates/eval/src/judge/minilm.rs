@@ -139,10 +139,6 @@ impl MiniLm {
         }
     }
 
-    pub fn shape(&self) -> BertShape {
-        self.shape
-    }
-
     /// The longest input the position table covers.
     pub fn max_positions(&self) -> i64 {
         self.position.size()[0]

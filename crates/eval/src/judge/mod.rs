@@ -27,24 +27,44 @@ pub struct SampleScores {
 }
 
 impl SentenceEncoder {
-    /// Scores `continuation` as a continuation of `prompt`: the prompt, the continuation and
-    /// every sentence of both embedded in one batch.
+    /// Scores `continuation` as a continuation of `prompt`.
     pub fn score(&self, prompt: &str, continuation: &str) -> Result<SampleScores, EncoderError> {
+        Ok(self.score_many(prompt, &[continuation])?.pop().unwrap_or_else(|| SampleScores {
+            relevance: f64::NAN,
+            coherence: f64::NAN,
+            first_last: f64::NAN,
+            prior: Vec::new(),
+            features: Vec::new(),
+        }))
+    }
+
+    /// Scores several continuations of one prompt: the prompt and its sentences are embedded
+    /// once, every continuation and its sentences with them, in one batched pass.
+    pub fn score_many(&self, prompt: &str, continuations: &[&str]) -> Result<Vec<SampleScores>, EncoderError> {
         let ps = split_sentences(prompt);
-        let ws = split_sentences(continuation);
-        let mut texts = vec![prompt, continuation];
+        let mut texts = vec![prompt];
         texts.extend(ps.iter().copied());
-        texts.extend(ws.iter().copied());
-        let mut e = self.embed(&texts)?.into_iter();
-        let (p, c) = (e.next().unwrap_or_default(), e.next().unwrap_or_default());
-        let prompt_sents: Vec<Vec<f32>> = e.by_ref().take(ps.len()).collect();
-        let written: Vec<Vec<f32>> = e.collect();
-        Ok(SampleScores {
-            relevance: scores::relevance(&p, &written),
-            coherence: scores::coherence(&written),
-            first_last: scores::first_last(&written),
-            prior: scores::prior_cosines(&prompt_sents, &written),
-            features: c,
-        })
+        let mut spans = Vec::with_capacity(continuations.len()); // (index of the continuation, sentences)
+        for c in continuations {
+            let ws = split_sentences(c);
+            spans.push((texts.len(), ws.len()));
+            texts.push(c);
+            texts.extend(ws);
+        }
+        let e = self.embed(&texts)?;
+        let (p, prompt_sents) = (&e[0], &e[1..1 + ps.len()]);
+        Ok(spans
+            .into_iter()
+            .map(|(i, n)| {
+                let written = &e[i + 1..i + 1 + n];
+                SampleScores {
+                    relevance: scores::relevance(p, written),
+                    coherence: scores::coherence(written),
+                    first_last: scores::first_last(written),
+                    prior: scores::prior_cosines(prompt_sents, written),
+                    features: e[i].clone(),
+                }
+            })
+            .collect())
     }
 }

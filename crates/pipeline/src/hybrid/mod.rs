@@ -141,14 +141,6 @@ impl HybridGenerator {
 }
 
 impl Generator for HybridGenerator {
-    fn mode(&self) -> &'static str {
-        MODE.name
-    }
-
-    fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
-    }
-
     /// Writes `req.samples` samples of the prompt, each continued by `req.gen.sentences`
     /// planned sentences (8 when unset; with a reference, its sentences).
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {

@@ -20,7 +20,9 @@ pub use eval::{evaluate_autoencoder, PlanEval};
 
 use crate::config::{parse_section, ModelSection, PlanSection, RunConfig, TrainConfig};
 use crate::stages::{EvalRequest, Stage, StageEval};
-use crate::trainer::{batch_indices, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport};
+use crate::trainer::{
+    batch_indices, fresh_section, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
+};
 use crate::{Result, TrainError};
 use batch::{oracle_plan, to_device, DocSet};
 use eval::{plan_eval, EvalShape};
@@ -62,7 +64,7 @@ impl Stage for AutoencoderStage {
     }
 
     fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
-        serde_json::to_value(bundle.read_config(KIND)?).map_err(TrainError::json)
+        crate::stages::config_json::<DecoderConfig>(bundle, KIND)
     }
 
     fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
@@ -233,10 +235,7 @@ impl StageRunner for AeRunner {
 
 /// Runs (or resumes) stage `autoencoder`.
 pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
-    let section = match &args.config {
-        Some(c) if !args.resume => Some(c.section::<AutoencoderSection>(KIND)?),
-        _ => None,
-    };
+    let section = fresh_section::<AutoencoderSection>(&args, KIND)?;
     let fresh = section.as_ref().map(|s| (s.train.clone(), Some(s.plan.clone())));
     let setup = setup_run::<DecoderConfig>(&args, KIND, fresh)?;
     let vocab = setup.tokenizer.vocab_size() as i64;

@@ -13,7 +13,9 @@
 
 use crate::config::{parse_section, RunConfig, TrainConfig};
 use crate::stages::{loss, EvalRequest, Stage, StageEval};
-use crate::trainer::{batch_indices, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport};
+use crate::trainer::{
+    batch_indices, fresh_section, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport,
+};
 use crate::{Result, TrainError};
 use latents::{denoise_loss, fixed_loss, LatentSet};
 use plandiff_bundle::{
@@ -59,7 +61,7 @@ impl Stage for PlannerStage {
     }
 
     fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
-        serde_json::to_value(bundle.read_config_as::<PlannerModel>(KIND)?).map_err(TrainError::json)
+        crate::stages::config_json::<PlannerModel>(bundle, KIND)
     }
 
     fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
@@ -222,10 +224,7 @@ pub fn train_planner(args: TrainArgs) -> Result<TrainReport> {
             args.out.display()
         )));
     }
-    let section = match &args.config {
-        Some(c) if !args.resume => Some(c.section::<PlannerSection>(KIND)?),
-        _ => None,
-    };
+    let section = fresh_section::<PlannerSection>(&args, KIND)?;
     let setup = setup_run::<PlannerModel>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
     let ae = load_autoencoder(&bundle, args.device)?;
     let ae_sha = file_sha256(&bundle.weights_path(stage::AUTOENCODER))?;
