@@ -43,7 +43,10 @@ fn main() -> ExitCode {
         }
     };
     util::init_logging(&cli);
-    if let Err(e) = util::set_threads(cli.threads, matches!(cli.command, Command::Train(_) | Command::Prepare(_) | Command::Ab(_) | Command::Eval(_))) {
+    if let Err(e) = util::set_threads(
+        cli.threads,
+        matches!(cli.command, Command::Train(_) | Command::Prepare(_) | Command::Ab(_) | Command::Eval(_)),
+    ) {
         eprintln!("error: {}", util::one_line(&e));
         return ExitCode::from(2);
     }
