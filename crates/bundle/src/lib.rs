@@ -10,10 +10,10 @@
 //! [`Provenance`], [`TrainerState`]), reading and writing weights ([`weights`]), the atomic
 //! stage save ([`Bundle::save_stage`]), the one tokenizer check ([`Bundle::check_tokenizer`]),
 //! and the inference models with their loaders: the plain decoder ([`LoadedDecoder`]), the
-//! [`Autoencoder`], the [`Planner`] and the [`DiffusionBundle`].
+//! [`Autoencoder`], the [`Planner`], the [`DiffusionBundle`] and the masked model ([`LoadedMasked`]).
 //!
 //! May depend on the model crates (`layers`, `diffusion`, `data`, `decoder`, `planner`,
-//! `embedding`), never on `train`, `pipeline`, `eval` or `cli`: both training and inference
+//! `embedding`, `masked`), never on `train`, `pipeline`, `eval` or `cli`: both training and inference
 //! sit on top of it (`cli > eval > pipeline > bundle`, `cli > train > bundle`).
 
 pub mod autoencoder;
@@ -23,6 +23,7 @@ pub mod error;
 pub mod format;
 pub mod fsutil;
 pub mod lock;
+pub mod masked;
 pub mod planner;
 pub mod settings;
 pub mod store;
@@ -34,6 +35,7 @@ pub use diffusion::{load_diffusion, DiffusionBundle, DiffusionModel, LoadedDiffu
 pub use error::{BundleError, ModelConfigError, Result};
 pub use format::{ExportProvenance, ModelConfig, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION};
 pub use lock::BundleLock;
+pub use masked::{load_masked, LoadedMasked, MaskedModel, MaskedObjective, MaskedSamplingDefaults};
 pub use planner::{load_planner, LoadedPlanner, Planner, PlannerModel, PlannerObjective};
 pub use settings::{PlanSection, TrainConfig};
 pub use store::{open_split, Bundle};
@@ -45,4 +47,5 @@ pub mod stage {
     pub const AUTOENCODER: &str = "autoencoder";
     pub const PLANNER: &str = "planner";
     pub const DIFFUSION: &str = "diffusion";
+    pub const MASKED: &str = "masked";
 }

@@ -43,13 +43,14 @@ pub enum Command {
     Train(TrainArgs),
     /// Generate text from a bundle.
     Generate(GenerateArgs),
-    /// Rewrite sentences A..B of a text in place: re-plan them by inpainting with every
-    /// other sentence's latent fixed, decode only them, keep every other byte.
+    /// Edit a text in place, every other byte kept: re-plan sentences A..B by inpainting and
+    /// rewrite them (hybrid), or remask a span or the model's own weakest tokens and denoise
+    /// them (masked).
     Edit(EditArgs),
     /// Validation loss and perplexity of a bundle on prepared data, or text metrics of any
     /// text set (--metrics).
     Eval(EvalArgs),
-    /// A/B comparison of generation arms (hybrid, ar, oracle) on the same prompts and seeds,
+    /// A/B comparison of generation arms (hybrid, ar, oracle, diffusion, masked) on the same prompts and seeds,
     /// with paired statistics, results.json and a self-contained report.html.
     Ab(AbArgs),
     /// Describe a bundle.
@@ -158,7 +159,8 @@ impl SamplingArgs {
 /// Planner sampling flags (defaults: the planner's config.json).
 #[derive(Args, Debug, Clone)]
 pub struct PlanArgs {
-    /// Planner denoising steps.
+    /// Denoising steps: the planner's (hybrid, edit), the text diffusion's (diffusion), or
+    /// masked diffusion's (masked; default one per position with edit --mode masked).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Planner sampler: ddim or ddpm.
@@ -187,14 +189,16 @@ pub struct GenerateArgs {
     /// Prompt text.
     #[arg(long, conflicts_with = "prompt_file", required_unless_present_any = ["prompt_file", "template"])]
     pub prompt: Option<String>,
-    /// Diffusion: text with spans to fill, `[MASK]` for one token, `[MASK:n]` for n, e.g.
-    /// "once upon a time [MASK:6] the end." Known tokens never change; a filled position
+    /// Diffusion, masked: text with spans to fill, `[MASK]` for one token, `[MASK:n]` for n,
+    /// e.g. "once upon a time [MASK:6] the end." Known tokens never change; a filled position
     /// may become <pad>, which shortens the text.
     #[arg(long, conflicts_with_all = ["prompt", "prompt_file"])]
     pub template: Option<String>,
-    /// Diffusion: print the rounded text every K denoising steps.
+    /// Diffusion, masked: print the text every K denoising steps (masked: `_` is a mask).
     #[arg(long)]
     pub show_steps: Option<usize>,
+    #[command(flatten)]
+    pub masked: MaskedArgs,
     /// Diffusion: turn off the clamping trick (snapping each step's x0 to token embeddings).
     #[arg(long)]
     pub no_clamp: bool,
@@ -233,17 +237,54 @@ pub struct GenerateArgs {
     pub show_plan: bool,
 }
 
+/// Mode masked's sampling flags (defaults: the masked model's config.json).
+#[derive(Args, Debug, Clone)]
+pub struct MaskedArgs {
+    /// Masked: positions per semi-autoregressive block (LLaDA); steps are divided equally
+    /// among the blocks.
+    #[arg(long)]
+    pub block_length: Option<usize>,
+    /// Masked: which positions a step commits: low_confidence (the most probable tokens),
+    /// random, margin (largest gap between the two likeliest tokens) or entropy (lowest).
+    #[arg(long)]
+    pub remasking: Option<String>,
+    /// Masked: start from all masks (`mask`) or from uniform random tokens (`random`), whose
+    /// tokens less likely than the model's own are remasked and replaced.
+    #[arg(long)]
+    pub start: Option<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct EditArgs {
-    /// Bundle folder (needs stages autoencoder and planner).
+    /// Bundle folder (hybrid needs stages autoencoder and planner; masked needs masked).
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// hybrid: re-plan and rewrite sentences; masked: remask a span or the weakest tokens
+    /// and denoise them with the rest fixed.
+    #[arg(long, default_value = "hybrid", value_parser = ["hybrid", "masked"])]
+    pub mode: String,
     /// UTF-8 text file to edit.
     #[arg(long)]
     pub input: PathBuf,
     /// Sentences to rewrite, 1-based and inclusive: `A..B` (or a single `A`).
     #[arg(long)]
-    pub rewrite: String,
+    pub rewrite: Option<String>,
+    /// Masked: characters to rewrite, 0-based, end exclusive: `I..J` (every token they touch).
+    #[arg(long)]
+    pub chars: Option<String>,
+    /// Masked: remask every token whose log-probability under the model (with it masked) is
+    /// below P (a negative number, e.g. -6), then denoise them.
+    #[arg(long, allow_negative_numbers = true)]
+    pub revise: Option<f64>,
+    /// Masked: remask the lowest fraction F (0 < F <= 1) of the tokens by log-probability.
+    #[arg(long)]
+    pub revise_fraction: Option<f64>,
+    /// Masked, with --revise or --revise-fraction: score and refill this many times.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Masked: which positions a step commits (low_confidence, random, margin, entropy).
+    #[arg(long)]
+    pub remasking: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -271,7 +312,8 @@ pub struct AbArgs {
     #[arg(long)]
     pub prompts: PathBuf,
     /// Arms, comma-separated; the first is compared with each other one. `ar`, `hybrid`,
-    /// `oracle`, `diffusion`, each optionally from another bundle: `ar=path/to/bundle`.
+    /// `oracle`, `diffusion`, `masked`, each optionally with its own denoising steps
+    /// (`masked@64`) and from another bundle (`ar=path/to/bundle`).
     #[arg(long, default_value = "hybrid,ar")]
     pub arms: String,
     /// Samples per prompt and arm.

@@ -119,6 +119,29 @@ pub fn plan_overrides(a: &crate::args::PlanArgs) -> Result<plandiff_pipeline::Pl
     })
 }
 
+/// Mode masked's flags, checked: one line naming a bad value and the choices.
+pub fn masked_overrides(a: &crate::args::MaskedArgs) -> Result<plandiff_pipeline::MaskedOverrides> {
+    if a.block_length == Some(0) {
+        bail!("--block-length must be >= 1");
+    }
+    let start = match a.start.as_deref() {
+        None => None,
+        Some(s) => Some(
+            plandiff_masked::Start::parse(s).ok_or_else(|| anyhow::anyhow!("--start {s}: use mask or random"))?,
+        ),
+    };
+    Ok(plandiff_pipeline::MaskedOverrides {
+        block_length: a.block_length,
+        remasking: a.remasking.as_deref().map(parse_remasking).transpose()?,
+        start,
+    })
+}
+
+pub fn parse_remasking(s: &str) -> Result<plandiff_masked::Remasking> {
+    plandiff_masked::Remasking::parse(s)
+        .ok_or_else(|| anyhow::anyhow!("--remasking {s}: use one of {}", plandiff_masked::Remasking::NAMES))
+}
+
 /// A failed write to stdout as one line (a closed pipe, `> /dev/full`).
 pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
     anyhow::anyhow!("writing to stdout: {e} (the reader closed it, or its disk is full)")

@@ -2,11 +2,11 @@
 //! templates (`[MASK:n]`) or a prompt as a known prefix.
 
 use crate::mode::{Detail, Event, GenRequest, Generation, Generator, Mode, PlanOverrides};
-use crate::text::ends_sentence;
+use crate::positions::Layout;
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_diffusion, Bundle, DiffusionBundle, TextSamplingDefaults};
-use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
-use plandiff_embedding::{parse_template, sample_tokens, TemplatePart, TextSampling};
+use plandiff_data::{split_sentences, TextTokenizer};
+use plandiff_embedding::{sample_tokens, TextSampling};
 use plandiff_planner::SamplingDefaults;
 use serde_json::json;
 use std::path::Path;
@@ -47,102 +47,20 @@ impl DiffusionGenerator {
         Ok(TextSampling { steps: p.steps, sampler: p.sampler, eta: p.eta, clamp: d.clamp && !no_clamp, rounding })
     }
 
-    fn sp(&self) -> SpecialIds {
-        self.tokenizer.special()
+    fn layout(&self) -> Layout<'_> {
+        Layout { tokenizer: &self.tokenizer, seq_len: self.d.config.model.seq_len as usize }
     }
 
-    /// Tokens of a known text piece as the model saw text in training: sentences with a
-    /// leading space, `<sep>` after each complete one.
-    fn encode_piece(&self, text: &str, close_last: bool) -> Result<Vec<i64>> {
-        let sents = split_sentences(text);
-        let mut out = Vec::new();
-        for (i, s) in sents.iter().enumerate() {
-            out.extend(self.tokenizer.encode(&format!(" {s}"))?.into_iter().map(i64::from));
-            if i + 1 < sents.len() || (close_last && ends_sentence(s)) {
-                out.push(self.sp().sep as i64);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Known tokens of a template (`None`: fill), after `<bos>`.
-    pub fn template_positions(&self, template: &str) -> Result<Vec<Option<i64>>> {
-        let parts = parse_template(template).map_err(|e| PipelineError::Invalid(e.to_string()))?;
-        let mut pos = vec![Some(self.sp().bos as i64)];
-        for (i, p) in parts.iter().enumerate() {
-            match p {
-                TemplatePart::Text(t) => {
-                    let more = i + 1 < parts.len();
-                    pos.extend(self.encode_piece(t, more)?.into_iter().map(Some));
-                }
-                TemplatePart::Mask(n) => pos.extend(std::iter::repeat_n(None, *n)),
-            }
-        }
-        self.check_len(pos.len())?;
-        Ok(pos)
-    }
-
-    /// A plain prompt is a known prefix; the rest, up to `max_tokens` or `seq_len`, is filled.
-    pub fn prompt_positions(&self, prompt: &str, max_tokens: Option<usize>) -> Result<Vec<Option<i64>>> {
-        if prompt.trim().is_empty() {
-            return Err(PipelineError::Invalid(
-                "the prompt is empty; give a prompt to continue or a template to fill".into(),
-            ));
-        }
-        let mut pos = vec![Some(self.sp().bos as i64)];
-        pos.extend(self.encode_piece(prompt, true)?.into_iter().map(Some));
-        let l = self.d.config.model.seq_len as usize;
-        let total = max_tokens.map_or(l, |m| (pos.len() + m).min(l));
-        if pos.len() >= total {
-            return Err(PipelineError::Invalid(format!(
-                "the prompt takes {} of the model's {l} positions and leaves none to write; shorten it",
-                pos.len()
-            )));
-        }
-        pos.resize(total, None);
-        Ok(pos)
-    }
-
-    fn check_len(&self, n: usize) -> Result<()> {
-        let l = self.d.config.model.seq_len as usize;
-        if n > l {
-            return Err(PipelineError::Invalid(format!(
-                "the template needs {n} positions (<bos> included) but the model writes at most {l}; shorten it"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Text of generated tokens: `<pad>` and `<bos>` dropped, sentences joined by a space,
-    /// stopping at `<eos>`.
-    pub fn detokenize(&self, tokens: &[i64]) -> Result<String> {
-        let sp = self.sp();
-        let mut sents: Vec<Vec<u32>> = vec![Vec::new()];
-        for &t in tokens {
-            let t = t as u32;
-            if t == sp.eos {
-                break;
-            }
-            if t == sp.sep {
-                sents.push(Vec::new());
-            } else if !sp.is_special(t) {
-                if let Some(s) = sents.last_mut() {
-                    s.push(t);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for s in sents.iter().filter(|s| !s.is_empty()) {
-            out.push(self.tokenizer.decode_text(s)?.trim().to_string());
-        }
-        Ok(out.join(" "))
+    /// Text of generated tokens (see [`Layout::detokenize`]).
+    fn detokenize(&self, tokens: &[i64]) -> Result<String> {
+        self.layout().detokenize(tokens)
     }
 
     /// The positions a request fills: its template's, or its prompt's as a known prefix.
     fn positions(&self, req: &GenRequest) -> Result<Vec<Option<i64>>> {
         match req.template {
-            Some(t) => self.template_positions(t),
-            None => self.prompt_positions(req.prompt, Some(req.gen.max_tokens)),
+            Some(t) => self.layout().template_positions(t),
+            None => self.layout().prompt_positions(req.prompt, Some(req.gen.max_tokens)),
         }
     }
 
@@ -150,7 +68,7 @@ impl DiffusionGenerator {
     fn sample(&self, toks: &Tensor, known: &[bool], seconds: f64) -> Result<Generation> {
         let tokens: Vec<i64> = Vec::try_from(toks.to_device(Device::Cpu))
             .map_err(|e| PipelineError::Invalid(format!("reading generated tokens: {e}")))?;
-        let pad = self.sp().pad as i64;
+        let pad = self.tokenizer.special().pad as i64;
         let new_tokens = tokens.iter().zip(known).filter(|(&t, &k)| !k && t != pad).count();
         let filled: Vec<i64> = tokens.iter().zip(known).filter(|(_, &k)| !k).map(|(&t, _)| t).collect();
         let continuation = self.detokenize(&filled)?;

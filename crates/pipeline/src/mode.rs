@@ -87,8 +87,18 @@ pub struct GenRequest<'a> {
     /// Mode `hybrid`: plan from this reference continuation instead of sampling a plan (the
     /// A/B harness's `oracle` arm).
     pub reference: Option<&'a str>,
-    /// Mode `diffusion`: send [`Event::Step`] every this many denoising steps (0: never).
+    /// Modes `diffusion`, `masked`: send [`Event::Step`] every this many denoising steps (0: never).
     pub show_steps: usize,
+    /// Mode `masked`: its sampling flags.
+    pub masked: MaskedOverrides,
+}
+
+/// Mode `masked`'s sampling flags; `None` keeps the model's stored default (the start: masks).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MaskedOverrides {
+    pub block_length: Option<usize>,
+    pub remasking: Option<plandiff_masked::Remasking>,
+    pub start: Option<plandiff_masked::Start>,
 }
 
 impl<'a> GenRequest<'a> {
@@ -104,6 +114,7 @@ impl<'a> GenRequest<'a> {
             previews: false,
             reference: None,
             show_steps: 0,
+            masked: MaskedOverrides::default(),
         }
     }
 }
@@ -144,7 +155,7 @@ pub struct Generation {
 pub enum Detail {
     /// Mode `hybrid`: the planned slots, and the time spent planning (part of `seconds`).
     Plan { plan: Vec<crate::hybrid::PlanSlot>, planning_seconds: f64, planner_calls: usize },
-    /// Mode `diffusion`: every position's token (`<pad>` included) and which were given.
+    /// Modes `diffusion`, `masked`: every position's token (`<pad>` included) and which were given.
     Positions { tokens: Vec<i64>, known: Vec<bool> },
 }
 

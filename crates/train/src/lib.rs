@@ -12,6 +12,7 @@ pub mod config;
 pub mod diffusion;
 pub mod eval;
 pub mod export;
+pub mod masked;
 pub mod metrics;
 pub mod planner;
 pub mod schedule;
@@ -29,7 +30,7 @@ pub use stages::{EvalRequest, Stage, StageEval};
 /// Every stage, in training order (also export's: the planner records the fingerprint of the
 /// autoencoder exported before it). A new stage is a module above and one line here.
 pub static STAGES: &[&dyn Stage] =
-    &[&ar::ArStage, &autoencoder::AutoencoderStage, &planner::PlannerStage, &diffusion::DiffusionStage];
+    &[&ar::ArStage, &autoencoder::AutoencoderStage, &planner::PlannerStage, &diffusion::DiffusionStage, &masked::MaskedStage];
 pub use trainer::{TrainArgs, TrainEnd, TrainReport};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 use crate::args::GenerateArgs;
-use crate::util::{parse_device, plan_overrides, stdout_error};
+use crate::util::{masked_overrides, parse_device, plan_overrides, stdout_error};
 use anyhow::{Context, Result};
 use plandiff_pipeline::{find_mode, Detail, Event, GenOptions, GenRequest, Generation};
 use serde_json::json;
@@ -22,15 +22,25 @@ fn read_prompt(a: &GenerateArgs) -> Result<String> {
 
 /// Flags that only some modes read.
 fn check_flags(a: &GenerateArgs) -> Result<()> {
-    let diffusion = a.mode == "diffusion";
-    if !diffusion && (a.template.is_some() || a.show_steps.is_some() || a.no_clamp) {
-        anyhow::bail!("--template, --show-steps and --no-clamp need --mode diffusion");
+    let (diffusion, masked) = (a.mode == "diffusion", a.mode == "masked");
+    if !(diffusion || masked) && (a.template.is_some() || a.show_steps.is_some()) {
+        anyhow::bail!("--template and --show-steps need --mode diffusion or --mode masked");
+    }
+    if !diffusion && a.no_clamp {
+        anyhow::bail!("--no-clamp needs --mode diffusion");
+    }
+    let m = &a.masked;
+    if !masked && (m.block_length.is_some() || m.remasking.is_some() || m.start.is_some()) {
+        anyhow::bail!("--block-length, --remasking and --start need --mode masked");
+    }
+    if masked && (a.plan.sampler.is_some() || a.plan.eta.is_some()) {
+        anyhow::bail!("--sampler and --eta are Gaussian diffusion's; mode masked reads --steps, --block-length, --remasking, --start and --temperature");
     }
     if a.show_plan && a.mode != "hybrid" {
-        let why = if diffusion { "mode diffusion has no plan; see --show-steps" } else { "mode ar has no plan" };
+        let why = if diffusion || masked { "this mode has no plan; see --show-steps" } else { "mode ar has no plan" };
         anyhow::bail!("--show-plan needs --mode hybrid ({why})");
     }
-    if diffusion && a.plan.guidance.is_some() {
+    if (diffusion || masked) && a.plan.guidance.is_some() {
         anyhow::bail!("--guidance applies to --mode hybrid only");
     }
     if a.num_samples == 0 || a.num_samples > MAX_SAMPLES {
@@ -74,6 +84,7 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
     req.no_clamp = a.no_clamp;
     req.previews = a.show_plan;
     req.show_steps = a.show_steps.unwrap_or(0);
+    req.masked = masked_overrides(&a.masked)?;
     let settings = gen.settings(&req)?;
     let mut printer = StreamPrinter::new(stream, &prompt);
     let mut step_lines = Vec::new();

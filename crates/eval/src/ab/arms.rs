@@ -20,9 +20,12 @@ pub struct ArmSpec {
     /// A mode's name, or `oracle`.
     pub kind: String,
     pub bundle: PathBuf,
+    /// `KIND@STEPS`: the arm's own denoising steps (e.g. `masked@64`), over `--steps`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
 }
 
-/// `hybrid,ar[,oracle][,ar=PATH]`.
+/// `hybrid,ar[,oracle][,ar=PATH][,masked@64]`.
 pub fn parse_arms(spec: &str, default: &Path) -> Result<Vec<ArmSpec>> {
     let mut arms: Vec<ArmSpec> = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -30,16 +33,25 @@ pub fn parse_arms(spec: &str, default: &Path) -> Result<Vec<ArmSpec>> {
             Some((k, p)) => (k, PathBuf::from(p)),
             None => (part, default.to_path_buf()),
         };
+        let (kind, steps) = match kind.split_once('@') {
+            Some((k, n)) => {
+                let n = n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    PipelineError::Invalid(format!("arm `{part}`: write KIND@STEPS with STEPS >= 1, e.g. masked@64"))
+                })?;
+                (k, Some(n))
+            }
+            None => (kind, None),
+        };
         if kind != ORACLE && find_mode(kind).is_none() {
             return Err(PipelineError::Invalid(format!(
-                "unknown arm `{kind}`; use {}, {ORACLE} (each may name a bundle: ar=PATH)",
+                "unknown arm `{kind}`; use {}, {ORACLE} (each may name its steps and a bundle: masked@64=PATH)",
                 mode_names().join(", ")
             )));
         }
         if arms.iter().any(|a| a.name == part) {
             return Err(PipelineError::Invalid(format!("arm `{part}` is listed twice")));
         }
-        arms.push(ArmSpec { name: part.to_string(), kind: kind.to_string(), bundle });
+        arms.push(ArmSpec { name: part.to_string(), kind: kind.to_string(), bundle, steps });
     }
     if arms.len() < 2 {
         return Err(PipelineError::Invalid("an A/B needs at least two arms, e.g. hybrid,ar".into()));
@@ -74,6 +86,7 @@ impl ArmSpec {
     ) -> Result<Vec<SampleRecord>> {
         let mut req = GenRequest::new(&item.prompt, cfg.samples, gen.clone());
         req.plan = cfg.plan;
+        req.plan.steps = self.steps.or(cfg.plan.steps);
         req.reference = if self.kind == ORACLE { item.reference.as_deref() } else { None };
         let gens = g.generate(&req, &mut |_| {})?;
         let mut recs = Vec::with_capacity(gens.len());

@@ -1,0 +1,134 @@
+//! The bidirectional denoiser over token ids.
+
+use plandiff_layers::{AttnMask, Block, BlockConfig, InitStd, LearnedPositions, Norm, NormKind};
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::Module, Kind, Tensor};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskedLmConfig {
+    /// The tokenizer's vocabulary; the input has one more id, the mask (`vocab_size`).
+    pub vocab_size: i64,
+    /// Positions the model reads (the longest text it writes, `<bos>` included).
+    pub seq_len: i64,
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub n_heads: i64,
+    pub d_ff: i64,
+    pub dropout: f64,
+    pub norm: NormKind,
+}
+
+impl MaskedLmConfig {
+    pub fn validate(&self) -> Result<(), plandiff_layers::FieldError> {
+        let sizes = [
+            ("vocab_size", self.vocab_size),
+            ("seq_len", self.seq_len),
+            ("d_model", self.d_model),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("d_ff", self.d_ff),
+        ];
+        plandiff_layers::check_transformer("masked", &sizes, self.d_model, self.n_heads, self.dropout)
+    }
+
+    /// The mask token's id: one past the vocabulary.
+    pub fn mask_id(&self) -> i64 {
+        self.vocab_size
+    }
+}
+
+#[derive(Debug)]
+pub struct MaskedLm {
+    cfg: MaskedLmConfig,
+    emb: nn::Embedding,
+    pos: LearnedPositions,
+    blocks: Vec<Block>,
+    norm_f: Norm,
+    head: nn::Linear,
+}
+
+impl MaskedLm {
+    pub fn new(p: nn::Path, cfg: &MaskedLmConfig) -> Self {
+        let d = cfg.d_model;
+        let bc = BlockConfig {
+            d_model: d,
+            n_heads: cfg.n_heads,
+            d_ff: cfg.d_ff,
+            dropout: cfg.dropout,
+            norm: cfg.norm,
+            d_context: None,
+            init: InitStd::gpt2(cfg.n_layers),
+        };
+        let emb_cfg = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
+        Self {
+            emb: nn::embedding(&p / "wte", cfg.vocab_size + 1, d, emb_cfg),
+            pos: LearnedPositions::new(&p / "wpe", cfg.seq_len, d),
+            blocks: (0..cfg.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect(),
+            norm_f: Norm::new(&p / "norm_f", cfg.norm, d),
+            head: nn::linear(&p / "head", d, cfg.vocab_size, InitStd::default().linear(0.02)),
+            cfg: cfg.clone(),
+        }
+    }
+
+    pub fn config(&self) -> &MaskedLmConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> tch::Device {
+        self.emb.ws.device()
+    }
+
+    /// # Shapes
+    /// - `ids`: `(B, L)` int64 in `0..=vocab_size` (`vocab_size` is the mask), `L <= seq_len`.
+    ///   Returns logits `(B, L, vocab_size)`: the mask is never predicted.
+    pub fn forward(&self, ids: &Tensor, train: bool) -> Tensor {
+        let l = ids.size().last().copied().unwrap_or(0);
+        let pos = Tensor::arange(l, (Kind::Int64, ids.device()));
+        let mut h = plandiff_layers::dropout(
+            self.emb.forward(ids) + self.pos.forward(&pos).unsqueeze(0),
+            self.cfg.dropout,
+            train,
+        ); // (B, L, D)
+        for block in &self.blocks {
+            h = block.forward(&h, AttnMask::None, None, None, train);
+        }
+        self.head.forward(&self.norm_f.forward(&h))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use tch::Device;
+
+    pub(crate) fn tiny() -> MaskedLmConfig {
+        MaskedLmConfig {
+            vocab_size: 30,
+            seq_len: 16,
+            d_model: 32,
+            n_layers: 2,
+            n_heads: 4,
+            d_ff: 64,
+            dropout: 0.0,
+            norm: NormKind::Layer,
+        }
+    }
+
+    #[test]
+    fn shapes_and_bidirectionality() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = MaskedLm::new(vs.root(), &tiny());
+        let ids = Tensor::from_slice(&[1i64, 2, 30, 4, 5, 30]).view([1, 6]);
+        let out = m.forward(&ids, false);
+        assert_eq!(out.size(), vec![1, 6, 30], "the mask (id 30) is read, never predicted");
+        // Changing the last token changes the first position's logits: attention sees both ways.
+        let ids2 = Tensor::from_slice(&[1i64, 2, 30, 4, 5, 7]).view([1, 6]);
+        let d = (m.forward(&ids2, false).get(0).get(0) - out.get(0).get(0)).abs().max().double_value(&[]);
+        assert!(d > 1e-6, "position 0 must see position 5: {d}");
+        assert!(tiny().validate().is_ok());
+        let bad = MaskedLmConfig { n_heads: 5, ..tiny() };
+        assert_eq!(bad.validate().unwrap_err().field, "masked d_model");
+    }
+}

@@ -1,0 +1,129 @@
+use super::*;
+use crate::model::{tests::tiny, MaskedLm};
+use tch::nn;
+
+/// Deterministic pseudo-uniform draws in (0, 1) (private to the test: libtorch's global
+/// generator is shared by parallel test threads).
+fn draws(seed: i64) -> impl FnMut(&[i64]) -> Tensor {
+    let mut g = seed;
+    move |shape: &[i64]| {
+        g += 1;
+        let v: Vec<f64> = (0..shape.iter().product::<i64>())
+            .map(|i| ((((i + g * 7919) as f64 * 12.9898).sin() * 43758.547).fract().abs()).clamp(1e-9, 1.0 - 1e-9))
+            .collect();
+        Tensor::from_slice(&v).view(shape)
+    }
+}
+
+const V: i64 = 30;
+const STRATEGIES: [Remasking; 4] = [Remasking::LowConfidence, Remasking::Random, Remasking::Margin, Remasking::Entropy];
+
+fn problem(known: &[Option<i64>], rows: usize) -> Problem<'_> {
+    Problem { known, rows, mask_id: V, banned: &[], device: Device::Cpu }
+}
+
+#[test]
+fn an_oracle_denoiser_gives_the_target_for_every_strategy_block_and_start() {
+    let target: Vec<i64> = vec![0, 5, 9, 13, 17, 21, 25, 29, 3, 7, 11];
+    let t = Tensor::from_slice(&target).view([1, 11]);
+    let oracle = |x: &Tensor| t.one_hot(V).to_kind(Kind::Float).repeat([x.size()[0], 1, 1]) * 40.0;
+    let known: Vec<Option<i64>> = target.iter().enumerate().map(|(i, &x)| (i < 2).then_some(x)).collect();
+    for remasking in STRATEGIES {
+        for block_length in [None, Some(1), Some(3), Some(4), Some(9), Some(50)] {
+            for start in [Start::Mask, Start::Random] {
+                for temperature in [0.0, 1.0] {
+                    let blocks = 9usize.div_ceil(block_length.unwrap_or(9).min(9));
+                    let opts = MaskedSampling { steps: blocks * 3, block_length, remasking, temperature, start };
+                    let out = sample_masked(&problem(&known, 2), &opts, oracle, draws(1), |_, _| {}).unwrap();
+                    assert!(out.get(0).equal(&t.get(0)) && out.get(1).equal(&t.get(0)), "{opts:?}: {out:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn committed_tokens_never_change_and_later_blocks_wait_their_turn() {
+    tch::manual_seed(4);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = MaskedLm::new(vs.root(), &tiny());
+    let known: Vec<Option<i64>> = (0..14).map(|i| (i < 2).then_some(i as i64 + 1)).collect();
+    for remasking in STRATEGIES {
+        let opts =
+            MaskedSampling { steps: 12, block_length: Some(4), remasking, temperature: 1.0, start: Start::Mask };
+        let mut seen: Vec<Vec<i64>> = Vec::new();
+        let out = sample_masked(
+            &problem(&known, 3),
+            &opts,
+            |x| m.forward(x, false),
+            draws(2),
+            |_, x| seen.push(Vec::try_from(x.reshape(-1)).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(seen.len(), 12, "on_step sees every step");
+        let last: Vec<i64> = Vec::try_from(out.reshape(-1)).unwrap();
+        assert!(last.iter().all(|&t| t != V), "everything is filled");
+        // 12 positions to fill in blocks of 4 with 4 steps each (12 steps / 3 blocks).
+        for (s, x) in seen.iter().enumerate() {
+            let block = s / 4;
+            for (i, &tok) in x.iter().enumerate() {
+                let pos = i % 14;
+                if tok != V {
+                    assert_eq!(tok, last[i], "{remasking:?}: a committed token changed at step {s}");
+                }
+                if pos >= 2 && (pos - 2) / 4 > block {
+                    assert_eq!(tok, V, "{remasking:?}: position {pos} of a later block was committed at step {s}");
+                }
+            }
+            // By the end of its block every position of the block is committed.
+            if s % 4 == 3 {
+                for (i, &tok) in x.iter().enumerate() {
+                    let pos = i % 14;
+                    if pos >= 2 && (pos - 2) / 4 <= block {
+                        assert_ne!(tok, V, "position {pos} still masked after its block");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn seeded_and_banned_tokens_respected() {
+    tch::manual_seed(5);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = MaskedLm::new(vs.root(), &tiny());
+    let known: Vec<Option<i64>> = (0..10).map(|i| (i == 0).then_some(1)).collect();
+    let banned: Vec<i64> = (0..20).collect();
+    let p = Problem { banned: &banned, ..problem(&known, 2) };
+    for start in [Start::Mask, Start::Random] {
+        let opts = MaskedSampling {
+            steps: 9,
+            block_length: None,
+            remasking: Remasking::LowConfidence,
+            temperature: 1.0,
+            start,
+        };
+        let run = |seed| sample_masked(&p, &opts, |x| m.forward(x, false), draws(seed), |_, _| {}).unwrap();
+        let a = run(7);
+        assert!(a.equal(&run(7)), "same draws, same text");
+        let toks: Vec<i64> = Vec::try_from(a.narrow(1, 1, 9).reshape(-1)).unwrap();
+        assert!(toks.iter().all(|&t| (20..V).contains(&t)), "{start:?}: banned token placed: {toks:?}");
+    }
+}
+
+#[test]
+fn bad_settings_are_errors_that_name_the_flag() {
+    let known = vec![Some(1), None, None, None, None, None];
+    let f = |x: &Tensor| Tensor::zeros([x.size()[0], x.size()[1], V], (Kind::Float, Device::Cpu));
+    let opts =
+        MaskedSampling { steps: 5, block_length: Some(2), remasking: Remasking::Random, temperature: 0.0, start: Start::Mask };
+    let e = sample_masked(&problem(&known, 1), &opts, f, draws(0), |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("--steps 5") && e.to_string().contains("try --steps 6"), "{e}");
+    let e = sample_masked(&problem(&known, 1), &MaskedSampling { block_length: Some(0), ..opts }, f, draws(0), |_, _| {})
+        .unwrap_err();
+    assert_eq!(e, SampleError::BlockLength);
+    let e = sample_masked(&problem(&known, 1), &MaskedSampling { temperature: -1.0, ..opts }, f, draws(0), |_, _| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("--temperature"));
+}

@@ -1,0 +1,309 @@
+//! Editing by remasking (mode `masked`): a span of a text (sentences, or characters widened
+//! to whole tokens) or the tokens the model itself finds least likely are remasked and
+//! denoised with everything else fixed. Everything not remasked stays byte-identical: each
+//! token knows the bytes of the input it came from, and only runs of changed tokens are
+//! replaced (in a sentence whose tokens do not map back to its bytes one to one, e.g. where
+//! lowercasing changes a character's length, the whole sentence is rewritten instead).
+
+use super::MaskedGenerator;
+use crate::{PipelineError, Result};
+use plandiff_data::split_sentences;
+use plandiff_masked::{token_logprobs, MaskedSampling, Remasking, Start};
+use serde::Serialize;
+use tch::Tensor;
+
+/// What to remask.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EditTarget {
+    /// Sentences `from..=to`, 1-based.
+    Sentences(usize, usize),
+    /// Characters `from..to`, 0-based, end exclusive; every token they touch is remasked.
+    Chars(usize, usize),
+    /// The tokens whose log-probability (each with it masked and the rest in view) is below
+    /// `below`, or the lowest `fraction` of them; scored and refilled `rounds` times.
+    Revise { below: Option<f64>, fraction: Option<f64>, rounds: usize },
+}
+
+/// How the remasked tokens are denoised.
+#[derive(Debug, Clone, Copy)]
+pub struct EditSettings {
+    /// `None`: one step per remasked token.
+    pub steps: Option<usize>,
+    pub remasking: Remasking,
+    pub temperature: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangedSpan {
+    /// Byte range in the input.
+    pub start: usize,
+    pub end: usize,
+    pub before: String,
+    pub after: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoredToken {
+    /// Token index in the text (`<bos>` is 0).
+    pub index: usize,
+    pub text: String,
+    pub logprob: f64,
+    pub remasked: bool,
+    /// The token written in its place (remasked tokens only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviseRound {
+    pub round: usize,
+    pub remasked: usize,
+    pub tokens: Vec<ScoredToken>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MaskedEdit {
+    pub text: String,
+    pub remasked: usize,
+    pub changed: Vec<ChangedSpan>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<ReviseRound>,
+}
+
+/// A text as the model reads it, each token tied to the input bytes it came from.
+struct Doc<'t> {
+    text: &'t str,
+    /// `<bos> s1 <sep> ... sN <sep> <eos>`.
+    ids: Vec<i64>,
+    /// Per token: its sentence (None for special tokens).
+    sentence: Vec<Option<usize>>,
+    /// Per token: its byte range in `text` (aligned sentences), else the sentence's range.
+    bytes: Vec<(usize, usize)>,
+    /// Per sentence: byte range, and whether its tokens map back to its bytes one to one.
+    sentences: Vec<((usize, usize), bool)>,
+}
+
+impl MaskedGenerator {
+    fn doc<'t>(&self, text: &'t str) -> Result<Doc<'t>> {
+        let sp = self.tokenizer.special();
+        let sents = split_sentences(text);
+        if sents.is_empty() {
+            return Err(PipelineError::Invalid("the text is empty; give a text to edit".into()));
+        }
+        let mut d = Doc { text, ids: vec![sp.bos as i64], sentence: vec![None], bytes: vec![(0, 0)], sentences: vec![] };
+        for (k, s) in sents.iter().enumerate() {
+            let off = s.as_ptr() as usize - text.as_ptr() as usize;
+            let spaced = format!(" {s}");
+            let toks = self.tokenizer.encode(&spaced)?;
+            let pieces = toks.iter().map(|&t| self.tokenizer.decode(&[t])).collect::<plandiff_data::Result<Vec<_>>>()?;
+            let joined: String = pieces.concat();
+            let aligned = joined.len() == spaced.len() && (joined == spaced || joined == spaced.to_lowercase());
+            // Byte `c` of " {s}" is byte `off + c - 1` of the input (its leading space is not).
+            let mut c = 0;
+            for (t, p) in toks.iter().zip(&pieces) {
+                let end = (c + p.len()).max(1);
+                let range = if aligned { (off + c.max(1) - 1, off + end - 1) } else { (off, off + s.len()) };
+                c += p.len();
+                d.ids.push(*t as i64);
+                d.sentence.push(Some(k));
+                d.bytes.push(range);
+            }
+            d.ids.push(sp.sep as i64);
+            d.sentence.push(None);
+            d.bytes.push((off + s.len(), off + s.len()));
+            d.sentences.push(((off, off + s.len()), aligned));
+        }
+        d.ids.push(sp.eos as i64);
+        d.sentence.push(None);
+        d.bytes.push((text.len(), text.len()));
+        let l = self.config.model.seq_len as usize;
+        if d.ids.len() > l {
+            return Err(PipelineError::Invalid(format!(
+                "the text is {} tokens and the masked model reads at most {l}; edit a shorter text",
+                d.ids.len()
+            )));
+        }
+        Ok(d)
+    }
+
+    /// Edits `text`: remasks `target` and denoises it with the rest fixed.
+    pub fn edit(&self, text: &str, target: EditTarget, s: &EditSettings) -> Result<MaskedEdit> {
+        let doc = self.doc(text)?;
+        let mut ids = doc.ids.clone();
+        let mut rounds = Vec::new();
+        let mut remasked = 0;
+        match target {
+            EditTarget::Revise { below, fraction, rounds: n } => {
+                for round in 1..=n.max(1) {
+                    let scored = self.scores(&ids, &doc);
+                    let pick = pick_weakest(&scored, below, fraction);
+                    if pick.is_empty() {
+                        rounds.push(self.round_report(round, &scored, &pick, &ids, &ids)?);
+                        break;
+                    }
+                    let new = self.refill(&ids, &pick, s, s.seed.wrapping_add(round as u64))?;
+                    rounds.push(self.round_report(round, &scored, &pick, &ids, &new)?);
+                    remasked += pick.len();
+                    ids = new;
+                }
+            }
+            _ => {
+                let pick = span_tokens(&doc, target)?;
+                remasked = pick.len();
+                ids = self.refill(&ids, &pick, s, s.seed)?;
+            }
+        }
+        let (text, changed) = self.rebuild(&doc, &ids)?;
+        Ok(MaskedEdit { text, remasked, changed, rounds })
+    }
+
+    /// `(index, logprob)` of every word token of `ids`, each with it masked.
+    fn scores(&self, ids: &[i64], doc: &Doc) -> Vec<(usize, f64)> {
+        let pos: Vec<usize> = (0..ids.len()).filter(|&i| doc.sentence[i].is_some()).collect();
+        let x = Tensor::from_slice(ids).to_device(self.device);
+        let lp = token_logprobs(&x, &pos, self.mask_id(), |b| self.logits(b));
+        pos.into_iter().zip(lp).collect()
+    }
+
+    /// `ids` with positions `pick` remasked and denoised (special tokens banned there).
+    fn refill(&self, ids: &[i64], pick: &[usize], s: &EditSettings, seed: u64) -> Result<Vec<i64>> {
+        let mut known: Vec<Option<i64>> = ids.iter().map(|&t| Some(t)).collect();
+        pick.iter().for_each(|&i| known[i] = None);
+        let opts = MaskedSampling {
+            steps: s.steps.unwrap_or(pick.len()).max(1),
+            block_length: None,
+            remasking: s.remasking,
+            temperature: s.temperature,
+            start: Start::Mask,
+        };
+        let out = self.fill(&known, 1, &self.banned(true, true), &opts, seed, |_, _| {})?;
+        Vec::try_from(out.get(0).to_device(tch::Device::Cpu))
+            .map_err(|e| PipelineError::Invalid(format!("reading edited tokens: {e}")))
+    }
+
+    fn round_report(
+        &self,
+        round: usize,
+        scored: &[(usize, f64)],
+        pick: &[usize],
+        before: &[i64],
+        after: &[i64],
+    ) -> Result<ReviseRound> {
+        let piece = |t: i64| self.tokenizer.decode(&[t as u32]);
+        let mut tokens = Vec::with_capacity(scored.len());
+        for &(i, lp) in scored {
+            let re = pick.contains(&i);
+            let after = if re { Some(piece(after[i])?) } else { None };
+            tokens.push(ScoredToken { index: i, text: piece(before[i])?, logprob: lp, remasked: re, after });
+        }
+        Ok(ReviseRound { round, remasked: pick.len(), tokens })
+    }
+
+    /// The input with each run of changed tokens replaced by their text.
+    fn rebuild(&self, doc: &Doc, ids: &[i64]) -> Result<(String, Vec<ChangedSpan>)> {
+        let mut spans: Vec<(usize, usize, String)> = Vec::new();
+        let mut i = 0;
+        while i < ids.len() {
+            let Some(k) = doc.sentence[i].filter(|_| ids[i] != doc.ids[i]) else {
+                i += 1;
+                continue;
+            };
+            let ((s0, s1), aligned) = doc.sentences[k];
+            if !aligned {
+                let toks: Vec<u32> =
+                    (0..ids.len()).filter(|&j| doc.sentence[j] == Some(k)).map(|j| ids[j] as u32).collect();
+                spans.push((s0, s1, self.tokenizer.decode_text(&toks)?.trim().to_string()));
+                i = (i..ids.len()).find(|&j| doc.sentence[j] != Some(k)).unwrap_or(ids.len());
+                continue;
+            }
+            let mut j = i;
+            while j + 1 < ids.len() && doc.sentence[j + 1] == Some(k) && ids[j + 1] != doc.ids[j + 1] {
+                j += 1;
+            }
+            let toks: Vec<u32> = ids[i..=j].iter().map(|&t| t as u32).collect();
+            let mut new = self.tokenizer.decode(&toks)?;
+            if doc.bytes[i].0 == s0 {
+                // The sentence's first token: its leading space is not in the input.
+                new = new.strip_prefix(' ').map(str::to_string).unwrap_or(new);
+            }
+            spans.push((doc.bytes[i].0, doc.bytes[j].1, new));
+            i = j + 1;
+        }
+        let mut out = String::with_capacity(doc.text.len());
+        let mut at = 0;
+        let mut changed = Vec::with_capacity(spans.len());
+        for (a, b, new) in spans {
+            out.push_str(&doc.text[at..a]);
+            out.push_str(&new);
+            changed.push(ChangedSpan { start: a, end: b, before: doc.text[a..b].to_string(), after: new });
+            at = b;
+        }
+        out.push_str(&doc.text[at..]);
+        Ok((out, changed))
+    }
+}
+
+/// The scored tokens to remask: below `below`, or the lowest `fraction` (at least one).
+fn pick_weakest(scored: &[(usize, f64)], below: Option<f64>, fraction: Option<f64>) -> Vec<usize> {
+    let mut pick: Vec<usize> = match (below, fraction) {
+        (Some(p), _) => scored.iter().filter(|(_, lp)| *lp < p).map(|(i, _)| *i).collect(),
+        (None, Some(f)) => {
+            let mut by: Vec<(usize, f64)> = scored.to_vec();
+            by.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let n = ((f * scored.len() as f64).ceil() as usize).clamp(1, scored.len());
+            by.into_iter().take(n).map(|(i, _)| i).collect()
+        }
+        (None, None) => Vec::new(),
+    };
+    pick.sort_unstable();
+    pick
+}
+
+/// Word tokens of a span target.
+fn span_tokens(doc: &Doc, target: EditTarget) -> Result<Vec<usize>> {
+    let n = doc.sentences.len();
+    let pick: Vec<usize> = match target {
+        EditTarget::Sentences(a, b) => {
+            if a == 0 || a > b || b > n {
+                return Err(PipelineError::Invalid(format!(
+                    "--rewrite {a}..{b}: the text has {n} sentences; give 1-based A..B with A <= B <= {n}"
+                )));
+            }
+            (0..doc.ids.len()).filter(|&i| doc.sentence[i].is_some_and(|k| k + 1 >= a && k < b)).collect()
+        }
+        EditTarget::Chars(a, b) => {
+            let chars = doc.text.chars().count();
+            if a >= b || b > chars {
+                return Err(PipelineError::Invalid(format!(
+                    "--chars {a}..{b}: the text has {chars} characters; give 0-based I..J with I < J <= {chars}"
+                )));
+            }
+            let byte = |c: usize| doc.text.char_indices().nth(c).map_or(doc.text.len(), |(i, _)| i);
+            let (lo, hi) = (byte(a), byte(b));
+            (0..doc.ids.len())
+                .filter(|&i| doc.sentence[i].is_some() && doc.bytes[i].0 < hi && doc.bytes[i].1 > lo)
+                .collect()
+        }
+        EditTarget::Revise { .. } => Vec::new(),
+    };
+    if pick.is_empty() {
+        return Err(PipelineError::Invalid("the span covers no word of the text (only spaces?); widen it".into()));
+    }
+    Ok(pick)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_weakest;
+
+    #[test]
+    fn weakest_tokens_by_threshold_or_fraction() {
+        let s = [(1, -0.5), (2, -4.0), (3, -1.0), (4, -9.0)];
+        assert_eq!(pick_weakest(&s, Some(-2.0), None), vec![2, 4]);
+        assert_eq!(pick_weakest(&s, Some(-10.0), None), Vec::<usize>::new());
+        assert_eq!(pick_weakest(&s, None, Some(0.5)), vec![2, 4]);
+        assert_eq!(pick_weakest(&s, None, Some(0.01)), vec![4], "at least one");
+        assert_eq!(pick_weakest(&s, None, Some(1.0)), vec![1, 2, 3, 4]);
+    }
+}

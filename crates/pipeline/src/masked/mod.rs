@@ -1,0 +1,197 @@
+//! Mode `masked`: text written by absorbing-state diffusion (MDLM / LLaDA): from all masks
+//! (or uniform random tokens), the model commits its most confident tokens step by step,
+//! block by block; a prompt is a known prefix, a template's `[MASK:n]` spans are filled.
+//! Its second use, editing by remasking, is in [`edit`].
+
+pub mod edit;
+
+pub use edit::{EditSettings, EditTarget, MaskedEdit};
+
+use crate::mode::{Detail, Event, GenRequest, Generation, Generator, Mode};
+use crate::positions::Layout;
+use crate::{PipelineError, Result};
+use plandiff_bundle::{load_masked, Bundle, MaskedModel};
+use plandiff_data::{split_sentences, TextTokenizer};
+use plandiff_masked::{sample_masked, MaskedLm, MaskedSampling, Problem, Start};
+use serde_json::json;
+use std::path::Path;
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+pub const MODE: Mode = Mode {
+    name: "masked",
+    about: "masked diffusion, MDLM / LLaDA (stage `masked`): --prompt as a known prefix or --template with [MASK:n] spans; --steps, --block-length, --remasking, --start",
+    load: |path, device| Ok(Box::new(MaskedGenerator::load(path, device)?)),
+};
+
+pub struct MaskedGenerator {
+    model: MaskedLm,
+    config: MaskedModel,
+    tokenizer: TextTokenizer,
+    device: Device,
+    _vs: nn::VarStore,
+}
+
+impl MaskedGenerator {
+    pub fn load(bundle: &Path, device: Device) -> Result<Self> {
+        let l = load_masked(&Bundle::new(bundle), device)?;
+        Ok(Self { model: l.model, config: l.config, tokenizer: l.tokenizer, device, _vs: l.vs })
+    }
+
+    pub fn config(&self) -> &MaskedModel {
+        &self.config
+    }
+
+    pub(crate) fn layout(&self) -> Layout<'_> {
+        Layout { tokenizer: &self.tokenizer, seq_len: self.config.model.seq_len as usize }
+    }
+
+    /// The stored defaults with the request's overrides (`--steps`, `--block-length`,
+    /// `--remasking`, `--start`, and `--temperature` as the Gumbel temperature).
+    pub fn sampling(&self, req: &GenRequest) -> MaskedSampling {
+        let d = self.config.sampling;
+        MaskedSampling {
+            steps: req.plan.steps.unwrap_or(d.steps),
+            block_length: req.masked.block_length.or(d.block_length),
+            remasking: req.masked.remasking.unwrap_or(d.remasking),
+            temperature: req.gen.sampling.temperature,
+            start: req.masked.start.unwrap_or(Start::Mask),
+        }
+    }
+
+    /// `(B, L)` ids -> `(B, L, V)` logits.
+    pub(crate) fn logits(&self, x: &Tensor) -> Tensor {
+        self.model.forward(x, false)
+    }
+
+    pub(crate) fn mask_id(&self) -> i64 {
+        self.config.model.mask_id()
+    }
+
+    /// Tokens never written at a filled position: `<bos>` always; `<eos>` and `<pad>` when
+    /// the text must not end (`no_eos`); every special token when `specials`.
+    pub(crate) fn banned(&self, no_eos: bool, specials: bool) -> Vec<i64> {
+        let sp = self.tokenizer.special();
+        let mut b = vec![sp.bos as i64];
+        if no_eos || specials {
+            b.extend([sp.eos as i64, sp.pad as i64]);
+        }
+        if specials {
+            b.push(sp.sep as i64);
+        }
+        b
+    }
+
+    /// Runs the sampler over `known` for `rows` rows, seeded; `on_step(i, x)` sees each step.
+    pub(crate) fn fill(
+        &self,
+        known: &[Option<i64>],
+        rows: usize,
+        banned: &[i64],
+        opts: &MaskedSampling,
+        seed: u64,
+        on_step: impl FnMut(usize, &Tensor),
+    ) -> Result<Tensor> {
+        let p = Problem { known, rows, mask_id: self.mask_id(), banned, device: self.device };
+        tch::manual_seed((seed & (i64::MAX as u64)) as i64);
+        let uniform = |shape: &[i64]| Tensor::rand(shape, (Kind::Double, Device::Cpu)).clamp(1e-12, 1.0 - 1e-12);
+        sample_masked(&p, opts, |x| self.logits(x), uniform, on_step)
+            .map_err(|e| PipelineError::Invalid(e.to_string()))
+    }
+
+    /// A sequence as a reader follows the denoising: text, with `_` for each masked position.
+    pub(crate) fn render(&self, tokens: &[i64]) -> Result<String> {
+        let mut parts = Vec::new();
+        let mut run = Vec::new();
+        for &t in tokens {
+            if t == self.mask_id() {
+                if !run.is_empty() {
+                    parts.push(self.layout().detokenize(&std::mem::take(&mut run))?);
+                }
+                parts.push("_".to_string());
+            } else {
+                run.push(t);
+            }
+        }
+        if !run.is_empty() {
+            parts.push(self.layout().detokenize(&run)?);
+        }
+        Ok(parts.into_iter().filter(|p| !p.is_empty()).collect::<Vec<_>>().join(" "))
+    }
+
+    /// One sample's [`Generation`]: filled positions after the `sentences`-th new sentence
+    /// become `<eos>`, so the text and the continuation agree.
+    fn sample(&self, tokens: Vec<i64>, known: &[bool], sentences: Option<usize>, seconds: f64) -> Result<Generation> {
+        let sp = self.tokenizer.special();
+        let mut tokens = tokens;
+        if let Some(n) = sentences {
+            let mut seps = 0;
+            for (t, _) in tokens.iter_mut().zip(known).filter(|(_, &k)| !k) {
+                if seps >= n {
+                    *t = sp.eos as i64;
+                } else if *t == sp.sep as i64 {
+                    seps += 1;
+                }
+            }
+        }
+        let filled: Vec<i64> = tokens.iter().zip(known).filter(|(_, &k)| !k).map(|(&t, _)| t).collect();
+        let end = filled.iter().position(|&t| t == sp.eos as i64).unwrap_or(filled.len());
+        let new_tokens = filled[..end].iter().filter(|&&t| t != sp.pad as i64).count();
+        let continuation = self.layout().detokenize(&filled)?;
+        Ok(Generation {
+            text: self.layout().detokenize(&tokens)?,
+            sentences: split_sentences(&continuation).into_iter().map(str::to_string).collect(),
+            continuation,
+            new_tokens,
+            stop: None,
+            seconds,
+            first_token_ms: None,
+            tokens_per_s: new_tokens as f64 / seconds.max(1e-9),
+            detail: Some(Detail::Positions { tokens, known: known.to_vec() }),
+        })
+    }
+}
+
+impl Generator for MaskedGenerator {
+    /// Writes `req.samples` samples over the request's positions; [`Event::Step`] shows every
+    /// sample (masks as `_`) every `req.show_steps` steps.
+    fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
+        let opts = self.sampling(req);
+        let positions = match req.template {
+            Some(t) => self.layout().template_positions(t)?,
+            None => self.layout().prompt_positions(req.prompt, Some(req.gen.max_tokens))?,
+        };
+        let n = req.samples.max(1);
+        let every = req.show_steps;
+        let banned = self.banned(req.gen.no_eos, false);
+        let t0 = Instant::now();
+        let mut step_err = None;
+        let out = self.fill(&positions, n, &banned, &opts, req.gen.seed, |i, x| {
+            if every > 0 && ((i + 1) % every == 0 || i + 1 == opts.steps) {
+                let rows: Vec<Vec<i64>> = (0..n as i64).filter_map(|r| Vec::try_from(x.get(r)).ok()).collect();
+                match rows.iter().map(|r| self.render(r)).collect::<Result<Vec<_>>>() {
+                    Ok(texts) => on(Event::Step { step: i + 1, texts: &texts }),
+                    Err(e) => step_err = Some(e),
+                }
+            }
+        })?;
+        if let Some(e) = step_err {
+            return Err(e);
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        let known: Vec<bool> = positions.iter().map(Option::is_some).collect();
+        (0..n as i64)
+            .map(|r| {
+                let toks: Vec<i64> = Vec::try_from(out.get(r).to_device(Device::Cpu))
+                    .map_err(|e| PipelineError::Invalid(format!("reading generated tokens: {e}")))?;
+                self.sample(toks, &known, req.gen.sentences, seconds)
+            })
+            .collect()
+    }
+
+    fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let s = self.sampling(req);
+        let v = json!({"template": req.template, "masked_sampling": s});
+        Ok(v.as_object().cloned().unwrap_or_default())
+    }
+}

@@ -1,0 +1,334 @@
+//! Stage `masked`: absorbing-state discrete diffusion (MDLM / LLaDA) over token rows.
+//!
+//! Each row is `seq_len` tokens from a document's `<bos>` on, running into the documents
+//! after it (packed, as LLaDA pretrains), so the model learns where a text ends (`<eos>`) and
+//! what follows. Per row: `t` from an antithetic draw, each token after `<bos>` masked with
+//! probability `p(t) = (1 - eps) t + eps`; with `prompt_prob` a random prefix stays unmasked
+//! (continuation); with `random_length_prob` the batch is cut to a random length. The loss
+//! is the cross-entropy on masked positions weighted by `1 / p(t)`, normalised by `B x L`: an
+//! upper bound (NELBO) on the data's negative log-likelihood, which `eval` reports per token
+//! as a perplexity bound.
+
+use crate::config::{parse_section, RunConfig, TrainConfig};
+use crate::stages::{loss, EvalRequest, Stage, StageEval};
+use crate::trainer::{
+    batch_indices, fresh_section, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport,
+};
+use crate::{Result, TrainError};
+use plandiff_bundle::{
+    load_masked, open_split, stage, Bundle, MaskedModel, MaskedObjective, MaskedSamplingDefaults, ModelConfig,
+    Provenance, StageConfigFile,
+};
+use plandiff_data::{index_documents, TextTokenizer, WindowSampler};
+use plandiff_layers::NormKind;
+use plandiff_masked::{antithetic_times, mask_prob, weighted_masked_loss, MaskedLm, MaskedLmConfig};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+const KIND: &str = stage::MASKED;
+
+/// The `masked` stage of [`crate::STAGES`].
+pub struct MaskedStage;
+
+impl Stage for MaskedStage {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn about(&self) -> &'static str {
+        "masked (absorbing-state) diffusion over tokens, MDLM / LLaDA (the masked mode)"
+    }
+
+    fn train(&self, args: TrainArgs) -> Result<TrainReport> {
+        train_masked(args)
+    }
+
+    fn evaluate(&self, req: &EvalRequest) -> Result<StageEval> {
+        let r = evaluate_masked(req)?;
+        let line = format!(
+            "{} split, {} rows of {} tokens: NELBO {:.4} nats/token, perplexity bound {:.2}; loss {:.4}",
+            req.split, r.rows, r.seq_len, r.nelbo_per_token, r.perplexity_bound, r.loss
+        );
+        StageEval::nested(&r, line)
+    }
+
+    fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
+        crate::stages::config_json::<MaskedModel>(bundle, KIND)
+    }
+
+    fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
+        let (m, p) = (&c["model"], &c["provenance"]);
+        let d = &m["model"];
+        format!(
+            "{parameters} parameters ({} positions, d_model {}, {} layers; {} steps, block {}, {} remasking by default), {} steps, val loss {}",
+            d["seq_len"], d["d_model"], d["n_layers"], m["sampling"]["steps"],
+            m["sampling"]["block_length"].as_u64().map_or("none".to_string(), |b| b.to_string()),
+            m["sampling"]["remasking"].as_str().unwrap_or("?"), p["steps"], loss(&p["val_loss"])
+        )
+    }
+
+    fn check_section(&self, section: &toml::Value) -> Result<()> {
+        parse_section::<MaskedSection>(section).map(drop)
+    }
+
+    fn check_config(&self, config: &RunConfig, vocab_size: i64) -> Result<()> {
+        let s: MaskedSection = config.section(KIND)?;
+        s.train.validate()?;
+        s.model(vocab_size).map(drop)
+    }
+}
+
+/// `[masked]`: the masked diffusion model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskedSection {
+    pub model: MaskedLmSection,
+    pub objective: MaskedObjective,
+    pub sampling: MaskedSamplingDefaults,
+    /// `batch_size` counts rows; `seq_len` is unused (`model.seq_len` is the length).
+    pub train: TrainConfig,
+}
+
+/// Architecture of the denoiser; the vocabulary comes from the data's tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskedLmSection {
+    pub seq_len: i64,
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub n_heads: i64,
+    pub d_ff: i64,
+    pub dropout: f64,
+    pub norm: NormKind,
+}
+
+impl MaskedSection {
+    /// The model a fresh run builds for a vocabulary of `vocab` tokens.
+    pub fn model(&self, vocab: i64) -> Result<MaskedModel> {
+        let s = &self.model;
+        let model = MaskedLmConfig {
+            vocab_size: vocab,
+            seq_len: s.seq_len,
+            d_model: s.d_model,
+            n_layers: s.n_layers,
+            n_heads: s.n_heads,
+            d_ff: s.d_ff,
+            dropout: s.dropout,
+            norm: s.norm,
+        };
+        let m = MaskedModel { model, objective: self.objective, sampling: self.sampling };
+        m.validate().map_err(|e| TrainError::Invalid(format!("config [masked]: {e}")))?;
+        Ok(m)
+    }
+}
+
+/// Rows of `seq_len` tokens, each from a document's `<bos>` on (packed into the documents
+/// after it; `<pad>` only past the end of the split).
+struct PackedRows {
+    tokens: Vec<u32>,
+    starts: Vec<usize>,
+    seq_len: usize,
+    pad: i64,
+}
+
+impl PackedRows {
+    fn open(dir: &Path, split: &str, tk: &TextTokenizer, seq_len: usize) -> Result<Self> {
+        let set = open_split(dir, split, tk)?;
+        let sp = tk.special();
+        let starts = index_documents(&set.tokens, sp).iter().map(|d| d.start).collect();
+        Ok(Self { tokens: set.tokens, starts, seq_len, pad: sp.pad as i64 })
+    }
+
+    /// `(B, seq_len)` rows starting at documents `idx`.
+    fn batch(&self, idx: &[usize], device: Device) -> Tensor {
+        let l = self.seq_len;
+        let mut flat = Vec::with_capacity(idx.len() * l);
+        for &i in idx {
+            let s = self.starts[i];
+            let end = (s + l).min(self.tokens.len());
+            flat.extend(self.tokens[s..end].iter().map(|&t| t as i64));
+            flat.extend(std::iter::repeat_n(self.pad, l - (end - s)));
+        }
+        Tensor::from_slice(&flat).view([idx.len() as i64, l as i64]).to_device(device)
+    }
+}
+
+/// The host draws of one batch: times, given prefix lengths, and the batch's length.
+struct Draw {
+    t: Vec<f64>,
+    prompt: Vec<i64>,
+    len: i64,
+}
+
+impl Draw {
+    /// `train`: with the objective's prompts and random lengths; else none (evaluation).
+    fn new(rng: &mut ChaCha8Rng, rows: usize, seq_len: i64, obj: &MaskedObjective, train: bool) -> Self {
+        let t = antithetic_times(rows, rng.gen());
+        let len = if train && seq_len > 2 && rng.gen::<f64>() < obj.random_length_prob {
+            rng.gen_range(2..=seq_len)
+        } else {
+            seq_len
+        };
+        // Position 0 (`<bos>`) is always given, as it is when the model writes.
+        let prompt = (0..rows)
+            .map(|_| if train && len > 2 && rng.gen::<f64>() < obj.prompt_prob { rng.gen_range(1..len) } else { 1 })
+            .collect();
+        Self { t, prompt, len }
+    }
+}
+
+/// The weighted loss of `tokens` `(B, L)` under `draw`; the mask draws come from libtorch's
+/// generator (reseeded every step, so resume stays exact).
+fn batch_loss(model: &MaskedLm, obj: &MaskedObjective, tokens: &Tensor, draw: &Draw, train: bool) -> Tensor {
+    let tokens = tokens.narrow(1, 0, draw.len);
+    let (b, l) = (tokens.size()[0], draw.len);
+    let dev = tokens.device();
+    let p: Vec<f64> = draw.t.iter().map(|&t| mask_prob(t, obj.eps)).collect();
+    let p_t = Tensor::from_slice(&p).to_device(dev).view([b, 1]);
+    let prompt = Tensor::from_slice(&draw.prompt).to_device(dev).view([b, 1]);
+    let pos = Tensor::arange(l, (Kind::Int64, dev)).view([1, l]);
+    let masked = Tensor::rand([b, l], (Kind::Double, dev)).lt_tensor(&p_t).logical_and(&pos.ge_tensor(&prompt));
+    let input = tokens.masked_fill(&masked, model.config().mask_id());
+    weighted_masked_loss(&model.forward(&input, train), &tokens, &masked, &p)
+}
+
+struct MaskedRunner {
+    model: MaskedLm,
+    config: MaskedModel,
+    train: PackedRows,
+    valid: Option<PackedRows>,
+    sampler: WindowSampler,
+    batch: usize,
+    eval_batches: usize,
+    seed: u64,
+    device: Device,
+}
+
+/// NELBO over `batches` fixed batches of `set` (fixed draws): (mean loss, nats per token, rows).
+fn nelbo(model: &MaskedLm, cfg: &MaskedModel, set: &PackedRows, batch: usize, batches: usize) -> (f64, f64, usize) {
+    let n = set.starts.len();
+    let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0x6d61736b);
+    tch::manual_seed(0x6d61736b);
+    let (mut loss_sum, mut nats, mut tokens, mut rows) = (0f64, 0f64, 0f64, 0usize);
+    tch::no_grad(|| {
+        for b in 0..batches {
+            let idx: Vec<usize> = (0..batch).map(|i| (b * batch + i) % n).collect();
+            let x = set.batch(&idx, model.device());
+            let draw = Draw::new(&mut rng, idx.len(), cfg.model.seq_len, &cfg.objective, false);
+            let l = batch_loss(model, &cfg.objective, &x, &draw, false).double_value(&[]);
+            loss_sum += l;
+            nats += l * (idx.len() as f64) * draw.len as f64;
+            // Tokens the bound covers: every position after `<bos>` that is not padding.
+            tokens += x.narrow(1, 1, draw.len - 1).ne(set.pad).sum(Kind::Int64).double_value(&[]);
+            rows += idx.len();
+        }
+    });
+    (loss_sum / batches.max(1) as f64, nats / tokens.max(1.0), rows)
+}
+
+impl StageRunner for MaskedRunner {
+    type Model = MaskedModel;
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
+        let idx = batch_indices(&mut self.sampler, step, micro, accum, self.batch);
+        let mut rng = step_rng(self.seed, step, micro);
+        let x = self.train.batch(&idx, self.device);
+        let draw = Draw::new(&mut rng, idx.len(), self.config.model.seq_len, &self.config.objective, true);
+        let l = batch_loss(&self.model, &self.config.objective, &x, &draw, true);
+        (&l / accum as f64).backward();
+        Ok(l.double_value(&[]))
+    }
+
+    fn tokens_per_step(&self) -> u64 {
+        (self.batch * self.config.model.seq_len as usize) as u64
+    }
+
+    fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
+        let set = self.valid.as_ref()?;
+        let (loss, per_token, _) = nelbo(&self.model, &self.config, set, self.batch, self.eval_batches);
+        let mut extra = serde_json::Map::new();
+        extra.insert("val_nelbo_per_token".into(), json!(per_token));
+        extra.insert("val_perplexity_bound".into(), json!(per_token.exp()));
+        Some((loss, extra))
+    }
+
+    fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<MaskedModel> {
+        StageConfigFile::new(KIND, self.config.clone(), tokenizer_hash, provenance)
+    }
+}
+
+/// Runs (or resumes) stage `masked`.
+pub fn train_masked(args: TrainArgs) -> Result<TrainReport> {
+    let section = fresh_section::<MaskedSection>(&args, KIND)?;
+    let setup = setup_run::<MaskedModel>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
+    let config = match (&setup.resumed, section) {
+        (Some(c), _) => c.model.clone(),
+        (None, Some(s)) => s.model(setup.tokenizer.vocab_size() as i64)?,
+        (None, None) => return Err(TrainError::Invalid("--config is required for a new run".into())),
+    };
+    let seq_len = config.model.seq_len as usize;
+    let train = PackedRows::open(&args.data, "train", &setup.tokenizer, seq_len)?;
+    if train.starts.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "--data {}: no complete document in the train split",
+            args.data.display()
+        )));
+    }
+    let valid =
+        PackedRows::open(&args.data, "valid", &setup.tokenizer, seq_len).ok().filter(|v| !v.starts.is_empty());
+    let sampler = WindowSampler::over(train.starts.len(), setup.state.seed)?;
+    seed_init(setup.state.seed);
+    let vs = nn::VarStore::new(args.device);
+    let model = MaskedLm::new(vs.root(), &config.model);
+    let tc = setup.state.train.clone();
+    let mut runner = MaskedRunner {
+        model,
+        config,
+        train,
+        valid,
+        sampler,
+        batch: tc.batch_size,
+        eval_batches: tc.eval_batches,
+        seed: setup.state.seed,
+        device: args.device,
+    };
+    run_loop(&mut runner, setup, vs, &args)
+}
+
+/// `plandiff eval --stage masked`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaskedEval {
+    /// The training objective (weighted cross-entropy per position), fixed draws.
+    pub loss: f64,
+    /// The NELBO per token (positions after `<bos>` that are not padding).
+    pub nelbo_per_token: f64,
+    /// `exp(nelbo_per_token)`: an upper bound on the perplexity.
+    pub perplexity_bound: f64,
+    pub rows: usize,
+    pub seq_len: i64,
+}
+
+pub fn evaluate_masked(req: &EvalRequest) -> Result<MaskedEval> {
+    let l = load_masked(&Bundle::open(req.bundle)?, req.device)?;
+    let seq_len = l.config.model.seq_len;
+    let set = PackedRows::open(req.data, req.split, &l.tokenizer, seq_len as usize)?;
+    if set.starts.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "{}: no complete document in the {} split",
+            req.data.display(),
+            req.split
+        )));
+    }
+    let batch = req.batch.max(1);
+    let batches = req.max_batches.unwrap_or_else(|| set.starts.len().div_ceil(batch)).max(1);
+    let (loss, per_token, rows) = nelbo(&l.model, &l.config, &set, batch, batches);
+    Ok(MaskedEval { loss, nelbo_per_token: per_token, perplexity_bound: per_token.exp(), rows, seq_len })
+}

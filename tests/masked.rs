@@ -1,0 +1,217 @@
+//! Mode `masked` end to end: stage `masked` trains (loss falls, exact resume), `eval`
+//! reports its NELBO bound, `generate --mode masked` is seeded and fills templates, `edit
+//! --mode masked` changes only what it remasks, `ab` runs a `masked@STEPS` arm, and bad
+//! flags are one-line errors.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let cfg = test_config();
+    let mut args = vec!["train", "masked", "--config", s(&cfg), "--data", s(data), "--out", s(out), "--device", "cpu"];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// The fixture's data with a masked model trained on it (the test config's 200 steps).
+fn bundle() -> &'static PathBuf {
+    static B: OnceLock<PathBuf> = OnceLock::new();
+    B.get_or_init(|| {
+        let f = fixture();
+        let out = f.dir.join("masked_bundle");
+        let o = train(&f.data, &out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    })
+}
+
+fn metrics(bundle: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(bundle.join("logs/masked-metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn training_lowers_the_loss_and_eval_reports_a_perplexity_bound() {
+    let b = bundle();
+    let m = metrics(b);
+    let val: Vec<f64> = m.iter().filter_map(|v| v["val_loss"].as_f64()).collect();
+    assert!(val.len() >= 3, "{val:?}");
+    assert!(val[val.len() - 1] < 0.8 * val[0], "validation loss must fall: {val:?}");
+    let train: Vec<f64> = m.iter().filter_map(|v| v["loss"].as_f64()).collect();
+    let head: f64 = train[..5].iter().sum::<f64>() / 5.0;
+    let tail: f64 = train[train.len() - 5..].iter().sum::<f64>() / 5.0;
+    assert!(tail < 0.7 * head, "training loss must fall: {head} -> {tail}");
+    let f = fixture();
+    let out = run_ok(&["eval", "--stage", "masked", "--checkpoint", s(b), "--data", s(&f.data), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = &v["result"];
+    let bound = r["perplexity_bound"].as_f64().unwrap();
+    assert!(bound.is_finite() && bound > 1.0 && bound < 400.0, "{r}");
+    assert!((r["nelbo_per_token"].as_f64().unwrap().exp() - bound).abs() < 1e-6 * bound);
+    let info = run_ok(&["info", "--checkpoint", s(b)]);
+    assert!(info.contains("masked"), "{info}");
+}
+
+#[test]
+fn stop_and_resume_equals_uninterrupted() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let (full, parts) = (dir.path().join("full"), dir.path().join("parts"));
+    assert!(train(&f.data, &full, &["--max-steps", "12"]).status.success());
+    assert!(train(&f.data, &parts, &["--max-steps", "12", "--stop-at", "5"]).status.success());
+    let o = train(&f.data, &parts, &["--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for name in ["masked/model.safetensors", "masked/optimizer.safetensors"] {
+        assert!(std::fs::read(full.join(name)).unwrap() == std::fs::read(parts.join(name)).unwrap(), "{name} differs");
+    }
+}
+
+fn generate(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["generate", "--checkpoint", s(bundle()), "--mode", "masked", "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&run_ok(&args)).unwrap()
+}
+
+#[test]
+fn seeded_generation_is_reproducible_and_templates_keep_their_text() {
+    let p = ["--prompt", "tom went to the park.", "--max-tokens", "16", "--num-samples", "2"];
+    let a = generate(&[&p[..], &["--seed", "3"]].concat());
+    let b = generate(&[&p[..], &["--seed", "3"]].concat());
+    let c = generate(&[&p[..], &["--seed", "4"]].concat());
+    let texts = |v: &serde_json::Value| {
+        v["samples"].as_array().unwrap().iter().map(|s| (s["text"].clone(), s["tokens"].clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(texts(&a), texts(&b), "same seed, same text");
+    assert_ne!(texts(&a), texts(&c), "another seed, another text");
+    assert_eq!(a["masked_sampling"]["steps"], 16, "the stored default steps");
+    // Every remasking strategy, blocks, a random start: all positions filled, prompt kept.
+    for extra in [
+        &["--remasking", "random", "--block-length", "4"][..],
+        &["--remasking", "margin", "--start", "random"],
+        &["--remasking", "entropy", "--steps", "8", "--block-length", "8"],
+    ] {
+        let v = generate(&[&p[..], extra].concat());
+        for smp in v["samples"].as_array().unwrap() {
+            assert!(smp["text"].as_str().unwrap().starts_with("tom went to the park."), "{smp}");
+            let toks = smp["tokens"].as_array().unwrap();
+            let vocab = 400;
+            assert!(toks.iter().all(|t| t.as_i64().unwrap() < vocab), "a mask left in {extra:?}: {toks:?}");
+        }
+    }
+    let v = generate(&["--template", "tom went to the [MASK:3] and [MASK:2] played.", "--show-steps", "4"]);
+    let text = v["samples"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("tom went to the") && text.contains(" and ") && text.ends_with(" played."), "{text}");
+    let steps = v["show_steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4, "16 steps shown every 4");
+    assert!(steps[0]["text"].as_str().unwrap().contains('_'), "masks show as _ early on: {}", steps[0]);
+}
+
+#[test]
+fn edits_change_only_what_they_remask() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.txt");
+    let text = "Tom went to the park. Mia saw a big dog there!\nThey played all day.\n";
+    std::fs::write(&input, text).unwrap();
+    let edit = |extra: &[&str]| -> serde_json::Value {
+        let mut a = vec!["edit", "--mode", "masked", "--checkpoint", s(bundle()), "--input", s(&input), "--json"];
+        a.extend_from_slice(extra);
+        serde_json::from_str(&run_ok(&a)).unwrap()
+    };
+    // Bytes outside the changed spans are the input's, in order.
+    let outside_same = |v: &serde_json::Value| {
+        let out = v["text"].as_str().unwrap();
+        let mut at = 0;
+        let mut rebuilt = String::new();
+        for c in v["changed"].as_array().unwrap() {
+            let (a, b) = (c["start"].as_u64().unwrap() as usize, c["end"].as_u64().unwrap() as usize);
+            rebuilt.push_str(&text[at..a]);
+            rebuilt.push_str(c["after"].as_str().unwrap());
+            at = b;
+        }
+        rebuilt.push_str(&text[at..]);
+        assert_eq!(rebuilt, out);
+        v["changed"].as_array().unwrap().iter().map(|c| (c["start"].as_u64().unwrap(), c["end"].as_u64().unwrap())).collect::<Vec<_>>()
+    };
+    let v = edit(&["--rewrite", "2", "--seed", "1"]);
+    let spans = outside_same(&v);
+    let (s2, e2) = (22u64, 46u64); // "Mia saw a big dog there!"
+    assert_eq!(&text[s2 as usize..e2 as usize], "Mia saw a big dog there!");
+    assert!(spans.iter().all(|&(a, b)| a >= s2 && b <= e2), "only sentence 2 changes: {spans:?}");
+    assert!(v["text"].as_str().unwrap().starts_with("Tom went to the park. "));
+    assert!(v["text"].as_str().unwrap().ends_with("\nThey played all day.\n"));
+    let v = edit(&["--chars", "32..39", "--seed", "2"]); // "big dog", tokens " big" " dog" (31..39)
+    assert!(v["remasked"].as_u64().unwrap() >= 2);
+    let spans = outside_same(&v);
+    assert!(spans.iter().all(|&(a, b)| a >= 31 && b <= 39), "only the tokens of chars 32..39: {spans:?}");
+    // --revise: every remasked token scored below the threshold, every other token kept.
+    let v = edit(&["--revise", "-3", "--rounds", "2", "--seed", "5"]);
+    outside_same(&v);
+    let rounds = v["rounds"].as_array().unwrap();
+    assert!(!rounds.is_empty());
+    for r in rounds {
+        for t in r["tokens"].as_array().unwrap() {
+            let lp = t["logprob"].as_f64().unwrap();
+            assert_eq!(t["remasked"].as_bool().unwrap(), lp < -3.0, "{t}");
+        }
+    }
+    let v = edit(&["--revise-fraction", "0.2"]);
+    let r = &v["rounds"][0];
+    let n = r["tokens"].as_array().unwrap().len();
+    assert_eq!(r["remasked"].as_u64().unwrap() as usize, (0.2 * n as f64).ceil() as usize);
+}
+
+#[test]
+fn bad_flags_are_one_line_errors() {
+    let b = s(bundle()).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.txt");
+    std::fs::write(&input, "Tom went to the park. Mia saw a dog.\n").unwrap();
+    let i = s(&input).to_string();
+    let (b, i) = (b.as_str(), i.as_str());
+    let g = |x: &[&'static str]| -> Vec<&str> {
+        [&["generate", "--checkpoint", b, "--prompt", "tom went.", "--mode", "masked"][..], x].concat()
+    };
+    let e = |x: &[&'static str]| -> Vec<&str> {
+        [&["edit", "--checkpoint", b, "--input", i, "--mode", "masked"][..], x].concat()
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (g(&["--block-length", "0"]), "--block-length"),
+        (g(&["--remasking", "best"]), "--remasking best"),
+        (g(&["--start", "noise"]), "--start noise"),
+        (g(&["--steps", "5", "--block-length", "4"]), "--steps 5"),
+        (g(&["--steps", "99999999"]), "--steps 99999999"),
+        (g(&["--temperature=-1"]), "--temperature"),
+        (g(&["--sampler", "ddim"]), "--sampler"),
+        (vec!["generate", "--checkpoint", b, "--prompt", "tom.", "--block-length", "4"], "--mode masked"),
+        (e(&["--chars", "9..2"]), "--chars 9..2"),
+        (e(&["--chars", "x"]), "--chars x"),
+        (e(&["--rewrite", "3..4"]), "--rewrite 3..4"),
+        (e(&["--revise", "2"]), "--revise 2"),
+        (e(&["--revise-fraction", "1.5"]), "--revise-fraction"),
+        (e(&["--revise", "-2", "--rounds", "0"]), "--rounds 0"),
+        (e(&["--rewrite", "1", "--revise", "-2"]), "exactly one"),
+        (e(&[]), "exactly one"),
+        (vec!["edit", "--checkpoint", b, "--input", i, "--chars", "1..3"], "--mode masked"),
+        (vec!["ab", "--checkpoint", b, "--prompts", i, "--arms", "masked@0,ar"], "KIND@STEPS"),
+    ];
+    let mut failures = Vec::new();
+    for (args, expect) in &cases {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let last = err.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or_default().to_string();
+        let ok = !out.status.success()
+            && !matches!(out.status.code(), Some(101 | 134))
+            && !err.contains("panicked")
+            && last.starts_with("error: ")
+            && last.contains(expect);
+        if !ok {
+            failures.push(format!("{args:?}: exit {:?}, stderr {err:?}", out.status.code()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
