@@ -105,7 +105,7 @@ fn seeded_generation_is_reproducible_and_templates_keep_their_text() {
     }
     let v = generate(&["--template", "tom went to the [MASK:3] and [MASK:2] played.", "--show-steps", "4"]);
     let text = v["samples"][0]["text"].as_str().unwrap();
-    assert!(text.starts_with("tom went to the") && text.contains(" and ") && text.ends_with(" played."), "{text}");
+    assert!(text.starts_with("tom went to the") && text.contains(" and") && text.ends_with(" played."), "{text}");
     let steps = v["show_steps"].as_array().unwrap();
     assert_eq!(steps.len(), 4, "16 steps shown every 4");
     assert!(steps[0]["text"].as_str().unwrap().contains('_'), "masks show as _ early on: {}", steps[0]);
@@ -135,7 +135,12 @@ fn edits_change_only_what_they_remask() {
         }
         rebuilt.push_str(&text[at..]);
         assert_eq!(rebuilt, out);
-        v["changed"].as_array().unwrap().iter().map(|c| (c["start"].as_u64().unwrap(), c["end"].as_u64().unwrap())).collect::<Vec<_>>()
+        v["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["start"].as_u64().unwrap(), c["end"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
     };
     let v = edit(&["--rewrite", "2", "--seed", "1"]);
     let spans = outside_same(&v);
@@ -214,4 +219,63 @@ fn bad_flags_are_one_line_errors() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn init_from_ar_copies_the_ar_model_and_refuses_a_mismatch() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(test_config()).unwrap();
+    let at = text.find("[masked.model]").unwrap();
+    let head = format!("{}[masked]\ninit_from_ar = true\n\n", &text[..at]);
+    let same = format!("{head}{}", text[at..].replacen("n_heads = 4", "n_heads = 2", 1));
+    let (cfg_same, cfg_bad) = (dir.path().join("same.toml"), dir.path().join("bad.toml"));
+    std::fs::write(&cfg_same, same).unwrap();
+    std::fs::write(&cfg_bad, format!("{head}{}", &text[at..])).unwrap();
+    let out = dir.path().join("b");
+    copy_dir(&f.bundle.join("ar"), &out.join("ar"));
+    std::fs::copy(f.bundle.join("tokenizer.json"), out.join("tokenizer.json")).unwrap();
+    let args = |cfg: &Path| -> Vec<String> {
+        [
+            "train",
+            "masked",
+            "--config",
+            s(cfg),
+            "--data",
+            s(&f.data),
+            "--out",
+            s(&out),
+            "--device",
+            "cpu",
+            "--max-steps",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let bad = run(&args(&cfg_bad).iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("init_from_ar") && err.contains("2 heads"), "{err}");
+    assert!(!out.join("masked").exists(), "a refused run writes nothing");
+    let ok = run(&args(&cfg_same).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let read = |p: PathBuf| -> std::collections::HashMap<String, tch::Tensor> {
+        tch::Tensor::read_safetensors(p).unwrap().into_iter().collect()
+    };
+    let (ar, m) = (read(out.join("ar/model.safetensors")), read(out.join("masked/model.safetensors")));
+    // One AdamW step (lr 5e-3 at most) from the ar weights: every copied tensor stays within 0.01.
+    let v = ar["wte.weight"].size()[0];
+    let close = |a: &tch::Tensor, b: &tch::Tensor| (a - b).abs().max().double_value(&[]) < 0.01;
+    assert!(close(&ar["wte.weight"], &m["wte.weight"].narrow(0, 0, v)));
+    assert_eq!(m["wte.weight"].size()[0], v + 1, "one more row: the mask");
+    assert!(close(&ar["wpe.weight"].narrow(0, 0, 32), &m["wpe.weight"]));
+    assert!(close(&ar["blocks.1.mlp.fc2.weight"], &m["blocks.1.mlp.fc2.weight"]));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
 }

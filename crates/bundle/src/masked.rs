@@ -64,7 +64,6 @@ impl ModelConfig for MaskedModel {
         let m = &self.model;
         crate::format::table(m.vocab_size + 1, m.d_model)
             .saturating_add(crate::format::table(m.seq_len, m.d_model))
-            .saturating_add(crate::format::table(m.vocab_size, m.d_model))
             .saturating_add(crate::format::blocks_min_parameters(m.n_layers, m.d_model, m.d_ff))
     }
 }

@@ -126,9 +126,9 @@ pub fn masked_overrides(a: &crate::args::MaskedArgs) -> Result<plandiff_pipeline
     }
     let start = match a.start.as_deref() {
         None => None,
-        Some(s) => Some(
-            plandiff_masked::Start::parse(s).ok_or_else(|| anyhow::anyhow!("--start {s}: use mask or random"))?,
-        ),
+        Some(s) => {
+            Some(plandiff_masked::Start::parse(s).ok_or_else(|| anyhow::anyhow!("--start {s}: use mask or random"))?)
+        }
     };
     Ok(plandiff_pipeline::MaskedOverrides {
         block_length: a.block_length,

@@ -41,14 +41,17 @@ impl MaskedLmConfig {
 #[derive(Debug)]
 pub struct MaskedLm {
     cfg: MaskedLmConfig,
-    emb: nn::Embedding,
-    pos: LearnedPositions,
+    /// `(vocab_size + 1, D)`: the tokens, then the mask; the output head is tied to the
+    /// tokens' rows.
+    wte: nn::Embedding,
+    wpe: LearnedPositions,
     blocks: Vec<Block>,
     norm_f: Norm,
-    head: nn::Linear,
 }
 
 impl MaskedLm {
+    /// The same tensor names and shapes as the decoder's plain AR model (`wte` with one more
+    /// row, `wpe`, `blocks`, `norm_f`), so training can start from it (Dream, DiffuLLaMA).
     pub fn new(p: nn::Path, cfg: &MaskedLmConfig) -> Self {
         let d = cfg.d_model;
         let bc = BlockConfig {
@@ -62,11 +65,10 @@ impl MaskedLm {
         };
         let emb_cfg = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
         Self {
-            emb: nn::embedding(&p / "wte", cfg.vocab_size + 1, d, emb_cfg),
-            pos: LearnedPositions::new(&p / "wpe", cfg.seq_len, d),
+            wte: nn::embedding(&p / "wte", cfg.vocab_size + 1, d, emb_cfg),
+            wpe: LearnedPositions::new(&p / "wpe", cfg.seq_len, d),
             blocks: (0..cfg.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect(),
             norm_f: Norm::new(&p / "norm_f", cfg.norm, d),
-            head: nn::linear(&p / "head", d, cfg.vocab_size, InitStd::default().linear(0.02)),
             cfg: cfg.clone(),
         }
     }
@@ -76,24 +78,30 @@ impl MaskedLm {
     }
 
     pub fn device(&self) -> tch::Device {
-        self.emb.ws.device()
+        self.wte.ws.device()
     }
 
     /// # Shapes
     /// - `ids`: `(B, L)` int64 in `0..=vocab_size` (`vocab_size` is the mask), `L <= seq_len`.
     ///   Returns logits `(B, L, vocab_size)`: the mask is never predicted.
+    ///
+    /// Position `i`'s logits come from the hidden state at `i - 1` (Dream's shift, so an AR
+    /// model's next-token head keeps its meaning when training starts from it); position 0
+    /// (`<bos>`, always given) reads its own.
     pub fn forward(&self, ids: &Tensor, train: bool) -> Tensor {
         let l = ids.size().last().copied().unwrap_or(0);
         let pos = Tensor::arange(l, (Kind::Int64, ids.device()));
         let mut h = plandiff_layers::dropout(
-            self.emb.forward(ids) + self.pos.forward(&pos).unsqueeze(0),
+            self.wte.forward(ids) + self.wpe.forward(&pos).unsqueeze(0),
             self.cfg.dropout,
             train,
         ); // (B, L, D)
         for block in &self.blocks {
             h = block.forward(&h, AttnMask::None, None, None, train);
         }
-        self.head.forward(&self.norm_f.forward(&h))
+        let h = self.norm_f.forward(&h);
+        let h = Tensor::cat(&[h.narrow(1, 0, 1), h.narrow(1, 0, l - 1)], 1); // (B, L, D), shifted
+        h.matmul(&self.wte.ws.narrow(0, 0, self.cfg.vocab_size).tr()) // (B, L, V)
     }
 }
 

@@ -17,8 +17,8 @@ pub mod text;
 
 pub use ar::ArGenerator;
 pub use diffusion::DiffusionGenerator;
-pub use masked::{MaskedEdit, MaskedGenerator};
 pub use hybrid::{Edit, HybridGenerator, PlanSlot, RewrittenSentence};
+pub use masked::{MaskedEdit, MaskedGenerator};
 pub use mode::{
     find_mode, mode_names, Detail, Event, GenOptions, GenRequest, Generation, Generator, MaskedOverrides, Mode,
     PlanOverrides,

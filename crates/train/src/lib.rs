@@ -29,8 +29,13 @@ pub use stages::{EvalRequest, Stage, StageEval};
 
 /// Every stage, in training order (also export's: the planner records the fingerprint of the
 /// autoencoder exported before it). A new stage is a module above and one line here.
-pub static STAGES: &[&dyn Stage] =
-    &[&ar::ArStage, &autoencoder::AutoencoderStage, &planner::PlannerStage, &diffusion::DiffusionStage, &masked::MaskedStage];
+pub static STAGES: &[&dyn Stage] = &[
+    &ar::ArStage,
+    &autoencoder::AutoencoderStage,
+    &planner::PlannerStage,
+    &diffusion::DiffusionStage,
+    &masked::MaskedStage,
+];
 pub use trainer::{TrainArgs, TrainEnd, TrainReport};
 
 #[derive(Debug, thiserror::Error)]

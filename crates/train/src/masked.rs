@@ -86,6 +86,11 @@ impl Stage for MaskedStage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaskedSection {
+    /// Start from the bundle's `ar` model (same d_model, layers, heads, d_ff, norm; a context
+    /// of at least seq_len): its embeddings, positions, blocks and final norm, attention made
+    /// bidirectional (as Dream and DiffuLLaMA start from AR models). Train `ar` first.
+    #[serde(default)]
+    pub init_from_ar: bool,
     pub model: MaskedLmSection,
     pub objective: MaskedObjective,
     pub sampling: MaskedSamplingDefaults,
@@ -269,6 +274,7 @@ impl StageRunner for MaskedRunner {
 pub fn train_masked(args: TrainArgs) -> Result<TrainReport> {
     let section = fresh_section::<MaskedSection>(&args, KIND)?;
     let setup = setup_run::<MaskedModel>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
+    let init_from_ar = section.as_ref().is_some_and(|s| s.init_from_ar);
     let config = match (&setup.resumed, section) {
         (Some(c), _) => c.model.clone(),
         (None, Some(s)) => s.model(setup.tokenizer.vocab_size() as i64)?,
@@ -282,12 +288,15 @@ pub fn train_masked(args: TrainArgs) -> Result<TrainReport> {
             args.data.display()
         )));
     }
-    let valid =
-        PackedRows::open(&args.data, "valid", &setup.tokenizer, seq_len).ok().filter(|v| !v.starts.is_empty());
+    let valid = PackedRows::open(&args.data, "valid", &setup.tokenizer, seq_len).ok().filter(|v| !v.starts.is_empty());
     let sampler = WindowSampler::over(train.starts.len(), setup.state.seed)?;
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
     let model = MaskedLm::new(vs.root(), &config.model);
+    if init_from_ar && setup.resumed.is_none() {
+        let n = init_from_ar_model(&vs, &setup.bundle, &config.model)?;
+        tracing::info!(tensors = n, "masked model initialized from {}", setup.bundle.stage_dir("ar").display());
+    }
     let tc = setup.state.train.clone();
     let mut runner = MaskedRunner {
         model,
@@ -301,6 +310,50 @@ pub fn train_masked(args: TrainArgs) -> Result<TrainReport> {
         device: args.device,
     };
     run_loop(&mut runner, setup, vs, &args)
+}
+
+/// Copies the bundle's `ar` weights into the masked model: `wte` into its first
+/// `vocab_size` rows (the mask's row keeps its fresh value), the first `seq_len` rows of
+/// `wpe`, and every block and the final norm. Returns the number of tensors copied.
+fn init_from_ar_model(vs: &nn::VarStore, bundle: &Bundle, m: &MaskedLmConfig) -> Result<usize> {
+    let fix = "train `ar` into the same --out first with the masked model's d_model, n_layers, n_heads, d_ff and norm, or set init_from_ar = false";
+    if !bundle.has_stage("ar") {
+        return Err(TrainError::Invalid(format!(
+            "[masked] init_from_ar: {} has no ar model; {fix}",
+            bundle.root().display()
+        )));
+    }
+    let ar = bundle.read_config("ar")?.model;
+    let same = (ar.vocab_size, ar.d_model, ar.n_layers, ar.n_heads, ar.d_ff, ar.norm)
+        == (m.vocab_size, m.d_model, m.n_layers, m.n_heads, m.d_ff, m.norm);
+    if !same || ar.plan.is_some() || ar.max_seq_len < m.seq_len {
+        return Err(TrainError::Invalid(format!(
+            "[masked] init_from_ar: the ar model (d_model {}, {} layers, {} heads, d_ff {}, context {}) does not fit [masked.model] (d_model {}, {} layers, {} heads, d_ff {}, seq_len {}); {fix}",
+            ar.d_model, ar.n_layers, ar.n_heads, ar.d_ff, ar.max_seq_len, m.d_model, m.n_layers, m.n_heads, m.d_ff, m.seq_len
+        )));
+    }
+    let vars = vs.variables();
+    let mut copied = 0;
+    tch::no_grad(|| -> Result<()> {
+        for (name, src) in plandiff_bundle::read_weights(&bundle.weights_path("ar"))? {
+            let dst = vars.get(&name).ok_or_else(|| {
+                TrainError::Invalid(format!("[masked] init_from_ar: the masked model has no tensor `{name}`; {fix}"))
+            })?;
+            let dst = if name == "wte.weight" { dst.narrow(0, 0, m.vocab_size) } else { dst.shallow_clone() };
+            let src = if name == "wpe.weight" { src.narrow(0, 0, m.seq_len) } else { src };
+            if dst.size() != src.size() {
+                return Err(TrainError::Invalid(format!(
+                    "[masked] init_from_ar: `{name}` is {:?} in the ar model and {:?} here; {fix}",
+                    src.size(),
+                    dst.size()
+                )));
+            }
+            dst.shallow_clone().copy_(&src.to_kind(dst.kind()));
+            copied += 1;
+        }
+        Ok(())
+    })?;
+    Ok(copied)
 }
 
 /// `plandiff eval --stage masked`.

@@ -49,8 +49,7 @@ fn committed_tokens_never_change_and_later_blocks_wait_their_turn() {
     let m = MaskedLm::new(vs.root(), &tiny());
     let known: Vec<Option<i64>> = (0..14).map(|i| (i < 2).then_some(i as i64 + 1)).collect();
     for remasking in STRATEGIES {
-        let opts =
-            MaskedSampling { steps: 12, block_length: Some(4), remasking, temperature: 1.0, start: Start::Mask };
+        let opts = MaskedSampling { steps: 12, block_length: Some(4), remasking, temperature: 1.0, start: Start::Mask };
         let mut seen: Vec<Vec<i64>> = Vec::new();
         let out = sample_masked(
             &problem(&known, 3),
@@ -116,12 +115,18 @@ fn seeded_and_banned_tokens_respected() {
 fn bad_settings_are_errors_that_name_the_flag() {
     let known = vec![Some(1), None, None, None, None, None];
     let f = |x: &Tensor| Tensor::zeros([x.size()[0], x.size()[1], V], (Kind::Float, Device::Cpu));
-    let opts =
-        MaskedSampling { steps: 5, block_length: Some(2), remasking: Remasking::Random, temperature: 0.0, start: Start::Mask };
+    let opts = MaskedSampling {
+        steps: 5,
+        block_length: Some(2),
+        remasking: Remasking::Random,
+        temperature: 0.0,
+        start: Start::Mask,
+    };
     let e = sample_masked(&problem(&known, 1), &opts, f, draws(0), |_, _| {}).unwrap_err();
     assert!(e.to_string().contains("--steps 5") && e.to_string().contains("try --steps 6"), "{e}");
-    let e = sample_masked(&problem(&known, 1), &MaskedSampling { block_length: Some(0), ..opts }, f, draws(0), |_, _| {})
-        .unwrap_err();
+    let e =
+        sample_masked(&problem(&known, 1), &MaskedSampling { block_length: Some(0), ..opts }, f, draws(0), |_, _| {})
+            .unwrap_err();
     assert_eq!(e, SampleError::BlockLength);
     let e = sample_masked(&problem(&known, 1), &MaskedSampling { temperature: -1.0, ..opts }, f, draws(0), |_, _| {})
         .unwrap_err();

@@ -91,12 +91,14 @@ impl MaskedGenerator {
         if sents.is_empty() {
             return Err(PipelineError::Invalid("the text is empty; give a text to edit".into()));
         }
-        let mut d = Doc { text, ids: vec![sp.bos as i64], sentence: vec![None], bytes: vec![(0, 0)], sentences: vec![] };
+        let mut d =
+            Doc { text, ids: vec![sp.bos as i64], sentence: vec![None], bytes: vec![(0, 0)], sentences: vec![] };
         for (k, s) in sents.iter().enumerate() {
             let off = s.as_ptr() as usize - text.as_ptr() as usize;
             let spaced = format!(" {s}");
             let toks = self.tokenizer.encode(&spaced)?;
-            let pieces = toks.iter().map(|&t| self.tokenizer.decode(&[t])).collect::<plandiff_data::Result<Vec<_>>>()?;
+            let pieces =
+                toks.iter().map(|&t| self.tokenizer.decode(&[t])).collect::<plandiff_data::Result<Vec<_>>>()?;
             let joined: String = pieces.concat();
             let aligned = joined.len() == spaced.len() && (joined == spaced || joined == spaced.to_lowercase());
             // Byte `c` of " {s}" is byte `off + c - 1` of the input (its leading space is not).

@@ -95,8 +95,7 @@ impl MaskedGenerator {
         let p = Problem { known, rows, mask_id: self.mask_id(), banned, device: self.device };
         tch::manual_seed((seed & (i64::MAX as u64)) as i64);
         let uniform = |shape: &[i64]| Tensor::rand(shape, (Kind::Double, Device::Cpu)).clamp(1e-12, 1.0 - 1e-12);
-        sample_masked(&p, opts, |x| self.logits(x), uniform, on_step)
-            .map_err(|e| PipelineError::Invalid(e.to_string()))
+        sample_masked(&p, opts, |x| self.logits(x), uniform, on_step).map_err(|e| PipelineError::Invalid(e.to_string()))
     }
 
     /// A sequence as a reader follows the denoising: text, with `_` for each masked position.
