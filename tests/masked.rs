@@ -208,7 +208,7 @@ fn bad_flags_are_one_line_errors() {
     for (args, expect) in &cases {
         let out = run(args);
         let err = String::from_utf8_lossy(&out.stderr).to_string();
-        let last = err.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or_default().to_string();
+        let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default().to_string();
         let ok = !out.status.success()
             && !matches!(out.status.code(), Some(101 | 134))
             && !err.contains("panicked")
