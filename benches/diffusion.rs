@@ -1,6 +1,6 @@
-//! Pure-diffusion generation speed against AR generation of the same length with a
-//! same-size model (the architectures of `configs/tiny.toml`, random weights: speed does not
-//! depend on what the weights learned).
+//! Pure-diffusion and masked-diffusion generation speed against AR generation of the same
+//! length with a same-size model (the architectures of `configs/tiny.toml`, random weights:
+//! speed does not depend on what the weights learned).
 //!
 //! Diffusion writes all L positions at once, each step one forward pass over L positions;
 //! AR writes L tokens one by one with the KV cache.
@@ -11,7 +11,9 @@ mod common;
 use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor, SamplingConfig};
 use plandiff_diffusion::SamplerKind;
 use plandiff_embedding::{sample_tokens, Rounding, TextDiffusion, TextSampling};
+use plandiff_masked::{sample_masked, MaskedLm, MaskedSampling, Problem, Remasking, Start};
 use plandiff_train::diffusion::DiffusionSection;
+use plandiff_train::masked::MaskedSection;
 use plandiff_train::RunConfig;
 use std::time::Instant;
 use tch::{nn, Device};
@@ -33,6 +35,7 @@ fn main() {
     );
     println!("| L | steps | diffusion (s) | diffusion tokens/s | AR (s) | AR tokens/s | AR / diffusion speed |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let mut ar_times = Vec::new();
     for l in [64i64, 128] {
         let mut cfg = d.model.config(4096);
         cfg.seq_len = l;
@@ -84,5 +87,61 @@ fn main() {
             let n = (l - 1) as f64;
             println!("| {l} | {steps} | {s:.3} | {:.0} | {ar_s:.3} | {:.0} | {:.1}x |", n / s, n / ar_s, s / ar_s);
         }
+        ar_times.push((l, ar_s));
     }
+    masked(&rc, &ar_times, reps);
+}
+
+/// Masked diffusion (LLaDA's sampler, blocks of 32, low-confidence remasking) at 32, 64 and
+/// 128 steps against the same AR times.
+fn masked(rc: &RunConfig, ar_times: &[(i64, f64)], reps: usize) {
+    let s: MaskedSection = rc.section("masked").expect("[masked]");
+    let mut cfg = s.model(4096).expect("masked model").model;
+    println!(
+        "\nmasked: d_model {}, {} layers, {} positions (configs/tiny.toml); blocks of 32, low_confidence, temperature 1",
+        cfg.d_model, cfg.n_layers, cfg.seq_len
+    );
+    println!("| L | steps | masked (s) | masked tokens/s | AR tokens/s | AR / masked speed |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for &(l, ar_s) in ar_times {
+        cfg.seq_len = l;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = MaskedLm::new(vs.root(), &cfg);
+        let mut known = vec![None; l as usize];
+        known[0] = Some(0);
+        for steps in [32usize, 64, 128] {
+            let opts = MaskedSampling {
+                steps: steps.max(4),
+                block_length: Some(32),
+                remasking: Remasking::LowConfidence,
+                temperature: 1.0,
+                start: Start::Mask,
+            };
+            if sample_masked(&problem(&known, cfg.mask_id()), &opts, |x| m.forward(x, false), uniform, |_, _| {})
+                .is_err()
+            {
+                continue; // steps not a multiple of the blocks at this length
+            }
+            let t = common::median(
+                (0..reps)
+                    .map(|_| {
+                        let t0 = Instant::now();
+                        let p = problem(&known, cfg.mask_id());
+                        let _ = sample_masked(&p, &opts, |x| m.forward(x, false), uniform, |_, _| {});
+                        t0.elapsed().as_secs_f64()
+                    })
+                    .collect(),
+            );
+            let n = (l - 1) as f64;
+            println!("| {l} | {steps} | {t:.3} | {:.0} | {:.0} | {:.1}x |", n / t, n / ar_s, t / ar_s);
+        }
+    }
+}
+
+fn problem(known: &[Option<i64>], mask_id: i64) -> Problem<'_> {
+    Problem { known, rows: 1, mask_id, banned: &[], device: Device::Cpu }
+}
+
+fn uniform(shape: &[i64]) -> tch::Tensor {
+    tch::Tensor::rand(shape, (tch::Kind::Double, Device::Cpu)).clamp(1e-12, 1.0 - 1e-12)
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the shipped bundle (checkpoints/tiny, trained by scripts/train_shipped.sh) writes
 # a 12-sentence story from one prompt in hybrid mode (plan, then write; the plan shown), then
-# the same prompt in ar mode, with timings. Nothing is trained here.
+# the same prompt in ar mode, with timings; then masked diffusion writes a few sentences with
+# its denoising steps shown and revises its own weakest words. Nothing is trained here.
 #
 #   scripts/demo.sh [PROMPT]          # PLANDIFF_CHECKPOINT=DIR to use another bundle
 set -euo pipefail
@@ -35,3 +36,18 @@ echo "== plandiff generate --mode ar --sentences $SENTENCES --no-eos --seed $SEE
 t2=$(now)
 echo
 echo "wall time, model load included: hybrid $(secs "$t0" "$t1") s, ar $(secs "$t1" "$t2") s on $(nproc) CPU cores"
+
+if [[ -f "$CKPT/masked/config.json" ]]; then
+  MASKED_OUT=$(mktemp)
+  trap 'rm -f "$MASKED_OUT"' EXIT
+  echo
+  echo "== plandiff generate --mode masked --max-tokens 48 --steps 48 --show-steps 8 --seed $SEED =="
+  echo "   (masked diffusion: all 48 positions start as masks (_); each step commits the most confident)"
+  "$BIN" generate --checkpoint "$CKPT" --mode masked --prompt "$PROMPT" --max-tokens 48 --steps 48 \
+    --block-length 48 --no-eos --show-steps 8 --seed "$SEED" | tee "$MASKED_OUT"
+  tail -n 1 "$MASKED_OUT" > "$MASKED_OUT.txt"
+  echo
+  echo "== plandiff edit --mode masked --revise-fraction 0.15 --rounds 2 (the text above; its weakest words remasked and rewritten) =="
+  "$BIN" edit --checkpoint "$CKPT" --mode masked --input "$MASKED_OUT.txt" --revise-fraction 0.15 --rounds 2 --seed "$SEED"
+  rm -f "$MASKED_OUT.txt"
+fi

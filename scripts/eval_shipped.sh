@@ -3,13 +3,15 @@
 # `eval` and `ab`, on TinyStories' validation file (valid.txt, lowercased by the bundle's
 # tokenizer; none of it is in the training file):
 #   1. valid.txt in the bundle's tokenizer, every document held out (--valid-fraction 1)
-#   2. eval --stage ar | autoencoder | planner | diffusion  -> OUT/eval-<stage>.json
+#   2. eval --stage ar | autoencoder | planner | diffusion | masked  -> OUT/eval-<stage>.json
 #   3. 100 prompts from valid.txt; ab hybrid vs ar, 8 sentences, 4 samples each -> OUT/ab/
 #      (judge: the bundle's own ar model, which favours the ar arm: its samples are that
 #      model's own likely text)
 #   4. the same A/B judged by an independent judge -> OUT/ab-judge/: an ar model trained by the
 #      shipped recipe with another seed (seed 7) into runs/judge (resumable; about 17 min on
 #      two CPU cores). NO_JUDGE=1 skips it; JUDGE=DIR uses another bundle.
+#   5. the modes side by side on the same prompts: masked at 32, 64 and 128 steps against
+#      Gaussian diffusion (200 steps) and ar -> OUT/ab-modes/ (NO_MODES=1 skips it)
 #
 #   scripts/eval_shipped.sh            # PLANDIFF_CHECKPOINT=DIR evaluates another bundle
 set -euo pipefail
@@ -29,7 +31,7 @@ if [[ ! -f "$OUT/valid/stats.json" ]]; then
   "$BIN" --log-level warn prepare --input "$VALID" --tokenizer "$CKPT/tokenizer.json" --lowercase \
     --valid-fraction 1 --out "$OUT/valid"
 fi
-for stage in ar autoencoder planner diffusion; do
+for stage in ar autoencoder planner diffusion masked; do
   echo "== plandiff eval --stage $stage --checkpoint $CKPT --data $OUT/valid"
   "$BIN" --log-level warn eval --stage "$stage" --checkpoint "$CKPT" --data "$OUT/valid" --json > "$OUT/eval-$stage.json"
   "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d.get("result", d); print(json.dumps({k: v for k, v in r.items() if not isinstance(v, (list, dict))}))' "$OUT/eval-$stage.json"
@@ -57,5 +59,12 @@ if [[ -z "${NO_JUDGE:-}" ]]; then
   echo "== plandiff ab --arms hybrid,ar --judge $JUDGE"
   "$BIN" --log-level warn ab --checkpoint "$CKPT" --prompts "$OUT/prompts.jsonl" --arms hybrid,ar \
     --samples 4 --sentences 8 --seed 0 --judge "$JUDGE" --out "$OUT/ab-judge" | tee "$OUT/ab-judge.md"
+fi
+if [[ -z "${NO_MODES:-}" ]]; then
+  J=(); [[ -n "${JUDGE:-}" && -z "${NO_JUDGE:-}" ]] && J=(--judge "$JUDGE")
+  echo "== plandiff ab --arms masked@64,masked@32,masked@128,diffusion,ar ${J[*]}"
+  "$BIN" --log-level warn ab --checkpoint "$CKPT" --prompts "$OUT/prompts.jsonl" \
+    --arms masked@64,masked@32,masked@128,diffusion,ar --samples 4 --sentences 8 --seed 0 "${J[@]}" \
+    --out "$OUT/ab-modes" | tee "$OUT/ab-modes.md"
 fi
 echo "wall time: $(( $(date +%s) - START )) s; results in $OUT"

@@ -85,12 +85,17 @@ def main():
     with open(os.path.join(ROOT, "tests/fixtures/test.toml"), "rb") as f:
         toml = f.read()
     prompts = b'{"prompt": "once upon a time, tom had a ball.", "reference": "he played all day. he was happy."}\n'
+    masked_gen = ["generate", "--checkpoint", bundle, "--mode", "masked", "--prompt", "hi.", "--max-tokens", "4",
+                  "--steps", "4"]
     targets = [
         ("ar/model.safetensors", ["generate", "--checkpoint", bundle, "--prompt", "hi.", "--max-tokens", "4"]),
         ("ar/config.json", ["generate", "--checkpoint", bundle, "--prompt", "hi.", "--max-tokens", "4"]),
         ("planner/config.json", ["info", "--checkpoint", bundle]),
         ("diffusion/model.safetensors", ["info", "--checkpoint", bundle]),
         ("tokenizer.json", ["info", "--checkpoint", bundle]),
+        ("masked/config.json", masked_gen),
+        ("masked/model.safetensors", masked_gen),
+        ("edit-text", None),
         ("run.toml", None),
         ("prompts.jsonl", None),
         ("template", None),
@@ -115,12 +120,21 @@ def main():
             args = ["ab", "--checkpoint", bundle, "--prompts", path, "--arms", "ar,diffusion", "--samples", "1",
                     "--sentences", "1", "--max-tokens", "8", "--resamples", "10", "--out", os.path.join(work, "ab")]
             restore = None
+        elif name == "edit-text":
+            path = os.path.join(work, "edit.txt")
+            with open(path, "wb") as f:
+                f.write(mutate(b"Tom had a red ball. He played with it all day!\nThe end.\n", rng))
+            args = ["edit", "--checkpoint", bundle, "--mode", "masked", "--input", path, "--revise-fraction", "0.3",
+                    "--rounds", "2"]
+            restore = None
         elif name == "template":
             t = mutate(b"once upon a time [MASK:6] the end.", rng).decode("utf-8", "replace").replace("\0", "")
             args = ["generate", "--checkpoint", bundle, "--mode", "diffusion", "--steps", "5", "--template", t]
             restore = None
         else:
             path = os.path.join(bundle, name)
+            if not os.path.exists(path):
+                continue  # a bundle without this stage
             with open(path, "rb") as f:
                 restore = f.read()
             with open(path, "wb") as f:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Recipe of the shipped bundle (issue 6): every stage of configs/shipped.toml trained with
+# Recipe of the shipped bundle (issues 6 and 16): every stage of configs/shipped.toml trained with
 # plandiff's own commands on TinyStories (../shared/data/tinystories/train_lowercase.txt),
 # evaluated, and exported in fp16 to checkpoints/tiny. Each stage resumes where an earlier run
 # of this script stopped (Ctrl-C is safe), so the hours it takes on two CPU cores can be
@@ -32,7 +32,7 @@ START=$(date +%s)
 if [[ ! -f "$RUN/data/stats.json" ]]; then
   "$BIN" prepare --input "$CORPUS" --out "$RUN/data" --vocab-size "$VOCAB" --lowercase
 fi
-for stage in ar autoencoder planner diffusion; do
+for stage in ar autoencoder planner diffusion masked; do
   if [[ -f "$RUN/bundle/$stage/trainer_state.json" ]]; then
     "$BIN" train "$stage" --data "$RUN/data" --out "$RUN/bundle" --resume "${EXTRA[@]}"
   else
@@ -40,7 +40,7 @@ for stage in ar autoencoder planner diffusion; do
   fi
 done
 echo "== evaluation (validation split)"
-for stage in ar autoencoder planner diffusion; do
+for stage in ar autoencoder planner diffusion masked; do
   "$BIN" --log-level warn eval --stage "$stage" --checkpoint "$RUN/bundle" --data "$RUN/data" --device "$DEVICE"
 done
 rm -rf "$OUT"

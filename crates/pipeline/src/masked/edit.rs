@@ -94,7 +94,11 @@ impl MaskedGenerator {
         let mut d =
             Doc { text, ids: vec![sp.bos as i64], sentence: vec![None], bytes: vec![(0, 0)], sentences: vec![] };
         for (k, s) in sents.iter().enumerate() {
-            let off = s.as_ptr() as usize - text.as_ptr() as usize;
+            // The splitter returns slices of the text: a sentence's offset is its distance.
+            let off = (s.as_ptr() as usize)
+                .checked_sub(text.as_ptr() as usize)
+                .filter(|&o| o + s.len() <= text.len())
+                .ok_or_else(|| PipelineError::Invalid("internal: a sentence outside the text".into()))?;
             let spaced = format!(" {s}");
             let toks = self.tokenizer.encode(&spaced)?;
             let pieces =
