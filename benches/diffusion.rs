@@ -111,7 +111,7 @@ fn masked(rc: &RunConfig, ar_times: &[(i64, f64)], reps: usize) {
         known[0] = Some(0);
         for steps in [32usize, 64, 128] {
             let opts = MaskedSampling {
-                steps: steps.max(4),
+                steps,
                 block_length: Some(32),
                 remasking: Remasking::LowConfidence,
                 temperature: 1.0,

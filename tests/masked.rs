@@ -188,7 +188,7 @@ fn bad_flags_are_one_line_errors() {
         (g(&["--block-length", "0"]), "--block-length"),
         (g(&["--remasking", "best"]), "--remasking best"),
         (g(&["--start", "noise"]), "--start noise"),
-        (g(&["--steps", "5", "--block-length", "4"]), "--steps 5"),
+        (g(&["--steps", "5", "--block-length", "4"]), "--steps 5 must be at least the 7 blocks"),
         (g(&["--steps", "99999999"]), "--steps 99999999"),
         (g(&["--temperature=-1"]), "--temperature"),
         (g(&["--sampler", "ddim"]), "--sampler"),

@@ -2,8 +2,9 @@
 //! fill (a continuation after a prompt, or `[MASK:n]` spans of a template):
 //!
 //! - The positions to fill are split, in order, into blocks of `block_length` (semi-
-//!   autoregressive decoding); `steps` are divided equally among the blocks, and a position
-//!   beyond the current block is never committed before its block.
+//!   autoregressive decoding); `steps` are divided equally among the blocks (the first blocks
+//!   take one more when they do not divide evenly), and a position beyond the current block
+//!   is never committed before its block.
 //! - At each step the model reads the committed tokens with every other position masked,
 //!   proposes a token for each (Gumbel-max in float64 at `temperature`; 0 is argmax), and the
 //!   `k` most confident positions of the block are committed, `k` from
@@ -74,8 +75,8 @@ pub struct MaskedSampling {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SampleError {
-    #[error("--steps {steps} must be a positive multiple of the {blocks} blocks of --block-length {block} over {fill} positions to fill (LLaDA divides steps equally among blocks); try --steps {suggest}")]
-    Steps { steps: usize, blocks: usize, block: usize, fill: usize, suggest: usize },
+    #[error("--steps {steps} must be at least the {blocks} blocks of --block-length {block} over {fill} positions to fill (each block takes at least one step); try --steps {blocks} or more, or a longer --block-length")]
+    Steps { steps: usize, blocks: usize, block: usize, fill: usize },
     #[error("--steps {0} is more than {MAX_STEPS}; steps beyond the positions to fill change nothing (one per position is LLaDA's best)")]
     TooManySteps(usize),
     #[error("--block-length must be >= 1")]
@@ -101,8 +102,10 @@ pub struct Problem<'a> {
     pub device: Device,
 }
 
-/// The blocks of positions to fill, and steps per block.
-fn blocks(fill: &[usize], opts: &MaskedSampling) -> Result<(Vec<Vec<usize>>, usize), SampleError> {
+/// The blocks of positions to fill, and the steps of each: `steps` divided equally (LLaDA);
+/// when the blocks do not divide them (their number follows the prompt's length), the first
+/// `steps % blocks` blocks take one step more.
+fn blocks(fill: &[usize], opts: &MaskedSampling) -> Result<Vec<(Vec<usize>, usize)>, SampleError> {
     let block = match opts.block_length {
         Some(0) => return Err(SampleError::BlockLength),
         Some(b) => b.min(fill.len()).max(1),
@@ -113,11 +116,11 @@ fn blocks(fill: &[usize], opts: &MaskedSampling) -> Result<(Vec<Vec<usize>>, usi
     if opts.steps > MAX_STEPS {
         return Err(SampleError::TooManySteps(opts.steps));
     }
-    if opts.steps == 0 || !opts.steps.is_multiple_of(n) {
-        let suggest = (opts.steps.div_ceil(n)).max(1) * n;
-        return Err(SampleError::Steps { steps: opts.steps, blocks: n, block, fill: fill.len(), suggest });
+    if opts.steps < n {
+        return Err(SampleError::Steps { steps: opts.steps, blocks: n, block, fill: fill.len() });
     }
-    Ok((blocks, opts.steps / n))
+    let (base, extra) = (opts.steps / n, opts.steps % n);
+    Ok(blocks.into_iter().enumerate().map(|(i, b)| (b, base + usize::from(i < extra))).collect())
 }
 
 /// Samples `p.rows` sequences; `logits_fn` maps `(B, L)` ids (masks included) to `(B, L, V)`
@@ -140,7 +143,7 @@ pub fn sample_masked(
     if allowed.is_empty() {
         return Err(SampleError::AllBanned);
     }
-    let (blocks, per_block) = blocks(&fill, opts)?;
+    let blocks = blocks(&fill, opts)?;
     tch::no_grad(|| {
         let row: Vec<i64> = p.known.iter().map(|k| k.unwrap_or(p.mask_id)).collect();
         let mut x = Tensor::from_slice(&row).view([1, l]).repeat([b, 1]).to_device(p.device);
@@ -159,11 +162,11 @@ pub fn sample_masked(
         }
         let ban = Tensor::from_slice(&ban).to_device(p.device);
         let mut step = 0;
-        for block in &blocks {
+        for (block, per_block) in &blocks {
             let mut in_block = vec![false; l as usize];
             block.iter().for_each(|&i| in_block[i] = true);
             let in_block = Tensor::from_slice(&in_block).view([1, l]).to_device(p.device);
-            for k in num_transfer_tokens(block.len(), per_block) {
+            for k in num_transfer_tokens(block.len(), *per_block) {
                 if k > 0 {
                     let s = Step { x: &x, committed: &committed, in_block: &in_block, ban: &ban, k: k as i64 };
                     let (nx, nc) = s.run(p.mask_id, opts, &mut logits_fn, &mut uniform);

@@ -116,14 +116,18 @@ fn bad_settings_are_errors_that_name_the_flag() {
     let known = vec![Some(1), None, None, None, None, None];
     let f = |x: &Tensor| Tensor::zeros([x.size()[0], x.size()[1], V], (Kind::Float, Device::Cpu));
     let opts = MaskedSampling {
-        steps: 5,
+        steps: 2,
         block_length: Some(2),
         remasking: Remasking::Random,
         temperature: 0.0,
         start: Start::Mask,
     };
     let e = sample_masked(&problem(&known, 1), &opts, f, draws(0), |_, _| {}).unwrap_err();
-    assert!(e.to_string().contains("--steps 5") && e.to_string().contains("try --steps 6"), "{e}");
+    assert!(e.to_string().contains("--steps 2") && e.to_string().contains("the 3 blocks"), "{e}");
+    // Steps the blocks do not divide: the first blocks take one more (5 = 2 + 2 + 1).
+    let mut seen = 0;
+    let ok = sample_masked(&problem(&known, 1), &MaskedSampling { steps: 5, ..opts }, f, draws(0), |_, _| seen += 1);
+    assert!(ok.is_ok() && seen == 5);
     let e =
         sample_masked(&problem(&known, 1), &MaskedSampling { block_length: Some(0), ..opts }, f, draws(0), |_, _| {})
             .unwrap_err();
