@@ -163,12 +163,11 @@ pub fn sample_masked(
         let ban = Tensor::from_slice(&ban).to_device(p.device);
         let mut step = 0;
         for (block, per_block) in &blocks {
-            let mut in_block = vec![false; l as usize];
-            block.iter().for_each(|&i| in_block[i] = true);
-            let in_block = Tensor::from_slice(&in_block).view([1, l]).to_device(p.device);
+            let at: Vec<i64> = block.iter().map(|&i| i as i64).collect();
+            let at = Tensor::from_slice(&at).to_device(p.device);
             for k in num_transfer_tokens(block.len(), *per_block) {
                 if k > 0 {
-                    let s = Step { x: &x, committed: &committed, in_block: &in_block, ban: &ban, k: k as i64 };
+                    let s = Step { x: &x, committed: &committed, block: &at, ban: &ban, k: k as i64 };
                     let (nx, nc) = s.run(p.mask_id, opts, &mut logits_fn, &mut uniform);
                     (x, committed) = (nx, nc);
                 }
@@ -180,11 +179,13 @@ pub fn sample_masked(
     })
 }
 
-/// One denoising step over the current block.
+/// One denoising step over the current block: the float64 work (softmax, Gumbel draws,
+/// confidence) runs on the block's positions only.
 struct Step<'a> {
     x: &'a Tensor,
     committed: &'a Tensor,
-    in_block: &'a Tensor,
+    /// The block's positions `(nb,)`.
+    block: &'a Tensor,
     ban: &'a Tensor,
     k: i64,
 }
@@ -199,7 +200,7 @@ impl Step<'_> {
     ) -> (Tensor, Tensor) {
         let dev = self.x.device();
         let input = self.x.where_self(self.committed, &Tensor::from(mask_id).to_device(dev));
-        let logits = logits_fn(&input).to_kind(Kind::Double) + self.ban; // (B, L, V)
+        let logits = logits_fn(&input).index_select(1, self.block).to_kind(Kind::Double) + self.ban; // (B, nb, V)
         let logp = logits.log_softmax(-1, Kind::Double);
         let x0 = if opts.temperature == 0.0 {
             logits.argmax(-1, false)
@@ -207,12 +208,14 @@ impl Step<'_> {
             // Gumbel-max in float64: argmax(l + T g) = argmax(exp(l) / (-ln u)^T), LLaDA's form.
             let g = -(-uniform(&logits.size()).to_device(dev).to_kind(Kind::Double).log()).log();
             (&logits + g * opts.temperature).argmax(-1, false)
-        }; // (B, L)
+        }; // (B, nb)
         let p_x0 = logp.gather(-1, &x0.unsqueeze(-1), false).squeeze_dim(-1).exp();
-        let open = self.in_block.logical_and(&self.committed.logical_not()); // (B, L)
+        let xb = self.x.index_select(1, self.block); // (B, nb)
+        let done = self.committed.index_select(1, self.block);
+        let open = done.logical_not();
         let (cand, p_cand) = if opts.start == Start::Random {
             // A draft at least as probable as the proposal stays; a weaker one is remasked.
-            let draft = self.x.clamp(0, mask_id - 1);
+            let draft = xb.clamp(0, mask_id - 1);
             let p_draft = logp.gather(-1, &draft.unsqueeze(-1), false).squeeze_dim(-1).exp();
             let keep = p_draft.ge_tensor(&p_x0);
             (draft.where_self(&keep, &x0), p_draft.maximum(&p_x0))
@@ -223,19 +226,20 @@ impl Step<'_> {
             Remasking::LowConfidence => p_cand.shallow_clone(),
             Remasking::Random => uniform(&p_cand.size()).to_device(dev).to_kind(Kind::Double),
             Remasking::Margin => {
-                let (top, _) = logp.exp().topk(2, -1, true, true); // (B, L, 2)
+                let (top, _) = logp.exp().topk(2, -1, true, true); // (B, nb, 2)
                 top.select(-1, 0) - top.select(-1, 1)
             }
             Remasking::Entropy => (logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Double),
         };
         let conf = conf.where_self(&open, &Tensor::from(f64::NEG_INFINITY).to_device(dev));
         let (_, idx) = conf.topk(self.k, -1, true, false); // (B, k)
-        let sel = self.committed.zeros_like().scatter_value(1, &idx, 1).logical_and(&open);
-        let mut x = cand.where_self(&sel, self.x);
+        let sel = done.zeros_like().scatter_value(1, &idx, 1).logical_and(&open);
+        let mut new = cand.where_self(&sel, &xb);
         if opts.start == Start::Random {
-            x = cand.where_self(&open.logical_and(&sel.logical_not()), &x);
+            new = cand.where_self(&open.logical_and(&sel.logical_not()), &new);
         }
-        (x, self.committed.logical_or(&sel))
+        let x = self.x.index_copy(1, self.block, &new);
+        (x, self.committed.index_copy(1, self.block, &done.logical_or(&sel)))
     }
 }
 
