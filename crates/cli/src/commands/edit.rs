@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 /// `A..B`, `A..=B` or `A` (1-based, inclusive) for `flag`.
 pub fn parse_range(flag: &str, s: &str) -> Result<(usize, usize)> {
-    let bad = || anyhow::anyhow!("{flag} {s}: not a range; write A..B, e.g. 2..3");
+    let bad = || anyhow::anyhow!("{flag} {s}: not a sentence range; write A..B (1-based, inclusive), e.g. 2..3");
     let (a, b) = match s.split_once("..") {
         Some((a, b)) => (a, b.strip_prefix('=').unwrap_or(b)),
         None => (s, s),
