@@ -1,11 +1,11 @@
 //! Mode `diffusion`: text written by Diffusion-LM over token embeddings, with infilling
 //! templates (`[MASK:n]`) or a prompt as a known prefix.
 
-use crate::mode::{Detail, Event, GenRequest, Generation, Generator, Mode, PlanOverrides};
+use crate::mode::{Event, GenRequest, Generation, Generator, Mode, PlanOverrides};
 use crate::positions::Layout;
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_diffusion, Bundle, DiffusionBundle, TextSamplingDefaults};
-use plandiff_data::{split_sentences, TextTokenizer};
+use plandiff_data::TextTokenizer;
 use plandiff_embedding::{sample_tokens, TextSampling};
 use plandiff_planner::SamplingDefaults;
 use serde_json::json;
@@ -68,21 +68,7 @@ impl DiffusionGenerator {
     fn sample(&self, toks: &Tensor, known: &[bool], seconds: f64) -> Result<Generation> {
         let tokens: Vec<i64> = Vec::try_from(toks.to_device(Device::Cpu))
             .map_err(|e| PipelineError::Invalid(format!("reading generated tokens: {e}")))?;
-        let pad = self.tokenizer.special().pad as i64;
-        let new_tokens = tokens.iter().zip(known).filter(|(&t, &k)| !k && t != pad).count();
-        let filled: Vec<i64> = tokens.iter().zip(known).filter(|(_, &k)| !k).map(|(&t, _)| t).collect();
-        let continuation = self.detokenize(&filled)?;
-        Ok(Generation {
-            text: self.detokenize(&tokens)?,
-            sentences: split_sentences(&continuation).into_iter().map(str::to_string).collect(),
-            continuation,
-            new_tokens,
-            stop: None,
-            seconds,
-            first_token_ms: None,
-            tokens_per_s: new_tokens as f64 / seconds.max(1e-9),
-            detail: Some(Detail::Positions { tokens, known: known.to_vec() }),
-        })
+        self.layout().generation(tokens, known, seconds)
     }
 }
 

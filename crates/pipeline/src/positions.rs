@@ -3,6 +3,7 @@
 //! tokens. Known text is tokenized as the models saw text in training: sentences with a
 //! leading space, `<sep>` after each complete one, after `<bos>`.
 
+use crate::mode::{Detail, Generation};
 use crate::text::ends_sentence;
 use crate::{PipelineError, Result};
 use plandiff_data::{split_sentences, TextTokenizer};
@@ -96,5 +97,27 @@ impl Layout<'_> {
             out.push(self.tokenizer.decode_text(s)?.trim().to_string());
         }
         Ok(out.join(" "))
+    }
+
+    /// One sample's [`Generation`] from every position's token and which were given: the
+    /// continuation is the filled positions' text; new tokens are those before `<eos>`, `<pad>`
+    /// left out.
+    pub fn generation(&self, tokens: Vec<i64>, known: &[bool], seconds: f64) -> Result<Generation> {
+        let sp = self.tokenizer.special();
+        let filled: Vec<i64> = tokens.iter().zip(known).filter(|(_, &k)| !k).map(|(&t, _)| t).collect();
+        let end = filled.iter().position(|&t| t == sp.eos as i64).unwrap_or(filled.len());
+        let new_tokens = filled[..end].iter().filter(|&&t| t != sp.pad as i64).count();
+        let continuation = self.detokenize(&filled)?;
+        Ok(Generation {
+            text: self.detokenize(&tokens)?,
+            sentences: split_sentences(&continuation).into_iter().map(str::to_string).collect(),
+            continuation,
+            new_tokens,
+            stop: None,
+            seconds,
+            first_token_ms: None,
+            tokens_per_s: new_tokens as f64 / seconds.max(1e-9),
+            detail: Some(Detail::Positions { tokens, known: known.to_vec() }),
+        })
     }
 }

@@ -7,11 +7,11 @@ pub mod edit;
 
 pub use edit::{EditSettings, EditTarget, MaskedEdit};
 
-use crate::mode::{Detail, Event, GenRequest, Generation, Generator, Mode};
+use crate::mode::{Event, GenRequest, Generation, Generator, Mode};
 use crate::positions::Layout;
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_masked, Bundle, MaskedModel};
-use plandiff_data::{split_sentences, TextTokenizer};
+use plandiff_data::TextTokenizer;
 use plandiff_masked::{sample_masked, MaskedLm, MaskedSampling, Problem, Start};
 use serde_json::json;
 use std::path::Path;
@@ -133,21 +133,7 @@ impl MaskedGenerator {
                 }
             }
         }
-        let filled: Vec<i64> = tokens.iter().zip(known).filter(|(_, &k)| !k).map(|(&t, _)| t).collect();
-        let end = filled.iter().position(|&t| t == sp.eos as i64).unwrap_or(filled.len());
-        let new_tokens = filled[..end].iter().filter(|&&t| t != sp.pad as i64).count();
-        let continuation = self.layout().detokenize(&filled)?;
-        Ok(Generation {
-            text: self.layout().detokenize(&tokens)?,
-            sentences: split_sentences(&continuation).into_iter().map(str::to_string).collect(),
-            continuation,
-            new_tokens,
-            stop: None,
-            seconds,
-            first_token_ms: None,
-            tokens_per_s: new_tokens as f64 / seconds.max(1e-9),
-            detail: Some(Detail::Positions { tokens, known: known.to_vec() }),
-        })
+        self.layout().generation(tokens, known, seconds)
     }
 }
 
