@@ -203,6 +203,11 @@ fn bad_flags_are_one_line_errors() {
         (e(&[]), "exactly one"),
         (vec!["edit", "--checkpoint", b, "--input", i, "--chars", "1..3"], "--mode masked"),
         (vec!["ab", "--checkpoint", b, "--prompts", i, "--arms", "masked@0,ar"], "KIND@STEPS"),
+        (
+            vec!["ab", "--checkpoint", b, "--prompts", i, "--arms", "masked,ar", "--remasking", "best"],
+            "--remasking best",
+        ),
+        (vec!["ab", "--checkpoint", b, "--prompts", i, "--arms", "masked,ar", "--block-length", "0"], "--block-length"),
     ];
     let mut failures = Vec::new();
     for (args, expect) in &cases {
@@ -278,4 +283,59 @@ fn copy_dir(from: &Path, to: &Path) {
         let e = e.unwrap();
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
+}
+
+#[test]
+fn ab_runs_masked_arms_with_their_steps_and_remasking() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.jsonl");
+    std::fs::write(&prompts, "{\"prompt\": \"tom went to the park.\"}\n{\"prompt\": \"mia had a red ball.\"}\n")
+        .unwrap();
+    let ar = format!("ar={}", s(&f.bundle));
+    let arms = format!("masked@4,masked@8,{ar}");
+    let ab = |remasking: &str, out: &str| -> serde_json::Value {
+        let out = dir.path().join(out);
+        let args = [
+            "ab",
+            "--checkpoint",
+            s(bundle()),
+            "--prompts",
+            s(&prompts),
+            "--arms",
+            &arms,
+            "--judge",
+            s(&f.bundle),
+            "--samples",
+            "1",
+            "--sentences",
+            "1",
+            "--max-tokens",
+            "8",
+            "--resamples",
+            "10",
+            "--remasking",
+            remasking,
+            "--out",
+            s(&out),
+            "--json",
+        ];
+        serde_json::from_str(&run_ok(&args)).unwrap()
+    };
+    let (lc, rnd) = (ab("low_confidence", "a"), ab("random", "b"));
+    let texts = |v: &serde_json::Value, arm: &str| -> Vec<String> {
+        v["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["samples"][arm][0]["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for arm in ["masked@4", "masked@8"] {
+        assert_eq!(texts(&lc, arm).len(), 2);
+        assert!(lc["aggregates"][arm]["tokens"].as_f64().unwrap() > 0.0, "{arm}: {}", lc["aggregates"][arm]);
+    }
+    assert_eq!(lc["arms"][0]["steps"], 4);
+    assert_ne!(texts(&lc, "masked@8"), texts(&rnd, "masked@8"), "--remasking reaches the masked arms");
+    assert_eq!(texts(&lc, &ar), texts(&rnd, &ar), "and only them");
 }

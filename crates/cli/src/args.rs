@@ -342,6 +342,9 @@ pub struct AbArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub plan: PlanArgs,
+    /// The masked arms' sampling (`--block-length`, `--remasking`, `--start`).
+    #[command(flatten)]
+    pub masked: MaskedArgs,
     /// Bootstrap resamples and permutations per metric.
     #[arg(long, default_value_t = 2000)]
     pub resamples: usize,

@@ -1,5 +1,5 @@
 use crate::args::AbArgs;
-use crate::util::{parse_device, plan_overrides, stderr_is_tty};
+use crate::util::{masked_overrides, parse_device, plan_overrides, stderr_is_tty};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use plandiff_eval::ab::{parse_arms, read_prompts, run_ab, AbConfig};
@@ -20,6 +20,7 @@ pub fn run(a: AbArgs) -> Result<ExitCode> {
         guidance: 1.0,
     };
     plan.apply(neutral).map_err(|e| anyhow::anyhow!(e.as_flag()))?;
+    let masked = masked_overrides(&a.masked)?;
     if a.samples == 0 || a.sentences == 0 {
         anyhow::bail!("--samples and --sentences must be >= 1");
     }
@@ -38,6 +39,7 @@ pub fn run(a: AbArgs) -> Result<ExitCode> {
         seed: a.seed,
         sampling,
         plan,
+        masked,
         judge: a.judge.clone(),
         judge_encoder: a.judge_encoder.clone(),
         device,

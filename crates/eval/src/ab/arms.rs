@@ -87,6 +87,7 @@ impl ArmSpec {
         let mut req = GenRequest::new(&item.prompt, cfg.samples, gen.clone());
         req.plan = cfg.plan;
         req.plan.steps = self.steps.or(cfg.plan.steps);
+        req.masked = cfg.masked;
         req.reference = if self.kind == ORACLE { item.reference.as_deref() } else { None };
         let gens = g.generate(&req, &mut |_| {})?;
         let mut recs = Vec::with_capacity(gens.len());

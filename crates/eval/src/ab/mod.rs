@@ -24,7 +24,7 @@ use crate::stats::{paired, PairedTest};
 use crate::{PipelineError, Result};
 use plandiff_data::split_sentences;
 use plandiff_decoder::SamplingConfig;
-use plandiff_pipeline::{GenOptions, Generator, PlanOverrides};
+use plandiff_pipeline::{GenOptions, Generator, MaskedOverrides, PlanOverrides};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -91,6 +91,8 @@ pub struct AbConfig {
     /// Sampling overrides of the diffusion arms (planner, text diffusion); `None` fields
     /// keep each model's stored defaults.
     pub plan: PlanOverrides,
+    /// Sampling overrides of the masked arms (blocks, remasking, start).
+    pub masked: MaskedOverrides,
     /// Judge bundle (its `ar` stage); default: `bundle`.
     pub judge: Option<PathBuf>,
     /// The independent sentence encoder's folder; default: found in the project's `.venv`
