@@ -21,15 +21,15 @@ pub fn mask_prob(t: f64, eps: f64) -> f64 {
 /// # Shapes
 /// - `logits`: `(B, L, V)`; `targets`: `(B, L)` int64; `masked`: `(B, L)` bool; `p`: `B` values.
 pub fn weighted_masked_loss(logits: &Tensor, targets: &Tensor, masked: &Tensor, p: &[f64]) -> Tensor {
-    let (b, l, v) = logits.size3().expect("logits must be (B, L, V)");
+    let v = logits.size().last().copied().unwrap_or(1);
     let ce = logits
-        .view([b * l, v])
+        .reshape([-1, v])
         .to_kind(Kind::Float)
         .cross_entropy_loss::<Tensor>(&targets.reshape(-1), None, tch::Reduction::None, -100, 0.0)
-        .view([b, l]); // (B, L)
+        .view_as(targets); // (B, L)
     let inv_p: Vec<f32> = p.iter().map(|&p| (1.0 / p) as f32).collect();
-    let w = Tensor::from_slice(&inv_p).to_device(logits.device()).view([b, 1]);
-    (ce * masked.to_kind(Kind::Float) * w).sum(Kind::Float) / (b * l) as f64
+    let w = Tensor::from_slice(&inv_p).to_device(logits.device()).view([-1, 1]); // (B, 1)
+    (ce * masked.to_kind(Kind::Float) * w).sum(Kind::Float) / targets.numel().max(1) as f64
 }
 
 #[cfg(test)]

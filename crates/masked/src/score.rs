@@ -14,7 +14,7 @@ pub fn token_logprobs(
     positions: &[usize],
     mask_id: i64,
     mut logits_fn: impl FnMut(&Tensor) -> Tensor,
-) -> Vec<f64> {
+) -> Result<Vec<f64>, tch::TchError> {
     let l = ids.size()[0];
     let mut out = Vec::with_capacity(positions.len());
     tch::no_grad(|| {
@@ -23,15 +23,16 @@ pub fn token_logprobs(
             let rows = ids.view([1, l]).repeat([n, 1]); // (n, L)
             let pos: Vec<i64> = chunk.iter().map(|&p| p as i64).collect();
             let pos_t = Tensor::from_slice(&pos).to_device(ids.device()).view([n, 1]);
-            let masked = rows.scatter_value(1, &pos_t, mask_id);
-            let logp = logits_fn(&masked).to_kind(Kind::Double).log_softmax(-1, Kind::Double); // (n, L, V)
-            let at = logp.gather(1, &pos_t.view([n, 1, 1]).expand([n, 1, logp.size()[2]], false), false); // (n, 1, V)
+            let logits = logits_fn(&rows.scatter_value(1, &pos_t, mask_id)); // (n, L, V)
+                                                                             // Row r's own position only, then the softmax (not over all n x L positions).
+            let v = logits.size()[2];
+            let at = logits.gather(1, &pos_t.view([n, 1, 1]).expand([n, 1, v], false), false); // (n, 1, V)
+            let logp = at.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
             let tok = rows.gather(1, &pos_t, false).view([n, 1, 1]);
-            let lp: Vec<f64> = Vec::try_from(at.gather(2, &tok, false).view([n])).unwrap_or_default();
-            out.extend(lp);
+            out.extend(Vec::<f64>::try_from(logp.gather(2, &tok, false).view([n]).to_device(tch::Device::Cpu))?);
         }
-    });
-    out
+        Ok(out)
+    })
 }
 
 #[cfg(test)]
@@ -52,7 +53,7 @@ mod tests {
             let guess = (prev + 1).clamp(0, 9);
             guess.one_hot(10).to_kind(Kind::Float) * 20.0
         };
-        let lp = token_logprobs(&ids, &[1, 2, 3, 4], mask_id, f);
+        let lp = token_logprobs(&ids, &[1, 2, 3, 4], mask_id, f).unwrap();
         assert!(lp[0] > -1e-6 && lp[1] > -1e-6 && lp[3] > -1e-6, "{lp:?}");
         assert!(lp[2] < -10.0, "7 does not follow 3: {lp:?}");
     }

@@ -142,7 +142,7 @@ impl MaskedGenerator {
         match target {
             EditTarget::Revise { below, fraction, rounds: n } => {
                 for round in 1..=n.max(1) {
-                    let scored = self.scores(&ids, &doc);
+                    let scored = self.scores(&ids, &doc)?;
                     let pick = pick_weakest(&scored, below, fraction);
                     if pick.is_empty() {
                         rounds.push(self.round_report(round, &scored, &pick, &ids, &ids)?);
@@ -165,11 +165,12 @@ impl MaskedGenerator {
     }
 
     /// `(index, logprob)` of every word token of `ids`, each with it masked.
-    fn scores(&self, ids: &[i64], doc: &Doc) -> Vec<(usize, f64)> {
+    fn scores(&self, ids: &[i64], doc: &Doc) -> Result<Vec<(usize, f64)>> {
         let pos: Vec<usize> = (0..ids.len()).filter(|&i| doc.sentence[i].is_some()).collect();
         let x = Tensor::from_slice(ids).to_device(self.device);
-        let lp = token_logprobs(&x, &pos, self.mask_id(), |b| self.logits(b));
-        pos.into_iter().zip(lp).collect()
+        let lp = token_logprobs(&x, &pos, self.mask_id(), |b| self.logits(b))
+            .map_err(|e| PipelineError::Invalid(format!("scoring the text's tokens: {e}")))?;
+        Ok(pos.into_iter().zip(lp).collect())
     }
 
     /// `ids` with positions `pick` remasked and denoised (special tokens banned there).
