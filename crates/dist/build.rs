@@ -54,6 +54,9 @@ fn main() {
         }
         build.define("USE_C10D_NCCL", None).define("USE_CUDA", None).define("PLANDIFF_NCCL", None);
         println!("cargo:rustc-cfg=plandiff_nccl");
+        // c10::cuda::set_device lives in libc10_cuda.so (beside libtorch_cuda.so).
+        println!("cargo:rustc-link-search=native={}", lib.display());
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
     }
     build.compile("plandiff_dist_shim");
 }

@@ -118,4 +118,12 @@ pub struct TrainerState {
     pub elapsed_seconds: f64,
     pub last_train_loss: Option<f64>,
     pub last_val_loss: Option<f64>,
+    /// Ranks the run trained on (`train.batch_size` is per rank); 1 before distributed
+    /// training existed.
+    #[serde(default = "one_rank")]
+    pub world_size: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }

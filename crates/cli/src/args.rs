@@ -125,6 +125,20 @@ pub struct TrainArgs {
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Under torchrun (WORLD_SIZE set): c10d backend, auto (NCCL on CUDA, Gloo on CPU), gloo
+    /// or nccl; off trains one process and ignores torchrun's environment.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gloo", "nccl", "off"])]
+    pub dist: String,
+    /// Seconds joining the group or a collective may wait for the other ranks before the run
+    /// stops with an error (a rank that died or hangs).
+    #[arg(long, default_value_t = 600.0)]
+    pub dist_timeout: f64,
+    /// fp32, or bf16 autocast (fp32 weights, gradients and optimizer state).
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
+    pub precision: String,
+    /// Check after every step that every rank holds identical parameters (slow; for tests).
+    #[arg(long)]
+    pub check_sync: bool,
 }
 
 /// Token sampling flags of the decoder.

@@ -55,6 +55,11 @@ impl AdamW {
         Self { cfg, slots, step: 0 }
     }
 
+    /// The optimized parameters, sorted by name (shallow clones).
+    pub fn params(&self) -> Vec<Tensor> {
+        self.slots.iter().map(|s| s.param.shallow_clone()).collect()
+    }
+
     pub fn steps_taken(&self) -> u64 {
         self.step
     }

@@ -3,7 +3,9 @@
 use crate::config::{parse_section, RunConfig, StageSection};
 use crate::eval::evaluate_loss;
 use crate::stages::{loss, EvalRequest, Stage, StageEval};
-use crate::trainer::{fresh_section, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport};
+use crate::trainer::{
+    batch_indices, fresh_section, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
+};
 use crate::{Result, TrainError};
 use plandiff_bundle::{open_split, stage::AR as KIND, Bundle, Provenance, StageConfigFile};
 use plandiff_data::{TokenSet, WindowSampler};
@@ -62,6 +64,7 @@ struct ArRunner {
     train_set: TokenSet,
     valid_set: Option<TokenSet>,
     sampler: WindowSampler,
+    shard: crate::world::Shard,
     batch: usize,
     seq_len: usize,
     eval_batches: usize,
@@ -78,9 +81,8 @@ impl StageRunner for ArRunner {
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
         let (b, t) = (self.batch, self.seq_len);
         let mut data = Vec::with_capacity(b * (t + 1));
-        for row in 0..b {
-            let g = ((step * accum as u64 + micro as u64) * b as u64) + row as u64;
-            data.extend(self.train_set.window(self.sampler.start(g), t + 1));
+        for start in batch_indices(&mut self.sampler, self.shard, step, micro, accum, b) {
+            data.extend(self.train_set.window(start, t + 1));
         }
         let batch = Tensor::from_slice(&data).view([b as i64, t as i64 + 1]).to_device(self.device);
         let x = batch.narrow(1, 0, t as i64);
@@ -144,6 +146,7 @@ pub fn train_ar(args: TrainArgs) -> Result<TrainReport> {
         train_set,
         valid_set,
         sampler,
+        shard: args.world.shard(),
         batch: train.batch_size,
         seq_len: train.seq_len,
         eval_batches: train.eval_batches,

@@ -7,7 +7,7 @@
 use crate::config::{parse_section, RunConfig, TrainConfig};
 use crate::stages::{loss, EvalRequest, Stage, StageEval};
 use crate::trainer::{
-    batch_indices, fresh_section, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport,
+    batch_indices, fresh_section, rank_rng, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
 };
 use crate::{Result, TrainError};
 use plandiff_bundle::{
@@ -172,6 +172,7 @@ struct DiffusionRunner {
     train: DocRows,
     valid: Option<DocRows>,
     sampler: WindowSampler,
+    shard: crate::world::Shard,
     batch: usize,
     eval_batches: usize,
     seed: u64,
@@ -238,8 +239,8 @@ impl StageRunner for DiffusionRunner {
     }
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
-        let idx = batch_indices(&mut self.sampler, step, micro, accum, self.batch);
-        let mut rng = step_rng(self.seed, step, micro);
+        let idx = batch_indices(&mut self.sampler, self.shard, step, micro, accum, self.batch);
+        let mut rng = rank_rng(self.seed, step, micro, self.shard);
         let l = batch_loss(&self.d, &self.train, &idx, &mut rng, self.device, true);
         (&l.total / accum as f64).backward();
         Ok(l.total.double_value(&[]))
@@ -293,6 +294,7 @@ pub fn train_diffusion(args: TrainArgs) -> Result<TrainReport> {
         train,
         valid,
         sampler,
+        shard: args.world.shard(),
         batch: tc.batch_size,
         eval_batches: tc.eval_batches,
         seed: setup.state.seed,

@@ -19,6 +19,7 @@ pub mod schedule;
 mod setup;
 pub mod stages;
 pub mod trainer;
+pub mod world;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use config::{ModelSection, RunConfig, StageSection};
@@ -37,6 +38,7 @@ pub static STAGES: &[&dyn Stage] = &[
     &masked::MaskedStage,
 ];
 pub use trainer::{TrainArgs, TrainEnd, TrainReport};
+pub use world::{Precision, Shard, World};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -50,6 +52,8 @@ pub enum TrainError {
     Data(#[from] plandiff_data::DataError),
     #[error("libtorch: {0}")]
     Torch(String),
+    #[error("distributed: {0}")]
+    Dist(String),
     #[error("loss became {value} at step {step}; lower lr in the config (or raise warmup_steps) and resume from the last checkpoint with --resume")]
     NonFinite { step: u64, value: f64 },
 }

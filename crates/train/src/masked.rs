@@ -12,7 +12,7 @@
 use crate::config::{parse_section, RunConfig, TrainConfig};
 use crate::stages::{loss, EvalRequest, Stage, StageEval};
 use crate::trainer::{
-    batch_indices, fresh_section, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport,
+    batch_indices, fresh_section, rank_rng, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
 };
 use crate::{Result, TrainError};
 use plandiff_bundle::{
@@ -207,6 +207,7 @@ struct MaskedRunner {
     train: PackedRows,
     valid: Option<PackedRows>,
     sampler: WindowSampler,
+    shard: crate::world::Shard,
     batch: usize,
     eval_batches: usize,
     seed: u64,
@@ -243,8 +244,8 @@ impl StageRunner for MaskedRunner {
     }
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
-        let idx = batch_indices(&mut self.sampler, step, micro, accum, self.batch);
-        let mut rng = step_rng(self.seed, step, micro);
+        let idx = batch_indices(&mut self.sampler, self.shard, step, micro, accum, self.batch);
+        let mut rng = rank_rng(self.seed, step, micro, self.shard);
         let x = self.train.batch(&idx, self.device);
         let draw = Draw::new(&mut rng, idx.len(), self.config.model.seq_len, &self.config.objective, true);
         let l = batch_loss(&self.model, &self.config.objective, &x, &draw, true);
@@ -304,6 +305,7 @@ pub fn train_masked(args: TrainArgs) -> Result<TrainReport> {
         train,
         valid,
         sampler,
+        shard: args.world.shard(),
         batch: tc.batch_size,
         eval_batches: tc.eval_batches,
         seed: setup.state.seed,

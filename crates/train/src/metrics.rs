@@ -7,7 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub struct MetricsLog {
-    path: PathBuf,
+    /// `None`: a rank other than 0, which logs nothing.
+    path: Option<PathBuf>,
 }
 
 impl MetricsLog {
@@ -35,12 +36,19 @@ impl MetricsLog {
             None => fsutil::write_atomic(path, b"")?,
             _ => {}
         }
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self { path: Some(path.to_path_buf()) })
+    }
+
+    /// A log that writes nothing (ranks other than 0).
+    pub fn disabled() -> Self {
+        Self { path: None }
     }
 
     pub fn write(&self, v: &serde_json::Value) -> Result<()> {
-        let mut f =
-            OpenOptions::new().append(true).create(true).open(&self.path).map_err(|e| TrainError::io(&self.path, e))?;
-        writeln!(f, "{v}").map_err(|e| TrainError::io(&self.path, e))
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let mut f = OpenOptions::new().append(true).create(true).open(path).map_err(|e| TrainError::io(path, e))?;
+        writeln!(f, "{v}").map_err(|e| TrainError::io(path, e))
     }
 }

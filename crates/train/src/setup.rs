@@ -40,7 +40,11 @@ pub(crate) fn setup_run<M: ModelConfig>(
         TrainError::Invalid(format!("--data {}: {e} (make the folder with `plandiff prepare`)", args.data.display()))
     })?;
     if args.resume {
-        let lock = Some(BundleLock::acquire(bundle.root(), &format!("training {kind}"))?);
+        // Only rank 0 writes, so only it holds the lock.
+        let lock = match args.world.is_main() {
+            true => Some(BundleLock::acquire(bundle.root(), &format!("training {kind}"))?),
+            false => None,
+        };
         let cfg = bundle.read_config_as::<M>(kind)?;
         plandiff_bundle::weights::check_fits(&bundle.weights_path(kind), cfg.model.min_parameters())?;
         let mut state = bundle.read_trainer_state(kind)?;
@@ -67,6 +71,7 @@ pub(crate) fn setup_run<M: ModelConfig>(
         if let Some(m) = args.max_steps {
             state.train.max_steps = m;
         }
+        regroup(&mut state, args.world.size())?;
         return Ok(RunSetup { bundle, lock, tokenizer, resumed: Some(cfg), state });
     }
     let (mut train, plan) = fresh.ok_or_else(|| {
@@ -106,8 +111,32 @@ pub(crate) fn setup_run<M: ModelConfig>(
         elapsed_seconds: 0.0,
         last_train_loss: None,
         last_val_loss: None,
+        world_size: args.world.size(),
     };
     Ok(RunSetup { bundle, lock: None, tokenizer, resumed: None, state })
+}
+
+/// A resume on `world_size` ranks keeps the checkpoint's global batch (per-rank batch x
+/// ranks) and so its data order: the per-rank batch becomes global / `world_size`.
+fn regroup(state: &mut TrainerState, world_size: usize) -> Result<()> {
+    let before = state.world_size.max(1);
+    if before == world_size {
+        return Ok(());
+    }
+    let global = state.train.batch_size * before;
+    if global % world_size != 0 {
+        return Err(TrainError::Invalid(format!(
+            "the checkpoint's global batch is {global} ({} per rank x {before} ranks), which {world_size} ranks cannot split evenly; resume on a number of ranks that divides {global}",
+            state.train.batch_size
+        )));
+    }
+    tracing::info!(
+        "resuming a {before}-rank run on {world_size} ranks: batch_size {} per rank (global batch {global} as before)",
+        global / world_size
+    );
+    state.train.batch_size = global / world_size;
+    state.world_size = world_size;
+    Ok(())
 }
 
 /// The lock of a fresh run, taken before its first write; a run that finished into the same

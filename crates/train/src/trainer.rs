@@ -11,6 +11,7 @@ use crate::config::{RunConfig, TrainConfig};
 use crate::metrics::MetricsLog;
 use crate::schedule::LrSchedule;
 pub(crate) use crate::setup::{fresh_lock, fresh_section, setup_run, RunSetup};
+use crate::world::{autocast, Precision, Shard, World};
 use crate::{Result, TrainError};
 use indicatif::{ProgressBar, ProgressStyle};
 use plandiff_bundle::fsutil::write_json;
@@ -38,6 +39,9 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     pub interrupt: Arc<AtomicBool>,
     pub progress: bool,
+    /// One process, or this rank of a torchrun job.
+    pub world: World,
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,6 +64,10 @@ pub struct TrainReport {
     pub seconds: f64,
     pub parameters: i64,
     pub checkpoint: PathBuf,
+    pub world_size: usize,
+    pub precision: Precision,
+    /// Mean seconds per step in collectives (gradient and metric all-reduces).
+    pub comm_seconds_per_step: f64,
 }
 
 /// What a stage adds to the shared loop.
@@ -82,24 +90,46 @@ pub(crate) fn step_seed(seed: u64, step: u64) -> i64 {
     (seed.wrapping_mul(1_000_003).wrapping_add(step) & (i64::MAX as u64)) as i64
 }
 
-/// Sample indices of micro-batch `micro` of optimizer step `step`: a pure function of the
-/// sampler's seed and the global sample number, so a resumed run draws the same data.
+/// libtorch's seed for step `step` on `rank` (dropout, noise): rank 0 keeps the single
+/// process's, other ranks draw their own.
+fn rank_seed(seed: u64, step: u64, rank: usize) -> i64 {
+    step_seed(seed, step) ^ (((rank as u64) << 40) & (i64::MAX as u64)) as i64
+}
+
+/// libtorch's seed for draws a stage makes for the whole global micro-batch (the same on every
+/// rank).
+pub(crate) fn global_seed(seed: u64, step: u64, micro: usize) -> i64 {
+    step_seed(seed, step) ^ (((micro as u64) << 48) & (i64::MAX as u64)) as i64
+}
+
+/// Sample indices of this rank's rows of micro-batch `micro` of optimizer step `step`: a
+/// pure function of the sampler's seed and the global sample number, so a resumed run
+/// (on any number of ranks) draws the same data.
 pub(crate) fn batch_indices(
     sampler: &mut plandiff_data::WindowSampler,
+    shard: Shard,
     step: u64,
     micro: usize,
     accum: usize,
     batch: usize,
 ) -> Vec<usize> {
-    let first = (step * accum as u64 + micro as u64) * batch as u64;
-    (0..batch as u64).map(|row| sampler.start(first + row)).collect()
+    shard.rows(step, micro, accum, batch).map(|g| sampler.start(g)).collect()
 }
 
 /// A host RNG for the draws of micro-batch `micro` of step `step` (masks, timesteps), reseeded
-/// like libtorch's generator so resume stays exact.
+/// like libtorch's generator so resume stays exact. The same on every rank: a stage that
+/// draws for the whole global micro-batch with it gives each rank the single process's draws.
 pub(crate) fn step_rng(seed: u64, step: u64, micro: usize) -> rand_chacha::ChaCha8Rng {
     use rand::SeedableRng;
     rand_chacha::ChaCha8Rng::seed_from_u64(step_seed(seed, step) as u64 ^ ((micro as u64) << 48))
+}
+
+/// [`step_rng`] for draws over this rank's rows only: rank 0's equals `step_rng`, other ranks
+/// draw their own.
+pub(crate) fn rank_rng(seed: u64, step: u64, micro: usize, shard: Shard) -> rand_chacha::ChaCha8Rng {
+    use rand::SeedableRng;
+    let mix = (shard.rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    rand_chacha::ChaCha8Rng::seed_from_u64(step_seed(seed, step) as u64 ^ ((micro as u64) << 48) ^ mix)
 }
 
 /// Seeds libtorch for the initial weights of a run.
@@ -172,17 +202,26 @@ impl Checkpointer {
     }
 }
 
-/// Forward, backward and optimizer update of one step; returns the loss and the gradient
-/// norm before clipping.
-fn train_step<R: StageRunner>(runner: &mut R, opt: &mut AdamW, state: &TrainerState, lr: f64) -> Result<(f64, Tensor)> {
+/// Forward, backward (accumulated over micro-batches, no synchronisation between them),
+/// gradient averaging over the ranks and optimizer update of one step; returns the loss
+/// (mean over ranks) and the gradient norm before clipping.
+fn train_step<R: StageRunner>(
+    runner: &mut R,
+    opt: &mut AdamW,
+    state: &TrainerState,
+    lr: f64,
+    args: &TrainArgs,
+) -> Result<(f64, Tensor)> {
     let (step, accum) = (state.step, state.train.grad_accum);
-    tch::manual_seed(step_seed(state.seed, step));
+    tch::manual_seed(rank_seed(state.seed, step, args.world.rank()));
     opt.zero_grad();
     let mut loss_sum = 0f64;
     for micro in 0..accum {
+        let _cast = autocast(args.precision, args.device)?;
         loss_sum += runner.micro_step(step, micro, accum)?;
     }
-    let loss = loss_sum / accum as f64;
+    args.world.average_gradients(&opt.params())?;
+    let loss = args.world.sum(&[loss_sum / accum as f64])?[0] / args.world.size() as f64;
     if !loss.is_finite() {
         return Err(TrainError::NonFinite { step: step + 1, value: loss });
     }
@@ -243,7 +282,7 @@ fn resume_from(dir: &Path, vs: &mut nn::VarStore, opt: &mut AdamW, step: u64) ->
 }
 
 /// A run's optimizer (loaded on resume), parameter count and metrics log; a fresh bundle
-/// gets the data's tokenizer.
+/// gets the data's tokenizer. Only rank 0 writes; every rank then holds rank 0's weights.
 fn open_run(
     bundle: &Bundle,
     kind: &str,
@@ -251,28 +290,61 @@ fn open_run(
     resumed: bool,
     state: &TrainerState,
     vs: &mut nn::VarStore,
+    world: &World,
 ) -> Result<(AdamW, i64, MetricsLog)> {
-    if !resumed && !bundle.tokenizer_path().exists() {
+    if world.is_main() && !resumed && !bundle.tokenizer_path().exists() {
         bundle.write_tokenizer(tokenizer)?;
     }
     let (mut opt, parameters) = optimizer(vs, &state.train);
     if resumed {
         resume_from(&bundle.stage_dir(kind), vs, &mut opt, state.step)?;
     }
-    let log = bundle.root().join("logs").join(format!("{kind}-metrics.jsonl"));
-    let metrics = MetricsLog::open(&log, resumed.then_some(state.step))?;
+    let mut all: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    world.broadcast(&all.into_iter().map(|(_, t)| t).collect::<Vec<_>>())?;
+    let metrics = match world.is_main() {
+        true => {
+            let log = bundle.root().join("logs").join(format!("{kind}-metrics.jsonl"));
+            MetricsLog::open(&log, resumed.then_some(state.step))?
+        }
+        false => MetricsLog::disabled(),
+    };
     Ok((opt, parameters, metrics))
 }
 
-/// Why the loop stops before `max_steps`, if it does now.
-fn early_end(args: &TrainArgs, step: u64) -> Option<TrainEnd> {
-    if args.interrupt.load(Ordering::SeqCst) {
+/// Why the loop stops before `max_steps`, if it does now; every rank stops at the same step
+/// (an interrupt seen by any rank stops them all).
+fn early_end(args: &TrainArgs, step: u64) -> Result<Option<TrainEnd>> {
+    let local = args.interrupt.load(Ordering::SeqCst);
+    let interrupted = match args.world.size() {
+        1 => local,
+        _ => args.world.sum(&[f64::from(u8::from(local))])?[0] > 0.0,
+    };
+    Ok(if interrupted {
         Some(TrainEnd::Interrupted)
     } else if args.stop_at.is_some_and(|s| step >= s) {
         Some(TrainEnd::Stopped)
     } else {
         None
-    }
+    })
+}
+
+/// Rank 0 writes the checkpoint; every rank waits for it, so none moves on (or exits) before
+/// it is on disk.
+fn save_all<R: StageRunner>(
+    saver: &Checkpointer,
+    runner: &R,
+    state: &TrainerState,
+    opt: &AdamW,
+    vs: &nn::VarStore,
+    world: &World,
+) -> Result<PathBuf> {
+    let path = match world.is_main() {
+        true => saver.save(runner, state, opt, vs)?,
+        false => saver.bundle.stage_dir(saver.kind),
+    };
+    world.barrier()?;
+    Ok(path)
 }
 
 /// Runs (or resumes) a stage until `max_steps`, `stop_at` or an interrupt.
@@ -283,37 +355,42 @@ pub(crate) fn run_loop<R: StageRunner>(
     args: &TrainArgs,
 ) -> Result<TrainReport> {
     let RunSetup { bundle, lock, tokenizer, resumed, mut state } = setup;
-    let kind = runner.kind();
-    let _lock = match lock {
-        Some(l) => l,
-        None => fresh_lock(&bundle, kind)?,
+    let (kind, world) = (runner.kind(), &args.world);
+    let _lock = match (lock, world.is_main()) {
+        (Some(l), _) => Some(l),
+        (None, true) => Some(fresh_lock(&bundle, kind)?),
+        (None, false) => None,
     };
     let train = state.train.clone();
-    let (mut opt, parameters, metrics) = open_run(&bundle, kind, &tokenizer, resumed.is_some(), &state, &mut vs)?;
+    let (mut opt, parameters, metrics) =
+        open_run(&bundle, kind, &tokenizer, resumed.is_some(), &state, &mut vs, world)?;
     let sched = LrSchedule {
         lr: train.lr,
         min_lr: train.min_lr,
         warmup_steps: train.warmup_steps,
         total_steps: train.max_steps,
     };
-    tracing::info!(parameters, "training stage {kind}");
-    let pb = progress_bar(args.progress, train.max_steps, state.step);
+    tracing::info!(parameters, world_size = world.size(), "training stage {kind}");
+    let pb = progress_bar(args.progress && world.is_main(), train.max_steps, state.step);
     let corpus = plandiff_data::PrepareStats::load(Path::new(&state.data)).ok().map(|s| s.inputs);
     let mut checkpoint = bundle.stage_dir(kind);
     let saver = Checkpointer { bundle, kind, tokenizer_hash: tokenizer.hash().to_string(), corpus };
-    let tokens_per_step = runner.tokens_per_step();
+    let tokens_per_step = runner.tokens_per_step() * world.size() as u64;
     let (start_time, base_elapsed, start_step) = (Instant::now(), state.elapsed_seconds, state.step);
     let mut timing = Throughput::default();
     let mut last_saved = resumed.is_some().then_some(state.step);
     let mut end = TrainEnd::Finished;
     while state.step < train.max_steps {
-        if let Some(e) = early_end(args, state.step) {
+        if let Some(e) = early_end(args, state.step)? {
             end = e;
             break;
         }
         let t0 = Instant::now();
         let lr = sched.at(state.step);
-        let (loss, grad_norm) = train_step(runner, &mut opt, &state, lr).inspect_err(|_| pb.abandon())?;
+        let (loss, grad_norm) = train_step(runner, &mut opt, &state, lr, args).inspect_err(|_| pb.abandon())?;
+        if world.check_sync {
+            world.check_identical(&opt.params(), state.step + 1)?;
+        }
         state.step += 1;
         state.tokens_seen += tokens_per_step;
         state.last_train_loss = Some(loss);
@@ -327,22 +404,25 @@ pub(crate) fn run_loop<R: StageRunner>(
         pb.set_message(format!("loss {loss:.3} lr {lr:.2e} {tok_s:.0} tok/s"));
         if state.step % train.log_interval == 0 || state.step == 1 {
             let grad_norm = grad_norm.double_value(&[]);
+            let comm = world.comm_seconds() / (state.step - start_step) as f64;
             metrics.write(&json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "tokens_per_s": tok_s, "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_seconds}))?;
+                "tokens_per_s": tok_s, "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_seconds,
+                "comm_s_per_step": comm}))?;
         }
         let last = state.step == train.max_steps;
-        if state.step % train.eval_interval == 0 || last {
+        if world.is_main() && (state.step % train.eval_interval == 0 || last) {
             validate(runner, &mut state, &metrics, &pb, loss)?;
         }
         if state.step % train.checkpoint_interval == 0 || last {
-            checkpoint = saver.save(runner, &state, &opt, &vs)?;
+            checkpoint = save_all(&saver, runner, &state, &opt, &vs, world)?;
             last_saved = Some(state.step);
         }
     }
     if last_saved != Some(state.step) {
-        checkpoint = saver.save(runner, &state, &opt, &vs)?;
+        checkpoint = save_all(&saver, runner, &state, &opt, &vs, world)?;
     }
     pb.finish_and_clear();
+    let steps_run = (state.step - start_step).max(1) as f64;
     Ok(TrainReport {
         kind: kind.to_string(),
         end,
@@ -354,5 +434,8 @@ pub(crate) fn run_loop<R: StageRunner>(
         seconds: start_time.elapsed().as_secs_f64(),
         parameters,
         checkpoint,
+        world_size: world.size(),
+        precision: args.precision,
+        comm_seconds_per_step: world.comm_seconds() / steps_run,
     })
 }

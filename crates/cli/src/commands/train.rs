@@ -1,7 +1,8 @@
 use crate::args::TrainArgs;
 use crate::util::{parse_device, stderr_is_tty};
 use anyhow::{Context, Result};
-use plandiff_train::{RunConfig, TrainEnd};
+use plandiff_dist::{Backend, Launch};
+use plandiff_train::{Precision, RunConfig, TrainEnd, World};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,12 +39,47 @@ fn stop_on_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
     Ok((interrupt, which))
 }
 
+/// One process, or this rank of the torchrun job in the environment (and its device:
+/// `cuda:LOCAL_RANK` on CUDA).
+fn join_world(a: &TrainArgs, device: tch::Device) -> Result<(World, tch::Device)> {
+    if !(a.dist_timeout.is_finite() && a.dist_timeout > 0.0 && a.dist_timeout <= 7.0 * 86400.0) {
+        anyhow::bail!("--dist-timeout {}: give seconds between 0 and 604800 (default 600)", a.dist_timeout);
+    }
+    let launch = match a.dist.as_str() {
+        "off" => None,
+        _ => Launch::from_env()?,
+    };
+    let backend = match a.dist.as_str() {
+        "gloo" => Some(Backend::Gloo),
+        "nccl" => Some(Backend::Nccl),
+        _ => None,
+    };
+    let Some(launch) = launch else {
+        if backend.is_some() {
+            anyhow::bail!(
+                "--dist {}: WORLD_SIZE is not set; launch with `torchrun --no-python --nproc-per-node N plandiff train ...`",
+                a.dist
+            );
+        }
+        return Ok((World::single(), device));
+    };
+    let timeout = std::time::Duration::from_secs_f64(a.dist_timeout);
+    Ok(World::join(&launch, backend, timeout, device)?)
+}
+
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
     let stage = plandiff_train::stages::find(&a.stage).ok_or_else(|| {
         anyhow::anyhow!("unknown stage `{}`; use {}", a.stage, plandiff_train::stages::names().join(", "))
     })?;
     let device = parse_device(&a.device)?;
     let config = a.config.as_ref().map(|p| RunConfig::load(p)).transpose()?;
+    let (mut world, device) = join_world(&a, device)?;
+    world.check_sync = a.check_sync;
+    let main = world.is_main();
+    let precision = match a.precision.as_str() {
+        "bf16" => Precision::Bf16,
+        _ => Precision::Fp32,
+    };
     let (interrupt, signal) = stop_on_signals()?;
     let report = stage.train(plandiff_train::TrainArgs {
         config,
@@ -56,8 +92,12 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         seed: a.seed,
         interrupt,
         progress: stderr_is_tty(),
+        world,
+        precision,
     })?;
-    if a.json {
+    if !main {
+        // Rank 0 reports for the job.
+    } else if a.json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         crate::outln!(

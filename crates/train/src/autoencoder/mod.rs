@@ -145,6 +145,7 @@ struct AeRunner {
     train: DocSet,
     valid: Option<DocSet>,
     sampler: WindowSampler,
+    shard: crate::world::Shard,
     batch: usize,
     max_tokens: usize,
     eval_batches: usize,
@@ -159,7 +160,7 @@ impl StageRunner for AeRunner {
     }
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
-        let idx = batch_indices(&mut self.sampler, step, micro, accum, self.batch);
+        let idx = batch_indices(&mut self.sampler, self.shard, step, micro, accum, self.batch);
         let max_len = self.enc_cfg.max_len as usize;
         let b = to_device(&self.train.batch(&idx, max_len), self.max_tokens, self.device);
         let (bs, t) = b.inputs.size2().expect("(B, T)");
@@ -294,6 +295,7 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
         train,
         valid,
         sampler,
+        shard: args.world.shard(),
         batch: train_cfg.batch_size,
         max_tokens: train_cfg.seq_len,
         eval_batches: train_cfg.eval_batches,

@@ -6,6 +6,7 @@ use plandiff_diffusion::NoiseSchedule;
 use plandiff_planner::SentenceEncoder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::ops::Range;
 use tch::{Device, Kind, Tensor};
 
 /// Every sentence latent of a split, and each document's range of sentences.
@@ -96,26 +97,39 @@ pub(super) fn known_masks(lens: &[usize], slots: usize, obj: &PlannerObjective, 
     out
 }
 
-/// Denoising loss of a batch of windows; `rng` draws known masks and timesteps, libtorch
-/// the noise. The mean squared error over unknown real slots.
+/// Denoising loss of rows `part` of a batch of `windows` (a rank's share of the global
+/// micro-batch; all of it in one process). `rng` draws known masks and timesteps and libtorch
+/// the noise for every row of `windows`, so a row's draws do not depend on how the batch is
+/// split. The squared error over unknown real slots, divided by the whole batch's count of
+/// them and scaled by the number of parts: the mean over the parts is the whole batch's mean.
 pub(super) fn denoise_loss(
     planner: &Planner,
     set: &LatentSet,
     windows: &[(usize, usize)],
+    part: Range<usize>,
     rng: &mut ChaCha8Rng,
     device: Device,
     train: bool,
 ) -> Tensor {
     let slots = planner.max_slots();
-    let (x0, real, lens) = window_batch(set, windows, slots, device);
-    let x0 = planner.normalizer.normalize(&x0) * real.unsqueeze(-1).to_kind(Kind::Float);
-    let b = windows.len() as i64;
-    let known = known_masks(&lens, slots, &planner.model.objective, rng);
-    let known = Tensor::from_slice(&known).view([b, slots as i64]).to_device(device);
+    let lens_all: Vec<usize> = windows.iter().map(|&(d, first)| (set.docs[d].1 - first).min(slots)).collect();
+    let known_all = known_masks(&lens_all, slots, &planner.model.objective, rng);
     let t_max = planner.schedule.num_train_timesteps();
-    let t: Vec<usize> = (0..b).map(|_| rng.gen_range(0..t_max)).collect();
+    let t_all: Vec<usize> = (0..windows.len()).map(|_| rng.gen_range(0..t_max)).collect();
+    let unknown_all: usize =
+        (0..windows.len()).map(|r| (0..lens_all[r]).filter(|&k| !known_all[r * slots + k]).count()).sum();
+    let (x0, real, _) = window_batch(set, &windows[part.clone()], slots, device);
+    let x0 = planner.normalizer.normalize(&x0) * real.unsqueeze(-1).to_kind(Kind::Float);
+    let b = part.len() as i64;
+    let known =
+        Tensor::from_slice(&known_all[part.start * slots..part.end * slots]).view([b, slots as i64]).to_device(device);
+    let t = t_all[part.clone()].to_vec();
     let tf: Vec<f64> = t.iter().map(|&t| t as f64).collect();
-    let eps = x0.randn_like();
+    let eps = Tensor::randn([windows.len() as i64, slots as i64, x0.size()[2]], (x0.kind(), device)).narrow(
+        0,
+        part.start as i64,
+        b,
+    );
     let x_t = planner.schedule.q_sample(&x0, &t, &eps);
     let target = planner.schedule.target(&x0, &t, &eps);
     let den = &planner.denoiser;
@@ -130,7 +144,8 @@ pub(super) fn denoise_loss(
     let w = real.logical_and(&known.logical_not()).to_kind(Kind::Float).unsqueeze(-1); // (B, S, 1)
     let se = (out - target).square() * &w;
     let d = x0.size()[2] as f64;
-    se.sum(Kind::Float) / (w.sum(Kind::Float) * d).clamp_min(1.0)
+    let parts = windows.len() as f64 / part.len().max(1) as f64;
+    se.sum(Kind::Float) * (parts / (unknown_all as f64 * d).max(1.0))
 }
 
 /// Fixed validation windows, strided through a split.
@@ -148,7 +163,7 @@ pub(super) fn fixed_loss(planner: &Planner, set: &LatentSet, batch: usize, batch
     let (mut sum, mut count) = (0f64, 0usize);
     tch::no_grad(|| {
         for chunk in windows.chunks(batch.max(1)) {
-            sum += denoise_loss(planner, set, chunk, &mut rng, device, false).double_value(&[]);
+            sum += denoise_loss(planner, set, chunk, 0..chunk.len(), &mut rng, device, false).double_value(&[]);
             count += 1;
         }
     });

@@ -14,8 +14,10 @@
 use crate::config::{parse_section, RunConfig, TrainConfig};
 use crate::stages::{loss, EvalRequest, Stage, StageEval};
 use crate::trainer::{
-    batch_indices, fresh_section, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs, TrainReport,
+    batch_indices, fresh_section, global_seed, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs,
+    TrainReport,
 };
+use crate::world::Shard;
 use crate::{Result, TrainError};
 use latents::{denoise_loss, fixed_loss, LatentSet};
 use plandiff_bundle::{
@@ -175,6 +177,7 @@ struct PlannerRunner {
     train: LatentSet,
     valid: Option<LatentSet>,
     sampler: WindowSampler,
+    shard: crate::world::Shard,
     batch: usize,
     eval_batches: usize,
     seed: u64,
@@ -189,12 +192,17 @@ impl StageRunner for PlannerRunner {
     }
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
-        let windows: Vec<(usize, usize)> = batch_indices(&mut self.sampler, step, micro, accum, self.batch)
+        // The whole global micro-batch's windows and draws (the same on every rank); this
+        // rank computes its rows, so the run equals one process with the global batch.
+        let global = self.batch * self.shard.world_size;
+        tch::manual_seed(global_seed(self.seed, step, micro));
+        let windows: Vec<(usize, usize)> = batch_indices(&mut self.sampler, Shard::SINGLE, step, micro, accum, global)
             .into_iter()
             .map(|i| self.train.windows[i])
             .collect();
         let mut rng = step_rng(self.seed, step, micro);
-        let loss = denoise_loss(&self.planner, &self.train, &windows, &mut rng, self.device, true);
+        let part = self.shard.local(self.batch);
+        let loss = denoise_loss(&self.planner, &self.train, &windows, part, &mut rng, self.device, true);
         (&loss / accum as f64).backward();
         Ok(loss.double_value(&[]))
     }
@@ -261,6 +269,7 @@ pub fn train_planner(args: TrainArgs) -> Result<TrainReport> {
         train,
         valid,
         sampler,
+        shard: args.world.shard(),
         batch: tc.batch_size,
         eval_batches: tc.eval_batches,
         seed: setup.state.seed,
