@@ -99,7 +99,8 @@ impl StageRunner for ArRunner {
 
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let vset = self.valid_set.as_ref()?;
-        let r = evaluate_loss(&self.model, vset, self.seq_len, self.batch, Some(self.eval_batches));
+        let r =
+            evaluate_loss(&self.model, vset, self.seq_len, self.batch * self.shard.world_size, Some(self.eval_batches));
         let mut m = serde_json::Map::new();
         m.insert("val_ppl".into(), json!(r.perplexity));
         m.insert("val_accuracy".into(), json!(r.token_accuracy));

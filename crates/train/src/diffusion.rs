@@ -252,7 +252,7 @@ impl StageRunner for DiffusionRunner {
 
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let set = self.valid.as_ref()?;
-        let v = fixed_loss(&self.d, set, self.batch, self.eval_batches, self.device);
+        let v = fixed_loss(&self.d, set, self.batch * self.shard.world_size, self.eval_batches, self.device);
         let mut extra = serde_json::Map::new();
         extra.insert("val_mse".into(), json!(v.mse));
         extra.insert("val_rounding_ce".into(), json!(v.rounding_ce));

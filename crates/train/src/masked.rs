@@ -259,7 +259,8 @@ impl StageRunner for MaskedRunner {
 
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let set = self.valid.as_ref()?;
-        let (loss, per_token, _) = nelbo(&self.model, &self.config, set, self.batch, self.eval_batches);
+        let (loss, per_token, _) =
+            nelbo(&self.model, &self.config, set, self.batch * self.shard.world_size, self.eval_batches);
         let mut extra = serde_json::Map::new();
         extra.insert("val_nelbo_per_token".into(), json!(per_token));
         extra.insert("val_perplexity_bound".into(), json!(per_token.exp()));

@@ -208,7 +208,7 @@ impl StageRunner for AeRunner {
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let set = self.valid.as_ref()?;
         let shape = EvalShape {
-            batch: self.batch,
+            batch: self.batch * self.shard.world_size,
             max_batches: Some(self.eval_batches),
             max_len: self.enc_cfg.max_len as usize,
             max_tokens: self.max_tokens,

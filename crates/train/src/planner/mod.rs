@@ -214,7 +214,10 @@ impl StageRunner for PlannerRunner {
 
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let set = self.valid.as_ref()?;
-        Some((fixed_loss(&self.planner, set, self.batch, self.eval_batches, self.device), serde_json::Map::new()))
+        Some((
+            fixed_loss(&self.planner, set, self.batch * self.shard.world_size, self.eval_batches, self.device),
+            serde_json::Map::new(),
+        ))
     }
 
     fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<PlannerModel> {
