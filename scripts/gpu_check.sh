@@ -60,3 +60,31 @@ PY
 $B --log-level warn eval --stage planner --checkpoint "$OUT/tiny" --data "$DATA" --device cuda
 $B --log-level warn eval --stage diffusion --checkpoint "$OUT/tiny" --data "$DATA" --device cuda
 rm -rf "$OUT"/*/*/optimizer.safetensors
+echo "--- distributed (c10d NCCL) and bf16: torchrun, world size 1 (and 2 if there are 2+ GPUs)"
+NGPU=$(nvidia-smi -L | wc -l)
+TORCHRUN=${TORCHRUN:-torchrun}
+for prec in fp32 bf16; do
+  $TORCHRUN --no-python --nproc-per-node 1 --master-port 29531 $B --log-level warn train ar --config configs/base.toml \
+    --data "$DATA" --out "$OUT/nccl-$prec" --device cuda --max-steps 40 --precision $prec --json | tee "$OUT/nccl-$prec.json"
+done
+if [ "$NGPU" -ge 2 ]; then
+  $TORCHRUN --no-python --nproc-per-node 2 --master-port 29532 $B --log-level warn train ar --config configs/base.toml \
+    --data "$DATA" --out "$OUT/nccl-2" --device cuda --max-steps 40 --precision bf16 --check-sync --json | tee "$OUT/nccl-2.json"
+fi
+python3 - "$OUT" "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" <<'PY'
+import glob, json, sys
+o, gpu = sys.argv[1], sys.argv[2]
+# Dense peak FLOP/s (no sparsity): bf16 tensor cores and plain fp32 (tch's fp32 default
+# leaves TF32 off), from NVIDIA's datasheets.
+peaks = {"H100": (989e12, 67e12), "H200": (989e12, 67e12), "A100": (312e12, 19.5e12)}
+bf16_peak, fp32_peak = next((v for k, v in peaks.items() if k in gpu), (None, None))
+print("| run | world size | tokens/s | MFU (6 N tokens/s / peak) |")
+print("|---|---:|---:|---:|")
+for f in sorted(glob.glob(f"{o}/nccl-*.json")):
+    r = json.load(open(f))
+    peak = bf16_peak if r["precision"] == "bf16" else fp32_peak
+    # tokens_per_s is the job's (all ranks); the peak is per GPU.
+    mfu = 6 * r["parameters"] * r["tokens_per_s"] / (peak * r.get("world_size", 1)) if peak else float("nan")
+    print(f"| {f.split('/')[-1][:-5]} ({r['precision']}) | {r.get('world_size', 1)} | {r['tokens_per_s']:.0f} | {mfu:.1%} |")
+PY
+rm -rf "$OUT"/nccl-*/ar/optimizer.safetensors

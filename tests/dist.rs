@@ -109,6 +109,15 @@ fn train_args<'a>(stage: &'a str, cfg: &'a Path, data: &'a Path, out: &'a Path, 
     v
 }
 
+/// A bundle holding `src`'s tokenizer and autoencoder (the planner trains on top of it).
+fn copy_autoencoder(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst.join("autoencoder")).unwrap();
+    std::fs::copy(src.join("tokenizer.json"), dst.join("tokenizer.json")).unwrap();
+    for e in std::fs::read_dir(src.join("autoencoder")).unwrap().flatten() {
+        std::fs::copy(e.path(), dst.join("autoencoder").join(e.file_name())).unwrap();
+    }
+}
+
 #[test]
 fn two_ranks_equal_one_process_with_the_doubled_batch() {
     if !gloo_or_skip() {
@@ -133,29 +142,15 @@ fn two_ranks_equal_one_process_with_the_doubled_batch() {
     let ae = st.path("ae");
     run_ok(&train_args("autoencoder", &one_cfg, &st.data, &ae, &["--max-steps", "4"]));
     let (p1, p2) = (st.path("p1"), st.path("p2"));
-    for p in [&p1, &p2] {
-        std::fs::create_dir_all(p).unwrap();
-        for f in ["tokenizer.json"] {
-            std::fs::copy(ae.join(f), p.join(f)).unwrap();
-        }
-        let src = ae.join("autoencoder");
-        std::fs::create_dir_all(p.join("autoencoder")).unwrap();
-        for e in std::fs::read_dir(&src).unwrap().flatten() {
-            std::fs::copy(e.path(), p.join("autoencoder").join(e.file_name())).unwrap();
-        }
-    }
+    copy_autoencoder(&ae, &p1);
+    copy_autoencoder(&ae, &p2);
     run_ok(&train_args("planner", &one_cfg, &st.data, &p1, &["--max-steps", "10"]));
     ranks_ok(2, &train_args("planner", &two_cfg, &st.data, &p2, &["--max-steps", "10", "--check-sync"]));
     let d = max_diff(&p1.join("planner/model.safetensors"), &p2.join("planner/model.safetensors"));
     assert!(d < 1e-5, "planner: 2 ranks x 4 vs 1 x 8 differ by {d}");
     // The batch split is what makes them equal: 2 ranks of 8 (a global 16) train differently.
     let p3 = st.path("p3");
-    std::fs::create_dir_all(&p3).unwrap();
-    std::fs::copy(ae.join("tokenizer.json"), p3.join("tokenizer.json")).unwrap();
-    std::fs::create_dir_all(p3.join("autoencoder")).unwrap();
-    for e in std::fs::read_dir(ae.join("autoencoder")).unwrap().flatten() {
-        std::fs::copy(e.path(), p3.join("autoencoder").join(e.file_name())).unwrap();
-    }
+    copy_autoencoder(&ae, &p3);
     ranks_ok(2, &train_args("planner", &one_cfg, &st.data, &p3, &["--max-steps", "10"]));
     let d = max_diff(&p1.join("planner/model.safetensors"), &p3.join("planner/model.safetensors"));
     assert!(d > 1e-4, "a global batch of 16 should differ from 8 (got {d})");
@@ -328,7 +323,8 @@ fn bf16_autocast_trains_with_fp32_weights() {
 
 #[test]
 fn bad_distributed_settings_are_one_line_errors() {
-    let cases: &[(&[(&str, &str)], &[&str], &str)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+    let cases: &[Case] = &[
         (&[], &["--dist", "gloo"], "WORLD_SIZE is not set"),
         (&[("WORLD_SIZE", "two")], &[], "WORLD_SIZE"),
         (&[("WORLD_SIZE", "2"), ("RANK", "0")], &[], "MASTER_ADDR"),

@@ -17,6 +17,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=PLANDIFF_GLOO_INCLUDE");
     println!("cargo:rerun-if-env-changed=PLANDIFF_NO_NCCL");
+    // Rebuilt when gloo's headers appear (`make build` installs them).
+    let gloo_dir = Path::new("/usr/include/gloo");
+    println!("cargo:rerun-if-changed={}", if gloo_dir.exists() { "/usr/include/gloo" } else { "/usr/include" });
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         println!("cargo:warning=torch-sys did not report its libtorch; c10d is off");
         return;
@@ -76,6 +79,7 @@ fn nccl_includes(lib: &Path) -> Option<Vec<PathBuf>> {
     }
     // lib = site-packages/torch/lib
     let nvidia = lib.join("..").join("..").join("nvidia");
+    println!("cargo:rerun-if-changed={}", nvidia.join("cu13").join("include").display());
     let nccl = nvidia.join("nccl").join("include");
     let cu = nvidia.join("cu13").join("include");
     let needed = [

@@ -24,11 +24,9 @@ pub struct Cli {
     /// Log level; RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
-    /// Intra-op CPU threads for libtorch, 1 to 4x the machine's cores. Default: all cores for
-    /// the batch jobs (`train`, `prepare`, `ab`, `eval`); 1 for `generate`, `edit` and the rest
-    /// (at batch 1 a small model is bound by op dispatch, and one thread never collapses when
-    /// another process holds the cores: 2 threads beside a busy process took 51 s where 1 took
-    /// 0.9 s).
+    /// Intra-op CPU threads for libtorch, 1 to 4x the machine's cores. Default: all cores for the
+    /// batch jobs (`train`, `prepare`, `ab`, `eval`); 1 for the rest (at batch 1 a small model is bound
+    /// by op dispatch; 2 threads beside a busy process took 51 s where 1 took 0.9 s).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
     #[command(subcommand)]
@@ -125,20 +123,8 @@ pub struct TrainArgs {
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Under torchrun (WORLD_SIZE set): c10d backend, auto (NCCL on CUDA, Gloo on CPU), gloo
-    /// or nccl; off trains one process and ignores torchrun's environment.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "gloo", "nccl", "off"])]
-    pub dist: String,
-    /// Seconds joining the group or a collective may wait for the other ranks before the run
-    /// stops with an error (a rank that died or hangs).
-    #[arg(long, default_value_t = 600.0)]
-    pub dist_timeout: f64,
-    /// fp32, or bf16 autocast (fp32 weights, gradients and optimizer state).
-    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
-    pub precision: String,
-    /// Check after every step that every rank holds identical parameters (slow; for tests).
-    #[arg(long)]
-    pub check_sync: bool,
+    #[command(flatten)]
+    pub dist: crate::commands::train::DistArgs,
 }
 
 /// Token sampling flags of the decoder.

@@ -1,6 +1,7 @@
 //! Training metrics, one JSON object per line.
 
 use crate::{Result, TrainError};
+use indicatif::{ProgressBar, ProgressStyle};
 use plandiff_bundle::fsutil;
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -51,4 +52,19 @@ impl MetricsLog {
         let mut f = OpenOptions::new().append(true).create(true).open(path).map_err(|e| TrainError::io(path, e))?;
         writeln!(f, "{v}").map_err(|e| TrainError::io(path, e))
     }
+}
+
+/// The training progress bar (hidden when `on` is false: not a terminal, or not rank 0).
+pub(crate) fn progress_bar(on: bool, len: u64, pos: u64) -> ProgressBar {
+    if !on {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_position(pos);
+    pb
 }

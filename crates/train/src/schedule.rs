@@ -10,6 +10,11 @@ pub struct LrSchedule {
 }
 
 impl LrSchedule {
+    /// The schedule of a training config.
+    pub fn of(train: &crate::config::TrainConfig) -> Self {
+        Self { lr: train.lr, min_lr: train.min_lr, warmup_steps: train.warmup_steps, total_steps: train.max_steps }
+    }
+
     /// LR for optimizer step `step` (0-based).
     pub fn at(&self, step: u64) -> f64 {
         if step < self.warmup_steps {

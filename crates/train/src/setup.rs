@@ -40,39 +40,7 @@ pub(crate) fn setup_run<M: ModelConfig>(
         TrainError::Invalid(format!("--data {}: {e} (make the folder with `plandiff prepare`)", args.data.display()))
     })?;
     if args.resume {
-        // Only rank 0 writes, so only it holds the lock.
-        let lock = match args.world.is_main() {
-            true => Some(BundleLock::acquire(bundle.root(), &format!("training {kind}"))?),
-            false => None,
-        };
-        let cfg = bundle.read_config_as::<M>(kind)?;
-        plandiff_bundle::weights::check_fits(&bundle.weights_path(kind), cfg.model.min_parameters())?;
-        let mut state = bundle.read_trainer_state(kind)?;
-        if cfg.tokenizer_hash != tokenizer.hash() {
-            return Err(TrainError::Invalid(format!(
-                "--data {} was tokenized with another tokenizer than the checkpoint in {}; resume with the data it was trained on",
-                args.data.display(),
-                args.out.display()
-            )));
-        }
-        if args.config.is_some() {
-            tracing::warn!(
-                "--resume: using the architecture and training config stored in the checkpoint, not --config"
-            );
-        }
-        if let Some(s) = args.seed {
-            if s != state.seed {
-                return Err(TrainError::Invalid(format!(
-                    "--seed {s} differs from the checkpoint's seed {}; a resumed run keeps its seed (leave --seed out)",
-                    state.seed
-                )));
-            }
-        }
-        if let Some(m) = args.max_steps {
-            state.train.max_steps = m;
-        }
-        regroup(&mut state, args.world.size())?;
-        return Ok(RunSetup { bundle, lock, tokenizer, resumed: Some(cfg), state });
+        return resume_setup(args, kind, bundle, tokenizer);
     }
     let (mut train, plan) = fresh.ok_or_else(|| {
         TrainError::Invalid("--config is required for a new run (e.g. --config configs/tiny.toml)".into())
@@ -116,6 +84,46 @@ pub(crate) fn setup_run<M: ModelConfig>(
     Ok(RunSetup { bundle, lock: None, tokenizer, resumed: None, state })
 }
 
+/// The checks of a resume: the checkpoint's config and state, against the data and flags.
+fn resume_setup<M: ModelConfig>(
+    args: &TrainArgs,
+    kind: &str,
+    bundle: Bundle,
+    tokenizer: TextTokenizer,
+) -> Result<RunSetup<M>> {
+    // Only rank 0 writes, so only it holds the lock.
+    let lock = match args.world.is_main() {
+        true => Some(BundleLock::acquire(bundle.root(), &format!("training {kind}"))?),
+        false => None,
+    };
+    let cfg = bundle.read_config_as::<M>(kind)?;
+    plandiff_bundle::weights::check_fits(&bundle.weights_path(kind), cfg.model.min_parameters())?;
+    let mut state = bundle.read_trainer_state(kind)?;
+    if cfg.tokenizer_hash != tokenizer.hash() {
+        return Err(TrainError::Invalid(format!(
+            "--data {} was tokenized with another tokenizer than the checkpoint in {}; resume with the data it was trained on",
+            args.data.display(),
+            args.out.display()
+        )));
+    }
+    if args.config.is_some() {
+        tracing::warn!("--resume: using the architecture and training config stored in the checkpoint, not --config");
+    }
+    if let Some(s) = args.seed {
+        if s != state.seed {
+            return Err(TrainError::Invalid(format!(
+                "--seed {s} differs from the checkpoint's seed {}; a resumed run keeps its seed (leave --seed out)",
+                state.seed
+            )));
+        }
+    }
+    if let Some(m) = args.max_steps {
+        state.train.max_steps = m;
+    }
+    regroup(&mut state, args.world.size())?;
+    Ok(RunSetup { bundle, lock, tokenizer, resumed: Some(cfg), state })
+}
+
 /// A resume on `world_size` ranks keeps the checkpoint's global batch (per-rank batch x
 /// ranks) and so its data order: the per-rank batch becomes global / `world_size`.
 fn regroup(state: &mut TrainerState, world_size: usize) -> Result<()> {
@@ -124,7 +132,7 @@ fn regroup(state: &mut TrainerState, world_size: usize) -> Result<()> {
         return Ok(());
     }
     let global = state.train.batch_size * before;
-    if global % world_size != 0 {
+    if !global.is_multiple_of(world_size) {
         return Err(TrainError::Invalid(format!(
             "the checkpoint's global batch is {global} ({} per rank x {before} ranks), which {world_size} ranks cannot split evenly; resume on a number of ranks that divides {global}",
             state.train.batch_size

@@ -8,12 +8,12 @@
 
 use crate::adamw::{AdamW, AdamWConfig};
 use crate::config::{RunConfig, TrainConfig};
-use crate::metrics::MetricsLog;
+use crate::metrics::{progress_bar, MetricsLog};
 use crate::schedule::LrSchedule;
 pub(crate) use crate::setup::{fresh_lock, fresh_section, setup_run, RunSetup};
 use crate::world::{autocast, Precision, Shard, World};
 use crate::{Result, TrainError};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use plandiff_bundle::fsutil::write_json;
 use plandiff_bundle::{load_weights, save_weights, Bundle, ModelConfig, Provenance, StageConfigFile, TrainerState};
 use plandiff_data::TextTokenizer;
@@ -145,20 +145,6 @@ fn optimizer(vs: &nn::VarStore, train: &TrainConfig) -> (AdamW, i64) {
     let parameters: i64 = named.iter().map(|(_, t)| t.numel() as i64).sum();
     let cfg = AdamWConfig { beta1: train.beta1, beta2: train.beta2, eps: train.eps, weight_decay: train.weight_decay };
     (AdamW::new(named, cfg), parameters)
-}
-
-fn progress_bar(on: bool, len: u64, pos: u64) -> ProgressBar {
-    if !on {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_position(pos);
-    pb
 }
 
 /// Writes a stage's checkpoint: config.json (with provenance), weights, optimizer state and
@@ -347,6 +333,28 @@ fn save_all<R: StageRunner>(
     Ok(path)
 }
 
+/// The bundle's writer lock, held by rank 0 only (taken on resume, else now).
+fn run_lock(
+    lock: Option<plandiff_bundle::BundleLock>,
+    bundle: &Bundle,
+    kind: &str,
+    world: &World,
+) -> Result<Option<plandiff_bundle::BundleLock>> {
+    Ok(match (lock, world.is_main()) {
+        (Some(l), _) => Some(l),
+        (None, true) => Some(fresh_lock(bundle, kind)?),
+        (None, false) => None,
+    })
+}
+
+/// One line of the metrics log: `[loss, lr, tokens/s, collective seconds per step]`.
+fn log_step(metrics: &MetricsLog, state: &TrainerState, v: [f64; 4], grad_norm: &Tensor) -> Result<()> {
+    let [loss, lr, tok_s, comm] = v;
+    metrics.write(&json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm.double_value(&[]),
+        "tokens_per_s": tok_s, "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_seconds,
+        "comm_s_per_step": comm}))
+}
+
 /// Runs (or resumes) a stage until `max_steps`, `stop_at` or an interrupt.
 pub(crate) fn run_loop<R: StageRunner>(
     runner: &mut R,
@@ -356,20 +364,11 @@ pub(crate) fn run_loop<R: StageRunner>(
 ) -> Result<TrainReport> {
     let RunSetup { bundle, lock, tokenizer, resumed, mut state } = setup;
     let (kind, world) = (runner.kind(), &args.world);
-    let _lock = match (lock, world.is_main()) {
-        (Some(l), _) => Some(l),
-        (None, true) => Some(fresh_lock(&bundle, kind)?),
-        (None, false) => None,
-    };
+    let _lock = run_lock(lock, &bundle, kind, world)?;
     let train = state.train.clone();
     let (mut opt, parameters, metrics) =
         open_run(&bundle, kind, &tokenizer, resumed.is_some(), &state, &mut vs, world)?;
-    let sched = LrSchedule {
-        lr: train.lr,
-        min_lr: train.min_lr,
-        warmup_steps: train.warmup_steps,
-        total_steps: train.max_steps,
-    };
+    let sched = LrSchedule::of(&train);
     tracing::info!(parameters, world_size = world.size(), "training stage {kind}");
     let pb = progress_bar(args.progress && world.is_main(), train.max_steps, state.step);
     let corpus = plandiff_data::PrepareStats::load(Path::new(&state.data)).ok().map(|s| s.inputs);
@@ -403,11 +402,8 @@ pub(crate) fn run_loop<R: StageRunner>(
         pb.set_position(state.step);
         pb.set_message(format!("loss {loss:.3} lr {lr:.2e} {tok_s:.0} tok/s"));
         if state.step % train.log_interval == 0 || state.step == 1 {
-            let grad_norm = grad_norm.double_value(&[]);
             let comm = world.comm_seconds() / (state.step - start_step) as f64;
-            metrics.write(&json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "tokens_per_s": tok_s, "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_seconds,
-                "comm_s_per_step": comm}))?;
+            log_step(&metrics, &state, [loss, lr, tok_s, comm], &grad_norm)?;
         }
         let last = state.step == train.max_steps;
         if world.is_main() && (state.step % train.eval_interval == 0 || last) {

@@ -8,6 +8,25 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// Distributed training and precision flags of `plandiff train`.
+#[derive(clap::Args, Debug)]
+pub struct DistArgs {
+    /// Under torchrun (WORLD_SIZE set): c10d backend, auto (NCCL on CUDA, Gloo on CPU), gloo
+    /// or nccl; off trains one process and ignores torchrun's environment.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gloo", "nccl", "off"])]
+    pub dist: String,
+    /// Seconds joining the group or a collective may wait for the other ranks before the run
+    /// stops with an error (a rank that died or hangs).
+    #[arg(long, default_value_t = 600.0)]
+    pub dist_timeout: f64,
+    /// fp32, or bf16 autocast (fp32 weights, gradients and optimizer state).
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
+    pub precision: String,
+    /// Check after every step that every rank holds identical parameters (slow; for tests).
+    #[arg(long)]
+    pub check_sync: bool,
+}
+
 fn signal_name(sig: i32) -> &'static str {
     match sig {
         SIGINT => "SIGINT (Ctrl-C)",
@@ -42,14 +61,14 @@ fn stop_on_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
 /// One process, or this rank of the torchrun job in the environment (and its device:
 /// `cuda:LOCAL_RANK` on CUDA).
 fn join_world(a: &TrainArgs, device: tch::Device) -> Result<(World, tch::Device)> {
-    if !(a.dist_timeout.is_finite() && a.dist_timeout > 0.0 && a.dist_timeout <= 7.0 * 86400.0) {
-        anyhow::bail!("--dist-timeout {}: give seconds between 0 and 604800 (default 600)", a.dist_timeout);
+    if !(a.dist.dist_timeout.is_finite() && a.dist.dist_timeout > 0.0 && a.dist.dist_timeout <= 7.0 * 86400.0) {
+        anyhow::bail!("--dist-timeout {}: give seconds between 0 and 604800 (default 600)", a.dist.dist_timeout);
     }
-    let launch = match a.dist.as_str() {
+    let launch = match a.dist.dist.as_str() {
         "off" => None,
         _ => Launch::from_env()?,
     };
-    let backend = match a.dist.as_str() {
+    let backend = match a.dist.dist.as_str() {
         "gloo" => Some(Backend::Gloo),
         "nccl" => Some(Backend::Nccl),
         _ => None,
@@ -58,12 +77,12 @@ fn join_world(a: &TrainArgs, device: tch::Device) -> Result<(World, tch::Device)
         if backend.is_some() {
             anyhow::bail!(
                 "--dist {}: WORLD_SIZE is not set; launch with `torchrun --no-python --nproc-per-node N plandiff train ...`",
-                a.dist
+                a.dist.dist
             );
         }
         return Ok((World::single(), device));
     };
-    let timeout = std::time::Duration::from_secs_f64(a.dist_timeout);
+    let timeout = std::time::Duration::from_secs_f64(a.dist.dist_timeout);
     Ok(World::join(&launch, backend, timeout, device)?)
 }
 
@@ -74,9 +93,9 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     let device = parse_device(&a.device)?;
     let config = a.config.as_ref().map(|p| RunConfig::load(p)).transpose()?;
     let (mut world, device) = join_world(&a, device)?;
-    world.check_sync = a.check_sync;
+    world.check_sync = a.dist.check_sync;
     let main = world.is_main();
-    let precision = match a.precision.as_str() {
+    let precision = match a.dist.precision.as_str() {
         "bf16" => Precision::Bf16,
         _ => Precision::Fp32,
     };
