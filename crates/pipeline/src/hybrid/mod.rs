@@ -175,17 +175,16 @@ impl Generator for HybridGenerator {
                 planning += tp.elapsed().as_secs_f64();
                 planner_calls += 1;
             }
-            let plan = self.window_plan(&act, win.start, written);
+            let start = self.fit_window(&act, win.start, written, max_len);
+            let plan = self.window_plan(&act, start, written);
             let prompts: Vec<Vec<i64>> = act
                 .iter()
-                .map(|r| {
-                    window::decoder_prompt(sp.bos as i64, sp.sep as i64, &r.sentences[win.start..written], &r.open)
-                })
+                .map(|r| window::decoder_prompt(sp.bos as i64, sp.sep as i64, &r.sentences[start..written], &r.open))
                 .collect();
             let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
             if longest + 2 > max_len {
                 return Err(PipelineError::Invalid(format!(
-                    "the sentences of the current decoder window take {longest} tokens, more than the decoder's context of {max_len}; shorten the prompt's sentences"
+                    "the open sentence takes {longest} tokens, more than the decoder's context of {max_len}; shorten the prompt's last sentence"
                 )));
             }
             let budget =
@@ -227,9 +226,9 @@ mod tests {
     #[test]
     fn decoder_prompt_reads_the_window_only() {
         let sentences: Vec<Vec<i64>> = (10..20).map(|i| vec![i]).collect();
-        let w = super::window::decoder_window(10, 14, 8, 16);
-        assert_eq!(w.start, 8);
+        let w = super::window::decoder_window(10, 14, 4, 16);
+        assert_eq!(w.start, 7);
         let ids = super::window::decoder_prompt(1, 2, &sentences[w.start..10], &[99]);
-        assert_eq!(ids, vec![1, 18, 2, 19, 2, 99]);
+        assert_eq!(ids, vec![1, 17, 2, 18, 2, 19, 2, 99]);
     }
 }

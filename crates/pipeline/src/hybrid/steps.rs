@@ -1,7 +1,7 @@
 //! The steps of the hybrid loop on the samples it writes: start the rows, plan the window,
 //! assemble the window's plan, re-encode what was written.
 
-use super::window::PlanCall;
+use super::window::{self, PlanCall};
 use super::HybridGenerator;
 use crate::Result;
 use plandiff_decoder::{Generated, StopReason};
@@ -99,6 +99,18 @@ impl HybridGenerator {
 
     /// The decoder's plan `(B, S_d, d)` for the window starting at sentence `ws`: written
     /// sentences' own latents, planned latents after them.
+    /// The window's first sentence once every row's text in view leaves room for a sentence
+    /// (a quarter of the context) in the decoder's `max_len` (see [`window::fit_start`]).
+    pub(super) fn fit_window(&self, rows: &[&mut Row], start: usize, written: usize, max_len: usize) -> usize {
+        rows.iter()
+            .map(|r| {
+                let lens: Vec<usize> = r.sentences.iter().map(Vec::len).collect();
+                window::fit_start(start, written, &lens, r.open.len(), max_len / 4, max_len)
+            })
+            .max()
+            .unwrap_or(start)
+    }
+
     pub(super) fn window_plan(&self, rows: &[&mut Row], ws: usize, written: usize) -> Tensor {
         let plans: Vec<Tensor> = rows
             .iter()

@@ -1,11 +1,13 @@
 //! Window arithmetic of the hybrid loop, pure and tested on its own.
 //!
-//! The decoder was trained on windows of `S_d` sentences (its plan's slots) that start at
-//! sentence 0, S_d, 2 S_d, ... of a document, seeing only that window's text; the planner
-//! sees `S_p` slots at once. A long text is written window by window: the decoder window
-//! holding the next sentence to write, cut where the text ends and where the planner's
-//! reach (S_p slots past what is written) ends; before it, the planner fills the latents
-//! the window lacks, conditioned on up to `S_p / 2` latents of what was written.
+//! The decoder was trained on windows of `S_d` sentences (its plan's slots) that start at any
+//! sentence of a story, seeing that window's text; the planner sees `S_p` slots at once. A long
+//! text is written through a sliding window: while the text is shorter than `S_d` sentences the
+//! decoder writes up to the window's end in one pass (cut where the text ends and where the
+//! planner's reach, S_p slots past what is written, ends); after that the window holds the
+//! `S_d - 1` sentences before the next one, so the decoder always sees as much of the text as
+//! its slots hold, and slides by one sentence. Before a window, the planner fills the latents
+//! it lacks, conditioned on up to `S_p / 2` latents of what was written.
 
 /// Sentences `[start, end)` of the text that the decoder sees as one window: it reads the
 /// written ones in `[start, written)` and writes up to `end`.
@@ -24,16 +26,31 @@ pub struct PlanCall {
     pub new: usize,
 }
 
-/// The first sentence of the decoder window (of `sd` slots) that holds `sentence`.
+/// The first sentence of the sliding decoder window (of `sd` slots) that writes `sentence`:
+/// the `sd - 1` sentences before it are in view.
 pub fn window_start(sentence: usize, sd: usize) -> usize {
-    (sentence / sd) * sd
+    sentence.saturating_sub(sd.max(1) - 1)
 }
 
 /// The decoder window when `written` of `total` sentences are written (`written < total`),
 /// for a decoder of `sd` slots and a planner of `sp` slots.
 pub fn decoder_window(written: usize, total: usize, sd: usize, sp: usize) -> DecoderWindow {
     let start = window_start(written, sd);
-    DecoderWindow { start, end: (start + sd).min(total).min(written + sp) }
+    let end = if start == 0 { sd.min(total).min(written + sp) } else { written + 1 };
+    DecoderWindow { start, end }
+}
+
+/// The window's first sentence once the text in view fits the decoder's context: from `start`,
+/// the earliest sentences leave the view until `<bos>`, the sentences `[start, written)`, the
+/// open sentence and `room` new tokens fit in `max_len` (never past `written`).
+pub fn fit_start(start: usize, written: usize, lens: &[usize], open: usize, room: usize, max_len: usize) -> usize {
+    let mut start = start;
+    let mut used: usize = 1 + open + lens[start..written].iter().map(|l| l + 1).sum::<usize>();
+    while start < written && used + room > max_len {
+        used -= lens[start] + 1;
+        start += 1;
+    }
+    start
 }
 
 /// The planner call that fills a window ending at `end`: as many new slots as the planner
@@ -101,26 +118,38 @@ mod tests {
     }
 
     #[test]
-    fn prompt_longer_than_a_window() {
-        // 11 prompt sentences, decoder windows of 4: writing starts in the window [8, 12).
+    fn the_window_slides_one_sentence_at_a_time_once_full() {
+        // 11 prompt sentences, decoder windows of 4: each new sentence sees the 3 before it.
         let s = schedule(11, 6, 4, 8);
-        assert_eq!(s[0].0, DecoderWindow { start: 8, end: 12 });
+        let w: Vec<(usize, usize)> = s.iter().map(|x| (x.0.start, x.0.end)).collect();
+        assert_eq!(w, vec![(8, 12), (9, 13), (10, 14), (11, 15), (12, 16), (13, 17)]);
         // Context: at most half the planner (4), and the window's one new sentence fits.
         assert_eq!(s[0].1, Some(PlanCall { from: 11, ctx: 4, new: 4 }));
-        // The next window re-plans from what is written, the plan of [12, 15) included.
-        assert_eq!(s[1].0, DecoderWindow { start: 12, end: 16 });
-        assert_eq!(s[1].1, Some(PlanCall { from: 12, ctx: 4, new: 4 }));
-        assert_eq!(s[2].0, DecoderWindow { start: 16, end: 17 });
-        assert_eq!(s[2].1, Some(PlanCall { from: 16, ctx: 4, new: 1 }), "the last call stops at the text's end");
+        // The planner is called again when the plan runs out: at 15, for the last 2 slots.
+        let calls: Vec<PlanCall> = s.iter().filter_map(|x| x.1).collect();
+        assert_eq!(calls, vec![PlanCall { from: 11, ctx: 4, new: 4 }, PlanCall { from: 15, ctx: 4, new: 2 }]);
     }
 
     #[test]
-    fn total_not_a_multiple_of_the_window() {
+    fn a_short_text_is_written_in_one_window() {
         let s = schedule(2, 10, 8, 8);
         let windows: Vec<DecoderWindow> = s.iter().map(|x| x.0).collect();
-        assert_eq!(windows, vec![DecoderWindow { start: 0, end: 8 }, DecoderWindow { start: 8, end: 12 }]);
+        assert_eq!(windows[0], DecoderWindow { start: 0, end: 8 });
+        assert_eq!(windows[1], DecoderWindow { start: 1, end: 9 }, "then it slides: 7 sentences in view");
+        assert_eq!(windows.last(), Some(&DecoderWindow { start: 4, end: 12 }));
         assert_eq!(s[0].1, Some(PlanCall { from: 2, ctx: 2, new: 6 }));
-        assert_eq!(s[1].1, Some(PlanCall { from: 8, ctx: 4, new: 4 }));
+        // Never a restart: every window after the first sees sd - 1 = 7 written sentences.
+        assert!(windows[1..].iter().all(|w| w.end - w.start == 8));
+    }
+
+    #[test]
+    fn long_sentences_leave_the_view_to_fit_the_context() {
+        // Sentences of 10 tokens, a window from 0 to 5 written, 20 tokens of room, context 48:
+        // <bos> + 5 x 11 = 56 > 48 - 20: the first three leave the view.
+        let lens = [10usize; 6];
+        assert_eq!(fit_start(0, 5, &lens, 0, 20, 48), 3);
+        assert_eq!(fit_start(0, 5, &lens, 0, 0, 100), 0, "it fits: nothing leaves");
+        assert_eq!(fit_start(2, 5, &lens, 40, 20, 48), 5, "never past what is written");
     }
 
     #[test]
@@ -134,7 +163,7 @@ mod tests {
 
     #[test]
     fn decoder_window_smaller_than_the_planner() {
-        // sd 4, sp 16: one planner call fills three windows ahead.
+        // sd 4, sp 16: one planner call plans every window ahead.
         let s = schedule(2, 10, 4, 16);
         assert_eq!(s[0].1, Some(PlanCall { from: 2, ctx: 2, new: 10 }));
         assert!(s[1..].iter().all(|x| x.1.is_none()), "later windows read the plan already made");

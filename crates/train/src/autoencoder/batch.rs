@@ -6,7 +6,9 @@ use plandiff_data::{doc_batch, index_documents, DocBatch, Document, SpecialIds, 
 use std::path::Path;
 use tch::{Device, Tensor};
 
-/// A split's documents cut into windows of `max_slots` sentences.
+/// A split's documents as windows of up to `max_slots` sentences starting at every sentence:
+/// the decoder learns to continue a story from anywhere in it, as the hybrid loop's sliding
+/// window asks of it.
 pub(super) struct DocSet {
     pub(super) set: TokenSet,
     pub(super) docs: Vec<Document>,
@@ -23,11 +25,8 @@ impl DocSet {
 
     pub(super) fn from_set(set: TokenSet, sp: SpecialIds, max_slots: usize) -> Self {
         let docs = index_documents(&set.tokens, sp);
-        let windows = docs
-            .iter()
-            .enumerate()
-            .flat_map(|(d, doc)| (0..doc.sentences.len()).step_by(max_slots).map(move |f| (d, f)))
-            .collect();
+        let windows =
+            docs.iter().enumerate().flat_map(|(d, doc)| (0..doc.sentences.len()).map(move |f| (d, f))).collect();
         Self { set, docs, windows, sp, max_slots }
     }
 
