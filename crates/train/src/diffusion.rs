@@ -139,31 +139,48 @@ impl TextDiffusionSection {
     }
 }
 
-/// Documents of a split as padded rows of `seq_len` tokens.
+/// A split's documents as padded rows of `seq_len` tokens, one from every sentence of a
+/// document: `<bos>`, then the document from that sentence on (to its `<eos>`), so the model
+/// learns every part of a story, not only its first `seq_len` tokens.
 struct DocRows {
-    rows: Vec<Vec<i64>>,
+    tokens: Vec<u32>,
+    /// (first token, document end) of every row, the row's `<bos>` not counted.
+    windows: Vec<(usize, usize)>,
+    seq_len: usize,
+    bos: i64,
+    pad: i64,
 }
 
 impl DocRows {
     fn open(dir: &Path, split: &str, tk: &TextTokenizer, seq_len: usize) -> Result<Self> {
         let set = open_split(dir, split, tk)?;
         let sp = tk.special();
-        let rows = index_documents(&set.tokens, sp)
+        let windows = index_documents(&set.tokens, sp)
             .iter()
-            .map(|d| {
-                let mut r: Vec<i64> =
-                    set.tokens[d.start..d.end.min(d.start + seq_len)].iter().map(|&t| t as i64).collect();
-                r.resize(seq_len, sp.pad as i64);
-                r
-            })
+            .flat_map(|d| d.sentences.iter().map(move |&(s, _)| (s, d.end)))
             .collect();
-        Ok(Self { rows })
+        Ok(Self { tokens: set.tokens, windows, seq_len, bos: sp.bos as i64, pad: sp.pad as i64 })
+    }
+
+    fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.windows.is_empty()
     }
 
     fn batch(&self, idx: &[usize], device: Device) -> Tensor {
-        let l = self.rows[0].len() as i64;
-        let flat: Vec<i64> = idx.iter().flat_map(|&i| self.rows[i].iter().copied()).collect();
-        Tensor::from_slice(&flat).view([idx.len() as i64, l]).to_device(device)
+        let l = self.seq_len;
+        let mut flat = Vec::with_capacity(idx.len() * l);
+        for &i in idx {
+            let (s, end) = self.windows[i];
+            let e = end.min(s + l - 1);
+            flat.push(self.bos);
+            flat.extend(self.tokens[s..e].iter().map(|&t| t as i64));
+            flat.extend(std::iter::repeat_n(self.pad, l - 1 - (e - s)));
+        }
+        Tensor::from_slice(&flat).view([idx.len() as i64, l as i64]).to_device(device)
     }
 }
 
@@ -204,7 +221,7 @@ fn batch_loss(
 
 /// Mean loss parts over `batches` fixed batches of `set` (fixed timesteps and noise).
 fn fixed_loss(d: &DiffusionBundle, set: &DocRows, batch: usize, batches: usize, device: Device) -> ValLoss {
-    let n = set.rows.len();
+    let n = set.len();
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
     tch::manual_seed(0x5eed);
     let (mut total, mut mse, mut rnd) = (0f64, 0f64, 0f64);
@@ -276,14 +293,14 @@ pub fn train_diffusion(args: TrainArgs) -> Result<TrainReport> {
     };
     let seq_len = model.model.seq_len as usize;
     let train = DocRows::open(&args.data, "train", &setup.tokenizer, seq_len)?;
-    if train.rows.is_empty() {
+    if train.is_empty() {
         return Err(TrainError::Invalid(format!(
             "--data {}: no complete document in the train split",
             args.data.display()
         )));
     }
-    let valid = DocRows::open(&args.data, "valid", &setup.tokenizer, seq_len).ok().filter(|v| !v.rows.is_empty());
-    let sampler = WindowSampler::over(train.rows.len(), setup.state.seed)?;
+    let valid = DocRows::open(&args.data, "valid", &setup.tokenizer, seq_len).ok().filter(|v| !v.is_empty());
+    let sampler = WindowSampler::over(train.len(), setup.state.seed)?;
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
     let d =
@@ -318,14 +335,14 @@ pub fn evaluate_diffusion(req: &EvalRequest) -> Result<DiffusionEval> {
     let l = load_diffusion(&Bundle::open(req.bundle)?, req.device)?;
     let d = &l.diffusion;
     let set = DocRows::open(req.data, req.split, &l.tokenizer, d.config.model.seq_len as usize)?;
-    if set.rows.is_empty() {
+    if set.is_empty() {
         return Err(TrainError::Invalid(format!(
             "{}: no complete document in the {} split",
             req.data.display(),
             req.split
         )));
     }
-    let n = set.rows.len();
+    let n = set.len();
     let batch = req.batch.max(1);
     let batches = req.max_batches.unwrap_or_else(|| n.div_ceil(batch)).max(1);
     let v = fixed_loss(d, &set, batch, batches, req.device);

@@ -131,12 +131,16 @@ impl MaskedSection {
     }
 }
 
-/// Rows of `seq_len` tokens, each from a document's `<bos>` on (packed into the documents
-/// after it; `<pad>` only past the end of the split).
+/// Rows of `seq_len` tokens, one from every sentence of a document: `<bos>`, then the stream
+/// from that sentence on (packed into the documents after it; `<pad>` only past the end of the
+/// split), so every part of a story is learned, not only its first `seq_len` tokens. A row from
+/// a document's first sentence is the document from its own `<bos>`.
 struct PackedRows {
     tokens: Vec<u32>,
+    /// First token of every row after its `<bos>`.
     starts: Vec<usize>,
     seq_len: usize,
+    bos: i64,
     pad: i64,
 }
 
@@ -144,19 +148,21 @@ impl PackedRows {
     fn open(dir: &Path, split: &str, tk: &TextTokenizer, seq_len: usize) -> Result<Self> {
         let set = open_split(dir, split, tk)?;
         let sp = tk.special();
-        let starts = index_documents(&set.tokens, sp).iter().map(|d| d.start).collect();
-        Ok(Self { tokens: set.tokens, starts, seq_len, pad: sp.pad as i64 })
+        let starts =
+            index_documents(&set.tokens, sp).iter().flat_map(|d| d.sentences.iter().map(|&(s, _)| s)).collect();
+        Ok(Self { tokens: set.tokens, starts, seq_len, bos: sp.bos as i64, pad: sp.pad as i64 })
     }
 
-    /// `(B, seq_len)` rows starting at documents `idx`.
+    /// `(B, seq_len)` rows starting at sentences `idx`.
     fn batch(&self, idx: &[usize], device: Device) -> Tensor {
         let l = self.seq_len;
         let mut flat = Vec::with_capacity(idx.len() * l);
         for &i in idx {
             let s = self.starts[i];
-            let end = (s + l).min(self.tokens.len());
+            let end = (s + l - 1).min(self.tokens.len());
+            flat.push(self.bos);
             flat.extend(self.tokens[s..end].iter().map(|&t| t as i64));
-            flat.extend(std::iter::repeat_n(self.pad, l - (end - s)));
+            flat.extend(std::iter::repeat_n(self.pad, l - 1 - (end - s)));
         }
         Tensor::from_slice(&flat).view([idx.len() as i64, l as i64]).to_device(device)
     }
