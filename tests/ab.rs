@@ -135,9 +135,11 @@ fn ab_results_are_consistent_and_the_report_renders() {
                 .filter_map(|s| s["metrics"][m].as_f64())
                 .filter(|x| x.is_finite())
                 .collect();
-            assert!(!v.is_empty(), "{arm} {m}");
-            let got = agg[arm][m].as_f64().unwrap();
-            assert!((got - mean(&v)).abs() < 1e-9, "{arm} {m}: {got} vs {}", mean(&v));
+            match agg[arm][m].as_f64().filter(|x| x.is_finite()) {
+                Some(got) => assert!((got - mean(&v)).abs() < 1e-9, "{arm} {m}: {got} vs {}", mean(&v)),
+                // No sample has the metric (e.g. coherence needs two new sentences): none in the aggregate.
+                None => assert!(v.is_empty() && m != "tokens", "{arm} {m}: {v:?}"),
+            }
         }
         for m in ["distinct_2", "self_bleu"] {
             let v: Vec<f64> = prompts.iter().map(|pr| pr["per_prompt"][arm][m].as_f64().unwrap()).collect();
