@@ -272,6 +272,35 @@ fn a_killed_rank_stops_the_other_and_the_last_checkpoint_resumes() {
 }
 
 #[test]
+fn a_hung_rank_stops_the_other_within_the_timeout() {
+    if !gloo_or_skip() {
+        return;
+    }
+    let st = Setup::new();
+    let cfg = st.config("two.toml", &[("ar", 4)]);
+    let out = st.path("hung");
+    let mut ranks =
+        spawn_ranks(2, &train_args("ar", &cfg, &st.data, &out, &["--max-steps", "100000", "--dist-timeout", "4"]));
+    let t0 = Instant::now();
+    while !out.join("ar/trainer_state.json").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Rank 1 stops answering (SIGSTOP): rank 0 waits out its 4 s timeout, then fails.
+    let pid = ranks[1].id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let stopped_at = Instant::now();
+    let rank0 = ranks.remove(0).wait_with_output().unwrap();
+    let waited = stopped_at.elapsed();
+    let _ = ranks[0].kill();
+    let _ = ranks[0].wait();
+    let err = String::from_utf8_lossy(&rank0.stderr);
+    assert_eq!(rank0.status.code(), Some(1), "{err}");
+    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(30), "{waited:?}");
+    assert!(err.contains("timed out") && err.contains("--resume"), "{err}");
+}
+
+#[test]
 fn torchrun_launches_two_ranks() {
     let torchrun = common::root().join(".venv/bin/torchrun");
     if !torchrun.exists() {

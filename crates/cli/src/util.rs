@@ -52,9 +52,14 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
+/// Logs to stderr at `--log-level` (RUST_LOG overrides it); a torchrun rank other than 0 logs
+/// warnings and errors only, so a job's log reads as one process's.
 pub fn init_logging(cli: &Cli) {
+    let other_rank =
+        std::env::var("RANK").ok().is_some_and(|r| r.trim() != "0") && std::env::var_os("WORLD_SIZE").is_some();
+    let level = if other_rank { "warn".to_string() } else { cli.log_level.clone() };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},tokenizers=warn", cli.log_level)));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},tokenizers=warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
