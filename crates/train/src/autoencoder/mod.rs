@@ -279,7 +279,16 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     let train = DocSet::open(&args.data, "train", sp, slots)?;
     let valid = DocSet::open(&args.data, "valid", sp, slots).ok().filter(|v| !v.windows.is_empty());
     let sampler = WindowSampler::over(train.windows.len(), setup.state.seed)?;
-    let mean_window = train.set.tokens.len() as f64 / train.windows.len() as f64;
+    // Windows overlap (one starts at every sentence): their mean length in tokens.
+    let window_tokens: usize = train
+        .windows
+        .iter()
+        .map(|&(d, f)| {
+            let s = &train.docs[d].sentences;
+            s[f..(f + slots).min(s.len())].iter().map(|&(a, b)| b - a + 1).sum::<usize>() + 1
+        })
+        .sum();
+    let mean_window = window_tokens as f64 / train.windows.len().max(1) as f64;
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
     let ae = Autoencoder::new(&vs.root(), &enc_cfg, &dec_cfg)?;
