@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{bin, corpus, run, run_ok, s, test_config};
+use common::{bin, corpus, run_ok, s, test_config};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -17,8 +17,15 @@ fn free_port() -> u16 {
 
 /// This build has Gloo (`make test` installs its headers and requires it).
 fn gloo_or_skip() -> bool {
-    let out = run(&["train", "ar", "--data", "/nonexistent", "--out", "/nonexistent", "--dist", "gloo"]);
+    // A group of one: joining needs the backend; then the missing data stops the run.
+    let out = Command::new(bin())
+        .args(["train", "ar", "--data", "/nonexistent", "--out", "/nonexistent", "--dist", "gloo"])
+        .envs([("WORLD_SIZE", "1"), ("RANK", "0"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")])
+        .env("MASTER_PORT", free_port().to_string())
+        .output()
+        .expect("spawn plandiff");
     let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{text}");
     if text.contains("built without Gloo") {
         assert!(std::env::var_os("PLANDIFF_REQUIRE_GLOO").is_none(), "PLANDIFF_REQUIRE_GLOO is set: {text}");
         eprintln!("SKIP: this plandiff has no Gloo (apt-get install libgloo-dev, then rebuild)");
@@ -280,13 +287,14 @@ fn a_hung_rank_stops_the_other_within_the_timeout() {
     let cfg = st.config("two.toml", &[("ar", 4)]);
     let out = st.path("hung");
     let mut ranks =
-        spawn_ranks(2, &train_args("ar", &cfg, &st.data, &out, &["--max-steps", "100000", "--dist-timeout", "4"]));
+        spawn_ranks(2, &train_args("ar", &cfg, &st.data, &out, &["--max-steps", "100000", "--dist-timeout", "10"]));
     let t0 = Instant::now();
     while !out.join("ar/trainer_state.json").exists() {
         assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Rank 1 stops answering (SIGSTOP): rank 0 waits out its 4 s timeout, then fails.
+    // Rank 1 stops answering (SIGSTOP): rank 0 waits out its 10 s timeout, then fails (10 s, not
+    // less: joining the group under a loaded test machine shares the same timeout).
     let pid = ranks[1].id().to_string();
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
     let stopped_at = Instant::now();
@@ -296,7 +304,7 @@ fn a_hung_rank_stops_the_other_within_the_timeout() {
     let _ = ranks[0].wait();
     let err = String::from_utf8_lossy(&rank0.stderr);
     assert_eq!(rank0.status.code(), Some(1), "{err}");
-    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(30), "{waited:?}");
+    assert!(waited >= Duration::from_secs(8) && waited < Duration::from_secs(60), "{waited:?}");
     assert!(err.contains("timed out") && err.contains("--resume"), "{err}");
 }
 
