@@ -227,22 +227,29 @@ fn resume_moves_between_world_sizes_and_keeps_the_global_batch() {
     assert_eq!(before, std::fs::read(moved.join("ar/model.safetensors")).unwrap());
 }
 
+/// Starts 2 ranks of a long `ar` run into `out` with `--dist-timeout timeout` and returns them once
+/// the first checkpoint is on disk.
+fn two_ranks_past_a_checkpoint(st: &Setup, out: &Path, timeout: &str) -> Vec<Child> {
+    let cfg = st.config("two.toml", &[("ar", 4)]);
+    let args = train_args("ar", &cfg, &st.data, out, &["--max-steps", "100000", "--dist-timeout", timeout]);
+    let ranks = spawn_ranks(2, &args);
+    let t0 = Instant::now();
+    while !out.join("ar/trainer_state.json").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ranks
+}
+
 #[test]
 fn a_killed_rank_stops_the_other_and_the_last_checkpoint_resumes() {
     if !gloo_or_skip() {
         return;
     }
     let st = Setup::new();
-    let cfg = st.config("two.toml", &[("ar", 4)]);
     let out = st.path("killed");
-    let mut ranks =
-        spawn_ranks(2, &train_args("ar", &cfg, &st.data, &out, &["--max-steps", "100000", "--dist-timeout", "30"]));
-    // Wait for the checkpoint at step 10, then kill rank 1.
-    let t0 = Instant::now();
-    while !out.join("ar/trainer_state.json").exists() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // After the checkpoint at step 10, kill rank 1.
+    let mut ranks = two_ranks_past_a_checkpoint(&st, &out, "30");
     ranks[1].kill().unwrap();
     let _ = ranks[1].wait();
     let killed_at = Instant::now();
@@ -284,15 +291,8 @@ fn a_hung_rank_stops_the_other_within_the_timeout() {
         return;
     }
     let st = Setup::new();
-    let cfg = st.config("two.toml", &[("ar", 4)]);
     let out = st.path("hung");
-    let mut ranks =
-        spawn_ranks(2, &train_args("ar", &cfg, &st.data, &out, &["--max-steps", "100000", "--dist-timeout", "10"]));
-    let t0 = Instant::now();
-    while !out.join("ar/trainer_state.json").exists() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut ranks = two_ranks_past_a_checkpoint(&st, &out, "10");
     // Rank 1 stops answering (SIGSTOP): rank 0 waits out its 10 s timeout, then fails (10 s, not
     // less: joining the group under a loaded test machine shares the same timeout).
     let pid = ranks[1].id().to_string();

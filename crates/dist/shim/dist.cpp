@@ -51,19 +51,18 @@ struct Group {
   std::chrono::milliseconds timeout;
 };
 
-void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>> &works, std::chrono::milliseconds timeout) {
-  for (auto &w : works) {
-    w->wait(timeout);
-  }
-}
-
-std::vector<at::Tensor> gather(at::Tensor **ts, size_t n) {
-  std::vector<at::Tensor> out;
-  out.reserve(n);
+// Launches `launch(one_tensor_vector)` for each tensor (c10d treats a vector as one tensor per
+// device, so each is its own collective), then waits for all of them.
+template <class Launch> void each(Group *g, at::Tensor **ts, size_t n, Launch launch) {
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  works.reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    out.push_back(*ts[i]);
+    std::vector<at::Tensor> one{*ts[i]};
+    works.push_back(launch(one));
   }
-  return out;
+  for (auto &w : works) {
+    w->wait(g->timeout);
+  }
 }
 #endif
 } // namespace
@@ -177,12 +176,7 @@ char *pd_all_reduce(void *group, at::Tensor **ts, size_t n, int op) {
     c10d::AllreduceOptions o;
     o.reduceOp = op == 1 ? c10d::ReduceOp::MAX : (op == 2 ? c10d::ReduceOp::MIN : c10d::ReduceOp::SUM);
     o.timeout = g->timeout;
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (auto &t : gather(ts, n)) {
-      std::vector<at::Tensor> one{t};
-      works.push_back(g->backend->allreduce(one, o));
-    }
-    wait_all(works, g->timeout);
+    each(g, ts, n, [&](std::vector<at::Tensor> &one) { return g->backend->allreduce(one, o); });
   })
 #else
   (void)group; (void)ts; (void)n; (void)op;
@@ -198,12 +192,7 @@ char *pd_broadcast(void *group, at::Tensor **ts, size_t n, int root) {
     c10d::BroadcastOptions o;
     o.rootRank = root;
     o.timeout = g->timeout;
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (auto &t : gather(ts, n)) {
-      std::vector<at::Tensor> one{t};
-      works.push_back(g->backend->broadcast(one, o));
-    }
-    wait_all(works, g->timeout);
+    each(g, ts, n, [&](std::vector<at::Tensor> &one) { return g->backend->broadcast(one, o); });
   })
 #else
   (void)group; (void)ts; (void)n; (void)root;

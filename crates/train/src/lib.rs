@@ -15,6 +15,7 @@ pub mod export;
 pub mod masked;
 pub mod metrics;
 pub mod planner;
+mod runner;
 pub mod schedule;
 mod setup;
 pub mod stages;

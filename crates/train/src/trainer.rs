@@ -9,13 +9,15 @@
 use crate::adamw::{AdamW, AdamWConfig};
 use crate::config::{RunConfig, TrainConfig};
 use crate::metrics::{progress_bar, MetricsLog};
+use crate::runner::rank_seed;
+pub(crate) use crate::runner::{batch_indices, global_seed, rank_rng, seed_init, step_rng, StageRunner};
 use crate::schedule::LrSchedule;
 pub(crate) use crate::setup::{fresh_lock, fresh_section, setup_run, RunSetup};
-use crate::world::{autocast, Precision, Shard, World};
+use crate::world::{autocast, Precision, World};
 use crate::{Result, TrainError};
 use indicatif::ProgressBar;
 use plandiff_bundle::fsutil::write_json;
-use plandiff_bundle::{load_weights, save_weights, Bundle, ModelConfig, Provenance, StageConfigFile, TrainerState};
+use plandiff_bundle::{load_weights, save_weights, Bundle, Provenance, TrainerState};
 use plandiff_data::TextTokenizer;
 use serde::Serialize;
 use serde_json::json;
@@ -68,73 +70,6 @@ pub struct TrainReport {
     pub precision: Precision,
     /// Mean seconds per step in collectives (gradient and metric all-reduces).
     pub comm_seconds_per_step: f64,
-}
-
-/// What a stage adds to the shared loop.
-pub(crate) trait StageRunner {
-    /// The `model` section of the stage's config.json.
-    type Model: ModelConfig;
-    fn kind(&self) -> &'static str;
-    /// Forward and backward of micro-batch `micro` of optimizer step `step` (gradients
-    /// scaled by `1 / grad_accum`); returns the unscaled loss.
-    fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64>;
-    /// Tokens one optimizer step trains on (for throughput).
-    fn tokens_per_step(&self) -> u64;
-    /// Validation: the main loss and extra metrics; `None` without validation data.
-    fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)>;
-    /// `config.json` of the stage.
-    fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<Self::Model>;
-}
-
-pub(crate) fn step_seed(seed: u64, step: u64) -> i64 {
-    (seed.wrapping_mul(1_000_003).wrapping_add(step) & (i64::MAX as u64)) as i64
-}
-
-/// libtorch's seed for step `step` on `rank` (dropout, noise): rank 0 keeps the single
-/// process's, other ranks draw their own.
-fn rank_seed(seed: u64, step: u64, rank: usize) -> i64 {
-    step_seed(seed, step) ^ (((rank as u64) << 40) & (i64::MAX as u64)) as i64
-}
-
-/// libtorch's seed for draws a stage makes for the whole global micro-batch (the same on every
-/// rank).
-pub(crate) fn global_seed(seed: u64, step: u64, micro: usize) -> i64 {
-    step_seed(seed, step) ^ (((micro as u64) << 48) & (i64::MAX as u64)) as i64
-}
-
-/// Sample indices of this rank's rows of micro-batch `micro` of optimizer step `step`: a
-/// pure function of the sampler's seed and the global sample number, so a resumed run
-/// (on any number of ranks) draws the same data.
-pub(crate) fn batch_indices(
-    sampler: &mut plandiff_data::WindowSampler,
-    shard: Shard,
-    step: u64,
-    micro: usize,
-    accum: usize,
-    batch: usize,
-) -> Vec<usize> {
-    shard.rows(step, micro, accum, batch).map(|g| sampler.start(g)).collect()
-}
-
-/// A host RNG for the draws of micro-batch `micro` of step `step` (masks, timesteps), reseeded
-/// like libtorch's generator so resume stays exact. The same on every rank: a stage that
-/// draws for the whole global micro-batch with it gives each rank the single process's draws.
-pub(crate) fn step_rng(seed: u64, step: u64, micro: usize) -> rand_chacha::ChaCha8Rng {
-    use rand::SeedableRng;
-    rand_chacha::ChaCha8Rng::seed_from_u64(step_seed(seed, step) as u64 ^ ((micro as u64) << 48))
-}
-
-/// [`step_rng`] for draws over this rank's rows only: rank 0's equals `step_rng`, other ranks
-/// draw their own.
-pub(crate) fn rank_rng(seed: u64, step: u64, micro: usize, shard: Shard) -> rand_chacha::ChaCha8Rng {
-    use rand::SeedableRng;
-    let mix = (shard.rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    rand_chacha::ChaCha8Rng::seed_from_u64(step_seed(seed, step) as u64 ^ ((micro as u64) << 48) ^ mix)
-}
-
-/// Seeds libtorch for the initial weights of a run.
-pub(crate) fn seed_init(seed: u64) {
-    tch::manual_seed(step_seed(seed, u64::MAX));
 }
 
 /// The optimizer over `vs`'s trainable variables (sorted by name) and their count.
