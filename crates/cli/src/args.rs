@@ -4,6 +4,8 @@ use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+pub use crate::flags::{MaskedArgs, PlanArgs, SamplingArgs};
+
 /// `plandiff train STAGE`: the stages' one list, with each one's description.
 fn stage_values() -> PossibleValuesParser {
     PossibleValuesParser::new(plandiff_train::STAGES.iter().map(|s| PossibleValue::new(s.name()).help(s.about())))
@@ -127,58 +129,6 @@ pub struct TrainArgs {
     pub dist: crate::commands::train::DistArgs,
 }
 
-/// Token sampling flags of the decoder.
-#[derive(Args, Debug, Clone)]
-pub struct SamplingArgs {
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
-    pub temperature: f64,
-    #[arg(long, default_value_t = 50)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f64,
-    /// CTRL repetition penalty; 1 disables it.
-    #[arg(long, default_value_t = 1.1)]
-    pub repetition_penalty: f64,
-}
-
-impl SamplingArgs {
-    /// The checked sampling config (one-line error naming the bad flag).
-    pub fn config(&self) -> anyhow::Result<plandiff_decoder::SamplingConfig> {
-        let c = plandiff_decoder::SamplingConfig {
-            temperature: self.temperature,
-            top_k: Some(self.top_k),
-            top_p: Some(self.top_p),
-            repetition_penalty: self.repetition_penalty,
-        };
-        c.validate().map_err(|e| anyhow::anyhow!(e.as_flag()))?;
-        Ok(c)
-    }
-}
-
-/// Planner sampling flags (defaults: the planner's config.json).
-#[derive(Args, Debug, Clone)]
-pub struct PlanArgs {
-    /// Denoising steps: the planner's (hybrid, edit), the text diffusion's (diffusion), or
-    /// masked diffusion's (masked; default one per position with edit --mode masked).
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// Planner sampler: ddim or ddpm.
-    #[arg(long)]
-    pub sampler: Option<String>,
-    /// DDIM eta: 0 deterministic given the seed's noise, 1 DDPM-like.
-    #[arg(long)]
-    pub eta: Option<f64>,
-    /// Classifier-free guidance weight on the known sentences (1: none).
-    #[arg(long)]
-    pub guidance: Option<f64>,
-    /// Hybrid: sample this many plans for each window and keep, per sample, the one whose
-    /// new latents are closest (mean cosine) to the latents of the text so far (1 to 16;
-    /// default 1, a single plan).
-    #[arg(long)]
-    pub plan_candidates: Option<usize>,
-}
-
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// Bundle folder.
@@ -235,23 +185,6 @@ pub struct GenerateArgs {
     /// from that latent alone, with its cosine to the sentence actually written.
     #[arg(long)]
     pub show_plan: bool,
-}
-
-/// Mode masked's sampling flags (defaults: the masked model's config.json).
-#[derive(Args, Debug, Clone)]
-pub struct MaskedArgs {
-    /// Masked: positions per semi-autoregressive block (LLaDA); steps are divided equally
-    /// among the blocks.
-    #[arg(long)]
-    pub block_length: Option<usize>,
-    /// Masked: which positions a step commits: low_confidence (the most probable tokens),
-    /// random, margin (largest gap between the two likeliest tokens) or entropy (lowest).
-    #[arg(long)]
-    pub remasking: Option<String>,
-    /// Masked: start from all masks (`mask`) or from uniform random tokens (`random`), whose
-    /// tokens less likely than the model's own are remasked and replaced.
-    #[arg(long)]
-    pub start: Option<String>,
 }
 
 #[derive(Args, Debug)]

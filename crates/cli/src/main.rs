@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod flags;
 mod util;
 
 use args::{Cli, Command};

@@ -115,12 +115,20 @@ pub fn plan_overrides(a: &crate::args::PlanArgs) -> Result<plandiff_pipeline::Pl
     if a.plan_candidates.is_some_and(|k| !(1..=16).contains(&k)) {
         bail!("--plan-candidates must be in 1..=16");
     }
+    if a.plan_guidance.is_some_and(|w| !(0.0..=10.0).contains(&w)) {
+        bail!("--plan-guidance must be a number from 0 to 10 (1: the plan alone)");
+    }
+    if a.window_stride.is_some_and(|k| !(1..=64).contains(&k)) {
+        bail!("--window-stride must be in 1..=64 (sentences; clamped to the decoder's slots - 1)");
+    }
     Ok(plandiff_pipeline::PlanOverrides {
         steps: a.steps,
         sampler,
         eta: a.eta,
         guidance: a.guidance,
         candidates: a.plan_candidates,
+        plan_guidance: a.plan_guidance,
+        stride: a.window_stride,
     })
 }
 

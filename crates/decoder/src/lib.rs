@@ -12,6 +12,6 @@ pub mod model;
 pub mod sampling;
 
 pub use config::{ConfigError, DecoderConfig, PlanConfig};
-pub use generate::{generate, GenerateOptions, Generated, StopReason};
+pub use generate::{generate, generate_guided, GenerateOptions, Generated, StopReason};
 pub use model::{slot_ids, Decoder, DecoderCache};
 pub use sampling::{LogitsProcessor, SamplingConfig};

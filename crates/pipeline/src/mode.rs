@@ -53,6 +53,12 @@ pub struct PlanOverrides {
     /// Mode `hybrid`: plans sampled per window, the one closest to the text so far kept
     /// (`None`: 1).
     pub candidates: Option<usize>,
+    /// Mode `hybrid`: the decoder's classifier-free guidance on the plan (`None`: 1, the plan
+    /// alone; see [`plandiff_decoder::generate_guided`]).
+    pub plan_guidance: Option<f64>,
+    /// Mode `hybrid`: sentences the decoder window slides by once full (`None`: 1; see
+    /// [`crate::hybrid::window::decoder_window`]).
+    pub stride: Option<usize>,
 }
 
 impl PlanOverrides {

@@ -18,6 +18,9 @@ pub fn parse_range(flag: &str, s: &str) -> Result<(usize, usize)> {
 }
 
 pub fn run(a: EditArgs) -> Result<ExitCode> {
+    if a.plan.plan_guidance.is_some() || a.plan.window_stride.is_some() {
+        anyhow::bail!("--plan-guidance and --window-stride are generate's and ab's (mode hybrid); edit rewrites sentences in place");
+    }
     let target = target(&a)?;
     let text =
         plandiff_data::read_text_capped(&a.input, 1 << 20).with_context(|| format!("--input {}", a.input.display()))?;

@@ -23,7 +23,7 @@ use crate::text::{ends_sentence, TextStream};
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, Planner};
 use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
-use plandiff_decoder::{generate, GenerateOptions, LogitsProcessor, StopReason};
+use plandiff_decoder::{generate_guided, GenerateOptions, LogitsProcessor, StopReason};
 use plandiff_layers::FieldError;
 use plandiff_planner::{HostNoise, LatentBound, PlanSampling};
 use serde_json::json;
@@ -166,7 +166,7 @@ impl Generator for HybridGenerator {
                 active.iter().for_each(|&i| rows[i].stop = Some(StopReason::Sentences));
                 break;
             }
-            let win = window::decoder_window(written, total, sd, sp_slots);
+            let win = window::decoder_window(written, total, sd, sp_slots, req.plan.stride.unwrap_or(1));
             let mut act: Vec<&mut Row> = rows.iter_mut().filter(|r| r.stop.is_none()).collect();
             if (written..win.end).any(|i| !matches!(act[0].planned.get(i), Some(Some(_)))) {
                 let tp = Instant::now();
@@ -202,7 +202,8 @@ impl Generator for HybridGenerator {
                 pad_id: sp.pad as i64,
                 banned: vec![sp.bos as i64, sp.pad as i64, sp.eos as i64],
             };
-            let out = generate(&self.ae.decoder, &prompts, Some(&plan), &mut lp, &gopts, |row, tok| {
+            let w = req.plan.plan_guidance.unwrap_or(1.0);
+            let out = generate_guided(&self.ae.decoder, &prompts, &plan, w, &mut lp, &gopts, |row, tok| {
                 stream.token(active[row], tok, on)
             });
             self.absorb(&mut act, &out);
@@ -213,8 +214,12 @@ impl Generator for HybridGenerator {
 
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
         let p = self.plan_sampling(req)?;
-        let v =
-            json!({"plan_sampling": {"steps": p.steps, "sampler": p.sampler, "eta": p.eta, "guidance": p.guidance}});
+        let v = json!({
+            "plan_sampling": {"steps": p.steps, "sampler": p.sampler, "eta": p.eta, "guidance": p.guidance},
+            "plan_candidates": req.plan.candidates.unwrap_or(1),
+            "plan_guidance": req.plan.plan_guidance.unwrap_or(1.0),
+            "window_stride": req.plan.stride.unwrap_or(1),
+        });
         Ok(v.as_object().cloned().unwrap_or_default())
     }
 }
@@ -226,7 +231,7 @@ mod tests {
     #[test]
     fn decoder_prompt_reads_the_window_only() {
         let sentences: Vec<Vec<i64>> = (10..20).map(|i| vec![i]).collect();
-        let w = super::window::decoder_window(10, 14, 4, 16);
+        let w = super::window::decoder_window(10, 14, 4, 16, 1);
         assert_eq!(w.start, 7);
         let ids = super::window::decoder_prompt(1, 2, &sentences[w.start..10], &[99]);
         assert_eq!(ids, vec![1, 17, 2, 18, 2, 19, 2, 99]);

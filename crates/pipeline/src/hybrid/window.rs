@@ -33,11 +33,18 @@ pub fn window_start(sentence: usize, sd: usize) -> usize {
 }
 
 /// The decoder window when `written` of `total` sentences are written (`written < total`),
-/// for a decoder of `sd` slots and a planner of `sp` slots.
-pub fn decoder_window(written: usize, total: usize, sd: usize, sp: usize) -> DecoderWindow {
-    let start = window_start(written, sd);
-    let end = if start == 0 { sd.min(total).min(written + sp) } else { written + 1 };
-    DecoderWindow { start, end }
+/// for a decoder of `sd` slots and a planner of `sp` slots. Once the text fills the slots the
+/// window slides by `stride` sentences (1 to `sd - 1`, clamped): it holds the `sd - stride`
+/// sentences before the next one and writes `stride`. Stride 1 keeps the most text in view;
+/// a larger stride re-reads the window (a prefill of up to `sd - 1` sentences) and waits for
+/// the slowest sample's sentence end `stride` times less often.
+pub fn decoder_window(written: usize, total: usize, sd: usize, sp: usize, stride: usize) -> DecoderWindow {
+    if window_start(written, sd) == 0 {
+        return DecoderWindow { start: 0, end: sd.min(total).min(written + sp) };
+    }
+    let stride = stride.clamp(1, sd.max(2) - 1);
+    let start = (written + stride).saturating_sub(sd);
+    DecoderWindow { start, end: (written + stride).min(total).min(written + sp) }
 }
 
 /// The window's first sentence once the text in view fits the decoder's context: from `start`,
@@ -87,11 +94,21 @@ mod tests {
     /// Every window and planner call of a whole text, as the loop takes them when each
     /// window is written in full.
     fn schedule(prompt: usize, want: usize, sd: usize, sp: usize) -> Vec<(DecoderWindow, Option<PlanCall>)> {
+        schedule_stride(prompt, want, sd, sp, 1)
+    }
+
+    fn schedule_stride(
+        prompt: usize,
+        want: usize,
+        sd: usize,
+        sp: usize,
+        stride: usize,
+    ) -> Vec<(DecoderWindow, Option<PlanCall>)> {
         let total = prompt + want;
         let (mut written, mut planned) = (prompt, prompt);
         let mut out = Vec::new();
         while written < total {
-            let w = decoder_window(written, total, sd, sp);
+            let w = decoder_window(written, total, sd, sp, stride);
             let call = (planned < w.end).then(|| plan_call(written, total, w.end, sp));
             if let Some(c) = call {
                 assert!(c.from + c.new <= total && c.ctx <= c.from && c.ctx + c.new <= sp, "{c:?}");
@@ -106,8 +123,10 @@ mod tests {
 
     #[test]
     fn windows_cover_the_text_once_in_order() {
-        for (prompt, want, sd, sp) in [(2, 10, 8, 8), (0, 5, 4, 16), (11, 6, 4, 8), (3, 13, 8, 16), (1, 1, 1, 2)] {
-            let s = schedule(prompt, want, sd, sp);
+        let cases = [(2, 10, 8, 8, 1), (0, 5, 4, 16, 1), (11, 6, 4, 8, 1), (3, 13, 8, 16, 1), (1, 1, 1, 2, 1)];
+        let strided = [(2, 10, 8, 16, 4), (2, 30, 8, 16, 3), (11, 6, 4, 8, 9), (1, 5, 1, 2, 4)];
+        for (prompt, want, sd, sp, stride) in cases.into_iter().chain(strided) {
+            let s = schedule_stride(prompt, want, sd, sp, stride);
             let mut next = prompt;
             for (w, _) in &s {
                 assert!(w.end > next, "every window writes something");
@@ -128,6 +147,22 @@ mod tests {
         // The planner is called again when the plan runs out: at 15, for the last 2 slots.
         let calls: Vec<PlanCall> = s.iter().filter_map(|x| x.1).collect();
         assert_eq!(calls, vec![PlanCall { from: 11, ctx: 4, new: 4 }, PlanCall { from: 15, ctx: 4, new: 2 }]);
+    }
+
+    #[test]
+    fn a_stride_slides_several_sentences_at_once() {
+        // 2 prompt sentences + 10, decoder of 8 slots, stride 4: after the first window, one
+        // window holds sentences 4..8 and writes 8..12 (4 in view instead of 7, 2 windows
+        // instead of 5).
+        let s = schedule_stride(2, 10, 8, 16, 4);
+        let w: Vec<(usize, usize)> = s.iter().map(|x| (x.0.start, x.0.end)).collect();
+        assert_eq!(w, vec![(0, 8), (4, 12)]);
+        // A stride past the slots is clamped: one sentence always stays in view.
+        assert_eq!(decoder_window(8, 20, 8, 16, 99), DecoderWindow { start: 7, end: 15 });
+        assert_eq!(decoder_window(8, 20, 8, 16, 0), decoder_window(8, 20, 8, 16, 1));
+        // The last window stops at the text's end and at the planner's reach.
+        assert_eq!(decoder_window(10, 12, 8, 16, 4), DecoderWindow { start: 6, end: 12 });
+        assert_eq!(decoder_window(10, 30, 8, 2, 4), DecoderWindow { start: 6, end: 12 });
     }
 
     #[test]
@@ -173,7 +208,7 @@ mod tests {
     #[test]
     fn planner_reach_cuts_a_long_decoder_window() {
         // sd 8 but the planner reaches only 4 slots past what is written.
-        assert_eq!(decoder_window(2, 20, 8, 4), DecoderWindow { start: 0, end: 6 });
+        assert_eq!(decoder_window(2, 20, 8, 4, 1), DecoderWindow { start: 0, end: 6 });
         assert_eq!(plan_call(2, 20, 6, 4), PlanCall { from: 2, ctx: 0, new: 4 });
     }
 
