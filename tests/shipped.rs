@@ -27,7 +27,8 @@ fn the_shipped_bundle_is_complete_small_and_documented() {
         let p = &st["config"]["provenance"];
         assert!(p["steps"].as_u64().unwrap() >= 1000, "{stage}: {p}");
         assert!(p["train"]["seed"].is_u64() && p["wall_seconds"].as_f64().unwrap() > 0.0, "{stage}: {p}");
-        assert!(p["corpus"][0].as_str().unwrap().ends_with("tinystories/train_lowercase.txt"), "{stage}: {p}");
+        // Stories (issue 13): stories_lowercase.jsonl less its last 300 stories, the A/B's prompts.
+        assert!(p["corpus"][0].as_str().unwrap().ends_with("train-stories.jsonl"), "{stage}: {p}");
         assert_eq!(p["export"]["dtype"], "f16", "{stage}: {p}");
     }
     assert_eq!(info["stages"]["autoencoder"]["config"]["provenance"]["plan"]["init_from_ar"], true);
