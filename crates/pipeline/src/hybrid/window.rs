@@ -6,7 +6,8 @@
 //! decoder writes up to the window's end in one pass (cut where the text ends and where the
 //! planner's reach, S_p slots past what is written, ends); after that the window holds the
 //! `S_d - 1` sentences before the next one, so the decoder always sees as much of the text as
-//! its slots hold, and slides by one sentence. Before a window, the planner fills the latents
+//! its slots hold, and slides by one sentence (with a stride K > 1, `--window-stride`, it holds
+//! `S_d - K` and writes K; see [`decoder_window`]). Before a window, the planner fills the latents
 //! it lacks, conditioned on up to `S_p / 2` latents of what was written.
 
 /// Sentences `[start, end)` of the text that the decoder sees as one window: it reads the
