@@ -118,6 +118,34 @@ fn word_dropout_changes_what_the_decoder_sees() {
 }
 
 #[test]
+fn bow_weight_adds_the_bag_of_words_loss() {
+    // Same seed, data and draws (the bag-of-words term draws nothing); the first step's loss
+    // grows by bow_weight times the bag-of-words loss (about ln V at the start).
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = std::fs::read_to_string(test_config()).unwrap();
+    let with = |w: &str| cfg.replace("word_dropout = 0.2", &format!("word_dropout = 0.2\nbow_weight = {w}"));
+    let loss = |run_name: &str, w: &str| -> f64 {
+        let c = dir.path().join(format!("{run_name}.toml"));
+        std::fs::write(&c, with(w)).unwrap();
+        let st = first_step(&c, &f.data, &dir.path().join(run_name));
+        assert_eq!(st["plan"]["bow_weight"].as_f64(), w.parse::<f64>().ok(), "{st}");
+        st["last_train_loss"].as_f64().unwrap()
+    };
+    let (off, on) = (loss("off", "0.0"), loss("on", "1.0"));
+    assert!(on > off + 1.0, "bow_weight 1 changed the first loss from {off} to {on} only");
+    for bad in ["-1.0", "1000.0", "nan"] {
+        let c = dir.path().join("bad.toml");
+        std::fs::write(&c, with(bad)).unwrap();
+        let o =
+            run(&["train", "autoencoder", "--config", s(&c), "--data", s(&f.data), "--out", s(&dir.path().join("x"))]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "bow_weight = {bad}: {err}");
+        assert!(err.contains("bow_weight") && err.trim().lines().count() == 1, "bow_weight = {bad}: {err}");
+    }
+}
+
+#[test]
 fn init_from_ar_starts_the_decoder_from_the_ar_model() {
     // The fixture's ar model has the autoencoder decoder's architecture; starting from it,
     // the first step's loss is far below a fresh decoder's (same seed, data and draws).

@@ -87,6 +87,12 @@ pub struct PlanSection {
     /// only has to learn to read plans. Optional; needs `ar` trained into the bundle first.
     #[serde(default)]
     pub init_from_ar: bool,
+    /// Weight of a bag-of-words loss on the latents (Zhao et al. 2017): each sentence's
+    /// latent, through the decoder's plan projection and the token embeddings, must predict
+    /// the sentence's tokens, so the latent carries what the sentence says (its words), not
+    /// only its form. Optional; 0 turns it off.
+    #[serde(default)]
+    pub bow_weight: f64,
 }
 
 impl PlanSection {
@@ -96,11 +102,12 @@ impl PlanSection {
             || !p(self.null_plan_prob)
             || !p(self.context_dropout)
             || !(0.0..1.0).contains(&self.word_dropout)
-            || self.latent_noise_max < 0.0
+            || !(self.latent_noise_max.is_finite() && self.latent_noise_max >= 0.0)
+            || !(0.0..=100.0).contains(&self.bow_weight)
         {
             return Err(setting(
                 "autoencoder.plan",
-                "need max_slots >= 1, probabilities in [0, 1], word_dropout below 1, latent_noise_max >= 0",
+                "need max_slots >= 1, probabilities in [0, 1], word_dropout below 1, latent_noise_max >= 0, bow_weight in [0, 100]",
             ));
         }
         Ok(())

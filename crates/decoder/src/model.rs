@@ -147,6 +147,20 @@ impl Decoder {
         x
     }
 
+    /// Bag-of-words logits of plan latents: each latent's projection (its cross-attention
+    /// memory before the slot embedding) scored against the token embeddings, which get no
+    /// gradient from it, times `sqrt(d_model)` (trained embeddings have norms near 1, so a
+    /// projection of norm 1 reaches logits of about 10). The autoencoder's optional
+    /// bag-of-words loss trains latents to name their sentence's words through it. `None`
+    /// for a decoder without a plan.
+    ///
+    /// # Shapes
+    /// - `z`: `(N, d_latent)`; returns `(N, V)`
+    pub fn plan_word_logits(&self, z: &Tensor) -> Option<Tensor> {
+        let proj = self.plan_proj.as_ref()?;
+        Some(proj.forward(z).matmul(&self.wte.ws.detach().tr()) * (self.cfg.d_model as f64).sqrt())
+    }
+
     fn head(&self, x: &Tensor) -> Tensor {
         self.norm_f.forward(x).matmul(&self.wte.ws.tr()) // (B, T, V)
     }

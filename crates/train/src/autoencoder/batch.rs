@@ -70,13 +70,105 @@ pub(super) fn to_device(b: &DocBatch, max_tokens: usize, device: Device) -> Batc
 /// the null plan's entries in empty slots, plus optional per-document noise.
 pub(super) fn oracle_plan(ae: &Autoencoder, b: &BatchTensors, batch: i64, noise_max: f64, train: bool) -> Tensor {
     let z = ae.encoder.forward(&b.sentences, &b.sentence_mask, train); // (N, d_latent)
+    plan_of(ae, b, &z, batch, noise_max)
+}
+
+/// [`oracle_plan`] from latents `z` `(N, d_latent)` already computed.
+pub(super) fn plan_of(ae: &Autoencoder, b: &BatchTensors, z: &Tensor, batch: i64, noise_max: f64) -> Tensor {
     let z = if noise_max > 0.0 {
         let std = Tensor::rand([batch], (z.kind(), z.device())) * noise_max; // per document
-        &z + z.randn_like() * std.index_select(0, &b.sent_doc).unsqueeze(1)
+        z + z.randn_like() * std.index_select(0, &b.sent_doc).unsqueeze(1)
     } else {
-        z
+        z.shallow_clone()
     };
     let null = ae.null_plan();
     let base = null.unsqueeze(0).expand([batch, -1, -1], false).contiguous(); // (B, S, d_latent)
     base.index_put(&[Some(b.sent_doc.shallow_clone()), Some(b.sent_slot.shallow_clone())], &z, false)
+}
+
+/// Bag-of-words loss: the mean negative log-probability of each sentence token under its
+/// sentence's word distribution `softmax(logits)` (tokens past `mask` do not count).
+///
+/// # Shapes
+/// - `logits`: `(N, V)`; `tokens`, `mask`: `(N, L)` (int64, bool)
+pub(super) fn bow_loss(logits: &Tensor, tokens: &Tensor, mask: &Tensor) -> Tensor {
+    let lp = logits.log_softmax(-1, logits.kind()).gather(1, tokens, false); // (N, L)
+    let m = mask.to_kind(lp.kind());
+    let kind = lp.kind();
+    -(lp * &m).sum(kind) / m.sum(kind).clamp_min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn bow_loss_is_the_mean_token_nll_over_real_tokens() {
+        let logits = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.0, 1.0, 0.0, 0.0, 3.0]).view([2, 4]);
+        let tokens = Tensor::from_slice(&[2i64, 0, 3, 1, 3, 0]).view([2, 3]);
+        let mask = Tensor::from_slice(&[true, true, false, true, true, true]).view([2, 3]);
+        let got = bow_loss(&logits, &tokens, &mask).double_value(&[]);
+        // By hand: log-softmax per row, the masked-in tokens (row 0: 2, 0; row 1: 1, 3, 0).
+        let lse = |r: &[f64]| r.iter().map(|x| x.exp()).sum::<f64>().ln();
+        let (r0, r1) = ([0.5, -1.0, 2.0, 0.0], [1.0, 0.0, 0.0, 3.0]);
+        let (l0, l1) = (lse(&r0), lse(&r1));
+        let want = -((r0[2] - l0) + (r0[0] - l0) + (r1[1] - l1) + (r1[3] - l1) + (r1[0] - l1)) / 5.0;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // An all-masked batch is 0, not NaN.
+        let none = Tensor::zeros([2, 3], (Kind::Bool, Device::Cpu));
+        assert_eq!(bow_loss(&logits, &tokens, &none).double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn bow_loss_trains_the_encoder_through_the_plan_projection_only() {
+        use plandiff_decoder::{DecoderConfig, PlanConfig};
+        use plandiff_layers::NormKind;
+        use plandiff_planner::{EncoderConfig, LatentBound};
+        use tch::nn::OptimizerConfig;
+        tch::manual_seed(0);
+        let (v, d, dl) = (40, 16, 8);
+        let enc = EncoderConfig {
+            vocab_size: v,
+            d_model: d,
+            n_layers: 1,
+            n_heads: 2,
+            d_ff: 32,
+            max_len: 8,
+            d_latent: dl,
+            dropout: 0.0,
+            norm: NormKind::Layer,
+            bound: LatentBound::Tanh,
+        };
+        let dec = DecoderConfig {
+            vocab_size: v,
+            d_model: d,
+            n_layers: 1,
+            n_heads: 2,
+            d_ff: 32,
+            max_seq_len: 16,
+            dropout: 0.0,
+            norm: NormKind::Layer,
+            plan: Some(PlanConfig { d_latent: dl, max_slots: 4 }),
+        };
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let ae = Autoencoder::new(&vs.root(), &enc, &dec).unwrap();
+        let tokens = Tensor::randint(v, [6, 5], (Kind::Int64, Device::Cpu));
+        let mask = Tensor::ones([6, 5], (Kind::Bool, Device::Cpu));
+        // Token embeddings of a trained model's scale (norms near 1).
+        let wte = Tensor::randn([v, d], (Kind::Float, Device::Cpu)) / (d as f64).sqrt();
+        tch::no_grad(|| vs.variables()["decoder.wte.weight"].shallow_clone().copy_(&wte));
+        let mut opt = tch::nn::Adam::default().build(&vs, 1e-2).unwrap();
+        let loss = || {
+            let z = ae.encoder.forward(&tokens, &mask, true);
+            bow_loss(&ae.decoder.plan_word_logits(&z).unwrap(), &tokens, &mask)
+        };
+        let first = loss().double_value(&[]);
+        for _ in 0..60 {
+            opt.backward_step(&loss());
+        }
+        let last = loss().double_value(&[]);
+        assert!(last < first - 0.5, "bag-of-words loss {first} -> {last}");
+        assert!(vs.variables()["decoder.wte.weight"].equal(&wte), "the token embeddings moved");
+    }
 }

@@ -10,6 +10,9 @@
 //!   sentence; the rest of the document reaches it through the plan alone.
 //! - Word dropout (optional): a share of the input tokens becomes `<pad>`, so the decoder
 //!   reads the words of a sentence from its latent instead of copying its own prefix.
+//! - Bag-of-words loss (optional, `bow_weight`): each latent must also predict its sentence's
+//!   tokens as a bag, so it carries the sentence's content. The logged training loss then
+//!   includes this term; validation perplexity and accuracy are the decoder's alone.
 //!
 //! Empty slots (windows with fewer than `max_slots` sentences) hold the null plan's entries.
 
@@ -24,7 +27,7 @@ use crate::trainer::{
     batch_indices, fresh_section, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
 };
 use crate::{Result, TrainError};
-use batch::{oracle_plan, to_device, DocSet};
+use batch::{bow_loss, plan_of, to_device, DocSet};
 use eval::{plan_eval, EvalShape};
 use plandiff_bundle::autoencoder::checked_pair;
 use plandiff_bundle::{read_weights, stage, Autoencoder, Bundle, Provenance, StageConfigFile};
@@ -165,7 +168,8 @@ impl StageRunner for AeRunner {
         let b = to_device(&self.train.batch(&idx, max_len), self.max_tokens, self.device);
         let (bs, t) = b.inputs.size2().expect("(B, T)");
         let opts = (Kind::Float, self.device);
-        let mut plan = oracle_plan(&self.ae, &b, bs, self.plan.latent_noise_max, true);
+        let z = self.ae.encoder.forward(&b.sentences, &b.sentence_mask, true); // (N, d_latent)
+        let mut plan = plan_of(&self.ae, &b, &z, bs, self.plan.latent_noise_max);
         if self.plan.null_plan_prob > 0.0 {
             let drop = Tensor::rand([bs, 1, 1], opts).lt(self.plan.null_plan_prob);
             let null = self.ae.null_plan().unsqueeze(0);
@@ -197,6 +201,12 @@ impl StageRunner for AeRunner {
             -100,
             0.0,
         );
+        let loss = match self.ae.decoder.plan_word_logits(&z) {
+            Some(words) if self.plan.bow_weight > 0.0 => {
+                loss + bow_loss(&words, &b.sentences, &b.sentence_mask) * self.plan.bow_weight
+            }
+            _ => loss,
+        };
         (&loss / accum as f64).backward();
         Ok(loss.double_value(&[]))
     }
