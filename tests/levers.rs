@@ -1,6 +1,6 @@
 //! The hybrid levers of issue 13 on the shipped bundle: `--window-stride` (the decoder window
-//! slides several sentences at once) and `--plan-guidance` (the decoder's classifier-free
-//! guidance on the plan). Each is checked against the default it must equal where the
+//! slides several sentences at once), `--window-pin` (the prompt stays in the decoder's view)
+//! and `--plan-guidance` (the decoder's classifier-free guidance on the plan). Each is checked against the default it must equal where the
 //! arithmetic says so, and must change the text where it does something.
 
 mod common;
@@ -42,6 +42,20 @@ fn a_window_stride_keeps_the_first_window_and_changes_the_slides() {
 }
 
 #[test]
+fn a_window_pin_keeps_the_prompt_in_view_once_the_window_slides() {
+    // The first window (sentences 3..8) is written before anything slides: the same with or
+    // without pins; then pinning the prompt's two sentences changes what the decoder reads.
+    let (base, pinned) = (hybrid(&[]), hybrid(&["--window-pin", "2"]));
+    assert_eq!(pinned["window_pin"], 2, "{pinned}");
+    assert_eq!(previews(&base), previews(&pinned), "same plan");
+    let (a, b) = (sentences(&base), sentences(&pinned));
+    assert_eq!((a.len(), b.len()), (10, 10));
+    assert_eq!(a[..6], b[..6], "the first window does not depend on the pins");
+    assert_ne!(a[6..], b[6..], "the pinned prompt changes what the later windows see");
+    assert_eq!(sentences(&hybrid(&["--window-pin", "0"])), a, "pin 0 is the default");
+}
+
+#[test]
 fn plan_guidance_one_is_the_plan_alone_and_more_changes_the_text() {
     let base = hybrid(&[]);
     assert_eq!(hybrid(&["--plan-guidance", "1"])["samples"][0]["text"], base["samples"][0]["text"]);
@@ -69,11 +83,17 @@ fn bad_lever_values_are_refused_in_one_line() {
         gen("--window-stride", "100000"),
         run(&[&edit[..], &["--window-stride", "2"]].concat()),
         run(&[&edit[..], &["--plan-guidance", "2"]].concat()),
+        gen("--window-pin", "65"),
+        gen("--window-pin=-1", "--seed=1"),
+        run(&[&edit[..], &["--window-pin", "2"]].concat()),
     ];
     for (i, o) in cases.iter().enumerate() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.code() == Some(1) || o.status.code() == Some(2), "case {i}: {:?} {err}", o.status);
         assert_eq!(err.trim().lines().count(), 1, "case {i}: {err}");
-        assert!(err.contains("--plan-guidance") || err.contains("--window-stride"), "case {i}: {err}");
+        assert!(
+            ["--plan-guidance", "--window-stride", "--window-pin"].iter().any(|f| err.contains(f)),
+            "case {i}: {err}"
+        );
     }
 }

@@ -64,6 +64,11 @@ pub struct PlanArgs {
     /// slots' text before it in view; larger: fewer re-reads of the window, faster).
     #[arg(long)]
     pub window_stride: Option<usize>,
+    /// Hybrid: keep the text's first N sentences (2: a two-sentence prompt) in the decoder's
+    /// view once its window slides past them, in the slots of the window's oldest sentences
+    /// (0 to 64, at most the slots the window's new sentences leave; default 0).
+    #[arg(long)]
+    pub window_pin: Option<usize>,
 }
 
 /// Mode masked's sampling flags (defaults: the masked model's config.json).

@@ -121,6 +121,9 @@ pub fn plan_overrides(a: &crate::args::PlanArgs) -> Result<plandiff_pipeline::Pl
     if a.window_stride.is_some_and(|k| !(1..=64).contains(&k)) {
         bail!("--window-stride must be in 1..=64 (sentences; clamped to the decoder's slots - 1)");
     }
+    if a.window_pin.is_some_and(|k| k > 64) {
+        bail!("--window-pin must be in 0..=64 (sentences kept in view; clamped to the decoder's free slots)");
+    }
     Ok(plandiff_pipeline::PlanOverrides {
         steps: a.steps,
         sampler,
@@ -129,6 +132,7 @@ pub fn plan_overrides(a: &crate::args::PlanArgs) -> Result<plandiff_pipeline::Pl
         candidates: a.plan_candidates,
         plan_guidance: a.plan_guidance,
         stride: a.window_stride,
+        pin: a.window_pin,
     })
 }
 

@@ -59,6 +59,9 @@ pub struct PlanOverrides {
     /// Mode `hybrid`: sentences the decoder window slides by once full (`None`: 1; see
     /// [`crate::hybrid::window::decoder_window`]).
     pub stride: Option<usize>,
+    /// Mode `hybrid`: the text's first sentences kept in the decoder's view once its window
+    /// slides (`None`: 0; see [`crate::hybrid::window::pinned_view`]).
+    pub pin: Option<usize>,
 }
 
 impl PlanOverrides {

@@ -18,8 +18,8 @@ pub fn parse_range(flag: &str, s: &str) -> Result<(usize, usize)> {
 }
 
 pub fn run(a: EditArgs) -> Result<ExitCode> {
-    if a.plan.plan_guidance.is_some() || a.plan.window_stride.is_some() {
-        anyhow::bail!("--plan-guidance and --window-stride are generate's and ab's (mode hybrid); edit rewrites sentences in place");
+    if a.plan.plan_guidance.is_some() || a.plan.window_stride.is_some() || a.plan.window_pin.is_some() {
+        anyhow::bail!("--plan-guidance, --window-stride and --window-pin are generate's and ab's (mode hybrid); edit rewrites sentences in place");
     }
     let target = target(&a)?;
     let text =

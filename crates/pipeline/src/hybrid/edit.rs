@@ -113,7 +113,8 @@ impl HybridGenerator {
         let max_len = self.ae.decoder.config().max_seq_len as usize;
         let lens: Vec<usize> = toks.iter().map(Vec::len).collect();
         let ws = window::fit_start(window::window_start(i, self.decoder_slots()), i, &lens, 0, max_len / 4, max_len);
-        let plan = self.slots_plan(ws, |j| lat.get(j).map(Tensor::shallow_clone)).unsqueeze(0);
+        let plan =
+            self.slots_plan(window::DecoderView::from(ws), |j| lat.get(j).map(Tensor::shallow_clone)).unsqueeze(0);
         let ids = window::decoder_prompt(sp.bos as i64, sp.sep as i64, &toks[ws..i], &[]);
         if ids.len() + 2 > max_len {
             return Err(PipelineError::Invalid(format!(

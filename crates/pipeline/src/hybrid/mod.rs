@@ -175,11 +175,18 @@ impl Generator for HybridGenerator {
                 planning += tp.elapsed().as_secs_f64();
                 planner_calls += 1;
             }
-            let start = self.fit_window(&act, win.start, written, max_len);
-            let plan = self.window_plan(&act, start, written);
+            let view = window::pinned_view(win, written, req.plan.pin.unwrap_or(0), sd);
+            let pinned_len = act.iter().map(|r| r.sentences[..view.pinned].iter().map(|s| s.len() + 1).sum::<usize>());
+            let room = max_len.saturating_sub(pinned_len.max().unwrap_or(0));
+            let view = window::DecoderView { start: self.fit_window(&act, view.start, written, room), ..view };
+            let plan = self.window_plan(&act, view, written);
             let prompts: Vec<Vec<i64>> = act
                 .iter()
-                .map(|r| window::decoder_prompt(sp.bos as i64, sp.sep as i64, &r.sentences[start..written], &r.open))
+                .map(|r| {
+                    let seen: Vec<Vec<i64>> =
+                        r.sentences[..view.pinned].iter().chain(&r.sentences[view.start..written]).cloned().collect();
+                    window::decoder_prompt(sp.bos as i64, sp.sep as i64, &seen, &r.open)
+                })
                 .collect();
             let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
             if longest + 2 > max_len {
@@ -219,6 +226,7 @@ impl Generator for HybridGenerator {
             "plan_candidates": req.plan.candidates.unwrap_or(1),
             "plan_guidance": req.plan.plan_guidance.unwrap_or(1.0),
             "window_stride": req.plan.stride.unwrap_or(1),
+            "window_pin": req.plan.pin.unwrap_or(0),
         });
         Ok(v.as_object().cloned().unwrap_or_default())
     }

@@ -1,7 +1,7 @@
 //! The steps of the hybrid loop on the samples it writes: start the rows, plan the window,
 //! assemble the window's plan, re-encode what was written.
 
-use super::window::{self, PlanCall};
+use super::window::{self, DecoderView, PlanCall};
 use super::HybridGenerator;
 use crate::Result;
 use plandiff_decoder::{Generated, StopReason};
@@ -88,17 +88,15 @@ impl HybridGenerator {
         Ok(())
     }
 
-    /// The decoder's plan `(S_d, d)` for the window starting at sentence `ws`: `slot(i)`
-    /// where it gives a latent, the null plan's entry elsewhere.
-    pub(super) fn slots_plan(&self, ws: usize, slot: impl Fn(usize) -> Option<Tensor>) -> Tensor {
+    /// The decoder's plan `(S_d, d)` for the sentences of `view`: `slot(i)` for the view's
+    /// sentence `i` where it gives a latent, the null plan's entry elsewhere.
+    pub(super) fn slots_plan(&self, view: DecoderView, slot: impl Fn(usize) -> Option<Tensor>) -> Tensor {
         let null = self.ae.null_plan();
         let slots: Vec<Tensor> =
-            (0..self.decoder_slots()).map(|k| slot(ws + k).unwrap_or_else(|| null.get(k as i64))).collect();
+            (0..self.decoder_slots()).map(|k| slot(view.sentence(k)).unwrap_or_else(|| null.get(k as i64))).collect();
         Tensor::stack(&slots, 0).to_kind(null.kind())
     }
 
-    /// The decoder's plan `(B, S_d, d)` for the window starting at sentence `ws`: written
-    /// sentences' own latents, planned latents after them.
     /// The window's first sentence once every row's text in view leaves room for a sentence
     /// (a quarter of the context) in the decoder's `max_len` (see [`window::fit_start`]).
     pub(super) fn fit_window(&self, rows: &[&mut Row], start: usize, written: usize, max_len: usize) -> usize {
@@ -111,11 +109,13 @@ impl HybridGenerator {
             .unwrap_or(start)
     }
 
-    pub(super) fn window_plan(&self, rows: &[&mut Row], ws: usize, written: usize) -> Tensor {
+    /// The decoder's plan `(B, S_d, d)` for the sentences of `view`: written sentences' own
+    /// latents, planned latents after them.
+    pub(super) fn window_plan(&self, rows: &[&mut Row], view: DecoderView, written: usize) -> Tensor {
         let plans: Vec<Tensor> = rows
             .iter()
             .map(|r| {
-                self.slots_plan(ws, |i| {
+                self.slots_plan(view, |i| {
                     if i < written {
                         Some(r.latents[i].shallow_clone())
                     } else {

@@ -18,6 +18,43 @@ pub struct DecoderWindow {
     pub end: usize,
 }
 
+/// What the decoder reads for a window: the text's first `pinned` sentences, then the
+/// sentences `[start, written)`; its plan's slots follow the same sentences in that order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderView {
+    pub pinned: usize,
+    pub start: usize,
+}
+
+impl DecoderView {
+    /// The contiguous view from `start` (nothing pinned).
+    pub fn from(start: usize) -> Self {
+        Self { pinned: 0, start }
+    }
+
+    /// The text's sentence in plan slot `k`.
+    pub fn sentence(&self, k: usize) -> usize {
+        if k < self.pinned {
+            k
+        } else {
+            self.start + k - self.pinned
+        }
+    }
+}
+
+/// The view of window `w` (with `written` sentences written) that keeps the text's first
+/// `pin` sentences (`--window-pin`; the prompt's, say) in view after the window slides past
+/// them: each pinned sentence takes the slot of the window's oldest one, and the window's new
+/// sentences keep their slots. Pin 0, or a window that has not slid yet, is the window as is.
+pub fn pinned_view(w: DecoderWindow, written: usize, pin: usize, sd: usize) -> DecoderView {
+    let pinned = pin.min(written).min(sd.saturating_sub(w.end - written));
+    let start = w.start.max(pinned).max((w.end + pinned).saturating_sub(sd));
+    if start == pinned {
+        return DecoderView::from(0); // [0, pinned) ++ [pinned, ..) is the text from its start
+    }
+    DecoderView { pinned, start }
+}
+
 /// One planner call: latents of sentences `[from, from + new)` sampled, conditioned on the
 /// `ctx` written sentences before `from`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +128,43 @@ pub fn decoder_prompt(bos: i64, sep: i64, sentences: &[Vec<i64>], open: &[i64]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pinned_view_keeps_the_first_sentences_and_the_new_slots() {
+        // 2 + 10 sentences, 8 decoder slots, stride 1, 10 written: the window [3, 11).
+        let w = decoder_window(10, 12, 8, 16, 1);
+        assert_eq!(w, DecoderWindow { start: 3, end: 11 });
+        assert_eq!(pinned_view(w, 10, 0, 8), DecoderView::from(3));
+        let v = pinned_view(w, 10, 2, 8);
+        assert_eq!(v, DecoderView { pinned: 2, start: 5 });
+        let slots: Vec<usize> = (0..8).map(|k| v.sentence(k)).collect();
+        assert_eq!(slots, vec![0, 1, 5, 6, 7, 8, 9, 10], "pinned, the latest written, the new one");
+        // Before the window slides, pinning changes nothing.
+        let first = decoder_window(2, 12, 8, 16, 1);
+        assert_eq!(pinned_view(first, 2, 2, 8), DecoderView::from(0));
+        // Just after it slides: the window [1, 9) holds sentence 2's slot for the pins.
+        let v = pinned_view(decoder_window(8, 12, 8, 16, 1), 8, 2, 8);
+        assert_eq!((0..8).map(|k| v.sentence(k)).collect::<Vec<_>>(), vec![0, 1, 3, 4, 5, 6, 7, 8]);
+        // A pin never takes the new sentences' slots (stride 4: 4 new, so at most 4 pinned),
+        // nor more sentences than are written.
+        let w4 = decoder_window(8, 20, 8, 16, 4);
+        let v = pinned_view(w4, 8, 100, 8);
+        assert_eq!(v.pinned, 4);
+        assert_eq!((v.pinned..8).map(|k| v.sentence(k)).collect::<Vec<_>>(), vec![8, 9, 10, 11]);
+        assert_eq!(pinned_view(decoder_window(1, 12, 8, 16, 1), 1, 5, 8), DecoderView::from(0));
+        // Every view covers each sentence at most once, in order, within the slots.
+        for written in 2..30 {
+            for (pin, stride) in [(1, 1), (2, 1), (3, 2), (6, 3)] {
+                let w = decoder_window(written, 30, 8, 16, stride);
+                let v = pinned_view(w, written, pin, 8);
+                let n = v.pinned + (w.end - v.start);
+                let s: Vec<usize> = (0..n).map(|k| v.sentence(k)).collect();
+                assert!(n <= 8 && s.windows(2).all(|p| p[0] < p[1]), "{w:?} {v:?} {s:?}");
+                assert_eq!(*s.last().unwrap(), w.end - 1);
+                assert!(v.start <= written, "{w:?} {v:?}");
+            }
+        }
+    }
 
     /// Every window and planner call of a whole text, as the loop takes them when each
     /// window is written in full.
