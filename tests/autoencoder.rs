@@ -134,14 +134,19 @@ fn bow_weight_adds_the_bag_of_words_loss() {
     };
     let (off, on) = (loss("off", "0.0"), loss("on", "1.0"));
     assert!(on > off + 1.0, "bow_weight 1 changed the first loss from {off} to {on} only");
-    for bad in ["-1.0", "1000.0", "nan"] {
+    let bad_noise = |v: &str| cfg.replace("latent_noise_max = 0.1", &format!("latent_noise_max = {v}"));
+    assert!(cfg.contains("latent_noise_max = 0.1"));
+    let cases = [("bow_weight", with("-1.0")), ("bow_weight", with("1000.0")), ("bow_weight", with("nan"))];
+    let noise = [("latent_noise_max", bad_noise("nan")), ("latent_noise_max", bad_noise("inf"))];
+    for (field, text) in cases.into_iter().chain(noise) {
+        let bad = format!("{field}: {}", text.lines().find(|l| l.starts_with(field)).unwrap());
         let c = dir.path().join("bad.toml");
-        std::fs::write(&c, with(bad)).unwrap();
+        std::fs::write(&c, &text).unwrap();
         let o =
             run(&["train", "autoencoder", "--config", s(&c), "--data", s(&f.data), "--out", s(&dir.path().join("x"))]);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "bow_weight = {bad}: {err}");
-        assert!(err.contains("bow_weight") && err.trim().lines().count() == 1, "bow_weight = {bad}: {err}");
+        assert_eq!(o.status.code(), Some(1), "{bad}: {err}");
+        assert!(err.contains(field) && err.trim().lines().count() == 1, "{bad}: {err}");
     }
 }
 

@@ -102,12 +102,12 @@ impl PlanSection {
             || !p(self.null_plan_prob)
             || !p(self.context_dropout)
             || !(0.0..1.0).contains(&self.word_dropout)
-            || !(self.latent_noise_max.is_finite() && self.latent_noise_max >= 0.0)
+            || !(0.0..f64::INFINITY).contains(&self.latent_noise_max)
             || !(0.0..=100.0).contains(&self.bow_weight)
         {
             return Err(setting(
                 "autoencoder.plan",
-                "need max_slots >= 1, probabilities in [0, 1], word_dropout below 1, latent_noise_max >= 0, bow_weight in [0, 100]",
+                "need max_slots >= 1, probabilities in [0, 1], word_dropout below 1, latent_noise_max finite and >= 0, bow_weight in [0, 100]",
             ));
         }
         Ok(())
