@@ -26,33 +26,32 @@ fn sentences(v: &Value) -> Vec<String> {
     v["samples"][0]["sentences"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
 }
 
+/// A window lever that acts only once the decoder window slides: 2 prompt sentences + 10
+/// with 8 decoder slots, the first window writes sentences 3..8 whatever the lever (one planner
+/// call plans all 10); `flag value` must keep the plan and those 6 sentences, change the later
+/// ones, and `flag neutral` must equal the default.
+fn acts_once_the_window_slides(flag: &str, value: &str, neutral: &str) {
+    let (base, lever) = (hybrid(&[]), hybrid(&[flag, value]));
+    let key = flag.trim_start_matches("--").replace('-', "_");
+    assert_eq!(lever[key.as_str()].to_string(), value, "{lever}");
+    assert_eq!(previews(&base), previews(&lever), "{flag} {value}: same plan");
+    let (a, b) = (sentences(&base), sentences(&lever));
+    assert_eq!((a.len(), b.len()), (10, 10));
+    assert_eq!(a[..6], b[..6], "{flag} {value}: the first window does not depend on it");
+    assert_ne!(a[6..], b[6..], "{flag} {value}: the later windows see the same text");
+    assert_eq!(sentences(&hybrid(&[flag, neutral])), a, "{flag} {neutral} is the default");
+}
+
 #[test]
 fn a_window_stride_keeps_the_first_window_and_changes_the_slides() {
-    // 2 prompt sentences + 10 with 8 decoder slots: the first window writes sentences 3..8
-    // whatever the stride (one planner call plans all 10), then stride 1 slides 4 times and
-    // stride 4 once.
-    let (one, four) = (hybrid(&[]), hybrid(&["--window-stride", "4"]));
-    assert_eq!(four["window_stride"], 4, "{four}");
-    assert_eq!(previews(&one), previews(&four), "same plan");
-    let (a, b) = (sentences(&one), sentences(&four));
-    assert_eq!((a.len(), b.len()), (10, 10));
-    assert_eq!(a[..6], b[..6], "the first window does not depend on the stride");
-    assert_ne!(a[6..], b[6..], "the stride changes what the later windows see");
-    assert_eq!(sentences(&hybrid(&["--window-stride", "1"])), a, "stride 1 is the default");
+    // Stride 1 slides 4 times, stride 4 once.
+    acts_once_the_window_slides("--window-stride", "4", "1");
 }
 
 #[test]
 fn a_window_pin_keeps_the_prompt_in_view_once_the_window_slides() {
-    // The first window (sentences 3..8) is written before anything slides: the same with or
-    // without pins; then pinning the prompt's two sentences changes what the decoder reads.
-    let (base, pinned) = (hybrid(&[]), hybrid(&["--window-pin", "2"]));
-    assert_eq!(pinned["window_pin"], 2, "{pinned}");
-    assert_eq!(previews(&base), previews(&pinned), "same plan");
-    let (a, b) = (sentences(&base), sentences(&pinned));
-    assert_eq!((a.len(), b.len()), (10, 10));
-    assert_eq!(a[..6], b[..6], "the first window does not depend on the pins");
-    assert_ne!(a[6..], b[6..], "the pinned prompt changes what the later windows see");
-    assert_eq!(sentences(&hybrid(&["--window-pin", "0"])), a, "pin 0 is the default");
+    // Pinning the prompt's two sentences changes what the decoder reads from the 7th on.
+    acts_once_the_window_slides("--window-pin", "2", "0");
 }
 
 #[test]
