@@ -183,9 +183,8 @@ impl Generator for HybridGenerator {
             let prompts: Vec<Vec<i64>> = act
                 .iter()
                 .map(|r| {
-                    let seen: Vec<Vec<i64>> =
-                        r.sentences[..view.pinned].iter().chain(&r.sentences[view.start..written]).cloned().collect();
-                    window::decoder_prompt(sp.bos as i64, sp.sep as i64, &seen, &r.open)
+                    let seen = r.sentences[..view.pinned].iter().chain(&r.sentences[view.start..written]);
+                    window::decoder_prompt(sp.bos as i64, sp.sep as i64, seen, &r.open)
                 })
                 .collect();
             let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);

@@ -115,10 +115,15 @@ pub fn edit_window(first: usize, len: usize, n: usize, sp: usize) -> (usize, usi
 
 /// `<bos> s_1 <sep> ... s_k <sep>` and the open sentence: what the decoder reads before it
 /// writes.
-pub fn decoder_prompt(bos: i64, sep: i64, sentences: &[Vec<i64>], open: &[i64]) -> Vec<i64> {
+pub fn decoder_prompt<S: AsRef<[i64]>>(
+    bos: i64,
+    sep: i64,
+    sentences: impl IntoIterator<Item = S>,
+    open: &[i64],
+) -> Vec<i64> {
     let mut ids = vec![bos];
     for s in sentences {
-        ids.extend_from_slice(s);
+        ids.extend_from_slice(s.as_ref());
         ids.push(sep);
     }
     ids.extend_from_slice(open);
@@ -298,6 +303,6 @@ mod tests {
     #[test]
     fn prompts_end_with_sep_and_the_open_sentence() {
         assert_eq!(decoder_prompt(1, 2, &[vec![7, 8], vec![9]], &[]), vec![1, 7, 8, 2, 9, 2]);
-        assert_eq!(decoder_prompt(1, 2, &[], &[5]), vec![1, 5]);
+        assert_eq!(decoder_prompt(1, 2, &[] as &[Vec<i64>], &[5]), vec![1, 5]);
     }
 }

@@ -201,11 +201,11 @@ impl StageRunner for AeRunner {
             -100,
             0.0,
         );
-        let loss = match self.ae.decoder.plan_word_logits(&z) {
-            Some(words) if self.plan.bow_weight > 0.0 => {
-                loss + bow_loss(&words, &b.sentences, &b.sentence_mask) * self.plan.bow_weight
-            }
-            _ => loss,
+        // The bag-of-words head runs only when its term counts (off by default).
+        let words = (self.plan.bow_weight > 0.0).then(|| self.ae.decoder.plan_word_logits(&z)).flatten();
+        let loss = match words {
+            Some(words) => loss + bow_loss(&words, &b.sentences, &b.sentence_mask) * self.plan.bow_weight,
+            None => loss,
         };
         (&loss / accum as f64).backward();
         Ok(loss.double_value(&[]))
