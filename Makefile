@@ -16,7 +16,7 @@ export LIBTORCH_USE_PYTORCH := 1
 .PHONY: demo test build venv bench lint fmt clean chromium gloo
 
 # The venv: PyTorch (the libtorch tch links; its NCCL and CUDA runtime headers, plus the crt
-# and cccl headers added below, let crates/dist build c10d's NCCL backend), the reference packages the tests compare with
+# and cccl headers added below, let crates/distributed build c10d's NCCL backend), the reference packages the tests compare with
 # (diffusers, nltk, transformers, mauve-text), and the A/B judge's sentence encoder
 # all-MiniLM-L6-v2 (weights and tokenizer only: --no-deps skips sentence-transformers,
 # plandiff runs the model itself).

@@ -24,7 +24,7 @@ fn main() {
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
-    let rc = RunConfig::load(&root).expect("configs/tiny.toml");
+    let rc = plandiff_train::load_config(&root).expect("configs/tiny.toml");
     let d: DiffusionSection = rc.section("diffusion").expect("[diffusion]");
     let schedule = plandiff_diffusion::NoiseSchedule::new(d.diffusion.clone()).expect("schedule");
     let ar_vs = nn::VarStore::new(Device::Cpu);

@@ -27,7 +27,7 @@ fn main() {
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
-    let rc = RunConfig::load(&root).expect("configs/tiny.toml");
+    let rc = plandiff_train::load_config(&root).expect("configs/tiny.toml");
     let ae: AutoencoderSection = rc.section("autoencoder").expect("[autoencoder]");
     let pl: PlannerSection = rc.section("planner").expect("[planner]");
     let d_latent = ae.encoder.d_latent;

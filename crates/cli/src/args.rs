@@ -4,7 +4,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
-pub use crate::flags::{MaskedArgs, PlanArgs, SamplingArgs};
+pub use crate::flags::{DistArgs, SamplingArgs};
 
 /// `plandiff train STAGE`: the stages' one list, with each one's description.
 fn stage_values() -> PossibleValuesParser {
@@ -126,9 +126,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub dist: crate::commands::train::DistArgs,
+    pub dist: DistArgs,
 }
 
+/// `plandiff generate`: the flags every mode shares. Each mode's own flags (`--steps`,
+/// `--show-plan`, `--template`, ...) are its settings' (see `plandiff_pipeline::registry`),
+/// added to this command by `main` from the modes' list.
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// Bundle folder.
@@ -137,21 +140,8 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "ar", value_parser = mode_values())]
     pub mode: String,
     /// Prompt text.
-    #[arg(long, conflicts_with = "prompt_file", required_unless_present_any = ["prompt_file", "template"])]
+    #[arg(long, conflicts_with = "prompt_file")]
     pub prompt: Option<String>,
-    /// Diffusion, masked: text with spans to fill, `[MASK]` for one token, `[MASK:n]` for n,
-    /// e.g. "once upon a time [MASK:6] the end." Known tokens never change; a filled position
-    /// may become <pad>, which shortens the text.
-    #[arg(long, conflicts_with_all = ["prompt", "prompt_file"])]
-    pub template: Option<String>,
-    /// Diffusion, masked: print the text every K denoising steps (masked: `_` is a mask).
-    #[arg(long)]
-    pub show_steps: Option<usize>,
-    #[command(flatten)]
-    pub masked: MaskedArgs,
-    /// Diffusion: turn off the clamping trick (snapping each step's x0 to token embeddings).
-    #[arg(long)]
-    pub no_clamp: bool,
     /// Read the prompt from a UTF-8 file.
     #[arg(long)]
     pub prompt_file: Option<PathBuf>,
@@ -179,14 +169,10 @@ pub struct GenerateArgs {
     pub json: bool,
     #[arg(long, default_value = "auto")]
     pub device: String,
-    #[command(flatten)]
-    pub plan: PlanArgs,
-    /// Hybrid: after the text, show each planned sentence slot as what the decoder writes
-    /// from that latent alone, with its cosine to the sentence actually written.
-    #[arg(long)]
-    pub show_plan: bool,
 }
 
+/// `plandiff edit`: the flags both edit modes read; each mode's own (`--guidance`, `--chars`,
+/// `--revise`, ...) are in `commands::edit::EDIT_MODES`, added to this command by `main`.
 #[derive(Args, Debug)]
 pub struct EditArgs {
     /// Bundle folder (hybrid needs stages autoencoder and planner; masked needs masked).
@@ -202,22 +188,6 @@ pub struct EditArgs {
     /// Sentences to rewrite, 1-based and inclusive: `A..B` (or a single `A`).
     #[arg(long)]
     pub rewrite: Option<String>,
-    /// Masked: characters to rewrite, 0-based, end exclusive: `I..J` (every token they touch).
-    #[arg(long)]
-    pub chars: Option<String>,
-    /// Masked: remask every token whose log-probability under the model (with it masked) is
-    /// below P (a negative number, e.g. -6), then denoise them.
-    #[arg(long, allow_negative_numbers = true)]
-    pub revise: Option<f64>,
-    /// Masked: remask the lowest fraction F (0 < F <= 1) of the tokens by log-probability.
-    #[arg(long)]
-    pub revise_fraction: Option<f64>,
-    /// Masked, with --revise or --revise-fraction: score and refill this many times.
-    #[arg(long, default_value_t = 1)]
-    pub rounds: usize,
-    /// Masked: which positions a step commits (low_confidence, random, margin, entropy).
-    #[arg(long)]
-    pub remasking: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -225,8 +195,6 @@ pub struct EditArgs {
     /// Most tokens per rewritten sentence.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
-    #[command(flatten)]
-    pub plan: PlanArgs,
     /// Print `{"text", "rewritten": [{"sentence", "before", "after"}], ...}`.
     #[arg(long)]
     pub json: bool,
@@ -234,6 +202,8 @@ pub struct EditArgs {
     pub device: String,
 }
 
+/// `plandiff ab`: the harness's flags; the arms' modes' own flags (`--steps`, `--remasking`,
+/// ...) are added by `main` from the modes' list, each read by the arms that take it.
 #[derive(Args, Debug)]
 pub struct AbArgs {
     /// Bundle of the arms that name none, of the judge (its `ar` model) and of the sentence
@@ -273,11 +243,6 @@ pub struct AbArgs {
     pub max_tokens: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    #[command(flatten)]
-    pub plan: PlanArgs,
-    /// The masked arms' sampling (`--block-length`, `--remasking`, `--start`).
-    #[command(flatten)]
-    pub masked: MaskedArgs,
     /// Bootstrap resamples and permutations per metric.
     #[arg(long, default_value_t = 2000)]
     pub resamples: usize,

@@ -1,5 +1,6 @@
-//! The generation flag groups that several commands share (`generate`, `edit`, `ab`): token
-//! sampling, the planner and hybrid levers, masked diffusion.
+//! Flag groups that several commands share: token sampling (`generate`, `edit`, `ab`) and
+//! distributed training (`train`). A mode's own flags are declared by its settings in
+//! `plandiff_pipeline` (see `registry`), not here.
 
 use clap::Args;
 
@@ -32,58 +33,21 @@ impl SamplingArgs {
     }
 }
 
-/// Planner sampling flags (defaults: the planner's config.json).
-#[derive(Args, Debug, Clone)]
-pub struct PlanArgs {
-    /// Denoising steps: the planner's (hybrid, edit), the text diffusion's (diffusion), or
-    /// masked diffusion's (masked; default one per position with edit --mode masked).
+/// Distributed training and precision flags of `plandiff train`.
+#[derive(clap::Args, Debug)]
+pub struct DistArgs {
+    /// Under torchrun (WORLD_SIZE set): c10d backend, auto (NCCL on CUDA, Gloo on CPU), gloo
+    /// or nccl; off trains one process and ignores torchrun's environment.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gloo", "nccl", "off"])]
+    pub dist: String,
+    /// Seconds joining the group or a collective may wait for the other ranks before the run
+    /// stops with an error (a rank that died or hangs).
+    #[arg(long, default_value_t = 600.0)]
+    pub dist_timeout: f64,
+    /// fp32, or bf16 autocast (fp32 weights, gradients and optimizer state).
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
+    pub precision: String,
+    /// Check after every step that every rank holds identical parameters (slow; for tests).
     #[arg(long)]
-    pub steps: Option<usize>,
-    /// Planner sampler: ddim or ddpm.
-    #[arg(long)]
-    pub sampler: Option<String>,
-    /// DDIM eta: 0 deterministic given the seed's noise, 1 DDPM-like.
-    #[arg(long)]
-    pub eta: Option<f64>,
-    /// Classifier-free guidance weight on the known sentences (1: none).
-    #[arg(long)]
-    pub guidance: Option<f64>,
-    /// Hybrid: sample this many plans for each window and keep, per sample, the one whose
-    /// new latents are closest (mean cosine) to the latents of the text so far (1 to 16;
-    /// default 1, a single plan).
-    #[arg(long)]
-    pub plan_candidates: Option<usize>,
-    /// Hybrid: the decoder's classifier-free guidance on the plan, 0 to 10: tokens are drawn
-    /// from null + W (plan - null) of its logits under the plan and under its null plan
-    /// (default 1, the plan alone; above 1 the text follows the plan more closely, and each
-    /// step decodes twice the rows).
-    #[arg(long)]
-    pub plan_guidance: Option<f64>,
-    /// Hybrid: once the text fills the decoder's sentence slots, slide its window by this many
-    /// sentences at a time (1 to slots - 1; default 1: every sentence is written with all the
-    /// slots' text before it in view; larger: fewer re-reads of the window, faster).
-    #[arg(long)]
-    pub window_stride: Option<usize>,
-    /// Hybrid: keep the text's first N sentences (2: a two-sentence prompt) in the decoder's
-    /// view once its window slides past them, in the slots of the window's oldest sentences
-    /// (0 to 64, at most the slots the window's new sentences leave; default 0).
-    #[arg(long)]
-    pub window_pin: Option<usize>,
-}
-
-/// Mode masked's sampling flags (defaults: the masked model's config.json).
-#[derive(Args, Debug, Clone)]
-pub struct MaskedArgs {
-    /// Masked: positions per semi-autoregressive block (LLaDA); steps are divided equally
-    /// among the blocks.
-    #[arg(long)]
-    pub block_length: Option<usize>,
-    /// Masked: which positions a step commits: low_confidence (the most probable tokens),
-    /// random, margin (largest gap between the two likeliest tokens) or entropy (lowest).
-    #[arg(long)]
-    pub remasking: Option<String>,
-    /// Masked: start from all masks (`mask`) or from uniform random tokens (`random`), whose
-    /// tokens less likely than the model's own are remasked and replaced.
-    #[arg(long)]
-    pub start: Option<String>,
+    pub check_sync: bool,
 }

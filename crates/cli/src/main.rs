@@ -9,8 +9,22 @@ mod flags;
 mod util;
 
 use args::{Cli, Command};
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use std::process::ExitCode;
+
+/// The command line: the derived commands, with each generation mode's own flags added to
+/// `generate` and `ab` from the modes' list, and each edit mode's to `edit`.
+fn command() -> clap::Command {
+    Cli::command()
+        .mut_subcommand("generate", |c| plandiff_pipeline::registry::add_mode_flags(c, false))
+        .mut_subcommand("ab", |c| plandiff_pipeline::registry::add_mode_flags(c, true))
+        .mut_subcommand("edit", |c| plandiff_pipeline::flags::add_flags(c, commands::edit::EDIT_MODES, &[]))
+}
+
+/// The parsed flags of the subcommand (every mode's flags among them).
+fn sub(m: &clap::ArgMatches) -> &clap::ArgMatches {
+    m.subcommand().map_or(m, |(_, s)| s)
+}
 
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
@@ -29,7 +43,8 @@ fn main() -> ExitCode {
         let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal error: {msg}{loc}; please report it");
     }));
-    let cli = match Cli::try_parse() {
+    let parsed = command().try_get_matches().and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             let _ = e.print(); // --help, --version
@@ -54,9 +69,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Prepare(a) => commands::prepare::run(a),
         Command::Train(t) => commands::train::run(t),
-        Command::Generate(a) => commands::generate::run(a, started),
-        Command::Edit(a) => commands::edit::run(a),
-        Command::Ab(a) => commands::ab::run(a),
+        Command::Generate(a) => commands::generate::run(a, sub(&matches), started),
+        Command::Edit(a) => commands::edit::run(a, sub(&matches)),
+        Command::Ab(a) => commands::ab::run(a, sub(&matches)),
         Command::Eval(a) => commands::eval::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Export(a) => commands::export::run(a),

@@ -104,61 +104,6 @@ pub fn stderr_is_tty() -> bool {
     std::io::stderr().is_terminal()
 }
 
-/// The diffusion sampling flags as overrides of a model's stored defaults.
-pub fn plan_overrides(a: &crate::args::PlanArgs) -> Result<plandiff_pipeline::PlanOverrides> {
-    let sampler = a
-        .sampler
-        .as_deref()
-        .map(str::parse::<plandiff_diffusion::SamplerKind>)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--sampler: {e}"))?;
-    if a.plan_candidates.is_some_and(|k| !(1..=16).contains(&k)) {
-        bail!("--plan-candidates must be in 1..=16");
-    }
-    if a.plan_guidance.is_some_and(|w| !(0.0..=10.0).contains(&w)) {
-        bail!("--plan-guidance must be a number from 0 to 10 (1: the plan alone)");
-    }
-    if a.window_stride.is_some_and(|k| !(1..=64).contains(&k)) {
-        bail!("--window-stride must be in 1..=64 (sentences; clamped to the decoder's slots - 1)");
-    }
-    if a.window_pin.is_some_and(|k| k > 64) {
-        bail!("--window-pin must be in 0..=64 (sentences kept in view; clamped to the decoder's free slots)");
-    }
-    Ok(plandiff_pipeline::PlanOverrides {
-        steps: a.steps,
-        sampler,
-        eta: a.eta,
-        guidance: a.guidance,
-        candidates: a.plan_candidates,
-        plan_guidance: a.plan_guidance,
-        stride: a.window_stride,
-        pin: a.window_pin,
-    })
-}
-
-/// Mode masked's flags, checked: one line naming a bad value and the choices.
-pub fn masked_overrides(a: &crate::args::MaskedArgs) -> Result<plandiff_pipeline::MaskedOverrides> {
-    if a.block_length == Some(0) {
-        bail!("--block-length must be >= 1");
-    }
-    let start = match a.start.as_deref() {
-        None => None,
-        Some(s) => {
-            Some(plandiff_masked::Start::parse(s).ok_or_else(|| anyhow::anyhow!("--start {s}: use mask or random"))?)
-        }
-    };
-    Ok(plandiff_pipeline::MaskedOverrides {
-        block_length: a.block_length,
-        remasking: a.remasking.as_deref().map(parse_remasking).transpose()?,
-        start,
-    })
-}
-
-pub fn parse_remasking(s: &str) -> Result<plandiff_masked::Remasking> {
-    plandiff_masked::Remasking::parse(s)
-        .ok_or_else(|| anyhow::anyhow!("--remasking {s}: use one of {}", plandiff_masked::Remasking::NAMES))
-}
-
 /// A failed write to stdout as one line (a closed pipe, `> /dev/full`).
 pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
     anyhow::anyhow!("writing to stdout: {e} (the reader closed it, or its disk is full)")

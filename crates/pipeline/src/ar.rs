@@ -1,6 +1,6 @@
 //! Mode `ar`: prompt -> sentences -> tokens -> KV-cached sampling -> text.
 
-use crate::mode::{Event, GenOptions, GenRequest, Generation, Generator, Mode};
+use crate::mode::{settings_from, Checked, Event, GenOptions, GenRequest, Generation, Generator, Mode, ModeSettings};
 use crate::text::{ends_sentence, TextStream};
 use crate::{PipelineError, Result};
 use plandiff_bundle::{stage, Bundle, LoadedDecoder, StageConfigFile};
@@ -13,8 +13,29 @@ use tch::{nn, Device};
 pub const MODE: Mode = Mode {
     name: "ar",
     about: "the decoder alone (plain autoregressive), stage `ar`",
+    flags: <ArSettings as clap::Args>::augment_args,
+    settings: settings_from::<ArSettings>,
     load: |path, device| Ok(Box::new(ArGenerator::load(path, device)?)),
 };
+
+/// Mode `ar` reads only the flags every token-by-token mode shares (sampling, lengths).
+#[derive(clap::Args, Debug, Clone, Copy, Default, PartialEq)]
+pub struct ArSettings {}
+
+impl Checked for ArSettings {
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl ModeSettings for ArSettings {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn boxed(&self) -> Box<dyn ModeSettings> {
+        Box::new(*self)
+    }
+}
 
 pub struct ArGenerator {
     model: Decoder,

@@ -1,7 +1,8 @@
 //! Mode `diffusion`: text written by Diffusion-LM over token embeddings, with infilling
 //! templates (`[MASK:n]`) or a prompt as a known prefix.
 
-use crate::mode::{Event, GenRequest, Generation, Generator, Mode, PlanOverrides};
+use crate::flags::{GaussianFlags, TemplateFlags};
+use crate::mode::{settings_from, Checked, Event, GenRequest, Generation, Generator, Mode, ModeSettings};
 use crate::positions::Layout;
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_diffusion, Bundle, DiffusionBundle, TextSamplingDefaults};
@@ -16,8 +17,44 @@ use tch::{nn, Device, Tensor};
 pub const MODE: Mode = Mode {
     name: "diffusion",
     about: "Diffusion-LM over token embeddings (stage `diffusion`): --template with [MASK:n] spans to fill, or --prompt as a known prefix",
+    flags: <DiffusionSettings as clap::Args>::augment_args,
+    settings: settings_from::<DiffusionSettings>,
     load: |path, device| Ok(Box::new(DiffusionGenerator::load(path, device)?)),
 };
+
+/// Mode `diffusion`'s flags; `None` keeps the model's stored default.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
+pub struct DiffusionSettings {
+    #[command(flatten)]
+    pub sampling: GaussianFlags,
+    #[command(flatten)]
+    pub template: TemplateFlags,
+    /// Diffusion: turn off the clamping trick (snapping each step's x0 to token embeddings).
+    #[arg(long)]
+    pub no_clamp: bool,
+}
+
+impl Checked for DiffusionSettings {
+    fn check(&self) -> Result<()> {
+        self.template.check()?;
+        self.sampling.check(None)
+    }
+}
+
+impl ModeSettings for DiffusionSettings {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn boxed(&self) -> Box<dyn ModeSettings> {
+        Box::new(self.clone())
+    }
+    fn set_steps(&mut self, steps: usize) {
+        self.sampling.steps.steps = Some(steps);
+    }
+    fn template(&self) -> Option<&str> {
+        self.template.template.as_deref()
+    }
+}
 
 pub struct DiffusionGenerator {
     d: DiffusionBundle,
@@ -36,15 +73,14 @@ impl DiffusionGenerator {
         self.d.config.sampling
     }
 
-    /// The stored defaults (`BUNDLE/diffusion/config.json`) with the request's overrides
-    /// (steps, sampler, eta; guidance is the planner's alone and not used here) and
-    /// clamping switch; rounding is the model's.
-    pub fn text_sampling(&self, plan: &PlanOverrides, no_clamp: bool) -> Result<TextSampling> {
+    /// The stored defaults (`BUNDLE/diffusion/config.json`) with the settings' overrides
+    /// (steps, sampler, eta) and clamping switch; rounding is the model's.
+    pub fn text_sampling(&self, s: &DiffusionSettings) -> Result<TextSampling> {
         let d = self.defaults();
         let base = SamplingDefaults { steps: d.steps, sampler: d.sampler, eta: d.eta, guidance: 1.0 };
-        let p = PlanOverrides { guidance: None, ..*plan }.apply(base)?;
+        let p = s.sampling.apply(base, None)?;
         let rounding = self.d.config.model.rounding;
-        Ok(TextSampling { steps: p.steps, sampler: p.sampler, eta: p.eta, clamp: d.clamp && !no_clamp, rounding })
+        Ok(TextSampling { steps: p.steps, sampler: p.sampler, eta: p.eta, clamp: d.clamp && !s.no_clamp, rounding })
     }
 
     fn layout(&self) -> Layout<'_> {
@@ -58,7 +94,7 @@ impl DiffusionGenerator {
 
     /// The positions a request fills: its template's, or its prompt's as a known prefix.
     fn positions(&self, req: &GenRequest) -> Result<Vec<Option<i64>>> {
-        match req.template {
+        match req.settings.template() {
             Some(t) => self.layout().template_positions(t),
             None => self.layout().prompt_positions(req.prompt, Some(req.gen.max_tokens)),
         }
@@ -74,12 +110,13 @@ impl DiffusionGenerator {
 
 impl Generator for DiffusionGenerator {
     /// Writes `req.samples` samples over the request's positions; [`Event::Step`] shows the
-    /// rounded text of every sample every `req.show_steps` steps.
+    /// rounded text of every sample every `--show-steps` steps.
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
-        let sampling = self.text_sampling(&req.plan, req.no_clamp)?;
+        let settings = req.settings_as::<DiffusionSettings>();
+        let sampling = self.text_sampling(&settings)?;
         let positions = self.positions(req)?;
         let n = req.samples.max(1);
-        let every = req.show_steps;
+        let every = settings.template.show_steps.unwrap_or(0);
         let mut noise = plandiff_planner::HostNoise::new(req.gen.seed ^ 0x6469_6666, self.device);
         let t0 = Instant::now();
         let mut step_err = None;
@@ -111,8 +148,8 @@ impl Generator for DiffusionGenerator {
     }
 
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
-        let s = self.text_sampling(&req.plan, req.no_clamp)?;
-        let v = json!({"template": req.template, "steps": s.steps, "clamp": s.clamp});
+        let s = self.text_sampling(&req.settings_as::<DiffusionSettings>())?;
+        let v = json!({"template": req.settings.template(), "steps": s.steps, "clamp": s.clamp});
         Ok(v.as_object().cloned().unwrap_or_default())
     }
 }

@@ -1,7 +1,9 @@
 //! Generation modes behind one interface: a [`Generator`] takes a [`GenRequest`] (prompt
 //! in) and returns [`Generation`]s (text out), with one event stream for what grows on the
-//! way; [`MODES`] lists them (`ar`, `hybrid`, `diffusion`, `masked`), and `plandiff generate` and the
-//! A/B harness both read that list, so a new mode is one module plus one line there.
+//! way; [`MODES`] lists them (`ar`, `hybrid`, `diffusion`, `masked`). Each mode's module
+//! declares its settings (a clap `Args` struct: its flags, defaults and checks), and
+//! `plandiff generate` and the A/B harness ask the list which flags a mode reads, so a new
+//! mode is one module plus one line in [`registry`].
 //! `edit` (re-plan and rewrite sentences in place) is the hybrid model's second use, and
 //! the masked model's (remask a span, or its own weakest tokens, and denoise them).
 //!
@@ -9,25 +11,21 @@
 
 pub mod ar;
 pub mod diffusion;
+pub mod flags;
 pub mod hybrid;
 pub mod masked;
 pub mod mode;
 pub mod positions;
+pub mod registry;
 pub mod text;
 
-pub use ar::ArGenerator;
-pub use diffusion::DiffusionGenerator;
-pub use hybrid::{Edit, HybridGenerator, PlanSlot, RewrittenSentence};
-pub use masked::{MaskedEdit, MaskedGenerator};
-pub use mode::{
-    find_mode, mode_names, Detail, Event, GenOptions, GenRequest, Generation, Generator, MaskedOverrides, Mode,
-    PlanOverrides,
-};
+pub use ar::{ArGenerator, ArSettings};
+pub use diffusion::{DiffusionGenerator, DiffusionSettings};
+pub use hybrid::{Edit, HybridGenerator, HybridSettings, RewrittenSentence};
+pub use masked::{MaskedEdit, MaskedGenerator, MaskedSettings};
+pub use mode::{Detail, Event, GenOptions, GenRequest, Generation, Generator, Mode, ModeSettings, PlanSlot};
+pub use registry::{find_mode, mode_names, MODES};
 pub use text::join_text;
-
-/// Every mode, in the order `--help` lists them. A new mode is a module above with a [`Mode`]
-/// constant, and one line here.
-pub static MODES: &[Mode] = &[ar::MODE, hybrid::MODE, diffusion::MODE, masked::MODE];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

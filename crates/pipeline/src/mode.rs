@@ -1,32 +1,75 @@
 //! The interface every generation mode implements ([`Generator`]), what it is asked
-//! ([`GenRequest`]) and what it returns ([`Generation`]), and the queries over the one list
-//! of modes, [`crate::MODES`] (in `lib.rs`, beside the mode modules).
+//! ([`GenRequest`]: what every mode shares, plus the chosen mode's own [`ModeSettings`]) and
+//! what it returns ([`Generation`]). The list of modes is [`crate::registry::MODES`].
 
-use crate::{Result, MODES};
+use crate::Result;
 use plandiff_decoder::{SamplingConfig, StopReason};
-use plandiff_diffusion::SamplerKind;
-use plandiff_layers::FieldError;
-use plandiff_planner::{PlanSampling, SamplingDefaults};
 use serde::Serialize;
+use std::any::Any;
+use std::borrow::Cow;
 use std::path::Path;
 use tch::Device;
 
-/// A generation mode: its name (`--mode`, `--arms`), what it is, and how it loads.
+/// A generation mode: its name (`--mode`, `--arms`), what it is, its flags and how it loads.
 pub struct Mode {
     pub name: &'static str,
     pub about: &'static str,
+    /// Adds the flags the mode reads to a command: its settings struct's clap `Args`.
+    pub flags: fn(clap::Command) -> clap::Command,
+    /// Reads and checks the mode's settings from parsed flags (one-line errors naming the flag).
+    pub settings: fn(&clap::ArgMatches) -> Result<Box<dyn ModeSettings>>,
     /// Loads the mode's models from a bundle folder.
     pub load: fn(&Path, Device) -> Result<Box<dyn Generator>>,
 }
 
-/// The mode of this name.
-pub fn find_mode(name: &str) -> Option<&'static Mode> {
-    MODES.iter().find(|m| m.name == name)
+/// A mode's own settings: a typed struct (clap `Args`) that the mode's module declares, with
+/// its defaults and its checks; a [`GenRequest`] carries one, type-erased.
+pub trait ModeSettings: Any + std::fmt::Debug + Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    /// A copy, for requests that change a field (an A/B arm's own steps, the oracle's reference).
+    fn boxed(&self) -> Box<dyn ModeSettings>;
+    /// Denoising steps asked for by a `KIND@STEPS` arm (modes without steps ignore it).
+    fn set_steps(&mut self, _steps: usize) {}
+    /// A template whose `[MASK:n]` spans the mode fills instead of continuing a prompt.
+    fn template(&self) -> Option<&str> {
+        None
+    }
 }
 
-pub fn mode_names() -> Vec<&'static str> {
-    MODES.iter().map(|m| m.name).collect()
+/// Reads a mode's settings struct from parsed flags and checks it: the [`Mode::settings`] of
+/// a mode whose settings are `T`.
+pub fn settings_from<T>(m: &clap::ArgMatches) -> Result<Box<dyn ModeSettings>>
+where
+    T: clap::FromArgMatches + Checked + ModeSettings,
+{
+    let s = T::from_arg_matches(m).map_err(|e| crate::PipelineError::Invalid(first_line(&e.to_string())))?;
+    s.check()?;
+    Ok(Box::new(s))
 }
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string()
+}
+
+/// A settings struct's own checks, run when it is read from flags.
+pub trait Checked {
+    fn check(&self) -> Result<()>;
+}
+
+/// The settings of a request that names none: every mode then uses its defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSettings;
+
+impl ModeSettings for NoSettings {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn boxed(&self) -> Box<dyn ModeSettings> {
+        Box::new(*self)
+    }
+}
+
+static NO_SETTINGS: NoSettings = NoSettings;
 
 /// Decoding settings shared by the modes that write token by token.
 #[derive(Debug, Clone)]
@@ -43,87 +86,34 @@ pub struct GenOptions {
     pub stream: bool,
 }
 
-/// Diffusion sampling settings asked for (flags); `None` keeps the model's stored default.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PlanOverrides {
-    pub steps: Option<usize>,
-    pub sampler: Option<SamplerKind>,
-    pub eta: Option<f64>,
-    pub guidance: Option<f64>,
-    /// Mode `hybrid`: plans sampled per window, the one closest to the text so far kept
-    /// (`None`: 1).
-    pub candidates: Option<usize>,
-    /// Mode `hybrid`: the decoder's classifier-free guidance on the plan (`None`: 1, the plan
-    /// alone; see [`plandiff_decoder::generate_guided`]).
-    pub plan_guidance: Option<f64>,
-    /// Mode `hybrid`: sentences the decoder window slides by once full (`None`: 1; see
-    /// [`crate::hybrid::window::decoder_window`]).
-    pub stride: Option<usize>,
-    /// Mode `hybrid`: the text's first sentences kept in the decoder's view once its window
-    /// slides (`None`: 0; see [`crate::hybrid::window::pinned_view`]).
-    pub pin: Option<usize>,
-}
-
-impl PlanOverrides {
-    /// The stored defaults with these overrides, checked.
-    pub fn apply(&self, defaults: SamplingDefaults) -> std::result::Result<PlanSampling, FieldError> {
-        let d = SamplingDefaults {
-            steps: self.steps.unwrap_or(defaults.steps),
-            sampler: self.sampler.unwrap_or(defaults.sampler),
-            eta: self.eta.unwrap_or(defaults.eta),
-            guidance: self.guidance.unwrap_or(defaults.guidance),
-        };
-        d.validate()?;
-        Ok(d.to_sampling())
-    }
-}
-
 /// What a mode is asked to write.
 #[derive(Debug, Clone)]
 pub struct GenRequest<'a> {
-    /// The text to continue (modes `ar`, `hybrid`; `diffusion` without a template).
+    /// The text to continue (a mode whose settings hold a template reads that instead).
     pub prompt: &'a str,
-    /// Mode `diffusion`: text with `[MASK:n]` spans to fill instead of a prompt.
-    pub template: Option<&'a str>,
     /// Samples of the prompt, written as one batch.
     pub samples: usize,
     pub gen: GenOptions,
-    pub plan: PlanOverrides,
-    /// Mode `diffusion`: turn off the clamping trick.
-    pub no_clamp: bool,
-    /// Mode `hybrid`: decode each planned latent alone (`--show-plan`).
-    pub previews: bool,
-    /// Mode `hybrid`: plan from this reference continuation instead of sampling a plan (the
-    /// A/B harness's `oracle` arm).
-    pub reference: Option<&'a str>,
-    /// Modes `diffusion`, `masked`: send [`Event::Step`] every this many denoising steps (0: never).
-    pub show_steps: usize,
-    /// Mode `masked`: its sampling flags.
-    pub masked: MaskedOverrides,
-}
-
-/// Mode `masked`'s sampling flags; `None` keeps the model's stored default (the start: masks).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct MaskedOverrides {
-    pub block_length: Option<usize>,
-    pub remasking: Option<plandiff_masked::Remasking>,
-    pub start: Option<plandiff_masked::Start>,
+    /// The chosen mode's own settings (its flags).
+    pub settings: &'a dyn ModeSettings,
 }
 
 impl<'a> GenRequest<'a> {
-    /// A request for `samples` continuations of `prompt`, everything else off.
+    /// A request for `samples` continuations of `prompt`, every mode setting at its default.
     pub fn new(prompt: &'a str, samples: usize, gen: GenOptions) -> Self {
-        Self {
-            prompt,
-            template: None,
-            samples,
-            gen,
-            plan: PlanOverrides::default(),
-            no_clamp: false,
-            previews: false,
-            reference: None,
-            show_steps: 0,
-            masked: MaskedOverrides::default(),
+        Self { prompt, samples, gen, settings: &NO_SETTINGS }
+    }
+
+    /// The same request with these mode settings.
+    pub fn with(self, settings: &'a dyn ModeSettings) -> Self {
+        Self { settings, ..self }
+    }
+
+    /// The request's settings as mode type `T`; `T`'s defaults when it holds another mode's.
+    pub fn settings_as<T: ModeSettings + Default + Clone>(&self) -> Cow<'_, T> {
+        match self.settings.as_any().downcast_ref::<T>() {
+            Some(t) => Cow::Borrowed(t),
+            None => Cow::Owned(T::default()),
         }
     }
 }
@@ -163,9 +153,23 @@ pub struct Generation {
 #[serde(untagged)]
 pub enum Detail {
     /// Mode `hybrid`: the planned slots, and the time spent planning (part of `seconds`).
-    Plan { plan: Vec<crate::hybrid::PlanSlot>, planning_seconds: f64, planner_calls: usize },
+    Plan { plan: Vec<PlanSlot>, planning_seconds: f64, planner_calls: usize },
     /// Modes `diffusion`, `masked`: every position's token (`<pad>` included) and which were given.
     Positions { tokens: Vec<i64>, known: Vec<bool> },
+}
+
+/// One planned slot, for `--show-plan` and plan adherence.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSlot {
+    /// 1-based sentence number in the whole text (prompt sentences included).
+    pub sentence: usize,
+    /// What the decoder writes from this latent alone (greedy, no text before it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
+    /// The sentence actually written in this slot.
+    pub written: Option<String>,
+    /// Cosine between the planned latent and the latent of the written sentence.
+    pub adherence: Option<f64>,
 }
 
 impl Generation {
@@ -184,32 +188,4 @@ pub trait Generator {
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>>;
     /// The mode's own settings for `--json` output (e.g. the plan sampling it used).
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_list_of_distinct_modes() {
-        let names = mode_names();
-        let mut sorted = names.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), names.len(), "{names:?}");
-        assert!(names.contains(&"ar") && names.contains(&"hybrid") && names.contains(&"diffusion"));
-        assert!(names.iter().all(|n| find_mode(n).is_some_and(|m| m.name == *n)));
-        assert!(find_mode("oracle").is_none(), "oracle is an A/B arm of the hybrid mode, not a mode");
-    }
-
-    #[test]
-    fn overrides_keep_unset_defaults_and_name_bad_fields() {
-        let d = SamplingDefaults { steps: 50, sampler: SamplerKind::Ddpm, eta: 0.3, guidance: 2.0 };
-        let p = PlanOverrides { steps: Some(10), ..Default::default() }.apply(d).unwrap();
-        assert_eq!(PlanOverrides::default().candidates, None);
-        assert_eq!((p.steps, p.sampler, p.eta, p.guidance), (10, SamplerKind::Ddpm, 0.3, 2.0));
-        let e = PlanOverrides { eta: Some(3.0), ..Default::default() }.apply(d).unwrap_err();
-        assert_eq!(e.field, "eta");
-        assert_eq!(e.as_flag(), "--eta 3 must be in [0, 1]");
-    }
 }

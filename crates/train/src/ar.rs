@@ -1,8 +1,8 @@
 //! Stage `ar`: a plain causal LM on packed windows of the token stream.
 
-use crate::config::{parse_section, RunConfig, StageSection};
+use crate::config::{RunConfig, StageSection};
 use crate::eval::evaluate_loss;
-use crate::stages::{loss, EvalRequest, Stage, StageEval};
+use crate::stages::{loss, EvalRequest, Section, Stage, StageEval, StageFns};
 use crate::trainer::{
     batch_indices, fresh_section, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
 };
@@ -13,48 +13,27 @@ use plandiff_decoder::{Decoder, DecoderConfig};
 use serde_json::json;
 use tch::{nn, Device, Tensor};
 
-/// The `ar` stage of [`crate::STAGES`].
-pub struct ArStage;
+/// Stage `ar` of [`crate::registry::STAGES`].
+pub const STAGE: Stage = Stage::new::<StageSection, DecoderConfig>(
+    KIND,
+    "a plain causal language model (the A/B baseline and the reference LM)",
+    StageFns { train: train_ar, evaluate: evaluate_ar, describe: describe_decoder },
+);
 
-impl Stage for ArStage {
-    fn name(&self) -> &'static str {
-        KIND
-    }
+/// `plandiff info`'s line for a decoder's config.json (stages `ar` and `autoencoder`).
+pub fn describe_decoder(c: &serde_json::Value, parameters: u64) -> String {
+    let (m, p) = (&c["model"], &c["provenance"]);
+    format!(
+        "{parameters} parameters (d_model {}, {} layers, {} heads, context {}), {} steps, {} tokens seen, train loss {}, val loss {}",
+        m["d_model"], m["n_layers"], m["n_heads"], m["max_seq_len"], p["steps"], p["tokens_seen"],
+        loss(&p["train_loss"]), loss(&p["val_loss"])
+    )
+}
 
-    fn about(&self) -> &'static str {
-        "a plain causal language model (the A/B baseline and the reference LM)"
-    }
-
-    fn train(&self, args: TrainArgs) -> Result<TrainReport> {
-        train_ar(args)
-    }
-
-    fn evaluate(&self, req: &EvalRequest) -> Result<StageEval> {
-        evaluate_ar(req)
-    }
-
-    fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
-        crate::stages::config_json::<DecoderConfig>(bundle, KIND)
-    }
-
-    fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
-        let (m, p) = (&c["model"], &c["provenance"]);
-        format!(
-            "{parameters} parameters (d_model {}, {} layers, {} heads, context {}), {} steps, {} tokens seen, train loss {}, val loss {}",
-            m["d_model"], m["n_layers"], m["n_heads"], m["max_seq_len"], p["steps"], p["tokens_seen"],
-            loss(&p["train_loss"]), loss(&p["val_loss"])
-        )
-    }
-
-    fn check_section(&self, section: &toml::Value) -> Result<()> {
-        parse_section::<StageSection>(section).map(drop)
-    }
-
-    fn check_config(&self, config: &RunConfig, vocab_size: i64) -> Result<()> {
-        let s: StageSection = config.section(KIND)?;
-        s.train.validate()?;
-        s.model.decoder(vocab_size).validate().map_err(|e| TrainError::Invalid(format!("config [ar.model]: {e}")))?;
-        Ok(())
+impl Section for StageSection {
+    fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
+        let cfg = self.model.decoder(vocab_size);
+        cfg.validate().map_err(|e| TrainError::Invalid(format!("config [ar.model]: {e}")))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The run config file (TOML): one section per stage (`[ar]`, `[autoencoder]`, ...), each
-//! read by its stage's own section type (the stage list is [`crate::STAGES`]), so a
-//! new stage brings its section with it. Unknown sections and fields are errors;
-//! architecture fields have no defaults.
+//! read by its stage's own section type, so a new stage brings its section with it
+//! ([`crate::registry::load_config`] checks every section against its stage). Unknown
+//! sections and fields are errors; architecture fields have no defaults.
 
 use crate::{Result, TrainError};
 use plandiff_decoder::DecoderConfig;
@@ -24,27 +24,24 @@ fn one_line(e: impl std::fmt::Display) -> String {
 }
 
 impl RunConfig {
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Reads a config file's TOML (its sections are checked by
+    /// [`crate::registry::load_config`], which callers use).
+    pub(crate) fn read(path: &Path) -> Result<Self> {
         let text = plandiff_data::read_text_capped(path, plandiff_data::SMALL_FILE_CAP)?;
         if text.contains('\0') {
             return Err(TrainError::Invalid(format!("{}: not a TOML file (it holds NUL bytes)", path.display())));
         }
-        Self::parse(&text).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))
+        Self::parse_text(&text).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))
     }
 
-    /// Parses and checks every section (an error in `[planner]` is found before `ar` trains).
-    pub fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse_text(text: &str) -> Result<Self> {
         let sections: toml::Table = toml::from_str(text).map_err(|e| TrainError::Invalid(one_line(e)))?;
-        for (name, value) in &sections {
-            let stage = crate::stages::find(name).ok_or_else(|| {
-                TrainError::Invalid(format!(
-                    "unknown section [{name}]; the sections are the stages: {}",
-                    crate::stages::names().join(", ")
-                ))
-            })?;
-            stage.check_section(value).map_err(|e| TrainError::Invalid(format!("[{name}]: {e}")))?;
-        }
         Ok(Self { sections })
+    }
+
+    /// The sections by name.
+    pub fn sections(&self) -> impl Iterator<Item = (&String, &toml::Value)> {
+        self.sections.iter()
     }
 
     /// Section `[name]` as its stage's type.
@@ -95,32 +92,5 @@ impl ModelSection {
             norm: self.norm,
             plan: None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shipped_configs_parse_and_validate() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-        for name in ["tiny.toml", "base.toml", "demo.toml", "shipped.toml"] {
-            let c = RunConfig::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-            for stage in crate::STAGES {
-                stage.check_config(&c, 4096).unwrap_or_else(|e| panic!("{name} [{}]: {e}", stage.name()));
-            }
-        }
-    }
-
-    #[test]
-    fn unknown_field_and_section_are_named() {
-        let text =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml")).unwrap();
-        let err = RunConfig::parse(&text.replace("n_layers", "n_layerz")).unwrap_err().to_string();
-        assert!(err.contains("n_layerz"), "{err}");
-        assert!(!err.contains('\n'));
-        let err = RunConfig::parse(&format!("{text}\n[planer]\nx = 1\n")).unwrap_err().to_string();
-        assert!(err.contains("unknown section [planer]") && err.contains("planner"), "{err}");
     }
 }

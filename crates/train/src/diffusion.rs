@@ -4,8 +4,8 @@
 //! `seq_len` tokens and padded with `<pad>`, so the model learns where texts end and
 //! chooses the length of what it writes by placing `<pad>`.
 
-use crate::config::{parse_section, RunConfig, TrainConfig};
-use crate::stages::{loss, EvalRequest, Stage, StageEval};
+use crate::config::{RunConfig, TrainConfig};
+use crate::stages::{loss, EvalRequest, Section, Stage, StageEval, StageFns};
 use crate::trainer::{
     batch_indices, fresh_section, rank_rng, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
 };
@@ -26,54 +26,36 @@ use tch::{nn, Device, Kind, Tensor};
 
 const KIND: &str = stage::DIFFUSION;
 
-/// The `diffusion` stage of [`crate::STAGES`].
-pub struct DiffusionStage;
+/// Stage `diffusion` of [`crate::registry::STAGES`].
+pub const STAGE: Stage = Stage::new::<DiffusionSection, DiffusionModel>(
+    KIND,
+    "Diffusion-LM over token embeddings (the pure-diffusion mode)",
+    StageFns { train: train_diffusion, evaluate, describe },
+);
 
-impl Stage for DiffusionStage {
-    fn name(&self) -> &'static str {
-        KIND
-    }
+fn evaluate(req: &EvalRequest) -> Result<StageEval> {
+    let r = evaluate_diffusion(req)?;
+    let line = format!(
+        "{} split, {} documents: rounding accuracy on clean embeddings {:.4}; loss {:.4} (x0 MSE {:.4}, rounding CE {:.4})",
+        req.split, r.documents, r.rounding_accuracy, r.loss, r.mse, r.rounding_ce
+    );
+    StageEval::nested(&r, line)
+}
 
-    fn about(&self) -> &'static str {
-        "Diffusion-LM over token embeddings (the pure-diffusion mode)"
-    }
+fn describe(c: &serde_json::Value, parameters: u64) -> String {
+    let (m, p) = (&c["model"], &c["provenance"]);
+    let d = &m["model"];
+    format!(
+        "{parameters} parameters (d_emb {}, {} positions, d_model {}, {} layers; {} schedule, {} {} steps by default), {} steps, val loss {}",
+        d["d_emb"], d["seq_len"], d["d_model"], d["n_layers"],
+        m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
+        m["sampling"]["sampler"].as_str().unwrap_or("?"), m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
+    )
+}
 
-    fn train(&self, args: TrainArgs) -> Result<TrainReport> {
-        train_diffusion(args)
-    }
-
-    fn evaluate(&self, req: &EvalRequest) -> Result<StageEval> {
-        let r = evaluate_diffusion(req)?;
-        let line = format!(
-            "{} split, {} documents: rounding accuracy on clean embeddings {:.4}; loss {:.4} (x0 MSE {:.4}, rounding CE {:.4})",
-            req.split, r.documents, r.rounding_accuracy, r.loss, r.mse, r.rounding_ce
-        );
-        StageEval::nested(&r, line)
-    }
-
-    fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
-        crate::stages::config_json::<DiffusionModel>(bundle, KIND)
-    }
-
-    fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
-        let (m, p) = (&c["model"], &c["provenance"]);
-        let d = &m["model"];
-        format!(
-            "{parameters} parameters (d_emb {}, {} positions, d_model {}, {} layers; {} schedule, {} {} steps by default), {} steps, val loss {}",
-            d["d_emb"], d["seq_len"], d["d_model"], d["n_layers"],
-            m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
-            m["sampling"]["sampler"].as_str().unwrap_or("?"), m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
-        )
-    }
-
-    fn check_section(&self, section: &toml::Value) -> Result<()> {
-        parse_section::<DiffusionSection>(section).map(drop)
-    }
-
-    fn check_config(&self, config: &RunConfig, vocab_size: i64) -> Result<()> {
-        let s: DiffusionSection = config.section(KIND)?;
-        s.train.validate()?;
-        s.model(vocab_size).map(drop)
+impl Section for DiffusionSection {
+    fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
+        self.model(vocab_size).map(drop)
     }
 }
 

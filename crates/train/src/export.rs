@@ -4,7 +4,7 @@
 //! resume training). The planner's fingerprint of the autoencoder is updated to the exported
 //! autoencoder's weights, so the pair still loads together.
 
-use crate::STAGES;
+use crate::registry::STAGES;
 use crate::{Result, TrainError};
 use plandiff_bundle::fsutil::write_json;
 use plandiff_bundle::{read_weights, Bundle, ExportProvenance};

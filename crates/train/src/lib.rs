@@ -1,6 +1,8 @@
-//! Training: one loop for every stage (`trainer`), AdamW written on tensors (so its moments
-//! can be saved and a resumed run continues exactly), warmup + cosine LR, metrics as JSONL,
-//! and the stages themselves, listed once in [`STAGES`].
+//! Training: one loop for every stage (`trainer`: resume, signals, checkpoints, progress,
+//! metrics, ranks), which a stage plugs into with its batch, its loss and its evaluation
+//! (`runner::StageRunner`); AdamW written on tensors (so its moments can be saved and a
+//! resumed run continues exactly), warmup + cosine LR, metrics as JSONL; and the stages
+//! themselves, listed once in [`registry::STAGES`].
 //!
 //! Depends on `bundle` (the on-disk format and the models it loads) and the model crates;
 //! never on `pipeline` or `eval`, and nothing of inference depends on it.
@@ -15,6 +17,8 @@ pub mod export;
 pub mod masked;
 pub mod metrics;
 pub mod planner;
+pub mod registry;
+pub mod run;
 mod runner;
 pub mod schedule;
 mod setup;
@@ -26,19 +30,11 @@ pub use adamw::{AdamW, AdamWConfig};
 pub use config::{ModelSection, RunConfig, StageSection};
 pub use eval::{evaluate_loss, EvalResult};
 pub use export::{export_bundle, ExportReport, StorageKind};
+pub use registry::{load_config, parse_config, STAGES};
 pub use schedule::LrSchedule;
 pub use stages::{EvalRequest, Stage, StageEval};
 
-/// Every stage, in training order (also export's: the planner records the fingerprint of the
-/// autoencoder exported before it). A new stage is a module above and one line here.
-pub static STAGES: &[&dyn Stage] = &[
-    &ar::ArStage,
-    &autoencoder::AutoencoderStage,
-    &planner::PlannerStage,
-    &diffusion::DiffusionStage,
-    &masked::MaskedStage,
-];
-pub use trainer::{TrainArgs, TrainEnd, TrainReport};
+pub use run::{TrainArgs, TrainEnd, TrainReport};
 pub use world::{Precision, Shard, World};
 
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@
 //! upper bound (NELBO) on the data's negative log-likelihood, which `eval` reports per token
 //! as a perplexity bound.
 
-use crate::config::{parse_section, RunConfig, TrainConfig};
-use crate::stages::{loss, EvalRequest, Stage, StageEval};
+use crate::config::{RunConfig, TrainConfig};
+use crate::stages::{loss, EvalRequest, Section, Stage, StageEval, StageFns};
 use crate::trainer::{
     batch_indices, fresh_section, rank_rng, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
 };
@@ -31,54 +31,36 @@ use tch::{nn, Device, Kind, Tensor};
 
 const KIND: &str = stage::MASKED;
 
-/// The `masked` stage of [`crate::STAGES`].
-pub struct MaskedStage;
+/// Stage `masked` of [`crate::registry::STAGES`].
+pub const STAGE: Stage = Stage::new::<MaskedSection, MaskedModel>(
+    KIND,
+    "masked (absorbing-state) diffusion over tokens, MDLM / LLaDA (the masked mode)",
+    StageFns { train: train_masked, evaluate, describe },
+);
 
-impl Stage for MaskedStage {
-    fn name(&self) -> &'static str {
-        KIND
-    }
+fn evaluate(req: &EvalRequest) -> Result<StageEval> {
+    let r = evaluate_masked(req)?;
+    let line = format!(
+        "{} split, {} rows of {} tokens: NELBO {:.4} nats/token, perplexity bound {:.2}; loss {:.4}",
+        req.split, r.rows, r.seq_len, r.nelbo_per_token, r.perplexity_bound, r.loss
+    );
+    StageEval::nested(&r, line)
+}
 
-    fn about(&self) -> &'static str {
-        "masked (absorbing-state) diffusion over tokens, MDLM / LLaDA (the masked mode)"
-    }
+fn describe(c: &serde_json::Value, parameters: u64) -> String {
+    let (m, p) = (&c["model"], &c["provenance"]);
+    let d = &m["model"];
+    format!(
+        "{parameters} parameters ({} positions, d_model {}, {} layers; {} steps, block {}, {} remasking by default), {} steps, val loss {}",
+        d["seq_len"], d["d_model"], d["n_layers"], m["sampling"]["steps"],
+        m["sampling"]["block_length"].as_u64().map_or("none".to_string(), |b| b.to_string()),
+        m["sampling"]["remasking"].as_str().unwrap_or("?"), p["steps"], loss(&p["val_loss"])
+    )
+}
 
-    fn train(&self, args: TrainArgs) -> Result<TrainReport> {
-        train_masked(args)
-    }
-
-    fn evaluate(&self, req: &EvalRequest) -> Result<StageEval> {
-        let r = evaluate_masked(req)?;
-        let line = format!(
-            "{} split, {} rows of {} tokens: NELBO {:.4} nats/token, perplexity bound {:.2}; loss {:.4}",
-            req.split, r.rows, r.seq_len, r.nelbo_per_token, r.perplexity_bound, r.loss
-        );
-        StageEval::nested(&r, line)
-    }
-
-    fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
-        crate::stages::config_json::<MaskedModel>(bundle, KIND)
-    }
-
-    fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
-        let (m, p) = (&c["model"], &c["provenance"]);
-        let d = &m["model"];
-        format!(
-            "{parameters} parameters ({} positions, d_model {}, {} layers; {} steps, block {}, {} remasking by default), {} steps, val loss {}",
-            d["seq_len"], d["d_model"], d["n_layers"], m["sampling"]["steps"],
-            m["sampling"]["block_length"].as_u64().map_or("none".to_string(), |b| b.to_string()),
-            m["sampling"]["remasking"].as_str().unwrap_or("?"), p["steps"], loss(&p["val_loss"])
-        )
-    }
-
-    fn check_section(&self, section: &toml::Value) -> Result<()> {
-        parse_section::<MaskedSection>(section).map(drop)
-    }
-
-    fn check_config(&self, config: &RunConfig, vocab_size: i64) -> Result<()> {
-        let s: MaskedSection = config.section(KIND)?;
-        s.train.validate()?;
-        s.model(vocab_size).map(drop)
+impl Section for MaskedSection {
+    fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
+        self.model(vocab_size).map(drop)
     }
 }
 
@@ -303,7 +285,7 @@ pub fn train_masked(args: TrainArgs) -> Result<TrainReport> {
     let model = MaskedLm::new(vs.root(), &config.model);
     if init_from_ar && setup.resumed.is_none() {
         let n = init_from_ar_model(&vs, &setup.bundle, &config.model)?;
-        tracing::info!(tensors = n, "masked model initialized from {}", setup.bundle.stage_dir("ar").display());
+        tracing::info!(tensors = n, "masked model initialized from {}", setup.bundle.stage_dir(stage::AR).display());
     }
     let tc = setup.state.train.clone();
     let mut runner = MaskedRunner {
@@ -326,13 +308,13 @@ pub fn train_masked(args: TrainArgs) -> Result<TrainReport> {
 /// `wpe`, and every block and the final norm. Returns the number of tensors copied.
 fn init_from_ar_model(vs: &nn::VarStore, bundle: &Bundle, m: &MaskedLmConfig) -> Result<usize> {
     let fix = "train `ar` into the same --out first with the masked model's d_model, n_layers, n_heads, d_ff and norm, or set init_from_ar = false";
-    if !bundle.has_stage("ar") {
+    if !bundle.has_stage(stage::AR) {
         return Err(TrainError::Invalid(format!(
             "[masked] init_from_ar: {} has no ar model; {fix}",
             bundle.root().display()
         )));
     }
-    let ar = bundle.read_config("ar")?.model;
+    let ar = bundle.read_config(stage::AR)?.model;
     let same = (ar.vocab_size, ar.d_model, ar.n_layers, ar.n_heads, ar.d_ff, ar.norm)
         == (m.vocab_size, m.d_model, m.n_layers, m.n_heads, m.d_ff, m.norm);
     if !same || ar.plan.is_some() || ar.max_seq_len < m.seq_len {
@@ -344,7 +326,7 @@ fn init_from_ar_model(vs: &nn::VarStore, bundle: &Bundle, m: &MaskedLmConfig) ->
     let vars = vs.variables();
     let mut copied = 0;
     tch::no_grad(|| -> Result<()> {
-        for (name, src) in plandiff_bundle::read_weights(&bundle.weights_path("ar"))? {
+        for (name, src) in plandiff_bundle::read_weights(&bundle.weights_path(stage::AR))? {
             let dst = vars.get(&name).ok_or_else(|| {
                 TrainError::Invalid(format!("[masked] init_from_ar: the masked model has no tensor `{name}`; {fix}"))
             })?;

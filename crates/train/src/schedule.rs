@@ -11,7 +11,7 @@ pub struct LrSchedule {
 
 impl LrSchedule {
     /// The schedule of a training config.
-    pub fn of(train: &crate::config::TrainConfig) -> Self {
+    pub fn of(train: &plandiff_bundle::TrainConfig) -> Self {
         Self { lr: train.lr, min_lr: train.min_lr, warmup_steps: train.warmup_steps, total_steps: train.max_steps }
     }
 

@@ -2,7 +2,7 @@
 //! bundle's writer lock.
 
 use crate::config::{PlanSection, TrainConfig};
-use crate::trainer::TrainArgs;
+use crate::run::TrainArgs;
 use crate::{Result, TrainError};
 use plandiff_bundle::{Bundle, BundleLock, ModelConfig, StageConfigFile, TrainerState, FORMAT_VERSION};
 use plandiff_data::TextTokenizer;

@@ -7,70 +7,24 @@
 //! to continue exactly as if it had never stopped.
 
 use crate::adamw::{AdamW, AdamWConfig};
-use crate::config::{RunConfig, TrainConfig};
+use crate::config::TrainConfig;
 use crate::metrics::{progress_bar, MetricsLog};
+pub use crate::run::{TrainArgs, TrainEnd, TrainReport};
 use crate::runner::rank_seed;
 pub(crate) use crate::runner::{batch_indices, global_seed, rank_rng, seed_init, step_rng, StageRunner};
 use crate::schedule::LrSchedule;
 pub(crate) use crate::setup::{fresh_lock, fresh_section, setup_run, RunSetup};
-use crate::world::{autocast, Precision, World};
+use crate::world::{autocast, World};
 use crate::{Result, TrainError};
 use indicatif::ProgressBar;
 use plandiff_bundle::fsutil::write_json;
 use plandiff_bundle::{load_weights, save_weights, Bundle, Provenance, TrainerState};
 use plandiff_data::TextTokenizer;
-use serde::Serialize;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
-use tch::{nn, Device, Tensor};
-
-pub struct TrainArgs {
-    /// Required for a fresh run; on `--resume` the checkpoint's own config is used.
-    pub config: Option<RunConfig>,
-    pub data: PathBuf,
-    pub out: PathBuf,
-    pub resume: bool,
-    /// Overrides `train.max_steps` (the schedule length).
-    pub max_steps: Option<u64>,
-    /// Stop after this step with a checkpoint, as if interrupted (for time-limited jobs).
-    pub stop_at: Option<u64>,
-    pub device: Device,
-    pub seed: Option<u64>,
-    pub interrupt: Arc<AtomicBool>,
-    pub progress: bool,
-    /// One process, or this rank of a torchrun job.
-    pub world: World,
-    pub precision: Precision,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrainEnd {
-    Finished,
-    Interrupted,
-    Stopped,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainReport {
-    pub kind: String,
-    pub end: TrainEnd,
-    pub step: u64,
-    pub max_steps: u64,
-    pub train_loss: Option<f64>,
-    pub val_loss: Option<f64>,
-    pub tokens_per_s: f64,
-    pub seconds: f64,
-    pub parameters: i64,
-    pub checkpoint: PathBuf,
-    pub world_size: usize,
-    pub precision: Precision,
-    /// Mean seconds per step in collectives (gradient and metric all-reduces).
-    pub comm_seconds_per_step: f64,
-}
+use tch::{nn, Tensor};
 
 /// The optimizer over `vs`'s trainable variables (sorted by name) and their count.
 /// Non-trainable variables (e.g. the planner's latent normalizer) are saved, not optimized.

@@ -11,7 +11,7 @@
 //! step); every rank reads the same checkpoint on resume and starts from rank 0's weights.
 
 use crate::{Result, TrainError};
-use plandiff_dist::{Backend, GradSync, Launch, ProcessGroup, ReduceOp};
+use plandiff_distributed::{Backend, GradSync, Launch, ProcessGroup, ReduceOp};
 use std::cell::OnceCell;
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -88,7 +88,7 @@ impl World {
             return Err(TrainError::Invalid("--dist nccl needs --device cuda (use --dist gloo on CPU)".into()));
         }
         if device.is_cuda() {
-            plandiff_dist::set_cuda_device(launch.local_rank).map_err(dist_error)?;
+            plandiff_distributed::set_cuda_device(launch.local_rank).map_err(dist_error)?;
         }
         let group = ProcessGroup::init(launch, backend, timeout).map_err(dist_error)?;
         tracing::info!(
@@ -125,7 +125,7 @@ impl World {
         self.comm_seconds.get()
     }
 
-    fn timed<T>(&self, f: impl FnOnce(&ProcessGroup) -> plandiff_dist::Result<T>) -> Result<Option<T>> {
+    fn timed<T>(&self, f: impl FnOnce(&ProcessGroup) -> plandiff_distributed::Result<T>) -> Result<Option<T>> {
         let Some(g) = &self.group else {
             return Ok(None);
         };
@@ -135,7 +135,7 @@ impl World {
         Ok(Some(out))
     }
 
-    fn lost(&self, e: plandiff_dist::DistError) -> TrainError {
+    fn lost(&self, e: plandiff_distributed::DistError) -> TrainError {
         TrainError::Dist(format!(
             "rank {} of {}: {e}; another rank failed or hung (see its log); restart the job with --resume, which continues from the last checkpoint",
             self.shard.rank, self.shard.world_size
@@ -181,15 +181,15 @@ impl World {
     }
 }
 
-pub(crate) fn dist_error(e: plandiff_dist::DistError) -> TrainError {
+pub(crate) fn dist_error(e: plandiff_distributed::DistError) -> TrainError {
     TrainError::Dist(e.to_string())
 }
 
 /// Enters autocast for the precision (a guard; `None` for fp32).
-pub(crate) fn autocast(precision: Precision, device: Device) -> Result<Option<plandiff_dist::Bf16Autocast>> {
+pub(crate) fn autocast(precision: Precision, device: Device) -> Result<Option<plandiff_distributed::Bf16Autocast>> {
     match precision {
         Precision::Fp32 => Ok(None),
-        Precision::Bf16 => plandiff_dist::Bf16Autocast::enter(device).map(Some).map_err(dist_error),
+        Precision::Bf16 => plandiff_distributed::Bf16Autocast::enter(device).map(Some).map_err(dist_error),
     }
 }
 

@@ -1,26 +1,42 @@
 use crate::args::AbArgs;
-use crate::util::{masked_overrides, parse_device, plan_overrides, stderr_is_tty};
+use crate::util::{parse_device, stderr_is_tty};
 use anyhow::{Context, Result};
+use clap::ArgMatches;
 use indicatif::{ProgressBar, ProgressStyle};
-use plandiff_eval::ab::{parse_arms, read_prompts, run_ab, AbConfig};
+use plandiff_eval::ab::{parse_arms, read_prompts, run_ab, AbConfig, ArmSpec};
 use plandiff_eval::report;
+use plandiff_pipeline::registry::{self, GENERATE_ONLY};
+use plandiff_pipeline::ModeSettings;
 use std::process::ExitCode;
 
-pub fn run(a: AbArgs) -> Result<ExitCode> {
+/// The settings of every mode the arms run, from the flags (checked before any model loads);
+/// a flag no arm's mode reads, or one of `generate`'s alone, is a one-line error.
+fn arm_settings(a: &AbArgs, arms: &[ArmSpec], flags: &ArgMatches) -> Result<Vec<(String, Box<dyn ModeSettings>)>> {
+    for id in GENERATE_ONLY {
+        if flags.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+            anyhow::bail!(
+                "--{} is generate's; an A/B writes every prompt of --prompts the same way",
+                id.replace('_', "-")
+            );
+        }
+    }
+    let mut modes: Vec<&str> = arms.iter().map(ArmSpec::mode).collect();
+    modes.dedup();
+    registry::check_mode_flags(flags, &modes, &format!("no arm of --arms {} runs it", a.arms))?;
+    let mut out = Vec::new();
+    for m in modes {
+        if out.iter().all(|(n, _)| n != m) {
+            out.push((m.to_string(), registry::mode_settings(m, flags)?));
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(a: AbArgs, flags: &ArgMatches) -> Result<ExitCode> {
     let prompts = read_prompts(&a.prompts).with_context(|| format!("--prompts {}", a.prompts.display()))?;
     let arms = parse_arms(&a.arms, &a.checkpoint).with_context(|| format!("--arms {}", a.arms))?;
     let sampling = a.sampling.config()?;
-    // Flags override each model's stored defaults; checked here against a neutral base so a
-    // bad value fails before any model loads.
-    let plan = plan_overrides(&a.plan)?;
-    let neutral = plandiff_planner::SamplingDefaults {
-        steps: 50,
-        sampler: plandiff_diffusion::SamplerKind::Ddim,
-        eta: 0.0,
-        guidance: 1.0,
-    };
-    plan.apply(neutral).map_err(|e| anyhow::anyhow!(e.as_flag()))?;
-    let masked = masked_overrides(&a.masked)?;
+    let modes = arm_settings(&a, &arms, flags)?;
     if a.samples == 0 || a.sentences == 0 {
         anyhow::bail!("--samples and --sentences must be >= 1");
     }
@@ -38,8 +54,7 @@ pub fn run(a: AbArgs) -> Result<ExitCode> {
         max_tokens: a.max_tokens,
         seed: a.seed,
         sampling,
-        plan,
-        masked,
+        modes,
         judge: a.judge.clone(),
         judge_encoder: a.judge_encoder.clone(),
         device,

@@ -1,9 +1,47 @@
 use crate::args::EditArgs;
-use crate::util::{parse_device, parse_remasking, plan_overrides};
+use crate::util::parse_device;
 use anyhow::{Context, Result};
-use plandiff_pipeline::masked::{EditSettings, EditTarget};
+use clap::{ArgMatches, Args, FromArgMatches};
+use plandiff_pipeline::flags::{unread_flag, FlagTable, GaussianFlags, StepsFlag};
+use plandiff_pipeline::masked::{parse_remasking, EditSettings, EditTarget};
 use plandiff_pipeline::{GenOptions, HybridGenerator, MaskedGenerator};
 use std::process::ExitCode;
+
+/// The edit modes and the flags each reads besides `edit`'s own; `main` adds them to `edit`.
+pub const EDIT_MODES: &FlagTable = &[("hybrid", HybridEdit::augment_args), ("masked", MaskedEdit::augment_args)];
+
+/// `edit --mode hybrid`: the planner's sampling of the re-planned sentences.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HybridEdit {
+    #[command(flatten)]
+    pub sampling: GaussianFlags,
+    /// Classifier-free guidance weight on the known sentences (1: none).
+    #[arg(long)]
+    pub guidance: Option<f64>,
+}
+
+/// `edit --mode masked`: what to remask and how to refill it.
+#[derive(Args, Debug, Clone, Default)]
+pub struct MaskedEdit {
+    #[command(flatten)]
+    pub steps: StepsFlag,
+    /// Masked: characters to rewrite, 0-based, end exclusive: `I..J` (every token they touch).
+    #[arg(long)]
+    pub chars: Option<String>,
+    /// Masked: remask every token whose log-probability under the model (with it masked) is
+    /// below P (a negative number, e.g. -6), then denoise them.
+    #[arg(long, allow_negative_numbers = true)]
+    pub revise: Option<f64>,
+    /// Masked: remask the lowest fraction F (0 < F <= 1) of the tokens by log-probability.
+    #[arg(long)]
+    pub revise_fraction: Option<f64>,
+    /// Masked, with --revise or --revise-fraction: score and refill this many times.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Masked: which positions a step commits (low_confidence, random, margin, entropy).
+    #[arg(long)]
+    pub remasking: Option<String>,
+}
 
 /// `A..B`, `A..=B` or `A` (1-based, inclusive) for `flag`.
 pub fn parse_range(flag: &str, s: &str) -> Result<(usize, usize)> {
@@ -17,11 +55,13 @@ pub fn parse_range(flag: &str, s: &str) -> Result<(usize, usize)> {
     Ok((a, b))
 }
 
-pub fn run(a: EditArgs) -> Result<ExitCode> {
-    if a.plan.plan_guidance.is_some() || a.plan.window_stride.is_some() || a.plan.window_pin.is_some() {
-        anyhow::bail!("--plan-guidance, --window-stride and --window-pin are generate's and ab's (mode hybrid); edit rewrites sentences in place");
+pub fn run(a: EditArgs, flags: &ArgMatches) -> Result<ExitCode> {
+    let why = format!("this is edit --mode {}", a.mode);
+    if let Some(e) = unread_flag(flags, EDIT_MODES, &[&a.mode], |r| format!("--mode {r}"), &why) {
+        anyhow::bail!(e);
     }
-    let target = target(&a)?;
+    let masked = MaskedEdit::from_arg_matches(flags)?;
+    let target = target(&a, &masked)?;
     let text =
         plandiff_data::read_text_capped(&a.input, 1 << 20).with_context(|| format!("--input {}", a.input.display()))?;
     if text.trim().is_empty() {
@@ -30,16 +70,16 @@ pub fn run(a: EditArgs) -> Result<ExitCode> {
     let sampling = a.sampling.config()?;
     let device = parse_device(&a.device)?;
     if a.mode == "masked" {
-        return run_masked(&a, &text, target, sampling.temperature, device);
+        return run_masked(&a, &masked, &text, target, sampling.temperature, device);
     }
     let rewrite = a.rewrite.as_deref().unwrap_or_default();
     let EditTarget::Sentences(from, to) = target else {
         anyhow::bail!("--chars, --revise and --revise-fraction need --mode masked");
     };
+    let h = HybridEdit::from_arg_matches(flags)?;
     let gen = HybridGenerator::load(&a.checkpoint, device)
         .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-    let plan =
-        plan_overrides(&a.plan)?.apply(gen.planner().model.sampling).map_err(|e| anyhow::anyhow!(e.as_flag()))?;
+    let plan = h.sampling.apply(gen.planner().model.sampling, h.guidance)?;
     let opts =
         GenOptions { max_tokens: a.max_tokens, sentences: None, sampling, seed: a.seed, no_eos: false, stream: false };
     let edit = gen.edit(&text, from, to, &opts, plan).with_context(|| format!("--rewrite {rewrite}"))?;
@@ -55,8 +95,8 @@ pub fn run(a: EditArgs) -> Result<ExitCode> {
 }
 
 /// The one edit the flags ask for.
-fn target(a: &EditArgs) -> Result<EditTarget> {
-    let given = [a.rewrite.is_some(), a.chars.is_some(), a.revise.is_some(), a.revise_fraction.is_some()];
+fn target(e: &EditArgs, a: &MaskedEdit) -> Result<EditTarget> {
+    let given = [e.rewrite.is_some(), a.chars.is_some(), a.revise.is_some(), a.revise_fraction.is_some()];
     if given.iter().filter(|&&g| g).count() != 1 {
         anyhow::bail!("give exactly one of --rewrite A..B, --chars I..J (masked), --revise P (masked) or --revise-fraction F (masked)");
     }
@@ -66,7 +106,7 @@ fn target(a: &EditArgs) -> Result<EditTarget> {
     if a.rounds > 1 && a.revise.is_none() && a.revise_fraction.is_none() {
         anyhow::bail!("--rounds needs --revise or --revise-fraction");
     }
-    if let Some(r) = &a.rewrite {
+    if let Some(r) = &e.rewrite {
         let (from, to) = parse_range("--rewrite", r)?;
         return Ok(EditTarget::Sentences(from, to));
     }
@@ -88,16 +128,19 @@ fn target(a: &EditArgs) -> Result<EditTarget> {
     Ok(EditTarget::Revise { below: a.revise, fraction: a.revise_fraction, rounds: a.rounds })
 }
 
-fn run_masked(a: &EditArgs, text: &str, target: EditTarget, temperature: f64, device: tch::Device) -> Result<ExitCode> {
-    let plan = &a.plan;
-    if plan.sampler.is_some() || plan.eta.is_some() || plan.guidance.is_some() || plan.plan_candidates.is_some() {
-        anyhow::bail!("--sampler, --eta, --guidance and --plan-candidates are the planner's; edit --mode masked reads --steps, --remasking and --temperature");
-    }
-    let remasking = a.remasking.as_deref().map(parse_remasking).transpose()?;
+fn run_masked(
+    a: &EditArgs,
+    m: &MaskedEdit,
+    text: &str,
+    target: EditTarget,
+    temperature: f64,
+    device: tch::Device,
+) -> Result<ExitCode> {
+    let remasking = m.remasking.as_deref().map(parse_remasking).transpose()?;
     let gen = MaskedGenerator::load(&a.checkpoint, device)
         .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let settings = EditSettings {
-        steps: plan.steps,
+        steps: m.steps.steps,
         remasking: remasking.unwrap_or(gen.config().sampling.remasking),
         temperature,
         seed: a.seed,

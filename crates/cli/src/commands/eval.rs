@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use plandiff_bundle::Bundle;
 use plandiff_eval::ab::SENTENCE_JUDGE_METRICS;
 use plandiff_eval::judge::{find_encoder, SentenceEncoder};
-use plandiff_train::stages::{self, EvalRequest, Stage, StageEval};
+use plandiff_train::registry as stages;
+use plandiff_train::{EvalRequest, Stage, StageEval};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -24,7 +25,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     if a.max_batches == Some(0) {
         bail!("--max-batches must be >= 1 (leave it out for the whole split)");
     }
-    let stages: Vec<&dyn Stage> =
+    let stages: Vec<&Stage> =
         match &a.stage {
             Some(name) => vec![stages::find(name)
                 .ok_or_else(|| anyhow::anyhow!("--stage {name}: use {}", stages::names().join(", ")))?],
@@ -108,7 +109,7 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     if a.max_docs == 0 {
         bail!("--max-docs must be >= 1");
     }
-    use plandiff_eval::ab::{text_set_metrics, Judge, TEXT_METRICS};
+    use plandiff_eval::ab::{text_set_metrics, Fluency, TEXT_METRICS};
     let all = spec.trim() == "all";
     let mut wanted: Vec<&str> =
         if all { TEXT_METRICS.to_vec() } else { spec.split(',').map(str::trim).filter(|m| !m.is_empty()).collect() };
@@ -137,7 +138,7 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     }
     let device = parse_device(&a.device)?;
     let judge = if wanted.contains(&"judge_ppl") {
-        Some(Judge::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?)
+        Some(Fluency::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?)
     } else {
         None
     };

@@ -1,7 +1,8 @@
 use crate::args::GenerateArgs;
-use crate::util::{masked_overrides, parse_device, plan_overrides, stdout_error};
+use crate::util::{parse_device, stdout_error};
 use anyhow::{Context, Result};
-use plandiff_pipeline::{find_mode, Detail, Event, GenOptions, GenRequest, Generation};
+use clap::ArgMatches;
+use plandiff_pipeline::{find_mode, registry, Detail, Event, GenOptions, GenRequest, Generation, ModeSettings};
 use serde_json::json;
 use std::io::Write;
 use std::process::ExitCode;
@@ -20,50 +21,37 @@ fn read_prompt(a: &GenerateArgs) -> Result<String> {
     }
 }
 
-/// Flags that only some modes read.
+/// The flags every mode shares, checked; the mode's own are checked by its settings.
 fn check_flags(a: &GenerateArgs) -> Result<()> {
-    let (diffusion, masked) = (a.mode == "diffusion", a.mode == "masked");
-    if !(diffusion || masked) && (a.template.is_some() || a.show_steps.is_some()) {
-        anyhow::bail!("--template and --show-steps need --mode diffusion or --mode masked");
-    }
-    if !diffusion && a.no_clamp {
-        anyhow::bail!("--no-clamp needs --mode diffusion");
-    }
-    let m = &a.masked;
-    if !masked && (m.block_length.is_some() || m.remasking.is_some() || m.start.is_some()) {
-        anyhow::bail!("--block-length, --remasking and --start need --mode masked");
-    }
-    if masked && (a.plan.sampler.is_some() || a.plan.eta.is_some()) {
-        anyhow::bail!("--sampler and --eta are Gaussian diffusion's; mode masked reads --steps, --block-length, --remasking, --start and --temperature");
-    }
-    if a.show_plan && a.mode != "hybrid" {
-        let why = if diffusion || masked { "this mode has no plan; see --show-steps" } else { "mode ar has no plan" };
-        anyhow::bail!("--show-plan needs --mode hybrid ({why})");
-    }
-    if (diffusion || masked) && a.plan.guidance.is_some() {
-        anyhow::bail!("--guidance applies to --mode hybrid only");
-    }
     if a.num_samples == 0 || a.num_samples > MAX_SAMPLES {
         anyhow::bail!("--num-samples {} must be in 1..={MAX_SAMPLES} (the samples are one batch)", a.num_samples);
     }
     if a.sentences == Some(0) {
         anyhow::bail!("--sentences must be >= 1");
     }
-    if a.show_steps == Some(0) {
-        anyhow::bail!("--show-steps must be >= 1");
-    }
-    if let Some(t) = &a.template {
-        plandiff_embedding::parse_template(t).context("--template")?;
-    }
     Ok(())
 }
 
-pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
-    check_flags(&a)?;
-    let prompt = if a.template.is_some() { String::new() } else { read_prompt(&a)? };
-    if a.template.is_none() && prompt.trim().is_empty() {
+/// The prompt, or none when the mode fills a template instead.
+fn prompt_of(a: &GenerateArgs, settings: &dyn ModeSettings) -> Result<String> {
+    if settings.template().is_some() {
+        if a.prompt.is_some() || a.prompt_file.is_some() {
+            anyhow::bail!("--template replaces the prompt; give --template or --prompt, not both");
+        }
+        return Ok(String::new());
+    }
+    let prompt = read_prompt(a)?;
+    if prompt.trim().is_empty() {
         anyhow::bail!("the prompt is empty; give some text with --prompt or --prompt-file");
     }
+    Ok(prompt)
+}
+
+pub fn run(a: GenerateArgs, flags: &ArgMatches, started: Instant) -> Result<ExitCode> {
+    registry::check_mode_flags(flags, &[&a.mode], &format!("this is --mode {}", a.mode))?;
+    check_flags(&a)?;
+    let settings = registry::mode_settings(&a.mode, flags)?;
+    let prompt = prompt_of(&a, settings.as_ref())?;
     let sampling = a.sampling.config()?;
     let device = parse_device(&a.device)?;
     let mode = find_mode(&a.mode).ok_or_else(|| anyhow::anyhow!("--mode {}: no such mode", a.mode))?;
@@ -78,14 +66,8 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
         no_eos: a.no_eos,
         stream,
     };
-    let mut req = GenRequest::new(&prompt, a.num_samples, opts);
-    req.template = a.template.as_deref();
-    req.plan = plan_overrides(&a.plan)?;
-    req.no_clamp = a.no_clamp;
-    req.previews = a.show_plan;
-    req.show_steps = a.show_steps.unwrap_or(0);
-    req.masked = masked_overrides(&a.masked)?;
-    let settings = gen.settings(&req)?;
+    let req = GenRequest::new(&prompt, a.num_samples, opts).with(settings.as_ref());
+    let mode_json = gen.settings(&req)?;
     let mut printer = StreamPrinter::new(stream, &prompt);
     let mut step_lines = Vec::new();
     let gen_start_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -109,22 +91,22 @@ pub fn run(a: GenerateArgs, started: Instant) -> Result<ExitCode> {
         let mut out = json!({
             "mode": mode.name,
             "checkpoint": a.checkpoint.display().to_string(),
-            "prompt": a.template.is_none().then_some(&prompt),
+            "prompt": settings.template().is_none().then_some(&prompt),
             "seed": a.seed,
             "sampling": sampling,
             "load_ms": load_ms,
             "first_token_ms_from_start": first_token_ms,
         });
         if let Some(o) = out.as_object_mut() {
-            o.extend(settings);
-            if a.show_steps.is_some() {
+            o.extend(mode_json);
+            if !step_lines.is_empty() {
                 o.insert("show_steps".into(), json!(step_lines));
             }
             o.insert("samples".into(), serde_json::to_value(&gens)?);
         }
         writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?).map_err(stdout_error)?;
     } else {
-        print_samples(&mut stdout, &gens, !streamed, a.show_plan)?;
+        print_samples(&mut stdout, &gens, !streamed)?;
         stdout.flush().map_err(stdout_error)?;
     }
     if let Some(g) = gens.first() {
@@ -150,8 +132,8 @@ fn log_line(g: &Generation, first_token_ms: Option<f64>) -> String {
 }
 
 /// Each sample's text (under a `--- sample i ---` header when there are several) unless it
-/// was streamed, and its plan with `--show-plan`.
-fn print_samples(out: &mut impl Write, gens: &[Generation], texts: bool, show_plan: bool) -> Result<()> {
+/// was streamed, and its plan when it has previews (`--show-plan`).
+fn print_samples(out: &mut impl Write, gens: &[Generation], texts: bool) -> Result<()> {
     for (i, g) in gens.iter().enumerate() {
         if texts {
             if gens.len() > 1 {
@@ -159,7 +141,7 @@ fn print_samples(out: &mut impl Write, gens: &[Generation], texts: bool, show_pl
             }
             writeln!(out, "{}", g.text).map_err(stdout_error)?;
         }
-        if let (true, Some(Detail::Plan { plan, .. })) = (show_plan, &g.detail) {
+        if let Some(Detail::Plan { plan, .. }) = g.detail.as_ref().filter(|_| has_previews(g)) {
             writeln!(out, "\nplan: each planned sentence as the decoder writes its latent alone, then [cosine to what was written]").map_err(stdout_error)?;
             for s in plan {
                 let cos = s.adherence.map_or("   -  ".to_string(), |c| format!("{c:+.3}"));
@@ -169,6 +151,10 @@ fn print_samples(out: &mut impl Write, gens: &[Generation], texts: bool, show_pl
         }
     }
     Ok(())
+}
+
+fn has_previews(g: &Generation) -> bool {
+    matches!(&g.detail, Some(Detail::Plan { plan, .. }) if plan.iter().any(|s| s.preview.is_some()))
 }
 
 /// Prints a growing text as it streams: the prompt at the first streamed token, then each

@@ -1,7 +1,8 @@
 use crate::args::InfoArgs;
 use anyhow::{Context, Result};
 use plandiff_bundle::Bundle;
-use plandiff_train::stages::{held_by, Stage};
+use plandiff_train::registry::held_by;
+use plandiff_train::Stage;
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -13,7 +14,7 @@ fn count_params(path: &std::path::Path) -> Result<(usize, u64)> {
 
 /// Each stage the bundle holds: its config (checked by its own type), tensor and parameter
 /// counts, size, whether its tokenizer matches, whether it can resume.
-fn describe_stages(bundle: &Bundle, tokenizer_hash: &str) -> Result<Vec<(&'static dyn Stage, serde_json::Value)>> {
+fn describe_stages(bundle: &Bundle, tokenizer_hash: &str) -> Result<Vec<(&'static Stage, serde_json::Value)>> {
     let mut out = Vec::new();
     for stage in held_by(bundle) {
         let cfg = stage.read_config(bundle)?;
@@ -65,7 +66,7 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
         );
     }
     // By name, as the JSON's stage map orders them.
-    let mut by_name: Vec<&(&dyn Stage, serde_json::Value)> = stages.iter().collect();
+    let mut by_name: Vec<&(&Stage, serde_json::Value)> = stages.iter().collect();
     by_name.sort_by_key(|(s, _)| s.name());
     for (stage, s) in by_name {
         let params = s["parameters"].as_u64().unwrap_or(0);

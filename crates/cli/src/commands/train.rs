@@ -1,31 +1,12 @@
 use crate::args::TrainArgs;
 use crate::util::{parse_device, stderr_is_tty};
 use anyhow::{Context, Result};
-use plandiff_dist::{Backend, Launch};
-use plandiff_train::{Precision, RunConfig, TrainEnd, World};
+use plandiff_distributed::{Backend, Launch};
+use plandiff_train::{Precision, TrainEnd, World};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-
-/// Distributed training and precision flags of `plandiff train`.
-#[derive(clap::Args, Debug)]
-pub struct DistArgs {
-    /// Under torchrun (WORLD_SIZE set): c10d backend, auto (NCCL on CUDA, Gloo on CPU), gloo
-    /// or nccl; off trains one process and ignores torchrun's environment.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "gloo", "nccl", "off"])]
-    pub dist: String,
-    /// Seconds joining the group or a collective may wait for the other ranks before the run
-    /// stops with an error (a rank that died or hangs).
-    #[arg(long, default_value_t = 600.0)]
-    pub dist_timeout: f64,
-    /// fp32, or bf16 autocast (fp32 weights, gradients and optimizer state).
-    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
-    pub precision: String,
-    /// Check after every step that every rank holds identical parameters (slow; for tests).
-    #[arg(long)]
-    pub check_sync: bool,
-}
 
 fn signal_name(sig: i32) -> &'static str {
     match sig {
@@ -87,11 +68,11 @@ fn join_world(a: &TrainArgs, device: tch::Device) -> Result<(World, tch::Device)
 }
 
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
-    let stage = plandiff_train::stages::find(&a.stage).ok_or_else(|| {
-        anyhow::anyhow!("unknown stage `{}`; use {}", a.stage, plandiff_train::stages::names().join(", "))
+    let stage = plandiff_train::registry::find(&a.stage).ok_or_else(|| {
+        anyhow::anyhow!("unknown stage `{}`; use {}", a.stage, plandiff_train::registry::names().join(", "))
     })?;
     let device = parse_device(&a.device)?;
-    let config = a.config.as_ref().map(|p| RunConfig::load(p)).transpose()?;
+    let config = a.config.as_ref().map(|p| plandiff_train::load_config(p)).transpose()?;
     let (mut world, device) = join_world(&a, device)?;
     world.check_sync = a.dist.check_sync;
     let main = world.is_main();

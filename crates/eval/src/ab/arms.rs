@@ -4,7 +4,9 @@
 use super::AbConfig;
 use super::{mean_of, record, PromptItem, SampleRecord, Speed};
 use crate::{PipelineError, Result};
-use plandiff_pipeline::{find_mode, mode_names, Detail, GenOptions, GenRequest, Generator};
+use plandiff_pipeline::{
+    find_mode, mode_names, Detail, GenOptions, GenRequest, Generator, HybridSettings, ModeSettings,
+};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tch::Device;
@@ -61,12 +63,31 @@ pub fn parse_arms(spec: &str, default: &Path) -> Result<Vec<ArmSpec>> {
 
 impl ArmSpec {
     /// The generation mode the arm runs (`oracle` is the hybrid mode given the reference).
-    fn mode(&self) -> &str {
+    pub fn mode(&self) -> &str {
         if self.kind == ORACLE {
             "hybrid"
         } else {
             &self.kind
         }
+    }
+
+    /// The arm's settings for one prompt: its mode's from the flags, with the arm's own steps
+    /// (`masked@64`) and, for `oracle`, the prompt's reference continuation.
+    fn settings(&self, cfg: &AbConfig, item: &PromptItem) -> Box<dyn ModeSettings> {
+        let given = cfg.modes.iter().find(|(m, _)| m == self.mode()).map(|(_, s)| s.as_ref());
+        let mut s = match (self.kind == ORACLE, given) {
+            (true, g) => {
+                let mut h = g.and_then(|g| g.as_any().downcast_ref::<HybridSettings>()).cloned().unwrap_or_default();
+                h.reference = item.reference.clone();
+                Box::new(h)
+            }
+            (false, Some(g)) => g.boxed(),
+            (false, None) => Box::new(plandiff_pipeline::mode::NoSettings),
+        };
+        if let Some(n) = self.steps {
+            s.set_steps(n);
+        }
+        s
     }
 
     /// Loads the arm's models; the message names the arm.
@@ -84,11 +105,8 @@ impl ArmSpec {
         cfg: &AbConfig,
         gen: &GenOptions,
     ) -> Result<Vec<SampleRecord>> {
-        let mut req = GenRequest::new(&item.prompt, cfg.samples, gen.clone());
-        req.plan = cfg.plan;
-        req.plan.steps = self.steps.or(cfg.plan.steps);
-        req.masked = cfg.masked;
-        req.reference = if self.kind == ORACLE { item.reference.as_deref() } else { None };
+        let settings = self.settings(cfg, item);
+        let req = GenRequest::new(&item.prompt, cfg.samples, gen.clone()).with(settings.as_ref());
         let gens = g.generate(&req, &mut |_| {})?;
         let mut recs = Vec::with_capacity(gens.len());
         for (k, s) in gens.into_iter().enumerate() {

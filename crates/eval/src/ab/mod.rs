@@ -9,22 +9,24 @@
 //! bundle (`ar=PATH`).
 
 mod arms;
-mod judge;
+mod fluency;
 mod prompts;
 mod scoring;
 #[cfg(test)]
 mod tests;
+mod text_metrics;
 
 pub use arms::{parse_arms, ArmSpec, ORACLE};
-pub use judge::{plan_space_coherence, text_set_metrics, Judge, SENTENCE_JUDGE_METRICS, TEXT_METRICS};
+pub use fluency::Fluency;
 pub use prompts::{read_prompts, PromptItem};
+pub use text_metrics::{plan_space_coherence, text_set_metrics, SENTENCE_JUDGE_METRICS, TEXT_METRICS};
 
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
 use crate::stats::{paired, PairedTest};
 use crate::{PipelineError, Result};
 use plandiff_data::split_sentences;
 use plandiff_decoder::SamplingConfig;
-use plandiff_pipeline::{GenOptions, Generator, MaskedOverrides, PlanOverrides};
+use plandiff_pipeline::{GenOptions, Generator, ModeSettings};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -88,12 +90,10 @@ pub struct AbConfig {
     pub max_tokens: usize,
     pub seed: u64,
     pub sampling: SamplingConfig,
-    /// Sampling overrides of the diffusion arms (planner, text diffusion); `None` fields
-    /// keep each model's stored defaults.
-    pub plan: PlanOverrides,
-    /// Sampling overrides of the masked arms (blocks, remasking, start).
-    pub masked: MaskedOverrides,
-    /// Judge bundle (its `ar` stage); default: `bundle`.
+    /// Each mode's settings (its flags), by mode name; a mode not listed keeps its model's
+    /// stored defaults.
+    pub modes: Vec<(String, Box<dyn ModeSettings>)>,
+    /// The fluency judge's bundle (its `ar` stage, for perplexity); default: `bundle`.
     pub judge: Option<PathBuf>,
     /// The independent sentence encoder's folder; default: found in the project's `.venv`
     /// (without it, its metrics are left out with a note).
@@ -219,7 +219,7 @@ fn per_prompt(samples: &[SampleRecord]) -> BTreeMap<String, f64> {
 }
 
 /// The reference continuation as a sample (the human baseline).
-fn reference_sample(item: &PromptItem, judge: &Judge, seed: u64) -> Option<SampleRecord> {
+fn reference_sample(item: &PromptItem, judge: &Fluency, seed: u64) -> Option<SampleRecord> {
     let r = item.reference.as_ref()?;
     let mut m = text_metrics(r);
     m.insert("tokens".into(), judge.tokenizer.encode(r).map(|v| v.len()).unwrap_or(0) as f64);

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::judge::{plan_space_coherence, Judge};
+use super::fluency::Fluency;
+use super::text_metrics::plan_space_coherence;
 use super::PromptRecord;
 
 /// MAUVE needs this many references (below it the histograms say little).
@@ -19,7 +20,7 @@ pub const MAUVE_MIN_REFERENCES: usize = 20;
 pub const RESTART_MIN_REFERENCES: usize = 20;
 
 pub(super) struct Scorers {
-    pub judge: Judge,
+    pub judge: Fluency,
     encoder: Option<LoadedAutoencoder>,
     sentence: Option<SentenceEncoder>,
     judge_seconds: f64,
@@ -45,7 +46,7 @@ fn load_sentence(cfg: &AbConfig, notes: &mut Vec<String>) -> Result<Option<Sente
 impl Scorers {
     pub fn load(cfg: &AbConfig) -> Result<(Self, PathBuf)> {
         let judge_path = cfg.judge.clone().unwrap_or_else(|| cfg.bundle.clone());
-        let judge = Judge::load(&judge_path, cfg.device)?;
+        let judge = Fluency::load(&judge_path, cfg.device)?;
         let mut notes = Vec::new();
         // Plan-space coherence uses the --checkpoint bundle's sentence encoder for every arm.
         let encoder = load_autoencoder(&Bundle::new(&cfg.bundle), cfg.device).ok();

@@ -12,13 +12,14 @@
 
 mod edit;
 mod output;
+mod settings;
 mod steps;
 pub mod window;
 
 pub use edit::{Edit, RewrittenSentence};
-pub use output::PlanSlot;
+pub use settings::HybridSettings;
 
-use crate::mode::{Event, GenRequest, Generation, Generator, Mode};
+use crate::mode::{settings_from, Event, GenRequest, Generation, Generator, Mode};
 use crate::text::{ends_sentence, TextStream};
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, Planner};
@@ -35,6 +36,8 @@ use tch::{nn, Device, Tensor};
 pub const MODE: Mode = Mode {
     name: "hybrid",
     about: "plan sentence latents with the diffusion planner, then decode them (stages `autoencoder` and `planner`)",
+    flags: <HybridSettings as clap::Args>::augment_args,
+    settings: settings_from::<HybridSettings>,
     load: |path, device| Ok(Box::new(HybridGenerator::load(path, device)?)),
 };
 
@@ -107,7 +110,7 @@ impl HybridGenerator {
 
     /// The planner's stored sampling defaults with the request's overrides.
     fn plan_sampling(&self, req: &GenRequest) -> Result<PlanSampling> {
-        Ok(req.plan.apply(self.planner.model.sampling)?)
+        req.settings_as::<HybridSettings>().plan_sampling(self.planner.model.sampling)
     }
 
     /// The plan a reference continuation gives (the `oracle` arm): its first `want`
@@ -128,7 +131,8 @@ impl HybridGenerator {
             return Err(PipelineError::Invalid("the prompt is empty; give some text to continue".into()));
         }
         let plan = self.plan_sampling(req)?;
-        let oracle = req.reference.map(|r| self.reference_plan(r, req.gen.sentences.unwrap_or(8))).transpose()?;
+        let reference = req.settings_as::<HybridSettings>().reference.clone();
+        let oracle = reference.map(|r| self.reference_plan(&r, req.gen.sentences.unwrap_or(8))).transpose()?;
         let want = match &oracle {
             Some(z) => z.size()[0] as usize,
             None => req.gen.sentences.unwrap_or(8),
@@ -145,6 +149,7 @@ impl Generator for HybridGenerator {
     /// planned sentences (8 when unset; with a reference, its sentences).
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
         let (plan_opts, oracle, want) = self.check(req)?;
+        let levers = req.settings_as::<HybridSettings>();
         let sp = self.sp();
         let texts = split_sentences(req.prompt);
         let mut toks = self.tokenize_sentences(&texts)?;
@@ -166,16 +171,16 @@ impl Generator for HybridGenerator {
                 active.iter().for_each(|&i| rows[i].stop = Some(StopReason::Sentences));
                 break;
             }
-            let win = window::decoder_window(written, total, sd, sp_slots, req.plan.stride.unwrap_or(1));
+            let win = window::decoder_window(written, total, sd, sp_slots, levers.stride());
             let mut act: Vec<&mut Row> = rows.iter_mut().filter(|r| r.stop.is_none()).collect();
             if (written..win.end).any(|i| !matches!(act[0].planned.get(i), Some(Some(_)))) {
                 let tp = Instant::now();
                 let call = window::plan_call(written, total, win.end, sp_slots);
-                self.plan_rows(&mut act, call, plan_opts, req.plan.candidates.unwrap_or(1), &mut noise)?;
+                self.plan_rows(&mut act, call, plan_opts, levers.candidates(), &mut noise)?;
                 planning += tp.elapsed().as_secs_f64();
                 planner_calls += 1;
             }
-            let view = window::pinned_view(win, written, req.plan.pin.unwrap_or(0), sd);
+            let view = window::pinned_view(win, written, levers.pin(), sd);
             let pinned_len = act.iter().map(|r| r.sentences[..view.pinned].iter().map(|s| s.len() + 1).sum::<usize>());
             let room = max_len.saturating_sub(pinned_len.max().unwrap_or(0));
             let view = window::DecoderView { start: self.fit_window(&act, view.start, written, room), ..view };
@@ -208,24 +213,25 @@ impl Generator for HybridGenerator {
                 pad_id: sp.pad as i64,
                 banned: vec![sp.bos as i64, sp.pad as i64, sp.eos as i64],
             };
-            let w = req.plan.plan_guidance.unwrap_or(1.0);
+            let w = levers.plan_guidance();
             let out = generate_guided(&self.ae.decoder, &prompts, &plan, w, &mut lp, &gopts, |row, tok| {
                 stream.token(active[row], tok, on)
             });
             self.absorb(&mut act, &out);
         }
         let timing = output::Timing { seconds: stream.seconds(), planning, planner_calls };
-        self.finish(&rows, p, &stream, req.previews, timing)
+        self.finish(&rows, p, &stream, levers.show_plan, timing)
     }
 
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
         let p = self.plan_sampling(req)?;
+        let levers = req.settings_as::<HybridSettings>();
         let v = json!({
             "plan_sampling": {"steps": p.steps, "sampler": p.sampler, "eta": p.eta, "guidance": p.guidance},
-            "plan_candidates": req.plan.candidates.unwrap_or(1),
-            "plan_guidance": req.plan.plan_guidance.unwrap_or(1.0),
-            "window_stride": req.plan.stride.unwrap_or(1),
-            "window_pin": req.plan.pin.unwrap_or(0),
+            "plan_candidates": levers.candidates(),
+            "plan_guidance": levers.plan_guidance(),
+            "window_stride": levers.stride(),
+            "window_pin": levers.pin(),
         });
         Ok(v.as_object().cloned().unwrap_or_default())
     }

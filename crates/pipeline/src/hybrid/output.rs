@@ -3,26 +3,11 @@
 
 use super::steps::Row;
 use super::HybridGenerator;
-use crate::mode::{Detail, Generation};
+use crate::mode::{Detail, Generation, PlanSlot};
 use crate::text::TextStream;
 use crate::Result;
 use plandiff_decoder::{generate, GenerateOptions, LogitsProcessor, SamplingConfig, StopReason};
-use serde::Serialize;
 use tch::{Kind, Tensor};
-
-/// One planned slot, for `--show-plan` and plan adherence.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlanSlot {
-    /// 1-based sentence number in the whole text (prompt sentences included).
-    pub sentence: usize,
-    /// What the decoder writes from this latent alone (greedy, no text before it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub preview: Option<String>,
-    /// The sentence actually written in this slot.
-    pub written: Option<String>,
-    /// Cosine between the planned latent and the latent of the written sentence.
-    pub adherence: Option<f64>,
-}
 
 /// Wall time of a generation and the part spent planning.
 pub(super) struct Timing {

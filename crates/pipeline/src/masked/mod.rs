@@ -7,12 +7,13 @@ pub mod edit;
 
 pub use edit::{EditSettings, EditTarget, MaskedEdit};
 
-use crate::mode::{Event, GenRequest, Generation, Generator, Mode};
+use crate::flags::{StepsFlag, TemplateFlags};
+use crate::mode::{settings_from, Checked, Event, GenRequest, Generation, Generator, Mode, ModeSettings};
 use crate::positions::Layout;
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_masked, Bundle, MaskedModel};
 use plandiff_data::TextTokenizer;
-use plandiff_masked::{sample_masked, MaskedLm, MaskedSampling, Problem, Start};
+use plandiff_masked::{sample_masked, MaskedLm, MaskedSampling, Problem, Remasking, Start};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -21,8 +22,80 @@ use tch::{nn, Device, Kind, Tensor};
 pub const MODE: Mode = Mode {
     name: "masked",
     about: "masked diffusion, MDLM / LLaDA (stage `masked`): --prompt as a known prefix or --template with [MASK:n] spans; --steps, --block-length, --remasking, --start",
+    flags: <MaskedSettings as clap::Args>::augment_args,
+    settings: settings_from::<MaskedSettings>,
     load: |path, device| Ok(Box::new(MaskedGenerator::load(path, device)?)),
 };
+
+/// Mode `masked`'s flags; `None` keeps the masked model's stored default (the start: masks).
+/// `--temperature` is its Gumbel temperature.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
+pub struct MaskedSettings {
+    #[command(flatten)]
+    pub steps: StepsFlag,
+    #[command(flatten)]
+    pub template: TemplateFlags,
+    /// Masked: positions per semi-autoregressive block (LLaDA); steps are divided equally
+    /// among the blocks.
+    #[arg(long)]
+    pub block_length: Option<usize>,
+    /// Masked: which positions a step commits: low_confidence (the most probable tokens),
+    /// random, margin (largest gap between the two likeliest tokens) or entropy (lowest).
+    #[arg(long)]
+    pub remasking: Option<String>,
+    /// Masked: start from all masks (`mask`) or from uniform random tokens (`random`), whose
+    /// tokens less likely than the model's own are remasked and replaced.
+    #[arg(long)]
+    pub start: Option<String>,
+}
+
+impl MaskedSettings {
+    /// `--remasking`, parsed: one line naming a bad value and the choices.
+    pub fn remasking(&self) -> Result<Option<Remasking>> {
+        self.remasking.as_deref().map(parse_remasking).transpose()
+    }
+
+    pub fn start(&self) -> Result<Option<Start>> {
+        match self.start.as_deref() {
+            None => Ok(None),
+            Some(s) => Start::parse(s)
+                .map(Some)
+                .ok_or_else(|| PipelineError::Invalid(format!("--start {s}: use mask or random"))),
+        }
+    }
+}
+
+/// A remasking rule by name (`--remasking`).
+pub fn parse_remasking(s: &str) -> Result<Remasking> {
+    Remasking::parse(s)
+        .ok_or_else(|| PipelineError::Invalid(format!("--remasking {s}: use one of {}", Remasking::NAMES)))
+}
+
+impl Checked for MaskedSettings {
+    fn check(&self) -> Result<()> {
+        self.template.check()?;
+        if self.block_length == Some(0) {
+            return Err(PipelineError::Invalid("--block-length must be >= 1".into()));
+        }
+        self.remasking()?;
+        self.start().map(drop)
+    }
+}
+
+impl ModeSettings for MaskedSettings {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn boxed(&self) -> Box<dyn ModeSettings> {
+        Box::new(self.clone())
+    }
+    fn set_steps(&mut self, steps: usize) {
+        self.steps.steps = Some(steps);
+    }
+    fn template(&self) -> Option<&str> {
+        self.template.template.as_deref()
+    }
+}
 
 pub struct MaskedGenerator {
     model: MaskedLm,
@@ -48,15 +121,16 @@ impl MaskedGenerator {
 
     /// The stored defaults with the request's overrides (`--steps`, `--block-length`,
     /// `--remasking`, `--start`, and `--temperature` as the Gumbel temperature).
-    pub fn sampling(&self, req: &GenRequest) -> MaskedSampling {
+    pub fn sampling(&self, req: &GenRequest) -> Result<MaskedSampling> {
         let d = self.config.sampling;
-        MaskedSampling {
-            steps: req.plan.steps.unwrap_or(d.steps),
-            block_length: req.masked.block_length.or(d.block_length),
-            remasking: req.masked.remasking.unwrap_or(d.remasking),
+        let s = req.settings_as::<MaskedSettings>();
+        Ok(MaskedSampling {
+            steps: s.steps.steps.unwrap_or(d.steps),
+            block_length: s.block_length.or(d.block_length),
+            remasking: s.remasking()?.unwrap_or(d.remasking),
             temperature: req.gen.sampling.temperature,
-            start: req.masked.start.unwrap_or(Start::Mask),
-        }
+            start: s.start()?.unwrap_or(Start::Mask),
+        })
     }
 
     /// `(B, L)` ids -> `(B, L, V)` logits.
@@ -139,15 +213,15 @@ impl MaskedGenerator {
 
 impl Generator for MaskedGenerator {
     /// Writes `req.samples` samples over the request's positions; [`Event::Step`] shows every
-    /// sample (masks as `_`) every `req.show_steps` steps.
+    /// sample (masks as `_`) every `--show-steps` steps.
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
-        let opts = self.sampling(req);
-        let positions = match req.template {
+        let opts = self.sampling(req)?;
+        let positions = match req.settings.template() {
             Some(t) => self.layout().template_positions(t)?,
             None => self.layout().prompt_positions(req.prompt, Some(req.gen.max_tokens))?,
         };
         let n = req.samples.max(1);
-        let every = req.show_steps;
+        let every = req.settings_as::<MaskedSettings>().template.show_steps.unwrap_or(0);
         let banned = self.banned(req.gen.no_eos, false);
         let t0 = Instant::now();
         let mut step_err = None;
@@ -175,8 +249,8 @@ impl Generator for MaskedGenerator {
     }
 
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
-        let s = self.sampling(req);
-        let v = json!({"template": req.template, "masked_sampling": s});
+        let s = self.sampling(req)?;
+        let v = json!({"template": req.settings.template(), "masked_sampling": s});
         Ok(v.as_object().cloned().unwrap_or_default())
     }
 }

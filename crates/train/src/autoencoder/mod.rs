@@ -21,8 +21,8 @@ mod eval;
 
 pub use eval::{evaluate_autoencoder, PlanEval};
 
-use crate::config::{parse_section, ModelSection, PlanSection, RunConfig, TrainConfig};
-use crate::stages::{EvalRequest, Stage, StageEval};
+use crate::config::{ModelSection, PlanSection, RunConfig, TrainConfig};
+use crate::stages::{EvalRequest, Section, Stage, StageEval, StageFns};
 use crate::trainer::{
     batch_indices, fresh_section, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
 };
@@ -41,56 +41,34 @@ use tch::{nn, Device, Kind, Tensor};
 
 const KIND: &str = stage::AUTOENCODER;
 
-/// The `autoencoder` stage of [`crate::STAGES`].
-pub struct AutoencoderStage;
+/// Stage `autoencoder` of [`crate::registry::STAGES`].
+pub const STAGE: Stage = Stage::new::<AutoencoderSection, DecoderConfig>(
+    KIND,
+    "sentence encoder + plan-conditioned decoder, trained together",
+    StageFns { train: train_autoencoder, evaluate, describe: crate::ar::describe_decoder },
+);
 
-impl Stage for AutoencoderStage {
-    fn name(&self) -> &'static str {
-        KIND
-    }
+fn evaluate(req: &EvalRequest) -> Result<StageEval> {
+    let r = evaluate_autoencoder(req)?;
+    let line = format!(
+        "{} split, {} documents, {} tokens: perplexity oracle plan {:.2} vs null plan {:.2} (ratio {:.3}); token accuracy {:.3} vs {:.3}",
+        req.split, r.documents, r.tokens, r.ppl_oracle, r.ppl_null, r.ppl_ratio, r.accuracy_oracle, r.accuracy_null
+    );
+    StageEval::nested(&r, line)
+}
 
-    fn about(&self) -> &'static str {
-        "sentence encoder + plan-conditioned decoder, trained together"
-    }
-
-    fn train(&self, args: TrainArgs) -> Result<TrainReport> {
-        train_autoencoder(args)
-    }
-
-    fn evaluate(&self, req: &EvalRequest) -> Result<StageEval> {
-        let r = evaluate_autoencoder(req)?;
-        let line = format!(
-            "{} split, {} documents, {} tokens: perplexity oracle plan {:.2} vs null plan {:.2} (ratio {:.3}); token accuracy {:.3} vs {:.3}",
-            req.split, r.documents, r.tokens, r.ppl_oracle, r.ppl_null, r.ppl_ratio, r.accuracy_oracle, r.accuracy_null
-        );
-        StageEval::nested(&r, line)
-    }
-
-    fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
-        crate::stages::config_json::<DecoderConfig>(bundle, KIND)
-    }
-
-    fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
-        crate::ar::ArStage.describe(c, parameters)
-    }
-
-    fn check_section(&self, section: &toml::Value) -> Result<()> {
-        parse_section::<AutoencoderSection>(section).map(drop)
-    }
-
-    fn check_config(&self, config: &RunConfig, vocab_size: i64) -> Result<()> {
-        let s: AutoencoderSection = config.section(KIND)?;
-        s.train.validate()?;
-        s.plan.validate()?;
-        s.decoder
+impl Section for AutoencoderSection {
+    fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
+        self.plan.validate()?;
+        self.decoder
             .decoder(vocab_size)
             .validate()
             .map_err(|e| TrainError::Invalid(format!("config [autoencoder.decoder]: {e}")))?;
-        s.encoder
+        self.encoder
             .encoder(vocab_size)
             .validate()
             .map_err(|e| TrainError::Invalid(format!("config [autoencoder.encoder]: {e}")))?;
-        if s.train.seq_len as i64 > s.decoder.max_seq_len {
+        if self.train.seq_len as i64 > self.decoder.max_seq_len {
             return Err(TrainError::Invalid("config [autoencoder]: train.seq_len exceeds decoder.max_seq_len".into()));
         }
         Ok(())
@@ -304,7 +282,7 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     let ae = Autoencoder::new(&vs.root(), &enc_cfg, &dec_cfg)?;
     if plan.init_from_ar && setup.resumed.is_none() {
         let n = init_decoder_from_ar(&vs, &setup.bundle, &dec_cfg)?;
-        tracing::info!(tensors = n, "decoder initialized from {}", setup.bundle.stage_dir("ar").display());
+        tracing::info!(tensors = n, "decoder initialized from {}", setup.bundle.stage_dir(stage::AR).display());
     }
     let mut runner = AeRunner {
         ae,
@@ -330,13 +308,13 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
 /// Returns the number of tensors copied.
 fn init_decoder_from_ar(vs: &nn::VarStore, bundle: &Bundle, dec: &DecoderConfig) -> Result<usize> {
     let fix = "train `ar` into the same --out first with the decoder's architecture, or set init_from_ar = false";
-    if !bundle.has_stage("ar") {
+    if !bundle.has_stage(stage::AR) {
         return Err(TrainError::Invalid(format!(
             "[autoencoder.plan] init_from_ar: {} has no ar model; {fix}",
             bundle.root().display()
         )));
     }
-    let ar = bundle.read_config("ar")?;
+    let ar = bundle.read_config(stage::AR)?;
     let plain = DecoderConfig { plan: None, dropout: ar.model.dropout, ..dec.clone() };
     if ar.model != plain {
         return Err(TrainError::Invalid(format!(
@@ -345,7 +323,7 @@ fn init_decoder_from_ar(vs: &nn::VarStore, bundle: &Bundle, dec: &DecoderConfig)
             dec.d_model, dec.n_layers, dec.d_ff, dec.max_seq_len
         )));
     }
-    let tensors = read_weights(&bundle.weights_path("ar"))?;
+    let tensors = read_weights(&bundle.weights_path(stage::AR))?;
     let vars = vs.variables();
     let mut copied = 0;
     tch::no_grad(|| -> Result<()> {

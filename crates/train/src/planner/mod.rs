@@ -11,8 +11,8 @@
 //! - The planner records the SHA-256 of the autoencoder weights it was trained on, so a
 //!   retrained autoencoder cannot silently be paired with a stale planner.
 
-use crate::config::{parse_section, RunConfig, TrainConfig};
-use crate::stages::{loss, EvalRequest, Stage, StageEval};
+use crate::config::{RunConfig, TrainConfig};
+use crate::stages::{loss, EvalRequest, Section, Stage, StageEval, StageFns};
 use crate::trainer::{
     batch_indices, fresh_section, global_seed, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs,
     TrainReport,
@@ -37,76 +37,59 @@ pub use eval::{evaluate_planner, PlannerEval};
 
 const KIND: &str = stage::PLANNER;
 
-/// The `planner` stage of [`crate::STAGES`].
-pub struct PlannerStage;
+/// Stage `planner` of [`crate::registry::STAGES`].
+pub const STAGE: Stage = Stage::new::<PlannerSection, PlannerModel>(
+    KIND,
+    "diffusion over sentence latents, on the bundle's frozen autoencoder (train it into the same --out first)",
+    StageFns { train: train_planner, evaluate, describe },
+)
+.with_export(on_export);
 
-impl Stage for PlannerStage {
-    fn name(&self) -> &'static str {
-        KIND
-    }
+fn evaluate(req: &EvalRequest) -> Result<StageEval> {
+    let r = evaluate_planner(req)?;
+    let line = format!(
+        "{} split, {} windows: denoising loss {:.4}; second half of each window sampled from the first ({} steps): cosine to the true latents {:.3} (random sentence {:.3}, previous sentence {:.3})",
+        req.split, r.windows, r.denoising_loss, r.steps, r.cosine_sampled, r.cosine_random, r.cosine_previous
+    );
+    StageEval::nested(&r, line)
+}
 
-    fn about(&self) -> &'static str {
-        "diffusion over sentence latents, on the bundle's frozen autoencoder (train it into the same --out first)"
-    }
+fn describe(c: &serde_json::Value, parameters: u64) -> String {
+    let (m, p) = (&c["model"], &c["provenance"]);
+    let d = &m["denoiser"];
+    format!(
+        "{parameters} parameters (d_model {}, {} layers, {} slots of d_latent {}; {} schedule, predicts {}, {} {} steps by default), {} steps, val loss {}",
+        d["d_model"], d["n_layers"], d["max_slots"], d["d_latent"],
+        m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
+        m["schedule"]["prediction_type"].as_str().unwrap_or("?"),
+        m["sampling"]["sampler"].as_str().unwrap_or("?"),
+        m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
+    )
+}
 
-    fn train(&self, args: TrainArgs) -> Result<TrainReport> {
-        train_planner(args)
-    }
-
-    fn evaluate(&self, req: &EvalRequest) -> Result<StageEval> {
-        let r = evaluate_planner(req)?;
-        let line = format!(
-            "{} split, {} windows: denoising loss {:.4}; second half of each window sampled from the first ({} steps): cosine to the true latents {:.3} (random sentence {:.3}, previous sentence {:.3})",
-            req.split, r.windows, r.denoising_loss, r.steps, r.cosine_sampled, r.cosine_random, r.cosine_previous
-        );
-        StageEval::nested(&r, line)
-    }
-
-    fn read_config(&self, bundle: &Bundle) -> Result<serde_json::Value> {
-        crate::stages::config_json::<PlannerModel>(bundle, KIND)
-    }
-
-    fn describe(&self, c: &serde_json::Value, parameters: u64) -> String {
-        let (m, p) = (&c["model"], &c["provenance"]);
-        let d = &m["denoiser"];
-        format!(
-            "{parameters} parameters (d_model {}, {} layers, {} slots of d_latent {}; {} schedule, predicts {}, {} {} steps by default), {} steps, val loss {}",
-            d["d_model"], d["n_layers"], d["max_slots"], d["d_latent"],
-            m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
-            m["schedule"]["prediction_type"].as_str().unwrap_or("?"),
-            m["sampling"]["sampler"].as_str().unwrap_or("?"),
-            m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
-        )
-    }
-
-    fn check_section(&self, section: &toml::Value) -> Result<()> {
-        parse_section::<PlannerSection>(section).map(drop)
-    }
-
-    fn check_config(&self, config: &RunConfig, _vocab_size: i64) -> Result<()> {
-        let s: PlannerSection = config.section(KIND)?;
+impl Section for PlannerSection {
+    fn check(&self, config: &RunConfig, _vocab_size: i64) -> Result<()> {
         let ae: crate::autoencoder::AutoencoderSection = config.section(stage::AUTOENCODER)?;
-        s.train.validate()?;
-        s.objective.validate()?;
-        s.sampling.validate().map_err(|e| TrainError::Invalid(format!("config [planner.sampling]: {e}")))?;
-        s.model
+        self.objective.validate()?;
+        self.sampling.validate().map_err(|e| TrainError::Invalid(format!("config [planner.sampling]: {e}")))?;
+        self.model
             .denoiser(ae.encoder.d_latent)
             .validate()
             .map_err(|e| TrainError::Invalid(format!("config [planner.model]: {e}")))?;
-        NoiseSchedule::new(s.diffusion.clone())
+        NoiseSchedule::new(self.diffusion.clone())
             .map_err(|e| TrainError::Invalid(format!("config [planner.diffusion]: {e}")))?;
         Ok(())
     }
+}
 
-    /// The planner records the fingerprint of the autoencoder it reads: the exported one.
-    fn on_export(&self, config: &mut serde_json::Value, dst: &Bundle) -> Result<()> {
-        if !dst.has_stage(stage::AUTOENCODER) {
-            return Err(TrainError::Invalid("the planner needs its autoencoder, which the bundle lacks".into()));
-        }
-        let sha = file_sha256(&dst.weights_path(stage::AUTOENCODER))?;
-        config["model"]["autoencoder_sha256"] = serde_json::Value::String(sha);
-        Ok(())
+/// The planner records the fingerprint of the autoencoder it reads: the exported one.
+fn on_export(config: &mut serde_json::Value, dst: &Bundle) -> Result<()> {
+    if !dst.has_stage(stage::AUTOENCODER) {
+        return Err(TrainError::Invalid("the planner needs its autoencoder, which the bundle lacks".into()));
     }
+    let sha = file_sha256(&dst.weights_path(stage::AUTOENCODER))?;
+    config["model"]["autoencoder_sha256"] = serde_json::Value::String(sha);
+    Ok(())
 }
 
 /// `[planner]`: the denoiser over sentence slots, trained on the frozen encoder's latents

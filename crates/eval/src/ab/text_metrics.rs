@@ -1,64 +1,15 @@
-//! Model-based scores: the judge's perplexity, and coherence with a sentence encoder; and
-//! the text metrics of any text set (`plandiff eval --metrics`).
+//! Text metrics of any text set (`plandiff eval --metrics`), and coherence in the bundle's
+//! own plan space.
 
+use super::fluency::Fluency;
 use super::mean_of;
 use crate::judge::SentenceEncoder;
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
 use crate::{PipelineError, Result};
-use plandiff_bundle::{stage, Autoencoder, Bundle};
+use plandiff_bundle::Autoencoder;
 use plandiff_data::{split_sentences, TextTokenizer};
-use plandiff_decoder::Decoder;
 use std::collections::BTreeMap;
-use std::path::Path;
-use tch::{nn, Device, Kind, Tensor};
-
-/// The judge: a plain LM that scores continuations.
-pub struct Judge {
-    model: Decoder,
-    pub(super) tokenizer: TextTokenizer,
-    _vs: nn::VarStore,
-}
-
-impl Judge {
-    pub fn load(bundle: &Path, device: Device) -> Result<Self> {
-        let l = Bundle::new(bundle).load_decoder(stage::AR, device).map_err(|e| {
-            PipelineError::Invalid(format!("judge {}: {e} (the judge is a bundle's `ar` model)", bundle.display()))
-        })?;
-        Ok(Self { model: l.model, tokenizer: l.tokenizer, _vs: l.vs })
-    }
-
-    /// Perplexity of `continuation` after `prompt` (NaN when the continuation is empty).
-    pub fn perplexity(&self, prompt: &str, continuation: &str) -> Result<f64> {
-        if continuation.trim().is_empty() {
-            return Ok(f64::NAN);
-        }
-        let p_sent = split_sentences(prompt);
-        let mut all: Vec<&str> = p_sent.clone();
-        let c_sent = split_sentences(continuation);
-        all.extend(c_sent.iter().copied());
-        let sep = self.tokenizer.special().sep;
-        let mut ids = self.tokenizer.encode_document(&all, false)?;
-        ids.push(sep);
-        // bos + prompt + sep (just bos without a prompt).
-        let np = if p_sent.is_empty() { 1 } else { self.tokenizer.encode_document(&p_sent, false)?.len() + 1 };
-        let max = self.model.config().max_seq_len as usize;
-        ids.truncate(max);
-        if ids.len() <= np {
-            return Ok(f64::NAN);
-        }
-        let t: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
-        let dev = self.model.device();
-        let x = Tensor::from_slice(&t[..t.len() - 1]).unsqueeze(0).to_device(dev);
-        let y = Tensor::from_slice(&t[1..]).to_device(dev);
-        let nll = tch::no_grad(|| {
-            let logits = self.model.forward(&x, None, None, false).squeeze_dim(0).to_kind(Kind::Float);
-            let lp = logits.log_softmax(-1, Kind::Float);
-            let picked = lp.gather(1, &y.unsqueeze(1), false).squeeze_dim(1).neg();
-            picked.narrow(0, (np - 1) as i64, (t.len() - np) as i64).mean(Kind::Double).double_value(&[])
-        });
-        Ok(nll.exp())
-    }
-}
+use tch::{Kind, Tensor};
 
 /// Text metrics a text set can have without generation (`plandiff eval --metrics`).
 pub const TEXT_METRICS: &[&str] = &[
@@ -97,7 +48,7 @@ fn doc_as_continuation(doc: &str) -> (String, String) {
 pub fn text_set_metrics(
     docs: &[String],
     wanted: &[&str],
-    judge: Option<&Judge>,
+    judge: Option<&Fluency>,
     encoder: Option<(&Autoencoder, &TextTokenizer)>,
     sentence: Option<&SentenceEncoder>,
     bleu_cap: usize,

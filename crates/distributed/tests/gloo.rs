@@ -1,6 +1,6 @@
 //! Two ranks as two threads of this test, over Gloo and a TCPStore on localhost.
 
-use plandiff_dist::{available, Backend, GradSync, Launch, ProcessGroup, ReduceOp};
+use plandiff_distributed::{available, Backend, GradSync, Launch, ProcessGroup, ReduceOp};
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 

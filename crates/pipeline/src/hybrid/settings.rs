@@ -1,0 +1,99 @@
+//! Mode `hybrid`'s settings: the planner's sampling and the decoder's levers, each a flag
+//! (`None` keeps the stored default), checked where they are read.
+
+use crate::flags::GaussianFlags;
+use crate::mode::{Checked, ModeSettings};
+use crate::{PipelineError, Result};
+use plandiff_planner::{PlanSampling, SamplingDefaults};
+
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
+pub struct HybridSettings {
+    #[command(flatten)]
+    pub sampling: GaussianFlags,
+    /// Classifier-free guidance weight on the known sentences (1: none).
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    /// Hybrid: sample this many plans for each window and keep, per sample, the one whose
+    /// new latents are closest (mean cosine) to the latents of the text so far (1 to 16;
+    /// default 1, a single plan).
+    #[arg(long)]
+    pub plan_candidates: Option<usize>,
+    /// Hybrid: the decoder's classifier-free guidance on the plan, 0 to 10: tokens are drawn
+    /// from null + W (plan - null) of its logits under the plan and under its null plan
+    /// (default 1, the plan alone; above 1 the text follows the plan more closely, and each
+    /// step decodes twice the rows).
+    #[arg(long)]
+    pub plan_guidance: Option<f64>,
+    /// Hybrid: once the text fills the decoder's sentence slots, slide its window by this many
+    /// sentences at a time (1 to slots - 1; default 1: every sentence is written with all the
+    /// slots' text before it in view; larger: fewer re-reads of the window, faster).
+    #[arg(long)]
+    pub window_stride: Option<usize>,
+    /// Hybrid: keep the text's first N sentences (2: a two-sentence prompt) in the decoder's
+    /// view once its window slides past them, in the slots of the window's oldest sentences
+    /// (0 to 64, at most the slots the window's new sentences leave; default 0).
+    #[arg(long)]
+    pub window_pin: Option<usize>,
+    /// Hybrid: after the text, show each planned sentence slot as what the decoder writes
+    /// from that latent alone, with its cosine to the sentence actually written.
+    #[arg(long)]
+    pub show_plan: bool,
+    /// Plan from this reference continuation instead of sampling a plan (the A/B harness's
+    /// `oracle` arm; no flag).
+    #[arg(skip)]
+    pub reference: Option<String>,
+}
+
+impl HybridSettings {
+    /// The planner's stored sampling defaults with these overrides, checked.
+    pub fn plan_sampling(&self, defaults: SamplingDefaults) -> Result<PlanSampling> {
+        self.sampling.apply(defaults, self.guidance)
+    }
+
+    pub fn candidates(&self) -> usize {
+        self.plan_candidates.unwrap_or(1)
+    }
+
+    pub fn plan_guidance(&self) -> f64 {
+        self.plan_guidance.unwrap_or(1.0)
+    }
+
+    pub fn stride(&self) -> usize {
+        self.window_stride.unwrap_or(1)
+    }
+
+    pub fn pin(&self) -> usize {
+        self.window_pin.unwrap_or(0)
+    }
+}
+
+impl Checked for HybridSettings {
+    fn check(&self) -> Result<()> {
+        let bad = |s: &str| Err(PipelineError::Invalid(s.to_string()));
+        if self.plan_candidates.is_some_and(|k| !(1..=16).contains(&k)) {
+            return bad("--plan-candidates must be in 1..=16");
+        }
+        if self.plan_guidance.is_some_and(|w| !(0.0..=10.0).contains(&w)) {
+            return bad("--plan-guidance must be a number from 0 to 10 (1: the plan alone)");
+        }
+        if self.window_stride.is_some_and(|k| !(1..=64).contains(&k)) {
+            return bad("--window-stride must be in 1..=64 (sentences; clamped to the decoder's slots - 1)");
+        }
+        if self.window_pin.is_some_and(|k| k > 64) {
+            return bad("--window-pin must be in 0..=64 (sentences kept in view; clamped to the decoder's free slots)");
+        }
+        self.sampling.check(self.guidance)
+    }
+}
+
+impl ModeSettings for HybridSettings {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn boxed(&self) -> Box<dyn ModeSettings> {
+        Box::new(self.clone())
+    }
+    fn set_steps(&mut self, steps: usize) {
+        self.sampling.steps.steps = Some(steps);
+    }
+}
