@@ -3,19 +3,21 @@
 #![allow(dead_code)]
 
 use plandiff_decoder::DecoderConfig;
-use plandiff_layers::NormKind;
+use plandiff_layers::{NormKind, TransformerShape};
 
 /// The decoder of `configs/tiny.toml` with a 4096-token vocabulary.
 pub fn tiny(plan: Option<plandiff_decoder::PlanConfig>) -> DecoderConfig {
     DecoderConfig {
         vocab_size: 4096,
-        d_model: 256,
-        n_layers: 4,
-        n_heads: 4,
-        d_ff: 1024,
+        shape: TransformerShape {
+            d_model: 256,
+            n_layers: 4,
+            n_heads: 4,
+            d_ff: 1024,
+            dropout: 0.0,
+            norm: NormKind::Layer,
+        },
         max_seq_len: 1024,
-        dropout: 0.0,
-        norm: NormKind::Layer,
         plan,
     }
 }

@@ -31,7 +31,7 @@ fn main() {
     let ar = Decoder::new(ar_vs.root(), &common::tiny(None));
     println!(
         "diffusion: d_emb {}, d_model {}, {} layers (configs/tiny.toml); AR: the tiny decoder (d 256, 4 layers); batch 1, {threads} threads, median of {reps}",
-        d.model.d_emb, d.model.d_model, d.model.n_layers
+        d.model.d_emb, d.model.shape.d_model, d.model.shape.n_layers
     );
     println!("| L | steps | diffusion (s) | diffusion tokens/s | AR (s) | AR tokens/s | AR / diffusion speed |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
@@ -99,7 +99,7 @@ fn masked(rc: &RunConfig, ar_times: &[(i64, f64)], reps: usize) {
     let mut cfg = s.model(4096).expect("masked model").model;
     println!(
         "\nmasked: d_model {}, {} layers, {} positions (configs/tiny.toml); blocks of 32, low_confidence, temperature 1",
-        cfg.d_model, cfg.n_layers, cfg.seq_len
+        cfg.shape.d_model, cfg.shape.n_layers, cfg.seq_len
     );
     println!("| L | steps | masked (s) | masked tokens/s | AR tokens/s | AR / masked speed |");
     println!("|---:|---:|---:|---:|---:|---:|");

@@ -16,7 +16,6 @@ use plandiff_diffusion::SamplerKind;
 use plandiff_planner::{HostNoise, PlanSampling};
 use plandiff_train::autoencoder::AutoencoderSection;
 use plandiff_train::planner::PlannerSection;
-use plandiff_train::RunConfig;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -87,7 +86,7 @@ fn main() {
     let d = common::median((0..reps.min(5)).map(|_| decode_ms()).collect());
     println!(
         "planner: configs/tiny.toml ({} layers, d {}), decoder: tiny + cross-attention to {max_slots} slots; {threads} threads, median of {reps}",
-        model.denoiser.n_layers, model.denoiser.d_model
+        model.denoiser.shape.n_layers, model.denoiser.shape.d_model
     );
     println!("| work | ms | share of decoding |");
     println!("|---|---:|---:|");

@@ -77,9 +77,9 @@ pub fn load_autoencoder(bundle: &Bundle, device: Device) -> Result<LoadedAutoenc
     let tokenizer = bundle.load_tokenizer()?;
     let (enc, dec) = checked_pair(&config, bundle.root())?;
     bundle.check_tokenizer(&tokenizer, stage::AUTOENCODER, &config.tokenizer_hash, Some(dec.vocab_size))?;
-    let encoder = crate::format::table(enc.vocab_size, enc.d_model)
-        .saturating_add(crate::format::table(enc.max_len, enc.d_model))
-        .saturating_add(crate::format::blocks_min_parameters(enc.n_layers, enc.d_model, enc.d_ff));
+    let encoder = crate::format::table(enc.vocab_size, enc.shape.d_model)
+        .saturating_add(crate::format::table(enc.max_len, enc.shape.d_model))
+        .saturating_add(crate::format::blocks_min_parameters(enc.shape.n_layers, enc.shape.d_model, enc.shape.d_ff));
     let need = dec.min_parameters().saturating_add(encoder);
     crate::weights::check_fits(&bundle.weights_path(stage::AUTOENCODER), need)?;
     let mut vs = nn::VarStore::new(device);

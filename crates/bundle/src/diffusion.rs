@@ -54,8 +54,8 @@ impl ModelConfig for DiffusionModel {
     fn min_parameters(&self) -> u128 {
         let m = &self.model;
         crate::format::table(m.vocab_size, m.d_emb)
-            .saturating_add(crate::format::table(m.seq_len, m.d_model))
-            .saturating_add(crate::format::blocks_min_parameters(m.n_layers, m.d_model, m.d_ff))
+            .saturating_add(crate::format::table(m.seq_len, m.shape.d_model))
+            .saturating_add(crate::format::blocks_min_parameters(m.shape.n_layers, m.shape.d_model, m.shape.d_ff))
     }
 }
 

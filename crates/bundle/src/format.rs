@@ -68,9 +68,9 @@ impl ModelConfig for DecoderConfig {
     }
 
     fn min_parameters(&self) -> u128 {
-        table(self.vocab_size, self.d_model)
-            .saturating_add(table(self.max_seq_len, self.d_model))
-            .saturating_add(blocks_min_parameters(self.n_layers, self.d_model, self.d_ff))
+        table(self.vocab_size, self.shape.d_model)
+            .saturating_add(table(self.max_seq_len, self.shape.d_model))
+            .saturating_add(blocks_min_parameters(self.shape.n_layers, self.shape.d_model, self.shape.d_ff))
     }
 }
 

@@ -62,9 +62,9 @@ impl ModelConfig for MaskedModel {
 
     fn min_parameters(&self) -> u128 {
         let m = &self.model;
-        crate::format::table(m.vocab_size + 1, m.d_model)
-            .saturating_add(crate::format::table(m.seq_len, m.d_model))
-            .saturating_add(crate::format::blocks_min_parameters(m.n_layers, m.d_model, m.d_ff))
+        crate::format::table(m.vocab_size + 1, m.shape.d_model)
+            .saturating_add(crate::format::table(m.seq_len, m.shape.d_model))
+            .saturating_add(crate::format::blocks_min_parameters(m.shape.n_layers, m.shape.d_model, m.shape.d_ff))
     }
 }
 

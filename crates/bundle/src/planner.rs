@@ -63,8 +63,11 @@ impl ModelConfig for PlannerModel {
 
     fn min_parameters(&self) -> u128 {
         let d = &self.denoiser;
-        crate::format::table(d.max_slots, d.d_model)
-            .saturating_add(crate::format::blocks_min_parameters(d.n_layers, d.d_model, d.d_ff))
+        crate::format::table(d.max_slots, d.shape.d_model).saturating_add(crate::format::blocks_min_parameters(
+            d.shape.n_layers,
+            d.shape.d_model,
+            d.shape.d_ff,
+        ))
     }
 }
 

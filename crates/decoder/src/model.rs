@@ -6,9 +6,7 @@
 //! once. The output head is tied to the token embedding.
 
 use crate::config::DecoderConfig;
-use plandiff_layers::{
-    AttnMask, Block, BlockConfig, CrossContext, FoldedCross, InitStd, KvCache, KvPair, LearnedPositions, Norm,
-};
+use plandiff_layers::{AttnMask, Block, CrossContext, FoldedCross, InitStd, KvCache, KvPair, LearnedPositions, Norm};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
 #[derive(Debug)]
@@ -65,18 +63,10 @@ impl Decoder {
     /// projections scaled by `1/sqrt(2 n_layers)`); creation order is fixed, so a seed fixes
     /// the weights.
     pub fn new(p: nn::Path, cfg: &DecoderConfig) -> Self {
-        let d = cfg.d_model;
+        let d = cfg.shape.d_model;
         let emb = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
-        let bc = BlockConfig {
-            d_model: d,
-            n_heads: cfg.n_heads,
-            d_ff: cfg.d_ff,
-            dropout: cfg.dropout,
-            norm: cfg.norm,
-            d_context: cfg.plan.map(|_| d),
-            init: InitStd::gpt2(cfg.n_layers),
-        };
-        let blocks = (0..cfg.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect();
+        let bc = cfg.shape.block(cfg.plan.map(|_| d));
+        let blocks = (0..cfg.shape.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect();
         let (slot_emb, plan_proj, null_plan) = match cfg.plan {
             Some(pc) => (
                 Some(nn::embedding(&p / "slot_emb", pc.max_slots, d, emb)),
@@ -93,7 +83,7 @@ impl Decoder {
             plan_proj,
             null_plan,
             blocks,
-            norm_f: Norm::new(&p / "norm_f", cfg.norm, d),
+            norm_f: Norm::new(&p / "norm_f", cfg.shape.norm, d),
             device: p.device(),
         }
     }
@@ -158,7 +148,7 @@ impl Decoder {
     /// - `z`: `(N, d_latent)`; returns `(N, V)`
     pub fn plan_word_logits(&self, z: &Tensor) -> Option<Tensor> {
         let proj = self.plan_proj.as_ref()?;
-        Some(proj.forward(z).matmul(&self.wte.ws.detach().tr()) * (self.cfg.d_model as f64).sqrt())
+        Some(proj.forward(z).matmul(&self.wte.ws.detach().tr()) * (self.cfg.shape.d_model as f64).sqrt())
     }
 
     fn head(&self, x: &Tensor) -> Tensor {
@@ -188,7 +178,7 @@ impl Decoder {
         let positions = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0); // (1, T)
         let cross = self.plan_memory(plan, b);
         let mask = self_mask.map_or(AttnMask::Causal, AttnMask::Custom);
-        let mut x = plandiff_layers::dropout(self.embed(tokens, &positions, slots), self.cfg.dropout, train);
+        let mut x = plandiff_layers::dropout(self.embed(tokens, &positions, slots), self.cfg.shape.dropout, train);
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, mask, None, cross.as_ref().map(|c| CrossContext::Kv(&c[i])), train);
         }

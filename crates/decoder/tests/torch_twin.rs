@@ -3,7 +3,7 @@
 //! `PLANDIFF_PYTHON` to use another interpreter with torch and safetensors.
 
 use plandiff_decoder::{Decoder, DecoderConfig, PlanConfig};
-use plandiff_layers::NormKind;
+use plandiff_layers::{NormKind, TransformerShape};
 use std::path::PathBuf;
 use std::process::Command;
 use tch::{nn, Device, Kind, Tensor};
@@ -67,13 +67,8 @@ fn check(cfg: DecoderConfig) {
 fn plain_decoder_matches_pytorch() {
     check(DecoderConfig {
         vocab_size: 97,
-        d_model: 48,
-        n_layers: 2,
-        n_heads: 4,
-        d_ff: 96,
+        shape: TransformerShape { d_model: 48, n_layers: 2, n_heads: 4, d_ff: 96, dropout: 0.0, norm: NormKind::Layer },
         max_seq_len: 32,
-        dropout: 0.0,
-        norm: NormKind::Layer,
         plan: None,
     });
 }
@@ -82,13 +77,8 @@ fn plain_decoder_matches_pytorch() {
 fn cross_attention_decoder_with_rmsnorm_matches_pytorch() {
     check(DecoderConfig {
         vocab_size: 61,
-        d_model: 32,
-        n_layers: 3,
-        n_heads: 2,
-        d_ff: 64,
+        shape: TransformerShape { d_model: 32, n_layers: 3, n_heads: 2, d_ff: 64, dropout: 0.0, norm: NormKind::Rms },
         max_seq_len: 24,
-        dropout: 0.0,
-        norm: NormKind::Rms,
         plan: Some(PlanConfig { d_latent: 12, max_slots: 5 }),
     });
 }

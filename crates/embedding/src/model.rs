@@ -1,7 +1,7 @@
 //! Token embeddings, rounding, and the denoiser over a sequence of token embeddings.
 
 use plandiff_diffusion::NoiseSchedule;
-use plandiff_layers::{sinusoidal_embedding, AttnMask, Block, BlockConfig, InitStd, LearnedPositions, Norm, NormKind};
+use plandiff_layers::{sinusoidal_embedding, AttnMask, Block, InitStd, LearnedPositions, Norm, TransformerShape};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
 
@@ -22,12 +22,8 @@ pub struct TextDiffusionConfig {
     pub d_emb: i64,
     /// Positions the denoiser sees (the longest text it writes, `<bos>` included).
     pub seq_len: i64,
-    pub d_model: i64,
-    pub n_layers: i64,
-    pub n_heads: i64,
-    pub d_ff: i64,
-    pub dropout: f64,
-    pub norm: NormKind,
+    #[serde(flatten)]
+    pub shape: TransformerShape,
     /// Feed the previous step's x0 estimate back as an input (Chen et al. 2022).
     pub self_condition: bool,
     pub rounding: Rounding,
@@ -35,16 +31,8 @@ pub struct TextDiffusionConfig {
 
 impl TextDiffusionConfig {
     pub fn validate(&self) -> Result<(), plandiff_layers::FieldError> {
-        let sizes = [
-            ("vocab_size", self.vocab_size),
-            ("d_emb", self.d_emb),
-            ("seq_len", self.seq_len),
-            ("d_model", self.d_model),
-            ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("d_ff", self.d_ff),
-        ];
-        plandiff_layers::check_transformer("diffusion", &sizes, self.d_model, self.n_heads, self.dropout)
+        let sizes = [("vocab_size", self.vocab_size), ("d_emb", self.d_emb), ("seq_len", self.seq_len)];
+        self.shape.validate("diffusion", &sizes)
     }
 }
 
@@ -62,17 +50,9 @@ pub struct TextDiffusion {
 
 impl TextDiffusion {
     pub fn new(p: nn::Path, cfg: &TextDiffusionConfig) -> Self {
-        let d = cfg.d_model;
+        let d = cfg.shape.d_model;
         let lin = |name: &str, i: i64, o: i64| nn::linear(&p / name, i, o, InitStd::default().linear(0.02));
-        let bc = BlockConfig {
-            d_model: d,
-            n_heads: cfg.n_heads,
-            d_ff: cfg.d_ff,
-            dropout: cfg.dropout,
-            norm: cfg.norm,
-            d_context: None,
-            init: InitStd::gpt2(cfg.n_layers),
-        };
+        let bc = cfg.shape.block(None);
         // Unit-variance embeddings, as Diffusion-LM: the signal has the noise's scale.
         let emb_cfg = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 1.0 }, ..Default::default() };
         let width = cfg.d_emb * if cfg.self_condition { 2 } else { 1 };
@@ -81,8 +61,8 @@ impl TextDiffusion {
             input: lin("input", width, d),
             pos: LearnedPositions::new(&p / "wpe", cfg.seq_len, d),
             time_mlp: (lin("time_fc1", d, 4 * d), lin("time_fc2", 4 * d, d)),
-            blocks: (0..cfg.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect(),
-            norm_f: Norm::new(&p / "norm_f", cfg.norm, d),
+            blocks: (0..cfg.shape.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect(),
+            norm_f: Norm::new(&p / "norm_f", cfg.shape.norm, d),
             output: lin("output", d, cfg.d_emb),
             cfg: cfg.clone(),
         }
@@ -135,11 +115,11 @@ impl TextDiffusion {
             x_t.shallow_clone()
         };
         let pos = Tensor::arange(l, (Kind::Int64, x_t.device()));
-        let temb = sinusoidal_embedding(t, self.cfg.d_model as usize, x_t.device()).to_kind(x_t.kind()); // (B, D)
+        let temb = sinusoidal_embedding(t, self.cfg.shape.d_model as usize, x_t.device()).to_kind(x_t.kind()); // (B, D)
         let temb = self.time_mlp.1.forward(&self.time_mlp.0.forward(&temb).silu()).view([b, 1, -1]);
         let mut h = plandiff_layers::dropout(
             self.input.forward(&input) + self.pos.forward(&pos).unsqueeze(0) + temb,
-            self.cfg.dropout,
+            self.cfg.shape.dropout,
             train,
         );
         for block in &self.blocks {
@@ -197,6 +177,7 @@ pub fn diffusion_lm_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plandiff_layers::{NormKind, TransformerShape};
     use tch::nn::OptimizerConfig;
     use tch::Device;
 
@@ -205,12 +186,14 @@ mod tests {
             vocab_size: 50,
             d_emb: 8,
             seq_len: 12,
-            d_model: 32,
-            n_layers: 2,
-            n_heads: 4,
-            d_ff: 64,
-            dropout: 0.0,
-            norm: NormKind::Layer,
+            shape: TransformerShape {
+                d_model: 32,
+                n_layers: 2,
+                n_heads: 4,
+                d_ff: 64,
+                dropout: 0.0,
+                norm: NormKind::Layer,
+            },
             self_condition: true,
             rounding: Rounding::Logits,
         }

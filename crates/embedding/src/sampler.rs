@@ -80,7 +80,7 @@ mod tests {
     use super::*;
     use crate::model::TextDiffusionConfig;
     use plandiff_diffusion::{BetaSchedule, ScheduleConfig};
-    use plandiff_layers::NormKind;
+    use plandiff_layers::{NormKind, TransformerShape};
     use tch::{nn, Device};
 
     fn setup() -> (nn::VarStore, TextDiffusion, NoiseSchedule) {
@@ -90,12 +90,14 @@ mod tests {
             vocab_size: 40,
             d_emb: 8,
             seq_len: 10,
-            d_model: 16,
-            n_layers: 1,
-            n_heads: 2,
-            d_ff: 32,
-            dropout: 0.0,
-            norm: NormKind::Layer,
+            shape: TransformerShape {
+                d_model: 16,
+                n_layers: 1,
+                n_heads: 2,
+                d_ff: 32,
+                dropout: 0.0,
+                norm: NormKind::Layer,
+            },
             self_condition: true,
             rounding: Rounding::Logits,
         };

@@ -9,12 +9,14 @@ pub mod block;
 pub mod embedding;
 pub mod mlp;
 pub mod norm;
+pub mod shape;
 
 pub use attention::{Attention, AttnMask, FoldedCross, KvCache, KvPair};
 pub use block::{Block, BlockConfig, CrossContext};
 pub use embedding::{sinusoidal_embedding, LearnedPositions};
 pub use mlp::Mlp;
 pub use norm::{Norm, NormKind};
+pub use shape::TransformerShape;
 
 /// Initial weight scales (GPT-2): projections N(0, `proj`), projections that write into the
 /// residual stream (`out_proj`, `fc2`) N(0, `resid`), biases zero.

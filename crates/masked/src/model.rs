@@ -1,6 +1,6 @@
 //! The bidirectional denoiser over token ids.
 
-use plandiff_layers::{AttnMask, Block, BlockConfig, InitStd, LearnedPositions, Norm, NormKind};
+use plandiff_layers::{AttnMask, Block, LearnedPositions, Norm, TransformerShape};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
 
@@ -11,25 +11,14 @@ pub struct MaskedLmConfig {
     pub vocab_size: i64,
     /// Positions the model reads (the longest text it writes, `<bos>` included).
     pub seq_len: i64,
-    pub d_model: i64,
-    pub n_layers: i64,
-    pub n_heads: i64,
-    pub d_ff: i64,
-    pub dropout: f64,
-    pub norm: NormKind,
+    #[serde(flatten)]
+    pub shape: TransformerShape,
 }
 
 impl MaskedLmConfig {
     pub fn validate(&self) -> Result<(), plandiff_layers::FieldError> {
-        let sizes = [
-            ("vocab_size", self.vocab_size),
-            ("seq_len", self.seq_len),
-            ("d_model", self.d_model),
-            ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("d_ff", self.d_ff),
-        ];
-        plandiff_layers::check_transformer("masked", &sizes, self.d_model, self.n_heads, self.dropout)
+        let sizes = [("vocab_size", self.vocab_size), ("seq_len", self.seq_len)];
+        self.shape.validate("masked", &sizes)
     }
 
     /// The mask token's id: one past the vocabulary.
@@ -53,22 +42,14 @@ impl MaskedLm {
     /// The same tensor names and shapes as the decoder's plain AR model (`wte` with one more
     /// row, `wpe`, `blocks`, `norm_f`), so training can start from it (Dream, DiffuLLaMA).
     pub fn new(p: nn::Path, cfg: &MaskedLmConfig) -> Self {
-        let d = cfg.d_model;
-        let bc = BlockConfig {
-            d_model: d,
-            n_heads: cfg.n_heads,
-            d_ff: cfg.d_ff,
-            dropout: cfg.dropout,
-            norm: cfg.norm,
-            d_context: None,
-            init: InitStd::gpt2(cfg.n_layers),
-        };
+        let d = cfg.shape.d_model;
+        let bc = cfg.shape.block(None);
         let emb_cfg = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
         Self {
             wte: nn::embedding(&p / "wte", cfg.vocab_size + 1, d, emb_cfg),
             wpe: LearnedPositions::new(&p / "wpe", cfg.seq_len, d),
-            blocks: (0..cfg.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect(),
-            norm_f: Norm::new(&p / "norm_f", cfg.norm, d),
+            blocks: (0..cfg.shape.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect(),
+            norm_f: Norm::new(&p / "norm_f", cfg.shape.norm, d),
             cfg: cfg.clone(),
         }
     }
@@ -93,7 +74,7 @@ impl MaskedLm {
         let pos = Tensor::arange(l, (Kind::Int64, ids.device()));
         let mut h = plandiff_layers::dropout(
             self.wte.forward(ids) + self.wpe.forward(&pos).unsqueeze(0),
-            self.cfg.dropout,
+            self.cfg.shape.dropout,
             train,
         ); // (B, L, D)
         for block in &self.blocks {
@@ -111,16 +92,7 @@ pub(crate) mod tests {
     use tch::Device;
 
     pub(crate) fn tiny() -> MaskedLmConfig {
-        MaskedLmConfig {
-            vocab_size: 30,
-            seq_len: 16,
-            d_model: 32,
-            n_layers: 2,
-            n_heads: 4,
-            d_ff: 64,
-            dropout: 0.0,
-            norm: NormKind::Layer,
-        }
+        MaskedLmConfig { vocab_size: 30, seq_len: 16, shape: TransformerShape::test() }
     }
 
     #[test]
@@ -136,7 +108,7 @@ pub(crate) mod tests {
         let d = (m.forward(&ids2, false).get(0).get(0) - out.get(0).get(0)).abs().max().double_value(&[]);
         assert!(d > 1e-6, "position 0 must see position 5: {d}");
         assert!(tiny().validate().is_ok());
-        let bad = MaskedLmConfig { n_heads: 5, ..tiny() };
+        let bad = MaskedLmConfig { shape: TransformerShape { n_heads: 5, ..tiny().shape }, ..tiny() };
         assert_eq!(bad.validate().unwrap_err().field, "masked d_model");
     }
 }

@@ -83,11 +83,14 @@ impl TemplateFlags {
     }
 }
 
+/// What adds a reader's flags to a command (a clap `Args::augment_args`).
+pub type AddFlags = fn(Command) -> Command;
+
 /// Who reads which flags: `(reader, the reader's flags)`, e.g. each mode and its settings.
-pub type FlagTable<'a> = [(&'a str, fn(Command) -> Command)];
+pub type FlagTable<'a> = [(&'a str, AddFlags)];
 
 /// The ids and `--long` names of the flags `add` puts on a command.
-pub fn flags_of(add: fn(Command) -> Command) -> Vec<(String, String)> {
+pub fn flags_of(add: AddFlags) -> Vec<(String, String)> {
     add(Command::new("flags"))
         .get_arguments()
         .map(|a| (a.get_id().to_string(), format!("--{}", a.get_long().unwrap_or(a.get_id().as_str()))))

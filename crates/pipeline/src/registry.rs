@@ -1,7 +1,7 @@
 //! The one list of generation modes, [`MODES`], and what `generate` and `ab` ask of it: a mode
 //! by name, every mode's flags on a command, and which mode reads a flag.
 
-use crate::flags::{add_flags, unread_flag, FlagTable};
+use crate::flags::{add_flags, unread_flag, AddFlags, FlagTable};
 use crate::mode::{Mode, ModeSettings};
 use crate::{ar, diffusion, hybrid, masked, PipelineError, Result};
 use clap::{ArgMatches, Command};
@@ -22,7 +22,7 @@ pub fn mode_names() -> Vec<&'static str> {
     MODES.iter().map(|m| m.name).collect()
 }
 
-fn table() -> Vec<(&'static str, fn(Command) -> Command)> {
+fn table() -> Vec<(&'static str, AddFlags)> {
     MODES.iter().map(|m| (m.name, m.flags)).collect()
 }
 

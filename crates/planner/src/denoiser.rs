@@ -5,7 +5,7 @@
 //! Input per slot: `[x_t, known * mask, mask, self_cond]` -> `d_model`, plus a learned slot
 //! embedding and the timestep embedding (sinusoidal, then an MLP) on every slot.
 
-use plandiff_layers::{sinusoidal_embedding, AttnMask, Block, BlockConfig, InitStd, Norm, NormKind};
+use plandiff_layers::{sinusoidal_embedding, AttnMask, Block, InitStd, Norm, TransformerShape};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
 
@@ -14,12 +14,8 @@ use tch::{nn, nn::Module, Kind, Tensor};
 pub struct DenoiserConfig {
     pub d_latent: i64,
     pub max_slots: i64,
-    pub d_model: i64,
-    pub n_layers: i64,
-    pub n_heads: i64,
-    pub d_ff: i64,
-    pub dropout: f64,
-    pub norm: NormKind,
+    #[serde(flatten)]
+    pub shape: TransformerShape,
     /// Feed the previous step's x0 estimate back as an input (Chen et al. 2022).
     pub self_condition: bool,
 }
@@ -27,15 +23,8 @@ pub struct DenoiserConfig {
 impl DenoiserConfig {
     /// Checks what would otherwise fail deep inside libtorch; the message names the field.
     pub fn validate(&self) -> Result<(), plandiff_layers::FieldError> {
-        let sizes = [
-            ("d_latent", self.d_latent),
-            ("max_slots", self.max_slots),
-            ("d_model", self.d_model),
-            ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("d_ff", self.d_ff),
-        ];
-        plandiff_layers::check_transformer("planner", &sizes, self.d_model, self.n_heads, self.dropout)
+        let sizes = [("d_latent", self.d_latent), ("max_slots", self.max_slots)];
+        self.shape.validate("planner", &sizes)
     }
 }
 
@@ -52,26 +41,17 @@ pub struct Denoiser {
 
 impl Denoiser {
     pub fn new(p: nn::Path, cfg: &DenoiserConfig) -> Self {
-        let d = cfg.d_model;
+        let d = cfg.shape.d_model;
         let width = cfg.d_latent * if cfg.self_condition { 3 } else { 2 } + 1;
-        let init = InitStd::gpt2(cfg.n_layers);
         let lin = |name: &str, i: i64, o: i64| nn::linear(&p / name, i, o, InitStd::default().linear(0.02));
-        let bc = BlockConfig {
-            d_model: d,
-            n_heads: cfg.n_heads,
-            d_ff: cfg.d_ff,
-            dropout: cfg.dropout,
-            norm: cfg.norm,
-            d_context: None,
-            init,
-        };
+        let bc = cfg.shape.block(None);
         let emb = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
         Self {
             input: lin("input", width, d),
             slot_emb: nn::embedding(&p / "slot_emb", cfg.max_slots, d, emb),
             time_mlp: (lin("time_fc1", d, 4 * d), lin("time_fc2", 4 * d, d)),
-            blocks: (0..cfg.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect(),
-            norm_f: Norm::new(&p / "norm_f", cfg.norm, d),
+            blocks: (0..cfg.shape.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect(),
+            norm_f: Norm::new(&p / "norm_f", cfg.shape.norm, d),
             output: lin("output", d, cfg.d_latent),
             cfg: cfg.clone(),
         }
@@ -87,7 +67,7 @@ impl Denoiser {
     pub fn step_embedding(&self, t: &[f64], s: i64, kind: Kind, device: tch::Device) -> Tensor {
         let b = t.len() as i64;
         let slot_ids = Tensor::arange(s, (Kind::Int64, device));
-        let temb = sinusoidal_embedding(t, self.cfg.d_model as usize, device).to_kind(kind); // (B, D)
+        let temb = sinusoidal_embedding(t, self.cfg.shape.d_model as usize, device).to_kind(kind); // (B, D)
         let temb = self.time_mlp.1.forward(&self.time_mlp.0.forward(&temb).silu()).view([b, 1, -1]);
         self.slot_emb.forward(&slot_ids).unsqueeze(0) + temb
     }
@@ -143,6 +123,7 @@ impl Denoiser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plandiff_layers::NormKind;
     use tch::Device;
 
     #[test]
@@ -152,12 +133,14 @@ mod tests {
         let cfg = DenoiserConfig {
             d_latent: 6,
             max_slots: 5,
-            d_model: 32,
-            n_layers: 2,
-            n_heads: 4,
-            d_ff: 64,
-            dropout: 0.0,
-            norm: NormKind::Layer,
+            shape: TransformerShape {
+                d_model: 32,
+                n_layers: 2,
+                n_heads: 4,
+                d_ff: 64,
+                dropout: 0.0,
+                norm: NormKind::Layer,
+            },
             self_condition: true,
         };
         let den = Denoiser::new(vs.root(), &cfg);

@@ -1,7 +1,7 @@
 //! Sentence encoder E: a bidirectional transformer over one sentence's tokens, mean-pooled
 //! over the real tokens, projected to `d_latent` and bounded (design section 3.3).
 
-use plandiff_layers::{AttnMask, Block, BlockConfig, InitStd, LearnedPositions, Norm, NormKind};
+use plandiff_layers::{AttnMask, Block, InitStd, LearnedPositions, Norm, TransformerShape};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
 
@@ -19,31 +19,19 @@ pub enum LatentBound {
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {
     pub vocab_size: i64,
-    pub d_model: i64,
-    pub n_layers: i64,
-    pub n_heads: i64,
-    pub d_ff: i64,
+    #[serde(flatten)]
+    pub shape: TransformerShape,
     /// Longest sentence in tokens (longer ones are cut).
     pub max_len: i64,
     pub d_latent: i64,
-    pub dropout: f64,
-    pub norm: NormKind,
     pub bound: LatentBound,
 }
 
 impl EncoderConfig {
     /// Checks what would otherwise fail deep inside libtorch; the message names the field.
     pub fn validate(&self) -> Result<(), plandiff_layers::FieldError> {
-        let sizes = [
-            ("vocab_size", self.vocab_size),
-            ("d_model", self.d_model),
-            ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("d_ff", self.d_ff),
-            ("max_len", self.max_len),
-            ("d_latent", self.d_latent),
-        ];
-        plandiff_layers::check_transformer("encoder", &sizes, self.d_model, self.n_heads, self.dropout)
+        let sizes = [("vocab_size", self.vocab_size), ("max_len", self.max_len), ("d_latent", self.d_latent)];
+        self.shape.validate("encoder", &sizes)
     }
 }
 
@@ -60,22 +48,14 @@ pub struct SentenceEncoder {
 impl SentenceEncoder {
     pub fn new(p: nn::Path, cfg: &EncoderConfig) -> Self {
         let emb = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
-        let bc = BlockConfig {
-            d_model: cfg.d_model,
-            n_heads: cfg.n_heads,
-            d_ff: cfg.d_ff,
-            dropout: cfg.dropout,
-            norm: cfg.norm,
-            d_context: None,
-            init: InitStd::gpt2(cfg.n_layers),
-        };
+        let bc = cfg.shape.block(None);
         Self {
             cfg: cfg.clone(),
-            wte: nn::embedding(&p / "wte", cfg.vocab_size, cfg.d_model, emb),
-            wpe: LearnedPositions::new(&p / "wpe", cfg.max_len, cfg.d_model),
-            blocks: (0..cfg.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect(),
-            norm_f: Norm::new(&p / "norm_f", cfg.norm, cfg.d_model),
-            proj: nn::linear(&p / "proj", cfg.d_model, cfg.d_latent, InitStd::default().linear(0.02)),
+            wte: nn::embedding(&p / "wte", cfg.vocab_size, cfg.shape.d_model, emb),
+            wpe: LearnedPositions::new(&p / "wpe", cfg.max_len, cfg.shape.d_model),
+            blocks: (0..cfg.shape.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect(),
+            norm_f: Norm::new(&p / "norm_f", cfg.shape.norm, cfg.shape.d_model),
+            proj: nn::linear(&p / "proj", cfg.shape.d_model, cfg.d_latent, InitStd::default().linear(0.02)),
         }
     }
 
@@ -133,7 +113,7 @@ impl SentenceEncoder {
         let mask = mask.narrow(1, 0, l);
         let pos = Tensor::arange(l, (Kind::Int64, tokens.device())).unsqueeze(0); // (1, L)
         let mut x =
-            plandiff_layers::dropout(self.wte.forward(&tokens) + self.wpe.forward(&pos), self.cfg.dropout, train);
+            plandiff_layers::dropout(self.wte.forward(&tokens) + self.wpe.forward(&pos), self.cfg.shape.dropout, train);
         let attn_mask = mask.unsqueeze(1).unsqueeze(1); // (N, 1, 1, L): keys that are real
         for b in &self.blocks {
             x = b.forward(&x, AttnMask::Custom(&attn_mask), None, None, train);
@@ -156,19 +136,22 @@ impl SentenceEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plandiff_layers::NormKind;
     use tch::Device;
 
     fn cfg(bound: LatentBound) -> EncoderConfig {
         EncoderConfig {
             vocab_size: 50,
-            d_model: 32,
-            n_layers: 2,
-            n_heads: 4,
-            d_ff: 64,
+            shape: TransformerShape {
+                d_model: 32,
+                n_layers: 2,
+                n_heads: 4,
+                d_ff: 64,
+                dropout: 0.0,
+                norm: NormKind::Layer,
+            },
             max_len: 16,
             d_latent: 8,
-            dropout: 0.0,
-            norm: NormKind::Layer,
             bound,
         }
     }

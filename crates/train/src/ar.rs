@@ -2,33 +2,23 @@
 
 use crate::config::{RunConfig, StageSection};
 use crate::eval::evaluate_loss;
-use crate::stages::{loss, EvalRequest, Section, Stage, StageEval, StageFns};
-use crate::trainer::{
-    batch_indices, fresh_section, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
-};
+use crate::stages::{EvalRequest, Section, Stage, StageEval};
+use crate::trainer::{fresh_section, run_loop, seed_init, setup_run, Feed, StageRunner, TrainArgs, TrainReport};
 use crate::{Result, TrainError};
 use plandiff_bundle::{open_split, stage::AR as KIND, Bundle, Provenance, StageConfigFile};
 use plandiff_data::{TokenSet, WindowSampler};
 use plandiff_decoder::{Decoder, DecoderConfig};
 use serde_json::json;
-use tch::{nn, Device, Tensor};
+use tch::{nn, Tensor};
+
+const ABOUT: &str = "a plain causal language model (the A/B baseline and the reference LM)";
 
 /// Stage `ar` of [`crate::registry::STAGES`].
-pub const STAGE: Stage = Stage::new::<StageSection, DecoderConfig>(
-    KIND,
-    "a plain causal language model (the A/B baseline and the reference LM)",
-    StageFns { train: train_ar, evaluate: evaluate_ar, describe: describe_decoder },
-);
+pub const STAGE: Stage =
+    Stage::new::<StageSection, DecoderConfig>(KIND, ABOUT, train_ar, evaluate_ar, DESCRIBE_DECODER);
 
 /// `plandiff info`'s line for a decoder's config.json (stages `ar` and `autoencoder`).
-pub fn describe_decoder(c: &serde_json::Value, parameters: u64) -> String {
-    let (m, p) = (&c["model"], &c["provenance"]);
-    format!(
-        "{parameters} parameters (d_model {}, {} layers, {} heads, context {}), {} steps, {} tokens seen, train loss {}, val loss {}",
-        m["d_model"], m["n_layers"], m["n_heads"], m["max_seq_len"], p["steps"], p["tokens_seen"],
-        loss(&p["train_loss"]), loss(&p["val_loss"])
-    )
-}
+pub const DESCRIBE_DECODER: &str = "{parameters} parameters (d_model {model.d_model}, {model.n_layers} layers, {model.n_heads} heads, context {model.max_seq_len}), {provenance.steps} steps, {provenance.tokens_seen} tokens seen, train loss {provenance.train_loss:loss}, val loss {provenance.val_loss:loss}";
 
 impl Section for StageSection {
     fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
@@ -38,32 +28,26 @@ impl Section for StageSection {
 }
 
 struct ArRunner {
+    feed: Feed,
     model: Decoder,
     cfg: DecoderConfig,
     train_set: TokenSet,
     valid_set: Option<TokenSet>,
-    sampler: WindowSampler,
-    shard: crate::world::Shard,
-    batch: usize,
     seq_len: usize,
-    eval_batches: usize,
     grad_accum: usize,
-    device: Device,
 }
 
 impl StageRunner for ArRunner {
     type Model = DecoderConfig;
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+    const KIND: &'static str = KIND;
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
-        let (b, t) = (self.batch, self.seq_len);
+        let (b, t) = (self.feed.batch, self.seq_len);
         let mut data = Vec::with_capacity(b * (t + 1));
-        for start in batch_indices(&mut self.sampler, self.shard, step, micro, accum, b) {
+        for start in self.feed.indices(step, micro, accum) {
             data.extend(self.train_set.window(start, t + 1));
         }
-        let batch = Tensor::from_slice(&data).view([b as i64, t as i64 + 1]).to_device(self.device);
+        let batch = Tensor::from_slice(&data).view([b as i64, t as i64 + 1]).to_device(self.feed.device);
         let x = batch.narrow(1, 0, t as i64);
         let y = batch.narrow(1, 1, t as i64);
         let logits = self.model.forward(&x, None, None, true); // (B, T, V)
@@ -73,13 +57,18 @@ impl StageRunner for ArRunner {
     }
 
     fn tokens_per_step(&self) -> u64 {
-        (self.batch * self.seq_len * self.grad_accum) as u64
+        (self.feed.batch * self.seq_len * self.grad_accum) as u64
     }
 
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let vset = self.valid_set.as_ref()?;
-        let r =
-            evaluate_loss(&self.model, vset, self.seq_len, self.batch * self.shard.world_size, Some(self.eval_batches));
+        let r = evaluate_loss(
+            &self.model,
+            vset,
+            self.seq_len,
+            self.feed.batch * self.feed.shard.world_size,
+            Some(self.feed.eval_batches),
+        );
         let mut m = serde_json::Map::new();
         m.insert("val_ppl".into(), json!(r.perplexity));
         m.insert("val_accuracy".into(), json!(r.token_accuracy));
@@ -125,13 +114,9 @@ pub fn train_ar(args: TrainArgs) -> Result<TrainReport> {
         cfg,
         train_set,
         valid_set,
-        sampler,
-        shard: args.world.shard(),
-        batch: train.batch_size,
+        feed: Feed::new(sampler, &args, &setup.state),
         seq_len: train.seq_len,
-        eval_batches: train.eval_batches,
         grad_accum: train.grad_accum,
-        device: args.device,
     };
     run_loop(&mut { runner }, setup, vs, &args)
 }

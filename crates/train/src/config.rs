@@ -5,7 +5,7 @@
 
 use crate::{Result, TrainError};
 use plandiff_decoder::DecoderConfig;
-use plandiff_layers::NormKind;
+use plandiff_layers::TransformerShape;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -70,27 +70,13 @@ pub struct StageSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    pub d_model: i64,
-    pub n_layers: i64,
-    pub n_heads: i64,
-    pub d_ff: i64,
+    #[serde(flatten)]
+    pub shape: TransformerShape,
     pub max_seq_len: i64,
-    pub dropout: f64,
-    pub norm: NormKind,
 }
 
 impl ModelSection {
     pub fn decoder(&self, vocab_size: i64) -> DecoderConfig {
-        DecoderConfig {
-            vocab_size,
-            d_model: self.d_model,
-            n_layers: self.n_layers,
-            n_heads: self.n_heads,
-            d_ff: self.d_ff,
-            max_seq_len: self.max_seq_len,
-            dropout: self.dropout,
-            norm: self.norm,
-            plan: None,
-        }
+        DecoderConfig { vocab_size, shape: self.shape, max_seq_len: self.max_seq_len, plan: None }
     }
 }

@@ -5,9 +5,9 @@
 //! chooses the length of what it writes by placing `<pad>`.
 
 use crate::config::{RunConfig, TrainConfig};
-use crate::stages::{loss, EvalRequest, Section, Stage, StageEval, StageFns};
+use crate::stages::{EvalRequest, Section, Stage, StageEval};
 use crate::trainer::{
-    batch_indices, fresh_section, rank_rng, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
+    fresh_section, rank_rng, run_loop, seed_init, setup_run, Feed, StageRunner, TrainArgs, TrainReport,
 };
 use crate::{Result, TrainError};
 use plandiff_bundle::{
@@ -16,7 +16,7 @@ use plandiff_bundle::{
 };
 use plandiff_data::{index_documents, TextTokenizer, WindowSampler};
 use plandiff_embedding::{diffusion_lm_loss, TextDiffusion};
-use plandiff_layers::NormKind;
+use plandiff_layers::TransformerShape;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -25,39 +25,11 @@ use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
 const KIND: &str = stage::DIFFUSION;
+const ABOUT: &str = "Diffusion-LM over token embeddings (the pure-diffusion mode)";
 
 /// Stage `diffusion` of [`crate::registry::STAGES`].
-pub const STAGE: Stage = Stage::new::<DiffusionSection, DiffusionModel>(
-    KIND,
-    "Diffusion-LM over token embeddings (the pure-diffusion mode)",
-    StageFns { train: train_diffusion, evaluate, describe },
-);
-
-fn evaluate(req: &EvalRequest) -> Result<StageEval> {
-    let r = evaluate_diffusion(req)?;
-    let line = format!(
-        "{} split, {} documents: rounding accuracy on clean embeddings {:.4}; loss {:.4} (x0 MSE {:.4}, rounding CE {:.4})",
-        req.split, r.documents, r.rounding_accuracy, r.loss, r.mse, r.rounding_ce
-    );
-    StageEval::nested(&r, line)
-}
-
-fn describe(c: &serde_json::Value, parameters: u64) -> String {
-    let (m, p) = (&c["model"], &c["provenance"]);
-    let d = &m["model"];
-    format!(
-        "{parameters} parameters (d_emb {}, {} positions, d_model {}, {} layers; {} schedule, {} {} steps by default), {} steps, val loss {}",
-        d["d_emb"], d["seq_len"], d["d_model"], d["n_layers"],
-        m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
-        m["sampling"]["sampler"].as_str().unwrap_or("?"), m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
-    )
-}
-
-impl Section for DiffusionSection {
-    fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
-        self.model(vocab_size).map(drop)
-    }
-}
+pub const STAGE: Stage =
+    Stage::new::<DiffusionSection, DiffusionModel>(KIND, ABOUT, train_diffusion, evaluate, DESCRIBE);
 
 /// `[diffusion]`: the pure-diffusion model over token embeddings (Diffusion-LM).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,18 +59,20 @@ impl DiffusionSection {
     }
 }
 
+impl Section for DiffusionSection {
+    fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
+        self.model(vocab_size).map(drop)
+    }
+}
+
 /// Architecture of the text denoiser; the vocabulary comes from the data's tokenizer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextDiffusionSection {
     pub d_emb: i64,
     pub seq_len: i64,
-    pub d_model: i64,
-    pub n_layers: i64,
-    pub n_heads: i64,
-    pub d_ff: i64,
-    pub dropout: f64,
-    pub norm: NormKind,
+    #[serde(flatten)]
+    pub shape: TransformerShape,
     pub self_condition: bool,
     pub rounding: plandiff_embedding::Rounding,
 }
@@ -109,12 +83,7 @@ impl TextDiffusionSection {
             vocab_size,
             d_emb: self.d_emb,
             seq_len: self.seq_len,
-            d_model: self.d_model,
-            n_layers: self.n_layers,
-            n_heads: self.n_heads,
-            d_ff: self.d_ff,
-            dropout: self.dropout,
-            norm: self.norm,
+            shape: self.shape,
             self_condition: self.self_condition,
             rounding: self.rounding,
         }
@@ -167,15 +136,10 @@ impl DocRows {
 }
 
 struct DiffusionRunner {
+    feed: Feed,
     d: DiffusionBundle,
     train: DocRows,
     valid: Option<DocRows>,
-    sampler: WindowSampler,
-    shard: crate::world::Shard,
-    batch: usize,
-    eval_batches: usize,
-    seed: u64,
-    device: Device,
 }
 
 /// Mean validation loss parts.
@@ -232,26 +196,29 @@ pub fn rounding_accuracy(net: &TextDiffusion) -> f64 {
 
 impl StageRunner for DiffusionRunner {
     type Model = DiffusionModel;
-
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+    const KIND: &'static str = KIND;
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
-        let idx = batch_indices(&mut self.sampler, self.shard, step, micro, accum, self.batch);
-        let mut rng = rank_rng(self.seed, step, micro, self.shard);
-        let l = batch_loss(&self.d, &self.train, &idx, &mut rng, self.device, true);
+        let idx = self.feed.indices(step, micro, accum);
+        let mut rng = rank_rng(self.feed.seed, step, micro, self.feed.shard);
+        let l = batch_loss(&self.d, &self.train, &idx, &mut rng, self.feed.device, true);
         (&l.total / accum as f64).backward();
         Ok(l.total.double_value(&[]))
     }
 
     fn tokens_per_step(&self) -> u64 {
-        (self.batch * self.d.model.config().seq_len as usize) as u64
+        (self.feed.batch * self.d.model.config().seq_len as usize) as u64
     }
 
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let set = self.valid.as_ref()?;
-        let v = fixed_loss(&self.d, set, self.batch * self.shard.world_size, self.eval_batches, self.device);
+        let v = fixed_loss(
+            &self.d,
+            set,
+            self.feed.batch * self.feed.shard.world_size,
+            self.feed.eval_batches,
+            self.feed.device,
+        );
         let mut extra = serde_json::Map::new();
         extra.insert("val_mse".into(), json!(v.mse));
         extra.insert("val_rounding_ce".into(), json!(v.rounding_ce));
@@ -287,20 +254,12 @@ pub fn train_diffusion(args: TrainArgs) -> Result<TrainReport> {
     let vs = nn::VarStore::new(args.device);
     let d =
         DiffusionBundle::new(vs.root(), model).map_err(|e| TrainError::Invalid(format!("config [diffusion]: {e}")))?;
-    let tc = setup.state.train.clone();
-    let mut runner = DiffusionRunner {
-        d,
-        train,
-        valid,
-        sampler,
-        shard: args.world.shard(),
-        batch: tc.batch_size,
-        eval_batches: tc.eval_batches,
-        seed: setup.state.seed,
-        device: args.device,
-    };
+    let mut runner = DiffusionRunner { d, train, valid, feed: Feed::new(sampler, &args, &setup.state) };
     run_loop(&mut runner, setup, vs, &args)
 }
+
+/// `plandiff info`'s line for the stage's config.json (a [`crate::stages::render`] template).
+const DESCRIBE: &str = "{parameters} parameters (d_emb {model.model.d_emb}, {model.model.seq_len} positions, d_model {model.model.d_model}, {model.model.n_layers} layers; {model.schedule.beta_schedule} schedule, {model.sampling.sampler} {model.sampling.steps} steps by default), {provenance.steps} steps, val loss {provenance.val_loss:loss}";
 
 /// `plandiff eval --stage diffusion`.
 #[derive(Debug, Clone, Serialize)]
@@ -335,4 +294,11 @@ pub fn evaluate_diffusion(req: &EvalRequest) -> Result<DiffusionEval> {
         rounding_ce: v.rounding_ce,
         documents: n.min(batches * batch),
     })
+}
+
+/// `plandiff eval --stage diffusion`'s line (a [`crate::stages::render`] template over its result).
+const SUMMARY: &str = "{split} split, {documents} documents: rounding accuracy on clean embeddings {rounding_accuracy:.4}; loss {loss:.4} (x0 MSE {mse:.4}, rounding CE {rounding_ce:.4})";
+
+fn evaluate(req: &EvalRequest) -> Result<StageEval> {
+    StageEval::nested(&evaluate_diffusion(req)?, req.split, SUMMARY)
 }

@@ -10,9 +10,10 @@
 //! as a perplexity bound.
 
 use crate::config::{RunConfig, TrainConfig};
-use crate::stages::{loss, EvalRequest, Section, Stage, StageEval, StageFns};
+use crate::setup::{ar_to_start_from, copy_ar_weights};
+use crate::stages::{EvalRequest, Section, Stage, StageEval};
 use crate::trainer::{
-    batch_indices, fresh_section, rank_rng, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
+    fresh_section, rank_rng, run_loop, seed_init, setup_run, Feed, StageRunner, TrainArgs, TrainReport,
 };
 use crate::{Result, TrainError};
 use plandiff_bundle::{
@@ -20,7 +21,7 @@ use plandiff_bundle::{
     Provenance, StageConfigFile,
 };
 use plandiff_data::{index_documents, TextTokenizer, WindowSampler};
-use plandiff_layers::NormKind;
+use plandiff_layers::TransformerShape;
 use plandiff_masked::{antithetic_times, mask_prob, weighted_masked_loss, MaskedLm, MaskedLmConfig};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -30,39 +31,10 @@ use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
 const KIND: &str = stage::MASKED;
+const ABOUT: &str = "masked (absorbing-state) diffusion over tokens, MDLM / LLaDA (the masked mode)";
 
 /// Stage `masked` of [`crate::registry::STAGES`].
-pub const STAGE: Stage = Stage::new::<MaskedSection, MaskedModel>(
-    KIND,
-    "masked (absorbing-state) diffusion over tokens, MDLM / LLaDA (the masked mode)",
-    StageFns { train: train_masked, evaluate, describe },
-);
-
-fn evaluate(req: &EvalRequest) -> Result<StageEval> {
-    let r = evaluate_masked(req)?;
-    let line = format!(
-        "{} split, {} rows of {} tokens: NELBO {:.4} nats/token, perplexity bound {:.2}; loss {:.4}",
-        req.split, r.rows, r.seq_len, r.nelbo_per_token, r.perplexity_bound, r.loss
-    );
-    StageEval::nested(&r, line)
-}
-
-fn describe(c: &serde_json::Value, parameters: u64) -> String {
-    let (m, p) = (&c["model"], &c["provenance"]);
-    let d = &m["model"];
-    format!(
-        "{parameters} parameters ({} positions, d_model {}, {} layers; {} steps, block {}, {} remasking by default), {} steps, val loss {}",
-        d["seq_len"], d["d_model"], d["n_layers"], m["sampling"]["steps"],
-        m["sampling"]["block_length"].as_u64().map_or("none".to_string(), |b| b.to_string()),
-        m["sampling"]["remasking"].as_str().unwrap_or("?"), p["steps"], loss(&p["val_loss"])
-    )
-}
-
-impl Section for MaskedSection {
-    fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
-        self.model(vocab_size).map(drop)
-    }
-}
+pub const STAGE: Stage = Stage::new::<MaskedSection, MaskedModel>(KIND, ABOUT, train_masked, evaluate, DESCRIBE);
 
 /// `[masked]`: the masked diffusion model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,31 +57,24 @@ pub struct MaskedSection {
 #[serde(deny_unknown_fields)]
 pub struct MaskedLmSection {
     pub seq_len: i64,
-    pub d_model: i64,
-    pub n_layers: i64,
-    pub n_heads: i64,
-    pub d_ff: i64,
-    pub dropout: f64,
-    pub norm: NormKind,
+    #[serde(flatten)]
+    pub shape: TransformerShape,
 }
 
 impl MaskedSection {
     /// The model a fresh run builds for a vocabulary of `vocab` tokens.
     pub fn model(&self, vocab: i64) -> Result<MaskedModel> {
         let s = &self.model;
-        let model = MaskedLmConfig {
-            vocab_size: vocab,
-            seq_len: s.seq_len,
-            d_model: s.d_model,
-            n_layers: s.n_layers,
-            n_heads: s.n_heads,
-            d_ff: s.d_ff,
-            dropout: s.dropout,
-            norm: s.norm,
-        };
+        let model = MaskedLmConfig { vocab_size: vocab, seq_len: s.seq_len, shape: s.shape };
         let m = MaskedModel { model, objective: self.objective, sampling: self.sampling };
         m.validate().map_err(|e| TrainError::Invalid(format!("config [masked]: {e}")))?;
         Ok(m)
+    }
+}
+
+impl Section for MaskedSection {
+    fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
+        self.model(vocab_size).map(drop)
     }
 }
 
@@ -190,16 +155,11 @@ fn batch_loss(model: &MaskedLm, obj: &MaskedObjective, tokens: &Tensor, draw: &D
 }
 
 struct MaskedRunner {
+    feed: Feed,
     model: MaskedLm,
     config: MaskedModel,
     train: PackedRows,
     valid: Option<PackedRows>,
-    sampler: WindowSampler,
-    shard: crate::world::Shard,
-    batch: usize,
-    eval_batches: usize,
-    seed: u64,
-    device: Device,
 }
 
 /// NELBO over `batches` fixed batches of `set` (fixed draws): (mean loss, nats per token, rows).
@@ -226,15 +186,12 @@ fn nelbo(model: &MaskedLm, cfg: &MaskedModel, set: &PackedRows, batch: usize, ba
 
 impl StageRunner for MaskedRunner {
     type Model = MaskedModel;
-
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+    const KIND: &'static str = KIND;
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
-        let idx = batch_indices(&mut self.sampler, self.shard, step, micro, accum, self.batch);
-        let mut rng = rank_rng(self.seed, step, micro, self.shard);
-        let x = self.train.batch(&idx, self.device);
+        let idx = self.feed.indices(step, micro, accum);
+        let mut rng = rank_rng(self.feed.seed, step, micro, self.feed.shard);
+        let x = self.train.batch(&idx, self.feed.device);
         let draw = Draw::new(&mut rng, idx.len(), self.config.model.seq_len, &self.config.objective, true);
         let l = batch_loss(&self.model, &self.config.objective, &x, &draw, true);
         (&l / accum as f64).backward();
@@ -242,13 +199,13 @@ impl StageRunner for MaskedRunner {
     }
 
     fn tokens_per_step(&self) -> u64 {
-        (self.batch * self.config.model.seq_len as usize) as u64
+        (self.feed.batch * self.config.model.seq_len as usize) as u64
     }
 
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let set = self.valid.as_ref()?;
         let (loss, per_token, _) =
-            nelbo(&self.model, &self.config, set, self.batch * self.shard.world_size, self.eval_batches);
+            nelbo(&self.model, &self.config, set, self.feed.batch * self.feed.shard.world_size, self.feed.eval_batches);
         let mut extra = serde_json::Map::new();
         extra.insert("val_nelbo_per_token".into(), json!(per_token));
         extra.insert("val_perplexity_bound".into(), json!(per_token.exp()));
@@ -287,19 +244,7 @@ pub fn train_masked(args: TrainArgs) -> Result<TrainReport> {
         let n = init_from_ar_model(&vs, &setup.bundle, &config.model)?;
         tracing::info!(tensors = n, "masked model initialized from {}", setup.bundle.stage_dir(stage::AR).display());
     }
-    let tc = setup.state.train.clone();
-    let mut runner = MaskedRunner {
-        model,
-        config,
-        train,
-        valid,
-        sampler,
-        shard: args.world.shard(),
-        batch: tc.batch_size,
-        eval_batches: tc.eval_batches,
-        seed: setup.state.seed,
-        device: args.device,
-    };
+    let mut runner = MaskedRunner { model, config, train, valid, feed: Feed::new(sampler, &args, &setup.state) };
     run_loop(&mut runner, setup, vs, &args)
 }
 
@@ -307,45 +252,30 @@ pub fn train_masked(args: TrainArgs) -> Result<TrainReport> {
 /// `vocab_size` rows (the mask's row keeps its fresh value), the first `seq_len` rows of
 /// `wpe`, and every block and the final norm. Returns the number of tensors copied.
 fn init_from_ar_model(vs: &nn::VarStore, bundle: &Bundle, m: &MaskedLmConfig) -> Result<usize> {
-    let fix = "train `ar` into the same --out first with the masked model's d_model, n_layers, n_heads, d_ff and norm, or set init_from_ar = false";
-    if !bundle.has_stage(stage::AR) {
-        return Err(TrainError::Invalid(format!(
-            "[masked] init_from_ar: {} has no ar model; {fix}",
-            bundle.root().display()
-        )));
-    }
-    let ar = bundle.read_config(stage::AR)?.model;
-    let same = (ar.vocab_size, ar.d_model, ar.n_layers, ar.n_heads, ar.d_ff, ar.norm)
-        == (m.vocab_size, m.d_model, m.n_layers, m.n_heads, m.d_ff, m.norm);
+    let (what, fix) = (
+        "[masked] init_from_ar",
+        "train `ar` into the same --out first with the masked model's d_model, n_layers, n_heads, d_ff and norm, or set init_from_ar = false",
+    );
+    let ar = ar_to_start_from(bundle, what, fix)?;
+    let (a, s) = (ar.shape, m.shape);
+    let same = (ar.vocab_size, a.d_model, a.n_layers, a.n_heads, a.d_ff, a.norm)
+        == (m.vocab_size, s.d_model, s.n_layers, s.n_heads, s.d_ff, s.norm);
     if !same || ar.plan.is_some() || ar.max_seq_len < m.seq_len {
         return Err(TrainError::Invalid(format!(
-            "[masked] init_from_ar: the ar model (d_model {}, {} layers, {} heads, d_ff {}, context {}) does not fit [masked.model] (d_model {}, {} layers, {} heads, d_ff {}, seq_len {}); {fix}",
-            ar.d_model, ar.n_layers, ar.n_heads, ar.d_ff, ar.max_seq_len, m.d_model, m.n_layers, m.n_heads, m.d_ff, m.seq_len
+            "{what}: the ar model (d_model {}, {} layers, {} heads, d_ff {}, context {}) does not fit [masked.model] (d_model {}, {} layers, {} heads, d_ff {}, seq_len {}); {fix}",
+            a.d_model, a.n_layers, a.n_heads, a.d_ff, ar.max_seq_len, s.d_model, s.n_layers, s.n_heads, s.d_ff, m.seq_len
         )));
     }
-    let vars = vs.variables();
-    let mut copied = 0;
-    tch::no_grad(|| -> Result<()> {
-        for (name, src) in plandiff_bundle::read_weights(&bundle.weights_path(stage::AR))? {
-            let dst = vars.get(&name).ok_or_else(|| {
-                TrainError::Invalid(format!("[masked] init_from_ar: the masked model has no tensor `{name}`; {fix}"))
-            })?;
-            let dst = if name == "wte.weight" { dst.narrow(0, 0, m.vocab_size) } else { dst.shallow_clone() };
-            let src = if name == "wpe.weight" { src.narrow(0, 0, m.seq_len) } else { src };
-            if dst.size() != src.size() {
-                return Err(TrainError::Invalid(format!(
-                    "[masked] init_from_ar: `{name}` is {:?} in the ar model and {:?} here; {fix}",
-                    src.size(),
-                    dst.size()
-                )));
-            }
-            dst.shallow_clone().copy_(&src.to_kind(dst.kind()));
-            copied += 1;
-        }
-        Ok(())
-    })?;
-    Ok(copied)
+    copy_ar_weights(vs, bundle, what, fix, |vars, name, src| {
+        let dst = vars.get(name)?;
+        let dst = if name == "wte.weight" { dst.narrow(0, 0, m.vocab_size) } else { dst.shallow_clone() };
+        let src = if name == "wpe.weight" { src.narrow(0, 0, m.seq_len) } else { src };
+        Some((dst, src))
+    })
 }
+
+/// `plandiff info`'s line for the stage's config.json (a [`crate::stages::render`] template).
+const DESCRIBE: &str = "{parameters} parameters ({model.model.seq_len} positions, d_model {model.model.d_model}, {model.model.n_layers} layers; {model.sampling.steps} steps, block {model.sampling.block_length}, {model.sampling.remasking} remasking by default), {provenance.steps} steps, val loss {provenance.val_loss:loss}";
 
 /// `plandiff eval --stage masked`.
 #[derive(Debug, Clone, Serialize)]
@@ -375,4 +305,11 @@ pub fn evaluate_masked(req: &EvalRequest) -> Result<MaskedEval> {
     let batches = req.max_batches.unwrap_or_else(|| set.starts.len().div_ceil(batch)).max(1);
     let (loss, per_token, rows) = nelbo(&l.model, &l.config, &set, batch, batches);
     Ok(MaskedEval { loss, nelbo_per_token: per_token, perplexity_bound: per_token.exp(), rows, seq_len })
+}
+
+/// `plandiff eval --stage masked`'s line (a [`crate::stages::render`] template over its result).
+const SUMMARY: &str = "{split} split, {rows} rows of {seq_len} tokens: NELBO {nelbo_per_token:.4} nats/token, perplexity bound {perplexity_bound:.2}; loss {loss:.4}";
+
+fn evaluate(req: &EvalRequest) -> Result<StageEval> {
+    StageEval::nested(&evaluate_masked(req)?, req.split, SUMMARY)
 }

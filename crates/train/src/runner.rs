@@ -4,7 +4,7 @@
 
 use crate::world::Shard;
 use crate::Result;
-use plandiff_bundle::{ModelConfig, Provenance, StageConfigFile};
+use plandiff_bundle::{ModelConfig, Provenance, StageConfigFile, TrainerState};
 
 pub(crate) fn step_seed(seed: u64, step: u64) -> i64 {
     (seed.wrapping_mul(1_000_003).wrapping_add(step) & (i64::MAX as u64)) as i64
@@ -57,11 +57,42 @@ pub(crate) fn seed_init(seed: u64) {
     tch::manual_seed(step_seed(seed, u64::MAX));
 }
 
+/// What every stage's runner draws its batches with: the data order, this rank's share of a
+/// batch, the batch and validation sizes, the run's seed and the device.
+pub(crate) struct Feed {
+    pub sampler: plandiff_data::WindowSampler,
+    pub shard: Shard,
+    /// Rows per micro-batch on this rank.
+    pub batch: usize,
+    pub eval_batches: usize,
+    pub seed: u64,
+    pub device: tch::Device,
+}
+
+impl Feed {
+    pub fn new(sampler: plandiff_data::WindowSampler, args: &crate::run::TrainArgs, state: &TrainerState) -> Self {
+        Self {
+            sampler,
+            shard: args.world.shard(),
+            batch: state.train.batch_size,
+            eval_batches: state.train.eval_batches,
+            seed: state.seed,
+            device: args.device,
+        }
+    }
+
+    /// Sample indices of this rank's rows of micro-batch `micro` of step `step`.
+    pub fn indices(&mut self, step: u64, micro: usize, accum: usize) -> Vec<usize> {
+        batch_indices(&mut self.sampler, self.shard, step, micro, accum, self.batch)
+    }
+}
+
 /// What a stage adds to the shared loop.
 pub(crate) trait StageRunner {
     /// The `model` section of the stage's config.json.
     type Model: ModelConfig;
-    fn kind(&self) -> &'static str;
+    /// The stage's name (its folder in the bundle).
+    const KIND: &'static str;
     /// Forward and backward of micro-batch `micro` of optimizer step `step` (gradients
     /// scaled by `1 / grad_accum`); returns the unscaled loss.
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64>;

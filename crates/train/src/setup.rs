@@ -159,3 +159,47 @@ pub(crate) fn fresh_lock(bundle: &Bundle, kind: &str) -> Result<BundleLock> {
     }
     Ok(lock)
 }
+
+/// The bundle's `ar` model's config, for a stage that starts from its weights (`what`: the
+/// setting, e.g. `[masked] init_from_ar`; `fix`: what to do instead).
+pub(crate) fn ar_to_start_from(bundle: &Bundle, what: &str, fix: &str) -> Result<plandiff_decoder::DecoderConfig> {
+    if !bundle.has_stage(plandiff_bundle::stage::AR) {
+        return Err(TrainError::Invalid(format!("{what}: {} has no ar model; {fix}", bundle.root().display())));
+    }
+    Ok(bundle.read_config(plandiff_bundle::stage::AR)?.model)
+}
+
+/// Copies the bundle's `ar` weights into a stage's variables: `target(name, ar tensor)` gives
+/// the destination (a view of one of `vs`'s variables) and the part of the ar tensor it takes,
+/// or `None` when the stage has no such tensor. Shapes must match. Returns the tensors copied.
+pub(crate) fn copy_ar_weights(
+    vs: &tch::nn::VarStore,
+    bundle: &Bundle,
+    what: &str,
+    fix: &str,
+    target: impl Fn(
+        &std::collections::HashMap<String, tch::Tensor>,
+        &str,
+        tch::Tensor,
+    ) -> Option<(tch::Tensor, tch::Tensor)>,
+) -> Result<usize> {
+    let vars = vs.variables();
+    let mut copied = 0;
+    tch::no_grad(|| -> Result<()> {
+        for (name, src) in plandiff_bundle::read_weights(&bundle.weights_path(plandiff_bundle::stage::AR))? {
+            let (dst, src) = target(&vars, &name, src)
+                .ok_or_else(|| TrainError::Invalid(format!("{what}: this model has no tensor for `{name}`; {fix}")))?;
+            if dst.size() != src.size() {
+                return Err(TrainError::Invalid(format!(
+                    "{what}: `{name}` is {:?} in the ar model and {:?} here; {fix}",
+                    src.size(),
+                    dst.size()
+                )));
+            }
+            dst.shallow_clone().copy_(&src.to_kind(dst.kind()));
+            copied += 1;
+        }
+        Ok(())
+    })?;
+    Ok(copied)
+}

@@ -34,12 +34,47 @@ pub struct StageEval {
 }
 
 impl StageEval {
-    /// A report whose JSON nests the result under `"result"`.
-    pub fn nested(result: &impl serde::Serialize, summary: String) -> Result<Self> {
+    /// A report whose JSON nests the result under `"result"`; its summary is `template` filled
+    /// from the result's fields and `{split}` (see [`render`]).
+    pub fn nested(result: &impl serde::Serialize, split: &str, template: &str) -> Result<Self> {
+        let mut v = serde_json::to_value(result).map_err(crate::TrainError::json)?;
+        let summary = {
+            let mut with_split = v.clone();
+            with_split["split"] = serde_json::Value::String(split.to_string());
+            render(template, &with_split)
+        };
         let mut fields = serde_json::Map::new();
-        fields.insert("result".into(), serde_json::to_value(result).map_err(crate::TrainError::json)?);
+        fields.insert("result".into(), v.take());
         Ok(Self { fields, summary })
     }
+}
+
+/// Fills a one-line template from a JSON document: `{a.b}` is the value at that path (a string
+/// as it is, null as `none`, a missing one as `?`), `{a.b:.3}` a number with three decimals,
+/// `{a.b:loss}` a loss (four decimals; `-` before the first evaluation).
+pub fn render(template: &str, doc: &serde_json::Value) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else { break };
+        let (key, spec) = rest[open + 1..open + close].split_once(':').unwrap_or((&rest[open + 1..open + close], ""));
+        let v = key.split('.').try_fold(doc, |v, k| v.get(k));
+        out.push_str(&match (v, spec) {
+            (Some(v), "loss") => loss(v),
+            (Some(v), s) if s.starts_with('.') => match (v.as_f64(), s[1..].parse::<usize>()) {
+                (Some(x), Ok(p)) => format!("{x:.p$}"),
+                _ => "?".to_string(),
+            },
+            (Some(serde_json::Value::String(s)), _) => s.clone(),
+            (Some(serde_json::Value::Null), _) => "none".to_string(),
+            (Some(v), _) => v.to_string(),
+            (None, _) => "?".to_string(),
+        });
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A stage's section of the run config (`[ar]`, `[planner]`, ...), checked as a whole (its
@@ -50,22 +85,15 @@ pub trait Section: DeserializeOwned {
     fn check(&self, config: &RunConfig, vocab_size: i64) -> Result<()>;
 }
 
-/// A stage's training run, evaluation and summary line.
-pub struct StageFns {
-    /// Runs (or resumes) the stage into `args.out`.
-    pub train: fn(TrainArgs) -> Result<TrainReport>,
-    /// `plandiff eval --stage NAME`.
-    pub evaluate: fn(&EvalRequest) -> Result<StageEval>,
-    /// One line for `plandiff info` from the stage's config.json and parameter count.
-    pub describe: fn(&serde_json::Value, u64) -> String,
-}
-
 /// One stage. Its section type `S` and config.json model type `M` give the config checks and
-/// the config reader ([`Stage::new`]); the rest is the stage's own [`StageFns`].
+/// the config reader ([`Stage::new`]); its training run, evaluation and `info` line are its own.
 pub struct Stage {
     name: &'static str,
     about: &'static str,
-    fns: StageFns,
+    train: fn(TrainArgs) -> Result<TrainReport>,
+    evaluate: fn(&EvalRequest) -> Result<StageEval>,
+    /// `plandiff info`'s line: a [`render`] template over the config.json and `{parameters}`.
+    describe: &'static str,
     read_config: fn(&Bundle, &str) -> Result<serde_json::Value>,
     check_section: fn(&toml::Value) -> Result<()>,
     check_config: fn(&RunConfig, &str, i64) -> Result<()>,
@@ -97,13 +125,21 @@ fn no_export(_: &mut serde_json::Value, _: &Bundle) -> Result<()> {
 }
 
 impl Stage {
-    /// Stage `name` (its folder in a bundle, its config section, its CLI word), whose run
-    /// config section is `S` and whose config.json holds an `M`.
-    pub const fn new<S: Section, M: ModelConfig>(name: &'static str, about: &'static str, fns: StageFns) -> Self {
+    /// Stage `name` (its folder in a bundle, its config section, its CLI word; `about`: one
+    /// line for `--help`), whose run config section is `S` and whose config.json holds an `M`.
+    pub const fn new<S: Section, M: ModelConfig>(
+        name: &'static str,
+        about: &'static str,
+        train: fn(TrainArgs) -> Result<TrainReport>,
+        evaluate: fn(&EvalRequest) -> Result<StageEval>,
+        describe: &'static str,
+    ) -> Self {
         Self {
             name,
             about,
-            fns,
+            train,
+            evaluate,
+            describe,
             read_config: read_config::<M>,
             check_section: check_section::<S>,
             check_config: check_config::<S>,
@@ -127,11 +163,11 @@ impl Stage {
     }
 
     pub fn train(&self, args: TrainArgs) -> Result<TrainReport> {
-        (self.fns.train)(args)
+        (self.train)(args)
     }
 
     pub fn evaluate(&self, req: &EvalRequest) -> Result<StageEval> {
-        (self.fns.evaluate)(req)
+        (self.evaluate)(req)
     }
 
     /// The stage's config.json, checked by its own model type, as JSON.
@@ -140,7 +176,9 @@ impl Stage {
     }
 
     pub fn describe(&self, config: &serde_json::Value, parameters: u64) -> String {
-        (self.fns.describe)(config, parameters)
+        let mut doc = config.clone();
+        doc["parameters"] = parameters.into();
+        render(self.describe, &doc)
     }
 
     /// Checks the stage's section of a run config (types and unknown fields).
@@ -161,4 +199,18 @@ impl Stage {
 /// A loss from a config.json (null before the first evaluation), for summaries.
 pub fn loss(v: &serde_json::Value) -> String {
     v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{x:.4}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn render_fills_paths_decimals_losses_and_nulls() {
+        let doc = json!({"m": {"d": 192, "s": "ddim", "b": null}, "p": {"loss": 2.44231, "none": null}, "x": 0.12345});
+        let t = "{m.d} d, {m.s} {m.b}, loss {p.loss:loss} / {p.none:loss}, {x:.3}, {m.missing}";
+        assert_eq!(render(t, &doc), "192 d, ddim none, loss 2.4423 / -, 0.123, ?");
+        assert_eq!(render("no fields", &doc), "no fields");
+    }
 }

@@ -11,7 +11,7 @@ use crate::config::TrainConfig;
 use crate::metrics::{progress_bar, MetricsLog};
 pub use crate::run::{TrainArgs, TrainEnd, TrainReport};
 use crate::runner::rank_seed;
-pub(crate) use crate::runner::{batch_indices, global_seed, rank_rng, seed_init, step_rng, StageRunner};
+pub(crate) use crate::runner::{batch_indices, global_seed, rank_rng, seed_init, step_rng, Feed, StageRunner};
 use crate::schedule::LrSchedule;
 pub(crate) use crate::setup::{fresh_lock, fresh_section, setup_run, RunSetup};
 use crate::world::{autocast, World};
@@ -252,7 +252,7 @@ pub(crate) fn run_loop<R: StageRunner>(
     args: &TrainArgs,
 ) -> Result<TrainReport> {
     let RunSetup { bundle, lock, tokenizer, resumed, mut state } = setup;
-    let (kind, world) = (runner.kind(), &args.world);
+    let (kind, world) = (R::KIND, &args.world);
     let _lock = run_lock(lock, &bundle, kind, world)?;
     let train = state.train.clone();
     let (mut opt, parameters, metrics) =

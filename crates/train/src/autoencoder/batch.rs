@@ -101,6 +101,7 @@ pub(super) fn bow_loss(logits: &Tensor, tokens: &Tensor, mask: &Tensor) -> Tenso
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plandiff_layers::TransformerShape;
     use tch::{Device, Kind};
 
     #[test]
@@ -130,25 +131,29 @@ mod tests {
         let (v, d, dl) = (40, 16, 8);
         let enc = EncoderConfig {
             vocab_size: v,
-            d_model: d,
-            n_layers: 1,
-            n_heads: 2,
-            d_ff: 32,
+            shape: TransformerShape {
+                d_model: d,
+                n_layers: 1,
+                n_heads: 2,
+                d_ff: 32,
+                dropout: 0.0,
+                norm: NormKind::Layer,
+            },
             max_len: 8,
             d_latent: dl,
-            dropout: 0.0,
-            norm: NormKind::Layer,
             bound: LatentBound::Tanh,
         };
         let dec = DecoderConfig {
             vocab_size: v,
-            d_model: d,
-            n_layers: 1,
-            n_heads: 2,
-            d_ff: 32,
+            shape: TransformerShape {
+                d_model: d,
+                n_layers: 1,
+                n_heads: 2,
+                d_ff: 32,
+                dropout: 0.0,
+                norm: NormKind::Layer,
+            },
             max_seq_len: 16,
-            dropout: 0.0,
-            norm: NormKind::Layer,
             plan: Some(PlanConfig { d_latent: dl, max_slots: 4 }),
         };
         let vs = tch::nn::VarStore::new(Device::Cpu);

@@ -22,40 +22,33 @@ mod eval;
 pub use eval::{evaluate_autoencoder, PlanEval};
 
 use crate::config::{ModelSection, PlanSection, RunConfig, TrainConfig};
-use crate::stages::{EvalRequest, Section, Stage, StageEval, StageFns};
-use crate::trainer::{
-    batch_indices, fresh_section, run_loop, seed_init, setup_run, StageRunner, TrainArgs, TrainReport,
-};
+use crate::setup::{ar_to_start_from, copy_ar_weights};
+use crate::stages::{EvalRequest, Section, Stage, StageEval};
+use crate::trainer::{fresh_section, run_loop, seed_init, setup_run, Feed, StageRunner, TrainArgs, TrainReport};
 use crate::{Result, TrainError};
 use batch::{bow_loss, plan_of, to_device, DocSet};
 use eval::{plan_eval, EvalShape};
 use plandiff_bundle::autoencoder::checked_pair;
-use plandiff_bundle::{read_weights, stage, Autoencoder, Bundle, Provenance, StageConfigFile};
+use plandiff_bundle::{stage, Autoencoder, Bundle, Provenance, StageConfigFile};
 use plandiff_data::WindowSampler;
 use plandiff_decoder::{DecoderConfig, PlanConfig};
-use plandiff_layers::NormKind;
+use plandiff_layers::TransformerShape;
 use plandiff_planner::EncoderConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 const KIND: &str = stage::AUTOENCODER;
+const ABOUT: &str = "sentence encoder + plan-conditioned decoder, trained together";
 
 /// Stage `autoencoder` of [`crate::registry::STAGES`].
 pub const STAGE: Stage = Stage::new::<AutoencoderSection, DecoderConfig>(
     KIND,
-    "sentence encoder + plan-conditioned decoder, trained together",
-    StageFns { train: train_autoencoder, evaluate, describe: crate::ar::describe_decoder },
+    ABOUT,
+    train_autoencoder,
+    evaluate,
+    crate::ar::DESCRIBE_DECODER,
 );
-
-fn evaluate(req: &EvalRequest) -> Result<StageEval> {
-    let r = evaluate_autoencoder(req)?;
-    let line = format!(
-        "{} split, {} documents, {} tokens: perplexity oracle plan {:.2} vs null plan {:.2} (ratio {:.3}); token accuracy {:.3} vs {:.3}",
-        req.split, r.documents, r.tokens, r.ppl_oracle, r.ppl_null, r.ppl_ratio, r.accuracy_oracle, r.accuracy_null
-    );
-    StageEval::nested(&r, line)
-}
 
 impl Section for AutoencoderSection {
     fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
@@ -90,14 +83,10 @@ pub struct AutoencoderSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderSection {
-    pub d_model: i64,
-    pub n_layers: i64,
-    pub n_heads: i64,
-    pub d_ff: i64,
+    #[serde(flatten)]
+    pub shape: TransformerShape,
     pub max_len: i64,
     pub d_latent: i64,
-    pub dropout: f64,
-    pub norm: NormKind,
     pub bound: plandiff_planner::LatentBound,
 }
 
@@ -105,47 +94,36 @@ impl EncoderSection {
     pub fn encoder(&self, vocab_size: i64) -> EncoderConfig {
         EncoderConfig {
             vocab_size,
-            d_model: self.d_model,
-            n_layers: self.n_layers,
-            n_heads: self.n_heads,
-            d_ff: self.d_ff,
+            shape: self.shape,
             max_len: self.max_len,
             d_latent: self.d_latent,
-            dropout: self.dropout,
-            norm: self.norm,
             bound: self.bound,
         }
     }
 }
 
 struct AeRunner {
+    feed: Feed,
     ae: Autoencoder,
     enc_cfg: EncoderConfig,
     dec_cfg: DecoderConfig,
     plan: PlanSection,
     train: DocSet,
     valid: Option<DocSet>,
-    sampler: WindowSampler,
-    shard: crate::world::Shard,
-    batch: usize,
     max_tokens: usize,
-    eval_batches: usize,
     tokens_per_step: u64,
-    device: Device,
 }
 
 impl StageRunner for AeRunner {
     type Model = DecoderConfig;
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+    const KIND: &'static str = KIND;
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
-        let idx = batch_indices(&mut self.sampler, self.shard, step, micro, accum, self.batch);
+        let idx = self.feed.indices(step, micro, accum);
         let max_len = self.enc_cfg.max_len as usize;
-        let b = to_device(&self.train.batch(&idx, max_len), self.max_tokens, self.device);
+        let b = to_device(&self.train.batch(&idx, max_len), self.max_tokens, self.feed.device);
         let (bs, t) = b.inputs.size2().expect("(B, T)");
-        let opts = (Kind::Float, self.device);
+        let opts = (Kind::Float, self.feed.device);
         let z = self.ae.encoder.forward(&b.sentences, &b.sentence_mask, true); // (N, d_latent)
         let mut plan = plan_of(&self.ae, &b, &z, bs, self.plan.latent_noise_max);
         if self.plan.null_plan_prob > 0.0 {
@@ -155,7 +133,7 @@ impl StageRunner for AeRunner {
         }
         let mask = (self.plan.context_dropout > 0.0).then(|| {
             // Causal everywhere; within-sentence only for the dropped documents.
-            let i = Tensor::arange(t, (Kind::Int64, self.device));
+            let i = Tensor::arange(t, (Kind::Int64, self.feed.device));
             let causal = i.unsqueeze(0).le_tensor(&i.unsqueeze(1)); // (T, T): key <= query
             let same = b.slots.unsqueeze(2).eq_tensor(&b.slots.unsqueeze(1)); // (B, T, T)
             let dropped = Tensor::rand([bs, 1, 1], opts).lt(self.plan.context_dropout);
@@ -196,12 +174,12 @@ impl StageRunner for AeRunner {
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let set = self.valid.as_ref()?;
         let shape = EvalShape {
-            batch: self.batch * self.shard.world_size,
-            max_batches: Some(self.eval_batches),
+            batch: self.feed.batch * self.feed.shard.world_size,
+            max_batches: Some(self.feed.eval_batches),
             max_len: self.enc_cfg.max_len as usize,
             max_tokens: self.max_tokens,
         };
-        let r = plan_eval(&self.ae, set, shape, self.device);
+        let r = plan_eval(&self.ae, set, shape, self.feed.device);
         let mut m = serde_json::Map::new();
         for (k, v) in [
             ("val_ppl_oracle", r.ppl_oracle),
@@ -291,14 +269,10 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
         plan,
         train,
         valid,
-        sampler,
-        shard: args.world.shard(),
-        batch: train_cfg.batch_size,
+        feed: Feed::new(sampler, &args, &setup.state),
         max_tokens: train_cfg.seq_len,
-        eval_batches: train_cfg.eval_batches,
         tokens_per_step: (mean_window.min(train_cfg.seq_len as f64)
             * (train_cfg.batch_size * train_cfg.grad_accum) as f64) as u64,
-        device: args.device,
     };
     run_loop(&mut runner, setup, vs, &args)
 }
@@ -307,37 +281,27 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
 /// decoder's own extra tensors (cross-attention, plan embeddings) keep their fresh values.
 /// Returns the number of tensors copied.
 fn init_decoder_from_ar(vs: &nn::VarStore, bundle: &Bundle, dec: &DecoderConfig) -> Result<usize> {
-    let fix = "train `ar` into the same --out first with the decoder's architecture, or set init_from_ar = false";
-    if !bundle.has_stage(stage::AR) {
+    let (what, fix) = (
+        "[autoencoder.plan] init_from_ar",
+        "train `ar` into the same --out first with the decoder's architecture, or set init_from_ar = false",
+    );
+    let ar = ar_to_start_from(bundle, what, fix)?;
+    let shape = TransformerShape { dropout: ar.shape.dropout, ..dec.shape };
+    if ar != (DecoderConfig { plan: None, shape, ..dec.clone() }) {
         return Err(TrainError::Invalid(format!(
-            "[autoencoder.plan] init_from_ar: {} has no ar model; {fix}",
-            bundle.root().display()
+            "{what}: the ar model (d_model {}, {} layers, d_ff {}, context {}) differs from [autoencoder.decoder] (d_model {}, {} layers, d_ff {}, context {}); {fix}",
+            ar.shape.d_model, ar.shape.n_layers, ar.shape.d_ff, ar.max_seq_len,
+            dec.shape.d_model, dec.shape.n_layers, dec.shape.d_ff, dec.max_seq_len
         )));
     }
-    let ar = bundle.read_config(stage::AR)?;
-    let plain = DecoderConfig { plan: None, dropout: ar.model.dropout, ..dec.clone() };
-    if ar.model != plain {
-        return Err(TrainError::Invalid(format!(
-            "[autoencoder.plan] init_from_ar: the ar model (d_model {}, {} layers, d_ff {}, context {}) differs from [autoencoder.decoder] (d_model {}, {} layers, d_ff {}, context {}); {fix}",
-            ar.model.d_model, ar.model.n_layers, ar.model.d_ff, ar.model.max_seq_len,
-            dec.d_model, dec.n_layers, dec.d_ff, dec.max_seq_len
-        )));
-    }
-    let tensors = read_weights(&bundle.weights_path(stage::AR))?;
-    let vars = vs.variables();
-    let mut copied = 0;
-    tch::no_grad(|| -> Result<()> {
-        for (name, src) in &tensors {
-            let dst = vars.get(&format!("decoder.{name}")).filter(|d| d.size() == src.size()).ok_or_else(|| {
-                TrainError::Invalid(format!(
-                    "[autoencoder.plan] init_from_ar: the decoder has no tensor `decoder.{name}` of shape {:?}; {fix}",
-                    src.size()
-                ))
-            })?;
-            dst.shallow_clone().copy_(src);
-            copied += 1;
-        }
-        Ok(())
-    })?;
-    Ok(copied)
+    copy_ar_weights(vs, bundle, what, fix, |vars, name, src| {
+        vars.get(&format!("decoder.{name}")).map(|d| (d.shallow_clone(), src))
+    })
+}
+
+/// `plandiff eval --stage autoencoder`'s line (a [`crate::stages::render`] template over its result).
+const SUMMARY: &str = "{split} split, {documents} documents, {tokens} tokens: perplexity oracle plan {ppl_oracle:.2} vs null plan {ppl_null:.2} (ratio {ppl_ratio:.3}); token accuracy {accuracy_oracle:.3} vs {accuracy_null:.3}";
+
+fn evaluate(req: &EvalRequest) -> Result<StageEval> {
+    StageEval::nested(&evaluate_autoencoder(req)?, req.split, SUMMARY)
 }

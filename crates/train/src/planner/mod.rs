@@ -12,9 +12,9 @@
 //!   retrained autoencoder cannot silently be paired with a stale planner.
 
 use crate::config::{RunConfig, TrainConfig};
-use crate::stages::{loss, EvalRequest, Section, Stage, StageEval, StageFns};
+use crate::stages::{EvalRequest, Section, Stage, StageEval};
 use crate::trainer::{
-    batch_indices, fresh_section, global_seed, run_loop, seed_init, setup_run, step_rng, StageRunner, TrainArgs,
+    batch_indices, fresh_section, global_seed, run_loop, seed_init, setup_run, step_rng, Feed, StageRunner, TrainArgs,
     TrainReport,
 };
 use crate::world::Shard;
@@ -26,9 +26,9 @@ use plandiff_bundle::{
 };
 use plandiff_data::WindowSampler;
 use plandiff_diffusion::NoiseSchedule;
-use plandiff_layers::NormKind;
+use plandiff_layers::TransformerShape;
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device};
+use tch::nn;
 
 mod eval;
 mod latents;
@@ -36,51 +36,12 @@ mod latents;
 pub use eval::{evaluate_planner, PlannerEval};
 
 const KIND: &str = stage::PLANNER;
+const ABOUT: &str =
+    "diffusion over sentence latents, on the bundle's frozen autoencoder (train it into the same --out first)";
 
 /// Stage `planner` of [`crate::registry::STAGES`].
-pub const STAGE: Stage = Stage::new::<PlannerSection, PlannerModel>(
-    KIND,
-    "diffusion over sentence latents, on the bundle's frozen autoencoder (train it into the same --out first)",
-    StageFns { train: train_planner, evaluate, describe },
-)
-.with_export(on_export);
-
-fn evaluate(req: &EvalRequest) -> Result<StageEval> {
-    let r = evaluate_planner(req)?;
-    let line = format!(
-        "{} split, {} windows: denoising loss {:.4}; second half of each window sampled from the first ({} steps): cosine to the true latents {:.3} (random sentence {:.3}, previous sentence {:.3})",
-        req.split, r.windows, r.denoising_loss, r.steps, r.cosine_sampled, r.cosine_random, r.cosine_previous
-    );
-    StageEval::nested(&r, line)
-}
-
-fn describe(c: &serde_json::Value, parameters: u64) -> String {
-    let (m, p) = (&c["model"], &c["provenance"]);
-    let d = &m["denoiser"];
-    format!(
-        "{parameters} parameters (d_model {}, {} layers, {} slots of d_latent {}; {} schedule, predicts {}, {} {} steps by default), {} steps, val loss {}",
-        d["d_model"], d["n_layers"], d["max_slots"], d["d_latent"],
-        m["schedule"]["beta_schedule"].as_str().unwrap_or("?"),
-        m["schedule"]["prediction_type"].as_str().unwrap_or("?"),
-        m["sampling"]["sampler"].as_str().unwrap_or("?"),
-        m["sampling"]["steps"], p["steps"], loss(&p["val_loss"])
-    )
-}
-
-impl Section for PlannerSection {
-    fn check(&self, config: &RunConfig, _vocab_size: i64) -> Result<()> {
-        let ae: crate::autoencoder::AutoencoderSection = config.section(stage::AUTOENCODER)?;
-        self.objective.validate()?;
-        self.sampling.validate().map_err(|e| TrainError::Invalid(format!("config [planner.sampling]: {e}")))?;
-        self.model
-            .denoiser(ae.encoder.d_latent)
-            .validate()
-            .map_err(|e| TrainError::Invalid(format!("config [planner.model]: {e}")))?;
-        NoiseSchedule::new(self.diffusion.clone())
-            .map_err(|e| TrainError::Invalid(format!("config [planner.diffusion]: {e}")))?;
-        Ok(())
-    }
-}
+pub const STAGE: Stage =
+    Stage::new::<PlannerSection, PlannerModel>(KIND, ABOUT, train_planner, evaluate, DESCRIBE).with_export(on_export);
 
 /// The planner records the fingerprint of the autoencoder it reads: the exported one.
 fn on_export(config: &mut serde_json::Value, dst: &Bundle) -> Result<()> {
@@ -124,18 +85,29 @@ impl PlannerSection {
     }
 }
 
+impl Section for PlannerSection {
+    fn check(&self, config: &RunConfig, _vocab_size: i64) -> Result<()> {
+        let ae: crate::autoencoder::AutoencoderSection = config.section(stage::AUTOENCODER)?;
+        self.objective.validate()?;
+        self.sampling.validate().map_err(|e| TrainError::Invalid(format!("config [planner.sampling]: {e}")))?;
+        self.model
+            .denoiser(ae.encoder.d_latent)
+            .validate()
+            .map_err(|e| TrainError::Invalid(format!("config [planner.model]: {e}")))?;
+        NoiseSchedule::new(self.diffusion.clone())
+            .map_err(|e| TrainError::Invalid(format!("config [planner.diffusion]: {e}")))?;
+        Ok(())
+    }
+}
+
 /// Denoiser architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DenoiserSection {
     /// Sentence slots the planner sees at once (its window).
     pub max_slots: i64,
-    pub d_model: i64,
-    pub n_layers: i64,
-    pub n_heads: i64,
-    pub d_ff: i64,
-    pub dropout: f64,
-    pub norm: NormKind,
+    #[serde(flatten)]
+    pub shape: TransformerShape,
     pub self_condition: bool,
 }
 
@@ -144,61 +116,55 @@ impl DenoiserSection {
         plandiff_planner::DenoiserConfig {
             d_latent,
             max_slots: self.max_slots,
-            d_model: self.d_model,
-            n_layers: self.n_layers,
-            n_heads: self.n_heads,
-            d_ff: self.d_ff,
-            dropout: self.dropout,
-            norm: self.norm,
+            shape: self.shape,
             self_condition: self.self_condition,
         }
     }
 }
 
 struct PlannerRunner {
+    feed: Feed,
     planner: Planner,
     train: LatentSet,
     valid: Option<LatentSet>,
-    sampler: WindowSampler,
-    shard: crate::world::Shard,
-    batch: usize,
-    eval_batches: usize,
-    seed: u64,
-    device: Device,
 }
 
 impl StageRunner for PlannerRunner {
     type Model = PlannerModel;
-
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+    const KIND: &'static str = KIND;
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
         // The whole global micro-batch's windows and draws (the same on every rank); this
         // rank computes its rows, so the run equals one process with the global batch.
-        let global = self.batch * self.shard.world_size;
-        tch::manual_seed(global_seed(self.seed, step, micro));
-        let windows: Vec<(usize, usize)> = batch_indices(&mut self.sampler, Shard::SINGLE, step, micro, accum, global)
-            .into_iter()
-            .map(|i| self.train.windows[i])
-            .collect();
-        let mut rng = step_rng(self.seed, step, micro);
-        let part = self.shard.local(self.batch);
-        let loss = denoise_loss(&self.planner, &self.train, &windows, part, &mut rng, self.device, true);
+        let global = self.feed.batch * self.feed.shard.world_size;
+        tch::manual_seed(global_seed(self.feed.seed, step, micro));
+        let windows: Vec<(usize, usize)> =
+            batch_indices(&mut self.feed.sampler, Shard::SINGLE, step, micro, accum, global)
+                .into_iter()
+                .map(|i| self.train.windows[i])
+                .collect();
+        let mut rng = step_rng(self.feed.seed, step, micro);
+        let part = self.feed.shard.local(self.feed.batch);
+        let loss = denoise_loss(&self.planner, &self.train, &windows, part, &mut rng, self.feed.device, true);
         (&loss / accum as f64).backward();
         Ok(loss.double_value(&[]))
     }
 
     fn tokens_per_step(&self) -> u64 {
         // Sentence slots per step (the planner's "tokens").
-        (self.batch * self.planner.max_slots()) as u64
+        (self.feed.batch * self.planner.max_slots()) as u64
     }
 
     fn validate(&mut self) -> Option<(f64, serde_json::Map<String, serde_json::Value>)> {
         let set = self.valid.as_ref()?;
         Some((
-            fixed_loss(&self.planner, set, self.batch * self.shard.world_size, self.eval_batches, self.device),
+            fixed_loss(
+                &self.planner,
+                set,
+                self.feed.batch * self.feed.shard.world_size,
+                self.feed.eval_batches,
+                self.feed.device,
+            ),
             serde_json::Map::new(),
         ))
     }
@@ -249,17 +215,16 @@ pub fn train_planner(args: TrainArgs) -> Result<TrainReport> {
     if setup.resumed.is_none() {
         planner.normalizer.fit(&train.latents);
     }
-    let tc = setup.state.train.clone();
-    let mut runner = PlannerRunner {
-        planner,
-        train,
-        valid,
-        sampler,
-        shard: args.world.shard(),
-        batch: tc.batch_size,
-        eval_batches: tc.eval_batches,
-        seed: setup.state.seed,
-        device: args.device,
-    };
+    let mut runner = PlannerRunner { planner, train, valid, feed: Feed::new(sampler, &args, &setup.state) };
     run_loop(&mut runner, setup, vs, &args)
+}
+
+/// `plandiff info`'s line for the stage's config.json (a [`crate::stages::render`] template).
+const DESCRIBE: &str = "{parameters} parameters (d_model {model.denoiser.d_model}, {model.denoiser.n_layers} layers, {model.denoiser.max_slots} slots of d_latent {model.denoiser.d_latent}; {model.schedule.beta_schedule} schedule, predicts {model.schedule.prediction_type}, {model.sampling.sampler} {model.sampling.steps} steps by default), {provenance.steps} steps, val loss {provenance.val_loss:loss}";
+
+/// `plandiff eval --stage planner`'s line (a [`crate::stages::render`] template over its result).
+const SUMMARY: &str = "{split} split, {windows} windows: denoising loss {denoising_loss:.4}; second half of each window sampled from the first ({steps} steps): cosine to the true latents {cosine_sampled:.3} (random sentence {cosine_random:.3}, previous sentence {cosine_previous:.3})";
+
+fn evaluate(req: &EvalRequest) -> Result<StageEval> {
+    StageEval::nested(&evaluate_planner(req)?, req.split, SUMMARY)
 }
