@@ -53,6 +53,10 @@ pub enum Command {
     /// A/B comparison of generation arms (hybrid, ar, oracle, diffusion, masked) on the same prompts and seeds,
     /// with paired statistics, results.json and a self-contained report.html.
     Ab(AbArgs),
+    /// Embed every sentence of a prepared corpus split with the frozen sentence encoder
+    /// (all-MiniLM-L6-v2), once: cached in DATA/embeddings, keyed by the corpus and the
+    /// encoder, resumable after an interruption.
+    Embed(EmbedArgs),
     /// Describe a bundle.
     Info(InfoArgs),
     /// Write a compact copy of a bundle for shipping: weights stored as fp16 (or bf16),
@@ -312,6 +316,30 @@ pub struct ExportArgs {
     /// Replace --out even when it holds something `export` did not write.
     #[arg(long)]
     pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Prepared data folder (from `plandiff prepare`).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "train", value_parser = ["train", "valid"])]
+    pub split: String,
+    /// The sentence encoder's folder (model.safetensors, tokenizer.json); default: the one
+    /// `make` installs into .venv.
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
+    /// Sentences per encoder batch (1 to 4096).
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Sentences per staged chunk, the unit an interrupted run resumes from (1 to 1048576).
+    #[arg(long, default_value_t = 8192)]
+    pub chunk: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Print the cache's description as JSON.
     #[arg(long)]
     pub json: bool,
 }

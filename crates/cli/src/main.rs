@@ -61,7 +61,10 @@ fn main() -> ExitCode {
     util::init_logging(&cli);
     if let Err(e) = util::set_threads(
         cli.threads,
-        matches!(cli.command, Command::Train(_) | Command::Prepare(_) | Command::Ab(_) | Command::Eval(_)),
+        matches!(
+            cli.command,
+            Command::Train(_) | Command::Prepare(_) | Command::Ab(_) | Command::Eval(_) | Command::Embed(_)
+        ),
     ) {
         eprintln!("error: {}", util::one_line(&e));
         return ExitCode::from(2);
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Edit(a) => commands::edit::run(a, sub(&matches)),
         Command::Ab(a) => commands::ab::run(a, sub(&matches)),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Embed(a) => commands::embed::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Schedule(a) => commands::schedule::run(a),

@@ -55,7 +55,50 @@ impl RunConfig {
 
 /// A section's TOML as its type; the message is one line.
 pub fn parse_section<T: DeserializeOwned>(v: &toml::Value) -> Result<T> {
-    T::deserialize(v.clone()).map_err(|e| TrainError::Invalid(one_line(e)))
+    T::deserialize(v.clone()).map_err(|e| {
+        let msg = one_line(e);
+        match misspelt(&msg, v) {
+            Some((typo, field)) => {
+                TrainError::Invalid(format!("unknown field `{typo}`: did you mean `{field}`? ({msg})"))
+            }
+            None => TrainError::Invalid(msg),
+        }
+    })
+}
+
+/// For a "missing field `x`" error (a flattened table, such as a model's shape, reports a
+/// misspelt field as missing): the value key of the section, at any depth, closest to `x`
+/// (one or two edits).
+fn misspelt(msg: &str, v: &toml::Value) -> Option<(String, String)> {
+    let missing = msg.split("missing field `").nth(1)?.split('`').next()?;
+    let mut keys = Vec::new();
+    let mut todo = vec![v];
+    while let Some(t) = todo.pop() {
+        for (k, v) in t.as_table().into_iter().flatten() {
+            match v.is_table() {
+                true => todo.push(v),
+                false => keys.push(k.clone()),
+            }
+        }
+    }
+    let best = keys.into_iter().filter(|k| k != missing).min_by_key(|k| edits(k, missing))?;
+    (edits(&best, missing) <= 2).then(|| (best, missing.to_string()))
+}
+
+/// Levenshtein distance between two short names.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// `[<stage>]` of a stage that trains a decoder from scratch: `model` and `train`.
@@ -78,5 +121,19 @@ pub struct ModelSection {
 impl ModelSection {
     pub fn decoder(&self, vocab_size: i64) -> DecoderConfig {
         DecoderConfig { vocab_size, shape: self.shape, max_seq_len: self.max_seq_len, plan: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_field_is_named_beside_the_missing_one() {
+        assert_eq!((edits("n_layerz", "n_layers"), edits("", "ab"), edits("d_ff", "dropout")), (1, 2, 6));
+        let v: toml::Value = toml::from_str("[model]\nd_modle = 3\n").unwrap();
+        assert_eq!(misspelt("missing field `d_model`", &v), Some(("d_modle".into(), "d_model".into())));
+        assert_eq!(misspelt("missing field `norm`", &v), None);
+        assert_eq!(misspelt("invalid type", &v), None);
     }
 }

@@ -1,5 +1,6 @@
 pub mod ab;
 pub mod edit;
+pub mod embed;
 pub mod eval;
 pub mod export;
 pub mod generate;

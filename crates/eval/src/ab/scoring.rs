@@ -3,7 +3,7 @@
 //! encoder (relevance, coherence, first-last, restarts, MAUVE).
 
 use super::{AbConfig, ArmSpec, SampleRecord};
-use crate::judge::{find_encoder, mauve, scores, MauveOptions, SentenceEncoder};
+use crate::judge::{find_encoder, mauve, scores, MauveOptions, Score, SentenceEncoder};
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_autoencoder, Bundle, LoadedAutoencoder};
 use std::collections::BTreeMap;

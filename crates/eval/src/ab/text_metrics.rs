@@ -3,7 +3,7 @@
 
 use super::fluency::Fluency;
 use super::mean_of;
-use crate::judge::SentenceEncoder;
+use crate::judge::{Score, SentenceEncoder};
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
 use crate::{PipelineError, Result};
 use plandiff_bundle::Autoencoder;

