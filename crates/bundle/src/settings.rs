@@ -93,6 +93,13 @@ pub struct PlanSection {
     /// only its form. Optional; 0 turns it off.
     #[serde(default)]
     pub bow_weight: f64,
+    /// Plan with a frozen pretrained sentence encoder instead of the trained one: each
+    /// sentence's latent is its all-MiniLM-L6-v2 embedding from the corpus cache (`plandiff
+    /// embed`; computed first when missing), normalised per dimension with the training
+    /// split's statistics. `[autoencoder.encoder] d_latent` must then be the encoder's width
+    /// (384); the trained encoder is left untrained. Optional; off by default.
+    #[serde(default)]
+    pub frozen_encoder: bool,
 }
 
 impl PlanSection {

@@ -95,3 +95,34 @@ fn mauve_matches_mauve_text() {
         assert!((ours.mauve - theirs).abs() < 0.02, "{name}: plandiff {} vs mauve-text {theirs}", ours.mauve);
     }
 }
+
+/// all-mpnet-base-v2 (the independent judge of plans made in MiniLM's space) against
+/// transformers' `AutoModel` + mean pooling, to 1e-4, on the same sentences.
+#[test]
+fn mpnet_embeddings_match_transformers() {
+    let Some(py) = python("transformers") else { return };
+    let Ok(dir) = plandiff_sentence::find_mpnet(None) else {
+        assert!(std::env::var_os("PLANDIFF_REQUIRE_JUDGE").is_none(), "all-mpnet-base-v2 is not installed");
+        eprintln!("skipped: all-mpnet-base-v2 is not installed (run `make judge-mpnet`)");
+        return;
+    };
+    let enc = SentenceEncoder::load(&dir, tch::Device::Cpu).unwrap();
+    assert_eq!(enc.id().unwrap().name, plandiff_sentence::MPNET_NAME);
+    let long = "the little fox ran through the big green forest and ".repeat(50);
+    let texts = [
+        "Once upon a time, there was a little fox named Leo.",
+        "",
+        "Über den Wolken: 雪が降る。 Ça va? 🦊",
+        long.as_str(),
+        "they played all day.",
+    ];
+    assert_eq!(enc.tokenize(&long).unwrap().len(), 384, "the long text is cut at 384 tokens");
+    let ours = enc.embed(&texts).unwrap();
+    let theirs = run_python(&py, &["embed", dir.to_str().unwrap(), "384"], &serde_json::to_string(&texts).unwrap());
+    for (i, (a, b)) in ours.iter().zip(theirs.as_array().unwrap()).enumerate() {
+        let b: Vec<f64> = b.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(a.len(), 768);
+        let diff = a.iter().zip(&b).map(|(x, y)| (f64::from(*x) - y).abs()).fold(0.0, f64::max);
+        assert!(diff < 1e-4, "text {i}: max difference {diff}");
+    }
+}

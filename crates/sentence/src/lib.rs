@@ -1,5 +1,6 @@
 //! Frozen pretrained sentence encoders, run by plandiff itself on tch: all-MiniLM-L6-v2
-//! ([`encoder`] on [`minilm`], parity with `transformers` tested), batched embeddings, and
+//! ([`minilm`]) and all-mpnet-base-v2 ([`mpnet`]) behind one [`encoder`], parity with
+//! `transformers` tested, batched embeddings, and
 //! an embedding cache of a prepared corpus ([`cache`]) so every training sentence is
 //! encoded once. Used by the independent judge (`eval`) and, as a plan space, by training
 //! and generation.
@@ -9,6 +10,10 @@
 pub mod cache;
 pub mod encoder;
 pub mod minilm;
+pub mod mpnet;
 
 pub use cache::{corpus_sentences, embed_corpus, CacheError, CacheInfo, CacheOptions, CorpusEmbeddings};
-pub use encoder::{find_encoder, sha256_file, EncoderError, EncoderId, SentenceEncoder, MAX_TOKENS, NAME};
+pub use encoder::{
+    find_encoder, find_mpnet, sha256_file, EncoderError, EncoderId, SentenceEncoder, MAX_TOKENS, MPNET_MAX_TOKENS,
+    MPNET_NAME, NAME,
+};

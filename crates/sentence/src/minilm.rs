@@ -17,25 +17,37 @@ pub struct BertShape {
 
 const LN_EPS: f64 = 1e-12;
 
-struct Linear {
+pub(crate) struct Linear {
     w: Tensor,
     b: Tensor,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.w, Some(&self.b))
+    }
+
+    pub(crate) fn moved_to(self, device: tch::Device) -> Self {
+        Self { w: self.w.to_device(device), b: self.b.to_device(device) }
     }
 }
 
-struct LayerNorm {
+pub(crate) struct LayerNorm {
     w: Tensor,
     b: Tensor,
 }
 
 impl LayerNorm {
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.layer_norm([self.w.size()[0]], Some(&self.w), Some(&self.b), LN_EPS, false)
+        self.forward_eps(x, LN_EPS)
+    }
+
+    pub(crate) fn forward_eps(&self, x: &Tensor, eps: f64) -> Tensor {
+        x.layer_norm([self.w.size()[0]], Some(&self.w), Some(&self.b), eps, false)
+    }
+
+    pub(crate) fn moved_to(self, device: tch::Device) -> Self {
+        Self { w: self.w.to_device(device), b: self.b.to_device(device) }
     }
 }
 
@@ -60,18 +72,18 @@ pub struct MiniLm {
 }
 
 /// The tensors of a checkpoint by name, taken out one by one.
-struct Weights(HashMap<String, Tensor>);
+pub(crate) struct Weights(pub(crate) HashMap<String, Tensor>);
 
 impl Weights {
-    fn take(&mut self, name: &str) -> Result<Tensor, String> {
+    pub(crate) fn take(&mut self, name: &str) -> Result<Tensor, String> {
         self.0.remove(name).map(|t| t.to_kind(Kind::Float)).ok_or_else(|| format!("no tensor `{name}`"))
     }
 
-    fn linear(&mut self, p: &str) -> Result<Linear, String> {
+    pub(crate) fn linear(&mut self, p: &str) -> Result<Linear, String> {
         Ok(Linear { w: self.take(&format!("{p}.weight"))?, b: self.take(&format!("{p}.bias"))? })
     }
 
-    fn norm(&mut self, p: &str) -> Result<LayerNorm, String> {
+    pub(crate) fn norm(&mut self, p: &str) -> Result<LayerNorm, String> {
         Ok(LayerNorm { w: self.take(&format!("{p}.weight"))?, b: self.take(&format!("{p}.bias"))? })
     }
 }
@@ -114,8 +126,8 @@ impl MiniLm {
     /// The same model on `device`.
     pub fn to_device(self, device: tch::Device) -> Self {
         let mv = |t: Tensor| t.to_device(device);
-        let lin = |l: Linear| Linear { w: mv(l.w), b: mv(l.b) };
-        let norm = |n: LayerNorm| LayerNorm { w: mv(n.w), b: mv(n.b) };
+        let lin = |l: Linear| l.moved_to(device);
+        let norm = |n: LayerNorm| n.moved_to(device);
         Self {
             word: mv(self.word),
             position: mv(self.position),
@@ -179,12 +191,17 @@ impl MiniLm {
 
     /// L2-normalised mean-pooled embeddings `(B, H)`.
     pub fn embed(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
-        let h = self.forward(ids, mask);
-        let m = mask.to_kind(Kind::Float).unsqueeze(-1); // (B, T, 1)
-        let summed = (h * &m).sum_dim_intlist(1, false, Kind::Float);
-        let count = m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1e-9);
-        let mean = summed / count;
-        let norm = mean.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
-        mean / norm
+        pool(&self.forward(ids, mask), mask)
     }
+}
+
+/// sentence-transformers' mean pooling over the real tokens of hidden states `(B, T, H)`, then
+/// L2 normalisation: `(B, H)`.
+pub(crate) fn pool(h: &Tensor, mask: &Tensor) -> Tensor {
+    let m = mask.to_kind(Kind::Float).unsqueeze(-1); // (B, T, 1)
+    let summed = (h * &m).sum_dim_intlist(1, false, Kind::Float);
+    let count = m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1e-9);
+    let mean = summed / count;
+    let norm = mean.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
+    mean / norm
 }

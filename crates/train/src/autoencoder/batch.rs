@@ -30,6 +30,19 @@ impl DocSet {
         Self { set, docs, windows, sp, max_slots }
     }
 
+    /// The mean length in tokens of the windows (they overlap: one starts at every sentence).
+    pub(super) fn mean_window_tokens(&self) -> f64 {
+        let tokens: usize = self
+            .windows
+            .iter()
+            .map(|&(d, f)| {
+                let s = &self.docs[d].sentences;
+                s[f..(f + self.max_slots).min(s.len())].iter().map(|&(a, b)| b - a + 1).sum::<usize>() + 1
+            })
+            .sum();
+        tokens as f64 / self.windows.len().max(1) as f64
+    }
+
     /// Windows `idx`, sentences cut to `max_len` tokens for the encoder.
     pub(super) fn batch(&self, idx: &[usize], max_len: usize) -> DocBatch {
         let w: Vec<(&Document, usize)> =

@@ -1,7 +1,8 @@
 //! `plandiff eval --stage autoencoder`: oracle-plan against null-plan perplexity and token
 //! accuracy (also the validation metrics logged in training).
 
-use super::batch::{oracle_plan, to_device, BatchTensors, DocSet};
+use super::batch::{oracle_plan, plan_of, to_device, BatchTensors, DocSet};
+use super::frozen::FrozenPlans;
 use crate::stages::EvalRequest;
 use crate::{Result, TrainError};
 use plandiff_bundle::{load_autoencoder, open_split, Autoencoder, Bundle};
@@ -10,9 +11,12 @@ use tch::{Device, Kind, Tensor};
 
 /// Summed cross-entropy, token count and correct argmax predictions of a batch with the
 /// oracle plan (`oracle = true`) or the null plan.
-fn score(ae: &Autoencoder, b: &BatchTensors, oracle: bool) -> (f64, i64, i64) {
+fn score(ae: &Autoencoder, b: &BatchTensors, oracle: bool, z: Option<&Tensor>) -> (f64, i64, i64) {
     let batch = b.inputs.size()[0];
-    let plan = oracle.then(|| oracle_plan(ae, b, batch, 0.0, false));
+    let plan = oracle.then(|| match z {
+        Some(z) => plan_of(ae, b, z, batch, 0.0),
+        None => oracle_plan(ae, b, batch, 0.0, false),
+    });
     let logits = ae.decoder.forward(&b.inputs, Some(&b.slots), plan.as_ref(), false);
     let v = logits.size()[2];
     let y = b.targets.reshape(-1);
@@ -48,7 +52,15 @@ pub(super) struct EvalShape {
     pub(super) max_tokens: usize,
 }
 
-pub(super) fn plan_eval(ae: &Autoencoder, set: &DocSet, shape: EvalShape, device: Device) -> PlanEval {
+/// Oracle- and null-plan scores of `set`'s windows; the oracle plan is the trained encoder's,
+/// or `frozen`'s latents.
+pub(super) fn plan_eval(
+    ae: &Autoencoder,
+    set: &DocSet,
+    shape: EvalShape,
+    device: Device,
+    frozen: Option<&FrozenPlans>,
+) -> PlanEval {
     let EvalShape { batch, max_batches, max_len, max_tokens } = shape;
     let n = set.windows.len();
     let nb = n.div_ceil(batch.max(1));
@@ -57,9 +69,11 @@ pub(super) fn plan_eval(ae: &Autoencoder, set: &DocSet, shape: EvalShape, device
     tch::no_grad(|| {
         for bi in 0..nb {
             let idx: Vec<usize> = (bi * batch..((bi + 1) * batch).min(n)).collect();
-            let b = to_device(&set.batch(&idx, max_len), max_tokens, device);
+            let db = set.batch(&idx, max_len);
+            let b = to_device(&db, max_tokens, device);
+            let z = frozen.map(|f| f.latents(set, &idx, &db));
             for (k, oracle) in [true, false].into_iter().enumerate() {
-                let (l, c, r) = score(ae, &b, oracle);
+                let (l, c, r) = score(ae, &b, oracle, z.as_ref());
                 acc[k].0 += l;
                 acc[k].1 += c;
                 acc[k].2 += r;
@@ -95,8 +109,14 @@ pub fn evaluate_autoencoder(req: &EvalRequest) -> Result<PlanEval> {
         )));
     }
     let cfg = &l.config;
+    if cfg.provenance.plan.as_ref().is_some_and(|p| p.frozen_encoder) {
+        return Err(TrainError::Invalid(format!(
+            "{}: its plans come from the frozen sentence encoder, which `eval --stage autoencoder` does not read yet; its training log (logs/autoencoder-metrics.jsonl) holds the validation split's figures",
+            req.bundle.display()
+        )));
+    }
     let max_tokens = cfg.provenance.train.as_ref().map_or(cfg.model.max_seq_len as usize, |t| t.seq_len);
     let max_len = cfg.encoder.as_ref().map_or(64, |e| e.max_len as usize);
     let shape = EvalShape { batch: req.batch, max_batches: req.max_batches, max_len, max_tokens };
-    Ok(plan_eval(&l.ae, &set, shape, req.device))
+    Ok(plan_eval(&l.ae, &set, shape, req.device, None))
 }

@@ -18,6 +18,7 @@
 
 mod batch;
 mod eval;
+mod frozen;
 
 pub use eval::{evaluate_autoencoder, PlanEval};
 
@@ -28,6 +29,7 @@ use crate::trainer::{fresh_section, run_loop, seed_init, setup_run, Feed, StageR
 use crate::{Result, TrainError};
 use batch::{bow_loss, plan_of, to_device, DocSet};
 use eval::{plan_eval, EvalShape};
+use frozen::{frozen_plans, FrozenPlans};
 use plandiff_bundle::autoencoder::checked_pair;
 use plandiff_bundle::{stage, Autoencoder, Bundle, Provenance, StageConfigFile};
 use plandiff_data::WindowSampler;
@@ -53,6 +55,12 @@ pub const STAGE: Stage = Stage::new::<AutoencoderSection, DecoderConfig>(
 impl Section for AutoencoderSection {
     fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
         self.plan.validate()?;
+        if self.plan.frozen_encoder && self.encoder.d_latent != frozen::WIDTH {
+            return Err(TrainError::Invalid(format!(
+                "config [autoencoder]: frozen_encoder plans have the encoder's width; set encoder.d_latent = {}",
+                frozen::WIDTH
+            )));
+        }
         self.decoder
             .decoder(vocab_size)
             .validate()
@@ -112,6 +120,8 @@ struct AeRunner {
     valid: Option<DocSet>,
     max_tokens: usize,
     tokens_per_step: u64,
+    /// With `frozen_encoder`: the training and validation splits' latents.
+    frozen: Option<(FrozenPlans, Option<FrozenPlans>)>,
 }
 
 impl StageRunner for AeRunner {
@@ -121,10 +131,14 @@ impl StageRunner for AeRunner {
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
         let idx = self.feed.indices(step, micro, accum);
         let max_len = self.enc_cfg.max_len as usize;
-        let b = to_device(&self.train.batch(&idx, max_len), self.max_tokens, self.feed.device);
+        let db = self.train.batch(&idx, max_len);
+        let b = to_device(&db, self.max_tokens, self.feed.device);
         let (bs, t) = b.inputs.size2().expect("(B, T)");
         let opts = (Kind::Float, self.feed.device);
-        let z = self.ae.encoder.forward(&b.sentences, &b.sentence_mask, true); // (N, d_latent)
+        let z = match &self.frozen {
+            Some((f, _)) => f.latents(&self.train, &idx, &db),
+            None => self.ae.encoder.forward(&b.sentences, &b.sentence_mask, true), // (N, d_latent)
+        };
         let mut plan = plan_of(&self.ae, &b, &z, bs, self.plan.latent_noise_max);
         if self.plan.null_plan_prob > 0.0 {
             let drop = Tensor::rand([bs, 1, 1], opts).lt(self.plan.null_plan_prob);
@@ -179,7 +193,8 @@ impl StageRunner for AeRunner {
             max_len: self.enc_cfg.max_len as usize,
             max_tokens: self.max_tokens,
         };
-        let r = plan_eval(&self.ae, set, shape, self.feed.device);
+        let frozen = self.frozen.as_ref().and_then(|(_, v)| v.as_ref());
+        let r = plan_eval(&self.ae, set, shape, self.feed.device, frozen);
         let mut m = serde_json::Map::new();
         for (k, v) in [
             ("val_ppl_oracle", r.ppl_oracle),
@@ -245,16 +260,15 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     let train = DocSet::open(&args.data, "train", sp, slots)?;
     let valid = DocSet::open(&args.data, "valid", sp, slots).ok().filter(|v| !v.windows.is_empty());
     let sampler = WindowSampler::over(train.windows.len(), setup.state.seed)?;
-    // Windows overlap (one starts at every sentence): their mean length in tokens.
-    let window_tokens: usize = train
-        .windows
-        .iter()
-        .map(|&(d, f)| {
-            let s = &train.docs[d].sentences;
-            s[f..(f + slots).min(s.len())].iter().map(|&(a, b)| b - a + 1).sum::<usize>() + 1
-        })
-        .sum();
-    let mean_window = window_tokens as f64 / train.windows.len().max(1) as f64;
+    let mean_window = train.mean_window_tokens();
+    if plan.frozen_encoder && enc_cfg.d_latent != frozen::WIDTH {
+        return Err(TrainError::Invalid(format!(
+            "config [autoencoder]: frozen_encoder plans have the encoder's width; set encoder.d_latent = {}",
+            frozen::WIDTH
+        )));
+    }
+    let frozen =
+        plan.frozen_encoder.then(|| frozen_plans(&args.data, &train, valid.as_ref(), args.device)).transpose()?;
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
     let ae = Autoencoder::new(&vs.root(), &enc_cfg, &dec_cfg)?;
@@ -273,6 +287,7 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
         max_tokens: train_cfg.seq_len,
         tokens_per_step: (mean_window.min(train_cfg.seq_len as f64)
             * (train_cfg.batch_size * train_cfg.grad_accum) as f64) as u64,
+        frozen,
     };
     run_loop(&mut runner, setup, vs, &args)
 }
