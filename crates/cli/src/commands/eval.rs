@@ -3,7 +3,7 @@ use crate::util::parse_device;
 use anyhow::{bail, Context, Result};
 use plandiff_bundle::Bundle;
 use plandiff_eval::ab::SENTENCE_JUDGE_METRICS;
-use plandiff_eval::judge::{find_encoder, SentenceEncoder};
+use plandiff_eval::judge::{load_judge, SentenceEncoder};
 use plandiff_train::registry as stages;
 use plandiff_train::{EvalRequest, Stage, StageEval};
 use serde_json::json;
@@ -91,8 +91,13 @@ fn sentence_judge(
     if !wanted.iter().any(|m| SENTENCE_JUDGE_METRICS.contains(m)) {
         return Ok(None);
     }
-    match find_encoder(a.judge_encoder.as_deref()).and_then(|d| SentenceEncoder::load(&d, device)) {
-        Ok(e) => Ok(Some(e)),
+    match load_judge(a.judge_encoder.as_deref(), device) {
+        Ok((e, note)) => {
+            if let Some(n) = note {
+                tracing::warn!("{n}");
+            }
+            Ok(Some(e))
+        }
         Err(e) if all && a.judge_encoder.is_none() => {
             tracing::warn!("{e}; its metrics ({}) are left out", SENTENCE_JUDGE_METRICS.join(", "));
             wanted.retain(|m| !SENTENCE_JUDGE_METRICS.contains(m));

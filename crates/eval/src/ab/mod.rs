@@ -53,9 +53,12 @@ pub const METRICS: &[(&str, Better, bool, &str)] = &[
     ("distinct_3", Better::Higher, false, "unique trigrams across a prompt's samples"),
     ("self_bleu", Better::Lower, false, "BLEU-4 of each sample against the prompt's other samples"),
     ("judge_ppl", Better::Lower, true, "perplexity of the continuation under the judge model"),
-    ("relevance", Better::Higher, true, "mean cosine of each written sentence to the prompt (all-MiniLM-L6-v2)"),
-    ("coherence", Better::Higher, true, "mean cosine of consecutive written sentences (all-MiniLM-L6-v2)"),
-    ("first_last", Better::Higher, true, "cosine of the first written sentence to the last (all-MiniLM-L6-v2)"),
+    ("relevance", Better::Higher, true, "mean cosine of each written sentence to the prompt (the judge encoder)"),
+    ("coherence", Better::Higher, true, "mean cosine of consecutive written sentences (the judge encoder)"),
+    ("first_last", Better::Higher, true, "cosine of the first written sentence to the last (the judge encoder)"),
+    ("relevance_minilm", Better::Higher, true, "relevance by all-MiniLM-L6-v2 (the plan space's encoder)"),
+    ("coherence_minilm", Better::Higher, true, "coherence by all-MiniLM-L6-v2 (the plan space's encoder)"),
+    ("first_last_minilm", Better::Higher, true, "first-last by all-MiniLM-L6-v2 (the plan space's encoder)"),
     (
         "restarts",
         Better::Lower,
@@ -153,6 +156,8 @@ pub struct AbResults {
     pub wall_seconds: f64,
     /// The independent sentence encoder's folder, when it was found.
     pub judge_encoder: Option<String>,
+    /// Its name (`sentence-transformers/all-mpnet-base-v2` by default).
+    pub judge_encoder_name: Option<String>,
     /// The restart threshold, fitted on the references (see [`crate::judge::scores`]).
     pub restart_threshold: Option<f64>,
     /// Seconds the sentence judge spent per scored sample (its cost).
@@ -301,6 +306,7 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
         prompts: records,
         wall_seconds: t0.elapsed().as_secs_f64(),
         judge_encoder: scorers.encoder_dir(),
+        judge_encoder_name: scorers.encoder_name(),
         restart_threshold,
         judge_seconds_per_sample: scorers.seconds_per_sample(),
         notes: scorers.notes,

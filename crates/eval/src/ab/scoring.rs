@@ -3,7 +3,7 @@
 //! encoder (relevance, coherence, first-last, restarts, MAUVE).
 
 use super::{AbConfig, ArmSpec, SampleRecord};
-use crate::judge::{find_encoder, mauve, scores, MauveOptions, Score, SentenceEncoder};
+use crate::judge::{find_encoder, load_judge, mauve, scores, MauveOptions, Score, SentenceEncoder};
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_autoencoder, Bundle, LoadedAutoencoder};
 use std::collections::BTreeMap;
@@ -23,6 +23,9 @@ pub(super) struct Scorers {
     pub judge: Fluency,
     encoder: Option<LoadedAutoencoder>,
     sentence: Option<SentenceEncoder>,
+    /// all-MiniLM-L6-v2 when the judge is another encoder: relevance, coherence and first-last
+    /// again, as `*_minilm`.
+    second: Option<SentenceEncoder>,
     judge_seconds: f64,
     judged: usize,
     pub notes: Vec<String>,
@@ -31,9 +34,11 @@ pub(super) struct Scorers {
 /// The sentence judge, or why it is missing. An explicit folder that does not load is an
 /// error; a model missing from the `.venv` is a note, and every other metric still runs.
 fn load_sentence(cfg: &AbConfig, notes: &mut Vec<String>) -> Result<Option<SentenceEncoder>> {
-    let found = find_encoder(cfg.judge_encoder.as_deref()).and_then(|d| SentenceEncoder::load(&d, cfg.device));
-    match found {
-        Ok(e) => Ok(Some(e)),
+    match load_judge(cfg.judge_encoder.as_deref(), cfg.device) {
+        Ok((e, note)) => {
+            notes.extend(note);
+            Ok(Some(e))
+        }
         Err(e) if cfg.judge_encoder.is_some() => Err(PipelineError::Invalid(e.to_string())),
         Err(e) => {
             tracing::warn!("{e}; relevance, coherence, first_last, restarts and MAUVE are left out");
@@ -54,12 +59,24 @@ impl Scorers {
             tracing::warn!("{} has no autoencoder: plan_space_coherence is not measured", cfg.bundle.display());
         }
         let sentence = load_sentence(cfg, &mut notes)?;
-        let s = Self { judge, encoder, sentence, judge_seconds: 0.0, judged: 0, notes };
+        let minilm = plandiff_sentence::NAME;
+        let second = match &sentence {
+            Some(j) if j.id().map(|i| i.name != minilm).unwrap_or(false) => {
+                find_encoder(None).and_then(|d| SentenceEncoder::load(&d, cfg.device)).ok()
+            }
+            _ => None,
+        };
+        let s = Self { judge, encoder, sentence, second, judge_seconds: 0.0, judged: 0, notes };
         Ok((s, judge_path))
     }
 
     pub fn encoder_dir(&self) -> Option<String> {
         self.sentence.as_ref().map(|s| s.dir().display().to_string())
+    }
+
+    /// The judge encoder's name (`sentence-transformers/all-mpnet-base-v2`).
+    pub fn encoder_name(&self) -> Option<String> {
+        self.sentence.as_ref().and_then(|s| s.id().ok()).map(|i| i.name)
     }
 
     pub fn seconds_per_sample(&self) -> Option<f64> {
@@ -78,7 +95,8 @@ impl Scorers {
         }
         let Some(j) = &self.sentence else { return Ok(()) };
         let t0 = Instant::now();
-        let texts: Vec<&str> = samples.values().flatten().map(|s| s.continuation.as_str()).collect();
+        let owned: Vec<String> = samples.values().flatten().map(|s| s.continuation.clone()).collect();
+        let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
         let scored = j.score_many(prompt, &texts).map_err(|e| PipelineError::Invalid(e.to_string()))?;
         self.judge_seconds += t0.elapsed().as_secs_f64();
         self.judged += scored.len();
@@ -87,6 +105,13 @@ impl Scorers {
             s.metrics.insert("coherence".into(), sc.coherence);
             s.metrics.insert("first_last".into(), sc.first_last);
             s.judge = Some(sc);
+        }
+        let Some(m) = &self.second else { return Ok(()) };
+        let scored = m.score_many(prompt, &texts).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        for (s, sc) in samples.values_mut().flatten().zip(scored) {
+            s.metrics.insert("relevance_minilm".into(), sc.relevance);
+            s.metrics.insert("coherence_minilm".into(), sc.coherence);
+            s.metrics.insert("first_last_minilm".into(), sc.first_last);
         }
         Ok(())
     }

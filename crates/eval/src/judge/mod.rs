@@ -1,5 +1,6 @@
 //! The independent judge of the A/B harness and of `eval --metrics`: an off-the-shelf
-//! sentence encoder (all-MiniLM-L6-v2, from `plandiff_sentence`) that belongs to neither arm,
+//! sentence encoder that belongs to neither arm (all-mpnet-base-v2 by default, all-MiniLM-L6-v2
+//! as a second column; both from `plandiff_sentence`),
 //! the topic and coherence scores it gives ([`scores`], through [`Score`]), and MAUVE against
 //! human text ([`mauve`]).
 
@@ -7,7 +8,26 @@ pub mod mauve;
 pub mod scores;
 
 pub use mauve::{mauve, Mauve, MauveOptions};
-pub use plandiff_sentence::{find_encoder, EncoderError, SentenceEncoder};
+pub use plandiff_sentence::{find_encoder, find_mpnet, EncoderError, SentenceEncoder};
+
+/// The independent judge: the encoder in `explicit`'s folder (either model), else
+/// all-mpnet-base-v2 (`make judge-mpnet`), else all-MiniLM-L6-v2 with a note saying so (it is
+/// the plan space's own encoder, so it flatters plans made in its space).
+pub fn load_judge(
+    explicit: Option<&std::path::Path>,
+    device: tch::Device,
+) -> Result<(SentenceEncoder, Option<String>), EncoderError> {
+    if let Some(dir) = explicit {
+        return Ok((SentenceEncoder::load(dir, device)?, None));
+    }
+    match find_mpnet(None) {
+        Ok(dir) => Ok((SentenceEncoder::load(&dir, device)?, None)),
+        Err(missing) => {
+            let e = SentenceEncoder::load(&find_encoder(None)?, device)?;
+            Ok((e, Some(format!("{missing}; judged by all-MiniLM-L6-v2, the plan space's own encoder, instead"))))
+        }
+    }
+}
 
 use plandiff_data::split_sentences;
 
