@@ -213,8 +213,9 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// `frozen_encoder`: the decoder trains on the frozen sentence encoder's cached embeddings
-/// (built by the run itself, then reused by `plandiff embed`), a wrong latent width is refused
-/// before training, and `eval` says in one line that it does not read such a bundle yet.
+/// (built by the run itself, then reused by `plandiff embed`), the bundle records the plan space
+/// and `eval` reads plans through it (another encoder's is refused in one line), and a wrong
+/// latent width is refused before training.
 /// Needs the encoder `make venv` installs (skipped, saying so, without it unless
 /// `PLANDIFF_REQUIRE_JUDGE` is set).
 #[test]
@@ -246,9 +247,32 @@ fn frozen_encoder_plans_train_from_the_corpus_cache() {
     let again: Value =
         serde_json::from_str(&run_ok(&["embed", "--data", s(&data), "--split", "train", "--json"])).unwrap();
     assert!(again["sentences"].as_u64().unwrap() > 10, "{again}");
-    let e = run(&["eval", "--stage", "autoencoder", "--checkpoint", s(&out), "--data", s(&data)]);
+    // The bundle records its plan space (the encoder's name and hashes, the normaliser) and
+    // `eval` reads its plans through it.
+    let cfg_path = out.join("autoencoder/config.json");
+    let c: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    assert_eq!(c["plan_space"]["encoder"]["name"], "sentence-transformers/all-MiniLM-L6-v2");
+    assert_eq!(c["plan_space"]["mean"].as_array().unwrap().len(), 384);
+    let v: Value = serde_json::from_str(&run_ok(&[
+        "eval",
+        "--stage",
+        "autoencoder",
+        "--checkpoint",
+        s(&out),
+        "--data",
+        s(&data),
+        "--split",
+        "train",
+        "--json",
+    ]))
+    .unwrap();
+    assert!(v["result"]["ppl_oracle"].as_f64().unwrap().is_finite(), "{v}");
+    // A bundle whose plan space another encoder made: one line naming the fix.
+    let sha = c["plan_space"]["encoder"]["weights_sha256"].as_str().unwrap().to_string();
+    std::fs::write(&cfg_path, std::fs::read_to_string(&cfg_path).unwrap().replace(&sha, &"0".repeat(64))).unwrap();
+    let e = run(&["eval", "--stage", "autoencoder", "--checkpoint", s(&out), "--data", s(&data), "--split", "train"]);
     let err = String::from_utf8_lossy(&e.stderr);
-    assert!(!e.status.success() && err.contains("frozen sentence encoder") && err.lines().count() == 1, "{err}");
+    assert!(!e.status.success() && err.contains("make venv") && err.trim().lines().count() == 1, "{err}");
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, frozen.replace("d_latent = 384", "d_latent = 8")).unwrap();
     let o = run(&["train", "autoencoder", "--config", s(&bad), "--data", s(&data), "--out", s(&dir.path().join("c"))]);

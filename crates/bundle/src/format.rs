@@ -84,6 +84,10 @@ pub struct StageConfigFile<M = DecoderConfig> {
     /// The sentence encoder (stage `autoencoder`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder: Option<plandiff_planner::EncoderConfig>,
+    /// The frozen sentence encoder's plan space (stage `autoencoder` with `frozen_encoder`):
+    /// which encoder made the plans, and its normaliser. The encoder's weights are not copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_space: Option<plandiff_sentence::PlanSpace>,
     pub tokenizer_hash: String,
     pub provenance: Provenance,
 }
@@ -96,6 +100,7 @@ impl<M> StageConfigFile<M> {
             kind: kind.into(),
             model,
             encoder: None,
+            plan_space: None,
             tokenizer_hash: tokenizer_hash.into(),
             provenance,
         }

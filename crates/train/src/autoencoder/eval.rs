@@ -2,7 +2,7 @@
 //! accuracy (also the validation metrics logged in training).
 
 use super::batch::{oracle_plan, plan_of, to_device, BatchTensors, DocSet};
-use super::frozen::FrozenPlans;
+use super::frozen::{space_encoder, split_plans, FrozenPlans};
 use crate::stages::EvalRequest;
 use crate::{Result, TrainError};
 use plandiff_bundle::{load_autoencoder, open_split, Autoencoder, Bundle};
@@ -109,14 +109,15 @@ pub fn evaluate_autoencoder(req: &EvalRequest) -> Result<PlanEval> {
         )));
     }
     let cfg = &l.config;
-    if cfg.provenance.plan.as_ref().is_some_and(|p| p.frozen_encoder) {
-        return Err(TrainError::Invalid(format!(
-            "{}: its plans come from the frozen sentence encoder, which `eval --stage autoencoder` does not read yet; its training log (logs/autoencoder-metrics.jsonl) holds the validation split's figures",
-            req.bundle.display()
-        )));
-    }
+    let frozen = match &cfg.plan_space {
+        Some(space) => {
+            let enc = space_encoder(space)?;
+            Some(split_plans(&enc, space, req.data, req.split, &set, req.device)?)
+        }
+        None => None,
+    };
     let max_tokens = cfg.provenance.train.as_ref().map_or(cfg.model.max_seq_len as usize, |t| t.seq_len);
     let max_len = cfg.encoder.as_ref().map_or(64, |e| e.max_len as usize);
     let shape = EvalShape { batch: req.batch, max_batches: req.max_batches, max_len, max_tokens };
-    Ok(plan_eval(&l.ae, &set, shape, req.device, None))
+    Ok(plan_eval(&l.ae, &set, shape, req.device, frozen.as_ref()))
 }

@@ -6,21 +6,15 @@
 use super::batch::DocSet;
 use crate::{Result, TrainError};
 use plandiff_data::DocBatch;
-use plandiff_sentence::{embed_corpus, find_encoder, CacheOptions, SentenceEncoder};
+use plandiff_sentence::{embed_corpus, find_encoder, CacheOptions, PlanSpace, SentenceEncoder};
 use std::path::Path;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// A split's normalised sentence latents and where each document's sentences start.
 pub(super) struct FrozenPlans {
     /// `(N, D)` on the training device.
     z: Tensor,
     offsets: Vec<i64>,
-}
-
-/// Per-dimension statistics of the training split's embeddings.
-pub(super) struct Normaliser {
-    mean: Tensor,
-    std: Tensor,
 }
 
 impl FrozenPlans {
@@ -58,13 +52,15 @@ fn split_embeddings(enc: &SentenceEncoder, data: &Path, split: &str, set: &DocSe
     Ok((c.embeddings, c.doc_offsets))
 }
 
-/// The frozen plans of the training split and, when there is one, of the validation split.
+/// The frozen plans of the training split and, when there is one, of the validation split, and
+/// the plan space: fitted on the training split, or `space` (a resumed run's).
 pub(super) fn frozen_plans(
     data: &Path,
     train: &DocSet,
     valid: Option<&DocSet>,
     device: Device,
-) -> Result<(FrozenPlans, Option<FrozenPlans>)> {
+    space: Option<PlanSpace>,
+) -> Result<(FrozenPlans, Option<FrozenPlans>, PlanSpace)> {
     let dir = find_encoder(None).map_err(|e| TrainError::Invalid(format!("frozen_encoder: {e}")))?;
     let enc = SentenceEncoder::load(&dir, Device::Cpu).map_err(|e| TrainError::Invalid(e.to_string()))?;
     if enc.width() != WIDTH {
@@ -75,43 +71,58 @@ pub(super) fn frozen_plans(
         )));
     }
     let (e, offsets) = split_embeddings(&enc, data, "train", train)?;
-    let norm = Normaliser::fit(&e);
-    let train_plans = FrozenPlans { z: norm.apply(&e).to_device(device), offsets };
-    let valid_plans = match valid {
-        Some(v) => {
-            let (e, offsets) = split_embeddings(&enc, data, "valid", v)?;
-            Some(FrozenPlans { z: norm.apply(&e).to_device(device), offsets })
+    let space = match space {
+        Some(s) => {
+            s.check(&enc).map_err(|e| TrainError::Invalid(e.to_string()))?;
+            s
         }
+        None => PlanSpace::fit(enc.id().map_err(|e| TrainError::Invalid(e.to_string()))?, &e),
+    };
+    let train_plans = FrozenPlans { z: space.normalise(&e).to_device(device), offsets };
+    let valid_plans = match valid {
+        Some(v) => Some(split_plans(&enc, &space, data, "valid", v, device)?),
         None => None,
     };
-    Ok((train_plans, valid_plans))
+    Ok((train_plans, valid_plans, space))
 }
 
-impl Normaliser {
-    pub(super) fn fit(e: &Tensor) -> Self {
-        let e = e.to_kind(Kind::Double);
-        let mean = e.mean_dim(0, false, Kind::Double);
-        let std = e.std_dim(0, true, false).clamp_min(1e-6);
-        Self { mean: mean.to_kind(Kind::Float), std: std.to_kind(Kind::Float) }
+/// [`frozen_plans`] for a run whose encoder latents are `d_latent` wide (it must be the frozen
+/// encoder's width), in the shape the runner keeps them.
+#[allow(clippy::type_complexity)]
+pub(super) fn setup(
+    args: &crate::run::TrainArgs,
+    d_latent: i64,
+    train: &DocSet,
+    valid: Option<&DocSet>,
+    space: Option<PlanSpace>,
+) -> Result<(Option<(FrozenPlans, Option<FrozenPlans>)>, Option<PlanSpace>)> {
+    if d_latent != WIDTH {
+        return Err(TrainError::Invalid(format!(
+            "config [autoencoder]: frozen_encoder plans have the encoder's width; set encoder.d_latent = {WIDTH}"
+        )));
     }
-
-    pub(super) fn apply(&self, e: &Tensor) -> Tensor {
-        (e - &self.mean) / &self.std
-    }
+    let (t, v, s) = frozen_plans(&args.data, train, valid, args.device, space)?;
+    Ok((Some((t, v)), Some(s)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The latents of a split in a given plan space (its encoder checked).
+pub(super) fn split_plans(
+    enc: &SentenceEncoder,
+    space: &PlanSpace,
+    data: &Path,
+    split: &str,
+    set: &DocSet,
+    device: Device,
+) -> Result<FrozenPlans> {
+    let (e, offsets) = split_embeddings(enc, data, split, set)?;
+    Ok(FrozenPlans { z: space.normalise(&e).to_device(device), offsets })
+}
 
-    #[test]
-    fn the_normaliser_gives_zero_mean_unit_variance_per_dimension() {
-        tch::manual_seed(0);
-        let e = Tensor::randn([500, 8], (Kind::Float, Device::Cpu)) * 0.05 + 0.3;
-        let n = Normaliser::fit(&e);
-        let z = n.apply(&e);
-        let mean = z.mean_dim(0, false, Kind::Float).abs().max().double_value(&[]);
-        let std = (z.std_dim(0, true, false) - 1.0).abs().max().double_value(&[]);
-        assert!(mean < 1e-4 && std < 1e-4, "{mean} {std}");
-    }
+/// The frozen encoder of a plan space, from where `make` installs it; a missing or different
+/// one is a one-line error naming the fix.
+pub(super) fn space_encoder(space: &PlanSpace) -> Result<SentenceEncoder> {
+    let dir = find_encoder(None).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let enc = SentenceEncoder::load(&dir, Device::Cpu).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    space.check(&enc).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    Ok(enc)
 }

@@ -29,7 +29,7 @@ use crate::trainer::{fresh_section, run_loop, seed_init, setup_run, Feed, StageR
 use crate::{Result, TrainError};
 use batch::{bow_loss, plan_of, to_device, DocSet};
 use eval::{plan_eval, EvalShape};
-use frozen::{frozen_plans, FrozenPlans};
+use frozen::FrozenPlans;
 use plandiff_bundle::autoencoder::checked_pair;
 use plandiff_bundle::{stage, Autoencoder, Bundle, Provenance, StageConfigFile};
 use plandiff_data::WindowSampler;
@@ -120,8 +120,9 @@ struct AeRunner {
     valid: Option<DocSet>,
     max_tokens: usize,
     tokens_per_step: u64,
-    /// With `frozen_encoder`: the training and validation splits' latents.
+    /// With `frozen_encoder`: the training and validation splits' latents, and their space.
     frozen: Option<(FrozenPlans, Option<FrozenPlans>)>,
+    space: Option<plandiff_sentence::PlanSpace>,
 }
 
 impl StageRunner for AeRunner {
@@ -211,6 +212,7 @@ impl StageRunner for AeRunner {
     fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile {
         let mut c = StageConfigFile::new(KIND, self.dec_cfg.clone(), tokenizer_hash, provenance);
         c.encoder = Some(self.enc_cfg.clone());
+        c.plan_space = self.space.clone();
         c
     }
 }
@@ -261,14 +263,11 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     let valid = DocSet::open(&args.data, "valid", sp, slots).ok().filter(|v| !v.windows.is_empty());
     let sampler = WindowSampler::over(train.windows.len(), setup.state.seed)?;
     let mean_window = train.mean_window_tokens();
-    if plan.frozen_encoder && enc_cfg.d_latent != frozen::WIDTH {
-        return Err(TrainError::Invalid(format!(
-            "config [autoencoder]: frozen_encoder plans have the encoder's width; set encoder.d_latent = {}",
-            frozen::WIDTH
-        )));
-    }
-    let frozen =
-        plan.frozen_encoder.then(|| frozen_plans(&args.data, &train, valid.as_ref(), args.device)).transpose()?;
+    let resumed_space = setup.resumed.as_ref().and_then(|c| c.plan_space.clone());
+    let (frozen, space) = match plan.frozen_encoder {
+        true => frozen::setup(&args, enc_cfg.d_latent, &train, valid.as_ref(), resumed_space)?,
+        false => (None, None),
+    };
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
     let ae = Autoencoder::new(&vs.root(), &enc_cfg, &dec_cfg)?;
@@ -288,6 +287,7 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
         tokens_per_step: (mean_window.min(train_cfg.seq_len as f64)
             * (train_cfg.batch_size * train_cfg.grad_accum) as f64) as u64,
         frozen,
+        space,
     };
     run_loop(&mut runner, setup, vs, &args)
 }

@@ -1,0 +1,71 @@
+//! A plan space made of a frozen encoder's sentence embeddings: which encoder, and the
+//! per-dimension mean and standard deviation (fitted on a training split) that normalise its
+//! embeddings into latents (LCM's normaliser). Stored in the config.json of the stage that
+//! reads such latents, so the space travels with the bundle and the encoder's weights do not.
+
+use crate::encoder::{EncoderError, EncoderId, SentenceEncoder};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpace {
+    pub encoder: EncoderId,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl PlanSpace {
+    /// Fits the normaliser on embeddings `(N, D)` of `encoder`.
+    pub fn fit(encoder: EncoderId, e: &Tensor) -> Self {
+        let e = e.to_kind(Kind::Double);
+        let mean = e.mean_dim(0, false, Kind::Double).to_kind(Kind::Float);
+        let std = e.std_dim(0, true, false).clamp_min(1e-6).to_kind(Kind::Float);
+        let v = |t: Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu)).unwrap_or_default();
+        Self { encoder, mean: v(mean), std: v(std) }
+    }
+
+    pub fn width(&self) -> i64 {
+        self.mean.len() as i64
+    }
+
+    /// Latents `(N, D)` of embeddings `(N, D)`: `(e - mean) / std`, on `e`'s device.
+    pub fn normalise(&self, e: &Tensor) -> Tensor {
+        let dev = e.device();
+        (e - Tensor::from_slice(&self.mean).to_device(dev)) / Tensor::from_slice(&self.std).to_device(dev)
+    }
+
+    /// Checks that `enc` is the encoder this space was made with (name and weights).
+    pub fn check(&self, enc: &SentenceEncoder) -> Result<(), EncoderError> {
+        let id = enc.id()?;
+        if id.weights_sha256 != self.encoder.weights_sha256 || id.tokenizer_sha256 != self.encoder.tokenizer_sha256 {
+            return Err(EncoderError::Run(format!(
+                "{} is not the {} this plan space was made with (its weights or tokenizer differ: sha256 {}..., expected {}...); reinstall it with `make venv`",
+                enc.dir().display(),
+                self.encoder.name,
+                &id.weights_sha256[..12],
+                &self.encoder.weights_sha256[..12.min(self.encoder.weights_sha256.len())]
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_normaliser_gives_zero_mean_unit_variance_per_dimension() {
+        tch::manual_seed(0);
+        let e = Tensor::randn([500, 8], (Kind::Float, Device::Cpu)) * 0.05 + 0.3;
+        let id = EncoderId { name: "x".into(), weights_sha256: "a".into(), tokenizer_sha256: "b".into() };
+        let s = PlanSpace::fit(id, &e);
+        let z = s.normalise(&e);
+        let mean = z.mean_dim(0, false, Kind::Float).abs().max().double_value(&[]);
+        let std = (z.std_dim(0, true, false) - 1.0).abs().max().double_value(&[]);
+        assert!(mean < 1e-4 && std < 1e-4, "{mean} {std}");
+        let back: PlanSpace = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}
