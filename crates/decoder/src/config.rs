@@ -1,6 +1,6 @@
 //! Decoder architecture, serialized into `config.json` beside the weights.
 
-use plandiff_layers::{NormKind, TransformerShape};
+use plandiff_layers::TransformerShape;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,18 +46,6 @@ impl DecoderConfig {
 
     /// A tiny config for tests.
     pub fn test(vocab_size: i64, plan: Option<PlanConfig>) -> Self {
-        Self {
-            vocab_size,
-            shape: TransformerShape {
-                d_model: 32,
-                n_layers: 2,
-                n_heads: 4,
-                d_ff: 64,
-                dropout: 0.0,
-                norm: NormKind::Layer,
-            },
-            max_seq_len: 64,
-            plan,
-        }
+        Self { vocab_size, shape: TransformerShape::test(), max_seq_len: 64, plan }
     }
 }

@@ -177,7 +177,7 @@ pub fn diffusion_lm_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plandiff_layers::{NormKind, TransformerShape};
+    use plandiff_layers::TransformerShape;
     use tch::nn::OptimizerConfig;
     use tch::Device;
 
@@ -186,14 +186,7 @@ mod tests {
             vocab_size: 50,
             d_emb: 8,
             seq_len: 12,
-            shape: TransformerShape {
-                d_model: 32,
-                n_layers: 2,
-                n_heads: 4,
-                d_ff: 64,
-                dropout: 0.0,
-                norm: NormKind::Layer,
-            },
+            shape: TransformerShape::test(),
             self_condition: true,
             rounding: Rounding::Logits,
         }

@@ -46,6 +46,22 @@ fn run_python(py: &PathBuf, args: &[&str], input: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `enc`'s embeddings of `texts` equal transformers' (inputs cut at `max_len`) to 1e-4, and are
+/// unit length.
+fn parity(py: &PathBuf, enc: &SentenceEncoder, dir: &std::path::Path, max_len: usize, texts: &[&str]) {
+    let ours = enc.embed(texts).unwrap();
+    let args = ["embed", dir.to_str().unwrap(), &max_len.to_string()];
+    let theirs = run_python(py, &args, &serde_json::to_string(texts).unwrap());
+    for (i, (a, b)) in ours.iter().zip(theirs.as_array().unwrap()).enumerate() {
+        let b: Vec<f64> = b.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(a.len() as i64, enc.width());
+        let diff = a.iter().zip(&b).map(|(x, y)| (f64::from(*x) - y).abs()).fold(0.0, f64::max);
+        assert!(diff < 1e-4, "text {i}: max difference {diff}");
+        let norm: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+    }
+}
+
 #[test]
 fn embeddings_match_transformers() {
     let Some(py) = python("transformers") else { return };
@@ -64,16 +80,7 @@ fn embeddings_match_transformers() {
         "they played all day.",
     ];
     assert!(enc.tokenize(&long).unwrap().len() == 256, "the long text is cut at 256 tokens");
-    let ours = enc.embed(&texts).unwrap();
-    let theirs = run_python(&py, &["embed", dir.to_str().unwrap()], &serde_json::to_string(&texts).unwrap());
-    for (i, (a, b)) in ours.iter().zip(theirs.as_array().unwrap()).enumerate() {
-        let b: Vec<f64> = b.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        assert_eq!(a.len(), 384);
-        let diff = a.iter().zip(&b).map(|(x, y)| (f64::from(*x) - y).abs()).fold(0.0, f64::max);
-        assert!(diff < 1e-4, "text {i}: max difference {diff}");
-        let norm: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-5);
-    }
+    parity(&py, &enc, &dir, 256, &texts);
 }
 
 fn cloud(n: usize, d: usize, shift: f32, seed: u64) -> Vec<Vec<f32>> {
@@ -117,12 +124,5 @@ fn mpnet_embeddings_match_transformers() {
         "they played all day.",
     ];
     assert_eq!(enc.tokenize(&long).unwrap().len(), 384, "the long text is cut at 384 tokens");
-    let ours = enc.embed(&texts).unwrap();
-    let theirs = run_python(&py, &["embed", dir.to_str().unwrap(), "384"], &serde_json::to_string(&texts).unwrap());
-    for (i, (a, b)) in ours.iter().zip(theirs.as_array().unwrap()).enumerate() {
-        let b: Vec<f64> = b.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        assert_eq!(a.len(), 768);
-        let diff = a.iter().zip(&b).map(|(x, y)| (f64::from(*x) - y).abs()).fold(0.0, f64::max);
-        assert!(diff < 1e-4, "text {i}: max difference {diff}");
-    }
+    parity(&py, &enc, &dir, 384, &texts);
 }

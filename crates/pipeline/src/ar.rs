@@ -28,14 +28,7 @@ impl Checked for ArSettings {
     }
 }
 
-impl ModeSettings for ArSettings {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn boxed(&self) -> Box<dyn ModeSettings> {
-        Box::new(*self)
-    }
-}
+impl ModeSettings for ArSettings {}
 
 pub struct ArGenerator {
     model: Decoder,

@@ -42,12 +42,6 @@ impl Checked for DiffusionSettings {
 }
 
 impl ModeSettings for DiffusionSettings {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn boxed(&self) -> Box<dyn ModeSettings> {
-        Box::new(self.clone())
-    }
     fn set_steps(&mut self, steps: usize) {
         self.sampling.steps.steps = Some(steps);
     }

@@ -23,7 +23,9 @@ pub use ar::{ArGenerator, ArSettings};
 pub use diffusion::{DiffusionGenerator, DiffusionSettings};
 pub use hybrid::{Edit, HybridGenerator, HybridSettings, RewrittenSentence};
 pub use masked::{MaskedEdit, MaskedGenerator, MaskedSettings};
-pub use mode::{Detail, Event, GenOptions, GenRequest, Generation, Generator, Mode, ModeSettings, PlanSlot};
+pub use mode::{
+    AnySettings, Detail, Event, GenOptions, GenRequest, Generation, Generator, Mode, ModeSettings, PlanSlot,
+};
 pub use registry::{find_mode, mode_names, MODES};
 pub use text::join_text;
 

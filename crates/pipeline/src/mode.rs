@@ -22,12 +22,26 @@ pub struct Mode {
     pub load: fn(&Path, Device) -> Result<Box<dyn Generator>>,
 }
 
-/// A mode's own settings: a typed struct (clap `Args`) that the mode's module declares, with
-/// its defaults and its checks; a [`GenRequest`] carries one, type-erased.
-pub trait ModeSettings: Any + std::fmt::Debug + Send + Sync {
+/// Type erasure of a mode's settings, for every [`ModeSettings`] type that is `Clone`.
+pub trait AnySettings {
     fn as_any(&self) -> &dyn Any;
     /// A copy, for requests that change a field (an A/B arm's own steps, the oracle's reference).
     fn boxed(&self) -> Box<dyn ModeSettings>;
+}
+
+impl<T: ModeSettings + Clone> AnySettings for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn boxed(&self) -> Box<dyn ModeSettings> {
+        Box::new(self.clone())
+    }
+}
+
+/// A mode's own settings: a typed struct (clap `Args`) that the mode's module declares, with
+/// its defaults and its checks; a [`GenRequest`] carries one, type-erased.
+pub trait ModeSettings: AnySettings + Any + std::fmt::Debug + Send + Sync {
     /// Denoising steps asked for by a `KIND@STEPS` arm (modes without steps ignore it).
     fn set_steps(&mut self, _steps: usize) {}
     /// A template whose `[MASK:n]` spans the mode fills instead of continuing a prompt.
@@ -60,14 +74,7 @@ pub trait Checked {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoSettings;
 
-impl ModeSettings for NoSettings {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn boxed(&self) -> Box<dyn ModeSettings> {
-        Box::new(*self)
-    }
-}
+impl ModeSettings for NoSettings {}
 
 static NO_SETTINGS: NoSettings = NoSettings;
 

@@ -123,26 +123,14 @@ impl Denoiser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plandiff_layers::NormKind;
+
     use tch::Device;
 
     #[test]
     fn slots_are_permutation_aware_and_conditioning_matters() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = DenoiserConfig {
-            d_latent: 6,
-            max_slots: 5,
-            shape: TransformerShape {
-                d_model: 32,
-                n_layers: 2,
-                n_heads: 4,
-                d_ff: 64,
-                dropout: 0.0,
-                norm: NormKind::Layer,
-            },
-            self_condition: true,
-        };
+        let cfg = DenoiserConfig { d_latent: 6, max_slots: 5, shape: TransformerShape::test(), self_condition: true };
         let den = Denoiser::new(vs.root(), &cfg);
         let x = Tensor::randn([2, 5, 6], (Kind::Float, Device::Cpu));
         let known = Tensor::randn([2, 5, 6], (Kind::Float, Device::Cpu));

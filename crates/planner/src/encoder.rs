@@ -136,24 +136,11 @@ impl SentenceEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plandiff_layers::NormKind;
+
     use tch::Device;
 
     fn cfg(bound: LatentBound) -> EncoderConfig {
-        EncoderConfig {
-            vocab_size: 50,
-            shape: TransformerShape {
-                d_model: 32,
-                n_layers: 2,
-                n_heads: 4,
-                d_ff: 64,
-                dropout: 0.0,
-                norm: NormKind::Layer,
-            },
-            max_len: 16,
-            d_latent: 8,
-            bound,
-        }
+        EncoderConfig { vocab_size: 50, shape: TransformerShape::test(), max_len: 16, d_latent: 8, bound }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!
 //! Depends on `data` (a prepared corpus's sentences) and no other plandiff crate.
 
+mod bert;
 pub mod cache;
 pub mod encoder;
 pub mod minilm;

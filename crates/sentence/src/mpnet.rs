@@ -5,7 +5,7 @@
 //! Post-LayerNorm blocks (eps 1e-5), GELU; mean pooling over the mask, L2 normalisation.
 //! Weights are read by their Hugging Face names (`encoder.layer.0.attention.attn.q.weight`).
 
-use crate::minilm::{pool, LayerNorm, Linear, Weights};
+use crate::bert::{padding_bias, pool, Layer, LayerNorm, Weights};
 use tch::{Kind, Tensor};
 
 const LN_EPS: f64 = 1e-5;
@@ -14,16 +14,16 @@ pub const PAD: i64 = 1;
 const BUCKETS: i64 = 32;
 const MAX_DISTANCE: f64 = 128.0;
 
-struct Layer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    attn_norm: LayerNorm,
-    ff_in: Linear,
-    ff_out: Linear,
-    ff_norm: LayerNorm,
-}
+const NAMES: [&str; 8] = [
+    "attention.attn.q",
+    "attention.attn.k",
+    "attention.attn.v",
+    "attention.attn.o",
+    "attention.LayerNorm",
+    "intermediate.dense",
+    "output.dense",
+    "output.LayerNorm",
+];
 
 pub struct Mpnet {
     word: Tensor,
@@ -56,22 +56,8 @@ impl Mpnet {
     /// Builds the encoder from a checkpoint's tensors (`model.safetensors`).
     pub fn from_tensors(tensors: Vec<(String, Tensor)>, heads: i64) -> Result<Self, String> {
         let mut w = Weights(tensors.into_iter().collect());
-        let layers =
-            (0..).take_while(|i| w.0.contains_key(&format!("encoder.layer.{i}.attention.attn.q.weight"))).count();
-        let mut out = Vec::with_capacity(layers);
-        for i in 0..layers {
-            let p = format!("encoder.layer.{i}");
-            out.push(Layer {
-                q: w.linear(&format!("{p}.attention.attn.q"))?,
-                k: w.linear(&format!("{p}.attention.attn.k"))?,
-                v: w.linear(&format!("{p}.attention.attn.v"))?,
-                o: w.linear(&format!("{p}.attention.attn.o"))?,
-                attn_norm: w.norm(&format!("{p}.attention.LayerNorm"))?,
-                ff_in: w.linear(&format!("{p}.intermediate.dense"))?,
-                ff_out: w.linear(&format!("{p}.output.dense"))?,
-                ff_norm: w.norm(&format!("{p}.output.LayerNorm"))?,
-            });
-        }
+        let out = w.layers(&NAMES)?;
+        let layers = out.len();
         let word = w.take("embeddings.word_embeddings.weight")?;
         let hidden = word.size()[1];
         if layers == 0 || heads <= 0 || hidden % heads != 0 {
@@ -90,28 +76,12 @@ impl Mpnet {
 
     /// The same model on `device`.
     pub fn to_device(self, device: tch::Device) -> Self {
-        let mv = |t: Tensor| t.to_device(device);
-        let lin = |l: Linear| l.moved_to(device);
-        let norm = |n: LayerNorm| n.moved_to(device);
         Self {
-            word: mv(self.word),
-            position: mv(self.position),
-            emb_norm: norm(self.emb_norm),
-            relative_bias: mv(self.relative_bias),
-            layers: self
-                .layers
-                .into_iter()
-                .map(|l| Layer {
-                    q: lin(l.q),
-                    k: lin(l.k),
-                    v: lin(l.v),
-                    o: lin(l.o),
-                    attn_norm: norm(l.attn_norm),
-                    ff_in: lin(l.ff_in),
-                    ff_out: lin(l.ff_out),
-                    ff_norm: norm(l.ff_norm),
-                })
-                .collect(),
+            word: self.word.to_device(device),
+            position: self.position.to_device(device),
+            emb_norm: self.emb_norm.moved_to(device),
+            relative_bias: self.relative_bias.to_device(device),
+            layers: self.layers.into_iter().map(|l| l.moved_to(device)).collect(),
             hidden: self.hidden,
             heads: self.heads,
         }
@@ -134,21 +104,10 @@ impl Mpnet {
         let pos = m.cumsum(1, Kind::Int64) * &m + PAD; // (B, T): PAD + 1, PAD + 2, ... on real tokens
         let x = self.word.index_select(0, &ids.reshape(-1)).view([b, t, -1])
             + self.position.index_select(0, &pos.reshape(-1)).view([b, t, -1]);
-        let mut x = self.emb_norm.forward_eps(&x, LN_EPS);
-        let pad = (mask.to_kind(Kind::Float).ones_like() - mask.to_kind(Kind::Float)) * f64::from(f32::MIN);
+        let x = self.emb_norm.forward(&x, LN_EPS);
         let rel = self.relative_bias.index_select(0, &buckets(t, ids.device()).reshape(-1)); // (T*T, H)
-        let bias = rel.view([t, t, self.heads]).permute([2, 0, 1]).unsqueeze(0) + pad.view([b, 1, 1, t]); // (B, H, T, T)
-        let (h, dh) = (self.heads, self.hidden / self.heads);
-        let split = |y: Tensor| y.view([b, t, h, dh]).transpose(1, 2); // (B, H, T, Dh)
-        for l in &self.layers {
-            let (q, k, v) = (split(l.q.forward(&x)), split(l.k.forward(&x)), split(l.v.forward(&x)));
-            let scores = q.matmul(&k.transpose(-2, -1)) / (dh as f64).sqrt() + &bias; // (B, H, T, T)
-            let ctx = scores.softmax(-1, Kind::Float).matmul(&v).transpose(1, 2).reshape([b, t, -1]); // (B, T, H*Dh)
-            x = l.attn_norm.forward_eps(&(l.o.forward(&ctx) + &x), LN_EPS);
-            let ff = l.ff_out.forward(&l.ff_in.forward(&x).gelu("none"));
-            x = l.ff_norm.forward_eps(&(ff + &x), LN_EPS);
-        }
-        x
+        let bias = rel.view([t, t, self.heads]).permute([2, 0, 1]).unsqueeze(0) + padding_bias(mask); // (B, H, T, T)
+        self.layers.iter().fold(x, |x, l| l.forward(&x, &bias, self.heads, LN_EPS))
     }
 
     /// L2-normalised mean-pooled embeddings `(B, H)`.

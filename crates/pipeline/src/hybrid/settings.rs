@@ -87,12 +87,6 @@ impl Checked for HybridSettings {
 }
 
 impl ModeSettings for HybridSettings {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn boxed(&self) -> Box<dyn ModeSettings> {
-        Box::new(self.clone())
-    }
     fn set_steps(&mut self, steps: usize) {
         self.sampling.steps.steps = Some(steps);
     }

@@ -83,12 +83,6 @@ impl Checked for MaskedSettings {
 }
 
 impl ModeSettings for MaskedSettings {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn boxed(&self) -> Box<dyn ModeSettings> {
-        Box::new(self.clone())
-    }
     fn set_steps(&mut self, steps: usize) {
         self.steps.steps = Some(steps);
     }

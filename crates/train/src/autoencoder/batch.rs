@@ -142,30 +142,12 @@ mod tests {
         use tch::nn::OptimizerConfig;
         tch::manual_seed(0);
         let (v, d, dl) = (40, 16, 8);
-        let enc = EncoderConfig {
-            vocab_size: v,
-            shape: TransformerShape {
-                d_model: d,
-                n_layers: 1,
-                n_heads: 2,
-                d_ff: 32,
-                dropout: 0.0,
-                norm: NormKind::Layer,
-            },
-            max_len: 8,
-            d_latent: dl,
-            bound: LatentBound::Tanh,
-        };
+        let shape =
+            TransformerShape { d_model: d, n_layers: 1, n_heads: 2, d_ff: 32, dropout: 0.0, norm: NormKind::Layer };
+        let enc = EncoderConfig { vocab_size: v, shape, max_len: 8, d_latent: dl, bound: LatentBound::Tanh };
         let dec = DecoderConfig {
             vocab_size: v,
-            shape: TransformerShape {
-                d_model: d,
-                n_layers: 1,
-                n_heads: 2,
-                d_ff: 32,
-                dropout: 0.0,
-                norm: NormKind::Layer,
-            },
+            shape,
             max_seq_len: 16,
             plan: Some(PlanConfig { d_latent: dl, max_slots: 4 }),
         };
