@@ -46,6 +46,17 @@ fn run_python(py: &PathBuf, args: &[&str], input: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The parity tests' texts: a sentence, an empty one, non-ASCII text, `long`, a short one.
+fn sentences(long: &str) -> [&str; 5] {
+    [
+        "Once upon a time, there was a little fox named Leo.",
+        "",
+        "Über den Wolken: 雪が降る。 Ça va? 🦊",
+        long,
+        "they played all day.",
+    ]
+}
+
 /// `enc`'s embeddings of `texts` equal transformers' (inputs cut at `max_len`) to 1e-4, and are
 /// unit length.
 fn parity(py: &PathBuf, enc: &SentenceEncoder, dir: &std::path::Path, max_len: usize, texts: &[&str]) {
@@ -72,14 +83,8 @@ fn embeddings_match_transformers() {
     };
     let enc = SentenceEncoder::load(&dir, tch::Device::Cpu).unwrap();
     let long = "the little fox ran through the big green forest and ".repeat(40);
-    let texts = [
-        "Once upon a time, there was a little fox named Leo.",
-        "",
-        "Über den Wolken: 雪が降る。 Ça va? 🦊",
-        long.as_str(),
-        "they played all day.",
-    ];
     assert!(enc.tokenize(&long).unwrap().len() == 256, "the long text is cut at 256 tokens");
+    let texts = sentences(&long);
     parity(&py, &enc, &dir, 256, &texts);
 }
 
@@ -116,13 +121,7 @@ fn mpnet_embeddings_match_transformers() {
     let enc = SentenceEncoder::load(&dir, tch::Device::Cpu).unwrap();
     assert_eq!(enc.id().unwrap().name, plandiff_sentence::MPNET_NAME);
     let long = "the little fox ran through the big green forest and ".repeat(50);
-    let texts = [
-        "Once upon a time, there was a little fox named Leo.",
-        "",
-        "Über den Wolken: 雪が降る。 Ça va? 🦊",
-        long.as_str(),
-        "they played all day.",
-    ];
     assert_eq!(enc.tokenize(&long).unwrap().len(), 384, "the long text is cut at 384 tokens");
+    let texts = sentences(&long);
     parity(&py, &enc, &dir, 384, &texts);
 }
