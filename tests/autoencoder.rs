@@ -214,8 +214,8 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// `frozen_encoder`: the decoder trains on the frozen sentence encoder's cached embeddings
 /// (built by the run itself, then reused by `plandiff embed`), the bundle records the plan space
-/// and `eval` reads plans through it (another encoder's is refused in one line), and a wrong
-/// latent width is refused before training.
+/// and `eval` reads plans through it (another encoder's is refused in one line), the planner
+/// trains on the same latents, and a wrong latent width is refused before training.
 /// Needs the encoder `make venv` installs (skipped, saying so, without it unless
 /// `PLANDIFF_REQUIRE_JUDGE` is set).
 #[test]
@@ -267,6 +267,25 @@ fn frozen_encoder_plans_train_from_the_corpus_cache() {
     ]))
     .unwrap();
     assert!(v["result"]["ppl_oracle"].as_f64().unwrap().is_finite(), "{v}");
+    // The planner trains on the same frozen latents (d_latent 384) and is evaluated on them.
+    let o = run(&["train", "planner", "--config", s(&cfg), "--data", s(&data), "--out", s(&out), "--max-steps", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(out.join("planner/config.json")).unwrap()).unwrap();
+    assert_eq!(p["model"]["denoiser"]["d_latent"], 384, "{}", p["model"]);
+    let v: Value = serde_json::from_str(&run_ok(&[
+        "eval",
+        "--stage",
+        "planner",
+        "--checkpoint",
+        s(&out),
+        "--data",
+        s(&data),
+        "--split",
+        "train",
+        "--json",
+    ]))
+    .unwrap();
+    assert!(v["result"]["cosine_sampled"].as_f64().unwrap().is_finite(), "{v}");
     // A bundle whose plan space another encoder made: one line naming the fix.
     let sha = c["plan_space"]["encoder"]["weights_sha256"].as_str().unwrap().to_string();
     std::fs::write(&cfg_path, std::fs::read_to_string(&cfg_path).unwrap().replace(&sha, &"0".repeat(64))).unwrap();

@@ -32,7 +32,7 @@ pub fn evaluate_planner(req: &EvalRequest) -> Result<PlannerEval> {
     let ae = load_autoencoder(&b, req.device)?;
     let pl = load_planner(&b, req.device)?;
     let set = open_split(req.data, req.split, &ae.tokenizer)?;
-    let lat = LatentSet::encode(&ae.ae.encoder, &set, ae.tokenizer.special(), req.split);
+    let lat = LatentSet::of(&ae, req.data, &set, req.split)?;
     let usable: Vec<(usize, usize)> =
         lat.docs.iter().enumerate().filter(|(_, &(_, n))| n >= 2).map(|(d, _)| (d, 0)).collect();
     if usable.is_empty() {

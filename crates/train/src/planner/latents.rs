@@ -45,6 +45,49 @@ impl LatentSet {
     }
 }
 
+impl LatentSet {
+    /// The latents of a split in a frozen encoder's plan space (an autoencoder trained with
+    /// `frozen_encoder`): the corpus cache's embeddings (computed first when missing),
+    /// normalised by the space, in the cache's document order.
+    pub(super) fn frozen(
+        space: &plandiff_sentence::PlanSpace,
+        data: &std::path::Path,
+        split: &str,
+    ) -> crate::Result<Self> {
+        use crate::TrainError;
+        let dir = plandiff_sentence::find_encoder(None).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let enc = plandiff_sentence::SentenceEncoder::load(&dir, Device::Cpu)
+            .map_err(|e| TrainError::Invalid(e.to_string()))?;
+        space.check(&enc).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let opts = plandiff_sentence::CacheOptions::default();
+        let c =
+            plandiff_sentence::embed_corpus(&enc, data, split, opts).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let docs: Vec<(usize, usize)> =
+            c.doc_offsets.windows(2).map(|w| (w[0] as usize, (w[1] - w[0]) as usize)).collect();
+        let windows = docs.iter().enumerate().flat_map(|(d, &(_, n))| (0..n).map(move |f| (d, f))).collect();
+        tracing::info!(
+            sentences = c.info.sentences,
+            documents = docs.len(),
+            "read the {split} sentences' frozen latents"
+        );
+        Ok(Self { latents: space.normalise(&c.embeddings), docs, windows })
+    }
+
+    /// The latents of a split in an autoencoder's plan space: its frozen encoder's, or its own
+    /// trained encoder's.
+    pub(super) fn of(
+        ae: &plandiff_bundle::LoadedAutoencoder,
+        data: &std::path::Path,
+        set: &TokenSet,
+        split: &str,
+    ) -> crate::Result<Self> {
+        match &ae.config.plan_space {
+            Some(space) => Self::frozen(space, data, split),
+            None => Ok(Self::encode(&ae.ae.encoder, set, ae.tokenizer.special(), split)),
+        }
+    }
+}
+
 /// A batch of windows: latents `(B, S, d)` (zeros beyond a document's end) and real-slot
 /// mask `(B, S)`.
 pub(super) fn window_batch(

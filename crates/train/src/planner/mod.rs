@@ -200,10 +200,9 @@ pub fn train_planner(args: TrainArgs) -> Result<TrainReport> {
         (None, Some(s)) => s.model(ae.ae.encoder.config().d_latent, ae_sha)?,
         (None, None) => return Err(TrainError::Invalid("--config is required for a new run".into())),
     };
-    let sp = ae.tokenizer.special();
-    let train = LatentSet::encode(&ae.ae.encoder, &open_split(&args.data, "train", &ae.tokenizer)?, sp, "training");
+    let train = LatentSet::of(&ae, &args.data, &open_split(&args.data, "train", &ae.tokenizer)?, "train")?;
     let valid = match open_split(&args.data, "valid", &ae.tokenizer) {
-        Ok(v) => Some(LatentSet::encode(&ae.ae.encoder, &v, sp, "validation")).filter(|v| !v.windows.is_empty()),
+        Ok(v) => Some(LatentSet::of(&ae, &args.data, &v, "valid")?).filter(|v| !v.windows.is_empty()),
         Err(plandiff_bundle::BundleError::Data(_)) => None,
         Err(e) => return Err(e.into()),
     };
