@@ -286,12 +286,33 @@ fn frozen_encoder_plans_train_from_the_corpus_cache() {
     ]))
     .unwrap();
     assert!(v["result"]["cosine_sampled"].as_f64().unwrap().is_finite(), "{v}");
+    // Hybrid mode writes in the frozen space: the prompt and every written sentence are
+    // encoded by the frozen encoder, the planner fills the rest.
+    let hybrid = |out: &Path| {
+        run(&[
+            "generate",
+            "--checkpoint",
+            s(out),
+            "--mode",
+            "hybrid",
+            "--prompt",
+            "tom had a ball.",
+            "--sentences",
+            "3",
+        ])
+    };
+    let g = hybrid(&out);
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    assert!(String::from_utf8_lossy(&g.stdout).starts_with("tom had a ball."));
     // A bundle whose plan space another encoder made: one line naming the fix.
     let sha = c["plan_space"]["encoder"]["weights_sha256"].as_str().unwrap().to_string();
     std::fs::write(&cfg_path, std::fs::read_to_string(&cfg_path).unwrap().replace(&sha, &"0".repeat(64))).unwrap();
     let e = run(&["eval", "--stage", "autoencoder", "--checkpoint", s(&out), "--data", s(&data), "--split", "train"]);
     let err = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && err.contains("make venv") && err.trim().lines().count() == 1, "{err}");
+    let g = hybrid(&out);
+    let err = String::from_utf8_lossy(&g.stderr);
+    assert!(!g.status.success() && err.contains("make venv") && err.trim().lines().count() == 1, "{err}");
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, frozen.replace("d_latent = 384", "d_latent = 8")).unwrap();
     let o = run(&["train", "autoencoder", "--config", s(&bad), "--data", s(&data), "--out", s(&dir.path().join("c"))]);

@@ -57,7 +57,7 @@ impl HybridGenerator {
         let t0 = Instant::now();
         let (a0, b0) = (a - 1, b - 1);
         let mut toks = self.tokenize_sentences(&spans)?;
-        let mut lat = self.inpaint(&self.encode(&toks), a0, b0, gen.seed, plan)?;
+        let mut lat = self.inpaint(&self.encode(&toks)?, a0, b0, gen.seed, plan)?;
         let mut lp = LogitsProcessor::new(gen.sampling, gen.seed);
         let mut rewritten = Vec::new();
         for i in a0..=b0 {
@@ -69,7 +69,7 @@ impl HybridGenerator {
                 after: after.trim().into(),
             });
             toks[i] = sentence;
-            lat[i] = self.encode(std::slice::from_ref(&toks[i])).get(0);
+            lat[i] = self.encode(std::slice::from_ref(&toks[i]))?.get(0);
         }
         // Splice: bytes before sentence A and after sentence B are the input's own.
         let offset = |s: &str| s.as_ptr() as usize - text.as_ptr() as usize;

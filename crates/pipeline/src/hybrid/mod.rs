@@ -27,6 +27,7 @@ use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
 use plandiff_decoder::{generate_guided, GenerateOptions, LogitsProcessor, StopReason};
 use plandiff_layers::FieldError;
 use plandiff_planner::{HostNoise, LatentBound, PlanSampling};
+use plandiff_sentence::{find_encoder, PlanSpace, SentenceEncoder};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -46,7 +47,19 @@ pub struct HybridGenerator {
     planner: Planner,
     tokenizer: TextTokenizer,
     device: Device,
+    /// A frozen encoder's plan space (an autoencoder trained with `frozen_encoder`): sentences
+    /// are encoded by that encoder and normalised by the space, not by the trained encoder.
+    frozen: Option<(SentenceEncoder, PlanSpace)>,
     _vs: (nn::VarStore, nn::VarStore),
+}
+
+/// The frozen encoder a plan space was made with, from where `make` installs it; a missing or
+/// different one is a one-line error naming the fix.
+fn frozen_encoder(space: &PlanSpace, device: Device) -> Result<SentenceEncoder> {
+    let err = |e: plandiff_sentence::EncoderError| PipelineError::Invalid(e.to_string());
+    let enc = SentenceEncoder::load(&find_encoder(None).map_err(err)?, device).map_err(err)?;
+    space.check(&enc).map_err(err)?;
+    Ok(enc)
 }
 
 impl HybridGenerator {
@@ -63,7 +76,11 @@ impl HybridGenerator {
                 bundle.display()
             )));
         }
-        Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, _vs: (ae.vs, pl.vs) })
+        let frozen = match ae.config.plan_space {
+            Some(space) => Some((frozen_encoder(&space, device)?, space)),
+            None => None,
+        };
+        Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, frozen, _vs: (ae.vs, pl.vs) })
     }
 
     pub fn planner(&self) -> &Planner {
@@ -85,19 +102,32 @@ impl HybridGenerator {
         Ok(enc.into_iter().map(|s| s.into_iter().map(i64::from).collect()).collect())
     }
 
-    /// Encoder latents `(N, d)` of token sentences.
-    pub fn encode(&self, sentences: &[Vec<i64>]) -> Tensor {
-        let refs: Vec<&[i64]> = sentences.iter().map(Vec::as_slice).collect();
-        self.ae.encoder.encode(&refs, self.sp().pad as i64, 64)
+    /// Encoder latents `(N, d)` of token sentences: the frozen encoder's, normalised by the
+    /// plan space, or the trained encoder's.
+    pub fn encode(&self, sentences: &[Vec<i64>]) -> Result<Tensor> {
+        let Some((enc, space)) = &self.frozen else {
+            let refs: Vec<&[i64]> = sentences.iter().map(Vec::as_slice).collect();
+            return Ok(self.ae.encoder.encode(&refs, self.sp().pad as i64, 64));
+        };
+        let texts = sentences
+            .iter()
+            .map(|s| self.tokenizer.decode_text(&s.iter().map(|&t| t as u32).collect::<Vec<_>>()))
+            .collect::<std::result::Result<Vec<String>, _>>()?;
+        let refs: Vec<&str> = texts.iter().map(|t| t.trim()).collect();
+        let e = enc.embed_sorted(&refs, 64, &mut |_| {}).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        Ok(space.normalise(&e).to_device(self.device))
     }
 
     /// Encoder latents of text sentences.
     pub fn encode_text(&self, sentences: &[&str]) -> Result<Tensor> {
-        Ok(self.encode(&self.tokenize_sentences(sentences)?))
+        self.encode(&self.tokenize_sentences(sentences)?)
     }
 
     /// Planned latents kept inside the encoder's range (tanh latents in [-1, 1]).
     fn bounded(&self, z: Tensor) -> Tensor {
+        if self.frozen.is_some() {
+            return z; // normalised embeddings: unbounded by design
+        }
         match self.ae.encoder.config().bound {
             LatentBound::Tanh => z.clamp(-1.0, 1.0),
             LatentBound::Sphere => z,
@@ -155,7 +185,7 @@ impl Generator for HybridGenerator {
         let mut toks = self.tokenize_sentences(&texts)?;
         let open = if ends_sentence(req.prompt) { Vec::new() } else { toks.pop().unwrap_or_default() };
         let n = req.samples.max(1);
-        let mut rows = self.start_rows(&toks, &open, n, oracle.as_ref());
+        let mut rows = self.start_rows(&toks, &open, n, oracle.as_ref())?;
         let (p, total) = (toks.len(), toks.len() + want);
         let (sd, sp_slots) = (self.decoder_slots(), self.planner.max_slots());
         let max_len = self.ae.decoder.config().max_seq_len as usize;
@@ -217,7 +247,7 @@ impl Generator for HybridGenerator {
             let out = generate_guided(&self.ae.decoder, &prompts, &plan, w, &mut lp, &gopts, |row, tok| {
                 stream.token(active[row], tok, on)
             });
-            self.absorb(&mut act, &out);
+            self.absorb(&mut act, &out)?;
         }
         let timing = output::Timing { seconds: stream.seconds(), planning, planner_calls };
         self.finish(&rows, p, &stream, levers.show_plan, timing)

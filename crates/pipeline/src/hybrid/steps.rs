@@ -24,8 +24,14 @@ pub(super) struct Row {
 impl HybridGenerator {
     /// `n` rows holding the prompt's sentences `toks` (and its open sentence), their
     /// latents, and, for the oracle arm, the reference plan `(N, d)` after them.
-    pub(super) fn start_rows(&self, toks: &[Vec<i64>], open: &[i64], n: usize, oracle: Option<&Tensor>) -> Vec<Row> {
-        let latents = self.encode(toks);
+    pub(super) fn start_rows(
+        &self,
+        toks: &[Vec<i64>],
+        open: &[i64],
+        n: usize,
+        oracle: Option<&Tensor>,
+    ) -> Result<Vec<Row>> {
+        let latents = self.encode(toks)?;
         let known: Vec<Tensor> = (0..toks.len() as i64).map(|i| latents.get(i)).collect();
         let planned: Vec<Option<Tensor>> = match oracle {
             Some(z) => {
@@ -36,7 +42,7 @@ impl HybridGenerator {
             }
             None => Vec::new(),
         };
-        (0..n)
+        Ok((0..n)
             .map(|_| Row {
                 sentences: toks.to_vec(),
                 latents: known.iter().map(Tensor::shallow_clone).collect(),
@@ -45,7 +51,7 @@ impl HybridGenerator {
                 new_tokens: Vec::new(),
                 stop: None,
             })
-            .collect()
+            .collect())
     }
 
     /// Plans sentences `[call.from, call.from + call.new)` of every row, conditioned on the
@@ -129,7 +135,7 @@ impl HybridGenerator {
 
     /// Takes a decoded window into the rows: new tokens, sentences split at `<sep>` (the
     /// open sentence completed first), each new sentence re-encoded in one batch.
-    pub(super) fn absorb(&self, rows: &mut [&mut Row], out: &Generated) {
+    pub(super) fn absorb(&self, rows: &mut [&mut Row], out: &Generated) -> Result<()> {
         let sp = self.sp();
         let mut fresh: Vec<(usize, usize)> = Vec::new(); // (row, sentence index)
         for (k, r) in rows.iter_mut().enumerate() {
@@ -154,15 +160,16 @@ impl HybridGenerator {
             }
         }
         if fresh.is_empty() {
-            return;
+            return Ok(());
         }
         let sents: Vec<Vec<i64>> = fresh.iter().map(|&(k, i)| rows[k].sentences[i].clone()).collect();
-        let z = self.encode(&sents);
+        let z = self.encode(&sents)?;
         for (j, &(k, i)) in fresh.iter().enumerate() {
             if rows[k].latents.len() == i {
                 rows[k].latents.push(z.get(j as i64));
             }
         }
+        Ok(())
     }
 }
 
