@@ -253,38 +253,19 @@ fn frozen_encoder_plans_train_from_the_corpus_cache() {
     let c: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     assert_eq!(c["plan_space"]["encoder"]["name"], "sentence-transformers/all-MiniLM-L6-v2");
     assert_eq!(c["plan_space"]["mean"].as_array().unwrap().len(), 384);
-    let v: Value = serde_json::from_str(&run_ok(&[
-        "eval",
-        "--stage",
-        "autoencoder",
-        "--checkpoint",
-        s(&out),
-        "--data",
-        s(&data),
-        "--split",
-        "train",
-        "--json",
-    ]))
-    .unwrap();
+    let eval = |stage: &str| -> Value {
+        let args =
+            ["eval", "--stage", stage, "--checkpoint", s(&out), "--data", s(&data), "--split", "train", "--json"];
+        serde_json::from_str(&run_ok(&args)).unwrap()
+    };
+    let v = eval("autoencoder");
     assert!(v["result"]["ppl_oracle"].as_f64().unwrap().is_finite(), "{v}");
     // The planner trains on the same frozen latents (d_latent 384) and is evaluated on them.
     let o = run(&["train", "planner", "--config", s(&cfg), "--data", s(&data), "--out", s(&out), "--max-steps", "3"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let p: Value = serde_json::from_str(&std::fs::read_to_string(out.join("planner/config.json")).unwrap()).unwrap();
     assert_eq!(p["model"]["denoiser"]["d_latent"], 384, "{}", p["model"]);
-    let v: Value = serde_json::from_str(&run_ok(&[
-        "eval",
-        "--stage",
-        "planner",
-        "--checkpoint",
-        s(&out),
-        "--data",
-        s(&data),
-        "--split",
-        "train",
-        "--json",
-    ]))
-    .unwrap();
+    let v = eval("planner");
     assert!(v["result"]["cosine_sampled"].as_f64().unwrap().is_finite(), "{v}");
     // Hybrid mode writes in the frozen space: the prompt and every written sentence are
     // encoded by the frozen encoder, the planner fills the rest.
