@@ -121,22 +121,14 @@ pub fn unread_flag(
     how: impl Fn(&str) -> String,
     why: &str,
 ) -> Option<String> {
-    let mut seen = Vec::new();
-    for (_, add) in table {
-        for (id, long) in flags_of(*add) {
-            if seen.contains(&id) || m.value_source(&id) != Some(clap::parser::ValueSource::CommandLine) {
-                continue;
-            }
-            let readers: Vec<&str> =
-                table.iter().filter(|(_, f)| flags_of(*f).iter().any(|(i, _)| *i == id)).map(|(n, _)| *n).collect();
-            if !readers.iter().any(|r| chosen.contains(r)) {
-                let names: Vec<String> = readers.iter().map(|r| how(r)).collect();
-                return Some(format!("{long} is read by {} only; {why}", names.join(" and ")));
-            }
-            seen.push(id);
-        }
-    }
-    None
+    let flags: Vec<(&str, Vec<(String, String)>)> = table.iter().map(|(r, add)| (*r, flags_of(*add))).collect();
+    let given = flags.iter().flat_map(|(_, f)| f).find(|(id, _)| {
+        let read = flags.iter().filter(|(_, f)| f.iter().any(|(i, _)| i == id)).any(|(r, _)| chosen.contains(r));
+        !read && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    })?;
+    let readers: Vec<String> =
+        flags.iter().filter(|(_, f)| f.iter().any(|(i, _)| *i == given.0)).map(|(r, _)| how(r)).collect();
+    Some(format!("{} is read by {} only; {why}", given.1, readers.join(" and ")))
 }
 
 #[cfg(test)]

@@ -189,6 +189,11 @@ impl SentenceEncoder {
         self.model.hidden()
     }
 
+    /// Its name (`sentence-transformers/all-mpnet-base-v2`), without reading any file.
+    pub fn name(&self) -> &'static str {
+        self.model.card().0
+    }
+
     /// Its name and the SHA-256 of its weights and tokenizer (reads both files).
     pub fn id(&self) -> Result<EncoderId, EncoderError> {
         let sha = |f: &str| {
@@ -196,7 +201,7 @@ impl SentenceEncoder {
             sha256_file(&p).map_err(|e| EncoderError::Damaged { path: p, problem: e.to_string() })
         };
         Ok(EncoderId {
-            name: self.model.card().0.to_string(),
+            name: self.name().to_string(),
             weights_sha256: sha("model.safetensors")?,
             tokenizer_sha256: sha("tokenizer.json")?,
         })

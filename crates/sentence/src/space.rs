@@ -3,7 +3,7 @@
 //! embeddings into latents (LCM's normaliser). Stored in the config.json of the stage that
 //! reads such latents, so the space travels with the bundle and the encoder's weights do not.
 
-use crate::encoder::{EncoderError, EncoderId, SentenceEncoder};
+use crate::encoder::{find_encoder, EncoderError, EncoderId, SentenceEncoder};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -39,15 +39,25 @@ impl PlanSpace {
     pub fn check(&self, enc: &SentenceEncoder) -> Result<(), EncoderError> {
         let id = enc.id()?;
         if id.weights_sha256 != self.encoder.weights_sha256 || id.tokenizer_sha256 != self.encoder.tokenizer_sha256 {
+            // The expected hash comes from a bundle's config.json: cut by characters, not bytes.
+            let short = |h: &str| h.chars().take(12).collect::<String>();
             return Err(EncoderError::Run(format!(
                 "{} is not the {} this plan space was made with (its weights or tokenizer differ: sha256 {}..., expected {}...); reinstall it with `make venv`",
                 enc.dir().display(),
                 self.encoder.name,
-                &id.weights_sha256[..12],
-                &self.encoder.weights_sha256[..12.min(self.encoder.weights_sha256.len())]
+                short(&id.weights_sha256),
+                short(&self.encoder.weights_sha256)
             )));
         }
         Ok(())
+    }
+
+    /// The encoder this space was made with, from where `make` installs it, checked: a missing
+    /// or different one is a one-line error that names the fix.
+    pub fn encoder(&self, device: tch::Device) -> Result<SentenceEncoder, EncoderError> {
+        let enc = SentenceEncoder::load(&find_encoder(None)?, device)?;
+        self.check(&enc)?;
+        Ok(enc)
     }
 }
 
@@ -67,5 +77,17 @@ mod tests {
         assert!(mean < 1e-4 && std < 1e-4, "{mean} {std}");
         let back: PlanSpace = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+    }
+
+    /// A bundle's recorded hash is user input: a multi-byte one is reported, not sliced.
+    #[test]
+    fn a_foreign_hash_is_named_without_panicking() {
+        let Ok(dir) = find_encoder(None) else { return };
+        let enc = SentenceEncoder::load(&dir, Device::Cpu).unwrap();
+        let mut id = enc.id().unwrap();
+        id.weights_sha256 = "ééééééééééééé".into();
+        let s = PlanSpace { encoder: id, mean: vec![0.0; 384], std: vec![1.0; 384] };
+        let e = s.check(&enc).unwrap_err().to_string();
+        assert!(e.contains("expected éééééééééééé...") && e.contains("make venv"), "{e}");
     }
 }

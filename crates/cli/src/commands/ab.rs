@@ -20,8 +20,7 @@ fn arm_settings(a: &AbArgs, arms: &[ArmSpec], flags: &ArgMatches) -> Result<Vec<
             );
         }
     }
-    let mut modes: Vec<&str> = arms.iter().map(ArmSpec::mode).collect();
-    modes.dedup();
+    let modes: Vec<&str> = arms.iter().map(ArmSpec::mode).collect();
     registry::check_mode_flags(flags, &modes, &format!("no arm of --arms {} runs it", a.arms))?;
     let mut out = Vec::new();
     for m in modes {

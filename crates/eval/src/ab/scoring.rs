@@ -61,7 +61,7 @@ impl Scorers {
         let sentence = load_sentence(cfg, &mut notes)?;
         let minilm = plandiff_sentence::NAME;
         let second = match &sentence {
-            Some(j) if j.id().map(|i| i.name != minilm).unwrap_or(false) => {
+            Some(j) if j.name() != minilm => {
                 find_encoder(None).and_then(|d| SentenceEncoder::load(&d, cfg.device)).ok()
             }
             _ => None,
@@ -76,7 +76,7 @@ impl Scorers {
 
     /// The judge encoder's name (`sentence-transformers/all-mpnet-base-v2`).
     pub fn encoder_name(&self) -> Option<String> {
-        self.sentence.as_ref().and_then(|s| s.id().ok()).map(|i| i.name)
+        self.sentence.as_ref().map(|s| s.name().to_string())
     }
 
     pub fn seconds_per_sample(&self) -> Option<f64> {

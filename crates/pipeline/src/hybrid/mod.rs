@@ -27,7 +27,7 @@ use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
 use plandiff_decoder::{generate_guided, GenerateOptions, LogitsProcessor, StopReason};
 use plandiff_layers::FieldError;
 use plandiff_planner::{HostNoise, LatentBound, PlanSampling};
-use plandiff_sentence::{find_encoder, PlanSpace, SentenceEncoder};
+use plandiff_sentence::{PlanSpace, SentenceEncoder};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -53,15 +53,6 @@ pub struct HybridGenerator {
     _vs: (nn::VarStore, nn::VarStore),
 }
 
-/// The frozen encoder a plan space was made with, from where `make` installs it; a missing or
-/// different one is a one-line error naming the fix.
-fn frozen_encoder(space: &PlanSpace, device: Device) -> Result<SentenceEncoder> {
-    let err = |e: plandiff_sentence::EncoderError| PipelineError::Invalid(e.to_string());
-    let enc = SentenceEncoder::load(&find_encoder(None).map_err(err)?, device).map_err(err)?;
-    space.check(&enc).map_err(err)?;
-    Ok(enc)
-}
-
 impl HybridGenerator {
     /// Loads `BUNDLE/autoencoder` and `BUNDLE/planner` (every load check applies, and the
     /// planner must have been trained on this autoencoder).
@@ -77,7 +68,7 @@ impl HybridGenerator {
             )));
         }
         let frozen = match ae.config.plan_space {
-            Some(space) => Some((frozen_encoder(&space, device)?, space)),
+            Some(space) => Some((space.encoder(device).map_err(|e| PipelineError::Invalid(e.to_string()))?, space)),
             None => None,
         };
         Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, frozen, _vs: (ae.vs, pl.vs) })

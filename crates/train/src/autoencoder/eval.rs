@@ -2,7 +2,7 @@
 //! accuracy (also the validation metrics logged in training).
 
 use super::batch::{oracle_plan, plan_of, to_device, BatchTensors, DocSet};
-use super::frozen::{space_encoder, split_plans, FrozenPlans};
+use super::frozen::{invalid, split_plans, FrozenPlans};
 use crate::stages::EvalRequest;
 use crate::{Result, TrainError};
 use plandiff_bundle::{load_autoencoder, open_split, Autoencoder, Bundle};
@@ -111,7 +111,7 @@ pub fn evaluate_autoencoder(req: &EvalRequest) -> Result<PlanEval> {
     let cfg = &l.config;
     let frozen = match &cfg.plan_space {
         Some(space) => {
-            let enc = space_encoder(space)?;
+            let enc = space.encoder(Device::Cpu).map_err(invalid)?;
             Some(split_plans(&enc, space, req.data, req.split, &set, req.device)?)
         }
         None => None,

@@ -73,7 +73,7 @@ pub(super) fn frozen_plans(
     let (e, offsets) = split_embeddings(&enc, data, "train", train)?;
     let space = match space {
         Some(s) => {
-            s.check(&enc).map_err(|e| TrainError::Invalid(e.to_string()))?;
+            s.check(&enc).map_err(invalid)?;
             s
         }
         None => PlanSpace::fit(enc.id().map_err(|e| TrainError::Invalid(e.to_string()))?, &e),
@@ -105,6 +105,10 @@ pub(super) fn setup(
     Ok((Some((t, v)), Some(s)))
 }
 
+pub(super) fn invalid(e: plandiff_sentence::EncoderError) -> TrainError {
+    TrainError::Invalid(e.to_string())
+}
+
 /// The latents of a split in a given plan space (its encoder checked).
 pub(super) fn split_plans(
     enc: &SentenceEncoder,
@@ -116,13 +120,4 @@ pub(super) fn split_plans(
 ) -> Result<FrozenPlans> {
     let (e, offsets) = split_embeddings(enc, data, split, set)?;
     Ok(FrozenPlans { z: space.normalise(&e).to_device(device), offsets })
-}
-
-/// The frozen encoder of a plan space, from where `make` installs it; a missing or different
-/// one is a one-line error naming the fix.
-pub(super) fn space_encoder(space: &PlanSpace) -> Result<SentenceEncoder> {
-    let dir = find_encoder(None).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    let enc = SentenceEncoder::load(&dir, Device::Cpu).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    space.check(&enc).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    Ok(enc)
 }

@@ -55,10 +55,7 @@ impl LatentSet {
         split: &str,
     ) -> crate::Result<Self> {
         use crate::TrainError;
-        let dir = plandiff_sentence::find_encoder(None).map_err(|e| TrainError::Invalid(e.to_string()))?;
-        let enc = plandiff_sentence::SentenceEncoder::load(&dir, Device::Cpu)
-            .map_err(|e| TrainError::Invalid(e.to_string()))?;
-        space.check(&enc).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let enc = space.encoder(Device::Cpu).map_err(|e| TrainError::Invalid(e.to_string()))?;
         let opts = plandiff_sentence::CacheOptions::default();
         let c =
             plandiff_sentence::embed_corpus(&enc, data, split, opts).map_err(|e| TrainError::Invalid(e.to_string()))?;
