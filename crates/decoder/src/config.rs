@@ -17,7 +17,26 @@ pub struct PlanConfig {
     pub max_slots: i64,
 }
 
-/// Every architecture field is required: no silent defaults.
+/// Relative positions: rotary token positions and sentence-relative plan slots (issue 25).
+///
+/// Self-attention sees the `window` sentences up to a token's own (given sentence ids), so a
+/// sliding window forgets its oldest sentence's cache entries and keeps the rest as they are;
+/// cross-attention reads the plan slots from `window - 1` before a token's sentence to
+/// `lookahead` after it, scored with a learned bias per head and offset (no absolute slot
+/// embedding).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotaryConfig {
+    /// RoPE base, 10000 in most models.
+    pub base: f64,
+    /// Sentences a token's self-attention sees, its own included.
+    pub window: i64,
+    /// Plan slots after a token's own that its cross-attention reads.
+    pub lookahead: i64,
+}
+
+/// Every architecture field is required: no silent defaults (`rotary` absent is a bundle from
+/// before relative positions: learned absolute positions and slot embeddings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecoderConfig {
@@ -28,6 +47,9 @@ pub struct DecoderConfig {
     pub max_seq_len: i64,
     /// `None` for a plain causal LM without cross-attention.
     pub plan: Option<PlanConfig>,
+    /// `None`: learned absolute positions (`wpe`) and slot embeddings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotary: Option<RotaryConfig>,
 }
 
 impl DecoderConfig {
@@ -41,11 +63,30 @@ impl DecoderConfig {
                 }
             }
         }
+        if let Some(r) = self.rotary {
+            let invalid = |field: &str, v: f64, why: &str| plandiff_layers::FieldError::new(field, v, why).into();
+            if !(r.base.is_finite() && r.base > 1.0) {
+                return Err(invalid("rotary.base", r.base, "must be a finite number above 1 (10000 is usual)"));
+            }
+            if r.window < 1 || r.window > 4096 {
+                return Err(invalid("rotary.window", r.window as f64, "must be 1 to 4096 sentences"));
+            }
+            if r.lookahead < 0 || r.lookahead > 4096 {
+                return Err(invalid("rotary.lookahead", r.lookahead as f64, "must be 0 to 4096 slots"));
+            }
+            if (self.shape.d_model / self.shape.n_heads.max(1)) % 2 != 0 {
+                return Err(invalid(
+                    "n_heads",
+                    self.shape.n_heads as f64,
+                    "rotary positions need an even head width (d_model / n_heads)",
+                ));
+            }
+        }
         Ok(())
     }
 
     /// A tiny config for tests.
     pub fn test(vocab_size: i64, plan: Option<PlanConfig>) -> Self {
-        Self { vocab_size, shape: TransformerShape::test(), max_seq_len: 64, plan }
+        Self { vocab_size, shape: TransformerShape::test(), max_seq_len: 64, plan, rotary: None }
     }
 }

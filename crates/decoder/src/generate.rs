@@ -64,7 +64,7 @@ fn left_padded(
 
 /// Draws a row's next token. No empty sentences: `<sep>` never directly follows `<sep>` or
 /// a bare `<bos>`.
-fn draw(
+pub(crate) fn draw(
     sampler: &mut LogitsProcessor,
     row: &mut [f32],
     history: &[i64],
@@ -87,7 +87,7 @@ fn draw(
 
 /// Why a row stops after drawing `id` (its `sents`-th sentence end, `written` new tokens,
 /// next position `next_pos`), if it does.
-fn stop_after(
+pub(crate) fn stop_after(
     id: i64,
     sents: usize,
     written: usize,
@@ -110,20 +110,20 @@ fn stop_after(
 
 /// Classifier-free guidance on the plan (see [`generate_guided`]): with a weight, the batch's
 /// rows run twice, under the plan (rows `0..b`) and under the learned null plan (`b..2b`).
-struct Guide {
-    b: usize,
-    weight: Option<f64>,
+pub(crate) struct Guide {
+    pub(crate) b: usize,
+    pub(crate) weight: Option<f64>,
 }
 
 impl Guide {
     /// `v` (one entry per row) as the model's batch: repeated once more when guided.
-    fn rows<T: Clone>(&self, v: &[T]) -> Vec<T> {
+    pub(crate) fn rows<T: Clone>(&self, v: &[T]) -> Vec<T> {
         let copies = if self.weight.is_some() { 2 } else { 1 };
         v.iter().cycle().take(v.len() * copies).cloned().collect()
     }
 
     /// The model's plan input: `plan`, then the null plan for every row when guided.
-    fn plan(&self, model: &Decoder, plan: Option<&Tensor>) -> Option<Tensor> {
+    pub(crate) fn plan(&self, model: &Decoder, plan: Option<&Tensor>) -> Option<Tensor> {
         let plan = plan?;
         let (Some(_), Some(null)) = (self.weight, model.null_plan()) else { return Some(plan.shallow_clone()) };
         let &[b, s, d] = plan.size().as_slice() else { return Some(plan.shallow_clone()) };
@@ -132,7 +132,7 @@ impl Guide {
     }
 
     /// Next-token logits `(B, V)` from the model's `(B or 2B, V)`: `null + w (plan - null)`.
-    fn logits(&self, l: Tensor) -> Tensor {
+    pub(crate) fn logits(&self, l: Tensor) -> Tensor {
         match self.weight {
             Some(w) => {
                 let b = self.b as i64;

@@ -10,8 +10,10 @@ pub mod config;
 pub mod generate;
 pub mod model;
 pub mod sampling;
+pub mod session;
 
-pub use config::{ConfigError, DecoderConfig, PlanConfig};
+pub use config::{ConfigError, DecoderConfig, PlanConfig, RotaryConfig};
 pub use generate::{generate, generate_guided, GenerateOptions, Generated, StopReason};
 pub use model::{slot_ids, Decoder, DecoderCache};
 pub use sampling::{LogitsProcessor, SamplingConfig};
+pub use session::SlidingSession;

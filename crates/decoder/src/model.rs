@@ -1,20 +1,32 @@
 //! The decoder network.
 //!
-//! Tokens get learned token, position and (with a plan) sentence-slot embeddings. The plan
-//! is projected to `d_model`, given the same slot embeddings (so a token can find the latent
-//! of its own sentence), and each block's cross-attention keys/values are computed from it
-//! once. The output head is tied to the token embedding.
+//! Two position schemes. Learned (bundles from before issue 25): tokens get learned token,
+//! position and (with a plan) sentence-slot embeddings; the plan is projected to `d_model`
+//! and given the same slot embeddings, so a token can find the latent of its own sentence.
+//! Rotary ([`RotaryConfig`]): nothing absolute. Queries and keys are rotated by their
+//! positions; given sentence ids, self-attention sees the `window` sentences up to a token's
+//! own, and cross-attention reads the slots within `[-(window - 1), lookahead]` of the token's
+//! sentence, scored with a learned bias per head and offset. A sliding window then forgets its
+//! oldest sentence's cache entries ([`DecoderCache::forget`]) instead of re-reading the text.
+//! Each block's cross-attention keys/values are computed from the plan once. The output head
+//! is tied to the token embedding.
 
-use crate::config::DecoderConfig;
-use plandiff_layers::{AttnMask, Block, CrossContext, FoldedCross, InitStd, KvCache, KvPair, LearnedPositions, Norm};
+use crate::config::{DecoderConfig, RotaryConfig};
+use plandiff_layers::{
+    AttnMask, Block, CrossContext, FoldedCross, InitStd, KvCache, KvPair, LearnedPositions, Norm, Rotary,
+};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
 #[derive(Debug)]
 pub struct Decoder {
     cfg: DecoderConfig,
     wte: nn::Embedding,
-    wpe: LearnedPositions,
+    /// Learned absolute positions (`None` with rotary positions).
+    wpe: Option<LearnedPositions>,
     slot_emb: Option<nn::Embedding>,
+    /// Rotary models with a plan: the cross-attention's bias `(H, window + lookahead)` by the
+    /// slot's offset from the token's sentence.
+    slot_bias: Option<Tensor>,
     plan_proj: Option<nn::Linear>,
     null_plan: Option<Tensor>,
     blocks: Vec<Block>,
@@ -27,6 +39,10 @@ pub struct Decoder {
 #[derive(Debug)]
 pub struct DecoderCache {
     layers: Vec<KvCache>,
+    /// Rotary models: the sentence id of every cached position `(B, len)`, for the window.
+    sentences: Option<Tensor>,
+    /// The sentence id of plan slot 0 (rotary models; 0 for a window that starts the text).
+    origin: i64,
     /// Cross-attention to the plan, folded once per plan (see `FoldedCross`).
     cross: Option<Vec<FoldedCross>>,
 }
@@ -39,6 +55,36 @@ impl DecoderCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Forgets the cached positions `[from, from + n)` of every row and layer: a sliding
+    /// window's oldest sentence. With rotary positions and the sentence window, what the
+    /// remaining positions attend to is unchanged, so the next logits equal a full forward.
+    pub fn forget(&mut self, from: i64, n: i64) {
+        let len = self.len();
+        let n = n.min(len - from).max(0);
+        if n == 0 {
+            return;
+        }
+        self.layers.iter_mut().for_each(|c| c.remove(from, n));
+        if let Some(s) = &self.sentences {
+            self.sentences = Some(Tensor::cat(&[s.narrow(1, 0, from), s.narrow(1, from + n, len - from - n)], 1));
+        }
+    }
+
+    /// The sentence id of every cached position, row by row (rotary models; empty otherwise).
+    pub fn sentence_ids(&self) -> Vec<Vec<i64>> {
+        let Some(s) = &self.sentences else { return Vec::new() };
+        let (b, len) = s.size2().expect("(B, len) sentence ids");
+        let host = Vec::<i64>::try_from(s.reshape([-1])).expect("int64 sentence ids");
+        (0..b as usize).map(|r| host[r * len as usize..(r + 1) * len as usize].to_vec()).collect()
+    }
+
+    /// Reads another plan from now on, its slot 0 being sentence `origin` (rotary models: a
+    /// sliding window's plan moves with the window; cached positions keep what they read).
+    pub fn set_plan(&mut self, model: &Decoder, plan: Option<&Tensor>, batch: i64, origin: i64) {
+        self.cross = model.fold_plan(plan, batch);
+        self.origin = origin;
     }
 }
 
@@ -69,17 +115,22 @@ impl Decoder {
         let blocks = (0..cfg.shape.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect();
         let (slot_emb, plan_proj, null_plan) = match cfg.plan {
             Some(pc) => (
-                Some(nn::embedding(&p / "slot_emb", pc.max_slots, d, emb)),
+                cfg.rotary.is_none().then(|| nn::embedding(&p / "slot_emb", pc.max_slots, d, emb)),
                 Some(nn::linear(&p / "plan_proj", pc.d_latent, d, InitStd::default().linear(0.02))),
                 Some(p.var("null_plan", &[pc.max_slots, pc.d_latent], nn::Init::Randn { mean: 0.0, stdev: 0.02 })),
             ),
             None => (None, None, None),
         };
+        let slot_bias = match (cfg.plan, cfg.rotary) {
+            (Some(_), Some(r)) => Some(Self::init_slot_bias(&p, r, cfg.shape.n_heads)),
+            _ => None,
+        };
         Self {
             cfg: cfg.clone(),
             wte: nn::embedding(&p / "wte", cfg.vocab_size, d, emb),
-            wpe: LearnedPositions::new(&p / "wpe", cfg.max_seq_len, d),
+            wpe: cfg.rotary.is_none().then(|| LearnedPositions::new(&p / "wpe", cfg.max_seq_len, d)),
             slot_emb,
+            slot_bias,
             plan_proj,
             null_plan,
             blocks,
@@ -88,8 +139,54 @@ impl Decoder {
         }
     }
 
+    /// The cross-attention's slot bias, ALiBi-like at first: head `h` scores a slot `o`
+    /// sentences from the token's own `-|o| / 2^h`, so from step one some heads read the
+    /// token's own slot and others a wider span.
+    fn init_slot_bias(p: &nn::Path, r: RotaryConfig, heads: i64) -> Tensor {
+        let width = r.window + r.lookahead;
+        let init: Vec<f32> = (0..heads)
+            .flat_map(|h| (0..width).map(move |i| -((i - (r.window - 1)).abs() as f32) * 2f32.powi(-(h as i32))))
+            .collect();
+        let mut bias = p.var("slot_bias", &[heads, width], nn::Init::Const(0.0));
+        tch::no_grad(|| bias.copy_(&Tensor::from_slice(&init).view([heads, width]).to_device(p.device())));
+        bias
+    }
+
     pub fn config(&self) -> &DecoderConfig {
         &self.cfg
+    }
+
+    /// Rotary positions of `positions` `(B|1, T)` (`None` for learned positions).
+    fn rotary(&self, positions: &Tensor) -> Option<Rotary> {
+        let r = self.cfg.rotary?;
+        let (rows, t) = positions.size2().expect("positions must be (B, T)");
+        let host = Vec::<i64>::try_from(positions.reshape([-1])).expect("int64 positions");
+        let head_dim = self.cfg.shape.d_model / self.cfg.shape.n_heads;
+        Some(Rotary::new(&host, rows, t, head_dim, r.base, self.device))
+    }
+
+    /// Rotary models: which keys of sentences `key_sent` `(B, Tk)` each query of sentence
+    /// `q_sent` `(B, Tq)` may see for the sentence window, `(B, 1, Tq, Tk)` bool (causality
+    /// and padding are the caller's).
+    fn window_mask(&self, q_sent: &Tensor, key_sent: &Tensor) -> Option<Tensor> {
+        let r = self.cfg.rotary?;
+        let lo = q_sent.unsqueeze(2) - (r.window - 1); // (B, Tq, 1)
+        Some(key_sent.unsqueeze(1).ge_tensor(&lo).unsqueeze(1))
+    }
+
+    /// Rotary plan models: the cross-attention bias of tokens of sentences `slots` `(B, T)`
+    /// over `s` plan slots, `(B, H, T, S)`: the learned bias of each slot's offset from the
+    /// token's sentence, `-1e4` outside `[-(window - 1), lookahead]` (a weight of exactly 0
+    /// in fp32 and fp16, where `-inf` would give a padding token with no slot in reach NaN).
+    fn cross_bias(&self, slots: &Tensor, s: i64) -> Option<Tensor> {
+        let (r, table) = (self.cfg.rotary?, self.slot_bias.as_ref()?);
+        let (b, t) = slots.size2().expect("slots must be (B, T)");
+        let h = table.size()[0];
+        let offset = Tensor::arange(s, (Kind::Int64, self.device)).view([1, 1, s]) - slots.unsqueeze(2); // (B, T, S)
+        let inside = offset.ge(-(r.window - 1)).logical_and(&offset.le(r.lookahead));
+        let idx = (offset + (r.window - 1)).clamp(0, r.window + r.lookahead - 1);
+        let bias = table.index_select(1, &idx.reshape([-1])).view([h, b, t, s]).permute([1, 0, 2, 3]); // (B, H, T, S)
+        Some(bias.masked_fill(&inside.unsqueeze(1).logical_not(), -1e4))
     }
 
     pub fn device(&self) -> Device {
@@ -101,18 +198,22 @@ impl Decoder {
     /// # Shapes
     /// - `plan`: `(B, S, d_latent)` with `S <= max_slots`
     fn plan_context(&self, plan: Option<&Tensor>, batch: i64) -> Option<Tensor> {
-        let (proj, slot_emb, null) = match (&self.plan_proj, &self.slot_emb, &self.null_plan) {
-            (Some(a), Some(b), Some(c)) => (a, b, c),
+        let (proj, slot_emb, null) = match (&self.plan_proj, &self.null_plan) {
+            (Some(a), Some(c)) => (a, self.slot_emb.as_ref(), c),
             _ => return None,
         };
         let plan = match plan {
             Some(p) => p.shallow_clone(),
             None => null.unsqueeze(0).expand([batch, -1, -1], false), // (B, S, d_latent)
         };
-        let s = plan.size()[1];
-        let slots = Tensor::arange(s, (Kind::Int64, self.device));
-        let mem = proj.forward(&plan) + slot_emb.forward(&slots).unsqueeze(0); // (B, S, D)
-        Some(mem)
+        let mem = proj.forward(&plan); // (B, S, D)
+        match slot_emb {
+            Some(se) => {
+                let slots = Tensor::arange(plan.size()[1], (Kind::Int64, self.device));
+                Some(mem + se.forward(&slots).unsqueeze(0))
+            }
+            None => Some(mem), // rotary: slots are told apart by the cross-attention's bias
+        }
     }
 
     /// Cross-attention keys/values of a plan, per block.
@@ -122,7 +223,10 @@ impl Decoder {
     }
 
     fn embed(&self, tokens: &Tensor, positions: &Tensor, slots: Option<&Tensor>) -> Tensor {
-        let mut x = self.wte.forward(tokens) + self.wpe.forward(positions); // (B, T, D)
+        let mut x = self.wte.forward(tokens); // (B, T, D)
+        if let Some(wpe) = &self.wpe {
+            x = x + wpe.forward(positions);
+        }
         if let Some(se) = &self.slot_emb {
             let zeros;
             let slots = match slots {
@@ -177,10 +281,32 @@ impl Decoder {
         let (b, t) = tokens.size2().expect("tokens must be (B, T)");
         let positions = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0); // (1, T)
         let cross = self.plan_memory(plan, b);
-        let mask = self_mask.map_or(AttnMask::Causal, AttnMask::Custom);
+        let rope = self.rotary(&positions);
+        // Rotary models with sentence ids: the sentence window on top of the given mask.
+        let windowed = slots.and_then(|s| self.window_mask(s, s)).map(|w| {
+            let base = match self_mask {
+                Some(m) => m.shallow_clone(),
+                None => {
+                    let i = Tensor::arange(t, (Kind::Int64, self.device));
+                    i.unsqueeze(0).le_tensor(&i.unsqueeze(1)).view([1, 1, t, t])
+                    // key <= query
+                }
+            };
+            base.logical_and(&w)
+        });
+        let mask = match (&windowed, self_mask) {
+            (Some(w), _) => AttnMask::Custom(w),
+            (None, Some(m)) => AttnMask::Custom(m),
+            (None, None) => AttnMask::Causal,
+        };
+        let bias = match (slots, &cross) {
+            (Some(s), Some(c)) if !c.is_empty() => self.cross_bias(s, c[0].k.size()[2]),
+            _ => None,
+        };
         let mut x = plandiff_layers::dropout(self.embed(tokens, &positions, slots), self.cfg.shape.dropout, train);
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, mask, None, cross.as_ref().map(|c| CrossContext::Kv(&c[i])), train);
+            let ctx = cross.as_ref().map(|c| CrossContext::Kv(&c[i], bias.as_ref()));
+            x = block.forward(&x, mask, None, ctx, train, rope.as_ref());
         }
         self.head(&x)
     }
@@ -194,10 +320,19 @@ impl Decoder {
     /// A fresh cache; the plan's cross-attention keys/values are computed here, once, and
     /// folded with the cross-attention projections.
     pub fn new_cache(&self, plan: Option<&Tensor>, batch: i64) -> DecoderCache {
-        let cross = tch::no_grad(|| {
+        let cross = self.fold_plan(plan, batch);
+        DecoderCache {
+            layers: (0..self.blocks.len()).map(|_| KvCache::new()).collect(),
+            cross,
+            sentences: None,
+            origin: 0,
+        }
+    }
+
+    fn fold_plan(&self, plan: Option<&Tensor>, batch: i64) -> Option<Vec<FoldedCross>> {
+        tch::no_grad(|| {
             self.plan_context(plan, batch).map(|mem| self.blocks.iter().filter_map(|b| b.fold_context(&mem)).collect())
-        });
-        DecoderCache { layers: (0..self.blocks.len()).map(|_| KvCache::new()).collect(), cross }
+        })
     }
 
     /// Incremental forward over `t` new tokens given everything in `cache`.
@@ -213,21 +348,46 @@ impl Decoder {
         key_mask: Option<&Tensor>,
         cache: &mut DecoderCache,
     ) -> Tensor {
-        let (_, t) = tokens.size2().expect("tokens must be (B, T)");
+        let (b, t) = tokens.size2().expect("tokens must be (B, T)");
         let past = cache.len();
+        // Rotary models with sentence ids: every key's sentence, for the window.
+        let window = match (self.cfg.rotary, slots) {
+            (Some(_), Some(s)) => {
+                let all = match &cache.sentences {
+                    Some(old) => Tensor::cat(&[old, s], 1),
+                    None => s.shallow_clone(),
+                };
+                let w = self.window_mask(s, &all);
+                cache.sentences = Some(all);
+                w
+            }
+            _ => None,
+        };
         let custom;
-        let mask = match key_mask {
-            None if t == 1 => AttnMask::None,
-            None if past == 0 => AttnMask::Causal,
+        let mask = match (key_mask, &window) {
+            (None, None) if t == 1 => AttnMask::None,
+            (None, None) if past == 0 => AttnMask::Causal,
             _ => {
-                custom = self.step_mask(t, past, key_mask);
+                let m = self.step_mask(t, past, key_mask);
+                custom = match &window {
+                    Some(w) => m.logical_and(w),
+                    None => m,
+                };
                 AttnMask::Custom(&custom)
             }
         };
+        let rope = self.rotary(positions);
+        let bias = match (slots, &cache.cross) {
+            (Some(s), Some(c)) if !c.is_empty() => self.cross_bias(&(s - cache.origin), c[0].slots()).map(|x| {
+                let (h, s) = (x.size()[1], x.size()[3]);
+                x.permute([0, 2, 1, 3]).reshape([b, t, h * s]) // (B, T, H*S), the folded layout
+            }),
+            _ => None,
+        };
         let mut x = self.embed(tokens, positions, slots);
         for (i, block) in self.blocks.iter().enumerate() {
-            let cross = cache.cross.as_ref().map(|c| CrossContext::Folded(&c[i]));
-            x = block.forward(&x, mask, Some(&mut cache.layers[i]), cross, false);
+            let cross = cache.cross.as_ref().map(|c| CrossContext::Folded(&c[i], bias.as_ref()));
+            x = block.forward(&x, mask, Some(&mut cache.layers[i]), cross, false, rope.as_ref());
         }
         self.head(&x)
     }
@@ -251,7 +411,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PlanConfig;
+    use crate::config::{PlanConfig, RotaryConfig};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b).abs().max().double_value(&[])
@@ -330,6 +490,72 @@ mod tests {
         let d = max_diff(&alone, &out.narrow(1, 3, 5));
         assert!(d < 1e-5, "padded vs alone {d}");
         assert!(!bool::try_from(out.isnan().any()).unwrap());
+    }
+
+    /// A sliding window that forgets its oldest sentence's cache entries gives the logits of
+    /// a full forward over the whole text (rotary positions, sentence window): the positions
+    /// the incremental path uses even start elsewhere (37), since only distances count.
+    #[test]
+    fn rotary_slide_equals_full_recomputation() {
+        tch::manual_seed(4);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut cfg = DecoderConfig::test(50, Some(PlanConfig { d_latent: 8, max_slots: 6 }));
+        cfg.rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
+        cfg.validate().unwrap();
+        let model = Decoder::new(vs.root(), &cfg);
+        let (per, n) = (3i64, 6i64); // 6 sentences of 3 tokens
+        let t = per * n;
+        let tokens = Tensor::randint(50, [1, t], (Kind::Int64, Device::Cpu));
+        let slots = Tensor::from_slice(&(0..t).map(|i| i / per).collect::<Vec<i64>>()).unsqueeze(0);
+        let plan = Tensor::randn([1, n, 8], (Kind::Float, Device::Cpu));
+        let full = tch::no_grad(|| model.forward(&tokens, Some(&slots), Some(&plan), false));
+        let mut cache = model.new_cache(Some(&plan), 1);
+        let mut worst = 0f64;
+        for i in 0..t {
+            let s = i / per;
+            if i % per == 0 && s >= 2 {
+                cache.forget(0, per); // sentence s - 2 leaves the window
+            }
+            let step = tch::no_grad(|| {
+                model.forward_step(
+                    &tokens.narrow(1, i, 1),
+                    &Tensor::from_slice(&[37 + i]).view([1, 1]),
+                    Some(&slots.narrow(1, i, 1)),
+                    None,
+                    &mut cache,
+                )
+            });
+            worst = worst.max(max_diff(&step.select(1, 0), &full.select(1, i)));
+        }
+        assert!(worst < 1e-5, "slid vs full max abs diff {worst}");
+        assert_eq!(cache.len(), 2 * per, "the cache holds the window's two sentences only");
+        // The window is real: without it (one window of every sentence) the last logits differ.
+        let mut wide = cfg.clone();
+        wide.rotary = Some(RotaryConfig { window: 6, ..cfg.rotary.unwrap() });
+        let vs2 = nn::VarStore::new(Device::Cpu);
+        let model2 = Decoder::new(vs2.root(), &wide);
+        tch::no_grad(|| {
+            for (a, b) in vs2.variables().iter().zip(vs.variables().iter()).filter(|(a, _)| !a.0.contains("slot_bias"))
+            {
+                a.1.shallow_clone().copy_(&vs.variables()[a.0]);
+                let _ = b;
+            }
+        });
+        let other = tch::no_grad(|| model2.forward(&tokens, Some(&slots), Some(&plan), false));
+        assert!(max_diff(&other.select(1, t - 1), &full.select(1, t - 1)) > 1e-4);
+    }
+
+    #[test]
+    fn rotary_config_checks() {
+        let mut cfg = DecoderConfig::test(50, None);
+        cfg.rotary = Some(RotaryConfig { base: 10000.0, window: 0, lookahead: 1 });
+        assert!(cfg.validate().unwrap_err().to_string().contains("rotary.window"));
+        cfg.rotary = Some(RotaryConfig { base: f64::NAN, window: 2, lookahead: 1 });
+        assert!(cfg.validate().unwrap_err().to_string().contains("rotary.base"));
+        // Bundles from before relative positions have no `rotary` and load as learned.
+        let old = serde_json::to_value(DecoderConfig::test(50, None)).unwrap();
+        assert!(old.get("rotary").is_none());
+        assert_eq!(serde_json::from_value::<DecoderConfig>(old).unwrap().rotary, None);
     }
 
     #[test]

@@ -70,6 +70,7 @@ fn plain_decoder_matches_pytorch() {
         shape: TransformerShape { d_model: 48, n_layers: 2, n_heads: 4, d_ff: 96, dropout: 0.0, norm: NormKind::Layer },
         max_seq_len: 32,
         plan: None,
+        rotary: None,
     });
 }
 
@@ -80,5 +81,6 @@ fn cross_attention_decoder_with_rmsnorm_matches_pytorch() {
         shape: TransformerShape { d_model: 32, n_layers: 3, n_heads: 2, d_ff: 64, dropout: 0.0, norm: NormKind::Rms },
         max_seq_len: 24,
         plan: Some(PlanConfig { d_latent: 12, max_slots: 5 }),
+        rotary: None,
     });
 }

@@ -123,7 +123,7 @@ impl TextDiffusion {
             train,
         );
         for block in &self.blocks {
-            h = block.forward(&h, AttnMask::None, None, None, train);
+            h = block.forward(&h, AttnMask::None, None, None, train, None);
         }
         self.output.forward(&self.norm_f.forward(&h))
     }

@@ -5,7 +5,7 @@
 //! projections are computed once with [`Attention::project_kv`] and reused at every step.
 //! The kernel is `scaled_dot_product_attention`, which picks flash/efficient kernels on CUDA.
 
-use crate::InitStd;
+use crate::{InitStd, Rotary};
 use tch::{nn, nn::Module, Tensor};
 
 /// Which keys each query may see.
@@ -15,7 +15,8 @@ pub enum AttnMask<'a> {
     None,
     /// Query `i` sees keys `0..=i`; only valid when queries and keys have the same length.
     Causal,
-    /// Boolean mask broadcastable to `(B, H, Tq, Tk)`; `true` means "may attend".
+    /// Boolean mask broadcastable to `(B, H, Tq, Tk)`; `true` means "may attend". A float
+    /// tensor is added to the scores instead (a bias, `-inf` where a key is hidden).
     Custom(&'a Tensor),
 }
 
@@ -56,6 +57,13 @@ pub struct FoldedCross {
     slots: i64,
 }
 
+impl FoldedCross {
+    /// Number of context slots.
+    pub fn slots(&self) -> i64 {
+        self.slots
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct KvCache {
     buf: Option<KvPair>,
@@ -74,6 +82,23 @@ impl KvCache {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Forgets the `n` cached positions from `from` on (a sliding window's oldest sentence);
+    /// the positions after them move down, in place.
+    pub fn remove(&mut self, from: i64, n: i64) {
+        let n = n.min(self.len - from).max(0);
+        if n == 0 {
+            return;
+        }
+        if let Some(buf) = &self.buf {
+            let keep = self.len - from - n;
+            for t in [&buf.k, &buf.v] {
+                let tail = t.narrow(2, from + n, keep).copy(); // the ranges overlap: copy first
+                t.narrow(2, from, keep).copy_(&tail);
+            }
+        }
+        self.len -= n;
     }
 
     fn capacity(&self) -> i64 {
@@ -153,8 +178,12 @@ impl Attention {
     /// # Shapes
     /// - `x`: `(B, Tq, D)`, `kv`: `(B, H, Tk, Dh)`, returns `(B, Tq, D)`
     pub fn attend(&self, x: &Tensor, kv: &KvPair, mask: AttnMask, train: bool) -> Tensor {
-        let (b, t, d) = x.size3().expect("3-d input");
         let q = self.split_heads(&self.q_proj.forward(x)); // (B, H, Tq, Dh)
+        self.attend_q(x, q, kv, mask, train)
+    }
+
+    fn attend_q(&self, x: &Tensor, q: Tensor, kv: &KvPair, mask: AttnMask, train: bool) -> Tensor {
+        let (b, t, d) = x.size3().expect("3-d input");
         let dropout = if train { self.dropout } else { 0.0 };
         let (m, causal) = match mask {
             AttnMask::None => (None, false),
@@ -198,20 +227,42 @@ impl Attention {
     ///
     /// # Shapes
     /// - `x`: `(B, T, D)` -> `(B, T, D)`
-    pub fn attend_folded(&self, x: &Tensor, f: &FoldedCross) -> Tensor {
+    ///   `bias`: `(B, T, H*S)` added to the scores (relative slot offsets, `-inf` hides a slot)
+    pub fn attend_folded(&self, x: &Tensor, f: &FoldedCross, bias: Option<&Tensor>) -> Tensor {
         let (b, t, _) = x.size3().expect("3-d input");
         let scores = f.c.baddbmm(x, &f.a, 1.0, 1.0); // (B, T, H*S)
+        let scores = match bias {
+            Some(bias) => scores + bias,
+            None => scores,
+        };
         let p = scores.view([b, t, f.heads, f.slots]).softmax(-1, scores.kind()).view([b, t, f.heads * f.slots]);
         f.b_o.baddbmm(&p, &f.u, 1.0, 1.0) // (B, T, D)
     }
 
-    pub fn forward_self(&self, x: &Tensor, cache: Option<&mut KvCache>, mask: AttnMask, train: bool) -> Tensor {
+    /// With `rope`, queries and the new keys are rotated by their positions (the cache holds
+    /// rotated keys).
+    pub fn forward_self(
+        &self,
+        x: &Tensor,
+        cache: Option<&mut KvCache>,
+        mask: AttnMask,
+        train: bool,
+        rope: Option<&Rotary>,
+    ) -> Tensor {
         let kv = self.project_kv(x);
+        let mut q = self.split_heads(&self.q_proj.forward(x)); // (B, H, T, Dh)
+        let kv = match rope {
+            Some(r) => {
+                q = r.apply(&q);
+                KvPair { k: r.apply(&kv.k), v: kv.v }
+            }
+            None => kv,
+        };
         let kv = match cache {
             Some(c) => c.append(kv),
             None => kv,
         };
-        self.attend(x, &kv, mask, train)
+        self.attend_q(x, q, &kv, mask, train)
     }
 }
 
@@ -226,12 +277,12 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let attn = Attention::new(vs.root() / "attn", 32, 32, 4, 0.0, InitStd::default());
         let x = Tensor::randn([2, 7, 32], (Kind::Float, Device::Cpu));
-        let full = attn.forward_self(&x, None, AttnMask::Causal, false);
+        let full = attn.forward_self(&x, None, AttnMask::Causal, false, None);
         let mut cache = KvCache::new();
         let mut steps = Vec::new();
         for i in 0..7 {
             let xi = x.narrow(1, i, 1);
-            steps.push(attn.forward_self(&xi, Some(&mut cache), AttnMask::None, false));
+            steps.push(attn.forward_self(&xi, Some(&mut cache), AttnMask::None, false, None));
         }
         let inc = Tensor::cat(&steps, 1);
         let diff = (full - inc).abs().max().double_value(&[]);
@@ -251,7 +302,7 @@ mod tests {
         assert_eq!(y.size(), vec![3, 5, 16]);
         // Output depends on the context: a different plan gives a different result.
         // The folded form gives the same output.
-        let folded = attn.attend_folded(&x, &attn.fold_context(&kv));
+        let folded = attn.attend_folded(&x, &attn.fold_context(&kv), None);
         assert!((&y - folded).abs().max().double_value(&[]) < 1e-5);
         let kv2 = attn.project_kv(&(ctx + 1.0));
         let y2 = attn.attend(&x, &kv2, AttnMask::None, false);

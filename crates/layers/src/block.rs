@@ -1,14 +1,16 @@
 //! Pre-norm transformer block with optional cross-attention:
 //! `x += attn(norm1(x)); x += cross(norm_c(x), plan); x += mlp(norm2(x))`.
 
-use crate::{dropout, Attention, AttnMask, FoldedCross, InitStd, KvCache, KvPair, Mlp, Norm, NormKind};
+use crate::{dropout, Attention, AttnMask, FoldedCross, InitStd, KvCache, KvPair, Mlp, Norm, NormKind, Rotary};
 
 /// What a block's cross-attention reads: the context's keys and values (training, full
-/// forwards), or their folded form (cached decoding).
+/// forwards), or their folded form (cached decoding), each with an optional additive bias on
+/// the scores (`(B, H, T, S)` and `(B, T, H*S)`: relative slot offsets, `-inf` for a hidden
+/// slot).
 #[derive(Debug, Clone, Copy)]
 pub enum CrossContext<'a> {
-    Kv(&'a KvPair),
-    Folded(&'a FoldedCross),
+    Kv(&'a KvPair, Option<&'a Tensor>),
+    Folded(&'a FoldedCross, Option<&'a Tensor>),
 }
 use tch::{nn, Tensor};
 
@@ -76,13 +78,17 @@ impl Block {
         cache: Option<&mut KvCache>,
         context: Option<CrossContext>,
         train: bool,
+        rope: Option<&Rotary>,
     ) -> Tensor {
-        let h = self.attn.forward_self(&self.norm1.forward(x), cache, mask, train);
+        let h = self.attn.forward_self(&self.norm1.forward(x), cache, mask, train, rope);
         let mut x = x + dropout(h, self.dropout, train);
         if let (Some((norm, cross)), Some(ctx)) = (&self.cross, context) {
             let h = match ctx {
-                CrossContext::Kv(kv) => cross.attend(&norm.forward(&x), kv, AttnMask::None, train),
-                CrossContext::Folded(f) => cross.attend_folded(&norm.forward(&x), f),
+                CrossContext::Kv(kv, bias) => {
+                    let mask = bias.map_or(AttnMask::None, AttnMask::Custom);
+                    cross.attend(&norm.forward(&x), kv, mask, train)
+                }
+                CrossContext::Folded(f, bias) => cross.attend_folded(&norm.forward(&x), f, bias),
             };
             x = x + dropout(h, self.dropout, train);
         }

@@ -9,6 +9,7 @@ pub mod block;
 pub mod embedding;
 pub mod mlp;
 pub mod norm;
+pub mod rotary;
 pub mod shape;
 
 pub use attention::{Attention, AttnMask, FoldedCross, KvCache, KvPair};
@@ -16,6 +17,7 @@ pub use block::{Block, BlockConfig, CrossContext};
 pub use embedding::{sinusoidal_embedding, LearnedPositions};
 pub use mlp::Mlp;
 pub use norm::{Norm, NormKind};
+pub use rotary::Rotary;
 pub use shape::TransformerShape;
 
 /// Initial weight scales (GPT-2): projections N(0, `proj`), projections that write into the

@@ -78,7 +78,7 @@ impl MaskedLm {
             train,
         ); // (B, L, D)
         for block in &self.blocks {
-            h = block.forward(&h, AttnMask::None, None, None, train);
+            h = block.forward(&h, AttnMask::None, None, None, train, None);
         }
         let h = self.norm_f.forward(&h);
         let h = Tensor::cat(&[h.narrow(1, 0, 1), h.narrow(1, 0, l - 1)], 1); // (B, L, D), shifted

@@ -114,7 +114,7 @@ impl Denoiser {
         let key_mask = slots.map(|m| m.unsqueeze(1).unsqueeze(1)); // (B, 1, 1, S)
         for block in &self.blocks {
             let mask = key_mask.as_ref().map_or(AttnMask::None, AttnMask::Custom);
-            x = block.forward(&x, mask, None, None, train);
+            x = block.forward(&x, mask, None, None, train, None);
         }
         self.output.forward(&self.norm_f.forward(&x))
     }

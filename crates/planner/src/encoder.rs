@@ -116,7 +116,7 @@ impl SentenceEncoder {
             plandiff_layers::dropout(self.wte.forward(&tokens) + self.wpe.forward(&pos), self.cfg.shape.dropout, train);
         let attn_mask = mask.unsqueeze(1).unsqueeze(1); // (N, 1, 1, L): keys that are real
         for b in &self.blocks {
-            x = b.forward(&x, AttnMask::Custom(&attn_mask), None, None, train);
+            x = b.forward(&x, AttnMask::Custom(&attn_mask), None, None, train, None);
         }
         let x = self.norm_f.forward(&x);
         let m = mask.to_kind(x.kind()).unsqueeze(-1); // (N, L, 1)

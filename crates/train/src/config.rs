@@ -4,7 +4,7 @@
 //! sections and fields are errors; architecture fields have no defaults.
 
 use crate::{Result, TrainError};
-use plandiff_decoder::DecoderConfig;
+use plandiff_decoder::{DecoderConfig, RotaryConfig};
 use plandiff_layers::TransformerShape;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -116,11 +116,15 @@ pub struct ModelSection {
     #[serde(flatten)]
     pub shape: TransformerShape,
     pub max_seq_len: i64,
+    /// `[<stage>.model.rotary]`: relative positions (rotary tokens, sentence-relative plan
+    /// slots); absent: learned absolute positions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotary: Option<RotaryConfig>,
 }
 
 impl ModelSection {
     pub fn decoder(&self, vocab_size: i64) -> DecoderConfig {
-        DecoderConfig { vocab_size, shape: self.shape, max_seq_len: self.max_seq_len, plan: None }
+        DecoderConfig { vocab_size, shape: self.shape, max_seq_len: self.max_seq_len, plan: None, rotary: self.rotary }
     }
 }
 

@@ -24,7 +24,7 @@ use crate::text::{ends_sentence, TextStream};
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, Planner};
 use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
-use plandiff_decoder::{generate_guided, GenerateOptions, LogitsProcessor, StopReason};
+use plandiff_decoder::{generate_guided, GenerateOptions, Generated, LogitsProcessor, SlidingSession, StopReason};
 use plandiff_layers::FieldError;
 use plandiff_planner::{HostNoise, LatentBound, PlanSampling};
 use plandiff_sentence::{PlanSpace, SentenceEncoder};
@@ -142,6 +142,20 @@ impl HybridGenerator {
         self.encode_text(&sents[..n])
     }
 
+    /// The decoder's options for a window that writes `sentences` sentences within `budget`
+    /// tokens: every planned slot gets its sentence (the document may not end early).
+    fn window_options(&self, budget: usize, sentences: usize) -> GenerateOptions {
+        let sp = self.sp();
+        GenerateOptions {
+            max_new_tokens: budget,
+            max_sentences: Some(sentences),
+            eos_id: sp.eos as i64,
+            sep_id: sp.sep as i64,
+            pad_id: sp.pad as i64,
+            banned: vec![sp.bos as i64, sp.pad as i64, sp.eos as i64],
+        }
+    }
+
     /// Checks a request; returns the plan sampling and the number of sentences to write.
     fn check(&self, req: &GenRequest) -> Result<(PlanSampling, Option<Tensor>, usize)> {
         req.gen.sampling.validate()?;
@@ -184,6 +198,7 @@ impl Generator for HybridGenerator {
         let mut lp = LogitsProcessor::new(req.gen.sampling, req.gen.seed);
         let mut stream = TextStream::new(&self.tokenizer, req.prompt, n, req.gen.stream);
         let (mut planning, mut planner_calls) = (0f64, 0usize);
+        let mut session: Option<SlidingSession> = None;
         loop {
             let active: Vec<usize> = (0..n).filter(|&i| rows[i].stop.is_none()).collect();
             let Some(&lead) = active.first() else { break };
@@ -200,6 +215,31 @@ impl Generator for HybridGenerator {
                 self.plan_rows(&mut act, call, plan_opts, levers.candidates(), &mut noise)?;
                 planning += tp.elapsed().as_secs_f64();
                 planner_calls += 1;
+            }
+            // A rotary decoder slides: one cache for the whole text, the oldest sentence's entries
+            // forgotten as the window moves (the first window reads the prompt). Otherwise, and
+            // with pinned sentences, each window re-reads its text.
+            let w = levers.plan_guidance();
+            let slide = self.ae.decoder.config().rotary.filter(|_| levers.pin() == 0);
+            if let (Some(r), Some(sess)) = (slide, session.as_mut()) {
+                let origin = written.saturating_sub(r.window.max(1) as usize - 1);
+                let plan = self.window_plan(&all_rows(&mut rows), window::DecoderView::from(origin), written);
+                let budget = req.gen.max_tokens.saturating_sub(rows[lead].new_tokens.len());
+                if budget == 0 {
+                    rows.iter_mut().filter(|r| r.stop.is_none()).for_each(|r| r.stop = Some(StopReason::MaxTokens));
+                    break;
+                }
+                let gopts = self.window_options(budget, win.end - written);
+                let out = sess.write(&self.ae.decoder, &plan, origin as i64, &mut lp, &gopts, |row, tok| {
+                    stream.token(row, tok, on)
+                });
+                let out = Generated {
+                    tokens: active.iter().map(|&i| out.tokens[i].clone()).collect(),
+                    stop: active.iter().map(|&i| out.stop[i]).collect(),
+                };
+                let mut act: Vec<&mut Row> = rows.iter_mut().filter(|r| r.stop.is_none()).collect();
+                self.absorb(&mut act, &out)?;
+                continue;
             }
             let view = window::pinned_view(win, written, levers.pin(), sd);
             let pinned_len = act.iter().map(|r| r.sentences[..view.pinned].iter().map(|s| s.len() + 1).sum::<usize>());
@@ -225,16 +265,18 @@ impl Generator for HybridGenerator {
                 act.iter_mut().for_each(|r| r.stop = Some(StopReason::MaxTokens));
                 break;
             }
-            // Every planned slot gets its sentence: the document may not end early.
-            let gopts = GenerateOptions {
-                max_new_tokens: budget,
-                max_sentences: Some(win.end - written),
-                eos_id: sp.eos as i64,
-                sep_id: sp.sep as i64,
-                pad_id: sp.pad as i64,
-                banned: vec![sp.bos as i64, sp.pad as i64, sp.eos as i64],
-            };
-            let w = levers.plan_guidance();
+            let gopts = self.window_options(budget, win.end - written);
+            if slide.is_some() {
+                // The first window of a sliding decoder: its session starts with this text.
+                let mut sess = SlidingSession::new(&self.ae.decoder, &prompts, view.start as i64, w)
+                    .expect("a rotary decoder starts a session");
+                let out = sess.write(&self.ae.decoder, &plan, view.start as i64, &mut lp, &gopts, |row, tok| {
+                    stream.token(active[row], tok, on)
+                });
+                session = Some(sess);
+                self.absorb(&mut act, &out)?;
+                continue;
+            }
             let out = generate_guided(&self.ae.decoder, &prompts, &plan, w, &mut lp, &gopts, |row, tok| {
                 stream.token(active[row], tok, on)
             });
@@ -256,6 +298,11 @@ impl Generator for HybridGenerator {
         });
         Ok(v.as_object().cloned().unwrap_or_default())
     }
+}
+
+/// Every row, for the steps that take a list of rows (a sliding session keeps them all).
+fn all_rows(rows: &mut [Row]) -> Vec<&mut Row> {
+    rows.iter_mut().collect()
 }
 
 #[cfg(test)]

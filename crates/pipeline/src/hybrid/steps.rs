@@ -123,7 +123,7 @@ impl HybridGenerator {
             .map(|r| {
                 self.slots_plan(view, |i| {
                     if i < written {
-                        Some(r.latents[i].shallow_clone())
+                        r.latents.get(i).map(Tensor::shallow_clone) // a row that ended has fewer
                     } else {
                         r.planned.get(i).and_then(|z| z.as_ref().map(Tensor::shallow_clone))
                     }

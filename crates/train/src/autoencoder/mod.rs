@@ -304,9 +304,9 @@ fn init_decoder_from_ar(vs: &nn::VarStore, bundle: &Bundle, dec: &DecoderConfig)
     let shape = TransformerShape { dropout: ar.shape.dropout, ..dec.shape };
     if ar != (DecoderConfig { plan: None, shape, ..dec.clone() }) {
         return Err(TrainError::Invalid(format!(
-            "{what}: the ar model (d_model {}, {} layers, d_ff {}, context {}) differs from [autoencoder.decoder] (d_model {}, {} layers, d_ff {}, context {}); {fix}",
-            ar.shape.d_model, ar.shape.n_layers, ar.shape.d_ff, ar.max_seq_len,
-            dec.shape.d_model, dec.shape.n_layers, dec.shape.d_ff, dec.max_seq_len
+            "{what}: the ar model (d_model {}, {} layers, d_ff {}, context {}, rotary {:?}) differs from [autoencoder.decoder] (d_model {}, {} layers, d_ff {}, context {}, rotary {:?}); {fix}",
+            ar.shape.d_model, ar.shape.n_layers, ar.shape.d_ff, ar.max_seq_len, ar.rotary,
+            dec.shape.d_model, dec.shape.n_layers, dec.shape.d_ff, dec.max_seq_len, dec.rotary
         )));
     }
     copy_ar_weights(vs, bundle, what, fix, |vars, name, src| {

@@ -1,0 +1,242 @@
+//! Generation through a sliding window of sentences, for rotary decoders (issue 25).
+//!
+//! A [`SlidingSession`] keeps one cache for a whole text. Each [`SlidingSession::write`]
+//! writes the next sentences under a new plan (its slot 0 is sentence `origin` of the text),
+//! first forgetting the cache entries that no row's window reaches any more: with rotary
+//! positions and the sentence window, what the remaining entries hold does not depend on
+//! where the window starts, so nothing is read twice. The learned-position decoder instead
+//! re-reads each window (`generate_guided` on the window's text).
+//!
+//! Rows are sentence-aligned: each call writes the same number of sentences in every row, and
+//! a row that ends its sentences early feeds padding (a sentence id no window reaches) until
+//! the others end theirs.
+
+use crate::generate::{draw, stop_after, GenerateOptions, Generated, Guide, StopReason};
+use crate::model::{slot_ids, Decoder, DecoderCache};
+use crate::sampling::LogitsProcessor;
+use tch::{Kind, Tensor};
+
+/// The sentence id of padding: below every window.
+const PAD_SENTENCE: i64 = -(1 << 40);
+
+/// Tokens the repetition penalty looks back on: about what a re-read window of the shipped
+/// decoder holds, so a long text's names are not penalised for being used all along.
+const HISTORY: usize = 192;
+
+pub struct SlidingSession {
+    cache: DecoderCache,
+    guide: Guide,
+    window: i64,
+    /// Per sample row: the next position, the sentence of the next token, the tokens drawn and
+    /// not yet fed (the prompt at first, then the `<sep>` that ended the last call), every
+    /// token so far (for the repetition penalty), and whether the row has ended for good.
+    pos: Vec<i64>,
+    sent: Vec<i64>,
+    pending: Vec<Vec<i64>>,
+    history: Vec<Vec<i64>>,
+    ended: Vec<bool>,
+    /// Positions fed to the cache so far, padding included.
+    fed: i64,
+}
+
+impl SlidingSession {
+    /// A session that continues `prompts` (one per row, each `<bos> ... `), whose first
+    /// sentence is sentence `first` of the text; `weight` is the plan guidance (1: none).
+    /// `None` for a decoder without rotary positions.
+    pub fn new(model: &Decoder, prompts: &[Vec<i64>], first: i64, weight: f64) -> Option<Self> {
+        let r = model.config().rotary?;
+        let b = prompts.len();
+        let weight = (weight != 1.0 && model.null_plan().is_some()).then_some(weight);
+        let rows = if weight.is_some() { 2 * b } else { b } as i64;
+        Some(Self {
+            cache: model.new_cache(None, rows),
+            guide: Guide { b, weight },
+            window: r.window,
+            pos: vec![0; b],
+            sent: vec![first; b],
+            pending: prompts.to_vec(),
+            history: prompts.iter().map(|p| p[p.len().saturating_sub(HISTORY)..].to_vec()).collect(),
+            ended: vec![false; b],
+            fed: 0,
+        })
+    }
+
+    /// Number of cached positions (the longest row's window, padding included).
+    pub fn cached(&self) -> i64 {
+        self.cache.len()
+    }
+
+    /// Forgets the cache prefix that no row's window reaches: in each row, the entries before
+    /// the first one of sentence `next - (window - 1)` (`next`: the sentence of the next token
+    /// it feeds, a pending `<sep>` included), the shortest such prefix of all rows. An ended
+    /// row reaches nothing.
+    fn forget_behind(&mut self) {
+        let n = self
+            .cache
+            .sentence_ids()
+            .iter()
+            .enumerate()
+            .map(|(r, row)| {
+                let r = r % self.guide.b; // the guided copy of row r has its sentence ids
+                let need = if self.ended[r] { i64::MAX } else { self.sent[r] - (self.window - 1) };
+                row.iter().take_while(|&&s| s < need).count() as i64
+            })
+            .min()
+            .unwrap_or(0);
+        self.cache.forget(0, n);
+    }
+
+    /// Writes up to `opts.max_sentences` more sentences in every row that has not ended, under
+    /// `plan` `(B, S, d_latent)` whose slot 0 is sentence `origin`. Rows that ended earlier get
+    /// no tokens and keep their stop reason.
+    pub fn write(
+        &mut self,
+        model: &Decoder,
+        plan: &Tensor,
+        origin: i64,
+        sampler: &mut LogitsProcessor,
+        opts: &GenerateOptions,
+        mut on_token: impl FnMut(usize, i64),
+    ) -> Generated {
+        tch::no_grad(|| {
+            let (dev, b) = (model.device(), self.guide.b);
+            let bm = if self.guide.weight.is_some() { 2 * b } else { b } as i64;
+            self.cache.set_plan(model, self.guide.plan(model, Some(plan)).as_ref(), bm, origin);
+            self.forget_behind();
+            // Feed what is pending, left-padded to one length.
+            let len = self.pending.iter().map(Vec::len).max().unwrap_or(0).max(1);
+            let (mut tok, mut pos, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+            for r in 0..b {
+                let p = if self.ended[r] { &[][..] } else { &self.pending[r][..] };
+                let pad = len - p.len();
+                let ids = slot_ids(p, opts.sep_id, i64::MAX);
+                tok.extend(std::iter::repeat_n(opts.pad_id, pad).chain(p.iter().copied()));
+                pos.extend(std::iter::repeat_n(0, pad).chain((0..p.len() as i64).map(|i| self.pos[r] + i)));
+                sent.extend(std::iter::repeat_n(PAD_SENTENCE, pad).chain(ids.iter().map(|s| self.sent[r] + s)));
+                self.pos[r] += p.len() as i64;
+                self.sent[r] += p.iter().filter(|&&t| t == opts.sep_id).count() as i64;
+            }
+            let shape = [bm, len as i64];
+            let t = |v: &[i64]| Tensor::from_slice(&self.guide.rows(v)).view(shape).to_device(dev);
+            let logits = model.forward_step(&t(&tok), &t(&pos), Some(&t(&sent)), None, &mut self.cache);
+            self.fed += len as i64;
+            let mut last = self.guide.logits(logits.select(1, -1)); // (B, V)
+            for p in &mut self.pending {
+                p.clear();
+            }
+            let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
+            let mut stop: Vec<Option<StopReason>> =
+                self.ended.iter().map(|&e| e.then_some(StopReason::EndOfDocument)).collect();
+            let mut sents = vec![0usize; b];
+            loop {
+                let host: Vec<f32> = Vec::try_from(last.to_kind(Kind::Float).to_device(tch::Device::Cpu).reshape(-1))
+                    .expect("logits to host");
+                let v = host.len() / b;
+                let mut step = vec![None; b];
+                for r in 0..b {
+                    if stop[r].is_some() {
+                        continue;
+                    }
+                    let mut row = host[r * v..(r + 1) * v].to_vec();
+                    // No empty sentence: `<sep>` never follows `<sep>` or a bare `<bos>`.
+                    let id = draw(sampler, &mut row, &self.history[r], &[], &self.history[r], opts);
+                    self.history[r].push(id);
+                    let excess = self.history[r].len().saturating_sub(HISTORY);
+                    self.history[r].drain(..excess);
+                    out[r].push(id);
+                    on_token(r, id);
+                    if id == opts.sep_id {
+                        sents[r] += 1;
+                    }
+                    stop[r] = stop_after(id, sents[r], out[r].len(), 0, opts, i64::MAX);
+                    match stop[r] {
+                        Some(StopReason::Sentences) => self.pending[r].push(id), // fed by the next call
+                        Some(_) => self.ended[r] = true,
+                        None => step[r] = Some(id),
+                    }
+                }
+                if stop.iter().all(Option::is_some) {
+                    break;
+                }
+                let mut tok = vec![opts.pad_id; b];
+                let (mut pos, mut sent) = (vec![0; b], vec![PAD_SENTENCE; b]);
+                for r in 0..b {
+                    if let Some(id) = step[r] {
+                        (tok[r], pos[r], sent[r]) = (id, self.pos[r], self.sent[r]);
+                        self.pos[r] += 1;
+                        if id == opts.sep_id {
+                            self.sent[r] += 1;
+                        }
+                    }
+                }
+                let col = |v: &[i64]| Tensor::from_slice(&self.guide.rows(v)).view([bm, 1]).to_device(dev);
+                let logits = model.forward_step(&col(&tok), &col(&pos), Some(&col(&sent)), None, &mut self.cache);
+                self.fed += 1;
+                last = self.guide.logits(logits.select(1, 0));
+            }
+            let stop = stop.into_iter().map(|s| s.unwrap_or(StopReason::MaxTokens)).collect();
+            Generated { tokens: out, stop }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DecoderConfig, PlanConfig, RotaryConfig, SamplingConfig};
+    use tch::{nn, Device};
+
+    /// Greedy writing through a sliding session, one sentence a call, gives the tokens of greedy
+    /// decoding with full, uncached forwards over the whole text (sentence window and plan
+    /// included), while the session's cache holds only the window.
+    #[test]
+    fn sliding_session_equals_full_forward_greedy() {
+        tch::manual_seed(7);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut cfg = DecoderConfig::test(30, Some(PlanConfig { d_latent: 8, max_slots: 8 }));
+        cfg.rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
+        let model = Decoder::new(vs.root(), &cfg);
+        // Larger weights than the init's, so the plan and the window change greedy choices.
+        tch::no_grad(|| vs.variables().values().for_each(|v| drop(v.shallow_clone().g_mul_scalar_(6.0))));
+        // Greedy over four tokens with a strong repetition penalty: sentences end often.
+        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 4.0 };
+        let opts = GenerateOptions {
+            max_new_tokens: 12,
+            max_sentences: Some(1),
+            eos_id: -1,
+            sep_id: 2,
+            pad_id: 3,
+            banned: (0..30).filter(|t| ![2, 4, 5, 6].contains(t)).collect(),
+        };
+        let prompts = vec![vec![0i64, 7, 2, 8], vec![0i64, 9]];
+        let plan = Tensor::randn([2, 8, 8], (Kind::Float, Device::Cpu)) * 3.0;
+        let mut lp = LogitsProcessor::new(greedy, 0);
+        let mut s = SlidingSession::new(&model, &prompts, 0, 1.0).unwrap();
+        let mut written: Vec<Vec<i64>> = vec![Vec::new(); 2];
+        for _ in 0..4 {
+            let g = s.write(&model, &plan, 0, &mut lp, &opts, |_, _| {});
+            for r in 0..2 {
+                written[r].extend_from_slice(&g.tokens[r]);
+            }
+        }
+        for (r, p) in prompts.iter().enumerate() {
+            let mut seq = p.clone();
+            while seq.len() < p.len() + written[r].len() {
+                let x = Tensor::from_slice(&seq).unsqueeze(0);
+                let slots = Tensor::from_slice(&slot_ids(&seq, 2, i64::MAX)).unsqueeze(0);
+                let l = tch::no_grad(|| model.forward(&x, Some(&slots), Some(&plan.get(r as i64).unsqueeze(0)), false));
+                let mut last: Vec<f32> = Vec::try_from(l.select(1, -1).view(-1)).unwrap();
+                seq.push(draw(&mut lp, &mut last, &seq, &[], &seq, &opts));
+            }
+            assert_eq!(seq[p.len()..].to_vec(), written[r], "row {r}");
+        }
+        // Row 0 wrote 5 sentences, row 1 4; a window of 2 leaves at most the last two of each.
+        assert!(
+            s.cached() + 10 <= s.fed,
+            "the session forgot too little: {} of {} positions cached",
+            s.cached(),
+            s.fed
+        );
+        assert!(written.iter().all(|w| w.iter().filter(|&&t| t == 2).count() >= 2), "{written:?}");
+    }
+}
