@@ -285,6 +285,31 @@ fn frozen_encoder_plans_train_from_the_corpus_cache() {
     let g = hybrid(&out);
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
     assert!(String::from_utf8_lossy(&g.stdout).starts_with("tom had a ball."));
+    // A decoder retrained in the same plan space keeps its planner: the planner records the
+    // space (encoder and normaliser), not the decoder's weights.
+    let re = dir.path().join("re");
+    copy_dir(&out, &re);
+    let o = run(&[
+        "train",
+        "autoencoder",
+        "--config",
+        s(&cfg),
+        "--data",
+        s(&data),
+        "--out",
+        s(&re.join("x")),
+        "--max-steps",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(re.join("autoencoder")).unwrap();
+    std::fs::rename(re.join("x/autoencoder"), re.join("autoencoder")).unwrap();
+    assert_ne!(
+        std::fs::read(re.join("autoencoder/model.safetensors")).unwrap(),
+        std::fs::read(out.join("autoencoder/model.safetensors")).unwrap()
+    );
+    let g = hybrid(&re);
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
     // A bundle whose plan space another encoder made: one line naming the fix.
     let sha = c["plan_space"]["encoder"]["weights_sha256"].as_str().unwrap().to_string();
     std::fs::write(&cfg_path, std::fs::read_to_string(&cfg_path).unwrap().replace(&sha, &"0".repeat(64))).unwrap();

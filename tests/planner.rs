@@ -71,7 +71,7 @@ fn planner_stage_records_schedule_normalizer_and_autoencoder() {
     assert_eq!(m["schedule"]["prediction_type"], "sample");
     assert_eq!(m["sampling"]["sampler"], "ddim");
     assert_eq!(m["denoiser"]["d_latent"], 8, "latent width comes from the autoencoder");
-    assert_eq!(m["autoencoder_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(m["plan_space_sha256"].as_str().unwrap().len(), 64, "a learned space: the autoencoder weights' sha256");
     // The normalizer was fitted: stored with the weights, not the identity.
     let w = tch::Tensor::read_safetensors(full.join("planner/model.safetensors")).unwrap();
     let std = &w.iter().find(|(n, _)| n == "normalizer.std").expect("normalizer.std saved").1;
@@ -313,7 +313,7 @@ fn planner_and_edit_errors_are_one_line() {
     std::fs::rename(other.join("x/autoencoder"), other.join("autoencoder")).unwrap();
     let o =
         run(&["generate", "--checkpoint", s(&other), "--mode", "hybrid", "--prompt", "Tom ran.", "--device", "cpu"]);
-    one_line(&o, "another autoencoder");
+    one_line(&o, "another plan space");
     // Edit ranges.
     let input = dir.path().join("t.txt");
     std::fs::write(&input, "Tom had a ball. Mia ran. They smiled.").unwrap();

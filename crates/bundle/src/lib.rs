@@ -36,7 +36,7 @@ pub use error::{BundleError, ModelConfigError, Result};
 pub use format::{ExportProvenance, ModelConfig, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION};
 pub use lock::BundleLock;
 pub use masked::{load_masked, LoadedMasked, MaskedModel, MaskedObjective, MaskedSamplingDefaults};
-pub use planner::{load_planner, LoadedPlanner, Planner, PlannerModel, PlannerObjective};
+pub use planner::{load_planner, plan_space_sha256, LoadedPlanner, Planner, PlannerModel, PlannerObjective};
 pub use settings::{PlanSection, TrainConfig};
 pub use store::{open_split, Bundle};
 pub use weights::{file_sha256, load_weights, read_weights, save_weights};

@@ -49,8 +49,10 @@ pub struct PlannerModel {
     pub schedule: ScheduleConfig,
     pub objective: PlannerObjective,
     pub sampling: SamplingDefaults,
-    /// SHA-256 of the `autoencoder/model.safetensors` whose encoder made the latents.
-    pub autoencoder_sha256: String,
+    /// The plan space the planner learned ([`plan_space_sha256`]); bundles from before
+    /// frozen plan spaces call it `autoencoder_sha256`.
+    #[serde(alias = "autoencoder_sha256")]
+    pub plan_space_sha256: String,
 }
 
 impl ModelConfig for PlannerModel {
@@ -144,15 +146,33 @@ pub struct LoadedPlanner {
     pub config: StageConfigFile<PlannerModel>,
 }
 
-/// Loads `BUNDLE/planner`, checking that it was trained on the bundle's autoencoder.
+/// The fingerprint of the plan space of `bundle`'s autoencoder, which a planner records: a
+/// frozen encoder's space (its sentence embeddings normalised per dimension) by the SHA-256 of
+/// its record (encoder name, weights and tokenizer hashes, mean and std), so a decoder
+/// retrained in the same space keeps its planner; a jointly learned autoencoder's by the
+/// SHA-256 of its weights, whose encoder makes the latents.
+pub fn plan_space_sha256(bundle: &Bundle) -> Result<String> {
+    let cfg = bundle.read_config(stage::AUTOENCODER)?;
+    match &cfg.plan_space {
+        Some(space) => {
+            use sha2::{Digest, Sha256};
+            let bytes = serde_json::to_vec(space).map_err(|e| BundleError::file(bundle.root(), e.to_string()))?;
+            let digest = Sha256::digest(&bytes);
+            Ok(format!("space:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+        }
+        None => file_sha256(&bundle.weights_path(stage::AUTOENCODER)),
+    }
+}
+
+/// Loads `BUNDLE/planner`, checking that it was trained in the plan space of the bundle's
+/// autoencoder.
 pub fn load_planner(bundle: &Bundle, device: Device) -> Result<LoadedPlanner> {
     let config = bundle.read_config_as::<PlannerModel>(stage::PLANNER)?;
     bundle.check_tokenizer(&bundle.load_tokenizer()?, stage::PLANNER, &config.tokenizer_hash, None)?;
-    let ae_sha = file_sha256(&bundle.weights_path(stage::AUTOENCODER))?;
-    if config.model.autoencoder_sha256 != ae_sha {
+    if config.model.plan_space_sha256 != plan_space_sha256(bundle)? {
         return Err(BundleError::file(
             bundle.root(),
-            "the planner was trained on another autoencoder than the one in this bundle; retrain it with `plandiff train planner`",
+            "the planner was trained in another plan space than this bundle's autoencoder; retrain it with `plandiff train planner`",
         ));
     }
     let path = bundle.stage_dir(stage::PLANNER).join("config.json");

@@ -59,6 +59,11 @@ impl HybridGenerator {
     pub fn load(bundle: &Path, device: Device) -> Result<Self> {
         let b = Bundle::open(bundle)?;
         let ae = load_autoencoder(&b, device)?;
+        // The plan space's encoder first: a missing or different one names its fix.
+        let frozen = match ae.config.plan_space.clone() {
+            Some(space) => Some((space.encoder(device).map_err(|e| PipelineError::Invalid(e.to_string()))?, space)),
+            None => None,
+        };
         let pl = load_planner(&b, device)?;
         let tokenizer = ae.tokenizer;
         if pl.planner.model.denoiser.d_latent != ae.ae.encoder.config().d_latent {
@@ -67,10 +72,6 @@ impl HybridGenerator {
                 bundle.display()
             )));
         }
-        let frozen = match ae.config.plan_space {
-            Some(space) => Some((space.encoder(device).map_err(|e| PipelineError::Invalid(e.to_string()))?, space)),
-            None => None,
-        };
         Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, frozen, _vs: (ae.vs, pl.vs) })
     }
 

@@ -21,8 +21,8 @@ use crate::world::Shard;
 use crate::{Result, TrainError};
 use latents::{denoise_loss, fixed_loss, LatentSet};
 use plandiff_bundle::{
-    file_sha256, load_autoencoder, open_split, stage, Bundle, ModelConfig, Planner, PlannerModel, PlannerObjective,
-    Provenance, StageConfigFile,
+    load_autoencoder, open_split, plan_space_sha256, stage, Bundle, ModelConfig, Planner, PlannerModel,
+    PlannerObjective, Provenance, StageConfigFile,
 };
 use plandiff_data::WindowSampler;
 use plandiff_diffusion::NoiseSchedule;
@@ -43,13 +43,16 @@ const ABOUT: &str =
 pub const STAGE: Stage =
     Stage::new::<PlannerSection, PlannerModel>(KIND, ABOUT, train_planner, evaluate, DESCRIBE).with_export(on_export);
 
-/// The planner records the fingerprint of the autoencoder it reads: the exported one.
+/// The planner records the fingerprint of the plan space it reads: the exported one's.
 fn on_export(config: &mut serde_json::Value, dst: &Bundle) -> Result<()> {
     if !dst.has_stage(stage::AUTOENCODER) {
         return Err(TrainError::Invalid("the planner needs its autoencoder, which the bundle lacks".into()));
     }
-    let sha = file_sha256(&dst.weights_path(stage::AUTOENCODER))?;
-    config["model"]["autoencoder_sha256"] = serde_json::Value::String(sha);
+    let sha = plan_space_sha256(dst)?;
+    if let Some(m) = config["model"].as_object_mut() {
+        m.remove("autoencoder_sha256");
+    }
+    config["model"]["plan_space_sha256"] = serde_json::Value::String(sha);
     Ok(())
 }
 
@@ -70,15 +73,15 @@ pub struct PlannerSection {
 
 impl PlannerSection {
     /// The model a fresh run builds, for latents of width `d_latent` from the autoencoder
-    /// whose weights hash to `autoencoder_sha256`.
-    fn model(&self, d_latent: i64, autoencoder_sha256: String) -> Result<PlannerModel> {
+    /// whose plan space has the fingerprint `plan_space_sha256`.
+    fn model(&self, d_latent: i64, plan_space_sha256: String) -> Result<PlannerModel> {
         self.objective.validate()?;
         let m = PlannerModel {
             denoiser: self.model.denoiser(d_latent),
             schedule: self.diffusion.clone(),
             objective: self.objective,
             sampling: self.sampling,
-            autoencoder_sha256,
+            plan_space_sha256,
         };
         m.validate().map_err(|e| TrainError::Invalid(format!("config [planner]: {e}")))?;
         Ok(m)
@@ -187,11 +190,11 @@ pub fn train_planner(args: TrainArgs) -> Result<TrainReport> {
     let section = fresh_section::<PlannerSection>(&args, KIND)?;
     let setup = setup_run::<PlannerModel>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
     let ae = load_autoencoder(&bundle, args.device)?;
-    let ae_sha = file_sha256(&bundle.weights_path(stage::AUTOENCODER))?;
+    let ae_sha = plan_space_sha256(&bundle)?;
     let model = match (&setup.resumed, section) {
-        (Some(c), _) if c.model.autoencoder_sha256 != ae_sha => {
+        (Some(c), _) if c.model.plan_space_sha256 != ae_sha => {
             return Err(TrainError::Invalid(format!(
-                "{}: the autoencoder changed since this planner run started; start a new planner run (remove {}/planner) instead of --resume",
+                "{}: the autoencoder's plan space changed since this planner run started; start a new planner run (remove {}/planner) instead of --resume",
                 args.out.display(),
                 args.out.display()
             )))
