@@ -1,49 +1,54 @@
 #!/usr/bin/env bash
-# Recipe of the shipped bundle (issues 6, 13 and 16): every stage of configs/shipped.toml trained
-# with plandiff's own commands on TinyStories stories (../shared/data/tinystories/
-# stories_lowercase.jsonl, one story per record, so every stage learns whole stories), the last
-# HOLDOUT (300) stories kept out of every stage for the A/B prompts, evaluated, and exported in
-# fp16 to checkpoints/tiny. Each stage resumes where an earlier run
-# of this script stopped (Ctrl-C is safe), so the hours it takes on two CPU cores can be
-# spread over several sessions. Seeds and steps are those of the config.
+# Recipe of the shipped bundle (issues 6, 13, 16 and 25): every stage of configs/shipped.toml
+# trained with plandiff's own commands on all the TinyStories stories of ../shared/data/
+# tinystories/ (stories_lowercase.jsonl less its last HOLDOUT (300) stories, which stay held out
+# of every stage for the A/B prompts, plus more_stories_lowercase.jsonl), evaluated, and
+# exported in fp16 to checkpoints/tiny. The tokenizer is pinned (TOKENIZER, the 2048-token BPE
+# that the first recipe trained on the stories), so the corpus's sentence-embedding cache
+# (`plandiff embed`: all-MiniLM-L6-v2, the autoencoder's frozen plan space) is made once. Each
+# stage resumes where an earlier run of this script stopped (Ctrl-C is safe), so the hours it
+# takes on two CPU cores can be spread over several sessions. Seeds and steps are the config's.
 #
 #   scripts/train_shipped.sh            # the real run
 #   QUICK=1 scripts/train_shipped.sh    # a smoke run: 20 steps a stage, into runs/shipped-quick
 #
-# A bigger bundle on one GPU, same recipe (README, "Training a bigger bundle on one GPU"):
-#   CONFIG=configs/base.toml VOCAB=16384 CORPUS=TinyStories-train.txt RUN=runs/base \
-#     OUT=checkpoints/base DEVICE=cuda scripts/train_shipped.sh
+# A bigger bundle on one GPU, same recipe (docs/training.md):
+#   CONFIG=configs/base.toml RUN=runs/base OUT=checkpoints/base DEVICE=cuda scripts/train_shipped.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release/plandiff
 SHARED=${PLANDIFF_SHARED:-../shared/data}
-CORPUS=${CORPUS:-"$SHARED/tinystories/stories_lowercase.jsonl"}
+STORIES=${STORIES:-"$SHARED/tinystories/stories_lowercase.jsonl"}
+MORE=${MORE:-"$SHARED/tinystories/more_stories_lowercase.jsonl"}
 HOLDOUT=${HOLDOUT:-300}
 CONFIG=${CONFIG:-configs/shipped.toml}
-VOCAB=${VOCAB:-2048}
+TOKENIZER=${TOKENIZER:-checkpoints/tiny/tokenizer.json}
 DEVICE=${DEVICE:-auto}
 if [[ -n "${QUICK:-}" ]]; then
   RUN=runs/shipped-quick; OUT=runs/shipped-quick/export; EXTRA=(--max-steps 20)
 else
-  RUN=${RUN:-runs/stories}; OUT=${OUT:-checkpoints/tiny}; EXTRA=()
+  RUN=${RUN:-runs/v2}; OUT=${OUT:-checkpoints/tiny}; EXTRA=()
 fi
 EXTRA+=(--device "$DEVICE")
-[[ -e "$CORPUS" ]] || { echo "error: $CORPUS not found; set PLANDIFF_SHARED to the folder holding tinystories/, or CORPUS" >&2; exit 1; }
+for f in "$STORIES" "$MORE" "$TOKENIZER"; do
+  [[ -e "$f" ]] || { echo "error: $f not found; set PLANDIFF_SHARED to the folder holding tinystories/ (or STORIES, MORE, TOKENIZER)" >&2; exit 1; }
+done
 mkdir -p "$RUN"
 START=$(date +%s)
 
-# The last $HOLDOUT records of a JSONL corpus are held out of every stage (python/ab_prompts.py
-# --last $HOLDOUT makes the A/B prompts from them); a text corpus is used whole.
-TRAIN_INPUT=$CORPUS
-if [[ "$CORPUS" == *.jsonl && "$HOLDOUT" -gt 0 ]]; then
-  TRAIN_INPUT="$RUN/train-stories.jsonl"
-  if [[ ! -f "$TRAIN_INPUT" ]]; then
-    head -n "-$HOLDOUT" "$CORPUS" > "$TRAIN_INPUT.tmp" && mv "$TRAIN_INPUT.tmp" "$TRAIN_INPUT"
-  fi
+# The last $HOLDOUT stories of stories_lowercase.jsonl are held out of every stage
+# (python/ab_prompts.py --last $HOLDOUT makes the A/B prompts from them).
+TRAIN_INPUT="$RUN/train-stories.jsonl"
+if [[ ! -f "$TRAIN_INPUT" ]]; then
+  { head -n "-$HOLDOUT" "$STORIES"; cat "$MORE"; } > "$TRAIN_INPUT.tmp" && mv "$TRAIN_INPUT.tmp" "$TRAIN_INPUT"
 fi
 if [[ ! -f "$RUN/data/stats.json" ]]; then
-  "$BIN" prepare --input "$TRAIN_INPUT" --out "$RUN/data" --vocab-size "$VOCAB" --lowercase
+  "$BIN" prepare --input "$TRAIN_INPUT" --out "$RUN/data" --tokenizer "$TOKENIZER"
 fi
+# Every sentence's frozen plan-space embedding, once (resumable; about 12 minutes alone on two
+# cores, 40 beside another job).
+"$BIN" embed --data "$RUN/data" --split train
+"$BIN" embed --data "$RUN/data" --split valid
 for stage in ar autoencoder planner diffusion masked; do
   if [[ -f "$RUN/bundle/$stage/trainer_state.json" ]]; then
     "$BIN" train "$stage" --data "$RUN/data" --out "$RUN/bundle" --resume "${EXTRA[@]}"
@@ -55,7 +60,9 @@ echo "== evaluation (validation split)"
 for stage in ar autoencoder planner diffusion masked; do
   "$BIN" --log-level warn eval --stage "$stage" --checkpoint "$RUN/bundle" --data "$RUN/data" --device "$DEVICE"
 done
-rm -rf "$OUT"
-"$BIN" export --checkpoint "$RUN/bundle" --out "$OUT" --dtype f16
-"$BIN" info --checkpoint "$OUT"
+# Exported beside the old bundle, which is replaced only once the new one is whole.
+rm -rf "$OUT.new"
+"$BIN" export --checkpoint "$RUN/bundle" --out "$OUT.new" --dtype f16
+"$BIN" info --checkpoint "$OUT.new"
+rm -rf "$OUT.old" && { [[ ! -e "$OUT" ]] || mv "$OUT" "$OUT.old"; } && mv "$OUT.new" "$OUT" && rm -rf "$OUT.old"
 echo "wall time of this invocation: $(( $(date +%s) - START )) s (training time per stage: provenance.wall_seconds in each config.json)"
