@@ -46,12 +46,32 @@ class Attention(nn.Module):
         b, t, d = x.shape
         return x.view(b, t, self.h, d // self.h).transpose(1, 2)  # (B, H, T, Dh)
 
-    def forward(self, x, context, causal):
+    def forward(self, x, context, causal, rope=None, mask=None):
         b, t, d = x.shape
         q = self.heads(self.q_proj(x))
         k, v = self.kv_proj(context).chunk(2, -1)
-        y = F.scaled_dot_product_attention(q, self.heads(k), self.heads(v), is_causal=causal)
+        k, v = self.heads(k), self.heads(v)
+        if rope is not None:
+            q, k = rope(q), rope(k)
+        if mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.out_proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+def rotary(t, base, device):
+    """RoPE of positions 0..t, NeoX layout (dimension i paired with i + Dh/2), angles in f64."""
+    def apply(x):
+        dh = x.shape[-1]
+        half = dh // 2
+        inv = base ** (-2.0 * torch.arange(half, dtype=torch.float64) / dh)
+        ang = torch.arange(t, dtype=torch.float64)[:, None] * inv[None]  # (T, half)
+        cos = torch.cat([ang.cos(), ang.cos()], -1).float().to(device)
+        sin = torch.cat([ang.sin(), ang.sin()], -1).float().to(device)
+        x1, x2 = x[..., :half], x[..., half:]
+        return x * cos + torch.cat([-x2, x1], -1) * sin
+    return apply
 
 
 class Mlp(nn.Module):
@@ -77,11 +97,11 @@ class Block(nn.Module):
         self.mlp = Mlp(d, c["d_ff"])
         self.cross = cross
 
-    def forward(self, x, mem):
+    def forward(self, x, mem, rope=None, self_mask=None, cross_bias=None):
         h = self.norm1(x)
-        x = x + self.attn(h, h, True)
+        x = x + self.attn(h, h, True, rope, self_mask)
         if self.cross:
-            x = x + self.cross_attn(self.norm_cross(x), mem, False)
+            x = x + self.cross_attn(self.norm_cross(x), mem, False, None, cross_bias)
         return x + self.mlp(self.norm2(x))
 
 
@@ -91,10 +111,16 @@ class Decoder(nn.Module):
         d = c["d_model"]
         self.c = c
         self.wte = nn.Embedding(c["vocab_size"], d)
-        self.wpe = nn.Embedding(c["max_seq_len"], d)
+        self.rot = c.get("rotary")
+        if not self.rot:
+            self.wpe = nn.Embedding(c["max_seq_len"], d)
         plan = c.get("plan")
         if plan:
-            self.slot_emb = nn.Embedding(plan["max_slots"], d)
+            if self.rot:
+                w = self.rot["window"] + self.rot["lookahead"]
+                self.slot_bias = nn.Parameter(torch.zeros(c["n_heads"], w))
+            else:
+                self.slot_emb = nn.Embedding(plan["max_slots"], d)
             self.plan_proj = nn.Linear(plan["d_latent"], d)
             self.null_plan = nn.Parameter(torch.zeros(plan["max_slots"], plan["d_latent"]))
         self.blocks = nn.ModuleList([Block(c, bool(plan)) for _ in range(c["n_layers"])])
@@ -102,18 +128,39 @@ class Decoder(nn.Module):
 
     def forward(self, tokens, slots=None, plan=None):
         b, t = tokens.shape
-        x = self.wte(tokens) + self.wpe(torch.arange(t, device=tokens.device))[None]
+        dev = tokens.device
+        x = self.wte(tokens)
+        rope = self_mask = cross_bias = None
+        if self.rot:
+            rope = rotary(t, self.rot["base"], dev)
+            if slots is not None:
+                # The sentence window: key j is seen by query i when j <= i and its sentence
+                # is at most window - 1 before i's.
+                i = torch.arange(t, device=dev)
+                causal = i[None, :] <= i[:, None]
+                near = slots[:, None, :] >= slots[:, :, None] - (self.rot["window"] - 1)
+                self_mask = (causal[None] & near)[:, None]  # (B, 1, T, T)
+        else:
+            x = x + self.wpe(torch.arange(t, device=dev))[None]
         mem = None
         if self.c.get("plan"):
             if slots is None:
                 slots = torch.zeros_like(tokens)
-            x = x + self.slot_emb(slots)
             if plan is None:
                 plan = self.null_plan[None].expand(b, -1, -1)
             s = plan.shape[1]
-            mem = self.plan_proj(plan) + self.slot_emb(torch.arange(s, device=tokens.device))[None]
+            if self.rot:
+                mem = self.plan_proj(plan)
+                w, la = self.rot["window"], self.rot["lookahead"]
+                off = torch.arange(s, device=dev)[None, None, :] - slots[:, :, None]  # (B, T, S)
+                bias = self.slot_bias[:, (off + w - 1).clamp(0, w + la - 1)]  # (H, B, T, S)
+                inside = (off >= -(w - 1)) & (off <= la)
+                cross_bias = bias.permute(1, 0, 2, 3).masked_fill(~inside[:, None], -1e4)
+            else:
+                x = x + self.slot_emb(slots)
+                mem = self.plan_proj(plan) + self.slot_emb(torch.arange(s, device=dev))[None]
         for blk in self.blocks:
-            x = blk(x, mem)
+            x = blk(x, mem, rope, self_mask, cross_bias)
         return self.norm_f(x) @ self.wte.weight.T  # (B, T, V), tied head
 
 

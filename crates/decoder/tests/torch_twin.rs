@@ -2,7 +2,7 @@
 //! the same safetensors weights. Needs the project's `.venv` (made by `make`); set
 //! `PLANDIFF_PYTHON` to use another interpreter with torch and safetensors.
 
-use plandiff_decoder::{Decoder, DecoderConfig, PlanConfig};
+use plandiff_decoder::{Decoder, DecoderConfig, PlanConfig, RotaryConfig};
 use plandiff_layers::{NormKind, TransformerShape};
 use std::path::PathBuf;
 use std::process::Command;
@@ -43,7 +43,8 @@ fn check(cfg: DecoderConfig) {
     let mut inputs = vec![("tokens".to_string(), tokens.shallow_clone())];
     let (slots, plan) = match cfg.plan {
         Some(p) => {
-            let s = Tensor::randint(p.max_slots, [b, t], (Kind::Int64, Device::Cpu));
+            // Sentence ids in order (a `<sep>` now and then), as the decoder reads them.
+            let s = Tensor::randint(2, [b, t], (Kind::Int64, Device::Cpu)).cumsum(1, Kind::Int64).clamp_max(p.max_slots - 1);
             let pl = Tensor::randn([b, p.max_slots, p.d_latent], (Kind::Float, Device::Cpu));
             inputs.push(("slots".into(), s.shallow_clone()));
             inputs.push(("plan".into(), pl.shallow_clone()));
@@ -82,5 +83,16 @@ fn cross_attention_decoder_with_rmsnorm_matches_pytorch() {
         max_seq_len: 24,
         plan: Some(PlanConfig { d_latent: 12, max_slots: 5 }),
         rotary: None,
+    });
+}
+
+#[test]
+fn rotary_decoder_with_sentence_window_matches_pytorch() {
+    check(DecoderConfig {
+        vocab_size: 53,
+        shape: TransformerShape { d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, dropout: 0.0, norm: NormKind::Layer },
+        max_seq_len: 24,
+        plan: Some(PlanConfig { d_latent: 12, max_slots: 9 }),
+        rotary: Some(RotaryConfig { base: 10000.0, window: 3, lookahead: 1 }),
     });
 }
