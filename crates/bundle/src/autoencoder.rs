@@ -63,6 +63,50 @@ pub fn checked_pair(cfg: &StageConfigFile, bundle: &Path) -> Result<(EncoderConf
     Ok((enc, cfg.model.clone()))
 }
 
+/// Sentences to plan latents, as a bundle's plan space defines them: the frozen sentence
+/// encoder's embeddings normalised by the space (`plan_space` in config.json), or the trained
+/// encoder's latents. Loaded once (the frozen encoder is a 90 MB model).
+pub struct PlanEncoder {
+    frozen: Option<(plandiff_sentence::SentenceEncoder, plandiff_sentence::PlanSpace)>,
+}
+
+impl PlanEncoder {
+    /// The plan space of an autoencoder's `config.json`; its frozen encoder, if it has one, is
+    /// loaded from where `make venv` installs it (a missing or different one is a one-line
+    /// error that names `make venv`).
+    pub fn load(config: &StageConfigFile, device: Device) -> Result<Self> {
+        let frozen = match &config.plan_space {
+            Some(space) => Some((space.encoder(device)?, space.clone())),
+            None => None,
+        };
+        Ok(Self { frozen })
+    }
+
+    /// Whether plans are a frozen encoder's normalised embeddings (unbounded, no tanh).
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    /// Latents `(N, d_latent)` of text sentences, on `ae`'s device.
+    pub fn encode_texts(&self, ae: &Autoencoder, tk: &TextTokenizer, sentences: &[&str]) -> Result<Tensor> {
+        match &self.frozen {
+            Some((enc, space)) => {
+                let refs: Vec<&str> = sentences.iter().map(|s| s.trim()).collect();
+                let e = enc.embed_sorted(&refs, 64, &mut |_| {})?;
+                Ok(space.normalise(&e).to_device(ae.decoder.device()))
+            }
+            None => {
+                // As the models saw sentences in training: one leading space.
+                let texts: Vec<String> = sentences.iter().map(|s| format!(" {s}")).collect();
+                let toks: Vec<Vec<i64>> =
+                    tk.encode_batch(texts)?.into_iter().map(|v| v.into_iter().map(i64::from).collect()).collect();
+                let refs: Vec<&[i64]> = toks.iter().map(Vec::as_slice).collect();
+                Ok(ae.encoder.encode(&refs, tk.special().pad as i64, 64))
+            }
+        }
+    }
+}
+
 /// A loaded `BUNDLE/autoencoder`.
 pub struct LoadedAutoencoder {
     pub ae: Autoencoder,

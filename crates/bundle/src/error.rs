@@ -20,6 +20,9 @@ pub enum BundleError {
     Setting { section: &'static str, problem: String },
     #[error(transparent)]
     Data(#[from] plandiff_data::DataError),
+    /// The frozen sentence encoder of a plan space: missing, different, or failing.
+    #[error(transparent)]
+    Encoder(#[from] plandiff_sentence::EncoderError),
     #[error("libtorch: {0}")]
     Torch(String),
 }

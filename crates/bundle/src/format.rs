@@ -68,9 +68,13 @@ impl ModelConfig for DecoderConfig {
     }
 
     fn min_parameters(&self) -> u128 {
-        table(self.vocab_size, self.shape.d_model)
-            .saturating_add(table(self.max_seq_len, self.shape.d_model))
-            .saturating_add(blocks_min_parameters(self.shape.n_layers, self.shape.d_model, self.shape.d_ff))
+        // Learned positions are a table of max_seq_len rows; rotary ones have no weights.
+        let positions = if self.rotary.is_some() { 0 } else { table(self.max_seq_len, self.shape.d_model) };
+        table(self.vocab_size, self.shape.d_model).saturating_add(positions).saturating_add(blocks_min_parameters(
+            self.shape.n_layers,
+            self.shape.d_model,
+            self.shape.d_ff,
+        ))
     }
 }
 

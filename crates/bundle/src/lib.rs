@@ -29,7 +29,7 @@ pub mod settings;
 pub mod store;
 pub mod weights;
 
-pub use autoencoder::{load_autoencoder, Autoencoder, LoadedAutoencoder};
+pub use autoencoder::{load_autoencoder, Autoencoder, LoadedAutoencoder, PlanEncoder};
 pub use decoder::LoadedDecoder;
 pub use diffusion::{load_diffusion, DiffusionBundle, DiffusionModel, LoadedDiffusion, TextSamplingDefaults};
 pub use error::{BundleError, ModelConfigError, Result};

@@ -44,7 +44,9 @@ fn check(cfg: DecoderConfig) {
     let (slots, plan) = match cfg.plan {
         Some(p) => {
             // Sentence ids in order (a `<sep>` now and then), as the decoder reads them.
-            let s = Tensor::randint(2, [b, t], (Kind::Int64, Device::Cpu)).cumsum(1, Kind::Int64).clamp_max(p.max_slots - 1);
+            let s = Tensor::randint(2, [b, t], (Kind::Int64, Device::Cpu))
+                .cumsum(1, Kind::Int64)
+                .clamp_max(p.max_slots - 1);
             let pl = Tensor::randn([b, p.max_slots, p.d_latent], (Kind::Float, Device::Cpu));
             inputs.push(("slots".into(), s.shallow_clone()));
             inputs.push(("plan".into(), pl.shallow_clone()));

@@ -148,15 +148,14 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
         None
     };
     let enc = if wanted.contains(&"plan_space_coherence") {
-        Some(plandiff_bundle::load_autoencoder(&Bundle::new(&a.checkpoint), device).with_context(|| {
+        Some(plandiff_eval::ab::PlanSpaceOf::load(&a.checkpoint, device).with_context(|| {
             format!("--checkpoint {} (plan_space_coherence needs its autoencoder)", a.checkpoint.display())
         })?)
     } else {
         None
     };
     let sentence = sentence_judge(a, &mut wanted, all, device)?;
-    let ae = enc.as_ref().map(|e| (&e.ae, &e.tokenizer));
-    let r = text_set_metrics(&docs, &wanted, judge.as_ref(), ae, sentence.as_ref(), 200)?;
+    let r = text_set_metrics(&docs, &wanted, judge.as_ref(), enc.as_ref(), sentence.as_ref(), 200)?;
     if a.json {
         crate::outln!(
             "{}",

@@ -19,7 +19,7 @@ mod text_metrics;
 pub use arms::{parse_arms, ArmSpec, ORACLE};
 pub use fluency::Fluency;
 pub use prompts::{read_prompts, PromptItem};
-pub use text_metrics::{plan_space_coherence, text_set_metrics, SENTENCE_JUDGE_METRICS, TEXT_METRICS};
+pub use text_metrics::{plan_space_coherence, text_set_metrics, PlanSpaceOf, SENTENCE_JUDGE_METRICS, TEXT_METRICS};
 
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
 use crate::stats::{paired, PairedTest};

@@ -5,13 +5,13 @@
 use super::{AbConfig, ArmSpec, SampleRecord};
 use crate::judge::{find_encoder, load_judge, mauve, scores, MauveOptions, Score, SentenceEncoder};
 use crate::{PipelineError, Result};
-use plandiff_bundle::{load_autoencoder, Bundle, LoadedAutoencoder};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use super::fluency::Fluency;
-use super::text_metrics::plan_space_coherence;
+use super::text_metrics::{plan_space_coherence, PlanSpaceOf};
 use super::PromptRecord;
 
 /// MAUVE needs this many references (below it the histograms say little).
@@ -21,7 +21,7 @@ pub const RESTART_MIN_REFERENCES: usize = 20;
 
 pub(super) struct Scorers {
     pub judge: Fluency,
-    encoder: Option<LoadedAutoencoder>,
+    encoder: Option<PlanSpaceOf>,
     sentence: Option<SentenceEncoder>,
     /// all-MiniLM-L6-v2 when the judge is another encoder: relevance, coherence and first-last
     /// again, as `*_minilm`.
@@ -54,10 +54,13 @@ impl Scorers {
         let judge = Fluency::load(&judge_path, cfg.device)?;
         let mut notes = Vec::new();
         // Plan-space coherence uses the --checkpoint bundle's sentence encoder for every arm.
-        let encoder = load_autoencoder(&Bundle::new(&cfg.bundle), cfg.device).ok();
-        if encoder.is_none() {
-            tracing::warn!("{} has no autoencoder: plan_space_coherence is not measured", cfg.bundle.display());
-        }
+        let encoder = match PlanSpaceOf::load(&cfg.bundle, cfg.device) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!("{}: plan_space_coherence is not measured ({e})", cfg.bundle.display());
+                None
+            }
+        };
         let sentence = load_sentence(cfg, &mut notes)?;
         let minilm = plandiff_sentence::NAME;
         let second = match &sentence {
@@ -89,7 +92,7 @@ impl Scorers {
         for s in samples.values_mut().flatten() {
             s.metrics.insert("judge_ppl".into(), self.judge.perplexity(prompt, &s.continuation)?);
             if let Some(e) = &self.encoder {
-                let c = plan_space_coherence(&e.ae, &e.tokenizer, prompt, &s.continuation)?;
+                let c = plan_space_coherence(e, prompt, &s.continuation)?;
                 s.metrics.insert("plan_space_coherence".into(), c);
             }
         }

@@ -6,8 +6,8 @@ use super::mean_of;
 use crate::judge::{Score, SentenceEncoder};
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
 use crate::{PipelineError, Result};
-use plandiff_bundle::Autoencoder;
-use plandiff_data::{split_sentences, TextTokenizer};
+use plandiff_bundle::{LoadedAutoencoder, PlanEncoder};
+use plandiff_data::split_sentences;
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
@@ -26,6 +26,20 @@ pub const TEXT_METRICS: &[&str] = &[
     "first_last",
     "plan_space_coherence",
 ];
+
+/// A bundle's autoencoder with the encoder of its plan space, loaded once.
+pub struct PlanSpaceOf {
+    pub loaded: LoadedAutoencoder,
+    pub plan: PlanEncoder,
+}
+
+impl PlanSpaceOf {
+    pub fn load(bundle: &std::path::Path, device: tch::Device) -> Result<Self> {
+        let loaded = plandiff_bundle::load_autoencoder(&plandiff_bundle::Bundle::new(bundle), device)?;
+        let plan = PlanEncoder::load(&loaded.config, device)?;
+        Ok(Self { loaded, plan })
+    }
+}
 
 /// The metrics of the independent sentence encoder (all-MiniLM-L6-v2).
 pub const SENTENCE_JUDGE_METRICS: &[&str] = &["relevance", "coherence", "first_last"];
@@ -49,7 +63,7 @@ pub fn text_set_metrics(
     docs: &[String],
     wanted: &[&str],
     judge: Option<&Fluency>,
-    encoder: Option<(&Autoencoder, &TextTokenizer)>,
+    encoder: Option<&PlanSpaceOf>,
     sentence: Option<&SentenceEncoder>,
     bleu_cap: usize,
 ) -> Result<BTreeMap<String, f64>> {
@@ -69,12 +83,12 @@ pub fn text_set_metrics(
                 mean_of(v.into_iter())
             }
             "plan_space_coherence" => {
-                let (ae, tk) = encoder.ok_or_else(|| {
+                let ae = encoder.ok_or_else(|| {
                     PipelineError::Invalid(
                         "plan_space_coherence needs a bundle with an autoencoder (its sentence encoder)".into(),
                     )
                 })?;
-                let v: Vec<f64> = docs.iter().map(|d| plan_space_coherence(ae, tk, "", d)).collect::<Result<_>>()?;
+                let v: Vec<f64> = docs.iter().map(|d| plan_space_coherence(ae, "", d)).collect::<Result<_>>()?;
                 mean_of(v.into_iter())
             }
             "relevance" | "coherence" | "first_last" => {
@@ -104,21 +118,17 @@ pub fn text_set_metrics(
     Ok(out)
 }
 
-/// Mean cosine of consecutive sentence latents of the bundle's own encoder (the space the
-/// plan lives in), from the prompt's last sentence through the continuation (NaN with fewer
-/// than two sentences).
-pub fn plan_space_coherence(ae: &Autoencoder, tk: &TextTokenizer, prompt: &str, continuation: &str) -> Result<f64> {
+/// Mean cosine of consecutive sentence latents in the bundle's plan space (its frozen
+/// encoder's normalised embeddings, or its trained encoder's latents), from the prompt's last
+/// sentence through the continuation (NaN with fewer than two sentences).
+pub fn plan_space_coherence(ae: &PlanSpaceOf, prompt: &str, continuation: &str) -> Result<f64> {
     let p = split_sentences(prompt);
     let mut s: Vec<&str> = p.last().copied().into_iter().collect();
     s.extend(split_sentences(continuation));
     if s.len() < 2 {
         return Ok(f64::NAN);
     }
-    let texts: Vec<String> = s.iter().map(|x| format!(" {x}")).collect();
-    let toks: Vec<Vec<i64>> =
-        tk.encode_batch(texts)?.into_iter().map(|v| v.into_iter().map(i64::from).collect()).collect();
-    let refs: Vec<&[i64]> = toks.iter().map(Vec::as_slice).collect();
-    let z = ae.encoder.encode(&refs, tk.special().pad as i64, 64);
+    let z = ae.plan.encode_texts(&ae.loaded.ae, &ae.loaded.tokenizer, &s)?;
     let n = z.size()[0];
     let c = Tensor::cosine_similarity(&z.narrow(0, 0, n - 1), &z.narrow(0, 1, n - 1), -1, 1e-8);
     Ok(c.mean(Kind::Double).double_value(&[]))

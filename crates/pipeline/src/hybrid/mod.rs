@@ -22,12 +22,11 @@ pub use settings::HybridSettings;
 use crate::mode::{settings_from, Event, GenRequest, Generation, Generator, Mode};
 use crate::text::{ends_sentence, TextStream};
 use crate::{PipelineError, Result};
-use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, Planner};
+use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, PlanEncoder, Planner};
 use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
 use plandiff_decoder::{generate_guided, GenerateOptions, Generated, LogitsProcessor, SlidingSession, StopReason};
 use plandiff_layers::FieldError;
 use plandiff_planner::{HostNoise, LatentBound, PlanSampling};
-use plandiff_sentence::{PlanSpace, SentenceEncoder};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -47,9 +46,10 @@ pub struct HybridGenerator {
     planner: Planner,
     tokenizer: TextTokenizer,
     device: Device,
-    /// A frozen encoder's plan space (an autoencoder trained with `frozen_encoder`): sentences
+    /// The plan space's encoder: a frozen encoder's (an autoencoder trained with
+    /// `frozen_encoder`), whose sentences
     /// are encoded by that encoder and normalised by the space, not by the trained encoder.
-    frozen: Option<(SentenceEncoder, PlanSpace)>,
+    plan_enc: PlanEncoder,
     _vs: (nn::VarStore, nn::VarStore),
 }
 
@@ -60,10 +60,7 @@ impl HybridGenerator {
         let b = Bundle::open(bundle)?;
         let ae = load_autoencoder(&b, device)?;
         // The plan space's encoder first: a missing or different one names its fix.
-        let frozen = match ae.config.plan_space.clone() {
-            Some(space) => Some((space.encoder(device).map_err(|e| PipelineError::Invalid(e.to_string()))?, space)),
-            None => None,
-        };
+        let plan_enc = PlanEncoder::load(&ae.config, device)?;
         let pl = load_planner(&b, device)?;
         let tokenizer = ae.tokenizer;
         if pl.planner.model.denoiser.d_latent != ae.ae.encoder.config().d_latent {
@@ -72,7 +69,7 @@ impl HybridGenerator {
                 bundle.display()
             )));
         }
-        Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, frozen, _vs: (ae.vs, pl.vs) })
+        Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, plan_enc, _vs: (ae.vs, pl.vs) })
     }
 
     pub fn planner(&self) -> &Planner {
@@ -97,17 +94,16 @@ impl HybridGenerator {
     /// Encoder latents `(N, d)` of token sentences: the frozen encoder's, normalised by the
     /// plan space, or the trained encoder's.
     pub fn encode(&self, sentences: &[Vec<i64>]) -> Result<Tensor> {
-        let Some((enc, space)) = &self.frozen else {
+        if !self.plan_enc.is_frozen() {
             let refs: Vec<&[i64]> = sentences.iter().map(Vec::as_slice).collect();
             return Ok(self.ae.encoder.encode(&refs, self.sp().pad as i64, 64));
-        };
+        }
         let texts = sentences
             .iter()
             .map(|s| self.tokenizer.decode_text(&s.iter().map(|&t| t as u32).collect::<Vec<_>>()))
             .collect::<std::result::Result<Vec<String>, _>>()?;
-        let refs: Vec<&str> = texts.iter().map(|t| t.trim()).collect();
-        let e = enc.embed_sorted(&refs, 64, &mut |_| {}).map_err(|e| PipelineError::Invalid(e.to_string()))?;
-        Ok(space.normalise(&e).to_device(self.device))
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        Ok(self.plan_enc.encode_texts(&self.ae, &self.tokenizer, &refs)?)
     }
 
     /// Encoder latents of text sentences.
@@ -117,7 +113,7 @@ impl HybridGenerator {
 
     /// Planned latents kept inside the encoder's range (tanh latents in [-1, 1]).
     fn bounded(&self, z: Tensor) -> Tensor {
-        if self.frozen.is_some() {
+        if self.plan_enc.is_frozen() {
             return z; // normalised embeddings: unbounded by design
         }
         match self.ae.encoder.config().bound {
