@@ -35,9 +35,16 @@ pub struct MaskedEdit {
     /// Masked: remask the lowest fraction F (0 < F <= 1) of the tokens by log-probability.
     #[arg(long)]
     pub revise_fraction: Option<f64>,
-    /// Masked, with --revise or --revise-fraction: score and refill this many times.
+    /// Masked, with --revise or --revise-fraction: score and refill at most this many times
+    /// (each round keeps at most one change, the one that raises the text's score most).
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
+    /// Masked, with --revise or --revise-fraction: a change is kept only when it raises the
+    /// text's score by at least G nats (0 or more): the sum over its words of how much better
+    /// their context explains them than nothing does (log p(word | text) - log p(word | no
+    /// words), the masked model's).
+    #[arg(long, default_value_t = 4.0)]
+    pub min_gain: f64,
     /// Masked: which positions a step commits (low_confidence, random, margin, entropy).
     #[arg(long)]
     pub remasking: Option<String>,
@@ -125,7 +132,10 @@ fn target(e: &EditArgs, a: &MaskedEdit) -> Result<EditTarget> {
             anyhow::bail!("--revise-fraction {f} must be in (0, 1]");
         }
     }
-    Ok(EditTarget::Revise { below: a.revise, fraction: a.revise_fraction, rounds: a.rounds })
+    if !(a.min_gain.is_finite() && a.min_gain >= 0.0) {
+        anyhow::bail!("--min-gain {} must be a number of nats, 0 or more (e.g. 2)", a.min_gain);
+    }
+    Ok(EditTarget::Revise { below: a.revise, fraction: a.revise_fraction, rounds: a.rounds, min_gain: a.min_gain })
 }
 
 fn run_masked(

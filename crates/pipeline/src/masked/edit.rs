@@ -20,8 +20,12 @@ pub enum EditTarget {
     /// Characters `from..to`, 0-based, end exclusive; every token they touch is remasked.
     Chars(usize, usize),
     /// The tokens whose log-probability (each with it masked and the rest in view) is below
-    /// `below`, or the lowest `fraction` of them; scored and refilled `rounds` times.
-    Revise { below: Option<f64>, fraction: Option<f64>, rounds: usize },
+    /// `below`, or the lowest `fraction` of them, are remasked and refilled, up to `rounds`
+    /// times; of a refill's changes (runs of changed tokens) only the one that raises the
+    /// text's pseudo-log-likelihood most, by at least `min_gain` nats, is kept, and revision
+    /// stops when none does. A text longer than the model's context is revised window by
+    /// window (whole sentences).
+    Revise { below: Option<f64>, fraction: Option<f64>, rounds: usize, min_gain: f64 },
 }
 
 /// How the remasked tokens are denoised.
@@ -59,6 +63,10 @@ pub struct ScoredToken {
 pub struct ReviseRound {
     pub round: usize,
     pub remasked: usize,
+    /// The text's pseudo-log-likelihood before the round, and what the kept change added
+    /// (0: nothing raised it by `min_gain`, the revision stopped).
+    pub pll: f64,
+    pub gain: f64,
     pub tokens: Vec<ScoredToken>,
 }
 
@@ -86,6 +94,19 @@ struct Doc<'t> {
 
 impl MaskedGenerator {
     fn doc<'t>(&self, text: &'t str) -> Result<Doc<'t>> {
+        let d = self.doc_open(text, true)?;
+        let l = self.config.model.seq_len as usize;
+        if d.ids.len() > l {
+            return Err(PipelineError::Invalid(format!(
+                "the text is {} tokens and the masked model reads at most {l}; edit a shorter text",
+                d.ids.len()
+            )));
+        }
+        Ok(d)
+    }
+
+    /// The text's tokens; `close`: `<eos>` after the last sentence (the text ends there).
+    fn doc_open<'t>(&self, text: &'t str, close: bool) -> Result<Doc<'t>> {
         let sp = self.tokenizer.special();
         let sents = split_sentences(text);
         if sents.is_empty() {
@@ -120,47 +141,125 @@ impl MaskedGenerator {
             d.bytes.push((off + s.len(), off + s.len()));
             d.sentences.push(((off, off + s.len()), aligned));
         }
-        d.ids.push(sp.eos as i64);
-        d.sentence.push(None);
-        d.bytes.push((text.len(), text.len()));
-        let l = self.config.model.seq_len as usize;
-        if d.ids.len() > l {
-            return Err(PipelineError::Invalid(format!(
-                "the text is {} tokens and the masked model reads at most {l}; edit a shorter text",
-                d.ids.len()
-            )));
+        if close {
+            d.ids.push(sp.eos as i64);
+            d.sentence.push(None);
+            d.bytes.push((text.len(), text.len()));
         }
         Ok(d)
     }
 
+    /// Byte ranges of `text` that each fit the model, of whole sentences, in order (the
+    /// text's own whitespace between them); a sentence longer than the model is an error.
+    fn windows(&self, text: &str) -> Result<Vec<(usize, usize)>> {
+        let d = self.doc_open(text, true)?;
+        let l = self.config.model.seq_len as usize;
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        let mut start: Option<(usize, usize)> = None; // (first byte, tokens so far)
+        let mut k = 0;
+        while k < d.sentences.len() {
+            let ((a, b), _) = d.sentences[k];
+            let n = d.sentence.iter().filter(|&&x| x == Some(k)).count() + 1; // + <sep>
+            if n + 2 > l {
+                return Err(PipelineError::Invalid(format!(
+                    "sentence {} is {n} tokens and the masked model reads at most {l}; split it",
+                    k + 1
+                )));
+            }
+            match start {
+                Some((s0, used)) if used + n + 1 <= l => start = Some((s0, used + n)),
+                Some((s0, _)) => {
+                    out.push((s0, d.sentences[k - 1].0 .1));
+                    start = Some((a, 1 + n));
+                }
+                None => start = Some((a, 1 + n)),
+            }
+            let _ = b;
+            k += 1;
+        }
+        if let Some((s0, _)) = start {
+            out.push((s0, d.sentences[d.sentences.len() - 1].0 .1));
+        }
+        Ok(out)
+    }
+
     /// Edits `text`: remasks `target` and denoises it with the rest fixed.
     pub fn edit(&self, text: &str, target: EditTarget, s: &EditSettings) -> Result<MaskedEdit> {
+        if let EditTarget::Revise { .. } = target {
+            return self.revise_windows(text, target, s);
+        }
         let doc = self.doc(text)?;
+        let pick = span_tokens(&doc, target)?;
+        let ids = self.refill(&doc.ids, &pick, s, s.seed)?;
+        let (text, changed) = self.rebuild(&doc, &ids)?;
+        Ok(MaskedEdit { text, remasked: pick.len(), changed, rounds: Vec::new() })
+    }
+
+    /// Revision of a text of any length: each window of whole sentences that fits the model is
+    /// revised on its own (the text between windows, whitespace, stays as it is).
+    fn revise_windows(&self, text: &str, target: EditTarget, s: &EditSettings) -> Result<MaskedEdit> {
+        let windows = self.windows(text)?;
+        if windows.is_empty() {
+            return Err(PipelineError::Invalid("the text is empty; give a text to edit".into()));
+        }
+        let last = windows.len() - 1;
+        let mut out =
+            MaskedEdit { text: String::with_capacity(text.len()), remasked: 0, changed: vec![], rounds: vec![] };
+        let mut at = 0;
+        for (w, &(a, b)) in windows.iter().enumerate() {
+            let doc = self.doc_open(&text[a..b], w == last)?;
+            let e = self.revise(&doc, target, s)?;
+            out.text.push_str(&text[at..a]);
+            out.text.push_str(&e.text);
+            at = b;
+            out.remasked += e.remasked;
+            out.changed.extend(e.changed.into_iter().map(|c| ChangedSpan { start: c.start + a, end: c.end + a, ..c }));
+            out.rounds.extend(e.rounds);
+        }
+        out.text.push_str(&text[at..]);
+        Ok(out)
+    }
+
+    /// Revises one window (see [`EditTarget::Revise`]).
+    fn revise(&self, doc: &Doc, target: EditTarget, s: &EditSettings) -> Result<MaskedEdit> {
+        let EditTarget::Revise { below, fraction, rounds: n, min_gain } = target else {
+            return Err(PipelineError::Invalid("internal: not a revision".into()));
+        };
         let mut ids = doc.ids.clone();
         let mut rounds = Vec::new();
         let mut remasked = 0;
-        match target {
-            EditTarget::Revise { below, fraction, rounds: n } => {
-                for round in 1..=n.max(1) {
-                    let scored = self.scores(&ids, &doc)?;
-                    let pick = pick_weakest(&scored, below, fraction);
-                    if pick.is_empty() {
-                        rounds.push(self.round_report(round, &scored, &pick, &ids, &ids)?);
-                        break;
-                    }
-                    let new = self.refill(&ids, &pick, s, s.seed.wrapping_add(round as u64))?;
-                    rounds.push(self.round_report(round, &scored, &pick, &ids, &new)?);
-                    remasked += pick.len();
-                    ids = new;
+        let mut scored = self.scores(&ids, doc)?;
+        let mut total: f64 = self.context_scores(&ids, doc)?.iter().map(|x| x.1).sum();
+        for round in 1..=n.max(1) {
+            let pll: f64 = scored.iter().map(|x| x.1).sum();
+            let pick = pick_weakest(&scored, below, fraction);
+            if pick.is_empty() {
+                rounds.push(self.round_report(round, (pll, 0.0), &scored, &pick, &ids, &ids)?);
+                break;
+            }
+            let proposal = self.refill(&ids, &pick, s, s.seed.wrapping_add(round as u64))?;
+            // Each run of changed tokens is one candidate change, scored on the whole text.
+            let mut best: Option<(f64, Vec<i64>)> = None;
+            for run in changed_runs(&ids, &proposal) {
+                let mut cand = ids.clone();
+                run.iter().for_each(|&i| cand[i] = proposal[i]);
+                let sc = self.context_scores(&cand, doc)?;
+                let gain = sc.iter().map(|x| x.1).sum::<f64>() - total;
+                if gain >= min_gain && best.as_ref().is_none_or(|b| gain > b.0) {
+                    best = Some((gain, cand));
                 }
             }
-            _ => {
-                let pick = span_tokens(&doc, target)?;
-                remasked = pick.len();
-                ids = self.refill(&ids, &pick, s, s.seed)?;
-            }
+            let Some((gain, cand)) = best else {
+                rounds.push(self.round_report(round, (pll, 0.0), &scored, &pick, &ids, &ids)?);
+                break; // nothing improves the text: it stays as it is
+            };
+            rounds.push(self.round_report(round, (pll, gain), &scored, &pick, &ids, &cand)?);
+            remasked += pick.len();
+            total += gain;
+            scored = self.scores(&cand, doc)?;
+            ids = cand;
         }
-        let (text, changed) = self.rebuild(&doc, &ids)?;
+        let (text, changed) = self.rebuild(doc, &ids)?;
         Ok(MaskedEdit { text, remasked, changed, rounds })
     }
 
@@ -171,6 +270,29 @@ impl MaskedGenerator {
         let lp = token_logprobs(&x, &pos, self.mask_id(), |b| self.logits(b))
             .map_err(|e| PipelineError::Invalid(format!("scoring the text's tokens: {e}")))?;
         Ok(pos.into_iter().zip(lp).collect())
+    }
+
+    /// [`Self::scores`] less each token's log-probability with every word masked (its prior
+    /// at that position): how much better its context explains it than nothing does. A change
+    /// to a merely more frequent word ("fox" -> "dog") gains nothing here; a word that fits its
+    /// context where the old one did not ("was sky" -> "was sad") does.
+    fn context_scores(&self, ids: &[i64], doc: &Doc) -> Result<Vec<(usize, f64)>> {
+        let scored = self.scores(ids, doc)?;
+        let mut blank = ids.to_vec();
+        scored.iter().for_each(|&(i, _)| blank[i] = self.mask_id());
+        let x = Tensor::from_slice(&blank).to_device(self.device).unsqueeze(0);
+        let prior = tch::no_grad(|| self.logits(&x))
+            .squeeze_dim(0)
+            .to_kind(tch::Kind::Double)
+            .log_softmax(-1, tch::Kind::Double);
+        let at: Vec<i64> = scored.iter().map(|&(i, _)| i as i64).collect();
+        let tok: Vec<i64> = scored.iter().map(|&(i, _)| ids[i]).collect();
+        let idx = Tensor::from_slice(&at).to_device(self.device);
+        let t = Tensor::from_slice(&tok).to_device(self.device).unsqueeze(1);
+        let p = prior.index_select(0, &idx).gather(1, &t, false).squeeze_dim(1).to_device(tch::Device::Cpu);
+        let p =
+            Vec::<f64>::try_from(p).map_err(|e| PipelineError::Invalid(format!("scoring the text's tokens: {e}")))?;
+        Ok(scored.into_iter().zip(p).map(|((i, lp), q)| (i, lp - q)).collect())
     }
 
     /// `ids` with positions `pick` remasked and denoised (special tokens banned there).
@@ -192,6 +314,7 @@ impl MaskedGenerator {
     fn round_report(
         &self,
         round: usize,
+        (pll, gain): (f64, f64),
         scored: &[(usize, f64)],
         pick: &[usize],
         before: &[i64],
@@ -204,7 +327,7 @@ impl MaskedGenerator {
             let after = if re { Some(piece(after[i])?) } else { None };
             tokens.push(ScoredToken { index: i, text: piece(before[i])?, logprob: lp, remasked: re, after });
         }
-        Ok(ReviseRound { round, remasked: pick.len(), tokens })
+        Ok(ReviseRound { round, remasked: pick.len(), pll, gain, tokens })
     }
 
     /// The input with each run of changed tokens replaced by their text.
@@ -267,6 +390,18 @@ fn pick_weakest(scored: &[(usize, f64)], below: Option<f64>, fraction: Option<f6
     pick
 }
 
+/// The runs of consecutive positions where `b` differs from `a`.
+fn changed_runs(a: &[i64], b: &[i64]) -> Vec<Vec<usize>> {
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for i in (0..a.len()).filter(|&i| a[i] != b[i]) {
+        match runs.last_mut() {
+            Some(r) if r.last() == Some(&(i - 1)) => r.push(i),
+            _ => runs.push(vec![i]),
+        }
+    }
+    runs
+}
+
 /// Word tokens of a span target.
 fn span_tokens(doc: &Doc, target: EditTarget) -> Result<Vec<usize>> {
     let n = doc.sentences.len();
@@ -302,7 +437,13 @@ fn span_tokens(doc: &Doc, target: EditTarget) -> Result<Vec<usize>> {
 
 #[cfg(test)]
 mod tests {
-    use super::pick_weakest;
+    use super::{changed_runs, pick_weakest};
+
+    #[test]
+    fn runs_of_changed_tokens() {
+        assert_eq!(changed_runs(&[1, 2, 3, 4, 5], &[1, 9, 9, 4, 8]), vec![vec![1, 2], vec![4]]);
+        assert!(changed_runs(&[1, 2], &[1, 2]).is_empty());
+    }
 
     #[test]
     fn weakest_tokens_by_threshold_or_fraction() {
