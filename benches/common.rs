@@ -19,6 +19,7 @@ pub fn tiny(plan: Option<plandiff_decoder::PlanConfig>) -> DecoderConfig {
         },
         max_seq_len: 1024,
         plan,
+        rotary: None,
     }
 }
 

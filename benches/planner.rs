@@ -35,7 +35,7 @@ fn main() {
         schedule: pl.diffusion.clone(),
         objective: pl.objective,
         sampling: pl.sampling,
-        autoencoder_sha256: String::new(),
+        plan_space_sha256: String::new(),
     };
     let vs = nn::VarStore::new(Device::Cpu);
     let planner = Planner::new(&vs.root(), &model).expect("planner");

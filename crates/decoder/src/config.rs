@@ -17,6 +17,10 @@ pub struct PlanConfig {
     pub max_slots: i64,
 }
 
+/// The longest context a rotary decoder may declare (learned positions are bounded by their
+/// table's size against the weights).
+pub const MAX_ROTARY_LEN: i64 = 1 << 20;
+
 /// Relative positions: rotary token positions and sentence-relative plan slots (issue 25).
 ///
 /// Self-attention sees the `window` sentences up to a token's own (given sentence ids), so a
@@ -64,6 +68,15 @@ impl DecoderConfig {
             }
         }
         if let Some(r) = self.rotary {
+            // No position table bounds the context of a rotary model: bound it here.
+            if self.max_seq_len > MAX_ROTARY_LEN {
+                return Err(plandiff_layers::FieldError::new(
+                    "max_seq_len",
+                    self.max_seq_len,
+                    format!("must be at most {MAX_ROTARY_LEN} tokens (a window the decoder reads at once)"),
+                )
+                .into());
+            }
             let invalid = |field: &str, v: f64, why: &str| plandiff_layers::FieldError::new(field, v, why).into();
             if !(r.base.is_finite() && r.base > 1.0) {
                 return Err(invalid("rotary.base", r.base, "must be a finite number above 1 (10000 is usual)"));

@@ -552,6 +552,9 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("rotary.window"));
         cfg.rotary = Some(RotaryConfig { base: f64::NAN, window: 2, lookahead: 1 });
         assert!(cfg.validate().unwrap_err().to_string().contains("rotary.base"));
+        cfg.rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
+        cfg.max_seq_len = 1_000_000_000_000;
+        assert!(cfg.validate().unwrap_err().to_string().contains("max_seq_len"));
         // Bundles from before relative positions have no `rotary` and load as learned.
         let old = serde_json::to_value(DecoderConfig::test(50, None)).unwrap();
         assert!(old.get("rotary").is_none());

@@ -86,6 +86,35 @@ impl SlidingSession {
         self.cache.forget(0, n);
     }
 
+    /// Feeds `rows` (per sample row: tokens, their positions and sentence ids), left-padded to
+    /// one length with padding no window reaches; returns the last position's logits `(B, V)`.
+    fn feed(&mut self, model: &Decoder, rows: &[(Vec<i64>, Vec<i64>, Vec<i64>)], pad_id: i64) -> Tensor {
+        let (dev, b) = (model.device(), self.guide.b);
+        let bm = if self.guide.weight.is_some() { 2 * b } else { b } as i64;
+        let len = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(1);
+        let (mut tok, mut pos, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+        for (t, p, s) in rows {
+            let pad = len - t.len();
+            tok.extend(std::iter::repeat_n(pad_id, pad).chain(t.iter().copied()));
+            pos.extend(std::iter::repeat_n(0, pad).chain(p.iter().copied()));
+            sent.extend(std::iter::repeat_n(PAD_SENTENCE, pad).chain(s.iter().copied()));
+        }
+        let shape = [bm, len as i64];
+        let t = |v: &[i64]| Tensor::from_slice(&self.guide.rows(v)).view(shape).to_device(dev);
+        let logits = model.forward_step(&t(&tok), &t(&pos), Some(&t(&sent)), None, &mut self.cache);
+        self.fed += len as i64;
+        self.guide.logits(logits.select(1, -1))
+    }
+
+    /// A row's tokens to feed with their positions and sentence ids, which advance past them.
+    fn advance(&mut self, r: usize, tokens: Vec<i64>, sep: i64) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
+        let pos = (0..tokens.len() as i64).map(|i| self.pos[r] + i).collect();
+        let sent = slot_ids(&tokens, sep, i64::MAX).iter().map(|s| self.sent[r] + s).collect();
+        self.pos[r] += tokens.len() as i64;
+        self.sent[r] += tokens.iter().filter(|&&t| t == sep).count() as i64;
+        (tokens, pos, sent)
+    }
+
     /// Writes up to `opts.max_sentences` more sentences in every row that has not ended, under
     /// `plan` `(B, S, d_latent)` whose slot 0 is sentence `origin`. Rows that ended earlier get
     /// no tokens and keep their stop reason.
@@ -99,31 +128,14 @@ impl SlidingSession {
         mut on_token: impl FnMut(usize, i64),
     ) -> Generated {
         tch::no_grad(|| {
-            let (dev, b) = (model.device(), self.guide.b);
+            let b = self.guide.b;
             let bm = if self.guide.weight.is_some() { 2 * b } else { b } as i64;
             self.cache.set_plan(model, self.guide.plan(model, Some(plan)).as_ref(), bm, origin);
             self.forget_behind();
-            // Feed what is pending, left-padded to one length.
-            let len = self.pending.iter().map(Vec::len).max().unwrap_or(0).max(1);
-            let (mut tok, mut pos, mut sent) = (Vec::new(), Vec::new(), Vec::new());
-            for r in 0..b {
-                let p = if self.ended[r] { &[][..] } else { &self.pending[r][..] };
-                let pad = len - p.len();
-                let ids = slot_ids(p, opts.sep_id, i64::MAX);
-                tok.extend(std::iter::repeat_n(opts.pad_id, pad).chain(p.iter().copied()));
-                pos.extend(std::iter::repeat_n(0, pad).chain((0..p.len() as i64).map(|i| self.pos[r] + i)));
-                sent.extend(std::iter::repeat_n(PAD_SENTENCE, pad).chain(ids.iter().map(|s| self.sent[r] + s)));
-                self.pos[r] += p.len() as i64;
-                self.sent[r] += p.iter().filter(|&&t| t == opts.sep_id).count() as i64;
-            }
-            let shape = [bm, len as i64];
-            let t = |v: &[i64]| Tensor::from_slice(&self.guide.rows(v)).view(shape).to_device(dev);
-            let logits = model.forward_step(&t(&tok), &t(&pos), Some(&t(&sent)), None, &mut self.cache);
-            self.fed += len as i64;
-            let mut last = self.guide.logits(logits.select(1, -1)); // (B, V)
-            for p in &mut self.pending {
-                p.clear();
-            }
+            let pending: Vec<Vec<i64>> =
+                (0..b).map(|r| if self.ended[r] { Vec::new() } else { std::mem::take(&mut self.pending[r]) }).collect();
+            let rows: Vec<_> = pending.into_iter().enumerate().map(|(r, p)| self.advance(r, p, opts.sep_id)).collect();
+            let mut last = self.feed(model, &rows, opts.pad_id); // (B, V)
             let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
             let mut stop: Vec<Option<StopReason>> =
                 self.ended.iter().map(|&e| e.then_some(StopReason::EndOfDocument)).collect();
@@ -132,11 +144,9 @@ impl SlidingSession {
                 let host: Vec<f32> = Vec::try_from(last.to_kind(Kind::Float).to_device(tch::Device::Cpu).reshape(-1))
                     .expect("logits to host");
                 let v = host.len() / b;
-                let mut step = vec![None; b];
-                for r in 0..b {
-                    if stop[r].is_some() {
-                        continue;
-                    }
+                let mut step: Vec<Vec<i64>> = vec![Vec::new(); b];
+                let live: Vec<usize> = (0..b).filter(|&r| stop[r].is_none()).collect();
+                for r in live {
                     let mut row = host[r * v..(r + 1) * v].to_vec();
                     // No empty sentence: `<sep>` never follows `<sep>` or a bare `<bos>`.
                     let id = draw(sampler, &mut row, &self.history[r], &[], &self.history[r], opts);
@@ -145,34 +155,19 @@ impl SlidingSession {
                     self.history[r].drain(..excess);
                     out[r].push(id);
                     on_token(r, id);
-                    if id == opts.sep_id {
-                        sents[r] += 1;
-                    }
+                    sents[r] += usize::from(id == opts.sep_id);
                     stop[r] = stop_after(id, sents[r], out[r].len(), 0, opts, i64::MAX);
                     match stop[r] {
                         Some(StopReason::Sentences) => self.pending[r].push(id), // fed by the next call
                         Some(_) => self.ended[r] = true,
-                        None => step[r] = Some(id),
+                        None => step[r].push(id),
                     }
                 }
                 if stop.iter().all(Option::is_some) {
                     break;
                 }
-                let mut tok = vec![opts.pad_id; b];
-                let (mut pos, mut sent) = (vec![0; b], vec![PAD_SENTENCE; b]);
-                for r in 0..b {
-                    if let Some(id) = step[r] {
-                        (tok[r], pos[r], sent[r]) = (id, self.pos[r], self.sent[r]);
-                        self.pos[r] += 1;
-                        if id == opts.sep_id {
-                            self.sent[r] += 1;
-                        }
-                    }
-                }
-                let col = |v: &[i64]| Tensor::from_slice(&self.guide.rows(v)).view([bm, 1]).to_device(dev);
-                let logits = model.forward_step(&col(&tok), &col(&pos), Some(&col(&sent)), None, &mut self.cache);
-                self.fed += 1;
-                last = self.guide.logits(logits.select(1, 0));
+                let rows: Vec<_> = step.into_iter().enumerate().map(|(r, t)| self.advance(r, t, opts.sep_id)).collect();
+                last = self.feed(model, &rows, opts.pad_id);
             }
             let stop = stop.into_iter().map(|s| s.unwrap_or(StopReason::MaxTokens)).collect();
             Generated { tokens: out, stop }
@@ -215,8 +210,8 @@ mod tests {
         let mut written: Vec<Vec<i64>> = vec![Vec::new(); 2];
         for _ in 0..4 {
             let g = s.write(&model, &plan, 0, &mut lp, &opts, |_, _| {});
-            for r in 0..2 {
-                written[r].extend_from_slice(&g.tokens[r]);
+            for (w, t) in written.iter_mut().zip(&g.tokens) {
+                w.extend_from_slice(t);
             }
         }
         for (r, p) in prompts.iter().enumerate() {

@@ -139,6 +139,57 @@ impl HybridGenerator {
         self.encode_text(&sents[..n])
     }
 
+    /// The text a re-read window shows the decoder, each row's `<bos> ... open sentence`, with
+    /// the view cut so that it fits the decoder's context.
+    fn window_prompts(
+        &self,
+        act: &[&mut Row],
+        view: window::DecoderView,
+        written: usize,
+    ) -> Result<(window::DecoderView, Vec<Vec<i64>>)> {
+        let (sp, max_len) = (self.sp(), self.ae.decoder.config().max_seq_len as usize);
+        let pinned_len = act.iter().map(|r| r.sentences[..view.pinned].iter().map(|s| s.len() + 1).sum::<usize>());
+        let room = max_len.saturating_sub(pinned_len.max().unwrap_or(0));
+        let view = window::DecoderView { start: self.fit_window(act, view.start, written, room), ..view };
+        let prompts: Vec<Vec<i64>> = act
+            .iter()
+            .map(|r| {
+                let seen = r.sentences[..view.pinned].iter().chain(&r.sentences[view.start..written]);
+                window::decoder_prompt(sp.bos as i64, sp.sep as i64, seen, &r.open)
+            })
+            .collect();
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
+        if longest + 2 > max_len {
+            return Err(PipelineError::Invalid(format!(
+                "the open sentence takes {longest} tokens, more than the decoder's context of {max_len}; shorten the prompt's last sentence"
+            )));
+        }
+        Ok((view, prompts))
+    }
+
+    /// A sliding decoder's next window: the plan of sentences from `origin` on (every row's; a
+    /// session keeps them all), the session writes the window's sentences, and the rows still
+    /// writing take them in.
+    fn slide(
+        &self,
+        sess: &mut SlidingSession,
+        rows: &mut [Row],
+        (origin, written): (usize, usize),
+        lp: &mut LogitsProcessor,
+        gopts: &GenerateOptions,
+        emit: &mut dyn FnMut(usize, i64),
+    ) -> Result<()> {
+        let active: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].stop.is_none()).collect();
+        let plan = self.window_plan(&all_rows(rows), window::DecoderView::from(origin), written);
+        let out = sess.write(&self.ae.decoder, &plan, origin as i64, lp, gopts, emit);
+        let out = Generated {
+            tokens: active.iter().map(|&i| out.tokens[i].clone()).collect(),
+            stop: active.iter().map(|&i| out.stop[i]).collect(),
+        };
+        let mut act: Vec<&mut Row> = rows.iter_mut().filter(|r| r.stop.is_none()).collect();
+        self.absorb(&mut act, &out)
+    }
+
     /// The decoder's options for a window that writes `sentences` sentences within `budget`
     /// tokens: every planned slot gets its sentence (the document may not end early).
     fn window_options(&self, budget: usize, sentences: usize) -> GenerateOptions {
@@ -182,7 +233,6 @@ impl Generator for HybridGenerator {
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
         let (plan_opts, oracle, want) = self.check(req)?;
         let levers = req.settings_as::<HybridSettings>();
-        let sp = self.sp();
         let texts = split_sentences(req.prompt);
         let mut toks = self.tokenize_sentences(&texts)?;
         let open = if ends_sentence(req.prompt) { Vec::new() } else { toks.pop().unwrap_or_default() };
@@ -220,42 +270,20 @@ impl Generator for HybridGenerator {
             let slide = self.ae.decoder.config().rotary.filter(|_| levers.pin() == 0);
             if let (Some(r), Some(sess)) = (slide, session.as_mut()) {
                 let origin = written.saturating_sub(r.window.max(1) as usize - 1);
-                let plan = self.window_plan(&all_rows(&mut rows), window::DecoderView::from(origin), written);
                 let budget = req.gen.max_tokens.saturating_sub(rows[lead].new_tokens.len());
                 if budget == 0 {
                     rows.iter_mut().filter(|r| r.stop.is_none()).for_each(|r| r.stop = Some(StopReason::MaxTokens));
                     break;
                 }
                 let gopts = self.window_options(budget, win.end - written);
-                let out = sess.write(&self.ae.decoder, &plan, origin as i64, &mut lp, &gopts, |row, tok| {
-                    stream.token(row, tok, on)
-                });
-                let out = Generated {
-                    tokens: active.iter().map(|&i| out.tokens[i].clone()).collect(),
-                    stop: active.iter().map(|&i| out.stop[i]).collect(),
-                };
-                let mut act: Vec<&mut Row> = rows.iter_mut().filter(|r| r.stop.is_none()).collect();
-                self.absorb(&mut act, &out)?;
+                let mut emit = |row: usize, tok: i64| stream.token(row, tok, on);
+                self.slide(sess, &mut rows, (origin, written), &mut lp, &gopts, &mut emit)?;
                 continue;
             }
             let view = window::pinned_view(win, written, levers.pin(), sd);
-            let pinned_len = act.iter().map(|r| r.sentences[..view.pinned].iter().map(|s| s.len() + 1).sum::<usize>());
-            let room = max_len.saturating_sub(pinned_len.max().unwrap_or(0));
-            let view = window::DecoderView { start: self.fit_window(&act, view.start, written, room), ..view };
+            let (view, prompts) = self.window_prompts(&act, view, written)?;
             let plan = self.window_plan(&act, view, written);
-            let prompts: Vec<Vec<i64>> = act
-                .iter()
-                .map(|r| {
-                    let seen = r.sentences[..view.pinned].iter().chain(&r.sentences[view.start..written]);
-                    window::decoder_prompt(sp.bos as i64, sp.sep as i64, seen, &r.open)
-                })
-                .collect();
             let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
-            if longest + 2 > max_len {
-                return Err(PipelineError::Invalid(format!(
-                    "the open sentence takes {longest} tokens, more than the decoder's context of {max_len}; shorten the prompt's last sentence"
-                )));
-            }
             let budget =
                 req.gen.max_tokens.saturating_sub(act[0].new_tokens.len()).min(max_len.saturating_sub(longest + 1));
             if budget == 0 {

@@ -155,10 +155,8 @@ impl MaskedGenerator {
         let d = self.doc_open(text, true)?;
         let l = self.config.model.seq_len as usize;
         let mut out: Vec<(usize, usize)> = Vec::new();
-        let mut start: Option<(usize, usize)> = None; // (first byte, tokens so far)
-        let mut k = 0;
-        while k < d.sentences.len() {
-            let ((a, b), _) = d.sentences[k];
+        let mut open: Option<(usize, usize)> = None; // (first byte, tokens so far with <bos>)
+        for (k, &((a, _), _)) in d.sentences.iter().enumerate() {
             let n = d.sentence.iter().filter(|&&x| x == Some(k)).count() + 1; // + <sep>
             if n + 2 > l {
                 return Err(PipelineError::Invalid(format!(
@@ -166,19 +164,18 @@ impl MaskedGenerator {
                     k + 1
                 )));
             }
-            match start {
-                Some((s0, used)) if used + n + 1 <= l => start = Some((s0, used + n)),
+            open = match open {
+                // Room for it and a closing <eos>: the window grows.
+                Some((s0, used)) if used + n < l => Some((s0, used + n)),
                 Some((s0, _)) => {
                     out.push((s0, d.sentences[k - 1].0 .1));
-                    start = Some((a, 1 + n));
+                    Some((a, 1 + n))
                 }
-                None => start = Some((a, 1 + n)),
-            }
-            let _ = b;
-            k += 1;
+                None => Some((a, 1 + n)),
+            };
         }
-        if let Some((s0, _)) = start {
-            out.push((s0, d.sentences[d.sentences.len() - 1].0 .1));
+        if let (Some((s0, _)), Some(last)) = (open, d.sentences.last()) {
+            out.push((s0, last.0 .1));
         }
         Ok(out)
     }
