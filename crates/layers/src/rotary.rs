@@ -5,8 +5,8 @@
 //!
 //! The rotation pairs dimension `i` with `i + Dh/2` (GPT-NeoX layout):
 //! `rot(x) = x * cos + rotate_half(x) * sin`, `rotate_half([x1, x2]) = [-x2, x1]`,
-//! angle `p * base^(-2i / Dh)`. Angles are computed in f64 on the host, so a position of a
-//! few thousand loses no precision before the cast.
+//! angle `p * base^(-2i / Dh)`. Angles are computed in f64, so a position of a few thousand
+//! loses no precision before the cast.
 
 use tch::{Device, Kind, Tensor};
 
@@ -21,34 +21,22 @@ pub struct Rotary {
 }
 
 impl Rotary {
-    /// Angles of `positions`, row-major `(rows, t)`, for heads of width `head_dim` (even).
-    pub fn new(positions: &[i64], rows: i64, t: i64, head_dim: i64, base: f64, device: Device) -> Self {
+    /// Angles of `positions` `(B|1, T)` int64, on their device (no copy to the host: a decode
+    /// step does not wait on it), for heads of width `head_dim` (even).
+    pub fn new(positions: &Tensor, head_dim: i64, base: f64) -> Self {
         assert!(head_dim % 2 == 0, "rotary positions need an even head width (checked by config validation)");
-        assert_eq!(positions.len() as i64, rows * t, "positions must be (rows, t)");
-        let half = (head_dim / 2) as usize;
+        let (rows, t) = positions.size2().expect("positions must be (B, T)");
+        let half = head_dim / 2;
         let inv: Vec<f64> = (0..half).map(|i| base.powf(-2.0 * i as f64 / head_dim as f64)).collect();
-        let mut cos = Vec::with_capacity(positions.len() * 2 * half);
-        let mut sin = Vec::with_capacity(positions.len() * 2 * half);
-        for &p in positions {
-            for _ in 0..2 {
-                for w in &inv {
-                    let a = p as f64 * w;
-                    cos.push(a.cos() as f32);
-                    sin.push(a.sin() as f32);
-                }
-            }
-        }
-        let shape = [rows, 1, t, head_dim];
-        Self {
-            cos: Tensor::from_slice(&cos).view(shape).to_device(device),
-            sin: Tensor::from_slice(&sin).view(shape).to_device(device),
-        }
+        let inv = Tensor::from_slice(&inv).to_device(positions.device());
+        let ang = positions.to_kind(Kind::Double).unsqueeze(-1) * inv; // (B, T, Dh/2)
+        let ang = Tensor::cat(&[&ang, &ang], -1).view([rows, 1, t, head_dim]);
+        Self { cos: ang.cos().to_kind(Kind::Float), sin: ang.sin().to_kind(Kind::Float) }
     }
 
     /// Positions `0..t` for every row.
     pub fn arange(t: i64, head_dim: i64, base: f64, device: Device) -> Self {
-        let pos: Vec<i64> = (0..t).collect();
-        Self::new(&pos, 1, t, head_dim, base, device)
+        Self::new(&Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0), head_dim, base)
     }
 
     /// The positions' rotation of queries or keys.
@@ -79,8 +67,9 @@ mod tests {
             Tensor::randn([1, 2, 1, 8], (Kind::Float, Device::Cpu)),
         );
         let score = |pq: i64, pk: i64| {
-            let rq = Rotary::new(&[pq], 1, 1, 8, 10000.0, Device::Cpu).apply(&q);
-            let rk = Rotary::new(&[pk], 1, 1, 8, 10000.0, Device::Cpu).apply(&k);
+            let at = |p: i64| Tensor::from_slice(&[p]).view([1, 1]);
+            let rq = Rotary::new(&at(pq), 8, 10000.0).apply(&q);
+            let rk = Rotary::new(&at(pk), 8, 10000.0).apply(&k);
             (rq * rk).sum(Kind::Float).double_value(&[])
         };
         let a = score(7, 3);
@@ -89,7 +78,7 @@ mod tests {
         // Position 0 is the identity; the rotation keeps norms.
         let r0 = Rotary::arange(1, 8, 10000.0, Device::Cpu).apply(&q);
         assert!(r0.allclose(&q, 0.0, 0.0, false));
-        let r = Rotary::new(&[123], 1, 1, 8, 10000.0, Device::Cpu).apply(&q);
+        let r = Rotary::new(&Tensor::from_slice(&[123i64]).view([1, 1]), 8, 10000.0).apply(&q);
         assert!((r.norm().double_value(&[]) - q.norm().double_value(&[])).abs() < 1e-5);
     }
 }
