@@ -391,3 +391,66 @@ fn ab_runs_masked_arms_with_their_steps_and_remasking() {
     assert_ne!(texts(&lc, "masked@8"), texts(&rnd, "masked@8"), "--remasking reaches the masked arms");
     assert_eq!(texts(&lc, &ar), texts(&rnd, &ar), "and only them");
 }
+
+/// `eval --repair`: each kind's cases are made and revised; a revision that may keep nothing
+/// (`--min-gain 1e9`) restores nothing and changes nothing, every case back byte for byte;
+/// a revision that keeps every improving change changes something. `--score ar` and the
+/// `close` kind need the bundle's ar model: a one-line error says so.
+#[test]
+fn repair_benchmark_scores_what_revise_does() {
+    let f = fixture();
+    let stories = f.dir.join("corpus.txt");
+    let base = ["eval", "--checkpoint", s(bundle()), "--data", s(&stories), "--json"];
+    let bench = |extra: &[&str]| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&run_ok(&[&base[..], extra].concat())).unwrap();
+        v["kinds"].as_array().unwrap().iter().map(|k| (k["kind"].as_str().unwrap().to_string(), k.clone())).collect()
+    };
+    let still = bench(&["--repair", "random,swap,clean", "--per-kind", "4", "--score", "pll", "--min-gain", "1e9"]);
+    for kind in ["random", "swap", "clean"] {
+        let k = &still[kind];
+        assert_eq!(k["cases"], 4, "{kind}: {k}");
+        let corrupted = if kind == "clean" { 0 } else { 4 };
+        assert_eq!(k["corrupted_words"], corrupted, "{kind}: one word a case");
+        assert_eq!((k["restored_words"].as_u64(), k["changed_words"].as_u64()), (Some(0), Some(0)), "{kind}: {k}");
+        assert_eq!(k["untouched"], 1.0);
+        assert!(k["clean_words"].as_u64().unwrap() > 8);
+    }
+    let moved = bench(&[
+        "--repair",
+        "random",
+        "--per-kind",
+        "4",
+        "--score",
+        "pll",
+        "--min-gain",
+        "0",
+        "--revise-fraction",
+        "0.5",
+    ]);
+    let k = &moved["random"];
+    assert!(k["untouched"].as_f64().unwrap() < 1.0, "a revision that keeps any gain changes something: {k}");
+    // With an ar model beside the masked one: --score ar is the default, and close
+    // substitutes come from the ar model's token embeddings.
+    let both = tempfile::tempdir().unwrap();
+    copy_dir(&bundle().join("masked"), &both.path().join("masked"));
+    copy_dir(&f.bundle.join("ar"), &both.path().join("ar"));
+    std::fs::copy(bundle().join("tokenizer.json"), both.path().join("tokenizer.json")).unwrap();
+    let args = ["eval", "--checkpoint", s(both.path()), "--data", s(&stories), "--json", "--repair", "close,clean"];
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(&[&args[..], &["--per-kind", "3", "--min-gain", "1e9"]].concat())).unwrap();
+    assert_eq!(v["score"], "ar");
+    let close = &v["kinds"][0];
+    assert_eq!((close["kind"].as_str(), close["cases"].as_u64()), (Some("close"), Some(3)), "{v}");
+    assert_eq!((close["untouched"].as_f64(), close["changed_words"].as_u64()), (Some(1.0), Some(0)));
+    for (flags, want) in [
+        (vec!["--repair", "close"], "ar model"),
+        (vec!["--repair", "random", "--score", "ar"], "--score pll"),
+        (vec!["--repair", "typo"], "unknown kind `typo`"),
+        (vec!["--repair", "random", "--per-kind", "0"], "--per-kind 0"),
+    ] {
+        let o = run(&[&base[..], &flags].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{flags:?}: {err}");
+        assert!(err.contains(want) && err.trim().lines().count() == 1, "{flags:?}: {err}");
+    }
+}

@@ -290,6 +290,44 @@ pub struct EvalArgs {
     /// tokenizer.json); default: all-mpnet-base-v2 from .venv/judge, else all-MiniLM-L6-v2.
     #[arg(long)]
     pub judge_encoder: Option<PathBuf>,
+    /// The repair benchmark of the bundle's masked model instead of model losses: sentences
+    /// of the stories in --data (text files or JSONL "text" records, e.g. the 300 held-out
+    /// stories), each after its previous sentence, with words corrupted by kind (random: a
+    /// word of the corpus; swap: another word of the same story; close: the nearest word in
+    /// the bundle's ar token embeddings; clean: none), revised as `edit --mode masked
+    /// --revise-fraction` does; reports the share of corrupted words restored and of clean
+    /// words changed. Comma-separated kinds, or `all`.
+    #[arg(long)]
+    pub repair: Option<String>,
+    /// With --repair: cases per kind.
+    #[arg(long, default_value_t = 300)]
+    pub per_kind: usize,
+    /// With --repair: corrupted words per case.
+    #[arg(long, default_value_t = 1)]
+    pub corrupt_words: usize,
+    /// With --repair: remask the lowest fraction F of the tokens by log-probability.
+    #[arg(long, default_value_t = 0.15)]
+    pub revise_fraction: f64,
+    /// With --repair: remask the tokens whose log-probability is below P instead (as
+    /// `edit --revise P`).
+    #[arg(long, allow_negative_numbers = true)]
+    pub revise_below: Option<f64>,
+    /// With --repair: revision rounds (each keeps at most one change).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// With --repair: a change is kept only when it raises the text's score by G nats.
+    #[arg(long, default_value_t = 4.0)]
+    pub min_gain: f64,
+    /// With --repair: the score a kept change must raise, `ar` or `pll` (as `edit --score`;
+    /// default: ar when the bundle has an ar model).
+    #[arg(long)]
+    pub score: Option<String>,
+    /// With --repair: the refill's sampling temperature (0: the model's likeliest tokens).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// With --repair: the seed of the corruptions and the refills.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     #[arg(long, default_value = "valid")]
     pub split: String,
     /// Tokens per window (default: the training seq_len).

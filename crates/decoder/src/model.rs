@@ -156,6 +156,11 @@ impl Decoder {
         &self.cfg
     }
 
+    /// The token embedding table `(V, D)` (tied to the output layer).
+    pub fn token_embeddings(&self) -> &Tensor {
+        &self.wte.ws
+    }
+
     /// Rotary positions of `positions` `(B|1, T)` (`None` for learned positions).
     fn rotary(&self, positions: &Tensor) -> Option<Rotary> {
         let r = self.cfg.rotary?;

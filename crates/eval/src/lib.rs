@@ -6,6 +6,7 @@
 pub mod ab;
 pub mod judge;
 pub mod metrics;
+pub mod repair;
 pub mod report;
 pub mod stats;
 

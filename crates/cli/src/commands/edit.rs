@@ -3,7 +3,7 @@ use crate::util::parse_device;
 use anyhow::{Context, Result};
 use clap::{ArgMatches, Args, FromArgMatches};
 use plandiff_pipeline::flags::{unread_flag, FlagTable, GaussianFlags, StepsFlag};
-use plandiff_pipeline::masked::{parse_remasking, EditSettings, EditTarget};
+use plandiff_pipeline::masked::{parse_remasking, EditSettings, EditTarget, ReviseScore};
 use plandiff_pipeline::{GenOptions, HybridGenerator, MaskedGenerator};
 use std::process::ExitCode;
 
@@ -45,6 +45,12 @@ pub struct MaskedEdit {
     /// words), the masked model's).
     #[arg(long, default_value_t = 4.0)]
     pub min_gain: f64,
+    /// Masked, with --revise or --revise-fraction: the score a kept change must raise: `ar`
+    /// (the log-likelihood of the text under the bundle's ar model; the default when the
+    /// bundle has one) or `pll` (the masked model's pseudo-log-likelihood, each word less its
+    /// prior).
+    #[arg(long)]
+    pub score: Option<String>,
     /// Masked: which positions a step commits (low_confidence, random, margin, entropy).
     #[arg(long)]
     pub remasking: Option<String>,
@@ -135,7 +141,34 @@ fn target(e: &EditArgs, a: &MaskedEdit) -> Result<EditTarget> {
     if !(a.min_gain.is_finite() && a.min_gain >= 0.0) {
         anyhow::bail!("--min-gain {} must be a number of nats, 0 or more (e.g. 2)", a.min_gain);
     }
-    Ok(EditTarget::Revise { below: a.revise, fraction: a.revise_fraction, rounds: a.rounds, min_gain: a.min_gain })
+    let score = revise_score(a.score.as_deref(), &e.checkpoint)?;
+    Ok(EditTarget::Revise {
+        below: a.revise,
+        fraction: a.revise_fraction,
+        rounds: a.rounds,
+        min_gain: a.min_gain,
+        score,
+    })
+}
+
+/// `--score`, or `ar` when the bundle holds an ar model and `pll` when it does not.
+pub fn revise_score(flag: Option<&str>, bundle: &std::path::Path) -> Result<ReviseScore> {
+    match flag {
+        Some(s) => Ok(ReviseScore::parse(s)?),
+        None if bundle.join(plandiff_bundle::stage::AR).join("config.json").is_file() => Ok(ReviseScore::Ar),
+        None => Ok(ReviseScore::Pll),
+    }
+}
+
+/// The masked model, with the ar model loaded when the revision's score needs it.
+pub fn masked_reviser(bundle: &std::path::Path, target: EditTarget, device: tch::Device) -> Result<MaskedGenerator> {
+    let gen = MaskedGenerator::load(bundle, device).with_context(|| format!("--checkpoint {}", bundle.display()))?;
+    Ok(match target {
+        EditTarget::Revise { score: ReviseScore::Ar, .. } => {
+            gen.with_ar_scorer(bundle).with_context(|| format!("--checkpoint {}", bundle.display()))?
+        }
+        _ => gen,
+    })
 }
 
 fn run_masked(
@@ -147,8 +180,7 @@ fn run_masked(
     device: tch::Device,
 ) -> Result<ExitCode> {
     let remasking = m.remasking.as_deref().map(parse_remasking).transpose()?;
-    let gen = MaskedGenerator::load(&a.checkpoint, device)
-        .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    let gen = masked_reviser(&a.checkpoint, target, device)?;
     let settings = EditSettings {
         steps: m.steps.steps,
         remasking: remasking.unwrap_or(gen.config().sampling.remasking),

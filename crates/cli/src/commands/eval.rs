@@ -13,6 +13,9 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     if let Some(m) = &a.metrics {
         return text_metrics(&a, m);
     }
+    if let Some(kinds) = &a.repair {
+        return super::repair::run(&a, kinds);
+    }
     if a.split != "valid" && a.split != "train" {
         bail!("--split {}: use valid or train", a.split);
     }

@@ -6,5 +6,6 @@ pub mod export;
 pub mod generate;
 pub mod info;
 pub mod prepare;
+pub mod repair;
 pub mod schedule;
 pub mod train;

@@ -5,6 +5,7 @@ use crate::{PipelineError, Result};
 use plandiff_bundle::{stage, Bundle};
 use plandiff_data::{split_sentences, TextTokenizer};
 use plandiff_decoder::Decoder;
+use std::collections::HashMap;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -53,5 +54,33 @@ impl Fluency {
             picked.narrow(0, (np - 1) as i64, (t.len() - np) as i64).mean(Kind::Double).double_value(&[])
         });
         Ok(nll.exp())
+    }
+
+    /// For every whole-word token of the model (a leading space, then three or more
+    /// letters), the other such word nearest to it by cosine of the token embeddings: the
+    /// repair benchmark's close substitutes (`dog` -> `cat`).
+    pub fn nearest_words(&self) -> Result<HashMap<String, String>> {
+        let mut ids = Vec::new();
+        let mut words = Vec::new();
+        for t in 0..self.tokenizer.vocab_size() {
+            let piece = self.tokenizer.decode(&[t as u32])?;
+            if let Some(w) = piece.strip_prefix(' ').filter(|w| crate::repair::replaceable(w)) {
+                ids.push(t as i64);
+                words.push(w.to_string());
+            }
+        }
+        if ids.len() < 2 {
+            return Ok(HashMap::new());
+        }
+        let best = tch::no_grad(|| {
+            let e = self.model.token_embeddings().to_device(Device::Cpu).to_kind(Kind::Float);
+            let e = e.index_select(0, &Tensor::from_slice(&ids));
+            let e = &e / e.norm_scalaropt_dim(2, [1], true).clamp_min(1e-8);
+            let mut sim = e.matmul(&e.tr());
+            let _ = sim.fill_diagonal_(-2.0, false);
+            sim.argmax(1, false)
+        });
+        let best = Vec::<i64>::try_from(best).map_err(|e| PipelineError::Invalid(format!("nearest words: {e}")))?;
+        Ok(words.iter().zip(best).map(|(w, j)| (w.clone(), words[j as usize].clone())).collect())
     }
 }

@@ -5,6 +5,7 @@
 //! replaced (in a sentence whose tokens do not map back to its bytes one to one, e.g. where
 //! lowercasing changes a character's length, the whole sentence is rewritten instead).
 
+use super::score::pick_weakest;
 use super::MaskedGenerator;
 use crate::{PipelineError, Result};
 use plandiff_data::split_sentences;
@@ -22,10 +23,10 @@ pub enum EditTarget {
     /// The tokens whose log-probability (each with it masked and the rest in view) is below
     /// `below`, or the lowest `fraction` of them, are remasked and refilled, up to `rounds`
     /// times; of a refill's changes (runs of changed tokens) only the one that raises the
-    /// text's pseudo-log-likelihood most, by at least `min_gain` nats, is kept, and revision
-    /// stops when none does. A text longer than the model's context is revised window by
-    /// window (whole sentences).
-    Revise { below: Option<f64>, fraction: Option<f64>, rounds: usize, min_gain: f64 },
+    /// text's `score` most, by at least `min_gain` nats, is kept, and revision stops when
+    /// none does. A text longer than the model's context is revised window by window (whole
+    /// sentences).
+    Revise { below: Option<f64>, fraction: Option<f64>, rounds: usize, min_gain: f64, score: super::ReviseScore },
 }
 
 /// How the remasked tokens are denoised.
@@ -219,14 +220,20 @@ impl MaskedGenerator {
 
     /// Revises one window (see [`EditTarget::Revise`]).
     fn revise(&self, doc: &Doc, target: EditTarget, s: &EditSettings) -> Result<MaskedEdit> {
-        let EditTarget::Revise { below, fraction, rounds: n, min_gain } = target else {
+        let EditTarget::Revise { below, fraction, rounds: n, min_gain, score } = target else {
             return Err(PipelineError::Invalid("internal: not a revision".into()));
         };
         let mut ids = doc.ids.clone();
         let mut rounds = Vec::new();
         let mut remasked = 0;
         let mut scored = self.scores(&ids, doc)?;
-        let mut total: f64 = self.context_scores(&ids, doc)?.iter().map(|x| x.1).sum();
+        let text_score = |ids: &[i64]| -> Result<f64> {
+            match score {
+                super::ReviseScore::Ar => self.ar_logprob(ids),
+                super::ReviseScore::Pll => Ok(self.context_scores(ids, doc)?.iter().map(|x| x.1).sum()),
+            }
+        };
+        let mut total = text_score(&ids)?;
         for round in 1..=n.max(1) {
             let pll: f64 = scored.iter().map(|x| x.1).sum();
             let pick = pick_weakest(&scored, below, fraction);
@@ -234,14 +241,15 @@ impl MaskedGenerator {
                 rounds.push(self.round_report(round, (pll, 0.0), &scored, &pick, &ids, &ids)?);
                 break;
             }
-            let proposal = self.refill(&ids, &pick, s, s.seed.wrapping_add(round as u64))?;
-            // Each run of changed tokens is one candidate change, scored on the whole text.
+            // Each picked word is one candidate change: remasked alone (every token of the
+            // word), refilled with the rest of the text in view, scored on the whole text.
             let mut best: Option<(f64, Vec<i64>)> = None;
-            for run in changed_runs(&ids, &proposal) {
-                let mut cand = ids.clone();
-                run.iter().for_each(|&i| cand[i] = proposal[i]);
-                let sc = self.context_scores(&cand, doc)?;
-                let gain = sc.iter().map(|x| x.1).sum::<f64>() - total;
+            for span in self.word_spans(&ids, &pick, doc)? {
+                let cand = self.refill(&ids, &span, s, s.seed.wrapping_add(round as u64))?;
+                if cand == ids {
+                    continue;
+                }
+                let gain = text_score(&cand)? - total;
                 if gain >= min_gain && best.as_ref().is_none_or(|b| gain > b.0) {
                     best = Some((gain, cand));
                 }
@@ -327,6 +335,31 @@ impl MaskedGenerator {
         Ok(ReviseRound { round, remasked: pick.len(), pll, gain, tokens })
     }
 
+    /// The words of `ids` that the positions `pick` touch, each as all its token positions
+    /// (a word starts at a token whose text starts with a space, or at its sentence's start).
+    fn word_spans(&self, ids: &[i64], pick: &[usize], doc: &Doc) -> Result<Vec<Vec<usize>>> {
+        let starts = |i: usize| -> Result<bool> {
+            Ok(doc.sentence[i.saturating_sub(1)] != doc.sentence[i]
+                || self.tokenizer.decode(&[ids[i] as u32])?.starts_with(' '))
+        };
+        let mut spans: Vec<Vec<usize>> = Vec::new();
+        for &p in pick {
+            if doc.sentence[p].is_none() || spans.last().is_some_and(|w| w.contains(&p)) {
+                continue;
+            }
+            let mut a = p;
+            while a > 0 && !starts(a)? {
+                a -= 1;
+            }
+            let mut b = p;
+            while b + 1 < ids.len() && doc.sentence[b + 1] == doc.sentence[p] && !starts(b + 1)? {
+                b += 1;
+            }
+            spans.push((a..=b).collect());
+        }
+        Ok(spans)
+    }
+
     /// The input with each run of changed tokens replaced by their text.
     fn rebuild(&self, doc: &Doc, ids: &[i64]) -> Result<(String, Vec<ChangedSpan>)> {
         let mut spans: Vec<(usize, usize, String)> = Vec::new();
@@ -369,34 +402,6 @@ impl MaskedGenerator {
         out.push_str(&doc.text[at..]);
         Ok((out, changed))
     }
-}
-
-/// The scored tokens to remask: below `below`, or the lowest `fraction` (at least one).
-fn pick_weakest(scored: &[(usize, f64)], below: Option<f64>, fraction: Option<f64>) -> Vec<usize> {
-    let mut pick: Vec<usize> = match (below, fraction) {
-        (Some(p), _) => scored.iter().filter(|(_, lp)| *lp < p).map(|(i, _)| *i).collect(),
-        (None, Some(f)) => {
-            let mut by: Vec<(usize, f64)> = scored.to_vec();
-            by.sort_by(|a, b| a.1.total_cmp(&b.1));
-            let n = ((f * scored.len() as f64).ceil() as usize).clamp(1, scored.len());
-            by.into_iter().take(n).map(|(i, _)| i).collect()
-        }
-        (None, None) => Vec::new(),
-    };
-    pick.sort_unstable();
-    pick
-}
-
-/// The runs of consecutive positions where `b` differs from `a`.
-fn changed_runs(a: &[i64], b: &[i64]) -> Vec<Vec<usize>> {
-    let mut runs: Vec<Vec<usize>> = Vec::new();
-    for i in (0..a.len()).filter(|&i| a[i] != b[i]) {
-        match runs.last_mut() {
-            Some(r) if r.last() == Some(&(i - 1)) => r.push(i),
-            _ => runs.push(vec![i]),
-        }
-    }
-    runs
 }
 
 /// Word tokens of a span target.

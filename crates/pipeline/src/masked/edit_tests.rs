@@ -1,12 +1,6 @@
 //! Unit tests of the masked edit's pure helpers.
 
-use super::{changed_runs, pick_weakest};
-
-#[test]
-fn runs_of_changed_tokens() {
-    assert_eq!(changed_runs(&[1, 2, 3, 4, 5], &[1, 9, 9, 4, 8]), vec![vec![1, 2], vec![4]]);
-    assert!(changed_runs(&[1, 2], &[1, 2]).is_empty());
-}
+use super::pick_weakest;
 
 #[test]
 fn weakest_tokens_by_threshold_or_fraction() {

@@ -4,8 +4,10 @@
 //! Its second use, editing by remasking, is in [`edit`].
 
 pub mod edit;
+mod score;
 
 pub use edit::{EditSettings, EditTarget, MaskedEdit};
+pub use score::ReviseScore;
 
 use crate::flags::{StepsFlag, TemplateFlags};
 use crate::mode::{settings_from, Checked, Event, GenRequest, Generation, Generator, Mode, ModeSettings};
@@ -96,13 +98,15 @@ pub struct MaskedGenerator {
     config: MaskedModel,
     tokenizer: TextTokenizer,
     device: Device,
+    /// The AR model that scores revisions (`with_ar_scorer`).
+    ar: Option<score::ArScorer>,
     _vs: nn::VarStore,
 }
 
 impl MaskedGenerator {
     pub fn load(bundle: &Path, device: Device) -> Result<Self> {
         let l = load_masked(&Bundle::new(bundle), device)?;
-        Ok(Self { model: l.model, config: l.config, tokenizer: l.tokenizer, device, _vs: l.vs })
+        Ok(Self { model: l.model, config: l.config, tokenizer: l.tokenizer, device, ar: None, _vs: l.vs })
     }
 
     pub fn config(&self) -> &MaskedModel {
