@@ -12,6 +12,7 @@ CKPT=${PLANDIFF_CHECKPOINT:-checkpoints/tiny}
 PROMPT=${1:-"once upon a time, there was a little fox named leo. he lived near a big forest."}
 SENTENCES=12
 SEED=${SEED:-1}
+ERRORS="once upon a time, there was a little fox named leo. leo lived near a big forest with his mom. one day, leo went to the river to drink some water. he saw a big fish swimming in the tree. leo was very happy and played with the fish all sky."
 
 [[ -x "$BIN" ]] || { echo "error: $BIN not built; run \`make demo\` (it builds first)" >&2; exit 1; }
 [[ -f "$CKPT/planner/config.json" ]] || {
@@ -47,7 +48,12 @@ if [[ -f "$CKPT/masked/config.json" ]]; then
     --block-length 48 --no-eos --show-steps 8 --seed "$SEED" | tee "$MASKED_OUT"
   tail -n 1 "$MASKED_OUT" > "$MASKED_OUT.txt"
   echo
-  echo "== plandiff edit --mode masked --revise-fraction 0.15 --rounds 2 (the text above; its weakest words remasked and rewritten) =="
-  "$BIN" edit --checkpoint "$CKPT" --mode masked --input "$MASKED_OUT.txt" --revise-fraction 0.15 --rounds 2 --seed "$SEED"
+  # A story with two deliberate errors ("in the tree", "all sky"): revise remasks its weakest
+  # words one at a time and keeps a rewrite only where the ar model scores the text higher.
+  printf '%s\n' "$ERRORS" > "$MASKED_OUT.txt"
+  echo "== plandiff edit --mode masked --revise-fraction 0.15 --rounds 3 (a story with two deliberate errors, \"swimming in the tree\" and \"all sky\") =="
+  echo "input:   $ERRORS"
+  printf 'revised: '
+  "$BIN" edit --checkpoint "$CKPT" --mode masked --input "$MASKED_OUT.txt" --revise-fraction 0.15 --rounds 3 --seed "$SEED"
   rm -f "$MASKED_OUT.txt"
 fi

@@ -94,7 +94,13 @@ fn the_demo_runs_on_the_shipped_bundle_without_training() {
     let first_step = stdout.lines().find(|l| l.starts_with("[step    8] ")).unwrap_or_default();
     assert!(first_step.contains(" _"), "{first_step}");
     assert!(stdout.contains("edit --mode masked --revise-fraction"), "{stdout}");
-    assert!(stderr.contains("bytes "), "the revision logs what it changed: {stderr}");
+    // The revise step fixes a deliberate error ("played with the fish all sky") and changes
+    // nothing else, byte for byte.
+    let line = |p: &str| stdout.lines().find_map(|l| l.strip_prefix(p)).unwrap_or_default().to_string();
+    let (input, revised) = (line("input:   "), line("revised: "));
+    assert!(input.ends_with("all sky."), "{stdout}");
+    assert_eq!(revised, input.replace("all sky.", "all day."), "{stdout}");
+    assert!(stderr.contains("\" sky\" -> \" day\""), "the revision logs what it changed: {stderr}");
 }
 
 #[test]

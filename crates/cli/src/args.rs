@@ -316,7 +316,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// With --repair: a change is kept only when it raises the text's score by G nats.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 8.0)]
     pub min_gain: f64,
     /// With --repair: the score a kept change must raise, `ar` or `pll` (as `edit --score`;
     /// default: ar when the bundle has an ar model).

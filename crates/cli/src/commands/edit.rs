@@ -43,7 +43,7 @@ pub struct MaskedEdit {
     /// text's score by at least G nats (0 or more): the sum over its words of how much better
     /// their context explains them than nothing does (log p(word | text) - log p(word | no
     /// words), the masked model's).
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 8.0)]
     pub min_gain: f64,
     /// Masked, with --revise or --revise-fraction: the score a kept change must raise: `ar`
     /// (the log-likelihood of the text under the bundle's ar model; the default when the

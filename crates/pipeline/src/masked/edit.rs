@@ -245,13 +245,11 @@ impl MaskedGenerator {
             // word), refilled with the rest of the text in view, scored on the whole text.
             let mut best: Option<(f64, Vec<i64>)> = None;
             for span in self.word_spans(&ids, &pick, doc)? {
-                let cand = self.refill(&ids, &span, s, s.seed.wrapping_add(round as u64))?;
-                if cand == ids {
-                    continue;
-                }
-                let gain = text_score(&cand)? - total;
-                if gain >= min_gain && best.as_ref().is_none_or(|b| gain > b.0) {
-                    best = Some((gain, cand));
+                for cand in self.proposals(&ids, &span, s, s.seed.wrapping_add(round as u64))? {
+                    let gain = text_score(&cand)? - total;
+                    if gain >= min_gain && best.as_ref().is_none_or(|b| gain > b.0) {
+                        best = Some((gain, cand));
+                    }
                 }
             }
             let Some((gain, cand)) = best else {
@@ -301,7 +299,7 @@ impl MaskedGenerator {
     }
 
     /// `ids` with positions `pick` remasked and denoised (special tokens banned there).
-    fn refill(&self, ids: &[i64], pick: &[usize], s: &EditSettings, seed: u64) -> Result<Vec<i64>> {
+    pub(super) fn refill(&self, ids: &[i64], pick: &[usize], s: &EditSettings, seed: u64) -> Result<Vec<i64>> {
         let mut known: Vec<Option<i64>> = ids.iter().map(|&t| Some(t)).collect();
         pick.iter().for_each(|&i| known[i] = None);
         let opts = MaskedSampling {

@@ -31,6 +31,9 @@ impl ReviseScore {
     }
 }
 
+/// Candidate words a revision tries at a one-token word: the masked model's likeliest.
+const ONE_TOKEN_CANDIDATES: i64 = 4;
+
 /// The bundle's AR model, scoring whole texts.
 pub(crate) struct ArScorer {
     model: Decoder,
@@ -48,6 +51,42 @@ impl MaskedGenerator {
         })?;
         self.ar = Some(ArScorer { model: l.model, _vs: l.vs });
         Ok(self)
+    }
+
+    /// The texts a revision tries for the word at positions `span` of `ids`: for a one-token
+    /// word, the masked model's [`ONE_TOKEN_CANDIDATES`] likeliest other tokens there (the
+    /// rest of the text in view); for a longer word, its refill. Texts equal to `ids` are
+    /// left out.
+    pub(super) fn proposals(
+        &self,
+        ids: &[i64],
+        span: &[usize],
+        s: &super::EditSettings,
+        seed: u64,
+    ) -> Result<Vec<Vec<i64>>> {
+        let &[at] = span else {
+            let cand = self.refill(ids, span, s, seed)?;
+            return Ok(if cand == ids { Vec::new() } else { vec![cand] });
+        };
+        let mut x = ids.to_vec();
+        x[at] = self.mask_id();
+        let x = Tensor::from_slice(&x).unsqueeze(0).to_device(self.device);
+        let logits = tch::no_grad(|| self.logits(&x)).get(0).get(at as i64).to_kind(Kind::Float);
+        for b in self.banned(true, true).into_iter().chain([ids[at], self.mask_id()]) {
+            if b >= 0 && b < logits.size()[0] {
+                let _ = logits.get(b).fill_(f64::NEG_INFINITY);
+            }
+        }
+        let top = logits.topk(ONE_TOKEN_CANDIDATES, 0, true, true).1.to_device(tch::Device::Cpu);
+        let top = Vec::<i64>::try_from(top).map_err(|e| PipelineError::Invalid(format!("revise candidates: {e}")))?;
+        Ok(top
+            .into_iter()
+            .map(|t| {
+                let mut c = ids.to_vec();
+                c[at] = t;
+                c
+            })
+            .collect())
     }
 
     /// Log-likelihood of `ids` (`<bos> ...`) under the AR model, every token after `<bos>`.
