@@ -48,6 +48,10 @@ pub trait ModeSettings: AnySettings + Any + std::fmt::Debug + Send + Sync {
     fn template(&self) -> Option<&str> {
         None
     }
+    /// Whether the mode can write without a prompt (hybrid with an outline).
+    fn prompt_optional(&self) -> bool {
+        false
+    }
 }
 
 /// Reads a mode's settings struct from parsed flags and checks it: the [`Mode::settings`] of
@@ -177,6 +181,9 @@ pub struct PlanSlot {
     pub written: Option<String>,
     /// Cosine between the planned latent and the latent of the written sentence.
     pub adherence: Option<f64>,
+    /// The outline's line that fixed this slot (`--outline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outline: Option<String>,
 }
 
 impl Generation {

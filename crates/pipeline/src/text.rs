@@ -10,6 +10,9 @@ use std::time::Instant;
 /// Prompt and decoded continuation as one text. A complete prompt ended with `<sep>`, so the
 /// continuation is a new sentence after one space; an open prompt continues as written.
 pub fn join_text(prompt: &str, raw: &str, prompt_complete: bool) -> String {
+    if prompt.trim().is_empty() {
+        return raw.trim_start().to_string(); // no prompt (an outline alone)
+    }
     if prompt_complete {
         let cont = raw.trim_start();
         if cont.is_empty() {
@@ -88,5 +91,6 @@ mod tests {
         assert_eq!(join_text("Tom went to the", " park.", false), "Tom went to the park.");
         assert_eq!(join_text("Tom went to the pa", "rk.", false), "Tom went to the park.");
         assert_eq!(join_text("Done.", "", true), "Done.");
+        assert_eq!(join_text("", " Tom ran.", false), "Tom ran.");
     }
 }

@@ -40,6 +40,9 @@ fn prompt_of(a: &GenerateArgs, settings: &dyn ModeSettings) -> Result<String> {
         }
         return Ok(String::new());
     }
+    if settings.prompt_optional() && a.prompt.is_none() && a.prompt_file.is_none() {
+        return Ok(String::new()); // an outline alone
+    }
     let prompt = read_prompt(a)?;
     if prompt.trim().is_empty() {
         anyhow::bail!("the prompt is empty; give some text with --prompt or --prompt-file");
@@ -147,6 +150,9 @@ fn print_samples(out: &mut impl Write, gens: &[Generation], texts: bool) -> Resu
                 let cos = s.adherence.map_or("   -  ".to_string(), |c| format!("{c:+.3}"));
                 writeln!(out, "  {:>3}. [{cos}] {}", s.sentence, s.preview.as_deref().unwrap_or(""))
                     .map_err(stdout_error)?;
+                if let Some(line) = &s.outline {
+                    writeln!(out, "       outline: {line}").map_err(stdout_error)?;
+                }
             }
         }
     }

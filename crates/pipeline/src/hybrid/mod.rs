@@ -11,6 +11,7 @@
 //! same steps for sentences in the middle of a text.
 
 mod edit;
+pub mod outline;
 mod output;
 mod settings;
 mod steps;
@@ -32,6 +33,9 @@ use std::path::Path;
 use std::time::Instant;
 use steps::Row;
 use tch::{nn, Device, Tensor};
+
+/// An outline's slots by new sentence: the line and its latent, `None` where the planner fills.
+type Outline = Vec<Option<(String, Tensor)>>;
 
 pub const MODE: Mode = Mode {
     name: "hybrid",
@@ -204,26 +208,64 @@ impl HybridGenerator {
         }
     }
 
-    /// Checks a request; returns the plan sampling and the number of sentences to write.
-    fn check(&self, req: &GenRequest) -> Result<(PlanSampling, Option<Tensor>, usize)> {
+    /// Checks a request; returns the plan sampling, the reference plan (`oracle`) or the
+    /// outline's fixed slots (`(line, latent)` by new sentence), and the number of sentences
+    /// to write.
+    fn check(&self, req: &GenRequest) -> Result<(PlanSampling, Option<Tensor>, Outline, usize)> {
         req.gen.sampling.validate()?;
         if req.gen.max_tokens == 0 {
             return Err(FieldError::new("max_tokens", 0, "must be >= 1").into());
         }
-        if req.prompt.trim().is_empty() {
-            return Err(PipelineError::Invalid("the prompt is empty; give some text to continue".into()));
+        let levers = req.settings_as::<HybridSettings>();
+        let outline = levers.outline.as_deref().map(outline::read_outline).transpose()?;
+        if req.prompt.trim().is_empty() && outline.is_none() {
+            return Err(PipelineError::Invalid(
+                "the prompt is empty; give some text to continue (or an --outline)".into(),
+            ));
         }
         let plan = self.plan_sampling(req)?;
-        let reference = req.settings_as::<HybridSettings>().reference.clone();
-        let oracle = reference.map(|r| self.reference_plan(&r, req.gen.sentences.unwrap_or(8))).transpose()?;
-        let want = match &oracle {
-            Some(z) => z.size()[0] as usize,
-            None => req.gen.sentences.unwrap_or(8),
+        let oracle =
+            levers.reference.as_ref().map(|r| self.reference_plan(r, req.gen.sentences.unwrap_or(8))).transpose()?;
+        let want = match (&oracle, &outline) {
+            (Some(_), Some(_)) => {
+                return Err(PipelineError::Invalid("an outline and a reference plan exclude each other".into()))
+            }
+            (Some(z), None) => z.size()[0] as usize,
+            (None, Some(o)) => match req.gen.sentences {
+                Some(n) if n < o.len() => {
+                    return Err(PipelineError::Invalid(format!(
+                        "--sentences {n} is fewer than the outline's {} lines; ask for at least {} (or leave it out)",
+                        o.len(),
+                        o.len()
+                    )))
+                }
+                n => n.unwrap_or(o.len()),
+            },
+            (None, None) => req.gen.sentences.unwrap_or(8),
         };
         if want == 0 {
             return Err(FieldError::new("sentences", 0, "must be >= 1").into());
         }
-        Ok((plan, oracle, want))
+        let fixed = match outline {
+            Some(o) => self.outline_slots(o)?,
+            None => Vec::new(),
+        };
+        Ok((plan, oracle, fixed, want))
+    }
+
+    /// The outline's lines with their latents (one batch), `None` for free slots.
+    fn outline_slots(&self, o: Vec<Option<String>>) -> Result<Outline> {
+        let texts: Vec<&str> = o.iter().flatten().map(String::as_str).collect();
+        let z = self.encode_text(&texts)?;
+        let mut k = 0;
+        Ok(o.into_iter()
+            .map(|line| {
+                line.map(|l| {
+                    k += 1;
+                    (l, z.get(k as i64 - 1))
+                })
+            })
+            .collect())
     }
 }
 
@@ -231,7 +273,7 @@ impl Generator for HybridGenerator {
     /// Writes `req.samples` samples of the prompt, each continued by `req.gen.sentences`
     /// planned sentences (8 when unset; with a reference, its sentences).
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
-        let (plan_opts, oracle, want) = self.check(req)?;
+        let (plan_opts, oracle, fixed, want) = self.check(req)?;
         let levers = req.settings_as::<HybridSettings>();
         let texts = split_sentences(req.prompt);
         let mut toks = self.tokenize_sentences(&texts)?;
@@ -246,6 +288,7 @@ impl Generator for HybridGenerator {
         let mut stream = TextStream::new(&self.tokenizer, req.prompt, n, req.gen.stream);
         let (mut planning, mut planner_calls) = (0f64, 0usize);
         let mut session: Option<SlidingSession> = None;
+        let known = |i| fixed_slot(&fixed, p, i);
         loop {
             let active: Vec<usize> = (0..n).filter(|&i| rows[i].stop.is_none()).collect();
             let Some(&lead) = active.first() else { break };
@@ -259,13 +302,12 @@ impl Generator for HybridGenerator {
             if (written..win.end).any(|i| !matches!(act[0].planned.get(i), Some(Some(_)))) {
                 let tp = Instant::now();
                 let call = window::plan_call(written, total, win.end, sp_slots);
-                self.plan_rows(&mut act, call, plan_opts, levers.candidates(), &mut noise)?;
+                self.plan_rows(&mut act, call, plan_opts, levers.candidates(), &mut noise, known)?;
                 planning += tp.elapsed().as_secs_f64();
                 planner_calls += 1;
             }
-            // A rotary decoder slides: one cache for the whole text, the oldest sentence's entries
-            // forgotten as the window moves (the first window reads the prompt). Otherwise, and
-            // with pinned sentences, each window re-reads its text.
+            // A rotary decoder slides: one cache for the whole text, the oldest sentence forgotten as
+            // the window moves (the first window reads the prompt); else each window re-reads.
             let w = levers.plan_guidance();
             let slide = self.ae.decoder.config().rotary.filter(|_| levers.pin() == 0);
             if let (Some(r), Some(sess)) = (slide, session.as_mut()) {
@@ -308,7 +350,7 @@ impl Generator for HybridGenerator {
             self.absorb(&mut act, &out)?;
         }
         let timing = output::Timing { seconds: stream.seconds(), planning, planner_calls };
-        self.finish(&rows, p, &stream, levers.show_plan, timing)
+        self.finish(&rows, p, &stream, (levers.show_plan, &fixed), timing)
     }
 
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
@@ -326,6 +368,11 @@ impl Generator for HybridGenerator {
 }
 
 /// Every row, for the steps that take a list of rows (a sliding session keeps them all).
+/// The outline's latent for sentence `i` of a text whose prompt has `p` sentences.
+fn fixed_slot(fixed: &Outline, p: usize, i: usize) -> Option<&Tensor> {
+    i.checked_sub(p).and_then(|k| fixed.get(k)?.as_ref()).map(|f| &f.1)
+}
+
 fn all_rows(rows: &mut [Row]) -> Vec<&mut Row> {
     rows.iter_mut().collect()
 }

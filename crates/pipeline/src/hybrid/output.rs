@@ -30,7 +30,7 @@ impl HybridGenerator {
         rows: &[Row],
         p: usize,
         stream: &TextStream,
-        previews: bool,
+        (previews, outline): (bool, &super::Outline),
         t: Timing,
     ) -> Result<Vec<Generation>> {
         let previews = if previews { Some(self.previews(rows, p)?) } else { None };
@@ -51,6 +51,7 @@ impl HybridGenerator {
                         preview: previews.as_ref().and_then(|pv| pv[ri].get(i - p).cloned()),
                         adherence: r.latents.get(i).map(|w| cosine(z, w)),
                         written: sentences.get(i - p).cloned(),
+                        outline: outline.get(i - p).and_then(|f| f.as_ref().map(|f| f.0.clone())),
                     })
                 })
                 .collect();

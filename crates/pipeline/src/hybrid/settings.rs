@@ -38,6 +38,14 @@ pub struct HybridSettings {
     /// from that latent alone, with its cosine to the sentence actually written.
     #[arg(long)]
     pub show_plan: bool,
+    /// Hybrid: write to an outline, a file (`-`: standard input) of one line per planned
+    /// sentence after the prompt, in order: a line of text (a sentence or a short phrase) is
+    /// encoded into the plan space and held fixed as that sentence's plan slot; an empty line
+    /// or `_` leaves the slot to the planner, which fills the free slots around the fixed
+    /// ones. The text has as many new sentences as the outline has lines, or --sentences if
+    /// that is more (the plan goes on past the outline); --prompt may be left out.
+    #[arg(long)]
+    pub outline: Option<std::path::PathBuf>,
     /// Plan from this reference continuation instead of sampling a plan (the A/B harness's
     /// `oracle` arm; no flag).
     #[arg(skip)]
@@ -89,5 +97,8 @@ impl Checked for HybridSettings {
 impl ModeSettings for HybridSettings {
     fn set_steps(&mut self, steps: usize) {
         self.sampling.steps.steps = Some(steps);
+    }
+    fn prompt_optional(&self) -> bool {
+        self.outline.is_some()
     }
 }

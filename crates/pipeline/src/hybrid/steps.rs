@@ -58,13 +58,14 @@ impl HybridGenerator {
     /// latents of the `call.ctx` sentences before `call.from`. With `candidates` > 1, that many
     /// plans are sampled per row (one batch) and the one whose new latents are closest (mean
     /// cosine) to the mean of the context latents is kept.
-    pub(super) fn plan_rows(
+    pub(super) fn plan_rows<'a>(
         &self,
         rows: &mut [&mut Row],
         call: PlanCall,
         opts: PlanSampling,
         candidates: usize,
         noise: &mut HostNoise,
+        fixed: impl Fn(usize) -> Option<&'a Tensor>,
     ) -> Result<()> {
         let PlanCall { from, ctx, new } = call;
         let d = self.planner.model.denoiser.d_latent;
@@ -72,12 +73,16 @@ impl HybridGenerator {
         let mut known = Vec::with_capacity(rows.len());
         for r in rows.iter() {
             let mut slots: Vec<Tensor> = r.latents[from - ctx..from].iter().map(Tensor::shallow_clone).collect();
-            slots.extend((0..new).map(|_| Tensor::zeros([d], (Kind::Float, self.device))));
+            slots.extend((0..new).map(|k| match fixed(from + k) {
+                Some(z) => z.to_device(self.device).to_kind(Kind::Float),
+                None => Tensor::zeros([d], (Kind::Float, self.device)),
+            }));
             known.push(Tensor::stack(&slots, 0));
         }
         let k = candidates.max(1) as i64;
         let known = Tensor::stack(&known, 0).repeat([k, 1, 1]); // (K*B, S, d): candidate c of row i at c*B + i
-        let mask: Vec<bool> = (0..s).map(|k| k < ctx).collect();
+                                                                // Known: the context, and the outline's fixed slots (inpainted around).
+        let mask: Vec<bool> = (0..s).map(|k| k < ctx || fixed(from + k - ctx).is_some()).collect();
         let n = rows.len() as i64;
         let mask =
             Tensor::from_slice(&mask).view([1, s as i64]).expand([k * n, s as i64], false).to_device(self.device);
@@ -88,7 +93,8 @@ impl HybridGenerator {
                 r.planned.resize_with(from + new, || None);
             }
             for k in 0..new {
-                r.planned[from + k] = Some(z.get(i as i64).get((ctx + k) as i64));
+                let z = fixed(from + k).map_or_else(|| z.get(i as i64).get((ctx + k) as i64), |f| f.shallow_clone());
+                r.planned[from + k] = Some(z);
             }
         }
         Ok(())

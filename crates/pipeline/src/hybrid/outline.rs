@@ -1,0 +1,80 @@
+//! `--outline`: the user fixes some plan slots in words. One line per planned sentence after
+//! the prompt, in order; a line of text (a sentence or a short phrase) is encoded into the
+//! plan space and held fixed as a known slot, an empty line or `_` leaves the slot to the
+//! planner, which inpaints the free slots around the fixed ones; the decoder writes every slot.
+
+use crate::{PipelineError, Result};
+use std::io::Read;
+use std::path::Path;
+
+/// The longest outline line, in characters: a plan slot holds one sentence.
+pub const MAX_LINE_CHARS: usize = 400;
+/// The most outline lines (a plan is windowed, so this bounds only the work).
+pub const MAX_LINES: usize = 256;
+
+/// Reads an outline from `path` (`-`: standard input): each line's text, `None` for a free slot.
+pub fn read_outline(path: &Path) -> Result<Vec<Option<String>>> {
+    let text = if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .take(plandiff_data::SMALL_FILE_CAP + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| PipelineError::Invalid(format!("--outline -: reading standard input: {e}")))?;
+        if buf.len() as u64 > plandiff_data::SMALL_FILE_CAP {
+            return Err(PipelineError::Invalid(
+                "--outline -: more than 16 MiB; an outline is a line per sentence".into(),
+            ));
+        }
+        String::from_utf8(buf)
+            .map_err(|_| PipelineError::Invalid("--outline -: not valid UTF-8; convert it to UTF-8".into()))?
+    } else {
+        plandiff_data::read_text_capped(path, plandiff_data::SMALL_FILE_CAP)
+            .map_err(|e| PipelineError::Invalid(format!("--outline {}: {e}", path.display())))?
+    };
+    parse_outline(&text).map_err(|e| PipelineError::Invalid(format!("--outline {}: {e}", path.display())))
+}
+
+/// An outline's slots: every line up to the last one with text; `_` or blank is free.
+pub fn parse_outline(text: &str) -> std::result::Result<Vec<Option<String>>, String> {
+    let mut slots: Vec<Option<String>> = text
+        .lines()
+        .map(|l| l.trim())
+        .map(|l| if l.is_empty() || l == "_" { None } else { Some(l.to_string()) })
+        .collect();
+    while slots.last().is_some_and(Option::is_none) {
+        slots.pop();
+    }
+    if slots.is_empty() {
+        return Err("the outline has no line of text; write one sentence or phrase per line, `_` or an empty line for a slot the planner fills".into());
+    }
+    if slots.len() > MAX_LINES {
+        return Err(format!("{} lines, more than {MAX_LINES}; write a shorter outline", slots.len()));
+    }
+    for (k, s) in slots.iter().enumerate() {
+        if let Some(n) = s.as_ref().map(|s| s.chars().count()).filter(|&n| n > MAX_LINE_CHARS) {
+            return Err(format!(
+                "line {} is {n} characters; a line is one planned sentence (at most {MAX_LINE_CHARS})",
+                k + 1
+            ));
+        }
+    }
+    Ok(slots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_outline;
+
+    #[test]
+    fn lines_are_fixed_or_free_slots() {
+        let o = parse_outline("the dog finds the ball\n_\n\n  they go home. \n\n_\n").unwrap();
+        assert_eq!(
+            o,
+            vec![Some("the dog finds the ball".into()), None, None, Some("they go home.".into())],
+            "trailing free lines are dropped"
+        );
+        assert!(parse_outline("\n_\n  \n").unwrap_err().contains("no line of text"));
+        assert!(parse_outline(&"x".repeat(401)).unwrap_err().contains("line 1 is 401 characters"));
+        assert!(parse_outline(&"a\n".repeat(300)).unwrap_err().contains("300 lines"));
+    }
+}

@@ -1,0 +1,111 @@
+//! `generate --mode hybrid --outline FILE` on the shipped bundle: the outline's lines are
+//! fixed plan slots (the same latent whatever the seed, while the planner's free slots
+//! change with it), the text has a sentence per slot with or without a prompt and goes on
+//! past the outline with --sentences, `-` reads standard input, and bad outlines are
+//! one-line errors.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const PROMPT: &str = "once upon a time, there was a little fox named leo. he lived near a big forest.";
+const OUTLINE: &str = "leo finds a red ball in the forest.\n_\n\nleo and his friend play with the ball all day.\n";
+
+fn outline_file(dir: &std::path::Path, text: &[u8]) -> std::path::PathBuf {
+    let p = dir.join("outline.txt");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn generate(extra: &[&str]) -> std::process::Output {
+    let dir = root().join("checkpoints/tiny");
+    let mut args = vec!["generate", "--checkpoint", s(&dir), "--mode", "hybrid", "--json", "--show-plan"];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn json(o: std::process::Output) -> Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn plan(v: &Value) -> Vec<Value> {
+    v["samples"][0]["plan"].as_array().unwrap().clone()
+}
+
+#[test]
+fn outline_lines_are_fixed_slots_and_the_planner_fills_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = outline_file(dir.path(), OUTLINE.as_bytes());
+    let run_seed = |seed: &str| json(generate(&["--prompt", PROMPT, "--outline", s(&f), "--seed", seed]));
+    let (a, b) = (run_seed("1"), run_seed("2"));
+    let (pa, pb) = (plan(&a), plan(&b));
+    assert_eq!((pa.len(), pb.len()), (4, 4), "one slot per outline line: {a}");
+    assert_eq!(a["samples"][0]["sentences"].as_array().unwrap().len(), 4);
+    // Slots 3 and 6 (after the prompt's two sentences) hold the outline's lines.
+    let lines: Vec<Option<&str>> = pa.iter().map(|p| p["outline"].as_str()).collect();
+    assert_eq!(
+        lines,
+        vec![
+            Some("leo finds a red ball in the forest."),
+            None,
+            None,
+            Some("leo and his friend play with the ball all day.")
+        ]
+    );
+    assert_eq!(pa.iter().map(|p| p["sentence"].as_u64().unwrap()).collect::<Vec<_>>(), vec![3, 4, 5, 6]);
+    // A fixed slot's latent does not depend on the seed (its greedy preview is the same);
+    // the planner's free slots do.
+    for k in [0, 3] {
+        assert_eq!(pa[k]["preview"], pb[k]["preview"], "slot {k} is fixed");
+    }
+    assert!(pa[1]["preview"] != pb[1]["preview"] || pa[2]["preview"] != pb[2]["preview"], "free slots are sampled");
+    // --sentences past the outline: the plan goes on; no prompt: the outline alone.
+    let long = json(generate(&["--outline", s(&f), "--sentences", "6", "--seed", "1"]));
+    assert_eq!(plan(&long).len(), 6);
+    assert_eq!(plan(&long)[0]["sentence"], 1, "no prompt: the outline starts the text");
+    let text = long["samples"][0]["text"].as_str().unwrap();
+    assert!(!text.is_empty() && !text.starts_with(' '), "{text:?}");
+    assert_eq!(plan(&long)[3]["outline"], "leo and his friend play with the ball all day.");
+}
+
+#[test]
+fn an_outline_reads_from_standard_input() {
+    let dir = root().join("checkpoints/tiny");
+    let mut child = Command::new(bin())
+        .args(["--threads", "1", "generate", "--checkpoint", s(&dir), "--mode", "hybrid", "--outline", "-"])
+        .args(["--prompt", PROMPT, "--seed", "1", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(OUTLINE.as_bytes()).unwrap();
+    let v = json(child.wait_with_output().unwrap());
+    assert_eq!(v["samples"][0]["sentences"].as_array().unwrap().len(), 4, "{v}");
+}
+
+#[test]
+fn bad_outlines_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<u8>, Vec<&str>, &str)> = vec![
+        (b"\n_\n  \n".to_vec(), vec![], "no line of text"),
+        (format!("{}\n", "word ".repeat(100)).into_bytes(), vec![], "line 1 is 499 characters"),
+        (b"a fox.\n\xff\xfe\n".to_vec(), vec![], "not valid UTF-8"),
+        (OUTLINE.as_bytes().to_vec(), vec!["--sentences", "2"], "--sentences 2 is fewer than the outline's 4 lines"),
+    ];
+    for (text, extra, want) in cases {
+        let f = outline_file(dir.path(), &text);
+        let mut args = vec!["--prompt", PROMPT, "--outline", s(&f)];
+        args.extend(extra);
+        let o = generate(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{want}: {err}");
+        assert!(err.contains(want) && err.trim().lines().count() == 1, "{want}: {err}");
+    }
+    let o = generate(&["--prompt", PROMPT, "--outline", "/nonexistent/outline.txt"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && err.contains("/nonexistent/outline.txt"), "{err}");
+}
