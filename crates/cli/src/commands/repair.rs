@@ -182,25 +182,5 @@ fn read_stories(a: &EvalArgs) -> Result<Vec<String>> {
     if a.max_docs == 0 {
         bail!("--max-docs must be >= 1");
     }
-    let files = plandiff_data::expand_inputs(std::slice::from_ref(&a.data))
-        .with_context(|| format!("--data {}", a.data.display()))?;
-    let mut docs = Vec::new();
-    'files: for f in &files {
-        for d in plandiff_data::DocumentReader::open(f)? {
-            let d = d?;
-            if !d.trim().is_empty() {
-                docs.push(d);
-            }
-            if docs.len() >= a.max_docs {
-                break 'files;
-            }
-        }
-    }
-    if docs.is_empty() {
-        bail!(
-            "--data {}: no story found (stories are blank-line separated paragraphs or JSONL \"text\" records)",
-            a.data.display()
-        );
-    }
-    Ok(docs)
+    super::eval::read_documents(a)
 }
