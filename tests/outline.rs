@@ -109,3 +109,58 @@ fn bad_outlines_are_one_line_errors() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.code() == Some(1) && err.contains("/nonexistent/outline.txt"), "{err}");
 }
+
+fn edit_to(input: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let dir = root().join("checkpoints/tiny");
+    let mut args = vec!["edit", "--checkpoint", s(&dir), "--input", s(input), "--json"];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// `edit --at K --to PHRASE`: sentence K is rewritten, every other byte is the input's (odd
+/// spacing and line breaks included), the kept draft is the one closest to the phrase (best of
+/// --candidates; the first draft is the same for a seed whatever their number), and bad
+/// requests are one-line errors.
+#[test]
+fn edit_at_rewrites_one_sentence_towards_the_phrase_and_keeps_every_other_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "once upon a time, there was a fox named leo.  he lived near a big forest.\nhe liked to run.\tone day it rained.\n";
+    let input = dir.path().join("story.txt");
+    std::fs::write(&input, text).unwrap();
+    let (k, old) = (3, "he liked to run.");
+    let one =
+        json(edit_to(&input, &["--at", "3", "--to", "leo found a red ball.", "--candidates", "1", "--seed", "5"]));
+    let four =
+        json(edit_to(&input, &["--at", "3", "--to", "leo found a red ball.", "--candidates", "4", "--seed", "5"]));
+    for v in [&one, &four] {
+        let r = &v["rewritten"][0];
+        assert_eq!(r["sentence"], k);
+        assert_eq!(r["before"], old);
+        let after = r["after"].as_str().unwrap();
+        assert!(!after.is_empty());
+        let (head, tail) = text.split_once(old).unwrap();
+        assert_eq!(v["text"].as_str().unwrap(), format!("{head}{after}{tail}"), "only sentence {k} changes");
+        let to = &r["to"];
+        let drafts: Vec<f64> = to["drafts"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
+        let best = drafts.iter().cloned().fold(f64::MIN, f64::max);
+        assert_eq!(to["cosine_after"].as_f64().unwrap(), best, "the closest draft is kept");
+        assert!(to["cosine_before"].as_f64().unwrap().abs() <= 1.0);
+    }
+    let d1 = one["rewritten"][0]["to"]["drafts"].as_array().unwrap().clone();
+    let d4 = four["rewritten"][0]["to"]["drafts"].as_array().unwrap().clone();
+    assert_eq!((d1.len(), d4.len()), (1, 4));
+    assert_eq!(d1[0], d4[0], "a seed's first draft does not depend on --candidates");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--at", "9", "--to", "a fox."], "--at 9 is outside the text's sentences 1..4"),
+        (vec!["--at", "2", "--to", "  "], "--to is empty"),
+        (vec!["--at", "2"], "--at K and --to PHRASE go together"),
+        (vec!["--at", "2", "--to", "a fox.", "--rewrite", "1"], "give exactly one of"),
+        (vec!["--at", "2", "--to", "a fox.", "--candidates", "0"], "--candidates 0 must be in 1..=16"),
+    ];
+    for (extra, want) in cases {
+        let o = edit_to(&input, &extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{want}: {err}");
+        assert!(err.contains(want) && err.trim().lines().count() == 1, "{want}: {err}");
+    }
+}

@@ -18,6 +18,18 @@ pub struct HybridEdit {
     /// Classifier-free guidance weight on the known sentences (1: none).
     #[arg(long)]
     pub guidance: Option<f64>,
+    /// Hybrid: the sentence (1-based) that --to rewrites; every other sentence is kept byte
+    /// for byte.
+    #[arg(long)]
+    pub at: Option<usize>,
+    /// Hybrid, with --at: what sentence K should say, a sentence or a short phrase; it becomes
+    /// the sentence's plan slot and the decoder writes it in the text's own words.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Hybrid, with --at: drafts written for the sentence; the one closest to the phrase in
+    /// the plan space is kept.
+    #[arg(long, default_value_t = 4)]
+    pub candidates: usize,
 }
 
 /// `edit --mode masked`: what to remask and how to refill it.
@@ -74,7 +86,8 @@ pub fn run(a: EditArgs, flags: &ArgMatches) -> Result<ExitCode> {
         anyhow::bail!(e);
     }
     let masked = MaskedEdit::from_arg_matches(flags)?;
-    let target = target(&a, &masked)?;
+    let h = HybridEdit::from_arg_matches(flags)?;
+    let target = target(&a, &masked, &h)?;
     let text =
         plandiff_data::read_text_capped(&a.input, 1 << 20).with_context(|| format!("--input {}", a.input.display()))?;
     if text.trim().is_empty() {
@@ -89,13 +102,15 @@ pub fn run(a: EditArgs, flags: &ArgMatches) -> Result<ExitCode> {
     let EditTarget::Sentences(from, to) = target else {
         anyhow::bail!("--chars, --revise and --revise-fraction need --mode masked");
     };
-    let h = HybridEdit::from_arg_matches(flags)?;
     let gen = HybridGenerator::load(&a.checkpoint, device)
         .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let plan = h.sampling.apply(gen.planner().model.sampling, h.guidance)?;
     let opts =
         GenOptions { max_tokens: a.max_tokens, sentences: None, sampling, seed: a.seed, no_eos: false, stream: false };
-    let edit = gen.edit(&text, from, to, &opts, plan).with_context(|| format!("--rewrite {rewrite}"))?;
+    let edit = match (&h.at, &h.to) {
+        (Some(k), Some(phrase)) => gen.edit_to(&text, *k, phrase, &opts, h.candidates)?,
+        _ => gen.edit(&text, from, to, &opts, plan).with_context(|| format!("--rewrite {rewrite}"))?,
+    };
     if a.json {
         crate::outln!("{}", serde_json::to_string_pretty(&edit)?);
     } else {
@@ -107,11 +122,18 @@ pub fn run(a: EditArgs, flags: &ArgMatches) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The one edit the flags ask for.
-fn target(e: &EditArgs, a: &MaskedEdit) -> Result<EditTarget> {
-    let given = [e.rewrite.is_some(), a.chars.is_some(), a.revise.is_some(), a.revise_fraction.is_some()];
+/// The one edit the flags ask for (`--at K --to PHRASE` is sentence K, `Sentences(K, K)`).
+fn target(e: &EditArgs, a: &MaskedEdit, h: &HybridEdit) -> Result<EditTarget> {
+    if h.at.is_some() != h.to.is_some() {
+        anyhow::bail!("--at K and --to PHRASE go together: --at names the sentence, --to what it should say");
+    }
+    let given =
+        [e.rewrite.is_some(), h.at.is_some(), a.chars.is_some(), a.revise.is_some(), a.revise_fraction.is_some()];
     if given.iter().filter(|&&g| g).count() != 1 {
-        anyhow::bail!("give exactly one of --rewrite A..B, --chars I..J (masked), --revise P (masked) or --revise-fraction F (masked)");
+        anyhow::bail!("give exactly one of --rewrite A..B, --at K --to PHRASE, --chars I..J (masked), --revise P (masked) or --revise-fraction F (masked)");
+    }
+    if let Some(k) = h.at {
+        return Ok(EditTarget::Sentences(k, k));
     }
     if !(1..=100).contains(&a.rounds) {
         anyhow::bail!("--rounds {} must be in 1..=100", a.rounds);

@@ -27,6 +27,19 @@ pub struct RewrittenSentence {
     pub sentence: usize,
     pub before: String,
     pub after: String,
+    /// `edit --to`: the phrase and the plan-space cosine of the sentence before and after to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<ToPhrase>,
+}
+
+/// What `edit --at K --to PHRASE` aimed at and how close it came (plan-space cosine).
+#[derive(Debug, Clone, Serialize)]
+pub struct ToPhrase {
+    pub phrase: String,
+    pub cosine_before: f64,
+    pub cosine_after: f64,
+    /// Every draft's cosine, in the order written (the kept one is the largest).
+    pub drafts: Vec<f64>,
 }
 
 impl HybridGenerator {
@@ -67,16 +80,64 @@ impl HybridGenerator {
                 sentence: i + 1,
                 before: spans[i].to_string(),
                 after: after.trim().into(),
+                to: None,
             });
             toks[i] = sentence;
             lat[i] = self.encode(std::slice::from_ref(&toks[i]))?.get(0);
         }
-        // Splice: bytes before sentence A and after sentence B are the input's own.
-        let offset = |s: &str| s.as_ptr() as usize - text.as_ptr() as usize;
-        let from = offset(spans[a0]);
-        let to = offset(spans[b0]) + spans[b0].len();
-        let middle: Vec<&str> = rewritten.iter().map(|r| r.after.as_str()).collect();
-        let out = format!("{}{}{}", &text[..from], middle.join(" "), &text[to..]);
+        let out = splice(text, &spans, a0, b0, &rewritten);
+        Ok(Edit { text: out, rewritten, sentences: n, seconds: t0.elapsed().as_secs_f64() })
+    }
+
+    /// Rewrites sentence `k` (1-based) of `text` so that it says what `phrase` says: plan slot
+    /// `k` is the phrase's latent (the plan encoder's), every other slot is its sentence's own,
+    /// and the decoder writes sentence `k` from the text before it and that plan. Of
+    /// `candidates` drafts the one whose latent is closest (cosine) to the phrase's is kept.
+    /// Every byte outside sentence `k` is kept.
+    pub fn edit_to(&self, text: &str, k: usize, phrase: &str, gen: &GenOptions, candidates: usize) -> Result<Edit> {
+        gen.sampling.validate()?;
+        let spans = split_sentences(text);
+        let n = spans.len();
+        if n == 0 {
+            return Err(PipelineError::Invalid("the input holds no sentence; give a text to edit".into()));
+        }
+        if k == 0 || k > n {
+            return Err(PipelineError::Invalid(format!(
+                "--at {k} is outside the text's sentences 1..{n}; give a sentence number from 1 to {n}"
+            )));
+        }
+        let phrase = super::outline::check_phrase(phrase)?;
+        if !(1..=16).contains(&candidates) {
+            return Err(PipelineError::Invalid(format!("--candidates {candidates} must be in 1..=16")));
+        }
+        let t0 = Instant::now();
+        let i = k - 1;
+        let toks = self.tokenize_sentences(&spans)?;
+        let enc = self.encode(&toks)?;
+        let target = self.encode_text(&[phrase])?.get(0);
+        let lat: Vec<Tensor> =
+            (0..n).map(|j| if j == i { target.shallow_clone() } else { enc.get(j as i64) }).collect();
+        let mut lp = LogitsProcessor::new(gen.sampling, gen.seed);
+        let drafts =
+            (0..candidates).map(|_| self.rewrite_one(&toks, &lat, i, gen, &mut lp)).collect::<Result<Vec<_>>>()?;
+        let z = Tensor::cat(&[enc.narrow(0, i as i64, 1), self.encode(&drafts)?], 0);
+        let cos = Tensor::cosine_similarity(&z, &target.unsqueeze(0).to_kind(z.kind()), 1, 1e-8);
+        let cos = Vec::<f64>::try_from(cos.to_kind(Kind::Double)).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let best = (1..cos.len()).fold(1, |b, j| if cos[j] > cos[b] { j } else { b });
+        let after = self.tokenizer.decode(&drafts[best - 1].iter().map(|&t| t as u32).collect::<Vec<_>>())?;
+        let to = ToPhrase {
+            phrase: phrase.into(),
+            cosine_before: cos[0],
+            cosine_after: cos[best],
+            drafts: cos[1..].to_vec(),
+        };
+        let rewritten = vec![RewrittenSentence {
+            sentence: k,
+            before: spans[i].to_string(),
+            after: after.trim().into(),
+            to: Some(to),
+        }];
+        let out = splice(text, &spans, i, i, &rewritten);
         Ok(Edit { text: out, rewritten, sentences: n, seconds: t0.elapsed().as_secs_f64() })
     }
 
@@ -141,4 +202,14 @@ impl HybridGenerator {
         }
         Err(PipelineError::Invalid(format!("the model wrote an empty sentence {} four times; try another seed", i + 1)))
     }
+}
+
+/// `text` with sentences `a0..=b0` (0-based, of `spans`, which borrow from `text`) replaced by
+/// the rewritten ones: the bytes before sentence `a0` and after `b0` are the input's own.
+fn splice(text: &str, spans: &[&str], a0: usize, b0: usize, rewritten: &[RewrittenSentence]) -> String {
+    let offset = |s: &str| s.as_ptr() as usize - text.as_ptr() as usize;
+    let from = offset(spans[a0]);
+    let to = offset(spans[b0]) + spans[b0].len();
+    let middle: Vec<&str> = rewritten.iter().map(|r| r.after.as_str()).collect();
+    format!("{}{}{}", &text[..from], middle.join(" "), &text[to..])
 }

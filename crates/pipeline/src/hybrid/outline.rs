@@ -61,6 +61,21 @@ pub fn parse_outline(text: &str) -> std::result::Result<Vec<Option<String>>, Str
     Ok(slots)
 }
 
+/// `edit --to`'s phrase, trimmed: one planned sentence's worth of text.
+pub fn check_phrase(phrase: &str) -> Result<&str> {
+    let p = phrase.trim();
+    if p.is_empty() {
+        return Err(PipelineError::Invalid("--to is empty; give the phrase the sentence should say".into()));
+    }
+    let n = p.chars().count();
+    if n > MAX_LINE_CHARS {
+        return Err(PipelineError::Invalid(format!(
+            "--to is {n} characters; a phrase stands for one sentence (at most {MAX_LINE_CHARS})"
+        )));
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_outline;
