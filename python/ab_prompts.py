@@ -9,9 +9,18 @@ the set is a fixed function of the file and the arguments.
 
     python3 python/ab_prompts.py --input valid.txt --n 100 --lowercase > prompts.jsonl
     python3 python/ab_prompts.py --input stories_lowercase.jsonl --last 300 --n 100 > story-prompts.jsonl
+
+With --outline sentences|phrases each line also gets an "outline" (the outline benchmark of
+`plandiff ab --arms outline,hybrid,ar-outline`): one entry per new sentence up to
+--outline-slots, 3 to 5 of them (seeded per document) taken from the reference at their
+positions, whole (`sentences`) or cut to their first 4 to 6 words (`phrases`), the rest ""
+(a slot the planner fills).
+
+    python3 python/ab_prompts.py --input stories_lowercase.jsonl --last 300 --n 100 --outline phrases > outline-phrases.jsonl
 """
 import argparse
 import json
+import random
 import re
 import sys
 
@@ -29,6 +38,18 @@ def documents(path):
         return [d for d in re.split(r"\n\s*\n", f.read()) if d.strip()]
 
 
+def outline(rest, kind, slots, rng):
+    """3 to 5 of the first `slots` reference sentences at their positions, the rest ""."""
+    n = min(len(rest), slots)
+    picks = sorted(rng.sample(range(n), rng.randint(3, min(5, n))))
+    out = [""] * n
+    for k in picks:
+        out[k] = rest[k] if kind == "sentences" else " ".join(rest[k].split()[: rng.randint(4, 6)])
+    while out and not out[-1]:
+        out.pop()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--input", required=True)
@@ -38,7 +59,12 @@ def main():
     ap.add_argument("--min-reference-sentences", type=int, default=2)
     ap.add_argument("--last", type=int, default=0, help="take documents from the last N only (held out)")
     ap.add_argument("--lowercase", action="store_true")
+    ap.add_argument("--outline", choices=["sentences", "phrases"], help="add an outline from the reference")
+    ap.add_argument("--outline-slots", type=int, default=10, help="new sentences the outline spans")
+    ap.add_argument("--seed", type=int, default=0, help="the outlines' choices")
     a = ap.parse_args()
+    if a.outline:
+        a.min_reference_sentences = max(a.min_reference_sentences, 5)
     docs = documents(a.input)
     if a.last:
         docs = docs[-a.last :]
@@ -55,7 +81,10 @@ def main():
         if a.reference_sentences:
             rest = rest[: a.reference_sentences]
         p = " ".join(s[: a.prompt_sentences])
-        print(json.dumps({"prompt": p, "reference": " ".join(rest)}, ensure_ascii=False))
+        rec = {"prompt": p, "reference": " ".join(rest)}
+        if a.outline:
+            rec["outline"] = outline(rest, a.outline, a.outline_slots, random.Random(a.seed * 1000003 + i))
+        print(json.dumps(rec, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -474,3 +474,50 @@ fn enough_references_give_restarts_and_mauve() {
     assert!(r["aggregates"]["reference"].get("mauve").is_none());
     assert!(r["notes"].as_array().unwrap().is_empty(), "{}", r["notes"]);
 }
+
+/// The outline arms: `outline` (hybrid writing to each prompt's outline) and `ar-outline` (ar
+/// given the outline's lines before the prompt), scored by outline adherence at the slot and
+/// order for every arm; the reference, whose own sentences make the outline, adheres fully.
+#[test]
+fn outline_arms_write_to_each_prompts_outline_and_are_scored_at_its_slots() {
+    let bundle = full_bundle();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("outline.jsonl");
+    let recs = [
+        serde_json::json!({"prompt": "Once upon a time, Tom had a ball.", "reference": "Tom went to the park. They played all day. Tom and Lily were happy friends.",
+            "outline": ["Tom went to the park.", "", "Tom and Lily were happy friends."]}),
+        serde_json::json!({"prompt": "Mia had a kite.", "reference": "Mia went to the beach with Ben. The kite flew high.",
+            "outline": ["_", "The kite flew high."]}),
+    ];
+    std::fs::write(&p, recs.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+    let out = dir.path().join("o");
+    let args = ["ab", "--checkpoint", s(bundle), "--prompts", s(&p), "--arms", "outline,hybrid,ar-outline"];
+    let o =
+        ok(run(&[&args[..], &["--samples", "1", "--sentences", "3", "--device", "cpu", "--out", s(&out), "--json"]]
+            .concat()));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let first = &r["prompts"][0];
+    assert_eq!(first["outline"][1], Value::Null, "a free slot");
+    let ar_text = first["samples"]["ar-outline"][0]["text"].as_str().unwrap();
+    assert!(
+        ar_text.starts_with("Tom went to the park. Tom and Lily were happy friends. Once upon a time, Tom had a ball."),
+        "ar-outline reads the outline's lines before the prompt: {ar_text}"
+    );
+    let cont = first["samples"]["outline"][0]["continuation"].as_str().unwrap();
+    assert!(!cont.is_empty());
+    if judge_installed(&r) {
+        for arm in ["outline", "hybrid", "ar-outline", "reference"] {
+            let a = &r["aggregates"][arm];
+            let (adh, order) = (a["outline_adherence"].as_f64().unwrap(), a["outline_order"].as_f64().unwrap());
+            assert!((-1.0..=1.0).contains(&adh) && (0.0..=1.0).contains(&order), "{arm}: {a}");
+        }
+        let h = &r["prompts"][0]["samples"]["reference"][0]["metrics"];
+        assert!((h["outline_adherence"].as_f64().unwrap() - 1.0).abs() < 1e-4, "the reference's own sentences: {h}");
+        assert_eq!(h["outline_order"], 1.0);
+    }
+    // Outline arms need an outline on every prompt.
+    let plain = prompts(dir.path());
+    let e = run(&[&args[..3], &["--prompts", s(&plain), "--arms", "outline,hybrid", "--out", s(&out)]].concat());
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("need an outline for every prompt"), "{err}");
+}

@@ -14,6 +14,10 @@ use tch::Device;
 /// The arm that decodes the plan of the prompt's reference continuation with the hybrid
 /// mode's decoder: what a perfect planner would give.
 pub const ORACLE: &str = "oracle";
+/// The arm that writes to the prompt's outline with the hybrid mode (`generate --outline`).
+pub const OUTLINE: &str = "outline";
+/// Its baseline: ar given the outline's lines as text before the prompt.
+pub const AR_OUTLINE: &str = "ar-outline";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ArmSpec {
@@ -44,9 +48,9 @@ pub fn parse_arms(spec: &str, default: &Path) -> Result<Vec<ArmSpec>> {
             }
             None => (kind, None),
         };
-        if kind != ORACLE && find_mode(kind).is_none() {
+        if ![ORACLE, OUTLINE, AR_OUTLINE].contains(&kind) && find_mode(kind).is_none() {
             return Err(PipelineError::Invalid(format!(
-                "unknown arm `{kind}`; use {}, {ORACLE} (each may name its steps and a bundle: masked@64=PATH)",
+                "unknown arm `{kind}`; use {}, {ORACLE}, {OUTLINE}, {AR_OUTLINE} (each may name its steps and a bundle: masked@64=PATH)",
                 mode_names().join(", ")
             )));
         }
@@ -62,12 +66,13 @@ pub fn parse_arms(spec: &str, default: &Path) -> Result<Vec<ArmSpec>> {
 }
 
 impl ArmSpec {
-    /// The generation mode the arm runs (`oracle` is the hybrid mode given the reference).
+    /// The generation mode the arm runs (`oracle` is the hybrid mode given the reference,
+    /// `outline` given the outline; `ar-outline` is ar).
     pub fn mode(&self) -> &str {
-        if self.kind == ORACLE {
-            "hybrid"
-        } else {
-            &self.kind
+        match self.kind.as_str() {
+            ORACLE | OUTLINE => "hybrid",
+            AR_OUTLINE => "ar",
+            k => k,
         }
     }
 
@@ -75,14 +80,12 @@ impl ArmSpec {
     /// (`masked@64`) and, for `oracle`, the prompt's reference continuation.
     fn settings(&self, cfg: &AbConfig, item: &PromptItem) -> Box<dyn ModeSettings> {
         let given = cfg.modes.iter().find(|(m, _)| m == self.mode()).map(|(_, s)| s.as_ref());
-        let mut s = match (self.kind == ORACLE, given) {
-            (true, g) => {
-                let mut h = g.and_then(|g| g.as_any().downcast_ref::<HybridSettings>()).cloned().unwrap_or_default();
-                h.reference = item.reference.clone();
-                Box::new(h)
-            }
-            (false, Some(g)) => g.boxed(),
-            (false, None) => Box::new(plandiff_pipeline::mode::NoSettings),
+        let hybrid = || given.and_then(|g| g.as_any().downcast_ref::<HybridSettings>()).cloned().unwrap_or_default();
+        let mut s: Box<dyn ModeSettings> = match (self.kind.as_str(), given) {
+            (ORACLE, _) => Box::new(HybridSettings { reference: item.reference.clone(), ..hybrid() }),
+            (OUTLINE, _) => Box::new(HybridSettings { outline_lines: item.outline.clone(), ..hybrid() }),
+            (_, Some(g)) => g.boxed(),
+            (_, None) => Box::new(plandiff_pipeline::mode::NoSettings),
         };
         if let Some(n) = self.steps {
             s.set_steps(n);
@@ -106,7 +109,11 @@ impl ArmSpec {
         gen: &GenOptions,
     ) -> Result<Vec<SampleRecord>> {
         let settings = self.settings(cfg, item);
-        let req = GenRequest::new(&item.prompt, cfg.samples, gen.clone()).with(settings.as_ref());
+        let prompt = match (self.kind.as_str(), &item.outline) {
+            (AR_OUTLINE, Some(o)) => outline_prompt(o, &item.prompt),
+            _ => item.prompt.clone(),
+        };
+        let req = GenRequest::new(&prompt, cfg.samples, gen.clone()).with(settings.as_ref());
         let gens = g.generate(&req, &mut |_| {})?;
         let mut recs = Vec::with_capacity(gens.len());
         for (k, s) in gens.into_iter().enumerate() {
@@ -125,4 +132,11 @@ impl ArmSpec {
         }
         Ok(recs)
     }
+}
+
+/// `ar-outline`'s prompt: the outline's lines, in order, as text before the prompt.
+fn outline_prompt(outline: &[Option<String>], prompt: &str) -> String {
+    let mut lines: Vec<&str> = outline.iter().flatten().map(|l| l.trim()).collect();
+    lines.push(prompt.trim());
+    lines.join(" ")
 }

@@ -5,8 +5,9 @@
 //!
 //! Arms are the generation modes ([`plandiff_pipeline::MODES`]: `ar`, `hybrid`, `diffusion`),
 //! plus `oracle` (the hybrid decoder with the plan encoded from the prompt's reference
-//! continuation: the ceiling a perfect planner could reach), each optionally from another
-//! bundle (`ar=PATH`).
+//! continuation: the ceiling a perfect planner could reach), `outline` (hybrid writing to the
+//! prompt's outline) and `ar-outline` (ar with the outline's lines before the prompt, its
+//! baseline), each optionally from another bundle (`ar=PATH`).
 
 mod arms;
 mod fluency;
@@ -16,7 +17,7 @@ mod scoring;
 mod tests;
 mod text_metrics;
 
-pub use arms::{parse_arms, ArmSpec, ORACLE};
+pub use arms::{parse_arms, ArmSpec, AR_OUTLINE, ORACLE, OUTLINE};
 pub use fluency::Fluency;
 pub use prompts::{read_prompts, PromptItem};
 pub use text_metrics::{plan_space_coherence, text_set_metrics, PlanSpaceOf, SENTENCE_JUDGE_METRICS, TEXT_METRICS};
@@ -79,6 +80,18 @@ pub const METRICS: &[(&str, Better, bool, &str)] = &[
         "cosine of consecutive sentence latents of the bundle's own encoder",
     ),
     ("plan_adherence", Better::Higher, true, "cosine of each planned latent to the written sentence's"),
+    (
+        "outline_adherence",
+        Better::Higher,
+        true,
+        "cosine of each outline line to the sentence written at its slot (the judge encoder; 0 where none was written)",
+    ),
+    (
+        "outline_order",
+        Better::Higher,
+        true,
+        "share of pairs of outline lines whose closest written sentences come in the outline's order",
+    ),
     ("latency_s", Better::Lower, true, "seconds to write the prompt's samples"),
     ("planning_s", Better::Lower, true, "seconds of latency spent sampling plans (hybrid)"),
     ("tokens_per_s", Better::Higher, true, "new tokens per second"),
@@ -238,6 +251,14 @@ fn check(cfg: &AbConfig, prompts: &[PromptItem]) -> Result<()> {
         return Err(plandiff_layers::FieldError::new(field, v, "must be >= 1").into());
     }
     cfg.sampling.validate()?;
+    if cfg.arms.iter().any(|a| a.kind == OUTLINE || a.kind == AR_OUTLINE) {
+        if let Some(i) = prompts.iter().position(|p| p.outline.is_none()) {
+            return Err(PipelineError::Invalid(format!(
+                "arms outline and ar-outline need an outline for every prompt, and prompt {} has none: give JSONL lines {{\"prompt\": ..., \"outline\": [\"a line\", \"\", ...]}} (python/ab_prompts.py --outline makes them)",
+                i + 1
+            )));
+        }
+    }
     if cfg.arms.iter().any(|a| a.kind == ORACLE) && prompts.iter().any(|p| p.reference.is_none()) {
         return Err(PipelineError::Invalid(
             "arm oracle needs a reference continuation for every prompt: give JSONL lines {\"prompt\": ..., \"reference\": ...}".into(),
@@ -274,7 +295,7 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
         if let Some(r) = reference_sample(item, &scorers.judge, seed) {
             samples.insert("reference".into(), vec![r]);
         }
-        scorers.score(&item.prompt, &mut samples)?;
+        scorers.score(&item.prompt, item.outline.as_deref(), &mut samples)?;
         records.push(PromptRecord {
             prompt: item.prompt.clone(),
             reference: item.reference.clone(),

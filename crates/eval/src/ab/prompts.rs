@@ -9,6 +9,27 @@ use std::path::Path;
 pub struct PromptItem {
     pub prompt: String,
     pub reference: Option<String>,
+    /// The outline of the `outline` and `ar-outline` arms: a line per new sentence, `None`
+    /// where the planner fills the slot (JSONL `"outline": ["...", "", ...]`, `""` or `"_"`
+    /// free).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outline: Option<Vec<Option<String>>>,
+}
+
+/// A JSONL line's `"outline"`: an array of strings, checked as `--outline` checks a file.
+fn outline_of(v: &serde_json::Value) -> std::result::Result<Option<Vec<Option<String>>>, String> {
+    let Some(o) = v.get("outline").filter(|o| !o.is_null()) else { return Ok(None) };
+    let lines = o.as_array().ok_or("\"outline\" must be an array of strings (\"\" or \"_\" for a free slot)")?;
+    let mut text = String::new();
+    for l in lines {
+        let l = l.as_str().ok_or("\"outline\" must be an array of strings (\"\" or \"_\" for a free slot)")?;
+        if l.contains('\n') {
+            return Err("an \"outline\" line holds a line break; give one string per line".into());
+        }
+        text.push_str(l);
+        text.push('\n');
+    }
+    plandiff_pipeline::hybrid::outline::parse_outline(&text).map(Some)
 }
 
 /// Prompts from a text file (one per non-empty line) or JSONL (`{"prompt", "reference"?}`).
@@ -35,9 +56,11 @@ pub fn read_prompts(path: &Path) -> Result<Vec<PromptItem>> {
                 ))
             })?;
             let reference = v["reference"].as_str().map(str::to_string).filter(|r| !r.trim().is_empty());
-            out.push(PromptItem { prompt: prompt.to_string(), reference });
+            let outline = outline_of(&v)
+                .map_err(|e| PipelineError::Invalid(format!("{} line {}: {e}", path.display(), i + 1)))?;
+            out.push(PromptItem { prompt: prompt.to_string(), reference, outline });
         } else {
-            out.push(PromptItem { prompt: line.to_string(), reference: None });
+            out.push(PromptItem { prompt: line.to_string(), reference: None, outline: None });
         }
     }
     if out.is_empty() {

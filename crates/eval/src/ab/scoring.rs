@@ -87,8 +87,13 @@ impl Scorers {
     }
 
     /// Adds the model-based scores to every sample of a prompt (the sentence judge embeds the
-    /// prompt once for all of them).
-    pub fn score(&mut self, prompt: &str, samples: &mut BTreeMap<String, Vec<SampleRecord>>) -> Result<()> {
+    /// prompt once for all of them), and with an outline, how each sample follows it.
+    pub fn score(
+        &mut self,
+        prompt: &str,
+        outline: Option<&[Option<String>]>,
+        samples: &mut BTreeMap<String, Vec<SampleRecord>>,
+    ) -> Result<()> {
         for s in samples.values_mut().flatten() {
             s.metrics.insert("judge_ppl".into(), self.judge.perplexity(prompt, &s.continuation)?);
             if let Some(e) = &self.encoder {
@@ -108,6 +113,18 @@ impl Scorers {
             s.metrics.insert("coherence".into(), sc.coherence);
             s.metrics.insert("first_last".into(), sc.first_last);
             s.judge = Some(sc);
+        }
+        if let Some(o) = outline {
+            let slots: Vec<(usize, &str)> =
+                o.iter().enumerate().filter_map(|(k, l)| l.as_deref().map(|l| (k, l))).collect();
+            let texts: Vec<&str> = slots.iter().map(|&(_, l)| l).collect();
+            let e = j.embed(&texts).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+            let lines: Vec<(usize, Vec<f32>)> = slots.iter().map(|&(k, _)| k).zip(e).collect();
+            for s in samples.values_mut().flatten() {
+                let Some(sc) = &s.judge else { continue };
+                s.metrics.insert("outline_adherence".into(), scores::outline_adherence(&lines, &sc.sentences));
+                s.metrics.insert("outline_order".into(), scores::outline_order(&lines, &sc.sentences));
+            }
         }
         let Some(m) = &self.second else { return Ok(()) };
         let scored = m.score_many(prompt, &texts).map_err(|e| PipelineError::Invalid(e.to_string()))?;

@@ -36,6 +36,13 @@ fn prompts_from_lines_and_jsonl() {
     assert!(p[1].reference.is_none());
     std::fs::write(&j, "{\"prompt\": \"a.\"}\n{oops\n").unwrap();
     assert!(read_prompts(&j).unwrap_err().to_string().contains("line 2"));
+    std::fs::write(&j, "{\"prompt\": \"a.\", \"outline\": [\"x.\", \"\", \"_\", \"y\", \"\"]}\n").unwrap();
+    let o = read_prompts(&j).unwrap()[0].outline.clone().unwrap();
+    assert_eq!(o, vec![Some("x.".to_string()), None, None, Some("y".to_string())], "trailing free slots are dropped");
+    for bad in ["{\"prompt\": \"a.\", \"outline\": \"x\"}", "{\"prompt\": \"a.\", \"outline\": [\"\", \"_\"]}"] {
+        std::fs::write(&j, format!("{bad}\n")).unwrap();
+        assert!(read_prompts(&j).unwrap_err().to_string().contains("line 1"), "{bad}");
+    }
     std::fs::write(&t, "\n\n").unwrap();
     assert!(read_prompts(&t).unwrap_err().to_string().contains("no prompt"));
 }

@@ -42,6 +42,8 @@ pub struct SampleScores {
     pub prior: Vec<f64>,
     /// The continuation's embedding as a whole (MAUVE's features).
     pub features: Vec<f32>,
+    /// Each written sentence's embedding (the outline scores).
+    pub sentences: Vec<Vec<f32>>,
 }
 
 /// What the judge's encoder scores: a continuation of a prompt.
@@ -61,6 +63,7 @@ impl Score for SentenceEncoder {
             first_last: f64::NAN,
             prior: Vec::new(),
             features: Vec::new(),
+            sentences: Vec::new(),
         }))
     }
 
@@ -89,6 +92,7 @@ impl Score for SentenceEncoder {
                     first_last: scores::first_last(written),
                     prior: scores::prior_cosines(prompt_sents, written),
                     features: e[i].clone(),
+                    sentences: written.to_vec(),
                 }
             })
             .collect())

@@ -7,6 +7,8 @@
 //! | `relevance` | mean cosine of each written sentence to the prompt (embedded whole) |
 //! | `coherence` | mean cosine of consecutive written sentences |
 //! | `first_last` | cosine of the first written sentence to the last |
+//! | `outline_adherence` | mean cosine of each outline line to the sentence written at its slot (0 where none was written) |
+//! | `outline_order` | share of pairs of outline lines whose closest written sentences come in the outline's order |
 //! | `restarts` | written sentences whose cosine to everything before them (the mean of the prompt's and earlier written sentences' embeddings) is below a threshold fitted on human text: the 5% quantile of human continuations' lowest such cosine, so 5% of human continuations restart |
 
 /// Cosine of unit vectors.
@@ -123,5 +125,50 @@ mod tests {
         assert!((restart_threshold(&v).unwrap() - 1.0).abs() < 1e-12);
         assert!((restart_threshold(&[10.0, 0.0]).unwrap() - 0.5).abs() < 1e-12);
         assert!(restart_threshold(&[f64::NAN]).is_none());
+    }
+}
+
+/// Mean cosine of each outline line to the sentence written at its slot: `lines` are
+/// `(slot, embedding)`, 0-based among the written sentences; a slot past the text scores 0.
+pub fn outline_adherence(lines: &[(usize, Vec<f32>)], written: &[Vec<f32>]) -> f64 {
+    mean(lines.iter().map(|(k, e)| written.get(*k).map_or(0.0, |w| dot(e, w))))
+}
+
+/// Share of the pairs of outline lines (in outline order) whose closest written sentences
+/// come strictly in that order (NaN with fewer than two lines or no sentence written).
+pub fn outline_order(lines: &[(usize, Vec<f32>)], written: &[Vec<f32>]) -> f64 {
+    if written.is_empty() {
+        return f64::NAN;
+    }
+    let at: Vec<usize> = lines
+        .iter()
+        .map(|(_, e)| {
+            let cos: Vec<f64> = written.iter().map(|w| dot(e, w)).collect();
+            (0..cos.len()).fold(0, |b, j| if cos[j] > cos[b] { j } else { b })
+        })
+        .collect();
+    let pairs = (0..at.len()).flat_map(|i| (i + 1..at.len()).map(move |j| (i, j)));
+    mean(pairs.map(|(i, j)| f64::from(u8::from(at[i] < at[j]))))
+}
+
+#[cfg(test)]
+mod outline_tests {
+    use super::*;
+
+    #[test]
+    fn adherence_reads_the_slot_and_order_the_closest_sentences() {
+        let (x, y, z) = (vec![1.0f32, 0.0, 0.0], vec![0.0f32, 1.0, 0.0], vec![0.0f32, 0.0, 1.0]);
+        let lines = vec![(0, x.clone()), (2, z.clone())];
+        // Written x, y, z: both lines at their slots, in order.
+        let w = vec![x.clone(), y.clone(), z.clone()];
+        assert_eq!(outline_adherence(&lines, &w), 1.0);
+        assert_eq!(outline_order(&lines, &w), 1.0);
+        // Written z, y, x: both lines written, at each other's slots, out of order.
+        let w = vec![z.clone(), y.clone(), x.clone()];
+        assert_eq!(outline_adherence(&lines, &w), 0.0);
+        assert_eq!(outline_order(&lines, &w), 0.0);
+        // One sentence: the second line's slot is past the text.
+        assert_eq!(outline_adherence(&lines, &[x.clone()]), 0.5);
+        assert!(outline_order(&lines, &[]).is_nan());
     }
 }

@@ -217,7 +217,10 @@ impl HybridGenerator {
             return Err(FieldError::new("max_tokens", 0, "must be >= 1").into());
         }
         let levers = req.settings_as::<HybridSettings>();
-        let outline = levers.outline.as_deref().map(outline::read_outline).transpose()?;
+        let outline = match &levers.outline_lines {
+            Some(lines) => Some(lines.clone()),
+            None => levers.outline.as_deref().map(outline::read_outline).transpose()?,
+        };
         if req.prompt.trim().is_empty() && outline.is_none() {
             return Err(PipelineError::Invalid(
                 "the prompt is empty; give some text to continue (or an --outline)".into(),

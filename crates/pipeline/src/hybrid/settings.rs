@@ -50,6 +50,10 @@ pub struct HybridSettings {
     /// `oracle` arm; no flag).
     #[arg(skip)]
     pub reference: Option<String>,
+    /// An outline given as lines (`None`: a free slot) rather than a file (the A/B harness's
+    /// `outline` arm; no flag).
+    #[arg(skip)]
+    pub outline_lines: Option<Vec<Option<String>>>,
 }
 
 impl HybridSettings {
