@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: the shipped bundle (checkpoints/tiny, trained by scripts/train_shipped.sh) writes
 # a 12-sentence story from one prompt in hybrid mode (plan, then write; the plan shown), then
-# the same prompt in ar mode, with timings; then masked diffusion writes a few sentences with
-# its denoising steps shown and revises its own weakest words. Nothing is trained here.
+# the same prompt in ar mode, with timings; then a story to a 4-line outline, each line printed
+# beside the sentence written at its slot; then masked diffusion writes a few sentences with its
+# denoising steps shown and revises its own weakest words. Nothing is trained here.
 #
 #   scripts/demo.sh [PROMPT]          # PLANDIFF_CHECKPOINT=DIR to use another bundle
 set -euo pipefail
@@ -37,6 +38,25 @@ echo "== plandiff generate --mode ar --sentences $SENTENCES --no-eos --seed $SEE
 t2=$(now)
 echo
 echo "wall time, model load included: hybrid $(secs "$t0" "$t1") s, ar $(secs "$t1" "$t2") s on $(nproc) CPU cores"
+
+# Writing to an outline: the user fixes some plan slots in words, the planner fills the rest
+# (`_`), the decoder writes every slot; each outline line is printed beside what was written.
+OUTLINE=$(mktemp)
+printf '%s\n' "leo finds a shiny red ball near the river." "_" \
+  "a little rabbit wants to play with the ball too." "leo and the rabbit play with the ball until the sun goes down." > "$OUTLINE"
+echo
+echo "== plandiff generate --mode hybrid --outline FILE --seed $SEED (4 lines; \"_\" is a slot the planner fills) =="
+"$BIN" --log-level warn generate --checkpoint "$CKPT" --mode hybrid --prompt "$PROMPT" --outline "$OUTLINE" --seed "$SEED" --show-plan --json \
+  | python3 -c '
+import json, sys
+s = json.load(sys.stdin)["samples"][0]
+print(s["text"])
+print()
+for p in s["plan"]:
+    print("  sentence %2d  outline: %s" % (p["sentence"], p.get("outline") or "_ (the planner fills it)"))
+    print("               wrote:   %s" % p["written"])
+'
+rm -f "$OUTLINE"
 
 if [[ -f "$CKPT/masked/config.json" ]]; then
   MASKED_OUT=$(mktemp)

@@ -89,6 +89,14 @@ fn the_demo_runs_on_the_shipped_bundle_without_training() {
     assert!(stdout.contains("wall time, model load included: hybrid"), "{stdout}");
     assert!(stderr.contains("planning") && stderr.contains("tokens/s"), "timings are logged: {stderr}");
     assert!(!stderr.contains("training stage"), "the demo trains nothing: {stderr}");
+    // A story to a 4-line outline: each line beside the sentence written at its slot.
+    let outline: Vec<&str> =
+        stdout.lines().filter_map(|l| l.trim_start().split_once("outline: ")).map(|(_, o)| o).collect();
+    assert_eq!(outline.len(), 4, "{stdout}");
+    assert_eq!(outline[0], "leo finds a shiny red ball near the river.");
+    assert!(outline[1].starts_with("_ "), "the planner's slot: {stdout}");
+    let wrote = stdout.lines().filter(|l| l.trim_start().starts_with("wrote:") && l.trim().len() > 8).count();
+    assert_eq!(wrote, 4, "{stdout}");
     // Masked diffusion writes with its steps shown (masks as `_` early on), then revises.
     assert!(stdout.contains("--mode masked") && stdout.contains("[step    8] "), "{stdout}");
     let first_step = stdout.lines().find(|l| l.starts_with("[step    8] ")).unwrap_or_default();
