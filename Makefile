@@ -13,7 +13,7 @@ export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: demo test build venv bench lint fmt clean chromium gloo judge-mpnet
+.PHONY: demo test build venv bench bench-torch lint fmt clean chromium gloo judge-mpnet
 
 # The venv: PyTorch (the libtorch tch links; its NCCL and CUDA runtime headers, plus the crt
 # and cccl headers added below, let crates/distributed build c10d's NCCL backend), the reference packages the tests compare with
@@ -64,6 +64,11 @@ test: $(STAMP) chromium gloo judge-mpnet
 
 bench: build
 	./benches/run.sh
+
+# plandiff against PyTorch side by side in one run: decoding against HF generate, training
+# against an eager loop, with operators per decoding step (docs/benchmarks.md).
+bench-torch: build
+	./benches/vs_torch.sh
 
 lint:
 	$(PYTHON) scripts/layout_check.py

@@ -6,6 +6,7 @@ the same safetensors weights, and timed side by side.
     python plandiff_twin.py logits DIR      # DIR/config.json, weights.safetensors, inputs.safetensors
                                             # -> DIR/torch_logits.safetensors
     python plandiff_twin.py bench-train ... # eager training throughput of the same model
+    python plandiff_twin.py bench-generate --batch 1  # HF generate at the same shape
 """
 import argparse
 import json
@@ -211,6 +212,38 @@ def cmd_bench_train(a):
                       "torch": torch.__version__}))
 
 
+def cmd_bench_generate(a):
+    """HF transformers' `generate` on a GPT-2 of the tiny decoder's shape (random weights; the
+    project's sampling: temperature 0.8, top-k 50, top-p 0.95, repetition penalty 1.1), and the
+    operators it dispatches per decoding step (torch.profiler, a separate run)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    torch.set_num_threads(a.threads)
+    cfg = GPT2Config(vocab_size=a.vocab, n_embd=a.d_model, n_layer=a.n_layers, n_head=a.n_heads, n_inner=a.d_ff,
+                     n_positions=a.max_seq_len, bos_token_id=0, eos_token_id=None, pad_token_id=3)
+    model = GPT2LMHeadModel(cfg).eval()
+    prompt = torch.tensor([[0, 10, 11, 12, 13, 14, 15, 16]] * a.batch)
+    kw = dict(do_sample=True, temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1, max_new_tokens=a.new,
+              min_new_tokens=a.new, attention_mask=torch.ones_like(prompt), pad_token_id=3)
+    with torch.no_grad():
+        model.generate(prompt, **{**kw, "max_new_tokens": 16, "min_new_tokens": 16})  # warm-up
+        rates = []
+        for _ in range(a.reps):
+            t0 = time.perf_counter()
+            out = model.generate(prompt, **kw)
+            rates.append((out.shape[1] - prompt.shape[1]) * a.batch / (time.perf_counter() - t0))
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            out = model.generate(prompt, **kw)
+    steps = out.shape[1] - prompt.shape[1]
+    events = prof.events()
+    top = sum(1 for e in events if e.cpu_parent is None)
+    rates.sort()
+    print(json.dumps({"impl": "hf-generate", "what": "decode", "mode": "ar", "batch": a.batch, "new": a.new,
+                      "tokens_per_s": rates[len(rates) // 2], "ops_per_step": len(events) / steps,
+                      "top_ops_per_step": top / steps, "threads": torch.get_num_threads(), "torch": torch.__version__}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -222,9 +255,15 @@ def main():
                           ("threads", 2)]:
         b.add_argument("--" + name.replace("_", "-"), type=int, default=default)
     b.add_argument("--device", default="cpu")
+    g = sub.add_parser("bench-generate")
+    for name, default in [("vocab", 4096), ("d_model", 256), ("n_layers", 4), ("n_heads", 4), ("d_ff", 1024),
+                          ("max_seq_len", 1024), ("batch", 1), ("new", 256), ("reps", 3), ("threads", 2)]:
+        g.add_argument("--" + name.replace("_", "-"), type=int, default=default)
     a = ap.parse_args()
     if a.cmd == "logits":
         cmd_logits(a.dir)
+    elif a.cmd == "bench-generate":
+        cmd_bench_generate(a)
     else:
         cmd_bench_train(a)
 

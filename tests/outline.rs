@@ -69,6 +69,13 @@ fn outline_lines_are_fixed_slots_and_the_planner_fills_the_rest() {
     let text = long["samples"][0]["text"].as_str().unwrap();
     assert!(!text.is_empty() && !text.starts_with(' '), "{text:?}");
     assert_eq!(plan(&long)[3]["outline"], "leo and his friend play with the ball all day.");
+    // --outline-hold below 1: the planner refines the outline's slots after holding them, so
+    // their latents (previews) depend on the seed too; the line is still named.
+    let held =
+        |seed: &str| json(generate(&["--prompt", PROMPT, "--outline", s(&f), "--outline-hold", "0.3", "--seed", seed]));
+    let (ha, hb) = (plan(&held("1")), plan(&held("2")));
+    assert_eq!(ha[0]["outline"], "leo finds a red ball in the forest.");
+    assert!(ha[0]["preview"] != hb[0]["preview"] || ha[3]["preview"] != hb[3]["preview"], "refined slots: {ha:?}");
 }
 
 #[test]
@@ -95,6 +102,7 @@ fn bad_outlines_are_one_line_errors() {
         (format!("{}\n", "word ".repeat(100)).into_bytes(), vec![], "line 1 is 499 characters"),
         (b"a fox.\n\xff\xfe\n".to_vec(), vec![], "not valid UTF-8"),
         (OUTLINE.as_bytes().to_vec(), vec!["--sentences", "2"], "--sentences 2 is fewer than the outline's 4 lines"),
+        (OUTLINE.as_bytes().to_vec(), vec!["--outline-hold", "1.5"], "--outline-hold must be a fraction"),
     ];
     for (text, extra, want) in cases {
         let f = outline_file(dir.path(), &text);

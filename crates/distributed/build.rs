@@ -14,6 +14,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(plandiff_gloo)");
     println!("cargo::rustc-check-cfg=cfg(plandiff_nccl)");
     println!("cargo:rerun-if-changed=shim/dist.cpp");
+    println!("cargo:rerun-if-changed=shim/ops.cpp");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=PLANDIFF_GLOO_INCLUDE");
     println!("cargo:rerun-if-env-changed=PLANDIFF_NO_NCCL");
@@ -35,6 +36,7 @@ fn main() {
     build
         .cpp(true)
         .file("shim/dist.cpp")
+        .file("shim/ops.cpp")
         .include(&include)
         .include(include.join("torch").join("csrc").join("api").join("include"))
         .flag("-std=c++17")

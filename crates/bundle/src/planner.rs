@@ -8,7 +8,9 @@ use crate::store::Bundle;
 use crate::weights::{file_sha256, load_weights};
 use crate::{stage, BundleError, ModelConfigError, Result};
 use plandiff_diffusion::{NoiseSchedule, ScheduleConfig};
-use plandiff_planner::{sample_plan, Denoiser, DenoiserConfig, LatentNormalizer, PlanSampling, SamplingDefaults};
+use plandiff_planner::{
+    sample_plan_held, Denoiser, DenoiserConfig, LatentNormalizer, PlanSampling, SamplingDefaults, SoftHold,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tch::{nn, Device, Tensor};
@@ -106,6 +108,19 @@ impl Planner {
         opts: PlanSampling,
         noise: impl FnMut(&[i64]) -> Tensor,
     ) -> std::result::Result<Tensor, ModelConfigError> {
+        self.sample_held(known, mask, None, opts, noise)
+    }
+
+    /// [`Planner::sample`] with the known slots of `soft` held for only part of the steps
+    /// ([`SoftHold`]): they come back refined, not as given.
+    pub fn sample_held(
+        &self,
+        known: &Tensor,
+        mask: &Tensor,
+        soft: Option<SoftHold>,
+        opts: PlanSampling,
+        noise: impl FnMut(&[i64]) -> Tensor,
+    ) -> std::result::Result<Tensor, ModelConfigError> {
         let s = known.size()[1];
         if s > self.model.denoiser.max_slots {
             return Err(ModelConfigError::Rule(format!(
@@ -118,10 +133,11 @@ impl Planner {
         // Timestep and slot embeddings once per timestep (the guided pass reuses them).
         let mut step_emb: HashMap<usize, Tensor> = HashMap::new();
         let x = tch::no_grad(|| {
-            sample_plan(
+            sample_plan_held(
                 &self.schedule,
                 &known_n,
                 mask,
+                soft,
                 opts,
                 |x, t, k, m, prev| {
                     let emb = step_emb.entry(t).or_insert_with(|| {
@@ -133,8 +149,11 @@ impl Planner {
             )
         })?;
         let z = self.normalizer.denormalize(&x);
-        // Exactly the given latents on known slots (denormalize(normalize(z)) rounds).
-        let m = mask.unsqueeze(-1);
+        // Exactly the given latents on the slots held to the end (denormalize(normalize(z)) rounds).
+        let m = match soft {
+            Some(s) => mask.logical_and(&s.soft.logical_not()).unsqueeze(-1),
+            None => mask.unsqueeze(-1),
+        };
         Ok(known.where_self(&m, &z))
     }
 }

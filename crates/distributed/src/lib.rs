@@ -1,7 +1,8 @@
 //! PyTorch's c10d from Rust: the rendezvous torchrun sets up, a Gloo (CPU) or NCCL (CUDA)
-//! process group, the collectives a data-parallel trainer needs, and bf16 autocast.
+//! process group, the collectives a data-parallel trainer needs, and bf16 autocast; and
+//! operator counts for benchmarks ([`ops`]).
 //!
-//! The C++ side is `shim/dist.cpp`, compiled by `build.rs` against the libtorch torch-sys links;
+//! The C++ side is `shim/dist.cpp` (and `shim/ops.cpp`), compiled by `build.rs` against the libtorch torch-sys links;
 //! a backend whose headers were missing at build time is reported by [`available`] and refused
 //! by [`ProcessGroup::init`] in one line.
 //!
@@ -15,6 +16,7 @@
 mod ffi;
 mod grads;
 mod launch;
+pub mod ops;
 
 pub use grads::GradSync;
 pub use launch::Launch;

@@ -33,11 +33,6 @@ impl KvPair {
     }
 }
 
-/// Self-attention cache: keys and values of every position seen so far.
-///
-/// Keys and values live in buffers with spare capacity along the time axis (doubled when
-/// full), so appending one position copies one position instead of the whole prefix; the
-/// attention reads a narrowed view. This keeps the per-token cost nearly flat in position.
 /// Cross-attention to a fixed context with the query and output projections folded into
 /// the context once (decode time): for each head `h`,
 /// `scores_h = (x W_q,h^T + b_q,h) K_h^T / sqrt(Dh) = x A_h + c_h` with `A_h = W_q,h^T K_h^T / sqrt(Dh)`,
@@ -64,10 +59,19 @@ impl FoldedCross {
     }
 }
 
+/// Self-attention cache: keys and values of every position seen so far.
+///
+/// Keys and values live in one buffer `(2, B, H, cap, Dh)` with spare capacity along the time
+/// axis (doubled when full), so appending one position copies one position instead of the
+/// whole prefix (one copy for keys and values together when they come stacked); the attention
+/// reads a narrowed view. This keeps the per-token cost nearly flat in position. The cache also
+/// holds the layer's query, key and value projections fused into one (built at its first step:
+/// the weights are fixed while a cache lives), so a decoding step projects with one matmul.
 #[derive(Debug, Default)]
 pub struct KvCache {
-    buf: Option<KvPair>,
+    buf: Option<Tensor>,
     len: i64,
+    qkv: Option<(Tensor, Option<Tensor>)>,
 }
 
 impl KvCache {
@@ -93,41 +97,57 @@ impl KvCache {
         }
         if let Some(buf) = &self.buf {
             let keep = self.len - from - n;
-            for t in [&buf.k, &buf.v] {
-                let tail = t.narrow(2, from + n, keep).copy(); // the ranges overlap: copy first
-                t.narrow(2, from, keep).copy_(&tail);
-            }
+            let tail = buf.narrow(3, from + n, keep).copy(); // the ranges overlap: copy first
+            buf.narrow(3, from, keep).copy_(&tail);
         }
         self.len -= n;
     }
 
     fn capacity(&self) -> i64 {
-        self.buf.as_ref().map_or(0, |b| b.k.size()[2])
+        self.buf.as_ref().map_or(0, |b| b.size()[3])
+    }
+
+    /// Makes room for `t` more positions like `like` (`(B, H, t, Dh)`).
+    fn reserve(&mut self, t: i64, like: &Tensor) {
+        let need = self.len + t;
+        if need <= self.capacity() {
+            return;
+        }
+        let cap = need.max(2 * self.capacity()).max(64);
+        let mut shape = vec![2];
+        shape.extend(like.size());
+        shape[3] = cap;
+        let grown = like.new_empty(&shape, (like.kind(), like.device()));
+        if let Some(old) = &self.buf {
+            grown.narrow(3, 0, self.len).copy_(&old.narrow(3, 0, self.len));
+        }
+        self.buf = Some(grown);
     }
 
     /// Appends the new positions and returns keys/values of the whole sequence so far.
     fn append(&mut self, new: KvPair) -> KvPair {
         let t = new.k.size()[2];
-        let need = self.len + t;
-        if need > self.capacity() {
-            let cap = need.max(2 * self.capacity()).max(64);
-            let mut shape = new.k.size();
-            shape[2] = cap;
-            let grown = KvPair {
-                k: new.k.new_empty(&shape, (new.k.kind(), new.k.device())),
-                v: new.v.new_empty(&shape, (new.v.kind(), new.v.device())),
-            };
-            if let Some(old) = &self.buf {
-                grown.k.narrow(2, 0, self.len).copy_(&old.k.narrow(2, 0, self.len));
-                grown.v.narrow(2, 0, self.len).copy_(&old.v.narrow(2, 0, self.len));
-            }
-            self.buf = Some(grown);
-        }
-        let buf = self.buf.as_ref().expect("allocated above");
-        buf.k.narrow(2, self.len, t).copy_(&new.k); // (B, H, t, Dh) into (B, H, cap, Dh)
-        buf.v.narrow(2, self.len, t).copy_(&new.v);
-        self.len = need;
-        KvPair { k: buf.k.narrow(2, 0, need), v: buf.v.narrow(2, 0, need) }
+        self.reserve(t, &new.k);
+        let buf = self.buf.as_ref().expect("reserved above");
+        buf.get(0).narrow(2, self.len, t).copy_(&new.k); // (B, H, t, Dh) into (B, H, cap, Dh)
+        buf.get(1).narrow(2, self.len, t).copy_(&new.v);
+        self.len += t;
+        self.view()
+    }
+
+    /// [`KvCache::append`] of keys and values stacked `(2, B, H, t, Dh)`: one copy.
+    fn append_stacked(&mut self, kv: &Tensor) -> KvPair {
+        let t = kv.size()[3];
+        self.reserve(t, &kv.get(0));
+        let buf = self.buf.as_ref().expect("reserved above");
+        buf.narrow(3, self.len, t).copy_(kv);
+        self.len += t;
+        self.view()
+    }
+
+    fn view(&self) -> KvPair {
+        let all = self.buf.as_ref().expect("a cache with positions has a buffer").narrow(3, 0, self.len);
+        KvPair { k: all.get(0), v: all.get(1) }
     }
 }
 
@@ -195,8 +215,6 @@ impl Attention {
         self.out_proj.forward(&y)
     }
 
-    /// Self-attention; with a cache, the new keys/values are appended and queries see the
-    /// whole cached prefix (the caller builds a mask when `T > 1` and the cache is not empty).
     /// Folds the query and output projections into a fixed context's keys and values.
     ///
     /// # Shapes
@@ -239,8 +257,11 @@ impl Attention {
         f.b_o.baddbmm(&p, &f.u, 1.0, 1.0) // (B, T, D)
     }
 
+    /// Self-attention; with a cache, the new keys/values are appended and queries see the
+    /// whole cached prefix (the caller builds a mask when `T > 1` and the cache is not empty).
     /// With `rope`, queries and the new keys are rotated by their positions (the cache holds
-    /// rotated keys).
+    /// rotated keys). With a cache, the three projections run as one (the cache's fused
+    /// weights) and the new keys and values are written into it.
     pub fn forward_self(
         &self,
         x: &Tensor,
@@ -249,20 +270,38 @@ impl Attention {
         train: bool,
         rope: Option<&Rotary>,
     ) -> Tensor {
-        let kv = self.project_kv(x);
-        let mut q = self.split_heads(&self.q_proj.forward(x)); // (B, H, T, Dh)
-        let kv = match rope {
-            Some(r) => {
-                q = r.apply(&q);
-                KvPair { k: r.apply(&kv.k), v: kv.v }
-            }
-            None => kv,
+        let Some(cache) = cache else {
+            let kv = self.project_kv(x);
+            let mut q = self.split_heads(&self.q_proj.forward(x)); // (B, H, T, Dh)
+            let kv = match rope {
+                Some(r) => {
+                    q = r.apply(&q);
+                    KvPair { k: r.apply(&kv.k), v: kv.v }
+                }
+                None => kv,
+            };
+            return self.attend_q(x, q, &kv, mask, train);
         };
-        let kv = match cache {
-            Some(c) => c.append(kv),
-            None => kv,
+        let (w, b) = cache.qkv.get_or_insert_with(|| self.fused_qkv());
+        let (bsz, t, _) = x.size3().expect("3-d input");
+        let qkv = x.linear(w, b.as_ref()).view([bsz, t, 3, self.n_heads, self.head_dim]).permute([2, 0, 3, 1, 4]); // (3, B, H, T, Dh)
+        let q = qkv.get(0);
+        let (q, kv) = match rope {
+            Some(r) => (r.apply(&q), cache.append(KvPair { k: r.apply(&qkv.get(1)), v: qkv.get(2) })),
+            None => (q, cache.append_stacked(&qkv.narrow(0, 1, 2))),
         };
         self.attend_q(x, q, &kv, mask, train)
+    }
+
+    /// The query, key and value projections as one `(3 D, D)` weight and its bias
+    /// (self-attention: keys and values read the same width as queries).
+    fn fused_qkv(&self) -> (Tensor, Option<Tensor>) {
+        let w = Tensor::cat(&[&self.q_proj.ws, &self.kv_proj.ws], 0).detach();
+        let b = match (&self.q_proj.bs, &self.kv_proj.bs) {
+            (Some(q), Some(kv)) => Some(Tensor::cat(&[q, kv], 0).detach()),
+            _ => None,
+        };
+        (w, b)
     }
 }
 

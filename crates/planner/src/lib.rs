@@ -18,4 +18,4 @@ pub use denoiser::{Denoiser, DenoiserConfig};
 pub use encoder::{EncoderConfig, LatentBound, SentenceEncoder};
 pub use noise::HostNoise;
 pub use normalizer::LatentNormalizer;
-pub use sampler::{sample_plan, PlanSampling, SamplingDefaults};
+pub use sampler::{sample_plan, sample_plan_held, PlanSampling, SamplingDefaults, SoftHold};

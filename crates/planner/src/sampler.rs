@@ -65,17 +65,43 @@ pub fn sample_plan(
     known: &Tensor,
     mask: &Tensor,
     opts: PlanSampling,
+    model: impl FnMut(&Tensor, usize, &Tensor, &Tensor, Option<&Tensor>) -> Tensor,
+    noise: impl FnMut(&[i64]) -> Tensor,
+) -> plandiff_diffusion::Result<Tensor> {
+    sample_plan_held(schedule, known, mask, None, opts, model, noise)
+}
+
+/// Known slots held for part of the sampling: the slots of `soft` (a subset of `mask`'s) are
+/// known for the first `hold` fraction of the steps and then denoised like free slots, so the
+/// planner refines them in the context of the others (SDEdit-style, Meng et al. 2022).
+#[derive(Debug, Clone, Copy)]
+pub struct SoftHold<'a> {
+    pub soft: &'a Tensor,
+    pub hold: f64,
+}
+
+/// [`sample_plan`] with some known slots held only for part of the steps ([`SoftHold`]).
+pub fn sample_plan_held(
+    schedule: &NoiseSchedule,
+    known: &Tensor,
+    mask: &Tensor,
+    soft: Option<SoftHold>,
+    opts: PlanSampling,
     mut model: impl FnMut(&Tensor, usize, &Tensor, &Tensor, Option<&Tensor>) -> Tensor,
     mut noise: impl FnMut(&[i64]) -> Tensor,
 ) -> plandiff_diffusion::Result<Tensor> {
     let shape = known.size();
-    let m = mask.to_kind(known.kind()).unsqueeze(-1); // (B, S, 1)
-    let no_known = mask.zeros_like();
     let ts = schedule.timesteps(opts.steps)?;
+    // Steps that hold every known slot, then the hard mask alone.
+    let held = soft.map_or(ts.len(), |s| (s.hold.clamp(0.0, 1.0) * ts.len() as f64).round() as usize);
+    let hard = soft.map_or_else(|| mask.shallow_clone(), |s| mask.logical_and(&s.soft.logical_not()));
+    let no_known = mask.zeros_like();
     let mut x = noise(&shape).to_kind(known.kind());
     let mut x0_prev: Option<Tensor> = None;
-    let any_known = mask.any().int64_value(&[]) != 0;
     for (i, &t) in ts.iter().enumerate() {
+        let mask = if i < held { mask } else { &hard };
+        let m = mask.to_kind(known.kind()).unsqueeze(-1); // (B, S, 1)
+        let any_known = mask.any().int64_value(&[]) != 0;
         let cond = model(&x, t, known, mask, x0_prev.as_ref());
         let out = if opts.guidance == 1.0 {
             cond
@@ -93,6 +119,7 @@ pub fn sample_plan(
         }
         // Inpainting: known slots follow the forward process to the next timestep.
         let known_t = match ts.get(i + 1) {
+            // At the soft slots' last held step this is where they go on from (SDEdit's start).
             Some(&next) => {
                 let rows = vec![next; shape[0] as usize];
                 schedule.q_sample(known, &rows, &noise(&shape).to_kind(known.kind()))
@@ -192,5 +219,40 @@ mod tests {
         assert_eq!(calls_g, 20);
         assert!((&a - &b).abs().max().double_value(&[]) == 0.0);
         assert!((&a - &c).abs().max().double_value(&[]) > 1e-3);
+    }
+
+    /// A soft slot is known to the model for the held steps and free after: held for every
+    /// step it stays the given latent (as plain `sample_plan`), released it ends where the
+    /// model takes it, and the hard known slots stay fixed either way.
+    #[test]
+    fn soft_slots_are_held_for_part_of_the_steps_then_denoised() {
+        tch::manual_seed(1);
+        let target = Tensor::randn([1, 4, 3], (Kind::Double, Device::Cpu));
+        let known = Tensor::randn([1, 4, 3], (Kind::Double, Device::Cpu));
+        let mask = Tensor::from_slice(&[true, false, true, false]).view([1, 4]);
+        let soft = Tensor::from_slice(&[false, false, true, false]).view([1, 4]);
+        let sched = schedule(PredictionType::Sample);
+        let opts = PlanSampling { steps: 10, sampler: SamplerKind::Ddim, eta: 0.0, guidance: 1.0 };
+        let run = |hold: f64, seen: &mut Vec<bool>| {
+            let s = SoftHold { soft: &soft, hold };
+            let model = |_: &Tensor, _: usize, _: &Tensor, m: &Tensor, _: Option<&Tensor>| {
+                seen.push(m.int64_value(&[0, 2]) != 0);
+                target.shallow_clone()
+            };
+            sample_plan_held(&sched, &known, &mask, Some(s), opts, model, seeded(2)).unwrap().to_kind(Kind::Double)
+        };
+        let plain =
+            sample_plan(&sched, &known, &mask, opts, |_, _, _, _, _| target.shallow_clone(), seeded(2)).unwrap();
+        let mut seen = Vec::new();
+        let held = run(1.0, &mut seen);
+        assert!(seen.iter().all(|&k| k), "held for every step");
+        assert_eq!((&held - plain.to_kind(Kind::Double)).abs().max().double_value(&[]), 0.0);
+        let mut seen = Vec::new();
+        let half = run(0.5, &mut seen);
+        assert_eq!(seen, [true, true, true, true, true, false, false, false, false, false]);
+        let gap = |z: &Tensor, t: &Tensor, k: i64| (z.get(0).get(k) - t.get(0).get(k)).abs().max().double_value(&[]);
+        assert!(gap(&half, &target, 2) < 1e-5, "released, the soft slot ends at the model's x0");
+        assert!(gap(&half, &known, 2) > 1e-2);
+        assert!(gap(&half, &known, 0) < 1e-6, "the hard slot stays known");
     }
 }

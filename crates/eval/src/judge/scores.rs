@@ -168,7 +168,7 @@ mod outline_tests {
         assert_eq!(outline_adherence(&lines, &w), 0.0);
         assert_eq!(outline_order(&lines, &w), 0.0);
         // One sentence: the second line's slot is past the text.
-        assert_eq!(outline_adherence(&lines, &[x.clone()]), 0.5);
+        assert_eq!(outline_adherence(&lines, std::slice::from_ref(&x)), 0.5);
         assert!(outline_order(&lines, &[]).is_nan());
     }
 }

@@ -305,7 +305,7 @@ impl Generator for HybridGenerator {
             if (written..win.end).any(|i| !matches!(act[0].planned.get(i), Some(Some(_)))) {
                 let tp = Instant::now();
                 let call = window::plan_call(written, total, win.end, sp_slots);
-                self.plan_rows(&mut act, call, plan_opts, levers.candidates(), &mut noise, known)?;
+                self.plan_rows(&mut act, call, plan_opts, (levers.candidates(), levers.hold()), &mut noise, known)?;
                 planning += tp.elapsed().as_secs_f64();
                 planner_calls += 1;
             }

@@ -46,6 +46,11 @@ pub struct HybridSettings {
     /// that is more (the plan goes on past the outline); --prompt may be left out.
     #[arg(long)]
     pub outline: Option<std::path::PathBuf>,
+    /// Hybrid, with --outline: hold the outline's slots fixed for this fraction of the
+    /// planner's denoising steps (0 to 1), after which the planner refines them in the context
+    /// of the text and the other slots (SDEdit-style); 1 keeps each line's own latent.
+    #[arg(long)]
+    pub outline_hold: Option<f64>,
     /// Plan from this reference continuation instead of sampling a plan (the A/B harness's
     /// `oracle` arm; no flag).
     #[arg(skip)]
@@ -77,6 +82,11 @@ impl HybridSettings {
     pub fn pin(&self) -> usize {
         self.window_pin.unwrap_or(0)
     }
+
+    /// `--outline-hold`, 1 when unset.
+    pub fn hold(&self) -> f64 {
+        self.outline_hold.unwrap_or(1.0)
+    }
 }
 
 impl Checked for HybridSettings {
@@ -90,6 +100,11 @@ impl Checked for HybridSettings {
         }
         if self.window_stride.is_some_and(|k| !(1..=64).contains(&k)) {
             return bad("--window-stride must be in 1..=64 (sentences; clamped to the decoder's slots - 1)");
+        }
+        if self.outline_hold.is_some_and(|h| !(0.0..=1.0).contains(&h)) {
+            return bad(
+                "--outline-hold must be a fraction of the planner's steps from 0 to 1 (1: the outline's own latents)",
+            );
         }
         if self.window_pin.is_some_and(|k| k > 64) {
             return bad("--window-pin must be in 0..=64 (sentences kept in view; clamped to the decoder's free slots)");

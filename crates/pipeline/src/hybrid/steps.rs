@@ -5,7 +5,7 @@ use super::window::{self, DecoderView, PlanCall};
 use super::HybridGenerator;
 use crate::Result;
 use plandiff_decoder::{Generated, StopReason};
-use plandiff_planner::{HostNoise, PlanSampling};
+use plandiff_planner::{HostNoise, PlanSampling, SoftHold};
 use tch::{Kind, Tensor};
 
 /// One sample's text as sentences of token ids (no `<sep>`), and its latents.
@@ -55,15 +55,17 @@ impl HybridGenerator {
     }
 
     /// Plans sentences `[call.from, call.from + call.new)` of every row, conditioned on the
-    /// latents of the `call.ctx` sentences before `call.from`. With `candidates` > 1, that many
-    /// plans are sampled per row (one batch) and the one whose new latents are closest (mean
-    /// cosine) to the mean of the context latents is kept.
+    /// latents of the `call.ctx` sentences before `call.from` and on the outline's `fixed`
+    /// slots. With `candidates` > 1, that many plans are sampled per row (one batch) and the
+    /// one whose new latents are closest (mean cosine) to the mean of the context latents is
+    /// kept. With `hold` below 1, fixed slots are held for that fraction of the planner's steps
+    /// and then refined with the rest (their planned latent is the refined one).
     pub(super) fn plan_rows<'a>(
         &self,
         rows: &mut [&mut Row],
         call: PlanCall,
         opts: PlanSampling,
-        candidates: usize,
+        (candidates, hold): (usize, f64),
         noise: &mut HostNoise,
         fixed: impl Fn(usize) -> Option<&'a Tensor>,
     ) -> Result<()> {
@@ -82,18 +84,27 @@ impl HybridGenerator {
         let k = candidates.max(1) as i64;
         let known = Tensor::stack(&known, 0).repeat([k, 1, 1]); // (K*B, S, d): candidate c of row i at c*B + i
                                                                 // Known: the context, and the outline's fixed slots (inpainted around).
-        let mask: Vec<bool> = (0..s).map(|k| k < ctx || fixed(from + k - ctx).is_some()).collect();
+        let outline: Vec<bool> = (0..s).map(|k| k >= ctx && fixed(from + k - ctx).is_some()).collect();
+        let mask: Vec<bool> = (0..s).map(|k| k < ctx || outline[k]).collect();
         let n = rows.len() as i64;
-        let mask =
-            Tensor::from_slice(&mask).view([1, s as i64]).expand([k * n, s as i64], false).to_device(self.device);
-        let z = self.planner.sample(&known, &mask, opts, |shape| noise.sample(shape)).map_err(plan_error)?;
+        let rows_mask = |m: &[bool]| {
+            Tensor::from_slice(m).view([1, s as i64]).expand([k * n, s as i64], false).to_device(self.device)
+        };
+        let mask = rows_mask(&mask);
+        let soft_mask = rows_mask(&outline);
+        let refine = hold < 1.0 && outline.iter().any(|&o| o);
+        let soft = refine.then_some(SoftHold { soft: &soft_mask, hold });
+        let z = self.planner.sample_held(&known, &mask, soft, opts, |shape| noise.sample(shape)).map_err(plan_error)?;
         let z = best_candidates(self.bounded(z), n, ctx, new);
         for (i, r) in rows.iter_mut().enumerate() {
             if r.planned.len() < from + new {
                 r.planned.resize_with(from + new, || None);
             }
             for k in 0..new {
-                let z = fixed(from + k).map_or_else(|| z.get(i as i64).get((ctx + k) as i64), |f| f.shallow_clone());
+                let z = match fixed(from + k) {
+                    Some(f) if !refine => f.shallow_clone(),
+                    _ => z.get(i as i64).get((ctx + k) as i64),
+                };
                 r.planned[from + k] = Some(z);
             }
         }
