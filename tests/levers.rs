@@ -1,20 +1,58 @@
-//! The hybrid levers of issue 13 on the shipped bundle: `--window-stride` (the decoder window
-//! slides several sentences at once), `--window-pin` (the prompt stays in the decoder's view)
-//! and `--plan-guidance` (the decoder's classifier-free guidance on the plan). Each is checked against the default it must equal where the
-//! arithmetic says so, and must change the text where it does something.
+//! The hybrid levers of issue 13: `--window-stride` (the decoder window slides several
+//! sentences at once), `--window-pin` (the prompt stays in the decoder's view) and
+//! `--plan-guidance` (the decoder's classifier-free guidance on the plan). Each is checked
+//! against the default it must equal where the arithmetic says so, and must change the text
+//! where it does something. The window levers act on a decoder with absolute positions, which
+//! re-reads its window (a bundle trained here from the test config without its rotary
+//! sections); the shipped bundle's rotary decoder slides by itself and refuses them.
 
 mod common;
 use common::*;
 use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 const PROMPT: &str = "once upon a time, there was a little fox named leo. leo liked to play in the woods.";
 
-fn hybrid(extra: &[&str]) -> Value {
-    let dir = root().join("checkpoints/tiny");
-    let mut args = vec!["generate", "--checkpoint", s(&dir), "--mode", "hybrid", "--prompt", PROMPT];
-    args.extend_from_slice(&["--sentences", "10", "--seed", "3", "--json", "--show-plan", "--device", "cpu"]);
+fn hybrid_with(bundle: &std::path::Path, sentences: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["generate", "--checkpoint", s(bundle), "--mode", "hybrid", "--prompt", PROMPT];
+    args.extend_from_slice(&["--sentences", sentences, "--seed", "3", "--json", "--show-plan", "--device", "cpu"]);
     args.extend_from_slice(extra);
     serde_json::from_str(&run_ok(&args)).unwrap()
+}
+
+fn hybrid(extra: &[&str]) -> Value {
+    hybrid_with(&root().join("checkpoints/tiny"), "10", extra)
+}
+
+/// A tiny bundle whose decoders have absolute positions (the test config less its rotary
+/// sections), 4 decoder slots: made once per test binary.
+fn absolute_bundle() -> &'static PathBuf {
+    static B: OnceLock<PathBuf> = OnceLock::new();
+    B.get_or_init(|| {
+        let f = fixture();
+        let cfg = std::fs::read_to_string(test_config()).unwrap();
+        let mut kept = Vec::new();
+        let mut skip = false;
+        for line in cfg.lines() {
+            if line.starts_with('[') {
+                skip = line.ends_with(".rotary]");
+            }
+            if !skip {
+                kept.push(line);
+            }
+        }
+        let dir = f.dir.join("absolute");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.toml");
+        std::fs::write(&config, kept.join("\n")).unwrap();
+        let bundle = dir.join("bundle");
+        for stage in ["ar", "autoencoder", "planner"] {
+            let args = ["train", stage, "--config", s(&config), "--data", s(&f.data), "--out", s(&bundle)];
+            run_ok(&[&args[..], &["--device", "cpu"]].concat());
+        }
+        bundle
+    })
 }
 
 /// What the planner drew: each slot's preview (the decoder's reading of the latent alone).
@@ -26,32 +64,47 @@ fn sentences(v: &Value) -> Vec<String> {
     v["samples"][0]["sentences"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
 }
 
-/// A window lever that acts only once the decoder window slides: 2 prompt sentences + 10
-/// with 8 decoder slots, the first window writes sentences 3..8 whatever the lever (one planner
-/// call plans all 10); `flag value` must keep the plan and those 6 sentences, change the later
-/// ones, and `flag neutral` must equal the default.
+/// A window lever that acts only once the decoder window slides: 2 prompt sentences + 8
+/// with 4 decoder slots, the first window writes sentences 3 and 4 whatever the lever (one
+/// planner call plans all 8); `flag value` must keep the plan and those 2 sentences, change
+/// the later ones, and `flag neutral` must equal the default.
 fn acts_once_the_window_slides(flag: &str, value: &str, neutral: &str) {
-    let (base, lever) = (hybrid(&[]), hybrid(&[flag, value]));
+    let b = absolute_bundle();
+    let (base, lever) = (hybrid_with(b, "8", &[]), hybrid_with(b, "8", &[flag, value]));
     let key = flag.trim_start_matches("--").replace('-', "_");
     assert_eq!(lever[key.as_str()].to_string(), value, "{lever}");
     assert_eq!(previews(&base), previews(&lever), "{flag} {value}: same plan");
-    let (a, b) = (sentences(&base), sentences(&lever));
-    assert_eq!((a.len(), b.len()), (10, 10));
-    assert_eq!(a[..6], b[..6], "{flag} {value}: the first window does not depend on it");
-    assert_ne!(a[6..], b[6..], "{flag} {value}: the later windows see the same text");
-    assert_eq!(sentences(&hybrid(&[flag, neutral])), a, "{flag} {neutral} is the default");
+    let (a, b2) = (sentences(&base), sentences(&lever));
+    assert_eq!((a.len(), b2.len()), (8, 8));
+    assert_eq!(a[..2], b2[..2], "{flag} {value}: the first window does not depend on it");
+    assert_ne!(a[2..], b2[2..], "{flag} {value}: the later windows see the same text");
+    assert_eq!(sentences(&hybrid_with(b, "8", &[flag, neutral])), a, "{flag} {neutral} is the default");
 }
 
 #[test]
 fn a_window_stride_keeps_the_first_window_and_changes_the_slides() {
-    // Stride 1 slides 4 times, stride 4 once.
-    acts_once_the_window_slides("--window-stride", "4", "1");
+    // Stride 1 slides 6 times, stride 3 twice.
+    acts_once_the_window_slides("--window-stride", "3", "1");
 }
 
 #[test]
 fn a_window_pin_keeps_the_prompt_in_view_once_the_window_slides() {
-    // Pinning the prompt's two sentences changes what the decoder reads from the 7th on.
+    // Pinning the prompt's two sentences changes what the decoder reads from the 5th on.
     acts_once_the_window_slides("--window-pin", "2", "0");
+}
+
+#[test]
+fn a_sliding_rotary_decoder_refuses_the_window_levers() {
+    let dir = root().join("checkpoints/tiny");
+    for (flag, value) in [("--window-stride", "4"), ("--window-pin", "2")] {
+        let o = run(&["generate", "--checkpoint", s(&dir), "--mode", "hybrid", "--prompt", PROMPT, flag, value]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{flag}: {err}");
+        assert!(err.contains(flag) && err.contains("would change nothing") && err.trim().lines().count() == 1, "{err}");
+    }
+    // The neutral values are the default, and accepted.
+    let base = hybrid(&[]);
+    assert_eq!(sentences(&hybrid(&["--window-stride", "1", "--window-pin", "0"])), sentences(&base));
 }
 
 #[test]

@@ -157,7 +157,9 @@ fn edit_at_rewrites_one_sentence_towards_the_phrase_and_keeps_every_other_byte()
     let d1 = one["rewritten"][0]["to"]["drafts"].as_array().unwrap().clone();
     let d4 = four["rewritten"][0]["to"]["drafts"].as_array().unwrap().clone();
     assert_eq!((d1.len(), d4.len()), (1, 4));
-    assert_eq!(d1[0], d4[0], "a seed's first draft does not depend on --candidates");
+    // (Cosines to 1e-5: the encoder batches 1 or 4 drafts, and padding moves the last bits.)
+    let (c1, c4) = (d1[0].as_f64().unwrap(), d4[0].as_f64().unwrap());
+    assert!((c1 - c4).abs() < 1e-5, "a seed's first draft does not depend on --candidates: {c1} {c4}");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--at", "9", "--to", "a fox."], "--at 9 is outside the text's sentences 1..4"),
         (vec!["--at", "2", "--to", "  "], "--to is empty"),

@@ -226,6 +226,7 @@ impl HybridGenerator {
                 "the prompt is empty; give some text to continue (or an --outline)".into(),
             ));
         }
+        self.check_window_levers(&levers)?;
         let plan = self.plan_sampling(req)?;
         let oracle =
             levers.reference.as_ref().map(|r| self.reference_plan(r, req.gen.sentences.unwrap_or(8))).transpose()?;
@@ -254,6 +255,24 @@ impl HybridGenerator {
             None => Vec::new(),
         };
         Ok((plan, oracle, fixed, want))
+    }
+
+    /// `--window-stride` and `--window-pin` re-arrange the windows a decoder with absolute
+    /// positions re-reads; a rotary decoder slides over its last sentences whatever they are
+    /// (its text does not change with them), so a value other than the neutral one is refused.
+    fn check_window_levers(&self, levers: &HybridSettings) -> Result<()> {
+        let Some(r) = self.ae.decoder.config().rotary else { return Ok(()) };
+        let given = [
+            ("--window-stride", levers.window_stride.is_some_and(|k| k != 1)),
+            ("--window-pin", levers.window_pin.is_some_and(|k| k != 0)),
+        ];
+        match given.iter().find(|(_, set)| *set) {
+            Some((flag, _)) => Err(PipelineError::Invalid(format!(
+                "{flag} acts on a decoder that re-reads its window; this bundle's decoder has relative positions and slides over its last {} sentences by itself, so {flag} would change nothing: leave it out",
+                r.window
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The outline's lines with their latents (one batch), `None` for free slots.
