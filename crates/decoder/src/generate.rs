@@ -175,6 +175,22 @@ pub fn generate_guided(
     run(model, prompts, Some(plan), weight, sampler, opts, on_token)
 }
 
+/// `t` on `dev`, with no operator dispatched when it is there already (a decoding step's small
+/// host-made tensors on CPU).
+fn on(t: Tensor, dev: tch::Device) -> Tensor {
+    if t.device() == dev {
+        t
+    } else {
+        t.to_device(dev)
+    }
+}
+
+/// A row of logits as host f32, flattened, converting only what needs converting.
+fn on_host_f32(t: &Tensor) -> Tensor {
+    let t = if t.kind() == Kind::Float { t.shallow_clone() } else { t.to_kind(Kind::Float) };
+    on(t, tch::Device::Cpu).reshape(-1)
+}
+
 fn run(
     model: &Decoder,
     prompts: &[Vec<i64>],
@@ -209,8 +225,7 @@ fn run(
         let mut stop: Vec<Option<StopReason>> = vec![None; b];
         let mut padded = any_pad;
         loop {
-            let host: Vec<f32> = Vec::try_from(last.to_kind(Kind::Float).to_device(tch::Device::Cpu).reshape(-1))
-                .expect("logits to host");
+            let host: Vec<f32> = Vec::try_from(on_host_f32(&last)).expect("logits to host");
             let v = host.len() / b;
             let mut step_tok = vec![opts.pad_id; b];
             for r in 0..b {
@@ -235,7 +250,7 @@ fn run(
             let active: Vec<bool> = stop.iter().map(Option::is_none).collect();
             padded |= active.iter().any(|a| !a);
             let p: Vec<i64> = (0..b).map(|r| next_pos[r].min(cfg.max_seq_len - 1)).collect();
-            let col = |v: &[i64]| Tensor::from_slice(&guide.rows(v)).view([bm, 1]).to_device(dev);
+            let col = |v: &[i64]| on(Tensor::from_slice(&guide.rows(v)).view([bm, 1]), dev);
             let s_t = col(&slot_now);
             for r in 0..b {
                 if active[r] {
@@ -245,7 +260,7 @@ fn run(
                     }
                 }
             }
-            let active_t = Tensor::from_slice(&guide.rows(&active)).view([bm, 1]).to_device(dev);
+            let active_t = on(Tensor::from_slice(&guide.rows(&active)).view([bm, 1]), dev);
             key_mask = Tensor::cat(&[key_mask, active_t], 1);
             let logits =
                 model.forward_step(&col(&step_tok), &col(&p), Some(&s_t), padded.then_some(&key_mask), &mut cache);
