@@ -166,6 +166,12 @@ fn edit_at_rewrites_one_sentence_towards_the_phrase_and_keeps_every_other_byte()
         (vec!["--at", "2"], "--at K and --to PHRASE go together"),
         (vec!["--at", "2", "--to", "a fox.", "--rewrite", "1"], "give exactly one of"),
         (vec!["--at", "2", "--to", "a fox.", "--candidates", "0"], "--candidates 0 must be in 1..=16"),
+        (vec!["--rewrite", "2", "--candidates", "2"], "--candidates is read by --at K --to PHRASE only"),
+        (
+            vec!["--at", "2", "--to", "a fox.", "--guidance", "2"],
+            "--guidance is the planner's, and --at samples no plan",
+        ),
+        (vec!["--at", "2", "--to", "a fox.", "--steps", "5"], "--steps is the planner's, and --at samples no plan"),
     ];
     for (extra, want) in cases {
         let o = edit_to(&input, &extra);

@@ -107,11 +107,12 @@ impl KvCache {
         self.buf.as_ref().map_or(0, |b| b.size()[3])
     }
 
-    /// Makes room for `t` more positions like `like` (`(B, H, t, Dh)`).
-    fn reserve(&mut self, t: i64, like: &Tensor) {
+    /// The buffer, with room for `t` more positions like `like` (`(B, H, t, Dh)`).
+    fn reserve(&mut self, t: i64, like: &Tensor) -> Tensor {
         let need = self.len + t;
-        if need <= self.capacity() {
-            return;
+        match &self.buf {
+            Some(buf) if need <= buf.size()[3] => return buf.shallow_clone(),
+            _ => {}
         }
         let cap = need.max(2 * self.capacity()).max(64);
         let mut shape = vec![2];
@@ -121,32 +122,32 @@ impl KvCache {
         if let Some(old) = &self.buf {
             grown.narrow(3, 0, self.len).copy_(&old.narrow(3, 0, self.len));
         }
-        self.buf = Some(grown);
+        self.buf = Some(grown.shallow_clone());
+        grown
     }
 
     /// Appends the new positions and returns keys/values of the whole sequence so far.
     fn append(&mut self, new: KvPair) -> KvPair {
         let t = new.k.size()[2];
-        self.reserve(t, &new.k);
-        let buf = self.buf.as_ref().expect("reserved above");
+        let buf = self.reserve(t, &new.k);
         buf.get(0).narrow(2, self.len, t).copy_(&new.k); // (B, H, t, Dh) into (B, H, cap, Dh)
         buf.get(1).narrow(2, self.len, t).copy_(&new.v);
         self.len += t;
-        self.view()
+        Self::view(&buf, self.len)
     }
 
     /// [`KvCache::append`] of keys and values stacked `(2, B, H, t, Dh)`: one copy.
     fn append_stacked(&mut self, kv: &Tensor) -> KvPair {
         let t = kv.size()[3];
-        self.reserve(t, &kv.get(0));
-        let buf = self.buf.as_ref().expect("reserved above");
+        let buf = self.reserve(t, &kv.get(0));
         buf.narrow(3, self.len, t).copy_(kv);
         self.len += t;
-        self.view()
+        Self::view(&buf, self.len)
     }
 
-    fn view(&self) -> KvPair {
-        let all = self.buf.as_ref().expect("a cache with positions has a buffer").narrow(3, 0, self.len);
+    /// Keys and values of the first `len` positions of `buf`.
+    fn view(buf: &Tensor, len: i64) -> KvPair {
+        let all = buf.narrow(3, 0, len);
         KvPair { k: all.get(0), v: all.get(1) }
     }
 }

@@ -95,13 +95,15 @@ pub fn sample_plan_held(
     // Steps that hold every known slot, then the hard mask alone.
     let held = soft.map_or(ts.len(), |s| (s.hold.clamp(0.0, 1.0) * ts.len() as f64).round() as usize);
     let hard = soft.map_or_else(|| mask.shallow_clone(), |s| mask.logical_and(&s.soft.logical_not()));
+    // Each mask with its float form (B, S, 1) and whether it knows any slot (one host sync each).
+    let forms = |m: &Tensor| (m.to_kind(known.kind()).unsqueeze(-1), m.any().int64_value(&[]) != 0);
+    let (all_form, hard_form) = (forms(mask), forms(&hard));
     let no_known = mask.zeros_like();
     let mut x = noise(&shape).to_kind(known.kind());
     let mut x0_prev: Option<Tensor> = None;
     for (i, &t) in ts.iter().enumerate() {
-        let mask = if i < held { mask } else { &hard };
-        let m = mask.to_kind(known.kind()).unsqueeze(-1); // (B, S, 1)
-        let any_known = mask.any().int64_value(&[]) != 0;
+        let (mask, (m, any_known)) = if i < held { (mask, &all_form) } else { (&hard, &hard_form) };
+        let any_known = *any_known;
         let cond = model(&x, t, known, mask, x0_prev.as_ref());
         let out = if opts.guidance == 1.0 {
             cond
@@ -126,7 +128,7 @@ pub fn sample_plan_held(
             }
             None => known.shallow_clone(),
         };
-        x = &known_t * &m + &x * (1.0 - &m);
+        x = &known_t * m + &x * (1.0 - m);
     }
     Ok(x.to_kind(Kind::Float))
 }

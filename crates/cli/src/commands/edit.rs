@@ -26,10 +26,10 @@ pub struct HybridEdit {
     /// the sentence's plan slot and the decoder writes it in the text's own words.
     #[arg(long)]
     pub to: Option<String>,
-    /// Hybrid, with --at: drafts written for the sentence; the one closest to the phrase in
-    /// the plan space is kept.
-    #[arg(long, default_value_t = 4)]
-    pub candidates: usize,
+    /// Hybrid, with --at: drafts written for the sentence (1 to 16, default 4); the one closest
+    /// to the phrase in the plan space is kept.
+    #[arg(long)]
+    pub candidates: Option<usize>,
 }
 
 /// `edit --mode masked`: what to remask and how to refill it.
@@ -108,7 +108,7 @@ pub fn run(a: EditArgs, flags: &ArgMatches) -> Result<ExitCode> {
     let opts =
         GenOptions { max_tokens: a.max_tokens, sentences: None, sampling, seed: a.seed, no_eos: false, stream: false };
     let edit = match (&h.at, &h.to) {
-        (Some(k), Some(phrase)) => gen.edit_to(&text, *k, phrase, &opts, h.candidates)?,
+        (Some(k), Some(phrase)) => gen.edit_to(&text, *k, phrase, &opts, h.candidates.unwrap_or(4))?,
         _ => gen.edit(&text, from, to, &opts, plan).with_context(|| format!("--rewrite {rewrite}"))?,
     };
     if a.json {
@@ -126,6 +126,21 @@ pub fn run(a: EditArgs, flags: &ArgMatches) -> Result<ExitCode> {
 fn target(e: &EditArgs, a: &MaskedEdit, h: &HybridEdit) -> Result<EditTarget> {
     if h.at.is_some() != h.to.is_some() {
         anyhow::bail!("--at K and --to PHRASE go together: --at names the sentence, --to what it should say");
+    }
+    if h.candidates.is_some() && h.at.is_none() {
+        anyhow::bail!("--candidates is read by --at K --to PHRASE only; leave it out");
+    }
+    // --at samples no plan: the phrase is the slot and every other slot its sentence's own.
+    let planner_flags = [
+        ("--steps", h.sampling.steps.steps.is_some()),
+        ("--sampler", h.sampling.sampler.is_some()),
+        ("--eta", h.sampling.eta.is_some()),
+        ("--guidance", h.guidance.is_some()),
+    ];
+    if let (Some(_), Some((flag, _))) = (h.at, planner_flags.iter().find(|(_, given)| *given)) {
+        anyhow::bail!(
+            "{flag} is the planner's, and --at samples no plan (the phrase is the sentence's slot); leave it out"
+        );
     }
     let given =
         [e.rewrite.is_some(), h.at.is_some(), a.chars.is_some(), a.revise.is_some(), a.revise_fraction.is_some()];

@@ -331,7 +331,7 @@ impl Generator for HybridGenerator {
             // A rotary decoder slides: one cache for the whole text, the oldest sentence forgotten as
             // the window moves (the first window reads the prompt); else each window re-reads.
             let w = levers.plan_guidance();
-            let slide = self.ae.decoder.config().rotary.filter(|_| levers.pin() == 0);
+            let slide = self.ae.decoder.config().rotary; // pinning is refused there (check_window_levers)
             if let (Some(r), Some(sess)) = (slide, session.as_mut()) {
                 let origin = written.saturating_sub(r.window.max(1) as usize - 1);
                 let budget = req.gen.max_tokens.saturating_sub(rows[lead].new_tokens.len());

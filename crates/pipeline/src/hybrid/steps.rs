@@ -91,9 +91,9 @@ impl HybridGenerator {
             Tensor::from_slice(m).view([1, s as i64]).expand([k * n, s as i64], false).to_device(self.device)
         };
         let mask = rows_mask(&mask);
-        let soft_mask = rows_mask(&outline);
         let refine = hold < 1.0 && outline.iter().any(|&o| o);
-        let soft = refine.then_some(SoftHold { soft: &soft_mask, hold });
+        let soft_mask = refine.then(|| rows_mask(&outline));
+        let soft = soft_mask.as_ref().map(|soft| SoftHold { soft, hold });
         let z = self.planner.sample_held(&known, &mask, soft, opts, |shape| noise.sample(shape)).map_err(plan_error)?;
         let z = best_candidates(self.bounded(z), n, ctx, new);
         for (i, r) in rows.iter_mut().enumerate() {
