@@ -21,6 +21,18 @@ pub struct MaskedObjective {
     pub prompt_prob: f64,
     /// Share of batches cut to a random length, so lengths vary (LLaDA: 1%).
     pub random_length_prob: f64,
+    /// Realistic corruption (issue 26): the share of the visible tokens (not masked, past the
+    /// prompt, not special) that are picked and must be predicted as they were; of those a
+    /// quarter stay, a quarter become a random token, a quarter another token of the row (the
+    /// wrong name), a quarter one of the token's nearest neighbours in the ar model's
+    /// embeddings ("dog" -> "cat"), so the model finds and fixes plausible errors in text it
+    /// reads. 0 (the default): the plain MDLM objective.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub substitute_prob: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Sampling defaults stored with the model; each has a flag.
@@ -53,6 +65,9 @@ impl ModelConfig for MaskedModel {
         }
         if !(0.0..=1.0).contains(&o.prompt_prob) || !(0.0..=1.0).contains(&o.random_length_prob) {
             return rule("masked objective: prompt_prob and random_length_prob must be in [0, 1]");
+        }
+        if !(0.0..=1.0).contains(&o.substitute_prob) {
+            return rule("masked objective: substitute_prob must be in [0, 1]");
         }
         if self.sampling.steps == 0 || self.sampling.block_length == Some(0) {
             return rule("masked sampling: steps and block_length must be >= 1");

@@ -318,6 +318,9 @@ pub struct EvalArgs {
     /// With --repair: a change is kept only when it raises the text's score by G nats.
     #[arg(long, default_value_t = 8.0)]
     pub min_gain: f64,
+    /// With --repair: also try insert and delete edits (as `edit --insert-delete`).
+    #[arg(long)]
+    pub insert_delete: bool,
     /// With --repair: the score a kept change must raise, `ar` or `pll` (as `edit --score`;
     /// default: ar when the bundle has an ar model).
     #[arg(long)]

@@ -7,6 +7,8 @@
 //! | `random` | a word drawn from the whole corpus's vocabulary |
 //! | `swap` | another word of the same story (a name or noun of the wrong character or thing) |
 //! | `close` | its nearest word in a token-embedding space (`dog` -> `cat`, `happy` -> `sad`) |
+//! | `insert` | it stays, and a word of the corpus's vocabulary is inserted before it (an extra word to delete) |
+//! | `delete` | nothing: it is dropped (a missing word to put back) |
 //! | `clean` | nothing: what revising fine text changes |
 //!
 //! Words are whitespace-separated; only words of three or more letters are corrupted (never a
@@ -29,10 +31,19 @@ pub enum Corruption {
     Random,
     Swap,
     Close,
+    Insert,
+    Delete,
 }
 
 impl Corruption {
-    pub const ALL: [Corruption; 4] = [Corruption::Random, Corruption::Swap, Corruption::Close, Corruption::Clean];
+    pub const ALL: [Corruption; 6] = [
+        Corruption::Random,
+        Corruption::Swap,
+        Corruption::Close,
+        Corruption::Insert,
+        Corruption::Delete,
+        Corruption::Clean,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -40,6 +51,8 @@ impl Corruption {
             Corruption::Random => "random",
             Corruption::Swap => "swap",
             Corruption::Close => "close",
+            Corruption::Insert => "insert",
+            Corruption::Delete => "delete",
         }
     }
 
@@ -56,7 +69,9 @@ pub struct Case {
     pub text: String,
     /// The passage's words before corruption.
     pub clean: Vec<String>,
-    /// Indices (into the passage's words) of the corrupted words.
+    /// Indices (into the passage's words as given) of the corrupted words: a substituted word,
+    /// an inserted one (`insert`), or for `delete` the word the dropped one stood before
+    /// (the dropped word is `clean[at[i] + i]`).
     pub at: Vec<usize>,
 }
 
@@ -107,7 +122,37 @@ pub fn make_cases(
         let story_words: Vec<&str> = stories[si].split_whitespace().filter(|w| replaceable(w)).collect();
         let mut bad: Vec<String> = words.iter().map(|w| w.to_string()).collect();
         let mut at = Vec::new();
-        if kind != Corruption::Clean {
+        if matches!(kind, Corruption::Insert | Corruption::Delete) {
+            // Spots apart from each other and never the sentence's last word (a dropped word
+            // needs a word after it to stand before).
+            let mut chosen: Vec<usize> = Vec::new();
+            for &i in spots.iter().filter(|&&i| i + 1 < words.len()) {
+                if chosen.len() < k.max(1) && chosen.iter().all(|&c| c.abs_diff(i) > 1) {
+                    chosen.push(i);
+                }
+            }
+            if chosen.len() < k.max(1) {
+                continue;
+            }
+            chosen.sort_unstable();
+            let mut out_words: Vec<String> = Vec::with_capacity(words.len() + chosen.len());
+            for (i, w) in words.iter().enumerate() {
+                if chosen.contains(&i) {
+                    if kind == Corruption::Delete {
+                        at.push(prev.len() + out_words.len());
+                        continue;
+                    }
+                    let Some(extra) = pick_other(&vocab, w, &mut rng) else { break };
+                    at.push(prev.len() + out_words.len());
+                    out_words.push(extra);
+                }
+                out_words.push(w.to_string());
+            }
+            if at.len() < chosen.len() {
+                continue;
+            }
+            bad = out_words;
+        } else if kind != Corruption::Clean {
             for &i in &spots {
                 if at.len() == k {
                     break;
@@ -117,7 +162,7 @@ pub fn make_cases(
                     Corruption::Random => pick_other(&vocab, w, &mut rng),
                     Corruption::Swap => pick_other(&story_words, w, &mut rng),
                     Corruption::Close => close(w).filter(|c| c != w && replaceable(c)),
-                    Corruption::Clean => None,
+                    Corruption::Clean | Corruption::Insert | Corruption::Delete => None,
                 };
                 if let Some(p) = pick {
                     bad[i] = p;
@@ -159,6 +204,9 @@ pub fn score(case: &Case, revised: &str) -> Outcome {
     let r: Vec<&str> = revised.split_whitespace().collect();
     let (mapped, inserted) = align(&c, &r);
     let mut o = Outcome { untouched: revised == case.text, changed: inserted, ..Outcome::default() };
+    if matches!(case.kind, Corruption::Insert | Corruption::Delete) {
+        return score_length(case, &c, &r, &mapped, o);
+    }
     for (i, m) in mapped.iter().enumerate() {
         let now = m.map(|j| r[j]);
         if case.at.binary_search(&i).is_ok() {
@@ -167,6 +215,35 @@ pub fn score(case: &Case, revised: &str) -> Outcome {
         } else {
             o.clean += 1;
             o.changed += usize::from(now != Some(c[i]));
+        }
+    }
+    o
+}
+
+/// [`score`] of an `insert` or `delete` case: an inserted word is restored when the
+/// revision dropped it; a dropped word when exactly it was put back in its gap (the words of
+/// `r` between the ones its neighbours map to). Every other word is clean.
+fn score_length(case: &Case, c: &[&str], r: &[&str], mapped: &[Option<usize>], mut o: Outcome) -> Outcome {
+    for (i, m) in mapped.iter().enumerate() {
+        let now = m.map(|j| r[j]);
+        if case.kind == Corruption::Insert && case.at.binary_search(&i).is_ok() {
+            o.corrupted += 1;
+            o.restored += usize::from(now.is_none());
+        } else {
+            o.clean += 1;
+            o.changed += usize::from(now != Some(c[i]));
+        }
+    }
+    if case.kind == Corruption::Delete {
+        for (n, &g) in case.at.iter().enumerate() {
+            o.corrupted += 1;
+            let lo = mapped[..g].iter().rev().find_map(|m| *m).map_or(0, |j| j + 1);
+            let hi = mapped[g..].iter().find_map(|m| *m).unwrap_or(r.len());
+            let want = case.clean.get(g + n).map(String::as_str);
+            if hi == lo + 1 && Some(r[lo]) == want {
+                o.restored += 1;
+                o.changed -= 1; // the word put back is not an added one
+            }
         }
     }
     o
@@ -273,7 +350,7 @@ mod tests {
         for kind in Corruption::ALL {
             let cases = make_cases(&stories(), kind, 3, 2, 7, &close);
             assert!(!cases.is_empty(), "{kind:?}");
-            for c in &cases {
+            for c in cases.iter().filter(|_| !matches!(kind, Corruption::Insert | Corruption::Delete)) {
                 let words: Vec<&str> = c.text.split_whitespace().collect();
                 assert_eq!(words.len(), c.clean.len());
                 let diff: Vec<usize> = (0..words.len()).filter(|&i| words[i] != c.clean[i]).collect();
@@ -319,6 +396,37 @@ mod tests {
         let r = summarise(&[(Corruption::Swap, score(&case, "the dog ran home")), (Corruption::Swap, o)]);
         assert_eq!((r[0].cases, r[0].restored, r[0].changed_words, r[0].clean_words), (2, 1.0, 1, 6));
         assert!((r[0].untouched - 0.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn insert_and_delete_cases_and_their_scores() {
+        let close = |w: &str| Some(format!("{w}x"));
+        for c in make_cases(&stories(), Corruption::Delete, 3, 1, 3, &close) {
+            let words: Vec<&str> = c.text.split_whitespace().collect();
+            assert_eq!(words.len() + 1, c.clean.len(), "{c:?}");
+            let g = c.at[0];
+            assert!(replaceable(&c.clean[g]) && words[g] == c.clean[g + 1], "{c:?}");
+            // Putting the word back restores it and changes nothing else.
+            let mut fixed = words.clone();
+            fixed.insert(g, &c.clean[g]);
+            let o = score(&c, &fixed.join(" "));
+            assert_eq!((o.corrupted, o.restored, o.changed), (1, 1, 0), "{c:?}");
+            let o = score(&c, &c.text);
+            assert_eq!((o.restored, o.changed, o.untouched), (0, 0, true));
+            // Another word in the gap is not a restoration and counts as a change.
+            fixed[g] = "zzz";
+            assert_eq!((score(&c, &fixed.join(" ")).restored, score(&c, &fixed.join(" ")).changed), (0, 1));
+        }
+        for c in make_cases(&stories(), Corruption::Insert, 3, 1, 3, &close) {
+            let mut words: Vec<&str> = c.text.split_whitespace().collect();
+            assert_eq!(words.len(), c.clean.len() + 1, "{c:?}");
+            words.remove(c.at[0]);
+            assert_eq!(words, c.clean, "{c:?}");
+            let o = score(&c, &words.join(" "));
+            assert_eq!((o.corrupted, o.restored, o.changed), (1, 1, 0), "{c:?}");
+            let o = score(&c, &c.text);
+            assert_eq!((o.restored, o.changed), (0, 0));
+        }
     }
 
     #[test]

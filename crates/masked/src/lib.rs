@@ -23,7 +23,9 @@ pub mod schedule;
 pub mod score;
 
 pub use model::{MaskedLm, MaskedLmConfig};
-pub use objective::{antithetic_times, mask_prob, weighted_masked_loss};
+pub use objective::{
+    antithetic_times, mask_prob, neighbour_table, substitute, substitution_loss, weighted_masked_loss,
+};
 pub use sampler::{sample_masked, MaskedSampling, Problem, Remasking, SampleError, Start};
 pub use schedule::num_transfer_tokens;
 pub use score::token_logprobs;

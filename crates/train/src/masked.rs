@@ -22,7 +22,9 @@ use plandiff_bundle::{
 };
 use plandiff_data::{index_documents, TextTokenizer, WindowSampler};
 use plandiff_layers::TransformerShape;
-use plandiff_masked::{antithetic_times, mask_prob, weighted_masked_loss, MaskedLm, MaskedLmConfig};
+use plandiff_masked::{
+    antithetic_times, mask_prob, substitute, substitution_loss, weighted_masked_loss, MaskedLm, MaskedLmConfig,
+};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -139,9 +141,50 @@ impl Draw {
     }
 }
 
+/// What realistic corruption ([`MaskedObjective::substitute_prob`]) draws from.
+struct Corruption {
+    /// `(V, k)` nearest tokens in the bundle's ar embeddings (fixed while the stage trains, so
+    /// a resumed run draws the same); `None` without an ar model: random tokens instead.
+    neighbours: Option<Tensor>,
+    special: Vec<i64>,
+}
+
+/// Rows of the neighbour table.
+const NEIGHBOURS: i64 = 8;
+
+impl Corruption {
+    fn new(bundle: &Bundle, tk: &TextTokenizer, vocab: i64, device: Device) -> Result<Self> {
+        let sp = tk.special();
+        let special = [sp.bos, sp.eos, sp.sep, sp.pad].iter().map(|&t| t as i64).collect();
+        let mut neighbours = None;
+        if bundle.has_stage(stage::AR) {
+            let wte = plandiff_bundle::read_weights(&bundle.weights_path(stage::AR))?
+                .into_iter()
+                .find(|(n, _)| n == "wte.weight")
+                .map(|(_, t)| t)
+                .filter(|t| t.size().first() == Some(&vocab));
+            neighbours = wte.map(|w| plandiff_masked::neighbour_table(&w.to_device(device), NEIGHBOURS));
+        }
+        if neighbours.is_none() {
+            tracing::warn!(
+                "substitute_prob: no ar model of this vocabulary in the bundle; close substitutes are random tokens"
+            );
+        }
+        Ok(Self { neighbours, special })
+    }
+}
+
 /// The weighted loss of `tokens` `(B, L)` under `draw`; the mask draws come from libtorch's
-/// generator (reseeded every step, so resume stays exact).
-fn batch_loss(model: &MaskedLm, obj: &MaskedObjective, tokens: &Tensor, draw: &Draw, train: bool) -> Tensor {
+/// generator (reseeded every step, so resume stays exact). With `corrupt`, a share of the
+/// visible tokens is substituted and predicted too ([`MaskedObjective::substitute_prob`]).
+fn batch_loss(
+    model: &MaskedLm,
+    obj: &MaskedObjective,
+    tokens: &Tensor,
+    draw: &Draw,
+    train: bool,
+    corrupt: Option<&Corruption>,
+) -> Tensor {
     let tokens = tokens.narrow(1, 0, draw.len);
     let (b, l) = (tokens.size()[0], draw.len);
     let dev = tokens.device();
@@ -151,7 +194,18 @@ fn batch_loss(model: &MaskedLm, obj: &MaskedObjective, tokens: &Tensor, draw: &D
     let pos = Tensor::arange(l, (Kind::Int64, dev)).view([1, l]);
     let masked = Tensor::rand([b, l], (Kind::Double, dev)).lt_tensor(&p_t).logical_and(&pos.ge_tensor(&prompt));
     let input = tokens.masked_fill(&masked, model.config().mask_id());
-    weighted_masked_loss(&model.forward(&input, train), &tokens, &masked, &p)
+    let Some(c) = corrupt.filter(|_| obj.substitute_prob > 0.0) else {
+        return weighted_masked_loss(&model.forward(&input, train), &tokens, &masked, &p);
+    };
+    let mut eligible = masked.logical_not().logical_and(&pos.ge_tensor(&prompt));
+    for &s in &c.special {
+        eligible = eligible.logical_and(&tokens.ne(s));
+    }
+    // Substitutes are drawn from the clean row (never the mask), then the masks go back on.
+    let (sub, picked) = substitute(&tokens, &eligible, obj.substitute_prob, c.neighbours.as_ref(), &c.special);
+    let input = sub.masked_fill(&masked, model.config().mask_id());
+    let logits = model.forward(&input, train);
+    weighted_masked_loss(&logits, &tokens, &masked, &p) + substitution_loss(&logits, &tokens, &picked)
 }
 
 struct MaskedRunner {
@@ -160,6 +214,7 @@ struct MaskedRunner {
     config: MaskedModel,
     train: PackedRows,
     valid: Option<PackedRows>,
+    corrupt: Option<Corruption>,
 }
 
 /// NELBO over `batches` fixed batches of `set` (fixed draws): (mean loss, nats per token, rows).
@@ -173,7 +228,7 @@ fn nelbo(model: &MaskedLm, cfg: &MaskedModel, set: &PackedRows, batch: usize, ba
             let idx: Vec<usize> = (0..batch).map(|i| (b * batch + i) % n).collect();
             let x = set.batch(&idx, model.device());
             let draw = Draw::new(&mut rng, idx.len(), cfg.model.seq_len, &cfg.objective, false);
-            let l = batch_loss(model, &cfg.objective, &x, &draw, false).double_value(&[]);
+            let l = batch_loss(model, &cfg.objective, &x, &draw, false, None).double_value(&[]);
             loss_sum += l;
             nats += l * (idx.len() as f64) * draw.len as f64;
             // Tokens the bound covers: every position after `<bos>` that is not padding.
@@ -193,7 +248,7 @@ impl StageRunner for MaskedRunner {
         let mut rng = rank_rng(self.feed.seed, step, micro, self.feed.shard);
         let x = self.train.batch(&idx, self.feed.device);
         let draw = Draw::new(&mut rng, idx.len(), self.config.model.seq_len, &self.config.objective, true);
-        let l = batch_loss(&self.model, &self.config.objective, &x, &draw, true);
+        let l = batch_loss(&self.model, &self.config.objective, &x, &draw, true, self.corrupt.as_ref());
         (&l / accum as f64).backward();
         Ok(l.double_value(&[]))
     }
@@ -244,7 +299,13 @@ pub fn train_masked(args: TrainArgs) -> Result<TrainReport> {
         let n = init_from_ar_model(&vs, &setup.bundle, &config.model)?;
         tracing::info!(tensors = n, "masked model initialized from {}", setup.bundle.stage_dir(stage::AR).display());
     }
-    let mut runner = MaskedRunner { model, config, train, valid, feed: Feed::new(sampler, &args, &setup.state) };
+    let corrupt = if config.objective.substitute_prob > 0.0 {
+        Some(Corruption::new(&setup.bundle, &setup.tokenizer, config.model.vocab_size, args.device)?)
+    } else {
+        None
+    };
+    let feed = Feed::new(sampler, &args, &setup.state);
+    let mut runner = MaskedRunner { model, config, train, valid, corrupt, feed };
     run_loop(&mut runner, setup, vs, &args)
 }
 

@@ -63,6 +63,11 @@ pub struct MaskedEdit {
     /// prior).
     #[arg(long)]
     pub score: Option<String>,
+    /// Masked, with --revise or --revise-fraction: after the substitutions, also try deleting
+    /// each weak word and putting a word (the masked model's likeliest) before or after it,
+    /// kept by the same rule (a missing or an extra word).
+    #[arg(long)]
+    pub insert_delete: bool,
     /// Masked: which positions a step commits (low_confidence, random, margin, entropy).
     #[arg(long)]
     pub remasking: Option<String>,
@@ -185,6 +190,7 @@ fn target(e: &EditArgs, a: &MaskedEdit, h: &HybridEdit) -> Result<EditTarget> {
         rounds: a.rounds,
         min_gain: a.min_gain,
         score,
+        insert_delete: a.insert_delete,
     })
 }
 
@@ -201,7 +207,7 @@ pub fn revise_score(flag: Option<&str>, bundle: &std::path::Path) -> Result<Revi
 pub fn masked_reviser(bundle: &std::path::Path, target: EditTarget, device: tch::Device) -> Result<MaskedGenerator> {
     let gen = MaskedGenerator::load(bundle, device).with_context(|| format!("--checkpoint {}", bundle.display()))?;
     Ok(match target {
-        EditTarget::Revise { score: ReviseScore::Ar, .. } => {
+        EditTarget::Revise { score, .. } if score.needs_ar() => {
             gen.with_ar_scorer(bundle).with_context(|| format!("--checkpoint {}", bundle.display()))?
         }
         _ => gen,

@@ -26,6 +26,7 @@ pub fn run(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
         rounds: a.rounds,
         min_gain: a.min_gain,
         score: judge,
+        insert_delete: a.insert_delete,
     };
     let gen = super::edit::masked_reviser(&a.checkpoint, target, device)
         .context("the repair benchmark revises with the bundle's masked model")?;
@@ -69,7 +70,7 @@ pub fn run(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     if a.json {
         let out = json!({"checkpoint": a.checkpoint.display().to_string(), "data": a.data.display().to_string(),
             "corrupt_words": a.corrupt_words, "revise_fraction": a.revise_fraction, "revise_below": a.revise_below, "rounds": a.rounds,
-            "min_gain": a.min_gain, "score": judge, "temperature": a.temperature, "seed": a.seed, "seconds": secs,
+            "min_gain": a.min_gain, "insert_delete": a.insert_delete, "score": judge, "temperature": a.temperature, "seed": a.seed, "seconds": secs,
             "kinds": report, "examples": examples});
         crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {

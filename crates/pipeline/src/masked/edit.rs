@@ -26,7 +26,16 @@ pub enum EditTarget {
     /// text's `score` most, by at least `min_gain` nats, is kept, and revision stops when
     /// none does. A text longer than the model's context is revised window by window (whole
     /// sentences).
-    Revise { below: Option<f64>, fraction: Option<f64>, rounds: usize, min_gain: f64, score: super::ReviseScore },
+    /// With `insert_delete`, up to `rounds` more rounds then try deleting each weak word and
+    /// putting a word before or after it ([`super::lengths`]), kept by the same rule.
+    Revise {
+        below: Option<f64>,
+        fraction: Option<f64>,
+        rounds: usize,
+        min_gain: f64,
+        score: super::ReviseScore,
+        insert_delete: bool,
+    },
 }
 
 /// How the remasked tokens are denoised.
@@ -81,16 +90,16 @@ pub struct MaskedEdit {
 }
 
 /// A text as the model reads it, each token tied to the input bytes it came from.
-struct Doc<'t> {
-    text: &'t str,
+pub(super) struct Doc<'t> {
+    pub(super) text: &'t str,
     /// `<bos> s1 <sep> ... sN <sep> <eos>`.
-    ids: Vec<i64>,
+    pub(super) ids: Vec<i64>,
     /// Per token: its sentence (None for special tokens).
-    sentence: Vec<Option<usize>>,
+    pub(super) sentence: Vec<Option<usize>>,
     /// Per token: its byte range in `text` (aligned sentences), else the sentence's range.
-    bytes: Vec<(usize, usize)>,
+    pub(super) bytes: Vec<(usize, usize)>,
     /// Per sentence: byte range, and whether its tokens map back to its bytes one to one.
-    sentences: Vec<((usize, usize), bool)>,
+    pub(super) sentences: Vec<((usize, usize), bool)>,
 }
 
 impl MaskedGenerator {
@@ -107,7 +116,7 @@ impl MaskedGenerator {
     }
 
     /// The text's tokens; `close`: `<eos>` after the last sentence (the text ends there).
-    fn doc_open<'t>(&self, text: &'t str, close: bool) -> Result<Doc<'t>> {
+    pub(super) fn doc_open<'t>(&self, text: &'t str, close: bool) -> Result<Doc<'t>> {
         let sp = self.tokenizer.special();
         let sents = split_sentences(text);
         if sents.is_empty() {
@@ -220,20 +229,20 @@ impl MaskedGenerator {
 
     /// Revises one window (see [`EditTarget::Revise`]).
     fn revise(&self, doc: &Doc, target: EditTarget, s: &EditSettings) -> Result<MaskedEdit> {
-        let EditTarget::Revise { below, fraction, rounds: n, min_gain, score } = target else {
+        let EditTarget::Revise { below, fraction, rounds: n, min_gain, score, insert_delete } = target else {
             return Err(PipelineError::Invalid("internal: not a revision".into()));
         };
+        if matches!(score, super::ReviseScore::Visible | super::ReviseScore::ArVisible) && !self.reads_visible() {
+            return Err(PipelineError::Invalid(
+                "--score visible reads errors in view, which this masked model was not trained for (substitute_prob 0); use --score ar or pll".into(),
+            ));
+        }
         let mut ids = doc.ids.clone();
         let mut rounds = Vec::new();
         let mut remasked = 0;
         let mut scored = self.scores(&ids, doc)?;
-        let text_score = |ids: &[i64]| -> Result<f64> {
-            match score {
-                super::ReviseScore::Ar => self.ar_logprob(ids),
-                super::ReviseScore::Pll => Ok(self.context_scores(ids, doc)?.iter().map(|x| x.1).sum()),
-            }
-        };
-        let mut total = text_score(&ids)?;
+        let text_score = |ids: &[i64], doc: &Doc| self.text_score(score, ids, doc);
+        let mut total = text_score(&ids, doc)?;
         for round in 1..=n.max(1) {
             let pll: f64 = scored.iter().map(|x| x.1).sum();
             let pick = pick_weakest(&scored, below, fraction);
@@ -243,59 +252,61 @@ impl MaskedGenerator {
             }
             // Each picked word is one candidate change: remasked alone (every token of the
             // word), refilled with the rest of the text in view, scored on the whole text.
-            let mut best: Option<(f64, Vec<i64>)> = None;
+            let mut best: Option<(f64, Vec<i64>, (f64, f64))> = None;
             for span in self.word_spans(&ids, &pick, doc)? {
                 for cand in self.proposals(&ids, &span, s, s.seed.wrapping_add(round as u64))? {
-                    let gain = text_score(&cand)? - total;
+                    let now = text_score(&cand, doc)?;
+                    let gain = score.gain(total, now);
                     if gain >= min_gain && best.as_ref().is_none_or(|b| gain > b.0) {
-                        best = Some((gain, cand));
+                        best = Some((gain, cand, now));
                     }
                 }
             }
-            let Some((gain, cand)) = best else {
+            let Some((gain, cand, now)) = best else {
                 rounds.push(self.round_report(round, (pll, 0.0), &scored, &pick, &ids, &ids)?);
                 break; // nothing improves the text: it stays as it is
             };
             rounds.push(self.round_report(round, (pll, gain), &scored, &pick, &ids, &cand)?);
             remasked += pick.len();
-            total += gain;
+            total = now;
             scored = self.scores(&cand, doc)?;
             ids = cand;
         }
         let (text, changed) = self.rebuild(doc, &ids)?;
+        if !insert_delete {
+            return Ok(MaskedEdit { text, remasked, changed, rounds });
+        }
+        let (text, changed) = self.insert_delete(doc, &changed, &mut rounds, (below, fraction), n, min_gain, score)?;
         Ok(MaskedEdit { text, remasked, changed, rounds })
     }
 
-    /// `(index, logprob)` of every word token of `ids`, each with it masked.
-    fn scores(&self, ids: &[i64], doc: &Doc) -> Result<Vec<(usize, f64)>> {
+    /// The score a revision raises ([`super::ReviseScore`]) of `ids`, the tokens of `doc`.
+    /// Two numbers: `ar+visible` gives both models' scores, the others one and 0.
+    pub(super) fn text_score(&self, score: super::ReviseScore, ids: &[i64], doc: &Doc) -> Result<(f64, f64)> {
+        let visible = || -> Result<f64> {
+            let lp = self.visible_logprobs(ids)?;
+            Ok((0..ids.len()).filter(|&i| doc.sentence[i].is_some()).map(|i| lp[i]).sum())
+        };
+        Ok(match score {
+            super::ReviseScore::Ar => (self.ar_logprob(ids)?, 0.0),
+            super::ReviseScore::Pll => (self.context_scores(ids, doc)?.iter().map(|x| x.1).sum(), 0.0),
+            super::ReviseScore::Visible => (visible()?, 0.0),
+            super::ReviseScore::ArVisible => (self.ar_logprob(ids)?, visible()?),
+        })
+    }
+
+    /// `(index, logprob)` of every word token of `ids`: each with it masked, or, for a model
+    /// trained to read errors in view ([`Self::reads_visible`]), all in one pass as they are.
+    pub(super) fn scores(&self, ids: &[i64], doc: &Doc) -> Result<Vec<(usize, f64)>> {
         let pos: Vec<usize> = (0..ids.len()).filter(|&i| doc.sentence[i].is_some()).collect();
+        if self.reads_visible() {
+            let lp = self.visible_logprobs(ids)?;
+            return Ok(pos.into_iter().map(|i| (i, lp[i])).collect());
+        }
         let x = Tensor::from_slice(ids).to_device(self.device);
         let lp = token_logprobs(&x, &pos, self.mask_id(), |b| self.logits(b))
             .map_err(|e| PipelineError::Invalid(format!("scoring the text's tokens: {e}")))?;
         Ok(pos.into_iter().zip(lp).collect())
-    }
-
-    /// [`Self::scores`] less each token's log-probability with every word masked (its prior
-    /// at that position): how much better its context explains it than nothing does. A change
-    /// to a merely more frequent word ("fox" -> "dog") gains nothing here; a word that fits its
-    /// context where the old one did not ("was sky" -> "was sad") does.
-    fn context_scores(&self, ids: &[i64], doc: &Doc) -> Result<Vec<(usize, f64)>> {
-        let scored = self.scores(ids, doc)?;
-        let mut blank = ids.to_vec();
-        scored.iter().for_each(|&(i, _)| blank[i] = self.mask_id());
-        let x = Tensor::from_slice(&blank).to_device(self.device).unsqueeze(0);
-        let prior = tch::no_grad(|| self.logits(&x))
-            .squeeze_dim(0)
-            .to_kind(tch::Kind::Double)
-            .log_softmax(-1, tch::Kind::Double);
-        let at: Vec<i64> = scored.iter().map(|&(i, _)| i as i64).collect();
-        let tok: Vec<i64> = scored.iter().map(|&(i, _)| ids[i]).collect();
-        let idx = Tensor::from_slice(&at).to_device(self.device);
-        let t = Tensor::from_slice(&tok).to_device(self.device).unsqueeze(1);
-        let p = prior.index_select(0, &idx).gather(1, &t, false).squeeze_dim(1).to_device(tch::Device::Cpu);
-        let p =
-            Vec::<f64>::try_from(p).map_err(|e| PipelineError::Invalid(format!("scoring the text's tokens: {e}")))?;
-        Ok(scored.into_iter().zip(p).map(|((i, lp), q)| (i, lp - q)).collect())
     }
 
     /// `ids` with positions `pick` remasked and denoised (special tokens banned there).
@@ -335,7 +346,7 @@ impl MaskedGenerator {
 
     /// The words of `ids` that the positions `pick` touch, each as all its token positions
     /// (a word starts at a token whose text starts with a space, or at its sentence's start).
-    fn word_spans(&self, ids: &[i64], pick: &[usize], doc: &Doc) -> Result<Vec<Vec<usize>>> {
+    pub(super) fn word_spans(&self, ids: &[i64], pick: &[usize], doc: &Doc) -> Result<Vec<Vec<usize>>> {
         let starts = |i: usize| -> Result<bool> {
             Ok(doc.sentence[i.saturating_sub(1)] != doc.sentence[i]
                 || self.tokenizer.decode(&[ids[i] as u32])?.starts_with(' '))

@@ -4,6 +4,7 @@
 //! Its second use, editing by remasking, is in [`edit`].
 
 pub mod edit;
+mod lengths;
 mod score;
 
 pub use edit::{EditSettings, EditTarget, MaskedEdit};

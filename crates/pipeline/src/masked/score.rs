@@ -17,6 +17,12 @@ use tch::{nn, Kind, Tensor};
 pub enum ReviseScore {
     Ar,
     Pll,
+    /// The masked model's log-probability of every word token with the text in view (one
+    /// pass; a model trained on substitutes only).
+    Visible,
+    /// `ar` and `visible` both: a change's gain is the smaller of the two.
+    #[serde(rename = "ar+visible")]
+    ArVisible,
 }
 
 impl ReviseScore {
@@ -24,9 +30,26 @@ impl ReviseScore {
         match s {
             "ar" => Ok(Self::Ar),
             "pll" => Ok(Self::Pll),
+            "visible" => Ok(Self::Visible),
+            "ar+visible" => Ok(Self::ArVisible),
             _ => Err(PipelineError::Invalid(format!(
-                "--score {s}: use ar (the bundle's ar model's log-likelihood of the text) or pll (the masked model's pseudo-log-likelihood)"
+                "--score {s}: use ar (the bundle's ar model's log-likelihood of the text), pll (the masked model's pseudo-log-likelihood), visible (the masked model's log-likelihood of the text in view; a model trained with substitute_prob) or ar+visible (both must rise)"
             ))),
+        }
+    }
+
+    /// Whether the bundle's ar model is read.
+    pub fn needs_ar(self) -> bool {
+        matches!(self, Self::Ar | Self::ArVisible)
+    }
+
+    /// What a change from scores `before` to `after` ([`MaskedGenerator::text_score`]) gains.
+    pub(super) fn gain(self, before: (f64, f64), after: (f64, f64)) -> f64 {
+        let (a, b) = (after.0 - before.0, after.1 - before.1);
+        if self == Self::ArVisible {
+            a.min(b)
+        } else {
+            a
         }
     }
 }
@@ -72,13 +95,18 @@ impl MaskedGenerator {
         x[at] = self.mask_id();
         let x = Tensor::from_slice(&x).unsqueeze(0).to_device(self.device);
         let logits = tch::no_grad(|| self.logits(&x)).get(0).get(at as i64).to_kind(Kind::Float);
-        for b in self.banned(true, true).into_iter().chain([ids[at], self.mask_id()]) {
-            if b >= 0 && b < logits.size()[0] {
-                let _ = logits.get(b).fill_(f64::NEG_INFINITY);
+        let mut top = self.top_other(&logits, ids[at])?;
+        if self.reads_visible() {
+            // The model that was trained on substitutes also names, with the word in view,
+            // what it most likely replaced ("cat" read in "the cat barked" -> "dog").
+            let x = Tensor::from_slice(ids).unsqueeze(0).to_device(self.device);
+            let seen = tch::no_grad(|| self.logits(&x)).get(0).get(at as i64).to_kind(Kind::Float);
+            for t in self.top_other(&seen, ids[at])? {
+                if !top.contains(&t) {
+                    top.push(t);
+                }
             }
         }
-        let top = logits.topk(ONE_TOKEN_CANDIDATES, 0, true, true).1.to_device(tch::Device::Cpu);
-        let top = Vec::<i64>::try_from(top).map_err(|e| PipelineError::Invalid(format!("revise candidates: {e}")))?;
         Ok(top
             .into_iter()
             .map(|t| {
@@ -87,6 +115,58 @@ impl MaskedGenerator {
                 c
             })
             .collect())
+    }
+
+    /// [`Self::scores`] less each token's log-probability with every word masked (its prior
+    /// at that position): how much better its context explains it than nothing does. A change
+    /// to a merely more frequent word ("fox" -> "dog") gains nothing here; a word that fits its
+    /// context where the old one did not ("was sky" -> "was sad") does.
+    pub(super) fn context_scores(&self, ids: &[i64], doc: &super::edit::Doc) -> Result<Vec<(usize, f64)>> {
+        let scored = self.scores(ids, doc)?;
+        let mut blank = ids.to_vec();
+        scored.iter().for_each(|&(i, _)| blank[i] = self.mask_id());
+        let x = Tensor::from_slice(&blank).to_device(self.device).unsqueeze(0);
+        let prior = tch::no_grad(|| self.logits(&x))
+            .squeeze_dim(0)
+            .to_kind(tch::Kind::Double)
+            .log_softmax(-1, tch::Kind::Double);
+        let at: Vec<i64> = scored.iter().map(|&(i, _)| i as i64).collect();
+        let tok: Vec<i64> = scored.iter().map(|&(i, _)| ids[i]).collect();
+        let idx = Tensor::from_slice(&at).to_device(self.device);
+        let t = Tensor::from_slice(&tok).to_device(self.device).unsqueeze(1);
+        let p = prior.index_select(0, &idx).gather(1, &t, false).squeeze_dim(1).to_device(tch::Device::Cpu);
+        let p =
+            Vec::<f64>::try_from(p).map_err(|e| PipelineError::Invalid(format!("scoring the text's tokens: {e}")))?;
+        Ok(scored.into_iter().zip(p).map(|((i, lp), q)| (i, lp - q)).collect())
+    }
+
+    /// The [`ONE_TOKEN_CANDIDATES`] likeliest tokens of `logits` `(V,)` other than `current`
+    /// and the special tokens.
+    fn top_other(&self, logits: &Tensor, current: i64) -> Result<Vec<i64>> {
+        let logits = logits.copy();
+        for b in self.banned(true, true).into_iter().chain([current, self.mask_id()]) {
+            if b >= 0 && b < logits.size()[0] {
+                let _ = logits.get(b).fill_(f64::NEG_INFINITY);
+            }
+        }
+        let top = logits.topk(ONE_TOKEN_CANDIDATES, 0, true, true).1.to_device(tch::Device::Cpu);
+        Vec::<i64>::try_from(top).map_err(|e| PipelineError::Invalid(format!("revise candidates: {e}")))
+    }
+
+    /// Whether the model was trained to read errors in view (`substitute_prob > 0`): its
+    /// logits at an unmasked position say what the token there most likely was, so one pass
+    /// scores every token ([`Self::visible_logprobs`]) and names candidates for it.
+    pub(super) fn reads_visible(&self) -> bool {
+        self.config.objective.substitute_prob > 0.0
+    }
+
+    /// `log p(ids[i] | ids)` at every position, in one pass with nothing masked.
+    pub(super) fn visible_logprobs(&self, ids: &[i64]) -> Result<Vec<f64>> {
+        let x = Tensor::from_slice(ids).unsqueeze(0).to_device(self.device);
+        let lp = tch::no_grad(|| self.logits(&x)).squeeze_dim(0).log_softmax(-1, Kind::Double);
+        let got = lp.gather(1, &x.squeeze_dim(0).clamp_max(lp.size()[1] - 1).unsqueeze(1), false).squeeze_dim(1);
+        Vec::<f64>::try_from(got.to_device(tch::Device::Cpu))
+            .map_err(|e| PipelineError::Invalid(format!("scoring the text's tokens: {e}")))
     }
 
     /// Log-likelihood of `ids` (`<bos> ...`) under the AR model, every token after `<bos>`.
