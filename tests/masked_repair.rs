@@ -35,7 +35,8 @@ fn train_into(out: &Path, cfg: &Path, extra: &[&str]) -> std::process::Output {
         copy_dir(&f.bundle.join("ar"), &out.join("ar"));
         std::fs::copy(f.bundle.join("tokenizer.json"), out.join("tokenizer.json")).unwrap();
     }
-    let mut args = vec!["train", "masked", "--config", s(cfg), "--data", s(&f.data), "--out", s(out), "--device", "cpu"];
+    let mut args =
+        vec!["train", "masked", "--config", s(cfg), "--data", s(&f.data), "--out", s(out), "--device", "cpu"];
     args.extend_from_slice(extra);
     run(&args)
 }
@@ -69,8 +70,11 @@ fn substitution_training_is_stored_and_resumes_exactly() {
     assert_eq!(c["model"]["objective"]["substitute_prob"], 0.15, "{c}");
     // Out of range: a one-line error naming the field.
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, std::fs::read_to_string(&cfg).unwrap().replace("substitute_prob = 0.15", "substitute_prob = 1.5"))
-        .unwrap();
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&cfg).unwrap().replace("substitute_prob = 0.15", "substitute_prob = 1.5"),
+    )
+    .unwrap();
     let o = train_into(&dir.path().join("bad"), &bad, &["--max-steps", "2"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -107,7 +111,10 @@ fn visible_scores_and_insert_delete_keep_every_other_byte() {
     };
     let b = bundle();
     for score in ["ar", "visible", "ar+visible"] {
-        let v = json(edit(b, &["--revise-fraction", "0.4", "--rounds", "3", "--min-gain", "0", "--insert-delete", "--score", score]));
+        let v = json(edit(
+            b,
+            &["--revise-fraction", "0.4", "--rounds", "3", "--min-gain", "0", "--insert-delete", "--score", score],
+        ));
         assert_eq!(rebuilt(&v), v["text"].as_str().unwrap(), "{score}: {v}");
         assert!(!v["changed"].as_array().unwrap().is_empty(), "{score}: any gain is kept, something changes: {v}");
         // Nothing clears an impossible bar: the text comes back byte for byte.
@@ -129,9 +136,10 @@ fn repair_benchmark_has_insert_and_delete_kinds() {
     let f = fixture();
     let stories = f.dir.join("corpus.txt");
     let args = ["eval", "--checkpoint", s(bundle()), "--data", s(&stories), "--json", "--repair", "insert,delete"];
-    let v: serde_json::Value =
-        serde_json::from_str(&run_ok(&[&args[..], &["--per-kind", "3", "--min-gain", "1e9", "--insert-delete"]].concat()))
-            .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&run_ok(
+        &[&args[..], &["--per-kind", "3", "--min-gain", "1e9", "--insert-delete"]].concat(),
+    ))
+    .unwrap();
     assert_eq!(v["insert_delete"], true);
     for (i, kind) in ["insert", "delete"].iter().enumerate() {
         let k = &v["kinds"][i];

@@ -71,6 +71,9 @@ pub struct MaskedSampling {
     /// Gumbel temperature; 0 is argmax.
     pub temperature: f64,
     pub start: Start,
+    /// HF's repetition penalty over the tokens a row holds so far (given or committed): a
+    /// positive logit of such a token is divided by it, a negative one multiplied. 1 is off.
+    pub repetition_penalty: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -83,6 +86,8 @@ pub enum SampleError {
     BlockLength,
     #[error("--temperature {0} must be finite and >= 0")]
     Temperature(f64),
+    #[error("--repetition-penalty {0} must be finite and >= 1 (1 is off)")]
+    RepetitionPenalty(f64),
     #[error("every token is banned at the positions to fill")]
     AllBanned,
 }
@@ -136,6 +141,9 @@ pub fn sample_masked(
 ) -> Result<Tensor, SampleError> {
     if !opts.temperature.is_finite() || opts.temperature < 0.0 {
         return Err(SampleError::Temperature(opts.temperature));
+    }
+    if !(opts.repetition_penalty.is_finite() && opts.repetition_penalty >= 1.0) {
+        return Err(SampleError::RepetitionPenalty(opts.repetition_penalty));
     }
     let (b, l, v) = (p.rows as i64, p.known.len() as i64, p.mask_id);
     let fill: Vec<usize> = p.known.iter().enumerate().filter(|(_, k)| k.is_none()).map(|(i, _)| i).collect();
@@ -200,7 +208,17 @@ impl Step<'_> {
     ) -> (Tensor, Tensor) {
         let dev = self.x.device();
         let input = self.x.where_self(self.committed, &Tensor::from(mask_id).to_device(dev));
-        let logits = logits_fn(&input).index_select(1, self.block).to_kind(Kind::Double) + self.ban; // (B, nb, V)
+        let mut logits = logits_fn(&input).index_select(1, self.block).to_kind(Kind::Double); // (B, nb, V)
+        if opts.repetition_penalty > 1.0 {
+            // The tokens each row holds (the mask excluded), as a (B, 1, V) mask.
+            let (rows, v) = (logits.size()[0], logits.size()[2]);
+            let held = Tensor::zeros([rows, v + 1], (Kind::Float, dev)).scatter_value(1, &input.clamp(0, v), 1.0);
+            let held = held.narrow(1, 0, v).gt(0.0).unsqueeze(1);
+            let pen = logits.where_self(&logits.lt(0.0), &(&logits / opts.repetition_penalty));
+            let pen = pen.where_self(&logits.ge(0.0), &(&logits * opts.repetition_penalty));
+            logits = pen.where_self(&held, &logits);
+        }
+        let logits = logits + self.ban;
         let logp = logits.log_softmax(-1, Kind::Double);
         let x0 = if opts.temperature == 0.0 {
             logits.argmax(-1, false)

@@ -33,7 +33,14 @@ fn an_oracle_denoiser_gives_the_target_for_every_strategy_block_and_start() {
             for start in [Start::Mask, Start::Random] {
                 for temperature in [0.0, 1.0] {
                     let blocks = 9usize.div_ceil(block_length.unwrap_or(9).min(9));
-                    let opts = MaskedSampling { steps: blocks * 3, block_length, remasking, temperature, start };
+                    let opts = MaskedSampling {
+                        steps: blocks * 3,
+                        block_length,
+                        remasking,
+                        temperature,
+                        start,
+                        repetition_penalty: 1.0,
+                    };
                     let out = sample_masked(&problem(&known, 2), &opts, oracle, draws(1), |_, _| {}).unwrap();
                     assert!(out.get(0).equal(&t.get(0)) && out.get(1).equal(&t.get(0)), "{opts:?}: {out:?}");
                 }
@@ -49,7 +56,14 @@ fn committed_tokens_never_change_and_later_blocks_wait_their_turn() {
     let m = MaskedLm::new(vs.root(), &tiny());
     let known: Vec<Option<i64>> = (0..14).map(|i| (i < 2).then_some(i as i64 + 1)).collect();
     for remasking in STRATEGIES {
-        let opts = MaskedSampling { steps: 12, block_length: Some(4), remasking, temperature: 1.0, start: Start::Mask };
+        let opts = MaskedSampling {
+            steps: 12,
+            block_length: Some(4),
+            remasking,
+            temperature: 1.0,
+            start: Start::Mask,
+            repetition_penalty: 1.0,
+        };
         let mut seen: Vec<Vec<i64>> = Vec::new();
         let out = sample_masked(
             &problem(&known, 3),
@@ -102,6 +116,7 @@ fn seeded_and_banned_tokens_respected() {
             remasking: Remasking::LowConfidence,
             temperature: 1.0,
             start,
+            repetition_penalty: 1.0,
         };
         let run = |seed| sample_masked(&p, &opts, |x| m.forward(x, false), draws(seed), |_, _| {}).unwrap();
         let a = run(7);
@@ -121,6 +136,7 @@ fn bad_settings_are_errors_that_name_the_flag() {
         remasking: Remasking::Random,
         temperature: 0.0,
         start: Start::Mask,
+        repetition_penalty: 1.0,
     };
     let e = sample_masked(&problem(&known, 1), &opts, f, draws(0), |_, _| {}).unwrap_err();
     assert!(e.to_string().contains("--steps 2") && e.to_string().contains("the 3 blocks"), "{e}");
@@ -132,7 +148,42 @@ fn bad_settings_are_errors_that_name_the_flag() {
         sample_masked(&problem(&known, 1), &MaskedSampling { block_length: Some(0), ..opts }, f, draws(0), |_, _| {})
             .unwrap_err();
     assert_eq!(e, SampleError::BlockLength);
+    let bad = MaskedSampling { repetition_penalty: 0.5, ..opts };
+    let e = sample_masked(&problem(&known, 1), &bad, f, draws(0), |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("--repetition-penalty 0.5"), "{e}");
     let e = sample_masked(&problem(&known, 1), &MaskedSampling { temperature: -1.0, ..opts }, f, draws(0), |_, _| {})
         .unwrap_err();
     assert!(e.to_string().contains("--temperature"));
+}
+
+/// With a repetition penalty, a token the row already holds loses to an unseen one its logit
+/// beat: an oracle that always prefers token 5 (logit 2) over 6 (logit 1.5) writes 5 three
+/// times without it; at a penalty of 2, 5 first, then 6 (2 / 2 = 1 < 1.5), then 5 again (both
+/// held: 1 > 0.75).
+#[test]
+fn repetition_penalty_demotes_tokens_the_row_holds() {
+    let known = vec![Some(1), None, None, None];
+    let f = |x: &Tensor| {
+        let (b, l) = (x.size()[0], x.size()[1]);
+        let mut row = vec![0f32; V as usize];
+        row[5] = 2.0;
+        row[6] = 1.5;
+        Tensor::from_slice(&row).view([1, 1, V]).repeat([b, l, 1])
+    };
+    let opts = MaskedSampling {
+        steps: 3,
+        block_length: None,
+        remasking: Remasking::LowConfidence,
+        temperature: 0.0,
+        start: Start::Mask,
+        repetition_penalty: 1.0,
+    };
+    let toks = |o: &MaskedSampling| -> Vec<i64> {
+        let x = sample_masked(&problem(&known, 1), o, f, draws(0), |_, _| {}).unwrap();
+        Vec::try_from(x.view([-1])).unwrap()
+    };
+    assert_eq!(toks(&opts), vec![1, 5, 5, 5]);
+    let pen = toks(&MaskedSampling { repetition_penalty: 2.0, ..opts });
+    let count = |t: i64| pen.iter().filter(|&&x| x == t).count();
+    assert_eq!((pen[0], count(5), count(6)), (1, 2, 1), "{pen:?}");
 }

@@ -281,6 +281,26 @@ impl MaskedGenerator {
     }
 
     /// The score a revision raises ([`super::ReviseScore`]) of `ids`, the tokens of `doc`.
+    /// Per position of `ids` (0 where nothing is scored), each of the score's models: `ar` the
+    /// AR model's log-probability of each token after its prefix, `visible` the masked model's
+    /// in view, `pll` each word token's context score.
+    pub(super) fn token_scores(&self, score: super::ReviseScore, ids: &[i64], doc: &Doc) -> Result<Vec<Vec<f64>>> {
+        let visible = || -> Result<Vec<f64>> {
+            let lp = self.visible_logprobs(ids)?;
+            Ok((0..ids.len()).map(|i| if doc.sentence[i].is_some() { lp[i] } else { 0.0 }).collect())
+        };
+        Ok(match score {
+            super::ReviseScore::Ar => vec![self.ar_token_logprobs(ids)?],
+            super::ReviseScore::Pll => {
+                let mut v = vec![0.0; ids.len()];
+                self.context_scores(ids, doc)?.into_iter().for_each(|(i, x)| v[i] = x);
+                vec![v]
+            }
+            super::ReviseScore::Visible => vec![visible()?],
+            super::ReviseScore::ArVisible => vec![self.ar_token_logprobs(ids)?, visible()?],
+        })
+    }
+
     /// Two numbers: `ar+visible` gives both models' scores, the others one and 0.
     pub(super) fn text_score(&self, score: super::ReviseScore, ids: &[i64], doc: &Doc) -> Result<(f64, f64)> {
         let visible = || -> Result<f64> {
@@ -319,6 +339,7 @@ impl MaskedGenerator {
             remasking: s.remasking,
             temperature: s.temperature,
             start: Start::Mask,
+            repetition_penalty: 1.0,
         };
         let out = self.fill(&known, 1, &self.banned(true, true), &opts, seed, |_, _| {})?;
         Vec::try_from(out.get(0).to_device(tch::Device::Cpu))

@@ -92,6 +92,29 @@ impl<'t> Applied<'t> {
     }
 }
 
+/// What an insert or delete gains: over the tokens the two texts share (their common prefix
+/// and suffix), the smaller over the score's models of the sum of `after - before`. A word's
+/// own score is left out: deleting any word raises a text's log-likelihood by that word's
+/// cost, so the rest of the text must read better without it (or with the new word) for the
+/// edit to be kept.
+pub(super) fn shared_gain(old: &[i64], before: &[Vec<f64>], new: &[i64], after: &[Vec<f64>]) -> f64 {
+    let p = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let room = old.len().min(new.len()) - p;
+    let q = old.iter().rev().zip(new.iter().rev()).take(room).take_while(|(a, b)| a == b).count();
+    let shared = |i: usize| -> Option<usize> {
+        match i {
+            i if i < p => Some(i),
+            i if i >= old.len() - q => Some(i + new.len() - old.len()),
+            _ => None,
+        }
+    };
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| (0..old.len()).filter_map(|i| shared(i).map(|j| a[j] - b[i])).sum::<f64>())
+        .fold(f64::INFINITY, f64::min)
+}
+
 impl MaskedGenerator {
     /// Up to `n` rounds of insert and delete edits after a window's substitutions (`changed`,
     /// byte ranges of `doc`'s text), each keeping the candidate that raises the text's `score`
@@ -112,7 +135,7 @@ impl MaskedGenerator {
         for round in rounds.len() + 1..=rounds.len() + n.max(1) {
             let cur = applied.text();
             let d = self.doc_open(&cur, close)?;
-            let total = self.text_score(score, &d.ids, &d)?;
+            let total = self.token_scores(score, &d.ids, &d)?;
             let pick = pick_weakest(&self.scores(&d.ids, &d)?, below, fraction);
             let mut best: Option<(f64, super::lengths::ByteEdit)> = None;
             for e in self.length_candidates(&cur, close, &pick)? {
@@ -121,7 +144,7 @@ impl MaskedGenerator {
                 if c.ids.len() > self.config.model.seq_len as usize {
                     continue;
                 }
-                let gain = score.gain(total, self.text_score(score, &c.ids, &c)?);
+                let gain = shared_gain(&d.ids, &total, &c.ids, &self.token_scores(score, &c.ids, &c)?);
                 if gain >= min_gain && best.as_ref().is_none_or(|b| gain > b.0) {
                     best = Some((gain, e));
                 }
@@ -131,7 +154,7 @@ impl MaskedGenerator {
             rounds.push(super::edit::ReviseRound {
                 round,
                 remasked: pick.len(),
-                pll: total.0,
+                pll: total[0].iter().sum(),
                 gain,
                 tokens: Vec::new(),
             });
@@ -232,6 +255,22 @@ impl MaskedGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_gain_reads_only_the_tokens_both_texts_hold() {
+        // Deleting token 7 (cost -5): the shared tokens 1, 2 (prefix) and 3, 4 (suffix) gain
+        // 0 + 0 + 1 + 0.5; the deleted token's own score is left out.
+        let old = [1i64, 2, 7, 3, 4];
+        let new = [1i64, 2, 3, 4];
+        let before = vec![vec![0.0, -1.0, -5.0, -3.0, -2.0]];
+        let after = vec![vec![0.0, -1.0, -2.0, -1.5]];
+        assert!((shared_gain(&old, &before, &new, &after) - 1.5).abs() < 1e-12);
+        // Two models: the smaller gain. An insertion mirrors a deletion.
+        let two_b = vec![before[0].clone(), vec![0.0; 5]];
+        let two_a = vec![after[0].clone(), vec![0.0, 0.0, -1.0, 0.0]];
+        assert!((shared_gain(&old, &two_b, &new, &two_a) + 1.0).abs() < 1e-12);
+        assert!((shared_gain(&new, &after, &old, &before) + 1.5).abs() < 1e-12);
+    }
 
     fn span(start: usize, end: usize, before: &str, after: &str) -> ChangedSpan {
         ChangedSpan { start, end, before: before.into(), after: after.into() }

@@ -129,6 +129,7 @@ impl MaskedGenerator {
             remasking: s.remasking()?.unwrap_or(d.remasking),
             temperature: req.gen.sampling.temperature,
             start: s.start()?.unwrap_or(Start::Mask),
+            repetition_penalty: req.gen.sampling.repetition_penalty,
         })
     }
 

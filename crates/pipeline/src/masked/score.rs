@@ -171,6 +171,11 @@ impl MaskedGenerator {
 
     /// Log-likelihood of `ids` (`<bos> ...`) under the AR model, every token after `<bos>`.
     pub(super) fn ar_logprob(&self, ids: &[i64]) -> Result<f64> {
+        Ok(self.ar_token_logprobs(ids)?.iter().sum())
+    }
+
+    /// Per position of `ids`: `log p(ids[i] | ids[..i])` under the AR model (0 at `<bos>`).
+    pub(super) fn ar_token_logprobs(&self, ids: &[i64]) -> Result<Vec<f64>> {
         let ar = self
             .ar
             .as_ref()
@@ -184,10 +189,12 @@ impl MaskedGenerator {
         }
         let x = Tensor::from_slice(&ids[..ids.len() - 1]).unsqueeze(0).to_device(self.device);
         let y = Tensor::from_slice(&ids[1..]).to_device(self.device);
-        Ok(tch::no_grad(|| {
+        let lp = tch::no_grad(|| {
             let lp = ar.model.forward(&x, None, None, false).squeeze_dim(0).log_softmax(-1, Kind::Double);
-            lp.gather(1, &y.unsqueeze(1), false).sum(Kind::Double).double_value(&[])
-        }))
+            lp.gather(1, &y.unsqueeze(1), false).squeeze_dim(1).to_device(tch::Device::Cpu)
+        });
+        let lp = Vec::<f64>::try_from(lp).map_err(|e| PipelineError::Invalid(format!("scoring the text: {e}")))?;
+        Ok(std::iter::once(0.0).chain(lp).collect())
     }
 }
 
