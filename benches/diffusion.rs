@@ -116,6 +116,7 @@ fn masked(rc: &RunConfig, ar_times: &[(i64, f64)], reps: usize) {
                 remasking: Remasking::LowConfidence,
                 temperature: 1.0,
                 start: Start::Mask,
+                repetition_penalty: 1.0,
             };
             if sample_masked(&problem(&known, cfg.mask_id()), &opts, |x| m.forward(x, false), uniform, |_, _| {})
                 .is_err()

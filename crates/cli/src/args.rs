@@ -322,7 +322,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub insert_delete: bool,
     /// With --repair: the score a kept change must raise, `ar` or `pll` (as `edit --score`;
-    /// default: ar when the bundle has an ar model).
+    /// default: ar+visible, or ar when the masked model was not trained on substitutes).
     #[arg(long)]
     pub score: Option<String>,
     /// With --repair: the refill's sampling temperature (0: the model's likeliest tokens).

@@ -123,35 +123,11 @@ pub fn make_cases(
         let mut bad: Vec<String> = words.iter().map(|w| w.to_string()).collect();
         let mut at = Vec::new();
         if matches!(kind, Corruption::Insert | Corruption::Delete) {
-            // Spots apart from each other and never the sentence's last word (a dropped word
-            // needs a word after it to stand before).
-            let mut chosen: Vec<usize> = Vec::new();
-            for &i in spots.iter().filter(|&&i| i + 1 < words.len()) {
-                if chosen.len() < k.max(1) && chosen.iter().all(|&c| c.abs_diff(i) > 1) {
-                    chosen.push(i);
-                }
-            }
-            if chosen.len() < k.max(1) {
+            let Some((out_words, spots_at)) = insert_or_delete(kind, &words, &spots, k, &vocab, &mut rng) else {
                 continue;
-            }
-            chosen.sort_unstable();
-            let mut out_words: Vec<String> = Vec::with_capacity(words.len() + chosen.len());
-            for (i, w) in words.iter().enumerate() {
-                if chosen.contains(&i) {
-                    if kind == Corruption::Delete {
-                        at.push(prev.len() + out_words.len());
-                        continue;
-                    }
-                    let Some(extra) = pick_other(&vocab, w, &mut rng) else { break };
-                    at.push(prev.len() + out_words.len());
-                    out_words.push(extra);
-                }
-                out_words.push(w.to_string());
-            }
-            if at.len() < chosen.len() {
-                continue;
-            }
+            };
             bad = out_words;
+            at = spots_at.into_iter().map(|i| prev.len() + i).collect();
         } else if kind != Corruption::Clean {
             for &i in &spots {
                 if at.len() == k {
@@ -179,6 +155,40 @@ pub fn make_cases(
         out.push(Case { kind, text, clean, at });
     }
     out
+}
+
+/// The words of a sentence with `k` of its `spots` (apart from each other, never its last
+/// word) dropped (`delete`) or given a vocabulary word before them (`insert`), and where: the
+/// index in the new words of the inserted word, or of the word a dropped one stood before.
+fn insert_or_delete(
+    kind: Corruption,
+    words: &[&str],
+    spots: &[usize],
+    k: usize,
+    vocab: &[&str],
+    rng: &mut ChaCha8Rng,
+) -> Option<(Vec<String>, Vec<usize>)> {
+    let mut chosen: Vec<usize> = Vec::new();
+    for &i in spots.iter().filter(|&&i| i + 1 < words.len()) {
+        if chosen.len() < k.max(1) && chosen.iter().all(|&c| c.abs_diff(i) > 1) {
+            chosen.push(i);
+        }
+    }
+    if chosen.len() < k.max(1) {
+        return None;
+    }
+    let (mut out, mut at) = (Vec::with_capacity(words.len() + chosen.len()), Vec::new());
+    for (i, w) in words.iter().enumerate() {
+        if chosen.contains(&i) {
+            at.push(out.len());
+            if kind == Corruption::Delete {
+                continue;
+            }
+            out.push(pick_other(vocab, w, rng)?);
+        }
+        out.push(w.to_string());
+    }
+    Some((out, at))
 }
 
 fn pick_other(pool: &[&str], w: &str, rng: &mut ChaCha8Rng) -> Option<String> {

@@ -171,12 +171,12 @@ mod tests {
         let (c, picked) = substitute(&tokens, &eligible, 0.5, Some(&nb), &special);
         let changed = c.ne_tensor(&tokens);
         assert!(
-            bool::try_from(changed.logical_and(&picked.logical_not()).any()).unwrap() == false,
+            !bool::try_from(changed.logical_and(&picked.logical_not()).any()).unwrap(),
             "only picked positions change"
         );
-        assert!(bool::try_from(picked.logical_and(&eligible.logical_not()).any()).unwrap() == false);
+        assert!(!bool::try_from(picked.logical_and(&eligible.logical_not()).any()).unwrap());
         for s in special {
-            assert!(bool::try_from(c.eq(s).logical_and(&changed).any()).unwrap() == false, "no special written");
+            assert!(!bool::try_from(c.eq(s).logical_and(&changed).any()).unwrap(), "no special written");
         }
         let share = picked.sum(Kind::Float).double_value(&[]) / eligible.sum(Kind::Float).double_value(&[]);
         assert!((share - 0.5).abs() < 0.05, "picked share {share}");

@@ -58,9 +58,11 @@ pub struct MaskedEdit {
     #[arg(long, default_value_t = 8.0)]
     pub min_gain: f64,
     /// Masked, with --revise or --revise-fraction: the score a kept change must raise: `ar`
-    /// (the log-likelihood of the text under the bundle's ar model; the default when the
-    /// bundle has one) or `pll` (the masked model's pseudo-log-likelihood, each word less its
-    /// prior).
+    /// (the log-likelihood of the text under the bundle's ar model), `pll` (the masked model's
+    /// pseudo-log-likelihood, each word less its prior), `visible` (the masked model's
+    /// log-likelihood of the text in view; a model trained with substitute_prob) or
+    /// `ar+visible` (both must rise). Default: ar+visible, or ar when the masked model was not
+    /// trained on substitutes; without an ar model, visible or pll.
     #[arg(long)]
     pub score: Option<String>,
     /// Masked, with --revise or --revise-fraction: after the substitutions, also try deleting
@@ -194,13 +196,29 @@ fn target(e: &EditArgs, a: &MaskedEdit, h: &HybridEdit) -> Result<EditTarget> {
     })
 }
 
-/// `--score`, or `ar` when the bundle holds an ar model and `pll` when it does not.
+/// `--score`, or by default: with an ar model in the bundle, `ar+visible` when the masked
+/// model reads errors in view (trained with `substitute_prob`) and `ar` when it does not;
+/// without one, `visible` or `pll`.
 pub fn revise_score(flag: Option<&str>, bundle: &std::path::Path) -> Result<ReviseScore> {
-    match flag {
-        Some(s) => Ok(ReviseScore::parse(s)?),
-        None if bundle.join(plandiff_bundle::stage::AR).join("config.json").is_file() => Ok(ReviseScore::Ar),
-        None => Ok(ReviseScore::Pll),
-    }
+    let has_ar = bundle.join(plandiff_bundle::stage::AR).join("config.json").is_file();
+    Ok(match (flag, has_ar, reads_visible(bundle)) {
+        (Some(s), _, _) => ReviseScore::parse(s)?,
+        (None, true, true) => ReviseScore::ArVisible,
+        (None, true, false) => ReviseScore::Ar,
+        (None, false, true) => ReviseScore::Visible,
+        (None, false, false) => ReviseScore::Pll,
+    })
+}
+
+/// Whether the bundle's masked model was trained with `substitute_prob > 0` (false when its
+/// config cannot be read: loading the model reports that).
+fn reads_visible(bundle: &std::path::Path) -> bool {
+    let path = bundle.join(plandiff_bundle::stage::MASKED).join("config.json");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["model"]["objective"]["substitute_prob"].as_f64())
+        .is_some_and(|q| q > 0.0)
 }
 
 /// The masked model, with the ar model loaded when the revision's score needs it.

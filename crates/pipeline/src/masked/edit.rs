@@ -237,13 +237,36 @@ impl MaskedGenerator {
                 "--score visible reads errors in view, which this masked model was not trained for (substitute_prob 0); use --score ar or pll".into(),
             ));
         }
+        if !insert_delete {
+            return self.substitutions(doc, target, s, 1);
+        }
+        // Length edits first, so an extra word is deleted before a substitution makes it
+        // plausible; then the substitutions, on the text they leave, mapped back to the input.
+        let mut rounds = Vec::new();
+        let (text, changed) = self.insert_delete(doc, &[], &mut rounds, (below, fraction), n, min_gain, score)?;
+        let close = doc.ids.last() == Some(&(self.tokenizer.special().eos as i64));
+        let d = self.doc_open(&text, close)?;
+        let sub = self.substitutions(&d, target, s, rounds.len() + 1)?;
+        let mut applied = super::lengths::Applied::new(doc.text, &changed);
+        for c in sub.changed.iter().rev() {
+            applied.apply(&super::lengths::ByteEdit { start: c.start, end: c.end, new: c.after.clone() });
+        }
+        rounds.extend(sub.rounds);
+        Ok(MaskedEdit { text: applied.text(), remasked: sub.remasked, changed: applied.changed(), rounds })
+    }
+
+    /// The substitution rounds of [`Self::revise`], numbered from `first`.
+    fn substitutions(&self, doc: &Doc, target: EditTarget, s: &EditSettings, first: usize) -> Result<MaskedEdit> {
+        let EditTarget::Revise { below, fraction, rounds: n, min_gain, score, .. } = target else {
+            return Err(PipelineError::Invalid("internal: not a revision".into()));
+        };
         let mut ids = doc.ids.clone();
         let mut rounds = Vec::new();
         let mut remasked = 0;
         let mut scored = self.scores(&ids, doc)?;
         let text_score = |ids: &[i64], doc: &Doc| self.text_score(score, ids, doc);
         let mut total = text_score(&ids, doc)?;
-        for round in 1..=n.max(1) {
+        for round in first..first + n.max(1) {
             let pll: f64 = scored.iter().map(|x| x.1).sum();
             let pick = pick_weakest(&scored, below, fraction);
             if pick.is_empty() {
@@ -273,46 +296,7 @@ impl MaskedGenerator {
             ids = cand;
         }
         let (text, changed) = self.rebuild(doc, &ids)?;
-        if !insert_delete {
-            return Ok(MaskedEdit { text, remasked, changed, rounds });
-        }
-        let (text, changed) = self.insert_delete(doc, &changed, &mut rounds, (below, fraction), n, min_gain, score)?;
         Ok(MaskedEdit { text, remasked, changed, rounds })
-    }
-
-    /// The score a revision raises ([`super::ReviseScore`]) of `ids`, the tokens of `doc`.
-    /// Per position of `ids` (0 where nothing is scored), each of the score's models: `ar` the
-    /// AR model's log-probability of each token after its prefix, `visible` the masked model's
-    /// in view, `pll` each word token's context score.
-    pub(super) fn token_scores(&self, score: super::ReviseScore, ids: &[i64], doc: &Doc) -> Result<Vec<Vec<f64>>> {
-        let visible = || -> Result<Vec<f64>> {
-            let lp = self.visible_logprobs(ids)?;
-            Ok((0..ids.len()).map(|i| if doc.sentence[i].is_some() { lp[i] } else { 0.0 }).collect())
-        };
-        Ok(match score {
-            super::ReviseScore::Ar => vec![self.ar_token_logprobs(ids)?],
-            super::ReviseScore::Pll => {
-                let mut v = vec![0.0; ids.len()];
-                self.context_scores(ids, doc)?.into_iter().for_each(|(i, x)| v[i] = x);
-                vec![v]
-            }
-            super::ReviseScore::Visible => vec![visible()?],
-            super::ReviseScore::ArVisible => vec![self.ar_token_logprobs(ids)?, visible()?],
-        })
-    }
-
-    /// Two numbers: `ar+visible` gives both models' scores, the others one and 0.
-    pub(super) fn text_score(&self, score: super::ReviseScore, ids: &[i64], doc: &Doc) -> Result<(f64, f64)> {
-        let visible = || -> Result<f64> {
-            let lp = self.visible_logprobs(ids)?;
-            Ok((0..ids.len()).filter(|&i| doc.sentence[i].is_some()).map(|i| lp[i]).sum())
-        };
-        Ok(match score {
-            super::ReviseScore::Ar => (self.ar_logprob(ids)?, 0.0),
-            super::ReviseScore::Pll => (self.context_scores(ids, doc)?.iter().map(|x| x.1).sum(), 0.0),
-            super::ReviseScore::Visible => (visible()?, 0.0),
-            super::ReviseScore::ArVisible => (self.ar_logprob(ids)?, visible()?),
-        })
     }
 
     /// `(index, logprob)` of every word token of `ids`: each with it masked, or, for a model
@@ -344,25 +328,6 @@ impl MaskedGenerator {
         let out = self.fill(&known, 1, &self.banned(true, true), &opts, seed, |_, _| {})?;
         Vec::try_from(out.get(0).to_device(tch::Device::Cpu))
             .map_err(|e| PipelineError::Invalid(format!("reading edited tokens: {e}")))
-    }
-
-    fn round_report(
-        &self,
-        round: usize,
-        (pll, gain): (f64, f64),
-        scored: &[(usize, f64)],
-        pick: &[usize],
-        before: &[i64],
-        after: &[i64],
-    ) -> Result<ReviseRound> {
-        let piece = |t: i64| self.tokenizer.decode(&[t as u32]);
-        let mut tokens = Vec::with_capacity(scored.len());
-        for &(i, lp) in scored {
-            let re = pick.contains(&i);
-            let after = if re { Some(piece(after[i])?) } else { None };
-            tokens.push(ScoredToken { index: i, text: piece(before[i])?, logprob: lp, remasked: re, after });
-        }
-        Ok(ReviseRound { round, remasked: pick.len(), pll, gain, tokens })
     }
 
     /// The words of `ids` that the positions `pick` touch, each as all its token positions

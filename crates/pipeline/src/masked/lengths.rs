@@ -130,7 +130,7 @@ impl MaskedGenerator {
         min_gain: f64,
         score: super::ReviseScore,
     ) -> Result<(String, Vec<ChangedSpan>)> {
-        let mut applied = super::lengths::Applied::new(doc.text, &changed);
+        let mut applied = super::lengths::Applied::new(doc.text, changed);
         let close = doc.ids.last() == Some(&(self.tokenizer.special().eos as i64));
         for round in rounds.len() + 1..=rounds.len() + n.max(1) {
             let cur = applied.text();

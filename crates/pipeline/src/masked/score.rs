@@ -140,6 +140,76 @@ impl MaskedGenerator {
         Ok(scored.into_iter().zip(p).map(|((i, lp), q)| (i, lp - q)).collect())
     }
 
+    /// The score a revision raises ([`super::ReviseScore`]) of `ids`, the tokens of `doc`.
+    /// Per position of `ids` (0 where nothing is scored), each of the score's models: `ar` the
+    /// AR model's log-probability of each token after its prefix, `visible` the masked model's
+    /// in view, `pll` each word token's context score.
+    pub(super) fn token_scores(
+        &self,
+        score: super::ReviseScore,
+        ids: &[i64],
+        doc: &super::edit::Doc,
+    ) -> Result<Vec<Vec<f64>>> {
+        let visible = || -> Result<Vec<f64>> {
+            let lp = self.visible_logprobs(ids)?;
+            Ok((0..ids.len()).map(|i| if doc.sentence[i].is_some() { lp[i] } else { 0.0 }).collect())
+        };
+        Ok(match score {
+            super::ReviseScore::Ar => vec![self.ar_token_logprobs(ids)?],
+            super::ReviseScore::Pll => {
+                let mut v = vec![0.0; ids.len()];
+                self.context_scores(ids, doc)?.into_iter().for_each(|(i, x)| v[i] = x);
+                vec![v]
+            }
+            super::ReviseScore::Visible => vec![visible()?],
+            super::ReviseScore::ArVisible => vec![self.ar_token_logprobs(ids)?, visible()?],
+        })
+    }
+
+    /// Two numbers: `ar+visible` gives both models' scores, the others one and 0.
+    pub(super) fn text_score(
+        &self,
+        score: super::ReviseScore,
+        ids: &[i64],
+        doc: &super::edit::Doc,
+    ) -> Result<(f64, f64)> {
+        let visible = || -> Result<f64> {
+            let lp = self.visible_logprobs(ids)?;
+            Ok((0..ids.len()).filter(|&i| doc.sentence[i].is_some()).map(|i| lp[i]).sum())
+        };
+        Ok(match score {
+            super::ReviseScore::Ar => (self.ar_logprob(ids)?, 0.0),
+            super::ReviseScore::Pll => (self.context_scores(ids, doc)?.iter().map(|x| x.1).sum(), 0.0),
+            super::ReviseScore::Visible => (visible()?, 0.0),
+            super::ReviseScore::ArVisible => (self.ar_logprob(ids)?, visible()?),
+        })
+    }
+
+    pub(super) fn round_report(
+        &self,
+        round: usize,
+        (pll, gain): (f64, f64),
+        scored: &[(usize, f64)],
+        pick: &[usize],
+        before: &[i64],
+        after: &[i64],
+    ) -> Result<super::edit::ReviseRound> {
+        let piece = |t: i64| self.tokenizer.decode(&[t as u32]);
+        let mut tokens = Vec::with_capacity(scored.len());
+        for &(i, lp) in scored {
+            let re = pick.contains(&i);
+            let after = if re { Some(piece(after[i])?) } else { None };
+            tokens.push(super::edit::ScoredToken {
+                index: i,
+                text: piece(before[i])?,
+                logprob: lp,
+                remasked: re,
+                after,
+            });
+        }
+        Ok(super::edit::ReviseRound { round, remasked: pick.len(), pll, gain, tokens })
+    }
+
     /// The [`ONE_TOKEN_CANDIDATES`] likeliest tokens of `logits` `(V,)` other than `current`
     /// and the special tokens.
     fn top_other(&self, logits: &Tensor, current: i64) -> Result<Vec<i64>> {
