@@ -204,14 +204,6 @@ fn first_step(config: &Path, data: &Path, out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("autoencoder/trainer_state.json")).unwrap()).unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for rel in files(from) {
-        let dst = to.join(&rel);
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(from.join(&rel), dst).unwrap();
-    }
-}
-
 /// `frozen_encoder`: the decoder trains on the frozen sentence encoder's cached embeddings
 /// (built by the run itself, then reused by `plandiff embed`), the bundle records the plan space
 /// and `eval` reads plans through it (another encoder's is refused in one line), the planner

@@ -329,14 +329,6 @@ fn init_from_ar_copies_the_ar_model_and_refuses_a_mismatch() {
     assert!(close(&ar["blocks.1.mlp.fc2.weight"], &m["blocks.1.mlp.fc2.weight"]));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
 #[test]
 fn ab_runs_masked_arms_with_their_steps_and_remasking() {
     let f = fixture();

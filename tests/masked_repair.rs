@@ -18,16 +18,6 @@ fn substitute_config(dir: &Path) -> PathBuf {
     p
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// A bundle with the fixture's ar model and `extra` masked training into it.
 fn train_into(out: &Path, cfg: &Path, extra: &[&str]) -> std::process::Output {
     let f = fixture();

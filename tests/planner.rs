@@ -18,14 +18,6 @@ fn ok(o: std::process::Output) -> std::process::Output {
     o
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for rel in files(from) {
-        let dst = to.join(&rel);
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(from.join(&rel), dst).unwrap();
-    }
-}
-
 /// A bundle with an autoencoder only, and one with autoencoder + planner.
 fn bundles() -> &'static (PathBuf, PathBuf) {
     static B: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
