@@ -8,11 +8,8 @@
 use super::edit::{ChangedSpan, Doc};
 use super::score::pick_weakest;
 use super::MaskedGenerator;
-use crate::{PipelineError, Result};
+use crate::Result;
 use tch::{Kind, Tensor};
-
-/// Words a gap's mask proposes.
-const INSERT_CANDIDATES: i64 = 4;
 
 /// A byte edit: `text[start..end]` becomes `new`.
 #[derive(Debug, Clone, PartialEq)]
@@ -239,16 +236,12 @@ impl MaskedGenerator {
         self.likeliest_at(x, a)
     }
 
+    /// The masked model's likeliest words at position `at` of `x` (the same candidates a
+    /// one-token substitution gets).
     fn likeliest_at(&self, x: Vec<i64>, at: usize) -> Result<Vec<i64>> {
         let x = Tensor::from_slice(&x).unsqueeze(0).to_device(self.device);
         let logits = tch::no_grad(|| self.logits(&x)).get(0).get(at as i64).to_kind(Kind::Float);
-        for b in self.banned(true, true).into_iter().chain([self.mask_id()]) {
-            if b >= 0 && b < logits.size()[0] {
-                let _ = logits.get(b).fill_(f64::NEG_INFINITY);
-            }
-        }
-        let top = logits.topk(INSERT_CANDIDATES, 0, true, true).1.to_device(tch::Device::Cpu);
-        Vec::<i64>::try_from(top).map_err(|e| PipelineError::Invalid(format!("insert candidates: {e}")))
+        self.top_other(&logits, self.mask_id())
     }
 }
 

@@ -173,16 +173,9 @@ impl MaskedGenerator {
         ids: &[i64],
         doc: &super::edit::Doc,
     ) -> Result<(f64, f64)> {
-        let visible = || -> Result<f64> {
-            let lp = self.visible_logprobs(ids)?;
-            Ok((0..ids.len()).filter(|&i| doc.sentence[i].is_some()).map(|i| lp[i]).sum())
-        };
-        Ok(match score {
-            super::ReviseScore::Ar => (self.ar_logprob(ids)?, 0.0),
-            super::ReviseScore::Pll => (self.context_scores(ids, doc)?.iter().map(|x| x.1).sum(), 0.0),
-            super::ReviseScore::Visible => (visible()?, 0.0),
-            super::ReviseScore::ArVisible => (self.ar_logprob(ids)?, visible()?),
-        })
+        // The sum of each model's token scores ([`Self::token_scores`]), one pass each.
+        let sums: Vec<f64> = self.token_scores(score, ids, doc)?.iter().map(|v| v.iter().sum()).collect();
+        Ok((sums.first().copied().unwrap_or(0.0), sums.get(1).copied().unwrap_or(0.0)))
     }
 
     pub(super) fn round_report(
@@ -212,7 +205,7 @@ impl MaskedGenerator {
 
     /// The [`ONE_TOKEN_CANDIDATES`] likeliest tokens of `logits` `(V,)` other than `current`
     /// and the special tokens.
-    fn top_other(&self, logits: &Tensor, current: i64) -> Result<Vec<i64>> {
+    pub(super) fn top_other(&self, logits: &Tensor, current: i64) -> Result<Vec<i64>> {
         let logits = logits.copy();
         for b in self.banned(true, true).into_iter().chain([current, self.mask_id()]) {
             if b >= 0 && b < logits.size()[0] {
@@ -237,11 +230,6 @@ impl MaskedGenerator {
         let got = lp.gather(1, &x.squeeze_dim(0).clamp_max(lp.size()[1] - 1).unsqueeze(1), false).squeeze_dim(1);
         Vec::<f64>::try_from(got.to_device(tch::Device::Cpu))
             .map_err(|e| PipelineError::Invalid(format!("scoring the text's tokens: {e}")))
-    }
-
-    /// Log-likelihood of `ids` (`<bos> ...`) under the AR model, every token after `<bos>`.
-    pub(super) fn ar_logprob(&self, ids: &[i64]) -> Result<f64> {
-        Ok(self.ar_token_logprobs(ids)?.iter().sum())
     }
 
     /// Per position of `ids`: `log p(ids[i] | ids[..i])` under the AR model (0 at `<bos>`).
