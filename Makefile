@@ -13,7 +13,7 @@ export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: demo test build venv bench bench-torch lint fmt clean chromium gloo judge-mpnet
+.PHONY: demo test build venv bench bench-torch bench-masked lint fmt clean chromium gloo judge-mpnet
 
 # The venv: PyTorch (the libtorch tch links; its NCCL and CUDA runtime headers, plus the crt
 # and cccl headers added below, let crates/distributed build c10d's NCCL backend), the reference packages the tests compare with
@@ -69,6 +69,10 @@ bench: build
 # against an eager loop, with operators per decoding step (docs/benchmarks.md).
 bench-torch: build
 	./benches/vs_torch.sh
+
+# Masked generation against ar, tokens/s, with and without the block cache (docs/benchmarks.md).
+bench-masked: build
+	./benches/masked_speed.sh
 
 lint:
 	$(PYTHON) scripts/layout_check.py

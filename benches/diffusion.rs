@@ -117,9 +117,17 @@ fn masked(rc: &RunConfig, ar_times: &[(i64, f64)], reps: usize) {
                 temperature: 1.0,
                 start: Start::Mask,
                 repetition_penalty: 1.0,
+                threshold: None,
+                block_cache: None,
             };
-            if sample_masked(&problem(&known, cfg.mask_id()), &opts, |x| m.forward(x, false), uniform, |_, _| {})
-                .is_err()
+            if sample_masked(
+                &problem(&known, cfg.mask_id()),
+                &opts,
+                |x: &Tensor| m.forward(x, false),
+                uniform,
+                |_, _| {},
+            )
+            .is_err()
             {
                 continue; // steps not a multiple of the blocks at this length
             }
@@ -128,7 +136,7 @@ fn masked(rc: &RunConfig, ar_times: &[(i64, f64)], reps: usize) {
                     .map(|_| {
                         let t0 = Instant::now();
                         let p = problem(&known, cfg.mask_id());
-                        let _ = sample_masked(&p, &opts, |x| m.forward(x, false), uniform, |_, _| {});
+                        let _ = sample_masked(&p, &opts, |x: &Tensor| m.forward(x, false), uniform, |_, _| {});
                         t0.elapsed().as_secs_f64()
                     })
                     .collect(),

@@ -72,6 +72,9 @@ pub struct KvCache {
     buf: Option<Tensor>,
     len: i64,
     qkv: Option<(Tensor, Option<Tensor>)>,
+    /// Set by [`KvCache::overwrite_from`]: new positions replace the cached ones from here on
+    /// instead of being appended.
+    overwrite: Option<i64>,
 }
 
 impl KvCache {
@@ -103,6 +106,29 @@ impl KvCache {
         self.len -= n;
     }
 
+    /// From now on, the keys and values of `t` new positions replace cached positions
+    /// `at..at + t` (which must be cached) instead of being appended, and queries see all the
+    /// cached positions: a bidirectional model's approximate block cache (Fast-dLLM's
+    /// DualCache), where the positions being denoised are recomputed and the rest are read
+    /// from the last full pass. `None` appends again.
+    pub fn overwrite_from(&mut self, at: Option<i64>) {
+        self.overwrite = at;
+    }
+
+    /// Writes `kv` (`(2, B, H, t, Dh)`) over positions `at..at + t` when overwriting.
+    fn overwrite(&mut self, kv: &Tensor) -> Option<KvPair> {
+        let (at, buf) = (self.overwrite?, self.buf.as_ref()?);
+        let t = kv.size()[3];
+        assert!(
+            at >= 0 && at + t <= self.len,
+            "overwrite of positions {at}..{} beyond the {} cached",
+            at + t,
+            self.len
+        );
+        buf.narrow(3, at, t).copy_(kv);
+        Some(Self::view(buf, self.len))
+    }
+
     fn capacity(&self) -> i64 {
         self.buf.as_ref().map_or(0, |b| b.size()[3])
     }
@@ -128,6 +154,11 @@ impl KvCache {
 
     /// Appends the new positions and returns keys/values of the whole sequence so far.
     fn append(&mut self, new: KvPair) -> KvPair {
+        if self.overwrite.is_some() {
+            if let Some(kv) = self.overwrite(&Tensor::stack(&[&new.k, &new.v], 0)) {
+                return kv;
+            }
+        }
         let t = new.k.size()[2];
         let buf = self.reserve(t, &new.k);
         buf.get(0).narrow(2, self.len, t).copy_(&new.k); // (B, H, t, Dh) into (B, H, cap, Dh)
@@ -138,6 +169,9 @@ impl KvCache {
 
     /// [`KvCache::append`] of keys and values stacked `(2, B, H, t, Dh)`: one copy.
     fn append_stacked(&mut self, kv: &Tensor) -> KvPair {
+        if let Some(kv) = self.overwrite(kv) {
+            return kv;
+        }
         let t = kv.size()[3];
         let buf = self.reserve(t, &kv.get(0));
         buf.narrow(3, self.len, t).copy_(kv);

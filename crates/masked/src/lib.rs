@@ -11,21 +11,24 @@
 //! - [`schedule`]: how many tokens a step commits (LLaDA's `get_num_transfer_tokens`).
 //! - [`sampler`]: LLaDA's sampler: semi-autoregressive blocks, four remasking strategies, Gumbel
 //!   sampling in float64, a start from all masks or from uniform random tokens.
+//! - [`cache`]: Fast-dLLM's approximate block cache (a block's later steps run a window).
 //! - [`score`]: each token's log-probability with it masked (pseudo-log-likelihood), for
 //!   revising a text's weakest tokens.
 //!
 //! Uses the leaf crate `layers` only.
 
+pub mod cache;
 pub mod model;
 pub mod objective;
 pub mod sampler;
 pub mod schedule;
 pub mod score;
 
+pub use cache::BlockCache;
 pub use model::{MaskedLm, MaskedLmConfig};
 pub use objective::{
     antithetic_times, mask_prob, neighbour_table, substitute, substitution_loss, weighted_masked_loss,
 };
-pub use sampler::{sample_masked, MaskedSampling, Problem, Remasking, SampleError, Start};
+pub use sampler::{sample_masked, Denoiser, MaskedSampling, Problem, Remasking, SampleError, Start};
 pub use schedule::num_transfer_tokens;
 pub use score::token_logprobs;

@@ -1,6 +1,6 @@
 //! The bidirectional denoiser over token ids.
 
-use plandiff_layers::{AttnMask, Block, LearnedPositions, Norm, TransformerShape};
+use plandiff_layers::{AttnMask, Block, KvCache, LearnedPositions, Norm, TransformerShape};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
 
@@ -71,18 +71,53 @@ impl MaskedLm {
     /// (`<bos>`, always given) reads its own.
     pub fn forward(&self, ids: &Tensor, train: bool) -> Tensor {
         let l = ids.size().last().copied().unwrap_or(0);
-        let pos = Tensor::arange(l, (Kind::Int64, ids.device()));
+        let h = self.hidden(ids, 0, None, train);
+        let h = Tensor::cat(&[h.narrow(1, 0, 1), h.narrow(1, 0, l - 1)], 1); // (B, L, D), shifted
+        self.head(&h)
+    }
+
+    /// [`MaskedLm::forward`]'s logits at positions `at` `(n,)` only, `(B, n, V)`: the output
+    /// head (a `D x V` matmul per position, most of a step's arithmetic at this size) runs on
+    /// those positions alone. With `caches`, each layer's keys and values are kept.
+    pub fn logits_at(&self, ids: &Tensor, at: &Tensor, caches: Option<&mut [KvCache]>) -> Tensor {
+        let h = self.hidden(ids, 0, caches, false);
+        self.head(&h.index_select(1, &(at - 1).clamp_min(0))) // position i reads the state at i - 1
+    }
+
+    /// The final hidden states `(B, T, D)` of `ids` `(B, T)` read at positions `from..from + T`.
+    /// With `caches` (one per layer), the keys and values are appended to them, or overwrite
+    /// theirs from `from` on when set to (see [`crate::BlockCache`]); queries see every
+    /// cached position.
+    pub(crate) fn hidden(&self, ids: &Tensor, from: i64, caches: Option<&mut [KvCache]>, train: bool) -> Tensor {
+        let l = ids.size().last().copied().unwrap_or(0);
+        let pos = Tensor::arange_start(from, from + l, (Kind::Int64, ids.device()));
         let mut h = plandiff_layers::dropout(
             self.wte.forward(ids) + self.wpe.forward(&pos).unsqueeze(0),
             self.cfg.shape.dropout,
             train,
-        ); // (B, L, D)
-        for block in &self.blocks {
-            h = block.forward(&h, AttnMask::None, None, None, train, None);
+        ); // (B, T, D)
+        match caches {
+            None => {
+                for block in &self.blocks {
+                    h = block.forward(&h, AttnMask::None, None, None, train, None);
+                }
+            }
+            Some(caches) => {
+                for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
+                    h = block.forward(&h, AttnMask::None, Some(cache), None, train, None);
+                }
+            }
         }
-        let h = self.norm_f.forward(&h);
-        let h = Tensor::cat(&[h.narrow(1, 0, 1), h.narrow(1, 0, l - 1)], 1); // (B, L, D), shifted
-        h.matmul(&self.wte.ws.narrow(0, 0, self.cfg.vocab_size).tr()) // (B, L, V)
+        self.norm_f.forward(&h)
+    }
+
+    /// Logits `(.., V)` of final hidden states (the head tied to the tokens' embeddings).
+    pub(crate) fn head(&self, h: &Tensor) -> Tensor {
+        h.matmul(&self.wte.ws.narrow(0, 0, self.cfg.vocab_size).tr())
+    }
+
+    pub(crate) fn n_layers(&self) -> usize {
+        self.blocks.len()
     }
 }
 

@@ -74,6 +74,31 @@ pub struct MaskedSampling {
     /// HF's repetition penalty over the tokens a row holds so far (given or committed): a
     /// positive logit of such a token is divided by it, a negative one multiplied. 1 is off.
     pub repetition_penalty: f64,
+    /// Fast-dLLM's parallel decoding: besides the step's scheduled `k`, every open position of
+    /// the block whose proposal is at least this probable is committed at once, and a block
+    /// whose positions are all committed ends early (its remaining steps are not run). `None`
+    /// is off (LLaDA).
+    pub threshold: Option<f64>,
+    /// `Some(n)`: the caller runs the model with [`crate::BlockCache`], a full pass every `n`
+    /// blocks (the sampler reads only the [`Denoiser`] it is given; this records the choice
+    /// with the settings). `None`: a full forward every step.
+    pub block_cache: Option<usize>,
+}
+
+/// What the sampler asks of a model at each step: logits at the current block's positions.
+/// Any `FnMut(&Tensor) -> Tensor` from `(B, L)` ids to `(B, L, V)` logits is one (a full
+/// forward, narrowed to the block); [`crate::BlockCache`] is the cached one.
+pub trait Denoiser {
+    /// `x`: `(B, L)` ids, masks included; `block`: the block's positions, ascending (`at` is
+    /// the same as an int64 tensor on `x`'s device); `fresh`: the first step of this block.
+    /// Returns logits `(B, block.len(), V)`.
+    fn block_logits(&mut self, x: &Tensor, block: &[usize], at: &Tensor, fresh: bool) -> Tensor;
+}
+
+impl<F: FnMut(&Tensor) -> Tensor> Denoiser for F {
+    fn block_logits(&mut self, x: &Tensor, _block: &[usize], at: &Tensor, _fresh: bool) -> Tensor {
+        self(x).index_select(1, at)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -88,6 +113,8 @@ pub enum SampleError {
     Temperature(f64),
     #[error("--repetition-penalty {0} must be finite and >= 1 (1 is off)")]
     RepetitionPenalty(f64),
+    #[error("--threshold {0} must be a probability in (0, 1] (Fast-dLLM uses 0.9)")]
+    Threshold(f64),
     #[error("every token is banned at the positions to fill")]
     AllBanned,
 }
@@ -128,17 +155,20 @@ fn blocks(fill: &[usize], opts: &MaskedSampling) -> Result<Vec<(Vec<usize>, usiz
     Ok(blocks.into_iter().enumerate().map(|(i, b)| (b, base + usize::from(i < extra))).collect())
 }
 
-/// Samples `p.rows` sequences; `logits_fn` maps `(B, L)` ids (masks included) to `(B, L, V)`
-/// logits (the model, or an oracle in tests); `uniform(shape)` supplies every random draw
+/// Samples `p.rows` sequences; `logits_fn` gives the logits of the block's positions (the
+/// model, its block cache, or an oracle in tests; see [`Denoiser`]); `uniform(shape)` supplies every random draw
 /// (float64 in (0, 1)); `on_step(i, x)` sees the tokens `(B, L)` after step `i` (masks, or
 /// drafts, where nothing is committed yet). Returns tokens `(B, L)` with every position filled.
 pub fn sample_masked(
     p: &Problem,
     opts: &MaskedSampling,
-    mut logits_fn: impl FnMut(&Tensor) -> Tensor,
+    mut logits_fn: impl Denoiser,
     mut uniform: impl FnMut(&[i64]) -> Tensor,
     mut on_step: impl FnMut(usize, &Tensor),
 ) -> Result<Tensor, SampleError> {
+    if let Some(t) = opts.threshold.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
+        return Err(SampleError::Threshold(t));
+    }
     if !opts.temperature.is_finite() || opts.temperature < 0.0 {
         return Err(SampleError::Temperature(opts.temperature));
     }
@@ -173,11 +203,16 @@ pub fn sample_masked(
         for (block, per_block) in &blocks {
             let at: Vec<i64> = block.iter().map(|&i| i as i64).collect();
             let at = Tensor::from_slice(&at).to_device(p.device);
+            let mut fresh = true;
             for k in num_transfer_tokens(block.len(), *per_block) {
+                if opts.threshold.is_some() && !fresh && block_done(&committed, &at) {
+                    break;
+                }
                 if k > 0 {
-                    let s = Step { x: &x, committed: &committed, block: &at, ban: &ban, k: k as i64 };
-                    let (nx, nc) = s.run(p.mask_id, opts, &mut logits_fn, &mut uniform);
-                    (x, committed) = (nx, nc);
+                    let s =
+                        Step { x: &x, committed: &committed, block: block.as_slice(), at: &at, ban: &ban, k: k as i64 };
+                    let (nx, nc) = s.run(p.mask_id, opts, fresh, &mut logits_fn, &mut uniform);
+                    (x, committed, fresh) = (nx, nc, false);
                 }
                 on_step(step, &x);
                 step += 1;
@@ -187,13 +222,19 @@ pub fn sample_masked(
     })
 }
 
+/// Whether every row has committed every position of the block.
+fn block_done(committed: &Tensor, at: &Tensor) -> bool {
+    committed.index_select(1, at).all().int64_value(&[]) != 0
+}
+
 /// One denoising step over the current block: the float64 work (softmax, Gumbel draws,
 /// confidence) runs on the block's positions only.
 struct Step<'a> {
     x: &'a Tensor,
     committed: &'a Tensor,
+    block: &'a [usize],
     /// The block's positions `(nb,)`.
-    block: &'a Tensor,
+    at: &'a Tensor,
     ban: &'a Tensor,
     k: i64,
 }
@@ -203,12 +244,13 @@ impl Step<'_> {
         &self,
         mask_id: i64,
         opts: &MaskedSampling,
-        logits_fn: &mut impl FnMut(&Tensor) -> Tensor,
+        fresh: bool,
+        logits_fn: &mut impl Denoiser,
         uniform: &mut impl FnMut(&[i64]) -> Tensor,
     ) -> (Tensor, Tensor) {
         let dev = self.x.device();
         let input = self.x.where_self(self.committed, &Tensor::from(mask_id).to_device(dev));
-        let mut logits = logits_fn(&input).index_select(1, self.block).to_kind(Kind::Double); // (B, nb, V)
+        let mut logits = logits_fn.block_logits(&input, self.block, self.at, fresh).to_kind(Kind::Double); // (B, nb, V)
         if opts.repetition_penalty > 1.0 {
             // The tokens each row holds (the mask excluded), as a (B, 1, V) mask.
             let (rows, v) = (logits.size()[0], logits.size()[2]);
@@ -228,8 +270,8 @@ impl Step<'_> {
             (&logits + g * opts.temperature).argmax(-1, false)
         }; // (B, nb)
         let p_x0 = logp.gather(-1, &x0.unsqueeze(-1), false).squeeze_dim(-1).exp();
-        let xb = self.x.index_select(1, self.block); // (B, nb)
-        let done = self.committed.index_select(1, self.block);
+        let xb = self.x.index_select(1, self.at); // (B, nb)
+        let done = self.committed.index_select(1, self.at);
         let open = done.logical_not();
         let (cand, p_cand) = if opts.start == Start::Random {
             // A draft at least as probable as the proposal stays; a weaker one is remasked.
@@ -251,13 +293,16 @@ impl Step<'_> {
         };
         let conf = conf.where_self(&open, &Tensor::from(f64::NEG_INFINITY).to_device(dev));
         let (_, idx) = conf.topk(self.k, -1, true, false); // (B, k)
-        let sel = done.zeros_like().scatter_value(1, &idx, 1).logical_and(&open);
+        let mut sel = done.zeros_like().scatter_value(1, &idx, 1).logical_and(&open);
+        if let Some(t) = opts.threshold {
+            sel = sel.logical_or(&p_cand.ge(t).logical_and(&open));
+        }
         let mut new = cand.where_self(&sel, &xb);
         if opts.start == Start::Random {
             new = cand.where_self(&open.logical_and(&sel.logical_not()), &new);
         }
-        let x = self.x.index_copy(1, self.block, &new);
-        (x, self.committed.index_copy(1, self.block, &done.logical_or(&sel)))
+        let x = self.x.index_copy(1, self.at, &new);
+        (x, self.committed.index_copy(1, self.at, &done.logical_or(&sel)))
     }
 }
 

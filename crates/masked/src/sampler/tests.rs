@@ -40,6 +40,8 @@ fn an_oracle_denoiser_gives_the_target_for_every_strategy_block_and_start() {
                         temperature,
                         start,
                         repetition_penalty: 1.0,
+                        threshold: None,
+                        block_cache: None,
                     };
                     let out = sample_masked(&problem(&known, 2), &opts, oracle, draws(1), |_, _| {}).unwrap();
                     assert!(out.get(0).equal(&t.get(0)) && out.get(1).equal(&t.get(0)), "{opts:?}: {out:?}");
@@ -63,12 +65,14 @@ fn committed_tokens_never_change_and_later_blocks_wait_their_turn() {
             temperature: 1.0,
             start: Start::Mask,
             repetition_penalty: 1.0,
+            threshold: None,
+            block_cache: None,
         };
         let mut seen: Vec<Vec<i64>> = Vec::new();
         let out = sample_masked(
             &problem(&known, 3),
             &opts,
-            |x| m.forward(x, false),
+            |x: &Tensor| m.forward(x, false),
             draws(2),
             |_, x| seen.push(Vec::try_from(x.reshape(-1)).unwrap()),
         )
@@ -117,8 +121,10 @@ fn seeded_and_banned_tokens_respected() {
             temperature: 1.0,
             start,
             repetition_penalty: 1.0,
+            threshold: None,
+            block_cache: None,
         };
-        let run = |seed| sample_masked(&p, &opts, |x| m.forward(x, false), draws(seed), |_, _| {}).unwrap();
+        let run = |seed| sample_masked(&p, &opts, |x: &Tensor| m.forward(x, false), draws(seed), |_, _| {}).unwrap();
         let a = run(7);
         assert!(a.equal(&run(7)), "same draws, same text");
         let toks: Vec<i64> = Vec::try_from(a.narrow(1, 1, 9).reshape(-1)).unwrap();
@@ -137,6 +143,8 @@ fn bad_settings_are_errors_that_name_the_flag() {
         temperature: 0.0,
         start: Start::Mask,
         repetition_penalty: 1.0,
+        threshold: None,
+        block_cache: None,
     };
     let e = sample_masked(&problem(&known, 1), &opts, f, draws(0), |_, _| {}).unwrap_err();
     assert!(e.to_string().contains("--steps 2") && e.to_string().contains("the 3 blocks"), "{e}");
@@ -177,6 +185,8 @@ fn repetition_penalty_demotes_tokens_the_row_holds() {
         temperature: 0.0,
         start: Start::Mask,
         repetition_penalty: 1.0,
+        threshold: None,
+        block_cache: None,
     };
     let toks = |o: &MaskedSampling| -> Vec<i64> {
         let x = sample_masked(&problem(&known, 1), o, f, draws(0), |_, _| {}).unwrap();
@@ -186,4 +196,79 @@ fn repetition_penalty_demotes_tokens_the_row_holds() {
     let pen = toks(&MaskedSampling { repetition_penalty: 2.0, ..opts });
     let count = |t: i64| pen.iter().filter(|&&x| x == t).count();
     assert_eq!((pen[0], count(5), count(6)), (1, 2, 1), "{pen:?}");
+}
+
+/// Parallel decoding (Fast-dLLM): an oracle sure of every position fills each block in one
+/// step (the block's remaining scheduled steps are not run), and gives the same text as one
+/// token per step; an oracle unsure of all but one commits only the schedule's `k`.
+#[test]
+fn threshold_commits_every_confident_position_and_ends_the_block() {
+    let target: Vec<i64> = vec![0, 5, 9, 13, 17, 21, 25, 29, 3];
+    let t = Tensor::from_slice(&target).view([1, 9]);
+    let sure = |x: &Tensor| t.one_hot(V).to_kind(Kind::Float).repeat([x.size()[0], 1, 1]) * 40.0;
+    let known: Vec<Option<i64>> = target.iter().enumerate().map(|(i, &x)| (i < 1).then_some(x)).collect();
+    let opts = MaskedSampling {
+        steps: 8,
+        block_length: Some(4),
+        remasking: Remasking::LowConfidence,
+        temperature: 0.0,
+        start: Start::Mask,
+        repetition_penalty: 1.0,
+        threshold: Some(0.9),
+        block_cache: None,
+    };
+    let mut steps = 0;
+    let out = sample_masked(&problem(&known, 2), &opts, sure, draws(0), |_, _| steps += 1).unwrap();
+    assert_eq!(steps, 2, "two blocks of 4, one step each");
+    assert!(out.equal(&t.repeat([2, 1])));
+    let mut slow = 0;
+    let plain = MaskedSampling { threshold: None, ..opts };
+    let out2 = sample_masked(&problem(&known, 2), &plain, sure, draws(0), |_, _| slow += 1).unwrap();
+    assert!(out2.equal(&out) && slow == 8);
+    // Uniform logits (probability 1/30 everywhere): the threshold never fires.
+    let flat = |x: &Tensor| Tensor::zeros([x.size()[0], x.size()[1], V], (Kind::Float, Device::Cpu));
+    let mut n = 0;
+    sample_masked(&problem(&known, 1), &opts, flat, draws(0), |_, _| n += 1).unwrap();
+    assert_eq!(n, 8);
+    for bad in [0.0, 1.5, f64::NAN] {
+        let e = sample_masked(
+            &problem(&known, 1),
+            &MaskedSampling { threshold: Some(bad), ..opts },
+            flat,
+            draws(0),
+            |_, _| {},
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--threshold"), "{e}");
+    }
+}
+
+/// With blocks of one position every step is a block's first, so the block cache reads the
+/// whole text each time: the same text as the uncached sampler. With longer blocks its later
+/// steps are approximate, and still fill every position.
+#[test]
+fn block_cache_sampling_equals_uncached_when_every_step_is_fresh() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = MaskedLm::new(vs.root(), &tiny());
+    let known: Vec<Option<i64>> = (0..12).map(|i| (i < 3).then_some(i as i64 + 1)).collect();
+    let opts = MaskedSampling {
+        steps: 9,
+        block_length: Some(1),
+        remasking: Remasking::LowConfidence,
+        temperature: 1.0,
+        start: Start::Mask,
+        repetition_penalty: 1.0,
+        threshold: None,
+        block_cache: Some(1),
+    };
+    let full =
+        sample_masked(&problem(&known, 2), &opts, |x: &Tensor| m.forward(x, false), draws(4), |_, _| {}).unwrap();
+    let cached = sample_masked(&problem(&known, 2), &opts, crate::BlockCache::new(&m), draws(4), |_, _| {}).unwrap();
+    assert!(full.equal(&cached), "every step fresh: exact");
+    let long = MaskedSampling { block_length: Some(3), ..opts };
+    let cached = sample_masked(&problem(&known, 2), &long, crate::BlockCache::new(&m), draws(4), |_, _| {}).unwrap();
+    assert_eq!(cached.lt(V).all().int64_value(&[]), 1, "every position filled");
+    let kept: Vec<i64> = Vec::try_from(cached.get(1).narrow(0, 0, 3)).unwrap();
+    assert_eq!(kept, vec![1, 2, 3]);
 }

@@ -324,6 +324,8 @@ impl MaskedGenerator {
             temperature: s.temperature,
             start: Start::Mask,
             repetition_penalty: 1.0,
+            threshold: None,
+            block_cache: None,
         };
         let out = self.fill(&known, 1, &self.banned(true, true), &opts, seed, |_, _| {})?;
         Vec::try_from(out.get(0).to_device(tch::Device::Cpu))

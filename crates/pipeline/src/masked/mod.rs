@@ -16,7 +16,7 @@ use crate::positions::Layout;
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_masked, Bundle, MaskedModel};
 use plandiff_data::TextTokenizer;
-use plandiff_masked::{sample_masked, MaskedLm, MaskedSampling, Problem, Remasking, Start};
+use plandiff_masked::{sample_masked, BlockCache, MaskedLm, MaskedSampling, Problem, Remasking, Start};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -24,7 +24,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 pub const MODE: Mode = Mode {
     name: "masked",
-    about: "masked diffusion, MDLM / LLaDA (stage `masked`): --prompt as a known prefix or --template with [MASK:n] spans; --steps, --block-length, --remasking, --start",
+    about: "masked diffusion, MDLM / LLaDA (stage `masked`): --prompt as a known prefix or --template with [MASK:n] spans; --steps, --block-length, --remasking, --start, --threshold, --block-cache",
     flags: <MaskedSettings as clap::Args>::augment_args,
     settings: settings_from::<MaskedSettings>,
     load: |path, device| Ok(Box::new(MaskedGenerator::load(path, device)?)),
@@ -50,6 +50,16 @@ pub struct MaskedSettings {
     /// tokens less likely than the model's own are remasked and replaced.
     #[arg(long)]
     pub start: Option<String>,
+    /// Masked: Fast-dLLM's parallel decoding: also commit every position of the block whose
+    /// proposal is at least this probable (e.g. 0.9), and end a block once it is filled.
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Masked: Fast-dLLM's approximate block cache: a block's first step reads the whole text,
+    /// its later steps only a window over the block (faster; the text differs from the
+    /// uncached run's). `--block-cache N`: the whole text is read every N blocks only, the
+    /// blocks between start their window at the previous block.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+    pub block_cache: Option<usize>,
 }
 
 impl MaskedSettings {
@@ -81,6 +91,16 @@ impl Checked for MaskedSettings {
             return Err(PipelineError::Invalid("--block-length must be >= 1".into()));
         }
         self.remasking()?;
+        if self.block_cache == Some(0) {
+            return Err(PipelineError::Invalid(
+                "--block-cache 0: the whole text must be read every N >= 1 blocks".into(),
+            ));
+        }
+        if let Some(t) = self.threshold.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
+            return Err(PipelineError::Invalid(format!(
+                "--threshold {t} must be a probability in (0, 1] (Fast-dLLM uses 0.9)"
+            )));
+        }
         self.start().map(drop)
     }
 }
@@ -130,6 +150,8 @@ impl MaskedGenerator {
             temperature: req.gen.sampling.temperature,
             start: s.start()?.unwrap_or(Start::Mask),
             repetition_penalty: req.gen.sampling.repetition_penalty,
+            threshold: s.threshold,
+            block_cache: s.block_cache,
         })
     }
 
@@ -169,7 +191,12 @@ impl MaskedGenerator {
         let p = Problem { known, rows, mask_id: self.mask_id(), banned, device: self.device };
         tch::manual_seed((seed & (i64::MAX as u64)) as i64);
         let uniform = |shape: &[i64]| Tensor::rand(shape, (Kind::Double, Device::Cpu)).clamp(1e-12, 1.0 - 1e-12);
-        sample_masked(&p, opts, |x| self.logits(x), uniform, on_step).map_err(|e| PipelineError::Invalid(e.to_string()))
+        let out = if let Some(n) = opts.block_cache {
+            sample_masked(&p, opts, BlockCache::every(&self.model, n), uniform, on_step)
+        } else {
+            sample_masked(&p, opts, &self.model, uniform, on_step)
+        };
+        out.map_err(|e| PipelineError::Invalid(e.to_string()))
     }
 
     /// A sequence as a reader follows the denoising: text, with `_` for each masked position.
