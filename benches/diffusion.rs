@@ -11,7 +11,7 @@ mod common;
 use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor, SamplingConfig};
 use plandiff_diffusion::SamplerKind;
 use plandiff_embedding::{sample_tokens, Rounding, TextDiffusion, TextSampling};
-use plandiff_masked::{sample_masked, MaskedLm, MaskedSampling, Problem, Remasking, Start};
+use plandiff_masked::{sample_masked, BlockCache, MaskedLm, MaskedSampling, Problem, Remasking, Start};
 use plandiff_train::diffusion::DiffusionSection;
 use plandiff_train::masked::MaskedSection;
 use plandiff_train::RunConfig;
@@ -101,15 +101,15 @@ fn masked(rc: &RunConfig, ar_times: &[(i64, f64)], reps: usize) {
         "\nmasked: d_model {}, {} layers, {} positions (configs/tiny.toml); blocks of 32, low_confidence, temperature 1",
         cfg.shape.d_model, cfg.shape.n_layers, cfg.seq_len
     );
-    println!("| L | steps | masked (s) | masked tokens/s | AR tokens/s | AR / masked speed |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("| L | steps | block cache | masked (s) | masked tokens/s | AR tokens/s | AR / masked speed |");
+    println!("|---:|---:|---|---:|---:|---:|---:|");
     for &(l, ar_s) in ar_times {
         cfg.seq_len = l;
         let vs = nn::VarStore::new(Device::Cpu);
         let m = MaskedLm::new(vs.root(), &cfg);
         let mut known = vec![None; l as usize];
         known[0] = Some(0);
-        for steps in [32usize, 64, 128] {
+        for (steps, cache) in [32usize, 64, 128].into_iter().flat_map(|s| [(s, None), (s, Some(1))]) {
             let opts = MaskedSampling {
                 steps,
                 block_length: Some(32),
@@ -118,31 +118,27 @@ fn masked(rc: &RunConfig, ar_times: &[(i64, f64)], reps: usize) {
                 start: Start::Mask,
                 repetition_penalty: 1.0,
                 threshold: None,
-                block_cache: None,
+                block_cache: cache,
             };
-            if sample_masked(
-                &problem(&known, cfg.mask_id()),
-                &opts,
-                |x: &Tensor| m.forward(x, false),
-                uniform,
-                |_, _| {},
-            )
-            .is_err()
-            {
+            let run = |p: &Problem| match cache {
+                Some(n) => sample_masked(p, &opts, BlockCache::every(&m, n), uniform, |_, _| {}),
+                None => sample_masked(p, &opts, &m, uniform, |_, _| {}),
+            };
+            if run(&problem(&known, cfg.mask_id())).is_err() {
                 continue; // steps not a multiple of the blocks at this length
             }
             let t = common::median(
                 (0..reps)
                     .map(|_| {
                         let t0 = Instant::now();
-                        let p = problem(&known, cfg.mask_id());
-                        let _ = sample_masked(&p, &opts, |x: &Tensor| m.forward(x, false), uniform, |_, _| {});
+                        let _ = run(&problem(&known, cfg.mask_id()));
                         t0.elapsed().as_secs_f64()
                     })
                     .collect(),
             );
             let n = (l - 1) as f64;
-            println!("| {l} | {steps} | {t:.3} | {:.0} | {:.0} | {:.1}x |", n / t, n / ar_s, t / ar_s);
+            let c = if cache.is_some() { "every block" } else { "-" };
+            println!("| {l} | {steps} | {c} | {t:.3} | {:.0} | {:.0} | {:.1}x |", n / t, n / ar_s, t / ar_s);
         }
     }
 }

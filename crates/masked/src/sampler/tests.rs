@@ -228,8 +228,9 @@ fn threshold_commits_every_confident_position_and_ends_the_block() {
     // Uniform logits (probability 1/30 everywhere): the threshold never fires.
     let flat = |x: &Tensor| Tensor::zeros([x.size()[0], x.size()[1], V], (Kind::Float, Device::Cpu));
     let mut n = 0;
-    sample_masked(&problem(&known, 1), &opts, flat, draws(0), |_, _| n += 1).unwrap();
+    let out = sample_masked(&problem(&known, 1), &opts, flat, draws(0), |_, _| n += 1).unwrap();
     assert_eq!(n, 8);
+    assert_eq!(out.lt(V).all().int64_value(&[]), 1);
     for bad in [0.0, 1.5, f64::NAN] {
         let e = sample_masked(
             &problem(&known, 1),
