@@ -94,6 +94,8 @@ fn seeded_generation_is_reproducible_and_templates_keep_their_text() {
         &["--remasking", "random", "--block-length", "4"][..],
         &["--remasking", "margin", "--start", "random"],
         &["--remasking", "entropy", "--steps", "8", "--block-length", "8"],
+        &["--block-length", "4", "--block-cache"],
+        &["--block-length", "2", "--block-cache", "3", "--threshold", "0.5"],
     ] {
         let v = generate(&[&p[..], extra].concat());
         for smp in v["samples"].as_array().unwrap() {
@@ -103,6 +105,9 @@ fn seeded_generation_is_reproducible_and_templates_keep_their_text() {
             assert!(toks.iter().all(|t| t.as_i64().unwrap() < vocab), "a mask left in {extra:?}: {toks:?}");
         }
     }
+    let v = generate(&[&p[..], &["--block-length", "2", "--block-cache", "3", "--threshold", "0.5"]].concat());
+    assert_eq!(v["masked_sampling"]["block_cache"], 3, "{}", v["masked_sampling"]);
+    assert_eq!(v["masked_sampling"]["threshold"], 0.5);
     let v = generate(&["--template", "tom went to the [MASK:3] and [MASK:2] played.", "--show-steps", "4"]);
     let text = v["samples"][0]["text"].as_str().unwrap();
     assert!(text.starts_with("tom went to the") && text.contains(" and") && text.ends_with(" played."), "{text}");
@@ -233,6 +238,8 @@ fn bad_flags_are_one_line_errors() {
     };
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (g(&["--block-length", "0"]), "--block-length"),
+        (g(&["--block-cache", "0"]), "--block-cache 0"),
+        (g(&["--threshold", "0"]), "--threshold 0"),
         (g(&["--remasking", "best"]), "--remasking best"),
         (g(&["--start", "noise"]), "--start noise"),
         (g(&["--steps", "5", "--block-length", "4"]), "--steps 5 must be at least the 7 blocks"),
