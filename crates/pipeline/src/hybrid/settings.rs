@@ -14,9 +14,8 @@ pub struct HybridSettings {
     #[arg(long)]
     pub guidance: Option<f64>,
     /// Hybrid: sample this many plans for each window and keep, per sample, the one whose
-    /// new latents are closest (mean cosine) to the latents of the text so far, less, with an
-    /// --outline, how closely its free slots restate the outline's lines (1 to 16; default 1,
-    /// a single plan).
+    /// new latents are closest (mean cosine) to the latents of the text so far (1 to 16;
+    /// default 1, a single plan).
     #[arg(long)]
     pub plan_candidates: Option<usize>,
     /// Hybrid: the decoder's classifier-free guidance on the plan, 0 to 10: tokens are drawn
