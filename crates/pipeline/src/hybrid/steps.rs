@@ -95,7 +95,7 @@ impl HybridGenerator {
         let soft_mask = refine.then(|| rows_mask(&outline));
         let soft = soft_mask.as_ref().map(|soft| SoftHold { soft, hold });
         let z = self.planner.sample_held(&known, &mask, soft, opts, |shape| noise.sample(shape)).map_err(plan_error)?;
-        let z = best_candidates(self.bounded(z), n, ctx, &outline[ctx..]);
+        let z = best_candidates(self.bounded(z), n, ctx, new);
         for (i, r) in rows.iter_mut().enumerate() {
             if r.planned.len() < from + new {
                 r.planned.resize_with(from + new, || None);
@@ -190,32 +190,18 @@ impl HybridGenerator {
     }
 }
 
-/// Of `z` `(K*B, S, d)`, each row's candidate whose free new slots (after `ctx`; `fixed`
-/// marks the outline's, one entry per new slot) have the highest mean cosine to the mean of its
-/// context slots, less, when the outline fixes slots, their mean greatest cosine to a fixed
-/// slot (a free slot that restates an outline line makes the text say it twice, and out of
-/// order): `(B, S, d)`.
-pub(super) fn best_candidates(z: Tensor, rows: i64, ctx: usize, fixed: &[bool]) -> Tensor {
+/// Of `z` `(K*B, S, d)`, each row's candidate whose new slots (after `ctx`) have the
+/// highest mean cosine to the mean of its context slots: `(B, S, d)`.
+pub(super) fn best_candidates(z: Tensor, rows: i64, ctx: usize, new: usize) -> Tensor {
     let k = z.size()[0] / rows.max(1);
-    let slots = |want: bool| -> Vec<i64> {
-        fixed.iter().enumerate().filter(|(_, &f)| f == want).map(|(i, _)| (ctx + i) as i64).collect()
-    };
-    let (free, held) = (slots(false), slots(true));
-    if k <= 1 || ctx == 0 || free.is_empty() {
+    if k <= 1 || ctx == 0 {
         return z.narrow(0, 0, rows);
     }
     let d = z.size()[2];
-    let dev = z.device();
     let z4 = z.view([k, rows, -1, d]); // (K, B, S, d)
     let context = z4.narrow(2, 0, ctx as i64).mean_dim([2i64].as_slice(), true, Kind::Float); // (K, B, 1, d)
-    let planned = z4.index_select(2, &Tensor::from_slice(&free).to_device(dev)); // (K, B, F, d)
-    let mean = |t: Tensor| t.mean_dim([2i64].as_slice(), false, Kind::Float);
-    let mut score = mean(Tensor::cosine_similarity(&planned, &context, -1, 1e-8)); // (K, B)
-    if !held.is_empty() {
-        let outline = z4.index_select(2, &Tensor::from_slice(&held).to_device(dev)); // (K, B, H, d)
-        let sim = Tensor::cosine_similarity(&planned.unsqueeze(3), &outline.unsqueeze(2), -1, 1e-8); // (K, B, F, H)
-        score = score - mean(sim.amax([-1i64].as_slice(), false));
-    }
+    let planned = z4.narrow(2, ctx as i64, new as i64); // (K, B, new, d)
+    let score = Tensor::cosine_similarity(&planned, &context, -1, 1e-8).mean_dim([2i64].as_slice(), false, Kind::Float); // (K, B)
     let best = score.argmax(0, false); // (B,)
     let idx = &best * rows + Tensor::arange(rows, (tch::Kind::Int64, best.device()));
     z.index_select(0, &idx)
@@ -241,34 +227,11 @@ mod tests {
             0.0, 1.0, 1.0, 0.0, // candidate 1, row 1: orthogonal
         ])
         .view([4, 2, 2]);
-        let best = best_candidates(z.shallow_clone(), 2, 1, &[false]);
+        let best = best_candidates(z.shallow_clone(), 2, 1, 1);
         let want = Tensor::stack(&[z.get(2), z.get(1)], 0);
         assert!(best.allclose(&want, 0.0, 0.0, false), "{best}");
-        // One candidate, or no context, or no free slot: the first candidates, unchanged.
-        assert!(best_candidates(z.narrow(0, 0, 2), 2, 1, &[false]).allclose(&z.narrow(0, 0, 2), 0.0, 0.0, false));
-        assert_eq!(best_candidates(z.shallow_clone(), 2, 0, &[false, false]).size(), vec![2, 2, 2]);
-        assert!(best_candidates(z.shallow_clone(), 2, 1, &[true]).allclose(&z.narrow(0, 0, 2), 0.0, 0.0, false));
-    }
-
-    /// With an outline slot, a candidate whose free slot restates the outline's line loses to
-    /// one that is as close to the context but says something else.
-    #[test]
-    fn a_free_slot_that_restates_an_outline_line_loses() {
-        // K = 2, B = 1, S = 3 (1 context, 1 free, 1 fixed), d = 3.
-        let z = Tensor::from_slice(&[
-            1.0f32, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, // candidate 0: the free slot copies the fixed one
-            1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, // candidate 1: the free slot along the context
-        ])
-        .view([2, 3, 3]);
-        let best = best_candidates(z.shallow_clone(), 1, 1, &[false, true]);
-        assert!(best.allclose(&z.narrow(0, 1, 1), 0.0, 0.0, false), "{best}");
-        // Both free slots equally far from the fixed one: the context decides, as without it.
-        let alike = Tensor::from_slice(&[
-            1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, // free slot orthogonal to context and outline
-            1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, // free slot on the context, orthogonal to the outline
-        ])
-        .view([2, 3, 3]);
-        let best = best_candidates(alike.shallow_clone(), 1, 1, &[false, true]);
-        assert!(best.allclose(&alike.narrow(0, 1, 1), 0.0, 0.0, false), "{best}");
+        // One candidate, or no context: the first candidates, unchanged.
+        assert!(best_candidates(z.narrow(0, 0, 2), 2, 1, 1).allclose(&z.narrow(0, 0, 2), 0.0, 0.0, false));
+        assert_eq!(best_candidates(z.shallow_clone(), 2, 0, 2).size(), vec![2, 2, 2]);
     }
 }
