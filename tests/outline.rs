@@ -78,6 +78,28 @@ fn outline_lines_are_fixed_slots_and_the_planner_fills_the_rest() {
     assert!(ha[0]["preview"] != hb[0]["preview"] || ha[3]["preview"] != hb[3]["preview"], "refined slots: {ha:?}");
 }
 
+/// --outline-complete: a phrase is completed to a sentence that starts with it (logged), and
+/// that sentence's latent is the slot's (its preview changes); a line that ends a sentence is
+/// encoded as it is.
+#[test]
+fn outline_complete_encodes_a_phrase_as_its_completed_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = outline_file(dir.path(), b"leo finds a\n_\nleo and his friend play with the ball all day.\n");
+    let args = ["--prompt", PROMPT, "--outline", s(&f), "--seed", "1"];
+    let plain = generate(&args);
+    let done = generate(&[&args[..], &["--outline-complete"]].concat());
+    let log = String::from_utf8_lossy(&done.stderr).to_string();
+    let (plain, done) = (plan(&json(plain)), plan(&json(done)));
+    let line =
+        log.lines().find(|l| l.contains("completed as")).unwrap_or_else(|| panic!("no completion logged: {log}"));
+    let completed = line.split("completed as \"").nth(1).unwrap().trim_end_matches('"');
+    assert!(completed.starts_with("leo finds a ") && completed.len() > "leo finds a".len(), "{line}");
+    assert_eq!(log.matches("completed as").count(), 1, "the sentence line is not completed: {log}");
+    assert_eq!(done[0]["outline"], "leo finds a", "the line shown is the user's");
+    assert_ne!(plain[0]["preview"], done[0]["preview"], "the phrase's slot reads the completed sentence");
+    assert_eq!(plain[2]["preview"], done[2]["preview"], "the sentence's slot is unchanged");
+}
+
 #[test]
 fn an_outline_reads_from_standard_input() {
     let dir = root().join("checkpoints/tiny");

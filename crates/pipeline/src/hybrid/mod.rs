@@ -251,7 +251,7 @@ impl HybridGenerator {
             return Err(FieldError::new("sentences", 0, "must be >= 1").into());
         }
         let fixed = match outline {
-            Some(o) => self.outline_slots(o)?,
+            Some(o) => self.outline_slots(o, levers.outline_complete)?,
             None => Vec::new(),
         };
         Ok((plan, oracle, fixed, want))
@@ -275,10 +275,16 @@ impl HybridGenerator {
         }
     }
 
-    /// The outline's lines with their latents (one batch), `None` for free slots.
-    fn outline_slots(&self, o: Vec<Option<String>>) -> Result<Outline> {
+    /// The outline's lines with their latents (one batch), `None` for free slots; with
+    /// `complete`, a phrase's latent is its completed sentence's ([`Self::complete_phrases`]).
+    fn outline_slots(&self, o: Vec<Option<String>>, complete: bool) -> Result<Outline> {
         let texts: Vec<&str> = o.iter().flatten().map(String::as_str).collect();
-        let z = self.encode_text(&texts)?;
+        let z = if complete {
+            let done = self.complete_phrases(&texts)?;
+            self.encode_text(&done.iter().map(String::as_str).collect::<Vec<_>>())?
+        } else {
+            self.encode_text(&texts)?
+        };
         let mut k = 0;
         Ok(o.into_iter()
             .map(|line| {

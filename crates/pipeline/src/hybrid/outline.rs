@@ -3,7 +3,9 @@
 //! plan space and held fixed as a known slot, an empty line or `_` leaves the slot to the
 //! planner, which inpaints the free slots around the fixed ones; the decoder writes every slot.
 
+use super::HybridGenerator;
 use crate::{PipelineError, Result};
+use plandiff_decoder::{generate, GenerateOptions, LogitsProcessor, SamplingConfig};
 use std::io::Read;
 use std::path::Path;
 
@@ -76,9 +78,55 @@ pub fn check_phrase(phrase: &str) -> Result<&str> {
     Ok(p)
 }
 
+/// Whether an outline line ends a sentence (`.`, `!` or `?`, before any closing quotes).
+pub fn ends_sentence(line: &str) -> bool {
+    line.trim_end().trim_end_matches(['"', '\'', ')']).ends_with(['.', '!', '?'])
+}
+
+impl HybridGenerator {
+    /// Each line, with every phrase (a line that does not end a sentence) completed to one
+    /// sentence by the decoder under its null plan, greedily (one batch).
+    pub(super) fn complete_phrases(&self, lines: &[&str]) -> Result<Vec<String>> {
+        let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        let open: Vec<usize> = (0..lines.len()).filter(|&i| !ends_sentence(lines[i])).collect();
+        if open.is_empty() {
+            return Ok(out);
+        }
+        let sp = self.sp();
+        let toks = self.tokenize_sentences(&open.iter().map(|&i| lines[i]).collect::<Vec<_>>())?;
+        let prompts: Vec<Vec<i64>> = toks.iter().map(|t| [&[sp.bos as i64][..], t].concat()).collect();
+        let null = self.ae.null_plan();
+        let plans = null.unsqueeze(0).repeat([prompts.len() as i64, 1, 1]);
+        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+        let gopts = GenerateOptions {
+            max_new_tokens: 48,
+            max_sentences: Some(1),
+            eos_id: sp.eos as i64,
+            sep_id: sp.sep as i64,
+            pad_id: sp.pad as i64,
+            banned: vec![sp.bos as i64, sp.pad as i64, sp.eos as i64],
+        };
+        let g =
+            generate(&self.ae.decoder, &prompts, Some(&plans), &mut LogitsProcessor::new(greedy, 0), &gopts, |_, _| {});
+        for (k, &i) in open.iter().enumerate() {
+            let ids: Vec<u32> =
+                toks[k].iter().chain(&g.tokens[k]).map(|&t| t as u32).filter(|&t| !sp.is_special(t)).collect();
+            out[i] = self.tokenizer.decode(&ids)?.trim().to_string();
+            tracing::info!("outline line {:?} completed as {:?}", lines[i], out[i]);
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_outline;
+    use super::{ends_sentence, parse_outline};
+
+    #[test]
+    fn a_line_ends_a_sentence_at_its_final_stop() {
+        assert!(ends_sentence("they go home.") && ends_sentence("\"help!\" she said?\" ") && ends_sentence("is it?"));
+        assert!(!ends_sentence("the dog finds the ball") && !ends_sentence("mr. smith went"));
+    }
 
     #[test]
     fn lines_are_fixed_or_free_slots() {

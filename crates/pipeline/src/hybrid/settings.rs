@@ -51,6 +51,12 @@ pub struct HybridSettings {
     /// of the text and the other slots (SDEdit-style); 1 keeps each line's own latent.
     #[arg(long)]
     pub outline_hold: Option<f64>,
+    /// Hybrid, with --outline: a line that does not end a sentence (no `.`, `!` or `?` at its
+    /// end: a phrase) is first completed to one sentence by the decoder with no plan (greedy),
+    /// and the completed sentence is encoded as the slot's plan (a phrase's embedding is a
+    /// fragment's, and the decoder writes fragments from it).
+    #[arg(long)]
+    pub outline_complete: bool,
     /// Plan from this reference continuation instead of sampling a plan (the A/B harness's
     /// `oracle` arm; no flag).
     #[arg(skip)]
