@@ -5,7 +5,6 @@
 
 use super::HybridGenerator;
 use crate::{PipelineError, Result};
-use plandiff_decoder::{generate, GenerateOptions, LogitsProcessor, SamplingConfig};
 use std::io::Read;
 use std::path::Path;
 
@@ -97,17 +96,7 @@ impl HybridGenerator {
         let prompts: Vec<Vec<i64>> = toks.iter().map(|t| [&[sp.bos as i64][..], t].concat()).collect();
         let null = self.ae.null_plan();
         let plans = null.unsqueeze(0).repeat([prompts.len() as i64, 1, 1]);
-        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
-        let gopts = GenerateOptions {
-            max_new_tokens: 48,
-            max_sentences: Some(1),
-            eos_id: sp.eos as i64,
-            sep_id: sp.sep as i64,
-            pad_id: sp.pad as i64,
-            banned: vec![sp.bos as i64, sp.pad as i64, sp.eos as i64],
-        };
-        let g =
-            generate(&self.ae.decoder, &prompts, Some(&plans), &mut LogitsProcessor::new(greedy, 0), &gopts, |_, _| {});
+        let g = self.greedy_sentence(&prompts, &plans, vec![sp.bos as i64, sp.pad as i64, sp.eos as i64]);
         for (k, &i) in open.iter().enumerate() {
             let ids: Vec<u32> =
                 toks[k].iter().chain(&g.tokens[k]).map(|&t| t as u32).filter(|&t| !sp.is_special(t)).collect();

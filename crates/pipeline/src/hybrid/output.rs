@@ -6,7 +6,7 @@ use super::HybridGenerator;
 use crate::mode::{Detail, Generation, PlanSlot};
 use crate::text::TextStream;
 use crate::Result;
-use plandiff_decoder::{generate, GenerateOptions, LogitsProcessor, SamplingConfig, StopReason};
+use plandiff_decoder::{generate, GenerateOptions, Generated, LogitsProcessor, SamplingConfig, StopReason};
 use tch::{Kind, Tensor};
 
 /// Wall time of a generation and the part spent planning.
@@ -63,6 +63,21 @@ impl HybridGenerator {
         Ok(gens)
     }
 
+    /// One sentence after each prompt under its plan `(B, S, d)`, greedy (at most 48 tokens).
+    pub(super) fn greedy_sentence(&self, prompts: &[Vec<i64>], plans: &Tensor, banned: Vec<i64>) -> Generated {
+        let sp = self.sp();
+        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+        let gopts = GenerateOptions {
+            max_new_tokens: 48,
+            max_sentences: Some(1),
+            eos_id: sp.eos as i64,
+            sep_id: sp.sep as i64,
+            pad_id: sp.pad as i64,
+            banned,
+        };
+        generate(&self.ae.decoder, prompts, Some(plans), &mut LogitsProcessor::new(greedy, 0), &gopts, |_, _| {})
+    }
+
     /// What the decoder writes from each planned latent alone: greedy, one sentence, the
     /// latent in slot 0 and the null plan elsewhere.
     fn previews(&self, rows: &[Row], from: usize) -> Result<Vec<Vec<String>>> {
@@ -81,18 +96,8 @@ impl HybridGenerator {
             return Ok(out);
         }
         let sp = self.sp();
-        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
-        let mut lp = LogitsProcessor::new(greedy, 0);
-        let gopts = GenerateOptions {
-            max_new_tokens: 48,
-            max_sentences: Some(1),
-            eos_id: sp.eos as i64,
-            sep_id: sp.sep as i64,
-            pad_id: sp.pad as i64,
-            banned: vec![sp.bos as i64, sp.pad as i64],
-        };
         let prompts = vec![vec![sp.bos as i64]; plans.len()];
-        let g = generate(&self.ae.decoder, &prompts, Some(&Tensor::stack(&plans, 0)), &mut lp, &gopts, |_, _| {});
+        let g = self.greedy_sentence(&prompts, &Tensor::stack(&plans, 0), vec![sp.bos as i64, sp.pad as i64]);
         for (k, toks) in g.tokens.iter().enumerate() {
             let ids: Vec<u32> = toks.iter().map(|&t| t as u32).filter(|&t| !sp.is_special(t)).collect();
             out[owner[k]].push(self.tokenizer.decode(&ids)?.trim().to_string());
