@@ -76,8 +76,8 @@ pub struct MaskedSampling {
     pub repetition_penalty: f64,
     /// Fast-dLLM's parallel decoding: besides the step's scheduled `k`, every open position of
     /// the block whose proposal is at least this probable is committed at once, and a block
-    /// whose positions are all committed ends early (its remaining steps are not run). `None`
-    /// is off (LLaDA).
+    /// whose positions are all committed ends early (its remaining steps run no model call;
+    /// `on_step` still sees each). `None` is off (LLaDA).
     pub threshold: Option<f64>,
     /// `Some(n)`: the caller runs the model with [`crate::BlockCache`], a full pass every `n`
     /// blocks (the sampler reads only the [`Denoiser`] it is given; this records the choice
@@ -204,11 +204,11 @@ pub fn sample_masked(
             let at: Vec<i64> = block.iter().map(|&i| i as i64).collect();
             let at = Tensor::from_slice(&at).to_device(p.device);
             let mut fresh = true;
+            let mut filled = false;
             for k in num_transfer_tokens(block.len(), *per_block) {
-                if opts.threshold.is_some() && !fresh && block_done(&committed, &at) {
-                    break;
-                }
-                if k > 0 {
+                // A block the threshold filled early runs no more steps (each still reported).
+                filled = filled || (opts.threshold.is_some() && !fresh && block_done(&committed, &at));
+                if k > 0 && !filled {
                     let s =
                         Step { x: &x, committed: &committed, block: block.as_slice(), at: &at, ban: &ban, k: k as i64 };
                     let (nx, nc) = s.run(p.mask_id, opts, fresh, &mut logits_fn, &mut uniform);

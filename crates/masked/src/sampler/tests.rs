@@ -217,14 +217,22 @@ fn threshold_commits_every_confident_position_and_ends_the_block() {
         threshold: Some(0.9),
         block_cache: None,
     };
-    let mut steps = 0;
-    let out = sample_masked(&problem(&known, 2), &opts, sure, draws(0), |_, _| steps += 1).unwrap();
-    assert_eq!(steps, 2, "two blocks of 4, one step each");
+    let (mut calls, mut steps) = (0, 0);
+    let counted = |x: &Tensor| {
+        calls += 1;
+        sure(x)
+    };
+    let out = sample_masked(&problem(&known, 2), &opts, counted, draws(0), |_, _| steps += 1).unwrap();
+    assert_eq!((calls, steps), (2, 8), "two blocks of 4, one model call each; every step reported");
     assert!(out.equal(&t.repeat([2, 1])));
-    let mut slow = 0;
+    let (mut slow, mut calls) = (0, 0);
     let plain = MaskedSampling { threshold: None, ..opts };
-    let out2 = sample_masked(&problem(&known, 2), &plain, sure, draws(0), |_, _| slow += 1).unwrap();
-    assert!(out2.equal(&out) && slow == 8);
+    let counted = |x: &Tensor| {
+        calls += 1;
+        sure(x)
+    };
+    let out2 = sample_masked(&problem(&known, 2), &plain, counted, draws(0), |_, _| slow += 1).unwrap();
+    assert!(out2.equal(&out) && slow == 8 && calls == 8);
     // Uniform logits (probability 1/30 everywhere): the threshold never fires.
     let flat = |x: &Tensor| Tensor::zeros([x.size()[0], x.size()[1], V], (Kind::Float, Device::Cpu));
     let mut n = 0;
