@@ -364,6 +364,32 @@ mod tests {
         assert_eq!(cache.len(), 7);
     }
 
+    /// Overwrite mode: a window's new keys and values replace the cached ones in place, the
+    /// length stays, and the window's queries see every position: with the same input, the
+    /// window's output equals the full bidirectional pass's rows; with a changed window, it
+    /// equals a full pass over the cached rest and the new window.
+    #[test]
+    fn overwriting_a_window_equals_full_attention_over_the_mixed_keys() {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let attn = Attention::new(vs.root() / "attn", 16, 16, 2, 0.0, InitStd::default());
+        let x = Tensor::randn([1, 6, 16], (Kind::Float, Device::Cpu));
+        let full = attn.forward_self(&x, None, AttnMask::None, false, None);
+        let mut cache = KvCache::new();
+        let _ = attn.forward_self(&x, Some(&mut cache), AttnMask::None, false, None);
+        cache.overwrite_from(Some(2));
+        let w = attn.forward_self(&x.narrow(1, 2, 3), Some(&mut cache), AttnMask::None, false, None);
+        assert_eq!(cache.len(), 6, "overwriting keeps the length");
+        assert!((&w - full.narrow(1, 2, 3)).abs().max().double_value(&[]) < 1e-5);
+        // A new window: the same as attention over the old keys outside it and the new inside.
+        let x2 = x.copy();
+        x2.narrow(1, 2, 3).copy_(&Tensor::randn([1, 3, 16], (Kind::Float, Device::Cpu)));
+        let w2 = attn.forward_self(&x2.narrow(1, 2, 3), Some(&mut cache), AttnMask::None, false, None);
+        let want = attn.forward_self(&x2, None, AttnMask::None, false, None).narrow(1, 2, 3);
+        assert!((&w2 - want).abs().max().double_value(&[]) < 1e-5, "keys 0..2 and 5 are unchanged inputs");
+        assert_eq!(cache.len(), 6);
+    }
+
     #[test]
     fn cross_attention_uses_context_width() {
         let vs = nn::VarStore::new(Device::Cpu);
