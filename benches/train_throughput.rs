@@ -14,6 +14,8 @@ fn main() {
     let steps = common::arg("--steps", 20);
     let warmup = common::arg("--warmup", 3);
     let (b, t) = (common::arg("--batch", 16) as i64, common::arg("--seq-len", 256) as i64);
+    // `--unfused`: the logits whole and `cross_entropy` over them (the path before the fused head).
+    let unfused = std::env::args().any(|a| a == "--unfused");
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
     let cfg = common::tiny(None);
@@ -30,8 +32,11 @@ fn main() {
         let t0 = Instant::now();
         let batch = data.get(i as i64);
         let (x, y) = (batch.narrow(1, 0, t), batch.narrow(1, 1, t));
-        let logits = model.forward(&x, None, None, true);
-        let loss = logits.view([-1, cfg.vocab_size]).cross_entropy_for_logits(&y.reshape(-1));
+        let loss = if unfused {
+            model.forward(&x, None, None, true).view([-1, cfg.vocab_size]).cross_entropy_for_logits(&y.reshape(-1))
+        } else {
+            model.loss_masked(&x, None, None, None, &y, -100, true)
+        };
         opt.zero_grad();
         loss.backward();
         let _ = opt.clip_grad_norm(1.0);
@@ -42,7 +47,8 @@ fn main() {
     }
     let total: f64 = times.iter().sum();
     println!(
-        "{{\"impl\": \"plandiff\", \"tokens_per_s\": {:.1}, \"step_ms\": {:.1}, \"params\": {params}, \"threads\": {threads}}}",
+        "{{\"impl\": \"{}\", \"tokens_per_s\": {:.1}, \"step_ms\": {:.1}, \"params\": {params}, \"threads\": {threads}}}",
+        if unfused { "plandiff-unfused" } else { "plandiff" },
         (b * t) as f64 * times.len() as f64 / total,
         1e3 * total / times.len() as f64
     );

@@ -24,6 +24,7 @@ for round in $(seq "$ROUNDS"); do
     $PY python/plandiff_twin.py bench-generate --batch "$b" --threads "$THREADS" --new "$NEW" --reps 1 2>/dev/null | grep '^{' >> "$OUT"
   done
   cargo bench --locked --quiet --bench train_throughput -- --threads "$THREADS" --steps 10 2>/dev/null | grep '^{' >> "$OUT"
+  cargo bench --locked --quiet --bench train_throughput -- --threads "$THREADS" --steps 10 --unfused 2>/dev/null | grep '^{' >> "$OUT"
   $PY python/plandiff_twin.py bench-train --threads "$THREADS" --steps 10 | grep '^{' >> "$OUT"
 done
 python3 - "$OUT" "$THREADS" "$ROUNDS" <<'PYEOF'
@@ -47,11 +48,11 @@ for b in (1, 8):
 hy = pick("plandiff", "decode", "hybrid", 1)
 if hy:
     print(f"\nhybrid's decoder at batch 1: {med(hy, 'ops_per_step'):.0f} ops per step ({med(hy, 'top_ops_per_step'):.0f} top-level)")
-pt, pe = pick("plandiff"), pick("pytorch-eager")
+pt, pu, pe = pick("plandiff"), pick("plandiff-unfused"), pick("pytorch-eager")
 print(f"\n## Training step (batch 16 x 256, AdamW, clip), {threads} threads\n")
 print("| implementation | tokens/s, median | per round |")
 print("|---|---:|---|")
-for name, rs in (("plandiff", pt), ("pytorch-eager", pe)):
+for name, rs in (("plandiff (output head and loss fused)", pt), ("plandiff, logits whole (before)", pu), ("pytorch-eager", pe)):
     print(f"| {name} | {med(rs, 'tokens_per_s'):.0f} | " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in rs) + " |")
 print(f"\nplandiff / PyTorch eager: **{med(pt, 'tokens_per_s') / med(pe, 'tokens_per_s'):.2f}x**")
 PYEOF

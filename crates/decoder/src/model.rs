@@ -280,6 +280,38 @@ impl Decoder {
         self_mask: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
+        self.head(&self.hidden(tokens, slots, plan, self_mask, train))
+    }
+
+    /// Mean next-token cross-entropy of [`Decoder::forward_masked`]'s logits against `targets`
+    /// `(B, T)` (`ignore_index` positions do not count), with the output head and the loss
+    /// fused chunk by chunk ([`plandiff_layers::linear_cross_entropy`]): the same loss and
+    /// gradients as `cross_entropy_loss` over the logits, without the `(B, T, V)` logits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_masked(
+        &self,
+        tokens: &Tensor,
+        slots: Option<&Tensor>,
+        plan: Option<&Tensor>,
+        self_mask: Option<&Tensor>,
+        targets: &Tensor,
+        ignore_index: i64,
+        train: bool,
+    ) -> Tensor {
+        let x = self.norm_f.forward(&self.hidden(tokens, slots, plan, self_mask, train));
+        let d = x.size()[2];
+        plandiff_layers::linear_cross_entropy(&x.reshape([-1, d]), &self.wte.ws, &targets.reshape([-1]), ignore_index)
+    }
+
+    /// The last block's output `(B, T, D)` (before the final norm) of a full forward pass.
+    fn hidden(
+        &self,
+        tokens: &Tensor,
+        slots: Option<&Tensor>,
+        plan: Option<&Tensor>,
+        self_mask: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let (b, t) = tokens.size2().expect("tokens must be (B, T)");
         let positions = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0); // (1, T)
         let cross = self.plan_memory(plan, b);
@@ -310,7 +342,7 @@ impl Decoder {
             let ctx = cross.as_ref().map(|c| CrossContext::Kv(&c[i], bias.as_ref()));
             x = block.forward(&x, mask, None, ctx, train, rope.as_ref());
         }
-        self.head(&x)
+        x
     }
 
     /// The learned null plan `(max_slots, d_latent)` (plan models only): what the decoder
@@ -379,8 +411,8 @@ impl Decoder {
             }
         };
         let rope = self.rotary(positions);
-        let bias = match (slots, &cache.cross) {
-            (Some(s), Some(c)) if !c.is_empty() => self.cross_bias(&(s - cache.origin), c[0].slots()).map(|x| {
+        let bias = match (slots, &cache.cross, self.slot_bias.is_some()) {
+            (Some(s), Some(c), true) if !c.is_empty() => self.cross_bias(&(s - cache.origin), c[0].slots()).map(|x| {
                 let (h, s) = (x.size()[1], x.size()[3]);
                 x.permute([0, 2, 1, 3]).reshape([b, t, h * s]) // (B, T, H*S), the folded layout
             }),

@@ -51,11 +51,13 @@ impl SamplingConfig {
 pub struct LogitsProcessor {
     cfg: SamplingConfig,
     rng: ChaCha8Rng,
+    /// Scratch for the repetition penalty: which ids this call has already penalized.
+    seen: Vec<bool>,
 }
 
 impl LogitsProcessor {
     pub fn new(cfg: SamplingConfig, seed: u64) -> Self {
-        Self { cfg, rng: ChaCha8Rng::seed_from_u64(seed) }
+        Self { cfg, rng: ChaCha8Rng::seed_from_u64(seed), seen: Vec::new() }
     }
 
     /// Draws the next token from `logits` (modified in place); `banned` ids never come out.
@@ -68,12 +70,19 @@ impl LogitsProcessor {
         }
         if c.repetition_penalty != 1.0 {
             let p = c.repetition_penalty as f32;
-            let mut seen = std::collections::HashSet::new();
+            // Each seen token once: mark it in a vocabulary-sized table kept between calls,
+            // and clear only the marks this call set.
+            self.seen.resize(self.seen.len().max(logits.len()), false);
             for &h in history {
-                if seen.insert(h) {
-                    if let Some(l) = logits.get_mut(h as usize) {
+                if let Some(l) = logits.get_mut(h as usize) {
+                    if !std::mem::replace(&mut self.seen[h as usize], true) {
                         *l = if *l > 0.0 { *l / p } else { *l * p };
                     }
+                }
+            }
+            for &h in history {
+                if let Some(m) = self.seen.get_mut(h as usize) {
+                    *m = false;
                 }
             }
         }
@@ -85,10 +94,14 @@ impl LogitsProcessor {
         if idx.is_empty() {
             return argmax(logits) as i64;
         }
-        idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        if let Some(k) = c.top_k {
-            idx.truncate(k.max(1));
+        // Descending logit, ties by id: a total order, so the k first after a selection are
+        // the k first of the full sort, and sorting just them gives the same list.
+        let order = |&a: &usize, &b: &usize| logits[b].total_cmp(&logits[a]).then(a.cmp(&b));
+        if let Some(k) = c.top_k.map(|k| k.max(1)).filter(|&k| k < idx.len()) {
+            idx.select_nth_unstable_by(k - 1, order);
+            idx.truncate(k);
         }
+        idx.sort_unstable_by(order);
         let max = logits[idx[0]] as f64;
         let mut probs: Vec<f64> = idx.iter().map(|&i| ((logits[i] as f64 - max) / c.temperature).exp()).collect();
         let total: f64 = probs.iter().sum();
@@ -178,6 +191,64 @@ mod tests {
         assert_ne!(a, draws(12));
         let frac = a.iter().filter(|&&x| x == 1).count() as f64 / a.len() as f64;
         assert!((frac - 0.75).abs() < 0.03, "{frac}");
+    }
+
+    /// The selection of the top k draws exactly what sorting every candidate drew (the
+    /// previous code, kept here as the reference), ties and repeated history included.
+    #[test]
+    fn top_k_selection_draws_what_a_full_sort_draws() {
+        fn reference(c: SamplingConfig, rng: &mut ChaCha8Rng, logits: &mut [f32], history: &[i64]) -> i64 {
+            let p = c.repetition_penalty as f32;
+            let mut seen = std::collections::HashSet::new();
+            for &h in history {
+                if seen.insert(h) {
+                    if let Some(l) = logits.get_mut(h as usize) {
+                        *l = if *l > 0.0 { *l / p } else { *l * p };
+                    }
+                }
+            }
+            let mut idx: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
+            idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+            idx.truncate(c.top_k.unwrap_or(usize::MAX).max(1));
+            let max = logits[idx[0]] as f64;
+            let mut probs: Vec<f64> = idx.iter().map(|&i| ((logits[i] as f64 - max) / c.temperature).exp()).collect();
+            let total: f64 = probs.iter().sum();
+            probs.iter_mut().for_each(|p| *p /= total);
+            let (mut cum, mut keep) = (0.0, probs.len());
+            for (n, p) in probs.iter().enumerate() {
+                cum += p;
+                if cum >= c.top_p.unwrap_or(1.0) {
+                    keep = n + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+            idx.truncate(keep);
+            let mut u = rng.gen::<f64>() * probs.iter().sum::<f64>();
+            for (n, p) in probs.iter().enumerate() {
+                u -= p;
+                if u <= 0.0 {
+                    return idx[n] as i64;
+                }
+            }
+            idx[idx.len() - 1] as i64
+        }
+        let mut gen = ChaCha8Rng::seed_from_u64(7);
+        for (case, k) in [Some(1), Some(5), Some(50), Some(500), None].into_iter().enumerate() {
+            let c = cfg(0.9, k, Some(0.95), 1.3);
+            let mut lp = LogitsProcessor::new(c, case as u64);
+            let mut rng = ChaCha8Rng::seed_from_u64(case as u64);
+            let mut differs_from_argmax = false;
+            for _ in 0..300 {
+                // Few distinct values: many ties.
+                let logits: Vec<f32> = (0..300).map(|_| (gen.gen_range(0..40) as f32) / 8.0 - 2.0).collect();
+                let history: Vec<i64> = (0..20).map(|_| gen.gen_range(0..300)).collect();
+                let a = lp.sample(&mut logits.clone(), &history, &[]);
+                assert_eq!(a, reference(c, &mut rng, &mut logits.clone(), &history), "top-k {k:?}");
+                differs_from_argmax |= a != argmax(&logits) as i64;
+            }
+            assert!(differs_from_argmax || k == Some(1), "top-k {k:?} never sampled");
+        }
     }
 
     #[test]

@@ -86,3 +86,46 @@ fn left_padding_does_not_change_logits() {
 fn slot_ids_count_separators() {
     assert_eq!(slot_ids(&[0, 5, 6, 2, 7, 2, 8, 2, 9], 2, 3), vec![0, 0, 0, 0, 1, 1, 2, 2, 2]);
 }
+
+/// The fused head-and-loss used in training equals the logits' cross-entropy: the same loss
+/// and the same gradient on every parameter (the tied embedding gets both its uses), with a
+/// plan, a custom mask and ignored targets.
+#[test]
+fn fused_loss_equals_cross_entropy_of_the_logits() {
+    tch::manual_seed(11);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Decoder::new(vs.root(), &DecoderConfig::test(40, Some(PlanConfig { d_latent: 8, max_slots: 4 })));
+    let tokens = Tensor::randint(40, [3, 12], (Kind::Int64, Device::Cpu));
+    let slots =
+        Tensor::arange(12, (Kind::Int64, Device::Cpu)).divide_scalar_mode(4, "floor").unsqueeze(0).repeat([3, 1]);
+    let plan = Tensor::randn([3, 3, 8], (Kind::Float, Device::Cpu));
+    let targets = Tensor::randint(40, [3, 12], (Kind::Int64, Device::Cpu));
+    let _ = targets.narrow(1, 0, 2).fill_(-100);
+    let i = Tensor::arange(12, (Kind::Int64, Device::Cpu));
+    let mask = i.unsqueeze(0).le_tensor(&i.unsqueeze(1)).view([1, 1, 12, 12]);
+    let grads = |fused: bool| {
+        let mut vs2 = vs.variables().into_iter().collect::<Vec<_>>();
+        vs2.sort_by(|a, b| a.0.cmp(&b.0));
+        vs2.iter().for_each(|(_, t)| t.shallow_clone().zero_grad());
+        let loss = if fused {
+            model.loss_masked(&tokens, Some(&slots), Some(&plan), Some(&mask), &targets, -100, true)
+        } else {
+            model
+                .forward_masked(&tokens, Some(&slots), Some(&plan), Some(&mask), true)
+                .view([-1, 40])
+                .cross_entropy_loss::<Tensor>(&targets.reshape(-1), None, tch::Reduction::Mean, -100, 0.0)
+        };
+        loss.backward();
+        let g: Vec<(String, Tensor)> =
+            vs2.iter().filter(|(_, t)| t.grad().defined()).map(|(n, t)| (n.clone(), t.grad().copy())).collect();
+        (loss.double_value(&[]), g)
+    };
+    let (l1, g1) = grads(true);
+    let (l0, g0) = grads(false);
+    assert!((l1 - l0).abs() < 1e-5, "loss {l1} vs {l0}");
+    assert_eq!(g1.len(), g0.len(), "the same parameters get gradients");
+    for ((name, a), (_, b)) in g1.iter().zip(&g0) {
+        assert!(max_diff(a, b) < 1e-5 * (1.0 + b.abs().max().double_value(&[])), "{name}: {}", max_diff(a, b));
+    }
+    assert!(g1.iter().any(|(n, g)| n.contains("wte") && g.abs().sum(Kind::Float).double_value(&[]) > 0.0));
+}

@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod block;
 pub mod embedding;
+pub mod loss;
 pub mod mlp;
 pub mod norm;
 pub mod rotary;
@@ -15,6 +16,7 @@ pub mod shape;
 pub use attention::{Attention, AttnMask, FoldedCross, KvCache, KvPair};
 pub use block::{Block, BlockConfig, CrossContext};
 pub use embedding::{sinusoidal_embedding, LearnedPositions};
+pub use loss::linear_cross_entropy;
 pub use mlp::Mlp;
 pub use norm::{Norm, NormKind};
 pub use rotary::Rotary;

@@ -50,8 +50,7 @@ impl StageRunner for ArRunner {
         let batch = Tensor::from_slice(&data).view([b as i64, t as i64 + 1]).to_device(self.feed.device);
         let x = batch.narrow(1, 0, t as i64);
         let y = batch.narrow(1, 1, t as i64);
-        let logits = self.model.forward(&x, None, None, true); // (B, T, V)
-        let loss = logits.view([-1, self.cfg.vocab_size]).cross_entropy_for_logits(&y.reshape(-1));
+        let loss = self.model.loss_masked(&x, None, None, None, &y, -100, true); // the head and the loss fused
         (&loss / accum as f64).backward();
         Ok(loss.double_value(&[]))
     }

@@ -163,15 +163,8 @@ impl StageRunner for AeRunner {
         } else {
             b.inputs.shallow_clone()
         };
-        let logits = self.ae.decoder.forward_masked(&inputs, Some(&b.slots), Some(&plan), mask.as_ref(), true);
-        let v = logits.size()[2];
-        let loss = logits.view([-1, v]).cross_entropy_loss::<Tensor>(
-            &b.targets.reshape(-1),
-            None,
-            tch::Reduction::Mean,
-            -100,
-            0.0,
-        );
+        let loss =
+            self.ae.decoder.loss_masked(&inputs, Some(&b.slots), Some(&plan), mask.as_ref(), &b.targets, -100, true);
         // The bag-of-words head runs only when its term counts (off by default).
         let words = (self.plan.bow_weight > 0.0).then(|| self.ae.decoder.plan_word_logits(&z)).flatten();
         let loss = match words {
