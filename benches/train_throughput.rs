@@ -16,6 +16,8 @@ fn main() {
     let (b, t) = (common::arg("--batch", 16) as i64, common::arg("--seq-len", 256) as i64);
     // `--unfused`: the logits whole and `cross_entropy` over them (the path before the fused head).
     let unfused = std::env::args().any(|a| a == "--unfused");
+    // `--bf16`: bf16 autocast around the forward and backward passes (`--precision bf16`).
+    let bf16 = std::env::args().any(|a| a == "--bf16");
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
     let cfg = common::tiny(None);
@@ -32,6 +34,7 @@ fn main() {
         let t0 = Instant::now();
         let batch = data.get(i as i64);
         let (x, y) = (batch.narrow(1, 0, t), batch.narrow(1, 1, t));
+        let cast = bf16.then(|| plandiff_distributed::Bf16Autocast::enter(Device::Cpu).expect("bf16 autocast"));
         let loss = if unfused {
             model.forward(&x, None, None, true).view([-1, cfg.vocab_size]).cross_entropy_for_logits(&y.reshape(-1))
         } else {
@@ -39,6 +42,7 @@ fn main() {
         };
         opt.zero_grad();
         loss.backward();
+        drop(cast);
         let _ = opt.clip_grad_norm(1.0);
         opt.step(1e-3);
         if i >= warmup {
@@ -48,7 +52,12 @@ fn main() {
     let total: f64 = times.iter().sum();
     println!(
         "{{\"impl\": \"{}\", \"tokens_per_s\": {:.1}, \"step_ms\": {:.1}, \"params\": {params}, \"threads\": {threads}}}",
-        if unfused { "plandiff-unfused" } else { "plandiff" },
+        match (unfused, bf16) {
+            (true, false) => "plandiff-unfused",
+            (true, true) => "plandiff-unfused-bf16",
+            (false, false) => "plandiff",
+            (false, true) => "plandiff-bf16",
+        },
         (b * t) as f64 * times.len() as f64 / total,
         1e3 * total / times.len() as f64
     );

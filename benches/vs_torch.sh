@@ -26,6 +26,9 @@ for round in $(seq "$ROUNDS"); do
   cargo bench --locked --quiet --bench train_throughput -- --threads "$THREADS" --steps 10 2>/dev/null | grep '^{' >> "$OUT"
   cargo bench --locked --quiet --bench train_throughput -- --threads "$THREADS" --steps 10 --unfused 2>/dev/null | grep '^{' >> "$OUT"
   $PY python/plandiff_twin.py bench-train --threads "$THREADS" --steps 10 | grep '^{' >> "$OUT"
+  # The same step under bf16 autocast (`--precision bf16`; AMX or AVX512-BF16 CPUs run its matmuls natively).
+  cargo bench --locked --quiet --bench train_throughput -- --threads "$THREADS" --steps 10 --bf16 2>/dev/null | grep '^{' >> "$OUT"
+  $PY python/plandiff_twin.py bench-train --threads "$THREADS" --steps 10 --bf16 | grep '^{' >> "$OUT"
 done
 python3 - "$OUT" "$THREADS" "$ROUNDS" <<'PYEOF'
 import json, statistics, sys
@@ -52,7 +55,10 @@ pt, pu, pe = pick("plandiff"), pick("plandiff-unfused"), pick("pytorch-eager")
 print(f"\n## Training step (batch 16 x 256, AdamW, clip), {threads} threads\n")
 print("| implementation | tokens/s, median | per round |")
 print("|---|---:|---|")
-for name, rs in (("plandiff (output head and loss fused)", pt), ("plandiff, logits whole (before)", pu), ("pytorch-eager", pe)):
+pb, peb = pick("plandiff-bf16"), pick("pytorch-eager-bf16")
+for name, rs in (("plandiff (output head and loss fused)", pt), ("plandiff, logits whole (before)", pu), ("pytorch-eager", pe),
+                 ("plandiff, bf16 autocast", pb), ("pytorch-eager, bf16 autocast", peb)):
     print(f"| {name} | {med(rs, 'tokens_per_s'):.0f} | " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in rs) + " |")
-print(f"\nplandiff / PyTorch eager: **{med(pt, 'tokens_per_s') / med(pe, 'tokens_per_s'):.2f}x**")
+print(f"\nplandiff / PyTorch eager: **{med(pt, 'tokens_per_s') / med(pe, 'tokens_per_s'):.2f}x** (fp32); "
+      f"under bf16 autocast: **{med(pb, 'tokens_per_s') / med(peb, 'tokens_per_s'):.2f}x**")
 PYEOF

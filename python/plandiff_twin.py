@@ -197,8 +197,9 @@ def cmd_bench_train(a):
     for i in range(a.steps + a.warmup):
         t0 = time.perf_counter()
         x, y = data[i, :, :-1], data[i, :, 1:]
-        logits = model(x)
-        loss = F.cross_entropy(logits.reshape(-1, a.vocab), y.reshape(-1))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+            logits = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, a.vocab), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -207,7 +208,7 @@ def cmd_bench_train(a):
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
     tok = a.batch * a.seq_len * len(times) / sum(times)
-    print(json.dumps({"impl": "pytorch-eager", "tokens_per_s": tok, "step_ms": 1e3 * sum(times) / len(times),
+    print(json.dumps({"impl": "pytorch-eager-bf16" if a.bf16 else "pytorch-eager", "tokens_per_s": tok, "step_ms": 1e3 * sum(times) / len(times),
                       "params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(), "device": a.device,
                       "torch": torch.__version__}))
 
@@ -255,6 +256,7 @@ def main():
                           ("threads", 2)]:
         b.add_argument("--" + name.replace("_", "-"), type=int, default=default)
     b.add_argument("--device", default="cpu")
+    b.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward and backward passes")
     g = sub.add_parser("bench-generate")
     for name, default in [("vocab", 4096), ("d_model", 256), ("n_layers", 4), ("n_heads", 4), ("d_ff", 1024),
                           ("max_seq_len", 1024), ("batch", 1), ("new", 256), ("reps", 3), ("threads", 2)]:
