@@ -16,7 +16,7 @@ pub mod shape;
 pub use attention::{Attention, AttnMask, FoldedCross, KvCache, KvPair};
 pub use block::{Block, BlockConfig, CrossContext};
 pub use embedding::{sinusoidal_embedding, LearnedPositions};
-pub use loss::linear_cross_entropy;
+pub use loss::{linear_cross_entropy, weighted_linear_cross_entropy};
 pub use mlp::Mlp;
 pub use norm::{Norm, NormKind};
 pub use rotary::Rotary;

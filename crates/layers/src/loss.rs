@@ -30,15 +30,28 @@ const CHUNK_ELEMENTS: i64 = 1 << 21;
 /// # Shapes
 /// - `h`: `(N, D)`, `w`: `(V, D)`, `targets`: `(N,)` int64; returns a 0-d fp32 tensor.
 pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor, ignore_index: i64) -> Tensor {
+    let (safe, weights) = tch::no_grad(|| {
+        let valid = targets.ne(ignore_index);
+        let count = valid.sum(Kind::Float); // stays on the device: no host sync
+        (targets.masked_fill(&valid.logical_not(), 0), valid.to_kind(Kind::Float) / count)
+    });
+    weighted_linear_cross_entropy(h, w, &safe, &weights)
+}
+
+/// `sum_i weights_i CE(h_i W^T, targets_i)`: [`linear_cross_entropy`] with a weight per row
+/// (0 for a row that does not count; its target must still be a valid id).
+///
+/// # Shapes
+/// - `h`: `(N, D)`, `w`: `(V, D)`, `targets`: `(N,)` int64 in `0..V`, `weights`: `(N,)` fp32;
+///   returns a 0-d fp32 tensor.
+pub fn weighted_linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor, weights: &Tensor) -> Tensor {
     let (n, d) = h.size2().expect("hidden states must be (N, D)");
     let v = w.size2().expect("output weights must be (V, D)").0;
     let chunk = (CHUNK_ELEMENTS / v.max(1)).max(1);
     let (loss, dh, dw) = tch::no_grad(|| {
         let (hd, wd) = (h.detach(), w.detach());
-        let valid = targets.ne(ignore_index);
-        let count = valid.sum(Kind::Float); // stays on the device: no host sync
-        let safe = targets.masked_fill(&valid.logical_not(), 0).unsqueeze(1); // (N, 1)
-        let weight = valid.to_kind(Kind::Float) / &count; // (N,): 1/n, 0 for ignored rows
+        let targets = targets.unsqueeze(1); // (N, 1)
+        let weights = weights.to_kind(Kind::Float);
         let dh = Tensor::empty([n, d], (h.kind(), h.device()));
         let mut dw = Tensor::zeros([v, d], (Kind::Float, w.device()));
         let mut loss = Tensor::zeros([], (Kind::Float, h.device()));
@@ -48,12 +61,12 @@ pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor, ignore_ind
             let c = chunk.min(n - start);
             let hc = hd.narrow(0, start, c);
             let mut logits = hc.matmul(&wd.tr()).to_kind(Kind::Float); // (c, V), fp32
-            let t = safe.narrow(0, start, c);
-            let wc = weight.narrow(0, start, c);
+            let t = targets.narrow(0, start, c);
+            let wc = weights.narrow(0, start, c);
             let lse = logits.logsumexp([-1], true); // (c, 1)
             let picked = logits.gather(1, &t, false); // (c, 1)
             loss += ((lse.squeeze_dim(1) - picked.squeeze_dim(1)) * &wc).sum(Kind::Float);
-            // The softmax minus the target's one-hot, scaled by 1/n, in the logits' storage.
+            // The softmax minus the target's one-hot, times the row's weight, in the logits' storage.
             let mut g = logits.g_sub_(&lse).exp_();
             let _ = g.scatter_add_(1, &t, &minus_one.narrow(0, 0, c));
             let g = g.g_mul_(&wc.unsqueeze(1));

@@ -27,7 +27,8 @@ pub mod score;
 pub use cache::BlockCache;
 pub use model::{MaskedLm, MaskedLmConfig};
 pub use objective::{
-    antithetic_times, mask_prob, neighbour_table, substitute, substitution_loss, weighted_masked_loss,
+    antithetic_times, mask_prob, neighbour_table, objective_weights, substitute, substitution_loss,
+    weighted_masked_loss,
 };
 pub use sampler::{sample_masked, Denoiser, MaskedSampling, Problem, Remasking, SampleError, Start};
 pub use schedule::num_transfer_tokens;

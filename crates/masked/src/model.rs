@@ -70,10 +70,32 @@ impl MaskedLm {
     /// model's next-token head keeps its meaning when training starts from it); position 0
     /// (`<bos>`, always given) reads its own.
     pub fn forward(&self, ids: &Tensor, train: bool) -> Tensor {
+        self.head(&self.shifted_hidden(ids, train))
+    }
+
+    /// `sum_{b, l} weights[b, l] CE(logits[b, l], targets[b, l])` of [`MaskedLm::forward`]'s
+    /// logits, with the output head and the loss fused chunk by chunk
+    /// ([`plandiff_layers::weighted_linear_cross_entropy`]): the same value and gradients
+    /// without the `(B, L, V)` logits (training: [`crate::objective_weights`]).
+    ///
+    /// # Shapes
+    /// - `ids`, `targets` (ids in `0..vocab_size`): `(B, L)`; `weights`: `(B, L)` fp32.
+    pub fn weighted_loss(&self, ids: &Tensor, train: bool, targets: &Tensor, weights: &Tensor) -> Tensor {
+        let h = self.shifted_hidden(ids, train);
+        let d = h.size()[2];
+        plandiff_layers::weighted_linear_cross_entropy(
+            &h.reshape([-1, d]),
+            &self.wte.ws.narrow(0, 0, self.cfg.vocab_size),
+            &targets.reshape([-1]),
+            &weights.reshape([-1]),
+        )
+    }
+
+    /// The hidden states each position's logits read `(B, L, D)`: position `i`'s from `i - 1`.
+    fn shifted_hidden(&self, ids: &Tensor, train: bool) -> Tensor {
         let l = ids.size().last().copied().unwrap_or(0);
         let h = self.hidden(ids, 0, None, train);
-        let h = Tensor::cat(&[h.narrow(1, 0, 1), h.narrow(1, 0, l - 1)], 1); // (B, L, D), shifted
-        self.head(&h)
+        Tensor::cat(&[h.narrow(1, 0, 1), h.narrow(1, 0, l - 1)], 1) // (B, L, D), shifted
     }
 
     /// [`MaskedLm::forward`]'s logits at positions `at` `(n,)` only, `(B, n, V)`: the output
@@ -145,5 +167,42 @@ pub(crate) mod tests {
         assert!(tiny().validate().is_ok());
         let bad = MaskedLmConfig { shape: TransformerShape { n_heads: 5, ..tiny().shape }, ..tiny() };
         assert_eq!(bad.validate().unwrap_err().field, "masked d_model");
+    }
+
+    /// The fused head and loss of training equals the objective over the logits: the masked
+    /// positions' weighted loss plus the substituted positions' loss, value and every gradient.
+    #[test]
+    fn fused_weighted_loss_equals_the_objective_over_the_logits() {
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = MaskedLm::new(vs.root(), &tiny());
+        let tokens = Tensor::randint(30, [3, 12], (Kind::Int64, Device::Cpu));
+        let masked = Tensor::rand([3, 12], (Kind::Float, Device::Cpu)).lt(0.5);
+        let picked = Tensor::rand([3, 12], (Kind::Float, Device::Cpu)).lt(0.2).logical_and(&masked.logical_not());
+        let input = tokens.masked_fill(&masked, 30);
+        let p = [0.3, 0.6, 0.9];
+        let grads = |fused: bool| {
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            vars.iter().for_each(|(_, t)| t.shallow_clone().zero_grad());
+            let loss = if fused {
+                m.weighted_loss(&input, true, &tokens, &crate::objective_weights(&masked, &p, Some(&picked)))
+            } else {
+                let logits = m.forward(&input, true);
+                crate::weighted_masked_loss(&logits, &tokens, &masked, &p)
+                    + crate::substitution_loss(&logits, &tokens, &picked)
+            };
+            loss.backward();
+            let g: Vec<Tensor> = vars.iter().map(|(_, t)| t.grad()).filter(Tensor::defined).map(|t| t.copy()).collect();
+            (loss.double_value(&[]), g)
+        };
+        let (l1, g1) = grads(true);
+        let (l0, g0) = grads(false);
+        assert_eq!(g1.len(), g0.len(), "the same parameters get gradients");
+        assert!(l0 > 0.1 && (l1 - l0).abs() < 1e-5 * l0, "loss {l1} vs {l0}");
+        for (a, b) in g1.iter().zip(&g0) {
+            let d = (a - b).abs().max().double_value(&[]);
+            assert!(d < 1e-5 * (1.0 + b.abs().max().double_value(&[])), "gradient off by {d}");
+        }
     }
 }

@@ -32,6 +32,20 @@ pub fn weighted_masked_loss(logits: &Tensor, targets: &Tensor, masked: &Tensor, 
     (ce * masked.to_kind(Kind::Float) * w).sum(Kind::Float) / targets.numel().max(1) as f64
 }
 
+/// The per-position weights that make [`weighted_masked_loss`] (plus [`substitution_loss`]
+/// with `picked`) a weighted sum of cross-entropies, for the fused head and loss
+/// ([`crate::MaskedLm::weighted_loss`]): `(masked[b, l] / p[b] + picked[b, l]) / (B x L)`,
+/// `(B, L)` fp32.
+pub fn objective_weights(masked: &Tensor, p: &[f64], picked: Option<&Tensor>) -> Tensor {
+    let inv_p: Vec<f32> = p.iter().map(|&p| (1.0 / p) as f32).collect();
+    let w = Tensor::from_slice(&inv_p).to_device(masked.device()).view([-1, 1]); // (B, 1)
+    let mut weights = masked.to_kind(Kind::Float) * w;
+    if let Some(picked) = picked {
+        weights = weights + picked.to_kind(Kind::Float);
+    }
+    weights / masked.numel().max(1) as f64
+}
+
 /// Rows of the neighbour table [`substitute`] reads at a time (a `chunk x V` similarity).
 const NEIGHBOUR_CHUNK: i64 = 1024;
 

@@ -22,9 +22,7 @@ use plandiff_bundle::{
 };
 use plandiff_data::{index_documents, TextTokenizer, WindowSampler};
 use plandiff_layers::TransformerShape;
-use plandiff_masked::{
-    antithetic_times, mask_prob, substitute, substitution_loss, weighted_masked_loss, MaskedLm, MaskedLmConfig,
-};
+use plandiff_masked::{antithetic_times, mask_prob, objective_weights, substitute, MaskedLm, MaskedLmConfig};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -195,7 +193,7 @@ fn batch_loss(
     let masked = Tensor::rand([b, l], (Kind::Double, dev)).lt_tensor(&p_t).logical_and(&pos.ge_tensor(&prompt));
     let input = tokens.masked_fill(&masked, model.config().mask_id());
     let Some(c) = corrupt.filter(|_| obj.substitute_prob > 0.0) else {
-        return weighted_masked_loss(&model.forward(&input, train), &tokens, &masked, &p);
+        return model.weighted_loss(&input, train, &tokens, &objective_weights(&masked, &p, None));
     };
     let mut eligible = masked.logical_not().logical_and(&pos.ge_tensor(&prompt));
     for &s in &c.special {
@@ -204,8 +202,8 @@ fn batch_loss(
     // Substitutes are drawn from the clean row (never the mask), then the masks go back on.
     let (sub, picked) = substitute(&tokens, &eligible, obj.substitute_prob, c.neighbours.as_ref(), &c.special);
     let input = sub.masked_fill(&masked, model.config().mask_id());
-    let logits = model.forward(&input, train);
-    weighted_masked_loss(&logits, &tokens, &masked, &p) + substitution_loss(&logits, &tokens, &picked)
+    // The head and the loss fused: the masked positions' and the substituted ones' terms in one pass.
+    model.weighted_loss(&input, train, &tokens, &objective_weights(&masked, &p, Some(&picked)))
 }
 
 struct MaskedRunner {
