@@ -16,20 +16,24 @@ pub fn mask_prob(t: f64, eps: f64) -> f64 {
 }
 
 /// The weighted cross-entropy of MDLM / LLaDA:
-/// `sum_{b, l} masked[b, l] * CE(logits[b, l], targets[b, l]) / p[b]`, divided by `B x L`.
+/// `sum_{b, l} masked[b, l] * CE(logits[b, l], targets[b, l]) / p[b]`, divided by `B x L`,
+/// over whole logits (training fuses the head and this loss: [`crate::MaskedLm::weighted_loss`]
+/// with [`objective_weights`]; this is its reference).
 ///
 /// # Shapes
 /// - `logits`: `(B, L, V)`; `targets`: `(B, L)` int64; `masked`: `(B, L)` bool; `p`: `B` values.
 pub fn weighted_masked_loss(logits: &Tensor, targets: &Tensor, masked: &Tensor, p: &[f64]) -> Tensor {
+    (token_ce(logits, targets) * objective_weights(masked, p, None)).sum(Kind::Float)
+}
+
+/// The cross-entropy of every position, `(B, L)` fp32.
+fn token_ce(logits: &Tensor, targets: &Tensor) -> Tensor {
     let v = logits.size().last().copied().unwrap_or(1);
-    let ce = logits
+    logits
         .reshape([-1, v])
         .to_kind(Kind::Float)
         .cross_entropy_loss::<Tensor>(&targets.reshape(-1), None, tch::Reduction::None, -100, 0.0)
-        .view_as(targets); // (B, L)
-    let inv_p: Vec<f32> = p.iter().map(|&p| (1.0 / p) as f32).collect();
-    let w = Tensor::from_slice(&inv_p).to_device(logits.device()).view([-1, 1]); // (B, 1)
-    (ce * masked.to_kind(Kind::Float) * w).sum(Kind::Float) / targets.numel().max(1) as f64
+        .view_as(targets)
 }
 
 /// The per-position weights that make [`weighted_masked_loss`] (plus [`substitution_loss`]
@@ -119,13 +123,7 @@ pub fn substitute(
 /// The cross-entropy of the picked positions of [`substitute`], normalised by `B x L` (the
 /// masked loss's normaliser, so the two add).
 pub fn substitution_loss(logits: &Tensor, targets: &Tensor, picked: &Tensor) -> Tensor {
-    let v = logits.size().last().copied().unwrap_or(1);
-    let ce = logits
-        .reshape([-1, v])
-        .to_kind(Kind::Float)
-        .cross_entropy_loss::<Tensor>(&targets.reshape(-1), None, tch::Reduction::None, -100, 0.0)
-        .view_as(targets);
-    (ce * picked.to_kind(Kind::Float)).sum(Kind::Float) / targets.numel().max(1) as f64
+    (token_ce(logits, targets) * picked.to_kind(Kind::Float)).sum(Kind::Float) / targets.numel().max(1) as f64
 }
 
 #[cfg(test)]
