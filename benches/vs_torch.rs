@@ -23,6 +23,69 @@ fn decode(model: &Decoder, b: usize, new: usize, plan: Option<&Tensor>, seed: u6
     (g.tokens.iter().map(Vec::len).sum(), t0.elapsed().as_secs_f64())
 }
 
+/// Median microseconds of one cached decoding step at batch 1 (model only, no sampling) after an
+/// 8-token prompt, over 7 runs of 256 steps.
+fn step_us(model: &Decoder) -> f64 {
+    let runs = (0..7).map(|_| {
+        let mut cache = model.new_cache(None, 1);
+        let tok = Tensor::arange(8, (Kind::Int64, Device::Cpu)).view([1, 8]);
+        let _ = model.forward_step(&tok, &tok, None, None, &mut cache);
+        let t0 = Instant::now();
+        for i in 0..256i64 {
+            let tok = Tensor::from_slice(&[5i64]).view([1, 1]);
+            let pos = Tensor::from_slice(&[8 + i]).view([1, 1]);
+            let l = model.forward_step(&tok, &pos, None, None, &mut cache);
+            std::hint::black_box(Vec::<f32>::try_from(l.reshape(-1)).expect("float logits"));
+        }
+        t0.elapsed().as_secs_f64() / 256.0 * 1e6
+    });
+    common::median(runs.collect())
+}
+
+/// What bounds a batch-1 step from below: the same step's matmuls alone (distinct weight
+/// buffers of the tiny shapes, as a step streams them), and the same step on a decoder of the
+/// same depth with d_model 16 and 64 tokens (its arithmetic next to nothing: the operators'
+/// fixed cost).
+fn floors() -> (f64, f64, f64) {
+    let cfg = common::tiny(None);
+    let (d, ff, v) = (cfg.shape.d_model, cfg.shape.d_ff, cfg.vocab_size);
+    let o = (Kind::Float, Device::Cpu);
+    let layers: Vec<[Tensor; 4]> = (0..cfg.shape.n_layers)
+        .map(|_| {
+            [
+                Tensor::randn([3 * d, d], o),
+                Tensor::randn([d, d], o),
+                Tensor::randn([ff, d], o),
+                Tensor::randn([d, ff], o),
+            ]
+        })
+        .collect();
+    let head = Tensor::randn([v, d], o);
+    let x = Tensor::randn([1, 1, d], o);
+    let matmuls = || {
+        let mut h = x.shallow_clone();
+        for [qkv, out, fc1, fc2] in &layers {
+            let _ = h.linear(qkv, None::<Tensor>);
+            h = h.linear(out, None::<Tensor>);
+            h = h.linear(fc1, None::<Tensor>).linear(fc2, None::<Tensor>) * 1e-3;
+        }
+        h.linear(&head, None::<Tensor>)
+    };
+    (0..50).for_each(|_| drop(matmuls()));
+    let runs = (0..7).map(|_| {
+        let t0 = Instant::now();
+        (0..256).for_each(|_| drop(std::hint::black_box(matmuls())));
+        t0.elapsed().as_secs_f64() / 256.0 * 1e6
+    });
+    let matmul_us = common::median(runs.collect());
+    let mut small = cfg.clone();
+    (small.shape.d_model, small.shape.d_ff, small.vocab_size) = (16, 64, 64);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let tiny_vs = nn::VarStore::new(Device::Cpu);
+    let (small, tiny) = (Decoder::new(vs.root(), &small), Decoder::new(tiny_vs.root(), &cfg));
+    (matmul_us, step_us(&small), step_us(&tiny))
+}
+
 fn main() {
     let threads = common::arg("--threads", 2);
     let new = common::arg("--new", 256);
@@ -60,4 +123,8 @@ fn main() {
             ops.top as f64 / steps
         );
     }
+    let (matmul_us, overhead_us, step) = tch::no_grad(floors);
+    println!(
+        "{{\"impl\": \"plandiff\", \"what\": \"floor\", \"matmul_us\": {matmul_us:.1}, \"d16_step_us\": {overhead_us:.1}, \"step_us\": {step:.1}, \"threads\": {threads}}}"
+    );
 }

@@ -51,6 +51,10 @@ for b in (1, 8):
 hy = pick("plandiff", "decode", "hybrid", 1)
 if hy:
     print(f"\nhybrid's decoder at batch 1: {med(hy, 'ops_per_step'):.0f} ops per step ({med(hy, 'top_ops_per_step'):.0f} top-level)")
+fl = pick("plandiff", "floor")
+if fl:
+    print(f"\nbatch-1 step, model only: {med(fl, 'step_us'):.0f} us; its matmuls alone: {med(fl, 'matmul_us'):.0f} us; "
+          f"the same step on a d_model-16 decoder of the same depth (operators' fixed cost): {med(fl, 'd16_step_us'):.0f} us")
 pt, pu, pe = pick("plandiff"), pick("plandiff-unfused"), pick("pytorch-eager")
 print(f"\n## Training step (batch 16 x 256, AdamW, clip), {threads} threads\n")
 print("| implementation | tokens/s, median | per round |")
