@@ -166,6 +166,7 @@ fn edits_change_only_what_they_remask() {
     for r in rounds {
         for t in r["tokens"].as_array().unwrap() {
             let lp = t["logprob"].as_f64().unwrap();
+            // Exact: the same f64 the revision compared (serde_json round-trips it bit for bit).
             assert_eq!(t["remasked"].as_bool().unwrap(), lp < -3.0, "{t}");
         }
     }

@@ -173,7 +173,9 @@ fn edit_at_rewrites_one_sentence_towards_the_phrase_and_keeps_every_other_byte()
         let to = &r["to"];
         let drafts: Vec<f64> = to["drafts"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
         let best = drafts.iter().cloned().fold(f64::MIN, f64::max);
+        // Exact: `cosine_after` is one of the `drafts` values, copied, not recomputed.
         assert_eq!(to["cosine_after"].as_f64().unwrap(), best, "the closest draft is kept");
+        // Exact range: clamped where computed (plandiff_layers::bounded).
         assert!(to["cosine_before"].as_f64().unwrap().abs() <= 1.0);
     }
     let d1 = one["rewritten"][0]["to"]["drafts"].as_array().unwrap().clone();

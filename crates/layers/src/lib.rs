@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod bounded;
 pub mod embedding;
 pub mod loss;
 pub mod mlp;

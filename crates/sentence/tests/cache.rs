@@ -59,6 +59,7 @@ fn cached_embeddings_equal_direct_ones_and_resume_exactly() {
     assert!(max_diff(&full.embeddings, &direct) < 1e-5, "{}", max_diff(&full.embeddings, &direct));
     // A second call reads the cache (the same file, nothing recomputed).
     let again = embed_corpus(&enc, &data, "train", opts).unwrap();
+    // Exact: the second run reads the first run's file back, it computes nothing.
     assert_eq!((again.path.clone(), max_diff(&again.embeddings, &full.embeddings)), (full.path.clone(), 0.0));
     // Interrupted after two of five chunks: those two are read back, not recomputed (the first
     // is marked here with zeros), and the other three are computed.

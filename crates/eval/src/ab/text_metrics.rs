@@ -9,7 +9,7 @@ use crate::{PipelineError, Result};
 use plandiff_bundle::{LoadedAutoencoder, PlanEncoder};
 use plandiff_data::split_sentences;
 use std::collections::BTreeMap;
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 /// Text metrics a text set can have without generation (`plandiff eval --metrics`).
 pub const TEXT_METRICS: &[&str] = &[
@@ -130,6 +130,6 @@ pub fn plan_space_coherence(ae: &PlanSpaceOf, prompt: &str, continuation: &str) 
     }
     let z = ae.plan.encode_texts(&ae.loaded.ae, &ae.loaded.tokenizer, &s)?;
     let n = z.size()[0];
-    let c = Tensor::cosine_similarity(&z.narrow(0, 0, n - 1), &z.narrow(0, 1, n - 1), -1, 1e-8);
-    Ok(c.mean(Kind::Double).double_value(&[]))
+    let c = plandiff_layers::bounded::cosine_similarity(&z.narrow(0, 0, n - 1), &z.narrow(0, 1, n - 1), -1);
+    Ok(plandiff_layers::bounded::cosine(c.mean(Kind::Double).double_value(&[])))
 }

@@ -11,9 +11,12 @@
 //! | `outline_order` | share of pairs of outline lines whose closest written sentences come in the outline's order |
 //! | `restarts` | written sentences whose cosine to everything before them (the mean of the prompt's and earlier written sentences' embeddings) is below a threshold fitted on human text: the 5% quantile of human continuations' lowest such cosine, so 5% of human continuations restart |
 
-/// Cosine of unit vectors.
+use plandiff_layers::bounded;
+
+/// Cosine of unit vectors, clamped to [-1, 1] (a sentence with itself can round to
+/// 1.00000001 on some float kernels: see `plandiff_layers::bounded`).
 pub fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
+    bounded::unit_cosine(a, b)
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
@@ -27,12 +30,12 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 
 /// Mean cosine of each written sentence to the prompt (NaN without sentences).
 pub fn relevance(prompt: &[f32], written: &[Vec<f32>]) -> f64 {
-    mean(written.iter().map(|s| dot(prompt, s)))
+    bounded::cosine(mean(written.iter().map(|s| dot(prompt, s))))
 }
 
 /// Mean cosine of consecutive written sentences (NaN with fewer than two).
 pub fn coherence(written: &[Vec<f32>]) -> f64 {
-    mean(written.windows(2).map(|w| dot(&w[0], &w[1])))
+    bounded::cosine(mean(written.windows(2).map(|w| dot(&w[0], &w[1]))))
 }
 
 /// Cosine of the first written sentence to the last (NaN with fewer than two).
@@ -55,7 +58,7 @@ pub fn prior_cosines(prompt_sentences: &[Vec<f32>], written: &[Vec<f32>]) -> Vec
     for s in written {
         let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
         out.push(if norm > 0.0 {
-            sum.iter().zip(s).map(|(a, x)| a * f64::from(*x)).sum::<f64>() / norm
+            bounded::cosine(sum.iter().zip(s).map(|(a, x)| a * f64::from(*x)).sum::<f64>() / norm)
         } else {
             f64::NAN
         });
@@ -131,7 +134,7 @@ mod tests {
 /// Mean cosine of each outline line to the sentence written at its slot: `lines` are
 /// `(slot, embedding)`, 0-based among the written sentences; a slot past the text scores 0.
 pub fn outline_adherence(lines: &[(usize, Vec<f32>)], written: &[Vec<f32>]) -> f64 {
-    mean(lines.iter().map(|(k, e)| written.get(*k).map_or(0.0, |w| dot(e, w))))
+    bounded::cosine(mean(lines.iter().map(|(k, e)| written.get(*k).map_or(0.0, |w| dot(e, w)))))
 }
 
 /// Share of the pairs of outline lines (in outline order) whose closest written sentences
@@ -148,12 +151,56 @@ pub fn outline_order(lines: &[(usize, Vec<f32>)], written: &[Vec<f32>]) -> f64 {
         })
         .collect();
     let pairs = (0..at.len()).flat_map(|i| (i + 1..at.len()).map(move |j| (i, j)));
-    mean(pairs.map(|(i, j)| f64::from(u8::from(at[i] < at[j]))))
+    bounded::share(mean(pairs.map(|(i, j)| f64::from(u8::from(at[i] < at[j])))))
 }
 
 #[cfg(test)]
 mod outline_tests {
     use super::*;
+
+    /// f32 unit vectors whose f64 self-dot rounds past 1 (as all-mpnet-base-v2's do for a
+    /// sentence judged against itself on some machines: issue 36's 1.0000000141796126).
+    fn over_unit(d: usize, n: usize) -> Vec<Vec<f32>> {
+        let mut s: u64 = 7;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let v: Vec<f32> = (0..d)
+                .map(|_| {
+                    s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let u: Vec<f32> = v.iter().map(|x| x / norm).collect();
+            if u.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() > 1.0 {
+                out.push(u);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_cosine_score_of_a_sentence_with_itself_stays_at_most_one() {
+        let u = over_unit(768, 1).remove(0);
+        let raw: f64 = u.iter().map(|x| f64::from(*x).powi(2)).sum();
+        assert!(raw > 1.0, "the case rounds past the bound: {raw}");
+        let same = vec![u.clone(), u.clone(), u.clone()];
+        // The reference arm of the outline A/B: its own sentences are its outline.
+        let lines: Vec<(usize, Vec<f32>)> = (0..3).map(|k| (k, u.clone())).collect();
+        for (name, v) in [
+            ("relevance", relevance(&u, &same)),
+            ("coherence", coherence(&same)),
+            ("first_last", first_last(&same)),
+            ("outline_adherence", outline_adherence(&lines, &same)),
+        ] {
+            assert!((-1.0..=1.0).contains(&v), "{name} {v} left [-1, 1]");
+            assert!((v - 1.0).abs() < 1e-6, "{name} of a sentence with itself is 1: {v}");
+        }
+        let prior = prior_cosines(std::slice::from_ref(&u), &same);
+        assert!(prior.iter().all(|c| (-1.0..=1.0).contains(c) && (c - 1.0).abs() < 1e-6), "{prior:?}");
+        let order = outline_order(&lines, &same);
+        assert!((0.0..=1.0).contains(&order), "{order}");
+    }
 
     #[test]
     fn adherence_reads_the_slot_and_order_the_closest_sentences() {

@@ -89,9 +89,9 @@ fn sampled_cosines(
                 .expand([rows.len() as i64, len as i64], false)
                 .to_device(device);
             let z = planner
-                .sample(&x0, &mask, planner.model.sampling.to_sampling(), |s| noise.sample(s))
+                .sample(&x0, &mask, planner.model.sampling, |s| noise.sample(s))
                 .map_err(|e| TrainError::Invalid(e.to_string()))?;
-            let cos = |a: &Tensor, b: &Tensor| Tensor::cosine_similarity(a, b, -1, 1e-8).sum(Kind::Double); // (B, n)
+            let cos = |a: &Tensor, b: &Tensor| plandiff_layers::bounded::cosine_similarity(a, b, -1).sum(Kind::Double); // (B, n)
             let truth = x0.narrow(1, k as i64, (len - k) as i64);
             let sampled = z.narrow(1, k as i64, (len - k) as i64);
             let prev = x0.narrow(1, k as i64 - 1, 1).expand_as(&truth);
