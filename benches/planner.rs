@@ -10,7 +10,7 @@
 //!     cargo bench --bench planner -- --threads 2
 
 mod common;
-use plandiff_bundle::{Planner, PlannerModel};
+use plandiff_bundle::PlannerModel;
 use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor, PlanConfig, SamplingConfig};
 use plandiff_diffusion::SamplerKind;
 use plandiff_planner::{HostNoise, PlanSampling};
@@ -38,7 +38,7 @@ fn main() {
         plan_space_sha256: String::new(),
     };
     let vs = nn::VarStore::new(Device::Cpu);
-    let planner = Planner::new(&vs.root(), &model).expect("planner");
+    let planner = model.build(&vs.root()).expect("planner");
     let slots = 16i64;
     let known = Tensor::randn([1, slots, d_latent], (Kind::Float, Device::Cpu)).tanh();
     // Two known sentences (a prompt), fourteen planned.

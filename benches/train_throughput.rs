@@ -4,7 +4,7 @@
 //!     cargo bench --bench train_throughput -- --threads 2 --steps 20
 
 mod common;
-use plandiff_decoder::Decoder;
+use plandiff_decoder::{Decoder, DecoderInput};
 use plandiff_train::{AdamW, AdamWConfig};
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
@@ -38,7 +38,7 @@ fn main() {
         let loss = if unfused {
             model.forward(&x, None, None, true).view([-1, cfg.vocab_size]).cross_entropy_for_logits(&y.reshape(-1))
         } else {
-            model.loss_masked(&x, None, None, None, &y, -100, true)
+            model.loss_masked(&DecoderInput::tokens(&x), &y, -100, true)
         };
         opt.zero_grad();
         loss.backward();

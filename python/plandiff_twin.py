@@ -5,6 +5,9 @@ the same safetensors weights, and timed side by side.
 
     python plandiff_twin.py logits DIR      # DIR/config.json, weights.safetensors, inputs.safetensors
                                             # -> DIR/torch_logits.safetensors
+    python plandiff_twin.py train DIR --steps N --lr LR
+                                            # the same and inputs' "targets": N steps of plain SGD
+                                            # -> DIR/torch_train.safetensors (losses, first gradients)
     python plandiff_twin.py bench-train ... # eager training throughput of the same model
     python plandiff_twin.py bench-generate --batch 1  # HF generate at the same shape
 """
@@ -178,6 +181,33 @@ def cmd_logits(d):
     save_file({"logits": logits.contiguous()}, f"{d}/torch_logits.safetensors")
 
 
+def cmd_train(d, steps, lr):
+    """`steps` steps of plain SGD on the mean next-token cross-entropy against the inputs'
+    targets: each step's loss, and the first step's gradient of every parameter (`grad.NAME`)."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = json.load(open(f"{d}/config.json"))
+    model = Decoder(cfg)
+    model.load_state_dict(load_file(f"{d}/weights.safetensors"), strict=True)
+    model.train()
+    inp = load_file(f"{d}/inputs.safetensors")
+    out, losses = {}, []
+    for step in range(steps):
+        model.zero_grad(set_to_none=True)
+        logits = model(inp["tokens"], inp.get("slots"), inp.get("plan"))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), inp["targets"].reshape(-1))
+        loss.backward()
+        losses.append(loss.item())
+        if step == 0:
+            out.update({f"grad.{n}": p.grad.contiguous() for n, p in model.named_parameters() if p.grad is not None})
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p -= lr * p.grad
+    out["losses"] = torch.tensor(losses, dtype=torch.float64)
+    save_file(out, f"{d}/torch_train.safetensors")
+
+
 def cmd_bench_train(a):
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
@@ -250,6 +280,10 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("logits")
     p.add_argument("dir")
+    t = sub.add_parser("train")
+    t.add_argument("dir")
+    t.add_argument("--steps", type=int, default=4)
+    t.add_argument("--lr", type=float, default=0.5)
     b = sub.add_parser("bench-train")
     for name, default in [("vocab", 4096), ("d_model", 256), ("n_layers", 4), ("n_heads", 4), ("d_ff", 1024),
                           ("max_seq_len", 1024), ("batch", 16), ("seq_len", 256), ("steps", 20), ("warmup", 3),
@@ -264,6 +298,8 @@ def main():
     a = ap.parse_args()
     if a.cmd == "logits":
         cmd_logits(a.dir)
+    elif a.cmd == "train":
+        cmd_train(a.dir, a.steps, a.lr)
     elif a.cmd == "bench-generate":
         cmd_bench_generate(a)
     else:

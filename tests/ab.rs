@@ -524,5 +524,5 @@ fn outline_arms_write_to_each_prompts_outline_and_are_scored_at_its_slots() {
     let plain = prompts(dir.path());
     let e = run(&[&args[..3], &["--prompts", s(&plain), "--arms", "outline,hybrid", "--out", s(&out)]].concat());
     let err = String::from_utf8_lossy(&e.stderr);
-    assert!(!e.status.success() && err.contains("need an outline for every prompt"), "{err}");
+    assert!(!e.status.success() && err.contains("needs an outline for every prompt"), "{err}");
 }

@@ -76,3 +76,39 @@ fn the_command_finder_reads_blocks_prompts_and_inline_code() {
     let md = "x `plandiff info --checkpoint b` y\n```sh\n$ plandiff generate --seed 1 \\\n    --json\nls\n```\n";
     assert_eq!(commands(md), vec!["plandiff info --checkpoint b", "plandiff generate --seed 1  --json "]);
 }
+
+/// The relative link targets `[text](target)` of a Markdown text (anchors dropped; web
+/// addresses and in-page anchors left out).
+fn relative_links(text: &str) -> Vec<String> {
+    text.split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .map(|t| t.split('#').next().unwrap_or("").trim().to_string())
+        .filter(|t| !t.is_empty() && !t.contains("://") && !t.starts_with("mailto:"))
+        .collect()
+}
+
+/// README and docs link only inside the repository (a user's clone has nothing beside it), to
+/// files that exist; the design is one of them.
+#[test]
+fn readme_and_docs_link_only_to_files_in_the_repository() {
+    let root = root().canonicalize().unwrap();
+    assert!(root.join("docs/design.md").is_file(), "docs/design.md is the contributors' map");
+    let mut files = vec![root.join("README.md")];
+    let docs = std::fs::read_dir(root.join("docs")).expect("docs/");
+    files.extend(docs.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "md")));
+    let mut bad = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for target in relative_links(&text) {
+            let p = f.parent().unwrap().join(&target);
+            match p.canonicalize() {
+                Ok(p) if p.starts_with(&root) => {}
+                Ok(p) => bad.push(format!("{}: {target} leaves the repository ({})", f.display(), p.display())),
+                Err(_) => bad.push(format!("{}: {target} does not exist", f.display())),
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert_eq!(relative_links("[a](b.md#x) [c](https://x.y) [d](../e)"), vec!["b.md", "../e"]);
+}

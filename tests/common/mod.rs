@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod venv;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -10,9 +12,7 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_plandiff"))
 }
 
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use venv::root;
 
 pub fn test_config() -> PathBuf {
     root().join("tests/fixtures/test.toml")

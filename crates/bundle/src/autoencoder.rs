@@ -1,4 +1,4 @@
-//! Stage `autoencoder`'s model (design section 3.3): the sentence encoder E and the
+//! Stage `autoencoder`'s model (docs/design.md, section 3.3): the sentence encoder E and the
 //! plan-conditioned decoder D. The training objective lives in `plandiff-train`.
 
 use crate::format::StageConfigFile;
@@ -80,6 +80,12 @@ impl PlanEncoder {
             None => None,
         };
         Ok(Self { frozen })
+    }
+
+    /// The plan space of an autoencoder without a frozen encoder: its trained encoder's
+    /// latents.
+    pub fn learned() -> Self {
+        Self { frozen: None }
     }
 
     /// Whether plans are a frozen encoder's normalised embeddings (unbounded, no tanh).

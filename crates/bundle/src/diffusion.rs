@@ -1,4 +1,4 @@
-//! Stage `diffusion`'s model (design section 3.5): Diffusion-LM over token embeddings, with
+//! Stage `diffusion`'s model (docs/design.md, section 3.5): Diffusion-LM over token embeddings, with
 //! its schedule and stored sampling defaults. The training objective lives in
 //! `plandiff-train`.
 

@@ -36,6 +36,8 @@ pub enum ModelConfigError {
     Schedule(#[from] plandiff_diffusion::DiffusionError),
     #[error(transparent)]
     Decoder(#[from] plandiff_decoder::ConfigError),
+    #[error(transparent)]
+    Planner(#[from] plandiff_planner::PlannerError),
     /// A rule across fields, in words (`prediction_type must be "sample"`).
     #[error("{0}")]
     Rule(String),

@@ -70,11 +70,12 @@ impl ModelConfig for DecoderConfig {
     fn min_parameters(&self) -> u128 {
         // Learned positions are a table of max_seq_len rows; rotary ones have no weights.
         let positions = if self.rotary.is_some() { 0 } else { table(self.max_seq_len, self.shape.d_model) };
-        table(self.vocab_size, self.shape.d_model).saturating_add(positions).saturating_add(blocks_min_parameters(
-            self.shape.n_layers,
-            self.shape.d_model,
-            self.shape.d_ff,
-        ))
+        // A plan decoder's null plan: `max_slots x d_latent`.
+        let plan = self.plan.map_or(0, |p| table(p.max_slots, p.d_latent));
+        table(self.vocab_size, self.shape.d_model)
+            .saturating_add(positions)
+            .saturating_add(plan)
+            .saturating_add(blocks_min_parameters(self.shape.n_layers, self.shape.d_model, self.shape.d_ff))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The model bundle (design section 5): what a trained model is on disk, and the models
+//! The model bundle (docs/design.md, section 5): what a trained model is on disk, and the models
 //! loaded from it for inference.
 //!
 //! ```text
@@ -9,8 +9,10 @@
 //! Holds: the format and its version ([`FORMAT_VERSION`], [`StageConfigFile`],
 //! [`Provenance`], [`TrainerState`]), reading and writing weights ([`weights`]), the atomic
 //! stage save ([`Bundle::save_stage`]), the one tokenizer check ([`Bundle::check_tokenizer`]),
-//! and the inference models with their loaders: the plain decoder ([`LoadedDecoder`]), the
-//! [`Autoencoder`], the [`Planner`], the [`DiffusionBundle`] and the masked model ([`LoadedMasked`]).
+//! and the loaders that hand a stage's checked config and weights to its model: the plain
+//! decoder ([`LoadedDecoder`]), the [`Autoencoder`], the planner ([`LoadedPlanner`]; the model
+//! and its sampling are `plandiff_planner::Planner`), the [`DiffusionBundle`] and the masked
+//! model ([`LoadedMasked`]).
 //!
 //! May depend on the model crates (`layers`, `diffusion`, `data`, `decoder`, `planner`,
 //! `embedding`, `masked`), never on `train`, `pipeline`, `eval` or `cli`: both training and inference
@@ -36,7 +38,7 @@ pub use error::{BundleError, ModelConfigError, Result};
 pub use format::{ExportProvenance, ModelConfig, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION};
 pub use lock::BundleLock;
 pub use masked::{load_masked, LoadedMasked, MaskedModel, MaskedObjective, MaskedSamplingDefaults};
-pub use planner::{load_planner, plan_space_sha256, LoadedPlanner, Planner, PlannerModel, PlannerObjective};
+pub use planner::{load_planner, plan_space_sha256, LoadedPlanner, PlannerModel, PlannerObjective};
 pub use settings::{PlanSection, TrainConfig};
 pub use store::{open_split, Bundle};
 pub use weights::{file_sha256, load_weights, read_weights, save_weights};

@@ -1,5 +1,6 @@
-//! Stage `planner`'s model (design section 3.4): a denoiser over windows of `max_slots`
-//! sentence latents, its latent normalizer and noise schedule. It records the SHA-256 of the
+//! Stage `planner`'s config file and loader (docs/design.md, section 3.4): a denoiser over
+//! windows of `max_slots` sentence latents, its latent normalizer and noise schedule; the
+//! model and its sampling are `plandiff_planner::Planner`. It records the SHA-256 of the
 //! autoencoder weights it was trained on, so a retrained autoencoder cannot silently be
 //! paired with a stale planner. The training objective lives in `plandiff-train`.
 
@@ -8,12 +9,9 @@ use crate::store::Bundle;
 use crate::weights::{file_sha256, load_weights};
 use crate::{stage, BundleError, ModelConfigError, Result};
 use plandiff_diffusion::{NoiseSchedule, ScheduleConfig};
-use plandiff_planner::{
-    sample_plan_held, Denoiser, DenoiserConfig, LatentNormalizer, PlanSampling, SamplingDefaults, SoftHold,
-};
+use plandiff_planner::{DenoiserConfig, PlanSampling, Planner};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device};
 
 /// Which slots are known while training, and the guidance / self-conditioning dropout.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -50,11 +48,19 @@ pub struct PlannerModel {
     pub denoiser: DenoiserConfig,
     pub schedule: ScheduleConfig,
     pub objective: PlannerObjective,
-    pub sampling: SamplingDefaults,
+    pub sampling: PlanSampling,
     /// The plan space the planner learned ([`plan_space_sha256`]); bundles from before
     /// frozen plan spaces call it `autoencoder_sha256`.
     #[serde(alias = "autoencoder_sha256")]
     pub plan_space_sha256: String,
+}
+
+impl PlannerModel {
+    /// The [`Planner`] this config describes, under `p` (weights not loaded).
+    pub fn build(&self, p: &nn::Path) -> std::result::Result<Planner, ModelConfigError> {
+        self.validate()?;
+        Ok(Planner::new(p, &self.denoiser, self.schedule.clone(), self.sampling)?)
+    }
 }
 
 impl ModelConfig for PlannerModel {
@@ -72,89 +78,6 @@ impl ModelConfig for PlannerModel {
             d.shape.d_model,
             d.shape.d_ff,
         ))
-    }
-}
-
-/// A loaded (or training) planner: denoiser, normalizer and schedule.
-pub struct Planner {
-    pub denoiser: Denoiser,
-    pub normalizer: LatentNormalizer,
-    pub schedule: NoiseSchedule,
-    pub model: PlannerModel,
-}
-
-impl Planner {
-    pub fn new(p: &nn::Path, model: &PlannerModel) -> std::result::Result<Self, ModelConfigError> {
-        model.validate()?;
-        Ok(Self {
-            denoiser: Denoiser::new(p / "denoiser", &model.denoiser),
-            normalizer: LatentNormalizer::new(p / "normalizer", model.denoiser.d_latent),
-            schedule: NoiseSchedule::new(model.schedule.clone())?,
-            model: model.clone(),
-        })
-    }
-
-    pub fn max_slots(&self) -> usize {
-        self.model.denoiser.max_slots as usize
-    }
-
-    /// Samples latents for the unknown slots of `known` `(B, S, d)` (encoder space; `mask`
-    /// `(B, S)` is `true` on known slots), with `noise` supplying every Gaussian draw.
-    /// Returns encoder-space latents `(B, S, d)` whose known slots equal `known`.
-    pub fn sample(
-        &self,
-        known: &Tensor,
-        mask: &Tensor,
-        opts: PlanSampling,
-        noise: impl FnMut(&[i64]) -> Tensor,
-    ) -> std::result::Result<Tensor, ModelConfigError> {
-        self.sample_held(known, mask, None, opts, noise)
-    }
-
-    /// [`Planner::sample`] with the known slots of `soft` held for only part of the steps
-    /// ([`SoftHold`]): they come back refined, not as given.
-    pub fn sample_held(
-        &self,
-        known: &Tensor,
-        mask: &Tensor,
-        soft: Option<SoftHold>,
-        opts: PlanSampling,
-        noise: impl FnMut(&[i64]) -> Tensor,
-    ) -> std::result::Result<Tensor, ModelConfigError> {
-        let s = known.size()[1];
-        if s > self.model.denoiser.max_slots {
-            return Err(ModelConfigError::Rule(format!(
-                "{s} slots exceed the planner's window of {}",
-                self.model.denoiser.max_slots
-            )));
-        }
-        let rows = known.size()[0] as usize;
-        let known_n = self.normalizer.normalize(known);
-        // Timestep and slot embeddings once per timestep (the guided pass reuses them).
-        let mut step_emb: HashMap<usize, Tensor> = HashMap::new();
-        let x = tch::no_grad(|| {
-            sample_plan_held(
-                &self.schedule,
-                &known_n,
-                mask,
-                soft,
-                opts,
-                |x, t, k, m, prev| {
-                    let emb = step_emb.entry(t).or_insert_with(|| {
-                        self.denoiser.step_embedding(&vec![t as f64; rows], s, x.kind(), x.device())
-                    });
-                    self.denoiser.forward_embedded(x, emb, k, m, prev, None, false)
-                },
-                noise,
-            )
-        })?;
-        let z = self.normalizer.denormalize(&x);
-        // Exactly the given latents on the slots held to the end (denormalize(normalize(z)) rounds).
-        let m = match soft {
-            Some(s) => mask.logical_and(&s.soft.logical_not()).unsqueeze(-1),
-            None => mask.unsqueeze(-1),
-        };
-        Ok(known.where_self(&m, &z))
     }
 }
 
@@ -197,7 +120,7 @@ pub fn load_planner(bundle: &Bundle, device: Device) -> Result<LoadedPlanner> {
     let path = bundle.stage_dir(stage::PLANNER).join("config.json");
     crate::weights::check_fits(&bundle.weights_path(stage::PLANNER), config.model.min_parameters())?;
     let mut vs = nn::VarStore::new(device);
-    let planner = Planner::new(&vs.root(), &config.model).map_err(|source| BundleError::Model { path, source })?;
+    let planner = config.model.build(&vs.root()).map_err(|source| BundleError::Model { path, source })?;
     load_weights(&mut vs, &bundle.weights_path(stage::PLANNER))?;
     Ok(LoadedPlanner { planner, vs, config })
 }

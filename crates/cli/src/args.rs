@@ -175,8 +175,8 @@ pub struct GenerateArgs {
     pub device: String,
 }
 
-/// `plandiff edit`: the flags both edit modes read; each mode's own (`--guidance`, `--chars`,
-/// `--revise`, ...) are in `commands::edit::EDIT_MODES`, added to this command by `main`.
+/// `plandiff edit`: the flags every edit mode reads; each mode's own (`--guidance`, `--chars`,
+/// `--revise`, ...) come with its edit operation in the modes' list, added by `main`.
 #[derive(Args, Debug)]
 pub struct EditArgs {
     /// Bundle folder (hybrid needs stages autoencoder and planner; masked needs masked).
@@ -184,7 +184,9 @@ pub struct EditArgs {
     pub checkpoint: PathBuf,
     /// hybrid: re-plan and rewrite sentences; masked: remask a span or the weakest tokens
     /// and denoise them with the rest fixed.
-    #[arg(long, default_value = "hybrid", value_parser = ["hybrid", "masked"])]
+    #[arg(long, default_value = "hybrid", value_parser = clap::builder::PossibleValuesParser::new(
+        plandiff_pipeline::registry::edit_modes().map(|(name, _)| name)
+    ))]
     pub mode: String,
     /// UTF-8 text file to edit.
     #[arg(long)]
@@ -232,9 +234,13 @@ pub struct AbArgs {
     /// Prompt i uses seed S + i in every arm.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Folder for results.json and report.html.
+    /// Folder for results.json and report.html: new, empty, or one `ab` wrote before.
     #[arg(long, default_value = "ab-results")]
     pub out: PathBuf,
+    /// Write into --out even when it holds files `ab` did not write (only results.json,
+    /// report.html and its mark are replaced).
+    #[arg(long)]
+    pub force: bool,
     /// Judge bundle for perplexity (its `ar` model); default: --checkpoint.
     #[arg(long)]
     pub judge: Option<PathBuf>,

@@ -18,7 +18,7 @@ fn command() -> clap::Command {
     Cli::command()
         .mut_subcommand("generate", |c| plandiff_pipeline::registry::add_mode_flags(c, false))
         .mut_subcommand("ab", |c| plandiff_pipeline::registry::add_mode_flags(c, true))
-        .mut_subcommand("edit", |c| plandiff_pipeline::flags::add_flags(c, commands::edit::EDIT_MODES, &[]))
+        .mut_subcommand("edit", plandiff_pipeline::registry::add_edit_flags)
 }
 
 /// The parsed flags of the subcommand (every mode's flags among them).

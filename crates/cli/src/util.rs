@@ -74,6 +74,13 @@ pub fn init_logging(cli: &Cli) {
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
+        // A setting that an earlier part already quotes (a field of a bundle's file, shown
+        // with its file) is not shown again as a flag.
+        let plain = cause.to_string();
+        let plain = plain.lines().next().unwrap_or_default().trim();
+        if !plain.is_empty() && parts.iter().any(|p| p.contains(plain)) {
+            continue;
+        }
         let s = flag_message(cause).unwrap_or_else(|| cause.to_string());
         // No control characters from a file (a TOML with NUL bytes) reach the terminal.
         let s: String = s.chars().map(|c| if c.is_control() && c != '\n' { '\u{FFFD}' } else { c }).collect();

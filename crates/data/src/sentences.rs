@@ -57,6 +57,13 @@ fn is_closer(c: char) -> bool {
     matches!(c, '"' | '\'' | '”' | '’' | ')' | ']' | '»')
 }
 
+/// Whether `text` ends a sentence: its last visible character, after any closing quotes and
+/// brackets (`"`, `'`, `”`, `’`, `)`, `]`, `»`), is a terminator (`.`, `!`, `?`, `…`). The one
+/// rule for prepare's segmentation, a prompt's open sentence and an outline's phrases.
+pub fn ends_sentence(text: &str) -> bool {
+    text.trim_end().trim_end_matches(is_closer).ends_with(is_terminator)
+}
+
 /// Splits `text` into sentences (trimmed slices of `text`).
 pub fn split_sentences(text: &str) -> Vec<&str> {
     let cased = text.chars().any(char::is_uppercase);
@@ -152,7 +159,7 @@ fn is_boundary(terms: &str, prev: &str, next: Option<&str>, closed_quote: bool, 
 
 #[cfg(test)]
 mod tests {
-    use super::split_sentences;
+    use super::{ends_sentence, split_sentences};
 
     #[test]
     fn never_panics_on_multibyte_text() {
@@ -161,6 +168,31 @@ mod tests {
         for (i, _) in text.char_indices() {
             let _ = split_sentences(&text[..i]);
             let _ = split_sentences(&text[i..]);
+        }
+    }
+
+    #[test]
+    fn one_sentence_end_rule_reads_quotes_ellipses_and_brackets() {
+        for yes in [
+            "they go home.",
+            "he said \"stop.\"",
+            "he said “stop.”",
+            "she asked ‘why?’ ",
+            "i waited...",
+            "wait…",
+            "(it was late.)",
+            "[it was late.]",
+            "«fin.»",
+            "what?!",
+        ] {
+            assert!(ends_sentence(yes), "{yes:?} ends a sentence");
+        }
+        for no in ["the dog finds the ball", "mr. smith went", "\"stop\"", "", "   ", "a (b.) c", "it is 3.14 or"] {
+            assert!(!ends_sentence(no), "{no:?} does not end a sentence");
+        }
+        // The splitter agrees: a text that ends a sentence splits into whole sentences.
+        for t in ["he said \"stop.\" then left.", "[it was late.]"] {
+            assert!(split_sentences(t).iter().all(|s| ends_sentence(s)), "{t:?}");
         }
     }
 

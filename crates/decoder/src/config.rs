@@ -61,9 +61,9 @@ impl DecoderConfig {
         let sizes = [("vocab_size", self.vocab_size), ("max_seq_len", self.max_seq_len)];
         self.shape.validate("", &sizes)?;
         if let Some(p) = self.plan {
-            for (field, v) in [("plan.d_latent", p.d_latent), ("plan.max_slots", p.max_slots)] {
-                if v <= 0 {
-                    return Err(plandiff_layers::FieldError::new(field, v, "must be positive").into());
+            for (field, v, most) in [("plan.d_latent", p.d_latent, 65_536), ("plan.max_slots", p.max_slots, 4096)] {
+                if !(1..=most).contains(&v) {
+                    return Err(plandiff_layers::FieldError::new(field, v, format!("must be 1 to {most}")).into());
                 }
             }
         }

@@ -1,42 +1,15 @@
-//! KV-cached, batched generation.
+//! KV-cached, batched generation of a batch of prompts.
 //!
 //! Prompts of different lengths are left-padded; a key mask hides the padding and each
 //! row's positions start at 0 at its first real token, so a row's tokens do not depend on
 //! what it is batched with. Each step feeds one token per row; rows that finished keep
-//! feeding padding (masked out) until every row is done.
+//! feeding padding (masked out) until every row is done. The token loop is the crate's one
+//! ([`crate::token_loop`]).
 
-use crate::model::{slot_ids, Decoder};
+use crate::model::{slot_ids, Decoder, DecoderCache};
 use crate::sampling::LogitsProcessor;
-use serde::Serialize;
-use tch::{Kind, Tensor};
-
-#[derive(Debug, Clone)]
-pub struct GenerateOptions {
-    pub max_new_tokens: usize,
-    /// Stop a row after this many completed sentences (`<sep>` tokens generated).
-    pub max_sentences: Option<usize>,
-    pub eos_id: i64,
-    pub sep_id: i64,
-    pub pad_id: i64,
-    /// Never generated (e.g. `<bos>`, `<pad>`).
-    pub banned: Vec<i64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    EndOfDocument,
-    Sentences,
-    MaxTokens,
-    ContextFull,
-}
-
-#[derive(Debug, Clone)]
-pub struct Generated {
-    /// New tokens of each row (without the prompt).
-    pub tokens: Vec<Vec<i64>>,
-    pub stop: Vec<StopReason>,
-}
+use crate::token_loop::{token_loop, Feeder, GenerateOptions, Generated, History};
+use tch::Tensor;
 
 /// The prompts left-padded to one length: tokens, positions, sentence slots, key mask, and
 /// the length.
@@ -60,52 +33,6 @@ fn left_padded(
         mask.extend(std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, p.len())));
     }
     (tok, pos, slots, mask, lmax)
-}
-
-/// Draws a row's next token. No empty sentences: `<sep>` never directly follows `<sep>` or
-/// a bare `<bos>`.
-pub(crate) fn draw(
-    sampler: &mut LogitsProcessor,
-    row: &mut [f32],
-    history: &[i64],
-    out: &[i64],
-    prompt: &[i64],
-    opts: &GenerateOptions,
-) -> i64 {
-    let at_start = match out.last() {
-        Some(&t) => t == opts.sep_id,
-        None => prompt.len() <= 1 || prompt.last() == Some(&opts.sep_id),
-    };
-    if at_start {
-        let mut banned = opts.banned.clone();
-        banned.push(opts.sep_id);
-        sampler.sample(row, history, &banned)
-    } else {
-        sampler.sample(row, history, &opts.banned)
-    }
-}
-
-/// Why a row stops after drawing `id` (its `sents`-th sentence end, `written` new tokens,
-/// next position `next_pos`), if it does.
-pub(crate) fn stop_after(
-    id: i64,
-    sents: usize,
-    written: usize,
-    next_pos: i64,
-    opts: &GenerateOptions,
-    max_seq_len: i64,
-) -> Option<StopReason> {
-    if id == opts.eos_id {
-        Some(StopReason::EndOfDocument)
-    } else if opts.max_sentences.is_some_and(|n| sents >= n) {
-        Some(StopReason::Sentences)
-    } else if written >= opts.max_new_tokens {
-        Some(StopReason::MaxTokens)
-    } else if next_pos + 1 >= max_seq_len {
-        Some(StopReason::ContextFull)
-    } else {
-        None
-    }
 }
 
 /// Classifier-free guidance on the plan (see [`generate_guided`]): with a weight, the batch's
@@ -185,10 +112,48 @@ fn on(t: Tensor, dev: tch::Device) -> Tensor {
     }
 }
 
-/// A row of logits as host f32, flattened, converting only what needs converting.
-fn on_host_f32(t: &Tensor) -> Tensor {
-    let t = if t.kind() == Kind::Float { t.shallow_clone() } else { t.to_kind(Kind::Float) };
-    on(t, tch::Device::Cpu).reshape(-1)
+/// A batch of left-padded prompts in one KV cache: each step feeds one token per row at the
+/// row's next position and sentence slot; rows that stopped feed padding, masked out.
+struct Prefilled<'m> {
+    model: &'m Decoder,
+    guide: Guide,
+    cache: DecoderCache,
+    key_mask: Tensor,
+    /// Whether any key is masked (left padding, or a row that stopped).
+    padded: bool,
+    next_pos: Vec<i64>,
+    slot_now: Vec<i64>,
+    max_slots: i64,
+    pad_id: i64,
+    sep_id: i64,
+}
+
+impl Feeder for Prefilled<'_> {
+    fn context_full(&self, r: usize) -> bool {
+        self.next_pos[r] + 1 >= self.model.config().max_seq_len
+    }
+
+    fn feed(&mut self, step: &[Option<i64>], live: &[bool]) -> Tensor {
+        let (dev, max_len) = (self.model.device(), self.model.config().max_seq_len);
+        let b = step.len();
+        let bm = self.guide.rows(step).len() as i64;
+        let step_tok: Vec<i64> = step.iter().map(|t| t.unwrap_or(self.pad_id)).collect();
+        self.padded |= live.iter().any(|a| !a);
+        let p: Vec<i64> = (0..b).map(|r| self.next_pos[r].min(max_len - 1)).collect();
+        let col = |v: &[i64]| on(Tensor::from_slice(&self.guide.rows(v)).view([bm, 1]), dev);
+        let s_t = col(&self.slot_now);
+        for r in (0..b).filter(|&r| live[r]) {
+            self.next_pos[r] += 1;
+            if step_tok[r] == self.sep_id {
+                self.slot_now[r] = (self.slot_now[r] + 1).min(self.max_slots - 1);
+            }
+        }
+        let live_t = on(Tensor::from_slice(&self.guide.rows(live)).view([bm, 1]), dev);
+        self.key_mask = Tensor::cat(&[&self.key_mask, &live_t], 1);
+        let mask = self.padded.then_some(&self.key_mask);
+        let logits = self.model.forward_step(&col(&step_tok), &col(&p), Some(&s_t), mask, &mut self.cache);
+        self.guide.logits(logits.select(1, 0))
+    }
 }
 
 fn run(
@@ -198,7 +163,7 @@ fn run(
     weight: Option<f64>,
     sampler: &mut LogitsProcessor,
     opts: &GenerateOptions,
-    mut on_token: impl FnMut(usize, i64),
+    on_token: impl FnMut(usize, i64),
 ) -> Generated {
     tch::no_grad(|| {
         let (dev, cfg, b) = (model.device(), model.config(), prompts.len());
@@ -208,73 +173,38 @@ fn run(
         let bm = (tok.len() / lmax) as i64; // the model's batch: b, or 2b when guided
         let shape = [bm, lmax as i64];
         let t = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(dev);
-        let mut key_mask = Tensor::from_slice(&mask).view(shape).to_device(dev);
-        let any_pad = mask.iter().any(|m| !m);
+        let key_mask = Tensor::from_slice(&mask).view(shape).to_device(dev);
+        let padded = mask.iter().any(|m| !m);
         let mut cache = model.new_cache(guide.plan(model, plan).as_ref(), bm);
-        let slot_t = t(&slots);
-        let logits = model.forward_step(&t(&tok), &t(&pos), Some(&slot_t), any_pad.then_some(&key_mask), &mut cache);
-        let mut last = guide.logits(logits.select(1, -1)); // (B, V)
-        let mut history: Vec<Vec<i64>> = prompts.to_vec();
-        let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
-        let mut sents: Vec<usize> = vec![0; b];
-        let mut slot_now: Vec<i64> = prompts
+        let logits = model.forward_step(&t(&tok), &t(&pos), Some(&t(&slots)), padded.then_some(&key_mask), &mut cache);
+        let first = guide.logits(logits.select(1, -1)); // (B, V)
+        let slot_now = prompts
             .iter()
             .map(|p| (p.iter().filter(|&&x| x == opts.sep_id).count() as i64).min(max_slots - 1))
             .collect();
-        let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
-        let mut stop: Vec<Option<StopReason>> = vec![None; b];
-        let mut padded = any_pad;
-        loop {
-            let host: Vec<f32> = Vec::try_from(on_host_f32(&last)).expect("logits to host");
-            let v = host.len() / b;
-            let mut step_tok = vec![opts.pad_id; b];
-            for r in 0..b {
-                if stop[r].is_some() {
-                    continue;
-                }
-                let mut row = host[r * v..(r + 1) * v].to_vec();
-                let id = draw(sampler, &mut row, &history[r], &out[r], &prompts[r], opts);
-                step_tok[r] = id;
-                history[r].push(id);
-                out[r].push(id);
-                on_token(r, id);
-                if id == opts.sep_id {
-                    sents[r] += 1;
-                }
-                stop[r] = stop_after(id, sents[r], out[r].len(), next_pos[r], opts, cfg.max_seq_len);
-            }
-            if stop.iter().all(Option::is_some) {
-                break;
-            }
-            // Rows that just finished feed padding from now on.
-            let active: Vec<bool> = stop.iter().map(Option::is_none).collect();
-            padded |= active.iter().any(|a| !a);
-            let p: Vec<i64> = (0..b).map(|r| next_pos[r].min(cfg.max_seq_len - 1)).collect();
-            let col = |v: &[i64]| on(Tensor::from_slice(&guide.rows(v)).view([bm, 1]), dev);
-            let s_t = col(&slot_now);
-            for r in 0..b {
-                if active[r] {
-                    next_pos[r] += 1;
-                    if step_tok[r] == opts.sep_id {
-                        slot_now[r] = (slot_now[r] + 1).min(max_slots - 1);
-                    }
-                }
-            }
-            let active_t = on(Tensor::from_slice(&guide.rows(&active)).view([bm, 1]), dev);
-            key_mask = Tensor::cat(&[key_mask, active_t], 1);
-            let logits =
-                model.forward_step(&col(&step_tok), &col(&p), Some(&s_t), padded.then_some(&key_mask), &mut cache);
-            last = guide.logits(logits.select(1, 0));
-        }
-        Generated { tokens: out, stop: stop.into_iter().map(|s| s.unwrap_or(StopReason::MaxTokens)).collect() }
+        let next_pos = prompts.iter().map(|p| p.len() as i64).collect();
+        let mut feeder = Prefilled {
+            model,
+            guide,
+            cache,
+            key_mask,
+            padded,
+            next_pos,
+            slot_now,
+            max_slots,
+            pad_id: opts.pad_id,
+            sep_id: opts.sep_id,
+        };
+        let mut history = History { rows: prompts.to_vec(), cap: None };
+        token_loop(first, &mut feeder, &mut history, vec![None; b], (sampler, opts), on_token)
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DecoderConfig, SamplingConfig};
-    use tch::{nn, Device};
+    use crate::{DecoderConfig, SamplingConfig, StopReason};
+    use tch::{nn, Device, Kind};
 
     fn opts(max_new: usize) -> GenerateOptions {
         GenerateOptions {

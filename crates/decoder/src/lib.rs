@@ -11,9 +11,13 @@ pub mod generate;
 pub mod model;
 pub mod sampling;
 pub mod session;
+mod token_loop;
+pub mod window;
 
 pub use config::{ConfigError, DecoderConfig, PlanConfig, RotaryConfig};
-pub use generate::{generate, generate_guided, GenerateOptions, Generated, StopReason};
-pub use model::{slot_ids, Decoder, DecoderCache};
+pub use generate::{generate, generate_guided};
+pub use model::{slot_ids, Decoder, DecoderCache, DecoderInput};
 pub use sampling::{LogitsProcessor, SamplingConfig};
 pub use session::SlidingSession;
+pub use token_loop::{GenerateOptions, Generated, StopReason};
+pub use window::{Window, WindowDecoder};

@@ -17,6 +17,28 @@ use plandiff_layers::{
 };
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
+/// What a full decoder pass reads.
+///
+/// # Shapes
+/// - `tokens`: `(B, T)` int64; `slots`: `(B, T)` int64 sentence-slot ids (plan models) or `None`;
+/// - `plan`: `(B, S, d_latent)`, or `None` for the null plan;
+/// - `self_mask`: `(B, 1, T, T)` bool (`true` = may attend; it must include the causal
+///   constraint), or `None` for plain causal attention.
+#[derive(Clone, Copy)]
+pub struct DecoderInput<'a> {
+    pub tokens: &'a Tensor,
+    pub slots: Option<&'a Tensor>,
+    pub plan: Option<&'a Tensor>,
+    pub self_mask: Option<&'a Tensor>,
+}
+
+impl<'a> DecoderInput<'a> {
+    /// Plain causal language modelling of `tokens`: no slots, the null plan, no extra mask.
+    pub fn tokens(tokens: &'a Tensor) -> Self {
+        Self { tokens, slots: None, plan: None, self_mask: None }
+    }
+}
+
 #[derive(Debug)]
 pub struct Decoder {
     cfg: DecoderConfig,
@@ -267,51 +289,27 @@ impl Decoder {
     /// - `tokens`: `(B, T)` int64; `slots`: `(B, T)` int64 sentence-slot ids (plan models);
     ///   `plan`: `(B, S, d_latent)` or `None` for the null plan. Returns logits `(B, T, V)`.
     pub fn forward(&self, tokens: &Tensor, slots: Option<&Tensor>, plan: Option<&Tensor>, train: bool) -> Tensor {
-        self.forward_masked(tokens, slots, plan, None, train)
+        self.forward_masked(&DecoderInput { tokens, slots, plan, self_mask: None }, train)
     }
 
-    /// [`Decoder::forward`] with an explicit self-attention mask `(B, 1, T, T)` (bool, `true`
-    /// = may attend; it must include the causal constraint); `None` is plain causal.
-    pub fn forward_masked(
-        &self,
-        tokens: &Tensor,
-        slots: Option<&Tensor>,
-        plan: Option<&Tensor>,
-        self_mask: Option<&Tensor>,
-        train: bool,
-    ) -> Tensor {
-        self.head(&self.hidden(tokens, slots, plan, self_mask, train))
+    /// [`Decoder::forward`] of a [`DecoderInput`], whose self-attention mask may be explicit.
+    pub fn forward_masked(&self, input: &DecoderInput, train: bool) -> Tensor {
+        self.head(&self.hidden(input, train))
     }
 
     /// Mean next-token cross-entropy of [`Decoder::forward_masked`]'s logits against `targets`
     /// `(B, T)` (`ignore_index` positions do not count), with the output head and the loss
     /// fused chunk by chunk ([`plandiff_layers::linear_cross_entropy`]): the same loss and
     /// gradients as `cross_entropy_loss` over the logits, without the `(B, T, V)` logits.
-    #[allow(clippy::too_many_arguments)]
-    pub fn loss_masked(
-        &self,
-        tokens: &Tensor,
-        slots: Option<&Tensor>,
-        plan: Option<&Tensor>,
-        self_mask: Option<&Tensor>,
-        targets: &Tensor,
-        ignore_index: i64,
-        train: bool,
-    ) -> Tensor {
-        let x = self.norm_f.forward(&self.hidden(tokens, slots, plan, self_mask, train));
+    pub fn loss_masked(&self, input: &DecoderInput, targets: &Tensor, ignore_index: i64, train: bool) -> Tensor {
+        let x = self.norm_f.forward(&self.hidden(input, train));
         let d = x.size()[2];
         plandiff_layers::linear_cross_entropy(&x.reshape([-1, d]), &self.wte.ws, &targets.reshape([-1]), ignore_index)
     }
 
     /// The last block's output `(B, T, D)` (before the final norm) of a full forward pass.
-    fn hidden(
-        &self,
-        tokens: &Tensor,
-        slots: Option<&Tensor>,
-        plan: Option<&Tensor>,
-        self_mask: Option<&Tensor>,
-        train: bool,
-    ) -> Tensor {
+    fn hidden(&self, input: &DecoderInput, train: bool) -> Tensor {
+        let DecoderInput { tokens, slots, plan, self_mask } = *input;
         let (b, t) = tokens.size2().expect("tokens must be (B, T)");
         let positions = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0); // (1, T)
         let cross = self.plan_memory(plan, b);

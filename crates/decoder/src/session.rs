@@ -11,10 +11,12 @@
 //! a row that ends its sentences early feeds padding (a sentence id no window reaches) until
 //! the others end theirs.
 
-use crate::generate::{draw, stop_after, GenerateOptions, Generated, Guide, StopReason};
+use crate::generate::Guide;
 use crate::model::{slot_ids, Decoder, DecoderCache};
 use crate::sampling::LogitsProcessor;
-use tch::{Kind, Tensor};
+use crate::token_loop::{token_loop, Feeder, History};
+use crate::token_loop::{GenerateOptions, Generated, StopReason};
+use tch::Tensor;
 
 /// The sentence id of padding: below every window.
 const PAD_SENTENCE: i64 = -(1 << 40);
@@ -45,20 +47,25 @@ impl SlidingSession {
     /// `None` for a decoder without rotary positions.
     pub fn new(model: &Decoder, prompts: &[Vec<i64>], first: i64, weight: f64) -> Option<Self> {
         let r = model.config().rotary?;
+        Some(Self::start(model, prompts, first, weight, r.window))
+    }
+
+    /// [`SlidingSession::new`] for a rotary decoder whose sentence window is `window`.
+    pub(crate) fn start(model: &Decoder, prompts: &[Vec<i64>], first: i64, weight: f64, window: i64) -> Self {
         let b = prompts.len();
         let weight = (weight != 1.0 && model.null_plan().is_some()).then_some(weight);
         let rows = if weight.is_some() { 2 * b } else { b } as i64;
-        Some(Self {
+        Self {
             cache: model.new_cache(None, rows),
             guide: Guide { b, weight },
-            window: r.window,
+            window,
             pos: vec![0; b],
             sent: vec![first; b],
             pending: prompts.to_vec(),
             history: prompts.iter().map(|p| p[p.len().saturating_sub(HISTORY)..].to_vec()).collect(),
             ended: vec![false; b],
             fed: 0,
-        })
+        }
     }
 
     /// Number of cached positions (the longest row's window, padding included).
@@ -125,7 +132,7 @@ impl SlidingSession {
         origin: i64,
         sampler: &mut LogitsProcessor,
         opts: &GenerateOptions,
-        mut on_token: impl FnMut(usize, i64),
+        on_token: impl FnMut(usize, i64),
     ) -> Generated {
         tch::no_grad(|| {
             let b = self.guide.b;
@@ -135,51 +142,56 @@ impl SlidingSession {
             let pending: Vec<Vec<i64>> =
                 (0..b).map(|r| if self.ended[r] { Vec::new() } else { std::mem::take(&mut self.pending[r]) }).collect();
             let rows: Vec<_> = pending.into_iter().enumerate().map(|(r, p)| self.advance(r, p, opts.sep_id)).collect();
-            let mut last = self.feed(model, &rows, opts.pad_id); // (B, V)
-            let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
-            let mut stop: Vec<Option<StopReason>> =
-                self.ended.iter().map(|&e| e.then_some(StopReason::EndOfDocument)).collect();
-            let mut sents = vec![0usize; b];
-            loop {
-                let host: Vec<f32> = Vec::try_from(last.to_kind(Kind::Float).to_device(tch::Device::Cpu).reshape(-1))
-                    .expect("logits to host");
-                let v = host.len() / b;
-                let mut step: Vec<Vec<i64>> = vec![Vec::new(); b];
-                let live: Vec<usize> = (0..b).filter(|&r| stop[r].is_none()).collect();
-                for r in live {
-                    let mut row = host[r * v..(r + 1) * v].to_vec();
-                    // No empty sentence: `<sep>` never follows `<sep>` or a bare `<bos>`.
-                    let id = draw(sampler, &mut row, &self.history[r], &[], &self.history[r], opts);
-                    self.history[r].push(id);
-                    let excess = self.history[r].len().saturating_sub(HISTORY);
-                    self.history[r].drain(..excess);
-                    out[r].push(id);
-                    on_token(r, id);
-                    sents[r] += usize::from(id == opts.sep_id);
-                    stop[r] = stop_after(id, sents[r], out[r].len(), 0, opts, i64::MAX);
-                    match stop[r] {
-                        Some(StopReason::Sentences) => self.pending[r].push(id), // fed by the next call
-                        Some(_) => self.ended[r] = true,
-                        None => step[r].push(id),
-                    }
-                }
-                if stop.iter().all(Option::is_some) {
-                    break;
-                }
-                let rows: Vec<_> = step.into_iter().enumerate().map(|(r, t)| self.advance(r, t, opts.sep_id)).collect();
-                last = self.feed(model, &rows, opts.pad_id);
-            }
-            let stop = stop.into_iter().map(|s| s.unwrap_or(StopReason::MaxTokens)).collect();
-            Generated { tokens: out, stop }
+            let first = self.feed(model, &rows, opts.pad_id); // (B, V)
+            let stop = self.ended.iter().map(|&e| e.then_some(StopReason::EndOfDocument)).collect();
+            let mut history = History { rows: std::mem::take(&mut self.history), cap: Some(HISTORY) };
+            let mut step = SessionStep { session: self, model, sep_id: opts.sep_id, pad_id: opts.pad_id };
+            let out = token_loop(first, &mut step, &mut history, stop, (sampler, opts), on_token);
+            self.history = history.rows;
+            out
         })
+    }
+}
+
+/// One [`SlidingSession::write`] as the token loop's [`Feeder`]: a row that ends its
+/// sentences keeps its `<sep>` for the next call; a row that ends otherwise has ended for good.
+struct SessionStep<'s, 'm> {
+    session: &'s mut SlidingSession,
+    model: &'m Decoder,
+    sep_id: i64,
+    pad_id: i64,
+}
+
+impl Feeder for SessionStep<'_, '_> {
+    fn context_full(&self, _r: usize) -> bool {
+        false // rotary positions and the sentence window: the text may grow without end
+    }
+
+    fn drawn(&mut self, r: usize, id: i64, stop: Option<StopReason>) {
+        match stop {
+            Some(StopReason::Sentences) => self.session.pending[r].push(id), // fed by the next call
+            Some(_) => self.session.ended[r] = true,
+            None => {}
+        }
+    }
+
+    fn feed(&mut self, step: &[Option<i64>], live: &[bool]) -> Tensor {
+        let rows: Vec<_> = (0..step.len())
+            .map(|r| {
+                let t: Vec<i64> = step[r].filter(|_| live[r]).into_iter().collect();
+                self.session.advance(r, t, self.sep_id)
+            })
+            .collect();
+        self.session.feed(self.model, &rows, self.pad_id)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token_loop::draw;
     use crate::{DecoderConfig, PlanConfig, RotaryConfig, SamplingConfig};
-    use tch::{nn, Device};
+    use tch::{nn, Device, Kind};
 
     /// Greedy writing through a sliding session, one sentence a call, gives the tokens of greedy
     /// decoding with full, uncached forwards over the whole text (sentence window and plan

@@ -1,6 +1,6 @@
 //! The decoder network: cached decoding equals full forwards, padding changes nothing, slot ids.
 
-use plandiff_decoder::{slot_ids, Decoder, DecoderConfig, PlanConfig};
+use plandiff_decoder::{slot_ids, Decoder, DecoderConfig, DecoderInput, PlanConfig};
 use tch::{nn, Device, Kind, Tensor};
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -103,17 +103,21 @@ fn fused_loss_equals_cross_entropy_of_the_logits() {
     let _ = targets.narrow(1, 0, 2).fill_(-100);
     let i = Tensor::arange(12, (Kind::Int64, Device::Cpu));
     let mask = i.unsqueeze(0).le_tensor(&i.unsqueeze(1)).view([1, 1, 12, 12]);
+    let input = DecoderInput { tokens: &tokens, slots: Some(&slots), plan: Some(&plan), self_mask: Some(&mask) };
     let grads = |fused: bool| {
         let mut vs2 = vs.variables().into_iter().collect::<Vec<_>>();
         vs2.sort_by(|a, b| a.0.cmp(&b.0));
         vs2.iter().for_each(|(_, t)| t.shallow_clone().zero_grad());
         let loss = if fused {
-            model.loss_masked(&tokens, Some(&slots), Some(&plan), Some(&mask), &targets, -100, true)
+            model.loss_masked(&input, &targets, -100, true)
         } else {
-            model
-                .forward_masked(&tokens, Some(&slots), Some(&plan), Some(&mask), true)
-                .view([-1, 40])
-                .cross_entropy_loss::<Tensor>(&targets.reshape(-1), None, tch::Reduction::Mean, -100, 0.0)
+            model.forward_masked(&input, true).view([-1, 40]).cross_entropy_loss::<Tensor>(
+                &targets.reshape(-1),
+                None,
+                tch::Reduction::Mean,
+                -100,
+                0.0,
+            )
         };
         loss.backward();
         let g: Vec<(String, Tensor)> =

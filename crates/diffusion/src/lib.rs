@@ -19,7 +19,7 @@ pub mod sampler;
 pub mod schedule;
 
 pub use config::{BetaSchedule, PredictionType, ScheduleConfig, TimestepSpacing};
-pub use sampler::{abs_sum_mean, SamplerKind, StepOutput};
+pub use sampler::{abs_sum_mean, SamplerKind, StepOutput, Stepping};
 pub use schedule::{betas_for, rescale_zero_terminal_snr, NoiseSchedule};
 
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,15 @@ impl SamplerKind {
     }
 }
 
+/// How a reverse step is taken: the sampler, DDIM's η, and the number of inference steps
+/// the schedule is spaced into.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stepping {
+    pub sampler: SamplerKind,
+    pub eta: f64,
+    pub steps: usize,
+}
+
 impl std::str::FromStr for SamplerKind {
     type Err = crate::DiffusionError;
     fn from_str(s: &str) -> crate::Result<Self> {
@@ -115,18 +124,16 @@ impl NoiseSchedule {
         }
     }
 
-    /// One reverse step of `sampler` from `t` (η applies to DDIM only).
-    #[allow(clippy::too_many_arguments)]
+    /// One reverse step from `t`, taken as `how` says (η applies to DDIM only).
     pub fn step(
         &self,
-        sampler: SamplerKind,
-        eta: f64,
+        how: Stepping,
         model_output: &Tensor,
         t: usize,
-        num_inference_steps: usize,
         sample: &Tensor,
         variance_noise: Option<&Tensor>,
     ) -> StepOutput {
+        let Stepping { sampler, eta, steps: num_inference_steps } = how;
         match sampler {
             SamplerKind::Ddim => self.ddim_step(model_output, t, num_inference_steps, sample, eta, variance_noise),
             SamplerKind::Ddpm => self.ddpm_step(model_output, t, num_inference_steps, sample, variance_noise),

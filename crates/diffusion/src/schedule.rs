@@ -68,11 +68,18 @@ pub struct NoiseSchedule {
     pub alphas_cumprod: Vec<f64>,
 }
 
+/// The most training timesteps a schedule may have (diffusers' models use 1,000).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 impl NoiseSchedule {
     pub fn new(config: ScheduleConfig) -> Result<Self> {
         let bad = |m: String| Err(DiffusionError::Invalid(m));
-        if config.num_train_timesteps < 2 {
-            return bad(format!("num_train_timesteps = {} must be >= 2", config.num_train_timesteps));
+        // Bounded before the tables (five f64 vectors of this length) are allocated.
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&config.num_train_timesteps) {
+            return bad(format!(
+                "num_train_timesteps = {} must be in 2..={MAX_TRAIN_TIMESTEPS}",
+                config.num_train_timesteps
+            ));
         }
         let uses_range = !matches!(config.beta_schedule, BetaSchedule::SquaredcosCapV2 | BetaSchedule::Sqrt);
         let range_ok = config.beta_start > 0.0 && config.beta_start <= config.beta_end && config.beta_end < 1.0;

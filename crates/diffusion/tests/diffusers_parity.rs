@@ -5,22 +5,13 @@
 
 use plandiff_diffusion::{NoiseSchedule, ScheduleConfig};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
 use tch::{Kind, Tensor};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+#[path = "../../../tests/common/venv.rs"]
+mod venv;
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("PLANDIFF_PYTHON") {
-        return p.into();
-    }
-    let p = root().join(".venv/bin/python");
-    assert!(p.exists(), "{} is missing: run `make test` (it creates the venv) or set PLANDIFF_PYTHON", p.display());
-    p
-}
+use venv::{python, root};
 
 fn floats(v: &Value) -> Vec<f64> {
     v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()

@@ -115,11 +115,24 @@ char *pd_set_cuda_device(int index) {
 #endif
 }
 
-// Joins the group: `is_server` hosts the TCPStore (a launch without torchrun's agent),
-// otherwise connects to it as a client. `backend`: "gloo" or "nccl".
-char *pd_init(const char *backend, const char *host, int port, int rank, int world, int is_server,
-              const char *prefix, int64_t timeout_ms, void **out) {
+// How pd_init joins a group (`ffi::InitOptions` on the Rust side, field for field).
+struct PdInitOptions {
+  const char *backend;  // "gloo" or "nccl"
+  const char *host;
+  int port;
+  int rank;
+  int world;
+  int is_server;  // non-zero: host the TCPStore (a launch without torchrun's agent)
+  const char *prefix;
+  int64_t timeout_ms;
+};
+
+// Joins the group: `is_server` hosts the TCPStore, otherwise connects to it as a client.
+char *pd_init(const PdInitOptions *o, void **out) {
 #if defined(PLANDIFF_GLOO) || defined(PLANDIFF_NCCL)
+  const char *backend = o->backend, *host = o->host, *prefix = o->prefix;
+  int port = o->port, rank = o->rank, world = o->world, is_server = o->is_server;
+  int64_t timeout_ms = o->timeout_ms;
   PD_TRY({
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions so;
@@ -162,8 +175,7 @@ char *pd_init(const char *backend, const char *host, int port, int rank, int wor
     *out = g;
   })
 #else
-  (void)backend; (void)host; (void)port; (void)rank; (void)world; (void)is_server; (void)prefix;
-  (void)timeout_ms; (void)out;
+  (void)o; (void)out;
   return dup_error("plandiff was built without c10d");
 #endif
 }

@@ -5,24 +5,28 @@ use std::ffi::{c_char, c_void, CStr};
 use tch::Tensor;
 use torch_sys::C_tensor;
 
+/// How `pd_init` joins a group (`struct PdInitOptions` of `shim/dist.cpp`, field for field).
+#[repr(C)]
+pub struct InitOptions {
+    /// "gloo" or "nccl".
+    pub backend: *const c_char,
+    pub host: *const c_char,
+    pub port: i32,
+    pub rank: i32,
+    pub world: i32,
+    /// Non-zero: host the TCPStore (a launch without torchrun's agent).
+    pub is_server: i32,
+    pub prefix: *const c_char,
+    pub timeout_ms: i64,
+}
+
 extern "C" {
     pub fn pd_free_error(e: *mut c_char);
     pub fn pd_has_gloo() -> i32;
     pub fn pd_has_nccl() -> i32;
     pub fn pd_autocast_bf16(device_type: i32, enabled: i32) -> *mut c_char;
     pub fn pd_set_cuda_device(index: i32) -> *mut c_char;
-    #[allow(clippy::too_many_arguments)]
-    pub fn pd_init(
-        backend: *const c_char,
-        host: *const c_char,
-        port: i32,
-        rank: i32,
-        world: i32,
-        is_server: i32,
-        prefix: *const c_char,
-        timeout_ms: i64,
-        out: *mut *mut c_void,
-    ) -> *mut c_char;
+    pub fn pd_init(options: *const InitOptions, out: *mut *mut c_void) -> *mut c_char;
     pub fn pd_all_reduce(group: *mut c_void, ts: *const *const C_tensor, n: usize, op: i32) -> *mut c_char;
     pub fn pd_broadcast(group: *mut c_void, ts: *const *const C_tensor, n: usize, root: i32) -> *mut c_char;
     pub fn pd_barrier(group: *mut c_void) -> *mut c_char;

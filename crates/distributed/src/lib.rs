@@ -107,19 +107,17 @@ impl ProcessGroup {
         let mut ptr = std::ptr::null_mut();
         let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         // SAFETY: valid C strings; `ptr` is written only on success.
-        let err = unsafe {
-            ffi::pd_init(
-                name.as_ptr(),
-                host.as_ptr(),
-                i32::from(launch.master_port),
-                launch.rank as i32,
-                launch.world_size as i32,
-                i32::from(!launch.agent_store && launch.rank == 0),
-                prefix.as_ptr(),
-                ms,
-                &mut ptr,
-            )
+        let options = ffi::InitOptions {
+            backend: name.as_ptr(),
+            host: host.as_ptr(),
+            port: i32::from(launch.master_port),
+            rank: launch.rank as i32,
+            world: launch.world_size as i32,
+            is_server: i32::from(!launch.agent_store && launch.rank == 0),
+            prefix: prefix.as_ptr(),
+            timeout_ms: ms,
         };
+        let err = unsafe { ffi::pd_init(&options, &mut ptr) };
         ffi::check("init", err)?;
         Ok(Self { ptr, rank: launch.rank, world_size: launch.world_size, backend, timeout })
     }

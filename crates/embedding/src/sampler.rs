@@ -5,7 +5,7 @@
 //! noised to the current timestep).
 
 use crate::model::{Rounding, TextDiffusion};
-use plandiff_diffusion::{NoiseSchedule, PredictionType, SamplerKind};
+use plandiff_diffusion::{NoiseSchedule, PredictionType, SamplerKind, Stepping};
 use tch::{Kind, Tensor};
 
 /// Settings of one text sampling run.
@@ -20,16 +20,21 @@ pub struct TextSampling {
     pub rounding: Rounding,
 }
 
-/// Samples `rows` sequences of `known.len()` tokens; `known[i]` fixes position `i`.
+/// What to write: `rows` sequences of `known.len()` tokens, `known[i]` fixing position `i`.
+#[derive(Debug, Clone, Copy)]
+pub struct Infill<'a> {
+    pub known: &'a [Option<i64>],
+    pub rows: usize,
+}
+
+/// Samples the sequences `infill` asks for.
 /// `x0_fn(x_t, t, x0_prev)` is the model's x0 estimate (the denoiser, or an oracle in
 /// tests); `noise(shape)` supplies every Gaussian draw; `on_step(i, tokens)` sees the rounded
 /// x0 estimate `(rows, L)` after step `i` (for `--show-steps`). Returns tokens `(rows, L)`.
-#[allow(clippy::too_many_arguments)]
 pub fn sample_tokens(
     model: &TextDiffusion,
     schedule: &NoiseSchedule,
-    known: &[Option<i64>],
-    rows: usize,
+    infill: Infill,
     opts: TextSampling,
     mut x0_fn: impl FnMut(&Tensor, usize, Option<&Tensor>) -> Tensor,
     mut noise: impl FnMut(&[i64]) -> Tensor,
@@ -40,6 +45,7 @@ pub fn sample_tokens(
             "the text diffusion model predicts x0; its schedule needs prediction_type = \"sample\"".into(),
         ));
     }
+    let Infill { known, rows } = infill;
     let dev = model.device();
     let l = known.len() as i64;
     let d = model.config().d_emb;
@@ -68,7 +74,15 @@ pub fn sample_tokens(
             x0 = &known_emb * &m + x0 * (1.0 - &m);
             on_step(i, &tokens);
             let step_noise = noise(&shape).to_device(dev);
-            x = schedule.step(opts.sampler, opts.eta, &x0, t, opts.steps, &x_in, Some(&step_noise)).prev_sample;
+            x = schedule
+                .step(
+                    Stepping { sampler: opts.sampler, eta: opts.eta, steps: opts.steps },
+                    &x0,
+                    t,
+                    &x_in,
+                    Some(&step_noise),
+                )
+                .prev_sample;
             x0_prev = Some(x0);
         }
         Ok(tokens)
@@ -138,8 +152,7 @@ mod tests {
                 let out = sample_tokens(
                     &m,
                     &s,
-                    &known,
-                    2,
+                    Infill { known: &known, rows: 2 },
                     opts,
                     |_, _, _| oracle.expand([2, 10, 8], false),
                     seeded_noise(1),
@@ -162,8 +175,7 @@ mod tests {
             sample_tokens(
                 &m,
                 &s,
-                &known,
-                3,
+                Infill { known: &known, rows: 3 },
                 opts,
                 |x, t, prev| m.forward(x, &vec![t as f64; x.size()[0] as usize], prev, false),
                 seeded_noise(seed),

@@ -10,24 +10,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+#[path = "../../../tests/common/venv.rs"]
+mod venv;
+
+use venv::root;
 
 /// The venv's python, or `None` (skip) when it or `module` is missing.
 fn python(module: &str) -> Option<PathBuf> {
-    let py = root().join(".venv/bin/python");
-    let ok = py.exists()
-        && Command::new(&py).args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("PLANDIFF_REQUIRE_JUDGE").is_none(),
-            "{module} is missing from .venv: run `make venv`"
-        );
-        eprintln!("skipped: .venv lacks {module} (run `make venv`)");
-        return None;
-    }
-    Some(py)
+    venv::python_with(module, "PLANDIFF_REQUIRE_JUDGE")
 }
 
 fn run_python(py: &PathBuf, args: &[&str], input: &str) -> serde_json::Value {

@@ -86,6 +86,10 @@ impl FieldError {
     }
 }
 
+/// The largest size (a width, a depth, a vocabulary, a context) a config may declare: a
+/// bound before anything is allocated, far above what a model of this project needs.
+pub const MAX_SIZE: i64 = 1 << 20;
+
 /// The checks every transformer config shares, so a bad value fails with its field's name
 /// instead of deep inside libtorch: each `sizes` entry positive, `d_model` divisible by
 /// `n_heads`, `dropout` in `[0, 1)`. `what` prefixes the field names ("encoder", "planner", ...).
@@ -100,6 +104,9 @@ pub fn check_transformer(
     for (name, v) in sizes {
         if *v <= 0 {
             return Err(FieldError::new(field(name), v, "must be positive"));
+        }
+        if *v > MAX_SIZE {
+            return Err(FieldError::new(field(name), v, format!("must be at most {MAX_SIZE}")));
         }
     }
     if n_heads > 0 && d_model % n_heads != 0 {

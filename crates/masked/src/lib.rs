@@ -1,4 +1,4 @@
-//! The masked mode (design section 1): absorbing-state discrete diffusion over tokens, the
+//! The masked mode (docs/design.md, section 1): absorbing-state discrete diffusion over tokens, the
 //! idea plandiff grew from ("a masked language model is one denoising step").
 //!
 //! - [`MaskedLm`]: a bidirectional transformer over token ids whose input vocabulary has one

@@ -1,6 +1,9 @@
 //! Mode `ar`: prompt -> sentences -> tokens -> KV-cached sampling -> text.
 
-use crate::mode::{settings_from, Checked, Event, GenOptions, GenRequest, Generation, Generator, Mode, ModeSettings};
+use crate::mode::{
+    settings_from, ArmInput, ArmVariant, Checked, Event, GenOptions, GenRequest, Generation, Generator, Mode,
+    ModeSettings,
+};
 use crate::text::{ends_sentence, TextStream};
 use crate::{PipelineError, Result};
 use plandiff_bundle::{stage, Bundle, LoadedDecoder, StageConfigFile};
@@ -16,6 +19,12 @@ pub const MODE: Mode = Mode {
     flags: <ArSettings as clap::Args>::augment_args,
     settings: settings_from::<ArSettings>,
     load: |path, device| Ok(Box::new(ArGenerator::load(path, device)?)),
+    edit: None,
+    arms: &[ArmVariant {
+        name: "ar-outline",
+        about: "ar given the outline's lines as text before the prompt (the outline arm's baseline)",
+        input: ArmInput::OutlineBeforePrompt,
+    }],
 };
 
 /// Mode `ar` reads only the flags every token-by-token mode shares (sampling, lengths).
@@ -100,6 +109,7 @@ impl ArGenerator {
 impl Generator for ArGenerator {
     /// Writes `req.samples` samples of one prompt in one batch.
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
+        req.refuse_given(MODE.name)?;
         let opts = &req.gen;
         opts.sampling.validate()?;
         if opts.max_tokens == 0 {

@@ -7,8 +7,8 @@ use crate::positions::Layout;
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_diffusion, Bundle, DiffusionBundle, TextSamplingDefaults};
 use plandiff_data::TextTokenizer;
-use plandiff_embedding::{sample_tokens, TextSampling};
-use plandiff_planner::SamplingDefaults;
+use plandiff_embedding::{sample_tokens, Infill, TextSampling};
+use plandiff_planner::PlanSampling;
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -20,6 +20,8 @@ pub const MODE: Mode = Mode {
     flags: <DiffusionSettings as clap::Args>::augment_args,
     settings: settings_from::<DiffusionSettings>,
     load: |path, device| Ok(Box::new(DiffusionGenerator::load(path, device)?)),
+    edit: None,
+    arms: &[],
 };
 
 /// Mode `diffusion`'s flags; `None` keeps the model's stored default.
@@ -71,7 +73,7 @@ impl DiffusionGenerator {
     /// (steps, sampler, eta) and clamping switch; rounding is the model's.
     pub fn text_sampling(&self, s: &DiffusionSettings) -> Result<TextSampling> {
         let d = self.defaults();
-        let base = SamplingDefaults { steps: d.steps, sampler: d.sampler, eta: d.eta, guidance: 1.0 };
+        let base = PlanSampling { steps: d.steps, sampler: d.sampler, eta: d.eta, guidance: 1.0 };
         let p = s.sampling.apply(base, None)?;
         let rounding = self.d.config.model.rounding;
         Ok(TextSampling { steps: p.steps, sampler: p.sampler, eta: p.eta, clamp: d.clamp && !s.no_clamp, rounding })
@@ -106,7 +108,8 @@ impl Generator for DiffusionGenerator {
     /// Writes `req.samples` samples over the request's positions; [`Event::Step`] shows the
     /// rounded text of every sample every `--show-steps` steps.
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
-        let settings = req.settings_as::<DiffusionSettings>();
+        req.refuse_given(MODE.name)?;
+        let settings = req.settings_as::<DiffusionSettings>()?;
         let sampling = self.text_sampling(&settings)?;
         let positions = self.positions(req)?;
         let n = req.samples.max(1);
@@ -117,8 +120,7 @@ impl Generator for DiffusionGenerator {
         let toks = sample_tokens(
             &self.d.model,
             &self.d.schedule,
-            &positions,
-            n,
+            Infill { known: &positions, rows: n },
             sampling,
             |x, t, prev| self.d.model.forward(x, &vec![t as f64; n], prev, false),
             |s| noise.sample(s),
@@ -142,7 +144,7 @@ impl Generator for DiffusionGenerator {
     }
 
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
-        let s = self.text_sampling(&req.settings_as::<DiffusionSettings>())?;
+        let s = self.text_sampling(&*req.settings_as::<DiffusionSettings>()?)?;
         let v = json!({"template": req.settings.template(), "steps": s.steps, "clamp": s.clamp});
         Ok(v.as_object().cloned().unwrap_or_default())
     }

@@ -6,7 +6,7 @@ use crate::{PipelineError, Result};
 use clap::{ArgMatches, Args, Command};
 use plandiff_diffusion::SamplerKind;
 use plandiff_layers::FieldError;
-use plandiff_planner::{PlanSampling, SamplingDefaults};
+use plandiff_planner::PlanSampling;
 
 /// `--steps`: the planner's (hybrid), the text diffusion's (diffusion), masked diffusion's (masked).
 #[derive(Args, Debug, Clone, Copy, Default, PartialEq)]
@@ -40,20 +40,20 @@ impl GaussianFlags {
     }
 
     /// A model's stored defaults with these flags (and a guidance weight) over them, checked.
-    pub fn apply(&self, defaults: SamplingDefaults, guidance: Option<f64>) -> Result<PlanSampling> {
-        let d = SamplingDefaults {
+    pub fn apply(&self, defaults: PlanSampling, guidance: Option<f64>) -> Result<PlanSampling> {
+        let d = PlanSampling {
             steps: self.steps.steps.unwrap_or(defaults.steps),
             sampler: self.sampler()?.unwrap_or(defaults.sampler),
             eta: self.eta.unwrap_or(defaults.eta),
             guidance: guidance.unwrap_or(defaults.guidance),
         };
         d.validate().map_err(|e: FieldError| PipelineError::Field(e))?;
-        Ok(d.to_sampling())
+        Ok(d)
     }
 
     /// Checks the values against neutral defaults, so a bad one fails before a model loads.
     pub fn check(&self, guidance: Option<f64>) -> Result<()> {
-        let neutral = SamplingDefaults { steps: 50, sampler: SamplerKind::Ddim, eta: 0.0, guidance: 1.0 };
+        let neutral = PlanSampling { steps: 50, sampler: SamplerKind::Ddim, eta: 0.0, guidance: 1.0 };
         self.apply(neutral, guidance).map(drop)
     }
 }
@@ -131,9 +131,32 @@ pub fn unread_flag(
     Some(format!("{} is read by {} only; {why}", given.1, readers.join(" and ")))
 }
 
+/// `A..B`, `A..=B` or `A` (1-based, inclusive) for `flag`.
+pub fn parse_range(flag: &str, s: &str) -> Result<(usize, usize)> {
+    let bad = || {
+        PipelineError::Invalid(format!("{flag} {s}: not a sentence range; write A..B (1-based, inclusive), e.g. 2..3"))
+    };
+    let (a, b) = match s.split_once("..") {
+        Some((a, b)) => (a, b.strip_prefix('=').unwrap_or(b)),
+        None => (s, s),
+    };
+    let a: usize = a.trim().parse().map_err(|_| bad())?;
+    let b: usize = b.trim().parse().map_err(|_| bad())?;
+    Ok((a, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("--rewrite", "2..3").unwrap(), (2, 3));
+        assert_eq!(parse_range("--rewrite", "2..=3").unwrap(), (2, 3));
+        assert_eq!(parse_range("--rewrite", "4").unwrap(), (4, 4));
+        assert!(parse_range("--rewrite", "a..b").unwrap_err().to_string().starts_with("--rewrite a..b"));
+        assert!(parse_range("--rewrite", "-1..2").is_err());
+    }
 
     #[derive(Args, Debug, Clone, Default)]
     struct A {

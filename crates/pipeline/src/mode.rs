@@ -10,7 +10,8 @@ use std::borrow::Cow;
 use std::path::Path;
 use tch::Device;
 
-/// A generation mode: its name (`--mode`, `--arms`), what it is, its flags and how it loads.
+/// A generation mode: its name (`--mode`, `--arms`), what it is, its flags, how it loads,
+/// what `plandiff edit` does with it and the A/B arms it runs besides its own.
 pub struct Mode {
     pub name: &'static str,
     pub about: &'static str,
@@ -20,6 +21,72 @@ pub struct Mode {
     pub settings: fn(&clap::ArgMatches) -> Result<Box<dyn ModeSettings>>,
     /// Loads the mode's models from a bundle folder.
     pub load: fn(&Path, Device) -> Result<Box<dyn Generator>>,
+    /// `plandiff edit --mode NAME` (`None`: the mode does not edit text in place).
+    pub edit: Option<EditOp>,
+    /// The arms of `plandiff ab --arms` that run this mode with a prompt record's extra field
+    /// (hybrid's `oracle` and `outline`, ar's `ar-outline`); the mode's own name is an arm too.
+    pub arms: &'static [ArmVariant],
+}
+
+/// A mode's edit operation: the flags it reads besides `edit`'s own, and the edit.
+pub struct EditOp {
+    pub flags: fn(clap::Command) -> clap::Command,
+    /// Edits `req.text` as the parsed flags say (one-line errors naming the flag).
+    pub run: fn(&EditRequest, &clap::ArgMatches) -> Result<EditOutput>,
+}
+
+/// What `plandiff edit` asks of a mode.
+pub struct EditRequest<'a> {
+    pub bundle: &'a Path,
+    pub text: &'a str,
+    /// `--rewrite A..B`: the sentences to rewrite, as written.
+    pub rewrite: Option<&'a str>,
+    /// Most tokens per rewritten sentence, the sampling and the seed.
+    pub gen: GenOptions,
+    pub device: Device,
+}
+
+/// What an edit did: the edited text, a line for each change (the log), and its report.
+pub struct EditOutput {
+    pub text: String,
+    pub changes: Vec<String>,
+    pub report: serde_json::Value,
+}
+
+/// An A/B arm that runs a mode with a field of each prompt record.
+#[derive(Debug, Clone, Copy)]
+pub struct ArmVariant {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub input: ArmInput,
+}
+
+/// What an [`ArmVariant`] reads of a prompt record, and how it reaches the mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArmInput {
+    /// The record's reference continuation, as the plan ([`Given::Reference`]).
+    ReferencePlan,
+    /// The record's outline, as the plan's fixed slots ([`Given::Outline`]).
+    Outline,
+    /// The record's outline, its lines as text before the prompt.
+    OutlineBeforePrompt,
+}
+
+impl ArmInput {
+    /// Whether the arm needs the record's reference (else its outline).
+    pub fn needs_reference(self) -> bool {
+        self == Self::ReferencePlan
+    }
+}
+
+/// What a request gives the mode besides its prompt: a plan to follow, from a reference
+/// continuation or an outline (the A/B harness's variant arms).
+#[derive(Debug, Clone, Copy)]
+pub enum Given<'a> {
+    /// Plan from this reference continuation instead of sampling a plan.
+    Reference(&'a str),
+    /// Write to this outline: a line per new sentence, `None` for a slot the planner fills.
+    Outline(&'a [Option<String>]),
 }
 
 /// Type erasure of a mode's settings, for every [`ModeSettings`] type that is `Clone`.
@@ -51,6 +118,11 @@ pub trait ModeSettings: AnySettings + Any + std::fmt::Debug + Send + Sync {
     /// Whether the mode can write without a prompt (hybrid with an outline).
     fn prompt_optional(&self) -> bool {
         false
+    }
+    /// A one-line error for a flag that only acts on a given outline, when no outline will
+    /// come (`generate` without `--outline`; an A/B without outline arms).
+    fn check_without_outline(&self) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -107,12 +179,14 @@ pub struct GenRequest<'a> {
     pub gen: GenOptions,
     /// The chosen mode's own settings (its flags).
     pub settings: &'a dyn ModeSettings,
+    /// A plan to follow, for the modes that read one (see [`Given`]).
+    pub given: Option<Given<'a>>,
 }
 
 impl<'a> GenRequest<'a> {
     /// A request for `samples` continuations of `prompt`, every mode setting at its default.
     pub fn new(prompt: &'a str, samples: usize, gen: GenOptions) -> Self {
-        Self { prompt, samples, gen, settings: &NO_SETTINGS }
+        Self { prompt, samples, gen, settings: &NO_SETTINGS, given: None }
     }
 
     /// The same request with these mode settings.
@@ -120,12 +194,35 @@ impl<'a> GenRequest<'a> {
         Self { settings, ..self }
     }
 
-    /// The request's settings as mode type `T`; `T`'s defaults when it holds another mode's.
-    pub fn settings_as<T: ModeSettings + Default + Clone>(&self) -> Cow<'_, T> {
-        match self.settings.as_any().downcast_ref::<T>() {
-            Some(t) => Cow::Borrowed(t),
-            None => Cow::Owned(T::default()),
+    /// An error when the request gives a plan to follow: for the modes that read none.
+    pub fn refuse_given(&self, mode: &str) -> Result<()> {
+        match self.given {
+            Some(_) => Err(crate::PipelineError::Invalid(format!(
+                "mode {mode} follows no given plan (a reference or an outline); use mode hybrid"
+            ))),
+            None => Ok(()),
         }
+    }
+
+    /// The same request following `given`.
+    pub fn given(self, given: Given<'a>) -> Self {
+        Self { given: Some(given), ..self }
+    }
+
+    /// The request's settings as mode type `T`: `T`'s defaults when it names none, an error
+    /// when it holds another mode's (a caller's mistake, never silently ignored).
+    pub fn settings_as<T: ModeSettings + Default + Clone>(&self) -> Result<Cow<'_, T>> {
+        if let Some(t) = self.settings.as_any().downcast_ref::<T>() {
+            return Ok(Cow::Borrowed(t));
+        }
+        if self.settings.as_any().is::<NoSettings>() {
+            return Ok(Cow::Owned(T::default()));
+        }
+        Err(crate::PipelineError::Invalid(format!(
+            "internal: a request for {} holds another mode's settings ({:?})",
+            std::any::type_name::<T>().rsplit("::").next().unwrap_or_default(),
+            self.settings
+        )))
     }
 }
 

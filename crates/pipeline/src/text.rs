@@ -24,10 +24,7 @@ pub fn join_text(prompt: &str, raw: &str, prompt_complete: bool) -> String {
     }
 }
 
-pub(crate) fn ends_sentence(s: &str) -> bool {
-    let t = s.trim_end().trim_end_matches(['"', '\'', '”', '’', ')']);
-    t.ends_with(['.', '!', '?', '…'])
-}
+pub(crate) use plandiff_data::ends_sentence;
 
 /// Each sample's text as it grows, for [`Event::Text`], and the time to the first token.
 pub(crate) struct TextStream<'a> {

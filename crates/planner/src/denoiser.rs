@@ -28,6 +28,30 @@ impl DenoiserConfig {
     }
 }
 
+/// What the denoiser reads besides the timestep.
+///
+/// # Shapes
+/// - `x_t`, `known`: `(B, S, d_latent)`; `mask`: `(B, S)` bool, `true` on known slots;
+/// - `self_cond`: `(B, S, d_latent)` or `None` (zeros);
+/// - `slots`: `(B, S)` bool, `true` on real slots (rows of a batch shorter than `S`), or `None`
+///   when every slot is real.
+#[derive(Clone, Copy)]
+pub struct DenoiserInput<'a> {
+    pub x_t: &'a Tensor,
+    pub known: &'a Tensor,
+    pub mask: &'a Tensor,
+    pub self_cond: Option<&'a Tensor>,
+    pub slots: Option<&'a Tensor>,
+}
+
+impl<'a> DenoiserInput<'a> {
+    /// Noisy slots `x_t`, the `known` latents on the slots `mask` marks; no self-conditioning,
+    /// every slot real.
+    pub fn new(x_t: &'a Tensor, known: &'a Tensor, mask: &'a Tensor) -> Self {
+        Self { x_t, known, mask, self_cond: None, slots: None }
+    }
+}
+
 #[derive(Debug)]
 pub struct Denoiser {
     cfg: DenoiserConfig,
@@ -72,39 +96,19 @@ impl Denoiser {
         self.slot_emb.forward(&slot_ids).unsqueeze(0) + temb
     }
 
+    /// The denoiser's prediction for `input` at timesteps `t` (one per row).
+    ///
     /// # Shapes
-    /// - `x_t`, `known`: `(B, S, d_latent)`; `mask`: `(B, S)` bool, `true` on known slots;
-    ///   `t`: one timestep per row; `self_cond`: `(B, S, d_latent)` or `None` (zeros);
-    ///   `slots`: `(B, S)` bool, `true` on real slots (rows of a batch shorter than `S`), or
-    ///   `None` when every slot is real. Returns `(B, S, d_latent)`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward(
-        &self,
-        x_t: &Tensor,
-        t: &[f64],
-        known: &Tensor,
-        mask: &Tensor,
-        self_cond: Option<&Tensor>,
-        slots: Option<&Tensor>,
-        train: bool,
-    ) -> Tensor {
-        let s = x_t.size()[1];
-        let emb = self.step_embedding(t, s, x_t.kind(), x_t.device());
-        self.forward_embedded(x_t, &emb, known, mask, self_cond, slots, train)
+    /// See [`DenoiserInput`]; `t`: `B` timesteps. Returns `(B, S, d_latent)`.
+    pub fn forward(&self, input: &DenoiserInput, t: &[f64], train: bool) -> Tensor {
+        let x_t = input.x_t;
+        let emb = self.step_embedding(t, x_t.size()[1], x_t.kind(), x_t.device());
+        self.forward_embedded(input, &emb, train)
     }
 
     /// [`Denoiser::forward`] with the step embedding from [`Denoiser::step_embedding`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward_embedded(
-        &self,
-        x_t: &Tensor,
-        step_emb: &Tensor,
-        known: &Tensor,
-        mask: &Tensor,
-        self_cond: Option<&Tensor>,
-        slots: Option<&Tensor>,
-        train: bool,
-    ) -> Tensor {
+    pub fn forward_embedded(&self, input: &DenoiserInput, step_emb: &Tensor, train: bool) -> Tensor {
+        let DenoiserInput { x_t, known, mask, self_cond, slots } = *input;
         let m = mask.to_kind(x_t.kind()).unsqueeze(-1); // (B, S, 1)
         let mut parts = vec![x_t.shallow_clone(), known * &m, m.shallow_clone()];
         if self.cfg.self_condition {
@@ -136,10 +140,10 @@ mod tests {
         let known = Tensor::randn([2, 5, 6], (Kind::Float, Device::Cpu));
         let none = Tensor::zeros([2, 5], (Kind::Bool, Device::Cpu));
         let some = Tensor::from_slice(&[true, true, false, false, false]).view([1, 5]).expand([2, 5], false);
-        let a = den.forward(&x, &[10.0, 500.0], &known, &none, None, None, false);
+        let a = den.forward(&DenoiserInput::new(&x, &known, &none), &[10.0, 500.0], false);
         assert_eq!(a.size(), vec![2, 5, 6]);
-        let b = den.forward(&x, &[10.0, 500.0], &known, &some, None, None, false);
-        let c = den.forward(&x, &[900.0, 500.0], &known, &none, None, None, false);
+        let b = den.forward(&DenoiserInput::new(&x, &known, &some), &[10.0, 500.0], false);
+        let c = den.forward(&DenoiserInput::new(&x, &known, &none), &[900.0, 500.0], false);
         assert!((&a - &b).abs().max().double_value(&[]) > 1e-5, "known slots must change the output");
         assert!((&a - &c).get(0).abs().max().double_value(&[]) > 1e-5, "the timestep must change the output");
         assert!((&a - &c).get(1).abs().max().double_value(&[]) < 1e-6, "rows are independent");

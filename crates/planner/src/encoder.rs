@@ -1,5 +1,5 @@
 //! Sentence encoder E: a bidirectional transformer over one sentence's tokens, mean-pooled
-//! over the real tokens, projected to `d_latent` and bounded (design section 3.3).
+//! over the real tokens, projected to `d_latent` and bounded (docs/design.md, section 3.3).
 
 use plandiff_layers::{AttnMask, Block, InitStd, LearnedPositions, Norm, TransformerShape};
 use serde::{Deserialize, Serialize};

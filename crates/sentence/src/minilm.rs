@@ -74,6 +74,11 @@ impl MiniLm {
         self.shape.hidden
     }
 
+    /// Rows of its word-embedding table: every token id must be below it.
+    pub fn vocab_rows(&self) -> i64 {
+        self.word.size()[0]
+    }
+
     /// The longest input the position table covers.
     pub fn max_positions(&self) -> i64 {
         self.position.size()[0]

@@ -91,6 +91,11 @@ impl Mpnet {
         self.hidden
     }
 
+    /// Rows of its word-embedding table: every token id must be below it.
+    pub fn vocab_rows(&self) -> i64 {
+        self.word.size()[0]
+    }
+
     /// The longest input: the position table less its padding rows.
     pub fn max_positions(&self) -> i64 {
         self.position.size()[0] - PAD - 1

@@ -57,7 +57,23 @@ impl PlanSpace {
     pub fn encoder(&self, device: tch::Device) -> Result<SentenceEncoder, EncoderError> {
         let enc = SentenceEncoder::load(&find_encoder(None)?, device)?;
         self.check(&enc)?;
+        self.check_statistics(enc.width())?;
         Ok(enc)
+    }
+
+    /// The normaliser's statistics: one mean and one positive std per dimension of the
+    /// encoder's `width`, all finite; else the space (an autoencoder's config.json) is damaged.
+    pub fn check_statistics(&self, width: i64) -> Result<(), EncoderError> {
+        let whole = self.mean.len() as i64 == width && self.std.len() as i64 == width;
+        let finite = self.mean.iter().all(|m| m.is_finite()) && self.std.iter().all(|s| s.is_finite() && *s > 0.0);
+        if whole && finite {
+            return Ok(());
+        }
+        Err(EncoderError::Run(format!(
+            "the autoencoder's plan space (\"plan_space\" in its config.json) is damaged: its mean and std must be {width} finite values (std above 0), it has {} and {}; restore the bundle or retrain the autoencoder",
+            self.mean.len(),
+            self.std.len()
+        )))
     }
 }
 

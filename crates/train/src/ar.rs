@@ -7,7 +7,7 @@ use crate::trainer::{fresh_section, run_loop, seed_init, setup_run, Feed, StageR
 use crate::{Result, TrainError};
 use plandiff_bundle::{open_split, stage::AR as KIND, Bundle, Provenance, StageConfigFile};
 use plandiff_data::{TokenSet, WindowSampler};
-use plandiff_decoder::{Decoder, DecoderConfig};
+use plandiff_decoder::{Decoder, DecoderConfig, DecoderInput};
 use serde_json::json;
 use tch::{nn, Tensor};
 
@@ -50,7 +50,7 @@ impl StageRunner for ArRunner {
         let batch = Tensor::from_slice(&data).view([b as i64, t as i64 + 1]).to_device(self.feed.device);
         let x = batch.narrow(1, 0, t as i64);
         let y = batch.narrow(1, 1, t as i64);
-        let loss = self.model.loss_masked(&x, None, None, None, &y, -100, true); // the head and the loss fused
+        let loss = self.model.loss_masked(&DecoderInput::tokens(&x), &y, -100, true); // the head and the loss fused
         (&loss / accum as f64).backward();
         Ok(loss.double_value(&[]))
     }

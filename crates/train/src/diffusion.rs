@@ -1,4 +1,4 @@
-//! Stage `diffusion` (design section 3.5): Diffusion-LM over token embeddings of documents.
+//! Stage `diffusion` (docs/design.md, section 3.5): Diffusion-LM over token embeddings of documents.
 //!
 //! Each training example is a document from its start (`<bos> s1 <sep> ... <eos>`), cut to
 //! `seq_len` tokens and padded with `<pad>`, so the model learns where texts end and

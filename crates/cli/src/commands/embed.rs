@@ -14,7 +14,7 @@ pub fn run(a: EmbedArgs) -> Result<ExitCode> {
     let device = parse_device(&a.device)?;
     let dir = find_encoder(a.encoder.as_deref())?;
     let enc = SentenceEncoder::load(&dir, device).with_context(|| format!("--encoder {}", dir.display()))?;
-    let opts = CacheOptions { batch: a.batch, chunk: a.chunk, progress: true };
+    let opts = CacheOptions { batch: a.batch, chunk: a.chunk, progress: true, stop_after_chunks: None };
     let c = embed_corpus(&enc, &a.data, &a.split, opts).with_context(|| format!("--data {}", a.data.display()))?;
     if a.json {
         let mut v = serde_json::to_value(&c.info)?;

@@ -10,6 +10,9 @@ use serde_json::json;
 use std::process::ExitCode;
 
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
+    if a.metrics.is_some() && a.repair.is_some() {
+        bail!("--metrics and --repair are two different runs; give one of them");
+    }
     if let Some(m) = &a.metrics {
         return text_metrics(&a, m);
     }
@@ -127,7 +130,7 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     if let Some(bad) = wanted.iter().find(|m| !TEXT_METRICS.contains(m)) {
         bail!("--metrics: unknown metric `{bad}`; use {} or all", TEXT_METRICS.join(", "));
     }
-    let docs = read_documents(a)?;
+    let docs = super::documents::read_documents(a)?;
     let device = parse_device(&a.device)?;
     let judge = if wanted.contains(&"judge_ppl") {
         Some(Fluency::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?)
@@ -157,30 +160,4 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The documents of --data (at most --max-docs): blank-line separated paragraphs or JSONL
-/// "text" records, empty ones skipped.
-pub(super) fn read_documents(a: &EvalArgs) -> Result<Vec<String>> {
-    let files = plandiff_data::expand_inputs(std::slice::from_ref(&a.data))
-        .with_context(|| format!("--data {}", a.data.display()))?;
-    let mut docs = Vec::new();
-    'files: for f in &files {
-        for d in plandiff_data::DocumentReader::open(f)? {
-            let d = d?;
-            if !d.trim().is_empty() {
-                docs.push(d);
-            }
-            if docs.len() >= a.max_docs {
-                break 'files;
-            }
-        }
-    }
-    if docs.is_empty() {
-        bail!(
-            "--data {}: no document found (documents are blank-line separated paragraphs or JSONL \"text\" records)",
-            a.data.display()
-        );
-    }
-    Ok(docs)
 }

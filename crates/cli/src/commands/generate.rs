@@ -22,12 +22,15 @@ fn read_prompt(a: &GenerateArgs) -> Result<String> {
 }
 
 /// The flags every mode shares, checked; the mode's own are checked by its settings.
+/// The most sentences one run writes (docs/reliability.md).
+const MAX_SENTENCES: usize = 1024;
+
 fn check_flags(a: &GenerateArgs) -> Result<()> {
     if a.num_samples == 0 || a.num_samples > MAX_SAMPLES {
         anyhow::bail!("--num-samples {} must be in 1..={MAX_SAMPLES} (the samples are one batch)", a.num_samples);
     }
-    if a.sentences == Some(0) {
-        anyhow::bail!("--sentences must be >= 1");
+    if let Some(n) = a.sentences.filter(|n| !(1..=MAX_SENTENCES).contains(n)) {
+        anyhow::bail!("--sentences {n} must be in 1..={MAX_SENTENCES}");
     }
     Ok(())
 }
@@ -54,6 +57,7 @@ pub fn run(a: GenerateArgs, flags: &ArgMatches, started: Instant) -> Result<Exit
     registry::check_mode_flags(flags, &[&a.mode], &format!("this is --mode {}", a.mode))?;
     check_flags(&a)?;
     let settings = registry::mode_settings(&a.mode, flags)?;
+    settings.check_without_outline()?;
     let prompt = prompt_of(&a, settings.as_ref())?;
     let sampling = a.sampling.config()?;
     let device = parse_device(&a.device)?;

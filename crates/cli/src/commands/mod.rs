@@ -1,4 +1,5 @@
 pub mod ab;
+pub mod documents;
 pub mod edit;
 pub mod embed;
 pub mod eval;

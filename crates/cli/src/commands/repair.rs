@@ -19,7 +19,7 @@ pub fn run(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     check(a)?;
     let stories = read_stories(a)?;
     let device = parse_device(&a.device)?;
-    let judge = super::edit::revise_score(a.score.as_deref(), &a.checkpoint)?;
+    let judge = plandiff_pipeline::masked::revise_score(a.score.as_deref(), &a.checkpoint)?;
     let target = EditTarget::Revise {
         below: a.revise_below,
         fraction: Some(a.revise_fraction),
@@ -28,7 +28,7 @@ pub fn run(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
         score: judge,
         insert_delete: a.insert_delete,
     };
-    let gen = super::edit::masked_reviser(&a.checkpoint, target, device)
+    let gen = plandiff_pipeline::masked::masked_reviser(&a.checkpoint, target, device)
         .context("the repair benchmark revises with the bundle's masked model")?;
     let close: HashMap<String, String> = if kinds.contains(&Corruption::Close) {
         Fluency::load(&a.checkpoint, device)
@@ -183,5 +183,5 @@ fn read_stories(a: &EvalArgs) -> Result<Vec<String>> {
     if a.max_docs == 0 {
         bail!("--max-docs must be >= 1");
     }
-    super::eval::read_documents(a)
+    super::documents::read_documents(a)
 }

@@ -1,29 +1,22 @@
-//! The arms of an A/B: a generation mode (from the modes' one list) or `oracle`, each
-//! from the default bundle or its own (`ar=PATH`), and the samples an arm writes.
+//! The arms of an A/B: a generation mode or one of its arm variants (`oracle`, `outline`,
+//! `ar-outline`: a mode given a field of each prompt record), all from the modes' one list,
+//! each from the default bundle or its own (`ar=PATH`), and the samples an arm writes.
 
 use super::AbConfig;
 use super::{mean_of, record, PromptItem, SampleRecord, Speed};
 use crate::{PipelineError, Result};
-use plandiff_pipeline::{
-    find_mode, mode_names, Detail, GenOptions, GenRequest, Generator, HybridSettings, ModeSettings,
-};
+use plandiff_pipeline::mode::{ArmInput, ArmVariant, Given, Mode};
+use plandiff_pipeline::registry::{arm_names, find_arm};
+use plandiff_pipeline::{Detail, GenOptions, GenRequest, Generator, ModeSettings};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tch::Device;
-
-/// The arm that decodes the plan of the prompt's reference continuation with the hybrid
-/// mode's decoder: what a perfect planner would give.
-pub const ORACLE: &str = "oracle";
-/// The arm that writes to the prompt's outline with the hybrid mode (`generate --outline`).
-pub const OUTLINE: &str = "outline";
-/// Its baseline: ar given the outline's lines as text before the prompt.
-pub const AR_OUTLINE: &str = "ar-outline";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ArmSpec {
     /// As written in `--arms` (`ar`, `ar=PATH`, ...).
     pub name: String,
-    /// A mode's name, or `oracle`.
+    /// The arm: a mode's name, or one of its variants' (`oracle`).
     pub kind: String,
     pub bundle: PathBuf,
     /// `KIND@STEPS`: the arm's own denoising steps (e.g. `masked@64`), over `--steps`.
@@ -48,10 +41,10 @@ pub fn parse_arms(spec: &str, default: &Path) -> Result<Vec<ArmSpec>> {
             }
             None => (kind, None),
         };
-        if ![ORACLE, OUTLINE, AR_OUTLINE].contains(&kind) && find_mode(kind).is_none() {
+        if find_arm(kind).is_none() {
             return Err(PipelineError::Invalid(format!(
-                "unknown arm `{kind}`; use {}, {ORACLE}, {OUTLINE}, {AR_OUTLINE} (each may name its steps and a bundle: masked@64=PATH)",
-                mode_names().join(", ")
+                "unknown arm `{kind}`; use {} (each may name its steps and a bundle: masked@64=PATH)",
+                arm_names().join(", ")
             )));
         }
         if arms.iter().any(|a| a.name == part) {
@@ -66,26 +59,27 @@ pub fn parse_arms(spec: &str, default: &Path) -> Result<Vec<ArmSpec>> {
 }
 
 impl ArmSpec {
-    /// The generation mode the arm runs (`oracle` is the hybrid mode given the reference,
-    /// `outline` given the outline; `ar-outline` is ar).
-    pub fn mode(&self) -> &str {
-        match self.kind.as_str() {
-            ORACLE | OUTLINE => "hybrid",
-            AR_OUTLINE => "ar",
-            k => k,
-        }
+    /// The generation mode the arm runs, and the variant when it is one.
+    fn resolved(&self) -> Result<(&'static Mode, Option<&'static ArmVariant>)> {
+        find_arm(&self.kind).ok_or_else(|| PipelineError::Invalid(format!("arm {}: no such arm", self.name)))
     }
 
-    /// The arm's settings for one prompt: its mode's from the flags, with the arm's own steps
-    /// (`masked@64`) and, for `oracle`, the prompt's reference continuation.
-    fn settings(&self, cfg: &AbConfig, item: &PromptItem) -> Box<dyn ModeSettings> {
-        let given = cfg.modes.iter().find(|(m, _)| m == self.mode()).map(|(_, s)| s.as_ref());
-        let hybrid = || given.and_then(|g| g.as_any().downcast_ref::<HybridSettings>()).cloned().unwrap_or_default();
-        let mut s: Box<dyn ModeSettings> = match (self.kind.as_str(), given) {
-            (ORACLE, _) => Box::new(HybridSettings { reference: item.reference.clone(), ..hybrid() }),
-            (OUTLINE, _) => Box::new(HybridSettings { outline_lines: item.outline.clone(), ..hybrid() }),
-            (_, Some(g)) => g.boxed(),
-            (_, None) => Box::new(plandiff_pipeline::mode::NoSettings),
+    /// The name of the generation mode the arm runs (`oracle`: hybrid).
+    pub fn mode(&self) -> &'static str {
+        self.resolved().map_or("", |(m, _)| m.name)
+    }
+
+    /// The arm's variant (`oracle`, `outline`, `ar-outline`), if it is one.
+    pub fn variant(&self) -> Option<&'static ArmVariant> {
+        self.resolved().ok().and_then(|(_, v)| v)
+    }
+
+    /// The arm's settings: its mode's from the flags, with the arm's own steps (`masked@64`).
+    fn settings(&self, cfg: &AbConfig) -> Box<dyn ModeSettings> {
+        let flags = cfg.modes.iter().find(|(m, _)| m == self.mode()).map(|(_, s)| s.as_ref());
+        let mut s: Box<dyn ModeSettings> = match flags {
+            Some(g) => g.boxed(),
+            None => Box::new(plandiff_pipeline::mode::NoSettings),
         };
         if let Some(n) = self.steps {
             s.set_steps(n);
@@ -95,8 +89,7 @@ impl ArmSpec {
 
     /// Loads the arm's models; the message names the arm.
     pub fn load(&self, device: Device) -> Result<Box<dyn Generator>> {
-        let mode = find_mode(self.mode())
-            .ok_or_else(|| PipelineError::Invalid(format!("arm {}: no mode `{}`", self.name, self.mode())))?;
+        let (mode, _) = self.resolved()?;
         (mode.load)(&self.bundle, device).map_err(|e| PipelineError::Invalid(format!("arm {}: {e}", self.name)))
     }
 
@@ -108,12 +101,18 @@ impl ArmSpec {
         cfg: &AbConfig,
         gen: &GenOptions,
     ) -> Result<Vec<SampleRecord>> {
-        let settings = self.settings(cfg, item);
-        let prompt = match (self.kind.as_str(), &item.outline) {
-            (AR_OUTLINE, Some(o)) => outline_prompt(o, &item.prompt),
+        let settings = self.settings(cfg);
+        let input = self.variant().map(|v| v.input);
+        let prompt = match (input, &item.outline) {
+            (Some(ArmInput::OutlineBeforePrompt), Some(o)) => outline_prompt(o, &item.prompt),
             _ => item.prompt.clone(),
         };
-        let req = GenRequest::new(&prompt, cfg.samples, gen.clone()).with(settings.as_ref());
+        let mut req = GenRequest::new(&prompt, cfg.samples, gen.clone()).with(settings.as_ref());
+        req.given = match (input, &item.reference, &item.outline) {
+            (Some(ArmInput::ReferencePlan), Some(r), _) => Some(Given::Reference(r)),
+            (Some(ArmInput::Outline), _, Some(o)) => Some(Given::Outline(o)),
+            _ => None,
+        };
         let gens = g.generate(&req, &mut |_| {})?;
         let mut recs = Vec::with_capacity(gens.len());
         for (k, s) in gens.into_iter().enumerate() {

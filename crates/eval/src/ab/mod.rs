@@ -17,7 +17,7 @@ mod scoring;
 mod tests;
 mod text_metrics;
 
-pub use arms::{parse_arms, ArmSpec, AR_OUTLINE, ORACLE, OUTLINE};
+pub use arms::{parse_arms, ArmSpec};
 pub use fluency::Fluency;
 pub use prompts::{read_prompts, PromptItem};
 pub use text_metrics::{plan_space_coherence, text_set_metrics, PlanSpaceOf, SENTENCE_JUDGE_METRICS, TEXT_METRICS};
@@ -245,24 +245,42 @@ fn reference_sample(item: &PromptItem, judge: &Fluency, seed: u64) -> Option<Sam
     Some(SampleRecord { sample: 0, seed, text, continuation: r.clone(), metrics: m, judge: None })
 }
 
-fn check(cfg: &AbConfig, prompts: &[PromptItem]) -> Result<()> {
+/// Checks an A/B before anything loads or is generated: sizes, sampling, and what every arm
+/// needs of every prompt (a reference, an outline no longer than `--sentences`).
+pub fn check(cfg: &AbConfig, prompts: &[PromptItem]) -> Result<()> {
     if cfg.samples == 0 || cfg.sentences == 0 {
         let (field, v) = if cfg.samples == 0 { ("samples", cfg.samples) } else { ("sentences", cfg.sentences) };
         return Err(plandiff_layers::FieldError::new(field, v, "must be >= 1").into());
     }
     cfg.sampling.validate()?;
-    if cfg.arms.iter().any(|a| a.kind == OUTLINE || a.kind == AR_OUTLINE) {
-        if let Some(i) = prompts.iter().position(|p| p.outline.is_none()) {
+    for a in &cfg.arms {
+        let Some(v) = a.variant() else { continue };
+        if v.input.needs_reference() {
+            if let Some(i) = prompts.iter().position(|p| p.reference.is_none()) {
+                return Err(PipelineError::Invalid(format!(
+                    "arm {} needs a reference continuation for every prompt, and prompt {} has none: give JSONL lines {{\"prompt\": ..., \"reference\": ...}}",
+                    v.name,
+                    i + 1
+                )));
+            }
+        } else if let Some(i) = prompts.iter().position(|p| p.outline.is_none()) {
             return Err(PipelineError::Invalid(format!(
-                "arms outline and ar-outline need an outline for every prompt, and prompt {} has none: give JSONL lines {{\"prompt\": ..., \"outline\": [\"a line\", \"\", ...]}} (python/ab_prompts.py --outline makes them)",
+                "arm {} needs an outline for every prompt, and prompt {} has none: give JSONL lines {{\"prompt\": ..., \"outline\": [\"a line\", \"\", ...]}} (python/ab_prompts.py --outline makes them)",
+                v.name,
                 i + 1
             )));
+        } else if let Some((i, n)) = prompts
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.outline.as_ref().map(|o| (i, o.len())).filter(|(_, n)| *n > cfg.sentences))
+        {
+            // Found before anything is generated, and the prompt named.
+            return Err(PipelineError::Invalid(format!(
+                "prompt {}'s outline has {n} lines, more than --sentences {}; ask for at least {n} sentences or shorten it",
+                i + 1,
+                cfg.sentences
+            )));
         }
-    }
-    if cfg.arms.iter().any(|a| a.kind == ORACLE) && prompts.iter().any(|p| p.reference.is_none()) {
-        return Err(PipelineError::Invalid(
-            "arm oracle needs a reference continuation for every prompt: give JSONL lines {\"prompt\": ..., \"reference\": ...}".into(),
-        ));
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ fn arms_parse() {
     assert!(parse_arms("hybrid,ar,ar", d).is_err());
     assert!(parse_arms("hybrid,gpt", d).unwrap_err().to_string().contains("unknown arm"));
     assert_eq!(parse_arms("ar,diffusion", d).unwrap()[1].kind, "diffusion");
-    assert_eq!(parse_arms("ar,oracle", d).unwrap()[1].kind, ORACLE);
+    assert_eq!(parse_arms("ar,oracle", d).unwrap()[1].kind, "oracle");
     let m = parse_arms("masked@32,masked@128=x,ar", d).unwrap();
     assert_eq!((m[0].kind.as_str(), m[0].steps, m[0].name.as_str()), ("masked", Some(32), "masked@32"));
     assert_eq!((m[1].steps, m[1].bundle.as_path()), (Some(128), Path::new("x")));

@@ -1,16 +1,95 @@
 //! `plandiff edit`: re-plan sentences A..B of a text by inpainting, with every other
 //! sentence's latent fixed, and rewrite only them, with the hybrid loop's steps.
 
+use super::settings::PlanFlags;
 use super::steps::plan_error;
 use super::{window, HybridGenerator};
-use crate::mode::GenOptions;
+use crate::mode::{EditOp, EditOutput, EditRequest, GenOptions};
 use crate::{PipelineError, Result};
+use clap::FromArgMatches;
 use plandiff_data::split_sentences;
 use plandiff_decoder::{generate, GenerateOptions, LogitsProcessor};
 use plandiff_planner::{HostNoise, PlanSampling};
 use serde::Serialize;
 use std::time::Instant;
 use tch::{Kind, Tensor};
+
+/// `edit --mode hybrid`: re-plan sentences `--rewrite A..B` by inpainting, or rewrite
+/// sentence `--at K` to say `--to PHRASE`.
+pub const EDIT: EditOp = EditOp { flags: <HybridEdit as clap::Args>::augment_args, run: run_edit };
+
+/// The flags `edit --mode hybrid` reads besides `edit`'s own.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HybridEdit {
+    #[command(flatten)]
+    pub plan: PlanFlags,
+    /// Hybrid: the sentence (1-based) that --to rewrites; every other sentence is kept byte
+    /// for byte.
+    #[arg(long)]
+    pub at: Option<usize>,
+    /// Hybrid, with --at: what sentence K should say, a sentence or a short phrase; it becomes
+    /// the sentence's plan slot and the decoder writes it in the text's own words.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Hybrid, with --at: drafts written for the sentence (1 to 16, default 4); the one closest
+    /// to the phrase in the plan space is kept.
+    #[arg(long)]
+    pub candidates: Option<usize>,
+}
+
+/// What `edit --mode hybrid` was asked: sentences to re-plan, or one to aim at a phrase.
+enum HybridTarget<'a> {
+    Rewrite(usize, usize),
+    To { at: usize, phrase: &'a str, candidates: usize },
+}
+
+impl HybridEdit {
+    fn target<'a>(&'a self, rewrite: Option<&str>) -> Result<HybridTarget<'a>> {
+        let bad = |m: &str| Err(PipelineError::Invalid(m.to_string()));
+        if self.at.is_some() != self.to.is_some() {
+            return bad("--at K and --to PHRASE go together: --at names the sentence, --to what it should say");
+        }
+        if self.candidates.is_some() && self.at.is_none() {
+            return bad("--candidates is read by --at K --to PHRASE only; leave it out");
+        }
+        if let (Some(_), Some(flag)) = (self.at, self.plan.given()) {
+            return Err(PipelineError::Invalid(format!(
+                "{flag} is the planner's, and --at samples no plan (the phrase is the sentence's slot); leave it out"
+            )));
+        }
+        match (rewrite, self.at, &self.to) {
+            (Some(r), None, _) => {
+                let (a, b) = crate::flags::parse_range("--rewrite", r)?;
+                Ok(HybridTarget::Rewrite(a, b))
+            }
+            (None, Some(at), Some(phrase)) => {
+                Ok(HybridTarget::To { at, phrase, candidates: self.candidates.unwrap_or(4) })
+            }
+            _ => bad("give exactly one of --rewrite A..B or --at K --to PHRASE"),
+        }
+    }
+}
+
+/// `edit --mode hybrid`.
+fn run_edit(req: &EditRequest, flags: &clap::ArgMatches) -> Result<EditOutput> {
+    let h = HybridEdit::from_arg_matches(flags).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+    let target = h.target(req.rewrite)?;
+    let gen = HybridGenerator::load(req.bundle, req.device)
+        .map_err(|e| PipelineError::Invalid(format!("--checkpoint {}: {e}", req.bundle.display())))?;
+    let edit = match target {
+        HybridTarget::To { at, phrase, candidates } => gen.edit_to(req.text, at, phrase, &req.gen, candidates)?,
+        HybridTarget::Rewrite(a, b) => {
+            let plan = h.plan.apply(gen.planner().sampling)?;
+            let r = req.rewrite.unwrap_or_default();
+            gen.edit(req.text, a, b, &req.gen, plan)
+                .map_err(|e| PipelineError::Invalid(format!("--rewrite {r}: {e}")))?
+        }
+    };
+    let changes =
+        edit.rewritten.iter().map(|r| format!("sentence {}: {:?} -> {:?}", r.sentence, r.before, r.after)).collect();
+    let report = serde_json::to_value(&edit).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+    Ok(EditOutput { text: edit.text, changes, report })
+}
 
 /// The result of `plandiff edit`.
 #[derive(Debug, Clone, Serialize)]
@@ -59,12 +138,12 @@ impl HybridGenerator {
                 "sentences {a}..{b} are outside the text's sentences 1..{n}; give A..B with 1 <= A <= B <= {n}"
             )));
         }
-        let sp_slots = self.planner.max_slots();
+        let planner_slots = self.planner.max_slots();
         let len = b - a + 1;
-        if len >= sp_slots.max(2) {
+        if len >= planner_slots.max(2) {
             return Err(PipelineError::Invalid(format!(
-                "sentences {a}..{b} are {len} sentences; the planner rewrites at most {} at once (its window is {sp_slots}); edit in parts",
-                sp_slots - 1
+                "sentences {a}..{b} are {len} sentences; the planner rewrites at most {} at once (its window is {planner_slots}); edit in parts",
+                planner_slots - 1
             )));
         }
         let t0 = Instant::now();
@@ -121,7 +200,7 @@ impl HybridGenerator {
         let drafts =
             (0..candidates).map(|_| self.rewrite_one(&toks, &lat, i, gen, &mut lp)).collect::<Result<Vec<_>>>()?;
         let z = Tensor::cat(&[enc.narrow(0, i as i64, 1), self.encode(&drafts)?], 0);
-        let cos = Tensor::cosine_similarity(&z, &target.unsqueeze(0).to_kind(z.kind()), 1, 1e-8);
+        let cos = plandiff_layers::bounded::cosine_similarity(&z, &target.unsqueeze(0).to_kind(z.kind()), 1);
         let cos = Vec::<f64>::try_from(cos.to_kind(Kind::Double)).map_err(|e| PipelineError::Invalid(e.to_string()))?;
         let best = (1..cos.len()).fold(1, |b, j| if cos[j] > cos[b] { j } else { b });
         let after = self.tokenizer.decode(&drafts[best - 1].iter().map(|&t| t as u32).collect::<Vec<_>>())?;
@@ -146,7 +225,7 @@ impl HybridGenerator {
     fn inpaint(&self, latents: &Tensor, a0: usize, b0: usize, seed: u64, plan: PlanSampling) -> Result<Vec<Tensor>> {
         let n = latents.size()[0] as usize;
         let (start, w) = window::edit_window(a0, b0 - a0 + 1, n, self.planner.max_slots());
-        let d = self.planner.model.denoiser.d_latent;
+        let d = self.planner.d_latent();
         let edited = |i: usize| (a0..=b0).contains(&i);
         let known: Vec<Tensor> = (start..start + w)
             .map(|i| if edited(i) { Tensor::zeros([d], (Kind::Float, self.device)) } else { latents.get(i as i64) })
@@ -170,13 +249,13 @@ impl HybridGenerator {
         gen: &GenOptions,
         lp: &mut LogitsProcessor,
     ) -> Result<Vec<i64>> {
-        let sp = self.sp();
+        let special = self.special();
         let max_len = self.ae.decoder.config().max_seq_len as usize;
         let lens: Vec<usize> = toks.iter().map(Vec::len).collect();
         let ws = window::fit_start(window::window_start(i, self.decoder_slots()), i, &lens, 0, max_len / 4, max_len);
         let plan =
             self.slots_plan(window::DecoderView::from(ws), |j| lat.get(j).map(Tensor::shallow_clone)).unsqueeze(0);
-        let ids = window::decoder_prompt(sp.bos as i64, sp.sep as i64, &toks[ws..i], &[]);
+        let ids = window::decoder_prompt(special.bos as i64, special.sep as i64, &toks[ws..i], &[]);
         if ids.len() + 2 > max_len {
             return Err(PipelineError::Invalid(format!(
                 "the text before sentence {} in its window takes {} tokens, more than the decoder's context of {max_len}; split the long sentences",
@@ -187,14 +266,14 @@ impl HybridGenerator {
         let gopts = GenerateOptions {
             max_new_tokens: gen.max_tokens.min(max_len - ids.len() - 1).max(1),
             max_sentences: Some(1),
-            eos_id: sp.eos as i64,
-            sep_id: sp.sep as i64,
-            pad_id: sp.pad as i64,
-            banned: vec![sp.bos as i64, sp.pad as i64, sp.eos as i64],
+            eos_id: special.eos as i64,
+            sep_id: special.sep as i64,
+            pad_id: special.pad as i64,
+            banned: vec![special.bos as i64, special.pad as i64, special.eos as i64],
         };
         for _ in 0..4 {
             let g = generate(&self.ae.decoder, std::slice::from_ref(&ids), Some(&plan), lp, &gopts, |_, _| {});
-            let sentence: Vec<i64> = g.tokens[0].iter().copied().filter(|&t| !sp.is_special(t as u32)).collect();
+            let sentence: Vec<i64> = g.tokens[0].iter().copied().filter(|&t| !special.is_special(t as u32)).collect();
             let text = self.tokenizer.decode(&sentence.iter().map(|&t| t as u32).collect::<Vec<_>>())?;
             if !text.trim().is_empty() {
                 return Ok(sentence);

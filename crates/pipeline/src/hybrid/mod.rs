@@ -1,16 +1,18 @@
 //! Modes `hybrid` and `edit`: plan sentence latents with the diffusion planner, then write
-//! each sentence with the plan-conditioned decoder (design sections 1 and 3.4).
+//! each sentence with the plan-conditioned decoder (docs/design.md, sections 1 and 3.7).
 //!
-//! The loop, in named steps: take the decoder window that holds the next sentence
-//! ([`window::decoder_window`]); plan the latents it lacks, conditioned on the latents of
-//! the last sentences actually written ([`HybridGenerator::plan_rows`]: re-encoded from the
-//! text, so the plan follows what the decoder wrote, not what was planned); assemble the
-//! window's plan (written sentences: their own latents; future ones: the planned latents;
-//! slots past the end: the null plan) and the decoder's prompt; decode the window's
-//! sentences; re-encode what was written ([`HybridGenerator::absorb`]). `edit` reuses the
-//! same steps for sentences in the middle of a text.
+//! The loop ([`HybridGenerator::generate`]) reads window -> plan what is missing -> write ->
+//! absorb: take the decoder window that holds the next sentence ([`window::decoder_window`]);
+//! plan the latents it lacks, conditioned on the latents of the last sentences actually
+//! written (re-encoded from the text, so the plan follows what the decoder wrote, not what was
+//! planned; `steps.rs`); assemble the window's plan (written sentences: their own latents;
+//! future ones: the planned latents; slots past the end: the null plan) and text; write the
+//! window's sentences with the [`WindowDecoder`]; re-encode what was written. `edit` reuses
+//! the same steps for sentences in the middle of a text.
 
 mod edit;
+#[cfg(test)]
+mod loop_tests;
 pub mod outline;
 mod output;
 mod settings;
@@ -20,17 +22,16 @@ pub mod window;
 pub use edit::{Edit, RewrittenSentence};
 pub use settings::HybridSettings;
 
-use crate::mode::{settings_from, Event, GenRequest, Generation, Generator, Mode};
-use crate::text::{ends_sentence, TextStream};
+use crate::mode::{settings_from, ArmInput, ArmVariant, Event, GenRequest, Generation, Generator, Given, Mode};
+use crate::text::TextStream;
 use crate::{PipelineError, Result};
-use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, PlanEncoder, Planner};
+use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, PlanEncoder};
 use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
-use plandiff_decoder::{generate_guided, GenerateOptions, Generated, LogitsProcessor, SlidingSession, StopReason};
+use plandiff_decoder::{GenerateOptions, LogitsProcessor, StopReason, Window, WindowDecoder};
 use plandiff_layers::FieldError;
-use plandiff_planner::{HostNoise, LatentBound, PlanSampling};
+use plandiff_planner::{HostNoise, LatentBound, PlanSampling, Planner};
 use serde_json::json;
 use std::path::Path;
-use std::time::Instant;
 use steps::Row;
 use tch::{nn, Device, Tensor};
 
@@ -43,6 +44,19 @@ pub const MODE: Mode = Mode {
     flags: <HybridSettings as clap::Args>::augment_args,
     settings: settings_from::<HybridSettings>,
     load: |path, device| Ok(Box::new(HybridGenerator::load(path, device)?)),
+    edit: Some(edit::EDIT),
+    arms: &[
+        ArmVariant {
+            name: "oracle",
+            about: "the hybrid decoder given the plan of the prompt's reference continuation (what a perfect planner would give)",
+            input: ArmInput::ReferencePlan,
+        },
+        ArmVariant {
+            name: "outline",
+            about: "hybrid writing to the prompt's outline (`generate --outline`)",
+            input: ArmInput::Outline,
+        },
+    ],
 };
 
 pub struct HybridGenerator {
@@ -67,7 +81,7 @@ impl HybridGenerator {
         let plan_enc = PlanEncoder::load(&ae.config, device)?;
         let pl = load_planner(&b, device)?;
         let tokenizer = ae.tokenizer;
-        if pl.planner.model.denoiser.d_latent != ae.ae.encoder.config().d_latent {
+        if pl.planner.d_latent() != ae.ae.encoder.config().d_latent {
             return Err(PipelineError::Invalid(format!(
                 "{}: planner and autoencoder latent widths differ; retrain the planner",
                 bundle.display()
@@ -84,7 +98,7 @@ impl HybridGenerator {
         &self.ae
     }
 
-    fn sp(&self) -> SpecialIds {
+    fn special(&self) -> SpecialIds {
         self.tokenizer.special()
     }
 
@@ -100,7 +114,7 @@ impl HybridGenerator {
     pub fn encode(&self, sentences: &[Vec<i64>]) -> Result<Tensor> {
         if !self.plan_enc.is_frozen() {
             let refs: Vec<&[i64]> = sentences.iter().map(Vec::as_slice).collect();
-            return Ok(self.ae.encoder.encode(&refs, self.sp().pad as i64, 64));
+            return Ok(self.ae.encoder.encode(&refs, self.special().pad as i64, 64));
         }
         let texts = sentences
             .iter()
@@ -132,7 +146,7 @@ impl HybridGenerator {
 
     /// The planner's stored sampling defaults with the request's overrides.
     fn plan_sampling(&self, req: &GenRequest) -> Result<PlanSampling> {
-        req.settings_as::<HybridSettings>().plan_sampling(self.planner.model.sampling)
+        req.settings_as::<HybridSettings>()?.plan_sampling(self.planner.sampling)
     }
 
     /// The plan a reference continuation gives (the `oracle` arm): its first `want`
@@ -147,11 +161,11 @@ impl HybridGenerator {
     /// the view cut so that it fits the decoder's context.
     fn window_prompts(
         &self,
-        act: &[&mut Row],
+        act: &[&Row],
         view: window::DecoderView,
         written: usize,
     ) -> Result<(window::DecoderView, Vec<Vec<i64>>)> {
-        let (sp, max_len) = (self.sp(), self.ae.decoder.config().max_seq_len as usize);
+        let (special, max_len) = (self.special(), self.ae.decoder.config().max_seq_len as usize);
         let pinned_len = act.iter().map(|r| r.sentences[..view.pinned].iter().map(|s| s.len() + 1).sum::<usize>());
         let room = max_len.saturating_sub(pinned_len.max().unwrap_or(0));
         let view = window::DecoderView { start: self.fit_window(act, view.start, written, room), ..view };
@@ -159,7 +173,7 @@ impl HybridGenerator {
             .iter()
             .map(|r| {
                 let seen = r.sentences[..view.pinned].iter().chain(&r.sentences[view.start..written]);
-                window::decoder_prompt(sp.bos as i64, sp.sep as i64, seen, &r.open)
+                window::decoder_prompt(special.bos as i64, special.sep as i64, seen, &r.open)
             })
             .collect();
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
@@ -171,55 +185,35 @@ impl HybridGenerator {
         Ok((view, prompts))
     }
 
-    /// A sliding decoder's next window: the plan of sentences from `origin` on (every row's; a
-    /// session keeps them all), the session writes the window's sentences, and the rows still
-    /// writing take them in.
-    fn slide(
-        &self,
-        sess: &mut SlidingSession,
-        rows: &mut [Row],
-        (origin, written): (usize, usize),
-        lp: &mut LogitsProcessor,
-        gopts: &GenerateOptions,
-        emit: &mut dyn FnMut(usize, i64),
-    ) -> Result<()> {
-        let active: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].stop.is_none()).collect();
-        let plan = self.window_plan(&all_rows(rows), window::DecoderView::from(origin), written);
-        let out = sess.write(&self.ae.decoder, &plan, origin as i64, lp, gopts, emit);
-        let out = Generated {
-            tokens: active.iter().map(|&i| out.tokens[i].clone()).collect(),
-            stop: active.iter().map(|&i| out.stop[i]).collect(),
-        };
-        let mut act: Vec<&mut Row> = rows.iter_mut().filter(|r| r.stop.is_none()).collect();
-        self.absorb(&mut act, &out)
-    }
-
     /// The decoder's options for a window that writes `sentences` sentences within `budget`
     /// tokens: every planned slot gets its sentence (the document may not end early).
     fn window_options(&self, budget: usize, sentences: usize) -> GenerateOptions {
-        let sp = self.sp();
+        let special = self.special();
         GenerateOptions {
             max_new_tokens: budget,
             max_sentences: Some(sentences),
-            eos_id: sp.eos as i64,
-            sep_id: sp.sep as i64,
-            pad_id: sp.pad as i64,
-            banned: vec![sp.bos as i64, sp.pad as i64, sp.eos as i64],
+            eos_id: special.eos as i64,
+            sep_id: special.sep as i64,
+            pad_id: special.pad as i64,
+            banned: vec![special.bos as i64, special.pad as i64, special.eos as i64],
         }
     }
 
-    /// Checks a request; returns the plan sampling, the reference plan (`oracle`) or the
-    /// outline's fixed slots (`(line, latent)` by new sentence), and the number of sentences
-    /// to write.
-    fn check(&self, req: &GenRequest) -> Result<(PlanSampling, Option<Tensor>, Outline, usize)> {
+    /// Checks a request and reads what every window of it needs ([`Job`]).
+    fn check(&self, req: &GenRequest) -> Result<Job> {
         req.gen.sampling.validate()?;
         if req.gen.max_tokens == 0 {
             return Err(FieldError::new("max_tokens", 0, "must be >= 1").into());
         }
-        let levers = req.settings_as::<HybridSettings>();
-        let outline = match &levers.outline_lines {
-            Some(lines) => Some(lines.clone()),
-            None => levers.outline.as_deref().map(outline::read_outline).transpose()?,
+        let levers = req.settings_as::<HybridSettings>()?;
+        let outline = match (req.given, levers.outline.as_deref()) {
+            (Some(Given::Outline(lines)), _) => Some(lines.to_vec()),
+            (_, Some(path)) => Some(outline::read_outline(path)?),
+            (_, None) => None,
+        };
+        let reference = match req.given {
+            Some(Given::Reference(r)) => Some(r),
+            _ => None,
         };
         if req.prompt.trim().is_empty() && outline.is_none() {
             return Err(PipelineError::Invalid(
@@ -228,8 +222,7 @@ impl HybridGenerator {
         }
         self.check_window_levers(&levers)?;
         let plan = self.plan_sampling(req)?;
-        let oracle =
-            levers.reference.as_ref().map(|r| self.reference_plan(r, req.gen.sentences.unwrap_or(8))).transpose()?;
+        let oracle = reference.map(|r| self.reference_plan(r, req.gen.sentences.unwrap_or(8))).transpose()?;
         let want = match (&oracle, &outline) {
             (Some(_), Some(_)) => {
                 return Err(PipelineError::Invalid("an outline and a reference plan exclude each other".into()))
@@ -254,7 +247,7 @@ impl HybridGenerator {
             Some(o) => self.outline_slots(o, levers.outline_complete)?,
             None => Vec::new(),
         };
-        Ok((plan, oracle, fixed, want))
+        Ok(Job { plan, oracle, outline: fixed, want, levers: levers.into_owned(), max_tokens: req.gen.max_tokens })
     }
 
     /// `--window-stride` and `--window-pin` re-arrange the windows a decoder with absolute
@@ -299,91 +292,34 @@ impl HybridGenerator {
 
 impl Generator for HybridGenerator {
     /// Writes `req.samples` samples of the prompt, each continued by `req.gen.sentences`
-    /// planned sentences (8 when unset; with a reference, its sentences).
+    /// planned sentences (8 when unset; with a reference, its sentences), window by window.
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
-        let (plan_opts, oracle, fixed, want) = self.check(req)?;
-        let levers = req.settings_as::<HybridSettings>();
-        let texts = split_sentences(req.prompt);
-        let mut toks = self.tokenize_sentences(&texts)?;
-        let open = if ends_sentence(req.prompt) { Vec::new() } else { toks.pop().unwrap_or_default() };
-        let n = req.samples.max(1);
-        let mut rows = self.start_rows(&toks, &open, n, oracle.as_ref())?;
-        let (p, total) = (toks.len(), toks.len() + want);
-        let (sd, sp_slots) = (self.decoder_slots(), self.planner.max_slots());
-        let max_len = self.ae.decoder.config().max_seq_len as usize;
+        let job = self.check(req)?;
+        let mut text = self.start_text(req.prompt, req.samples.max(1), &job)?;
+        let mut decoder = WindowDecoder::new(&self.ae.decoder, job.levers.plan_guidance());
         let mut noise = HostNoise::new(req.gen.seed ^ 0x706c_616e, self.device);
         let mut lp = LogitsProcessor::new(req.gen.sampling, req.gen.seed);
-        let mut stream = TextStream::new(&self.tokenizer, req.prompt, n, req.gen.stream);
-        let (mut planning, mut planner_calls) = (0f64, 0usize);
-        let mut session: Option<SlidingSession> = None;
-        let known = |i| fixed_slot(&fixed, p, i);
-        loop {
-            let active: Vec<usize> = (0..n).filter(|&i| rows[i].stop.is_none()).collect();
-            let Some(&lead) = active.first() else { break };
-            let written = rows[lead].sentences.len();
-            if written >= total {
-                active.iter().for_each(|&i| rows[i].stop = Some(StopReason::Sentences));
+        let mut stream = TextStream::new(&self.tokenizer, req.prompt, text.rows.len(), req.gen.stream);
+        let mut timing = steps::Timing::default();
+        while let Some(written) = text.next_sentence() {
+            let win = self.window(written, text.total, &job);
+            self.plan_missing(&mut text, win, &job, &mut noise, &mut timing)?;
+            let Some(w) = self.window_input(&text, win, &decoder, &job)? else {
+                text.stop_live(StopReason::MaxTokens);
                 break;
-            }
-            let win = window::decoder_window(written, total, sd, sp_slots, levers.stride());
-            let mut act: Vec<&mut Row> = rows.iter_mut().filter(|r| r.stop.is_none()).collect();
-            if (written..win.end).any(|i| !matches!(act[0].planned.get(i), Some(Some(_)))) {
-                let tp = Instant::now();
-                let call = window::plan_call(written, total, win.end, sp_slots);
-                self.plan_rows(&mut act, call, plan_opts, (levers.candidates(), levers.hold()), &mut noise, known)?;
-                planning += tp.elapsed().as_secs_f64();
-                planner_calls += 1;
-            }
-            // A rotary decoder slides: one cache for the whole text, the oldest sentence forgotten as
-            // the window moves (the first window reads the prompt); else each window re-reads.
-            let w = levers.plan_guidance();
-            let slide = self.ae.decoder.config().rotary; // pinning is refused there (check_window_levers)
-            if let (Some(r), Some(sess)) = (slide, session.as_mut()) {
-                let origin = written.saturating_sub(r.window.max(1) as usize - 1);
-                let budget = req.gen.max_tokens.saturating_sub(rows[lead].new_tokens.len());
-                if budget == 0 {
-                    rows.iter_mut().filter(|r| r.stop.is_none()).for_each(|r| r.stop = Some(StopReason::MaxTokens));
-                    break;
-                }
-                let gopts = self.window_options(budget, win.end - written);
-                let mut emit = |row: usize, tok: i64| stream.token(row, tok, on);
-                self.slide(sess, &mut rows, (origin, written), &mut lp, &gopts, &mut emit)?;
-                continue;
-            }
-            let view = window::pinned_view(win, written, levers.pin(), sd);
-            let (view, prompts) = self.window_prompts(&act, view, written)?;
-            let plan = self.window_plan(&act, view, written);
-            let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
-            let budget =
-                req.gen.max_tokens.saturating_sub(act[0].new_tokens.len()).min(max_len.saturating_sub(longest + 1));
-            if budget == 0 {
-                act.iter_mut().for_each(|r| r.stop = Some(StopReason::MaxTokens));
-                break;
-            }
-            let gopts = self.window_options(budget, win.end - written);
-            if slide.is_some() {
-                // The first window of a sliding decoder: its session starts with this text.
-                let mut sess = SlidingSession::new(&self.ae.decoder, &prompts, view.start as i64, w)
-                    .expect("a rotary decoder starts a session");
-                let out = sess.write(&self.ae.decoder, &plan, view.start as i64, &mut lp, &gopts, |row, tok| {
-                    stream.token(active[row], tok, on)
-                });
-                session = Some(sess);
-                self.absorb(&mut act, &out)?;
-                continue;
-            }
-            let out = generate_guided(&self.ae.decoder, &prompts, &plan, w, &mut lp, &gopts, |row, tok| {
-                stream.token(active[row], tok, on)
-            });
-            self.absorb(&mut act, &out)?;
+            };
+            let window = Window { text: &w.text, plan: &w.plan, origin: w.origin };
+            let out = decoder
+                .write(&self.ae.decoder, &window, &mut lp, &w.options, |row, tok| stream.token(w.rows[row], tok, on));
+            self.absorb(&mut text, &w.rows, &out)?;
         }
-        let timing = output::Timing { seconds: stream.seconds(), planning, planner_calls };
-        self.finish(&rows, p, &stream, (levers.show_plan, &fixed), timing)
+        timing.seconds = stream.seconds();
+        self.finish(&text.rows, text.prompt, &stream, (job.levers.show_plan, &job.outline), timing)
     }
 
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
         let p = self.plan_sampling(req)?;
-        let levers = req.settings_as::<HybridSettings>();
+        let levers = req.settings_as::<HybridSettings>()?;
         let v = json!({
             "plan_sampling": {"steps": p.steps, "sampler": p.sampler, "eta": p.eta, "guidance": p.guidance},
             "plan_candidates": levers.candidates(),
@@ -395,14 +331,18 @@ impl Generator for HybridGenerator {
     }
 }
 
-/// Every row, for the steps that take a list of rows (a sliding session keeps them all).
-/// The outline's latent for sentence `i` of a text whose prompt has `p` sentences.
-fn fixed_slot(fixed: &Outline, p: usize, i: usize) -> Option<&Tensor> {
-    i.checked_sub(p).and_then(|k| fixed.get(k)?.as_ref()).map(|f| &f.1)
-}
-
-fn all_rows(rows: &mut [Row]) -> Vec<&mut Row> {
-    rows.iter_mut().collect()
+/// A checked request: what every window of it reads.
+struct Job {
+    /// The planner's sampling (its stored defaults with the request's overrides).
+    plan: PlanSampling,
+    /// The `oracle` arm's reference plan `(N, d)`, planned slots after the prompt.
+    oracle: Option<Tensor>,
+    /// The outline's fixed slots by new sentence (empty without an outline).
+    outline: Outline,
+    /// Sentences to write after the prompt.
+    want: usize,
+    levers: HybridSettings,
+    max_tokens: usize,
 }
 
 #[cfg(test)]

@@ -77,10 +77,8 @@ pub fn check_phrase(phrase: &str) -> Result<&str> {
     Ok(p)
 }
 
-/// Whether an outline line ends a sentence (`.`, `!` or `?`, before any closing quotes).
-pub fn ends_sentence(line: &str) -> bool {
-    line.trim_end().trim_end_matches(['"', '\'', ')']).ends_with(['.', '!', '?'])
-}
+/// Whether an outline line ends a sentence: the one rule of `plandiff_data::ends_sentence`.
+pub use plandiff_data::ends_sentence;
 
 impl HybridGenerator {
     /// Each line, with every phrase (a line that does not end a sentence) completed to one
@@ -91,15 +89,16 @@ impl HybridGenerator {
         if open.is_empty() {
             return Ok(out);
         }
-        let sp = self.sp();
+        let special = self.special();
         let toks = self.tokenize_sentences(&open.iter().map(|&i| lines[i]).collect::<Vec<_>>())?;
-        let prompts: Vec<Vec<i64>> = toks.iter().map(|t| [&[sp.bos as i64][..], t].concat()).collect();
+        let prompts: Vec<Vec<i64>> = toks.iter().map(|t| [&[special.bos as i64][..], t].concat()).collect();
         let null = self.ae.null_plan();
         let plans = null.unsqueeze(0).repeat([prompts.len() as i64, 1, 1]);
-        let g = self.greedy_sentence(&prompts, &plans, vec![sp.bos as i64, sp.pad as i64, sp.eos as i64]);
+        let g =
+            self.greedy_sentence(&prompts, &plans, vec![special.bos as i64, special.pad as i64, special.eos as i64]);
         for (k, &i) in open.iter().enumerate() {
             let ids: Vec<u32> =
-                toks[k].iter().chain(&g.tokens[k]).map(|&t| t as u32).filter(|&t| !sp.is_special(t)).collect();
+                toks[k].iter().chain(&g.tokens[k]).map(|&t| t as u32).filter(|&t| !special.is_special(t)).collect();
             out[i] = self.tokenizer.decode(&ids)?.trim().to_string();
             tracing::info!("outline line {:?} completed as {:?}", lines[i], out[i]);
         }

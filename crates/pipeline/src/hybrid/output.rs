@@ -1,7 +1,7 @@
 //! The hybrid mode's output: each sample's [`Generation`] with its plan, and the previews
 //! of `--show-plan` (what the decoder writes from each planned latent alone).
 
-use super::steps::Row;
+use super::steps::{Row, Timing};
 use super::HybridGenerator;
 use crate::mode::{Detail, Generation, PlanSlot};
 use crate::text::TextStream;
@@ -9,18 +9,11 @@ use crate::Result;
 use plandiff_decoder::{generate, GenerateOptions, Generated, LogitsProcessor, SamplingConfig, StopReason};
 use tch::{Kind, Tensor};
 
-/// Wall time of a generation and the part spent planning.
-pub(super) struct Timing {
-    pub seconds: f64,
-    pub planning: f64,
-    pub planner_calls: usize,
-}
-
 fn cosine(a: &Tensor, b: &Tensor) -> f64 {
     let a = a.to_kind(Kind::Double);
     let b = b.to_kind(Kind::Double);
     let den = (a.norm().double_value(&[]) * b.norm().double_value(&[])).max(1e-12);
-    (a * b).sum(Kind::Double).double_value(&[]) / den
+    plandiff_layers::bounded::cosine((a * b).sum(Kind::Double).double_value(&[]) / den)
 }
 
 impl HybridGenerator {
@@ -65,14 +58,14 @@ impl HybridGenerator {
 
     /// One sentence after each prompt under its plan `(B, S, d)`, greedy (at most 48 tokens).
     pub(super) fn greedy_sentence(&self, prompts: &[Vec<i64>], plans: &Tensor, banned: Vec<i64>) -> Generated {
-        let sp = self.sp();
+        let special = self.special();
         let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
         let gopts = GenerateOptions {
             max_new_tokens: 48,
             max_sentences: Some(1),
-            eos_id: sp.eos as i64,
-            sep_id: sp.sep as i64,
-            pad_id: sp.pad as i64,
+            eos_id: special.eos as i64,
+            sep_id: special.sep as i64,
+            pad_id: special.pad as i64,
             banned,
         };
         generate(&self.ae.decoder, prompts, Some(plans), &mut LogitsProcessor::new(greedy, 0), &gopts, |_, _| {})
@@ -95,11 +88,11 @@ impl HybridGenerator {
         if plans.is_empty() {
             return Ok(out);
         }
-        let sp = self.sp();
-        let prompts = vec![vec![sp.bos as i64]; plans.len()];
-        let g = self.greedy_sentence(&prompts, &Tensor::stack(&plans, 0), vec![sp.bos as i64, sp.pad as i64]);
+        let special = self.special();
+        let prompts = vec![vec![special.bos as i64]; plans.len()];
+        let g = self.greedy_sentence(&prompts, &Tensor::stack(&plans, 0), vec![special.bos as i64, special.pad as i64]);
         for (k, toks) in g.tokens.iter().enumerate() {
-            let ids: Vec<u32> = toks.iter().map(|&t| t as u32).filter(|&t| !sp.is_special(t)).collect();
+            let ids: Vec<u32> = toks.iter().map(|&t| t as u32).filter(|&t| !special.is_special(t)).collect();
             out[owner[k]].push(self.tokenizer.decode(&ids)?.trim().to_string());
         }
         Ok(out)

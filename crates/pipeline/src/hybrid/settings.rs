@@ -4,15 +4,42 @@
 use crate::flags::GaussianFlags;
 use crate::mode::{Checked, ModeSettings};
 use crate::{PipelineError, Result};
-use plandiff_planner::{PlanSampling, SamplingDefaults};
+use plandiff_planner::PlanSampling;
 
+/// The planner's sampling flags: read by `generate --mode hybrid` and `ab` (in
+/// [`HybridSettings`]) and by `edit --mode hybrid`.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq)]
-pub struct HybridSettings {
+pub struct PlanFlags {
     #[command(flatten)]
     pub sampling: GaussianFlags,
     /// Classifier-free guidance weight on the known sentences (1: none).
     #[arg(long)]
     pub guidance: Option<f64>,
+}
+
+impl PlanFlags {
+    /// The planner's stored sampling defaults with these overrides, checked.
+    pub fn apply(&self, defaults: PlanSampling) -> Result<PlanSampling> {
+        self.sampling.apply(defaults, self.guidance)
+    }
+
+    /// The flags given, by name (for the paths that sample no plan).
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            ("--steps", self.sampling.steps.steps.is_some()),
+            ("--sampler", self.sampling.sampler.is_some()),
+            ("--eta", self.sampling.eta.is_some()),
+            ("--guidance", self.guidance.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+}
+
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
+pub struct HybridSettings {
+    #[command(flatten)]
+    pub plan: PlanFlags,
     /// Hybrid: sample this many plans for each window and keep, per sample, the one whose
     /// new latents are closest (mean cosine) to the latents of the text so far (1 to 16;
     /// default 1, a single plan).
@@ -57,20 +84,12 @@ pub struct HybridSettings {
     /// fragment's, and the decoder writes fragments from it).
     #[arg(long)]
     pub outline_complete: bool,
-    /// Plan from this reference continuation instead of sampling a plan (the A/B harness's
-    /// `oracle` arm; no flag).
-    #[arg(skip)]
-    pub reference: Option<String>,
-    /// An outline given as lines (`None`: a free slot) rather than a file (the A/B harness's
-    /// `outline` arm; no flag).
-    #[arg(skip)]
-    pub outline_lines: Option<Vec<Option<String>>>,
 }
 
 impl HybridSettings {
     /// The planner's stored sampling defaults with these overrides, checked.
-    pub fn plan_sampling(&self, defaults: SamplingDefaults) -> Result<PlanSampling> {
-        self.sampling.apply(defaults, self.guidance)
+    pub fn plan_sampling(&self, defaults: PlanSampling) -> Result<PlanSampling> {
+        self.plan.apply(defaults)
     }
 
     pub fn candidates(&self) -> usize {
@@ -115,15 +134,24 @@ impl Checked for HybridSettings {
         if self.window_pin.is_some_and(|k| k > 64) {
             return bad("--window-pin must be in 0..=64 (sentences kept in view; clamped to the decoder's free slots)");
         }
-        self.sampling.check(self.guidance)
+        self.plan.sampling.check(self.plan.guidance)
     }
 }
 
 impl ModeSettings for HybridSettings {
     fn set_steps(&mut self, steps: usize) {
-        self.sampling.steps.steps = Some(steps);
+        self.plan.sampling.steps.steps = Some(steps);
     }
     fn prompt_optional(&self) -> bool {
         self.outline.is_some()
+    }
+    fn check_without_outline(&self) -> Result<()> {
+        let idle = [("--outline-hold", self.outline_hold.is_some()), ("--outline-complete", self.outline_complete)];
+        match idle.iter().find(|(_, given)| *given).filter(|_| self.outline.is_none()) {
+            Some((flag, _)) => Err(PipelineError::Invalid(format!(
+                "{flag} acts on an outline's lines; give --outline FILE (or outline arms in an A/B), or leave it out"
+            ))),
+            None => Ok(()),
+        }
     }
 }

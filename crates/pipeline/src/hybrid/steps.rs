@@ -1,12 +1,74 @@
-//! The steps of the hybrid loop on the samples it writes: start the rows, plan the window,
-//! assemble the window's plan, re-encode what was written.
+//! The steps of the hybrid loop on the samples it writes ([`Text`]): start the rows, plan
+//! what the window lacks, assemble the window's plan and text ([`WindowInput`]), re-encode
+//! what was written.
 
-use super::window::{self, DecoderView, PlanCall};
-use super::HybridGenerator;
+use super::window::{self, DecoderView, DecoderWindow, PlanCall};
+use super::{HybridGenerator, Job, Outline};
+use crate::text::ends_sentence;
 use crate::Result;
-use plandiff_decoder::{Generated, StopReason};
-use plandiff_planner::{HostNoise, PlanSampling, SoftHold};
+use plandiff_data::split_sentences;
+use plandiff_decoder::{GenerateOptions, Generated, StopReason, WindowDecoder};
+use plandiff_planner::{HostNoise, SoftHold};
+use std::time::Instant;
 use tch::{Kind, Tensor};
+
+/// The samples being written: one [`Row`] each, the prompt's `prompt` sentences, and the
+/// `total` sentences each will have.
+pub(super) struct Text {
+    pub rows: Vec<Row>,
+    pub prompt: usize,
+    pub total: usize,
+}
+
+impl Text {
+    /// The next sentence to write (the first live row's; rows are sentence-aligned), or `None`
+    /// when every row has stopped or has all its sentences (those then stop with
+    /// [`StopReason::Sentences`]).
+    pub fn next_sentence(&mut self) -> Option<usize> {
+        let written = self.rows.iter().find(|r| r.stop.is_none())?.sentences.len();
+        if written >= self.total {
+            self.stop_live(StopReason::Sentences);
+            return None;
+        }
+        Some(written)
+    }
+
+    /// Stops every live row for `why`.
+    pub fn stop_live(&mut self, why: StopReason) {
+        self.rows.iter_mut().filter(|r| r.stop.is_none()).for_each(|r| r.stop = Some(why));
+    }
+
+    fn live(&self) -> Vec<&Row> {
+        self.rows.iter().filter(|r| r.stop.is_none()).collect()
+    }
+
+    fn live_mut(&mut self) -> Vec<&mut Row> {
+        self.rows.iter_mut().filter(|r| r.stop.is_none()).collect()
+    }
+
+    /// The first live row: rows write their windows together, so it says where all stand.
+    fn lead(&self) -> Option<&Row> {
+        self.rows.iter().find(|r| r.stop.is_none())
+    }
+}
+
+/// Wall time of a generation and the part spent planning.
+#[derive(Default)]
+pub(super) struct Timing {
+    pub seconds: f64,
+    pub planning: f64,
+    pub planner_calls: usize,
+}
+
+/// What the decoder reads for one window: the text of each of its batch rows (`rows`, indices
+/// into [`Text::rows`]), the plan whose slot 0 is sentence `origin`, and its budget.
+pub(super) struct WindowInput {
+    pub text: Vec<Vec<i64>>,
+    pub plan: Tensor,
+    pub origin: i64,
+    pub rows: Vec<usize>,
+    pub options: GenerateOptions,
+}
 
 /// One sample's text as sentences of token ids (no `<sep>`), and its latents.
 pub(super) struct Row {
@@ -22,6 +84,97 @@ pub(super) struct Row {
 }
 
 impl HybridGenerator {
+    /// `n` samples of `prompt` to write, `job.want` sentences after its own.
+    pub(super) fn start_text(&self, prompt: &str, n: usize, job: &Job) -> Result<Text> {
+        let mut toks = self.tokenize_sentences(&split_sentences(prompt))?;
+        let open = if ends_sentence(prompt) { Vec::new() } else { toks.pop().unwrap_or_default() };
+        let rows = self.start_rows(&toks, &open, n, job.oracle.as_ref())?;
+        Ok(Text { rows, prompt: toks.len(), total: toks.len() + job.want })
+    }
+
+    /// The decoder window that writes sentence `written` of `total`.
+    pub(super) fn window(&self, written: usize, total: usize, job: &Job) -> DecoderWindow {
+        window::decoder_window(written, total, self.decoder_slots(), self.planner.max_slots(), job.levers.stride())
+    }
+
+    /// Plans the sentences of `win` that have no latent yet, in one planner call for every live
+    /// row (timed in `timing`).
+    pub(super) fn plan_missing(
+        &self,
+        text: &mut Text,
+        win: DecoderWindow,
+        job: &Job,
+        noise: &mut HostNoise,
+        timing: &mut Timing,
+    ) -> Result<()> {
+        let Some(lead) = text.lead() else { return Ok(()) };
+        let written = lead.sentences.len();
+        if (written..win.end).all(|i| matches!(lead.planned.get(i), Some(Some(_)))) {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let call = window::plan_call(written, text.total, win.end, self.planner.max_slots());
+        let prompt = text.prompt;
+        self.plan_rows(&mut text.live_mut(), call, job, noise, |i| fixed_slot(&job.outline, prompt, i))?;
+        timing.planning += t0.elapsed().as_secs_f64();
+        timing.planner_calls += 1;
+        Ok(())
+    }
+
+    /// What the decoder reads for window `win`, or `None` when the token budget is spent. A
+    /// decoder that reads the window's text gets the live rows' text in view (cut to fit its
+    /// context) and their plan; a sliding session already holds its text and takes the plan of
+    /// every row from the oldest sentence its window still reaches.
+    pub(super) fn window_input(
+        &self,
+        text: &Text,
+        win: DecoderWindow,
+        decoder: &WindowDecoder,
+        job: &Job,
+    ) -> Result<Option<WindowInput>> {
+        let Some(lead) = text.lead() else { return Ok(None) };
+        let written = lead.sentences.len();
+        let budget = job.max_tokens.saturating_sub(lead.new_tokens.len());
+        let input = match decoder.sliding_window().filter(|_| !decoder.reads_text()) {
+            Some(held) => {
+                let origin = written.saturating_sub(held - 1);
+                if budget == 0 {
+                    return Ok(None);
+                }
+                let all: Vec<&Row> = text.rows.iter().collect();
+                let plan = self.window_plan(&all, DecoderView::from(origin), written);
+                WindowInput {
+                    text: Vec::new(),
+                    plan,
+                    origin: origin as i64,
+                    rows: (0..all.len()).collect(),
+                    options: self.window_options(budget, win.end - written),
+                }
+            }
+            None => {
+                let live = text.live();
+                let view = window::pinned_view(win, written, job.levers.pin(), self.decoder_slots());
+                let (view, prompts) = self.window_prompts(&live, view, written)?;
+                let plan = self.window_plan(&live, view, written);
+                let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
+                let max_len = self.ae.decoder.config().max_seq_len as usize;
+                let budget = budget.min(max_len.saturating_sub(longest + 1));
+                if budget == 0 {
+                    return Ok(None);
+                }
+                let rows = (0..text.rows.len()).filter(|&i| text.rows[i].stop.is_none()).collect();
+                WindowInput {
+                    text: prompts,
+                    plan,
+                    origin: view.start as i64,
+                    rows,
+                    options: self.window_options(budget, win.end - written),
+                }
+            }
+        };
+        Ok(Some(input))
+    }
+
     /// `n` rows holding the prompt's sentences `toks` (and its open sentence), their
     /// latents, and, for the oracle arm, the reference plan `(N, d)` after them.
     pub(super) fn start_rows(
@@ -60,17 +213,17 @@ impl HybridGenerator {
     /// one whose new latents are closest (mean cosine) to the mean of the context latents is
     /// kept. With `hold` below 1, fixed slots are held for that fraction of the planner's steps
     /// and then refined with the rest (their planned latent is the refined one).
-    pub(super) fn plan_rows<'a>(
+    fn plan_rows<'a>(
         &self,
         rows: &mut [&mut Row],
         call: PlanCall,
-        opts: PlanSampling,
-        (candidates, hold): (usize, f64),
+        job: &Job,
         noise: &mut HostNoise,
         fixed: impl Fn(usize) -> Option<&'a Tensor>,
     ) -> Result<()> {
         let PlanCall { from, ctx, new } = call;
-        let d = self.planner.model.denoiser.d_latent;
+        let (opts, candidates, hold) = (job.plan, job.levers.candidates(), job.levers.hold());
+        let d = self.planner.d_latent();
         let s = ctx + new;
         let mut known = Vec::with_capacity(rows.len());
         for r in rows.iter() {
@@ -122,7 +275,7 @@ impl HybridGenerator {
 
     /// The window's first sentence once every row's text in view leaves room for a sentence
     /// (a quarter of the context) in the decoder's `max_len` (see [`window::fit_start`]).
-    pub(super) fn fit_window(&self, rows: &[&mut Row], start: usize, written: usize, max_len: usize) -> usize {
+    pub(super) fn fit_window(&self, rows: &[&Row], start: usize, written: usize, max_len: usize) -> usize {
         rows.iter()
             .map(|r| {
                 let lens: Vec<usize> = r.sentences.iter().map(Vec::len).collect();
@@ -134,7 +287,7 @@ impl HybridGenerator {
 
     /// The decoder's plan `(B, S_d, d)` for the sentences of `view`: written sentences' own
     /// latents, planned latents after them.
-    pub(super) fn window_plan(&self, rows: &[&mut Row], view: DecoderView, written: usize) -> Tensor {
+    pub(super) fn window_plan(&self, rows: &[&Row], view: DecoderView, written: usize) -> Tensor {
         let plans: Vec<Tensor> = rows
             .iter()
             .map(|r| {
@@ -150,20 +303,32 @@ impl HybridGenerator {
         Tensor::stack(&plans, 0)
     }
 
-    /// Takes a decoded window into the rows: new tokens, sentences split at `<sep>` (the
-    /// open sentence completed first), each new sentence re-encoded in one batch.
-    pub(super) fn absorb(&self, rows: &mut [&mut Row], out: &Generated) -> Result<()> {
-        let sp = self.sp();
+    /// Takes a decoded window (batch row `k` is text row `batch[k]`) into the rows still
+    /// writing (a sliding session's batch also holds rows that ended earlier, which wrote
+    /// nothing).
+    pub(super) fn absorb(&self, text: &mut Text, batch: &[usize], out: &Generated) -> Result<()> {
+        let live: Vec<usize> = (0..batch.len()).filter(|&k| text.rows[batch[k]].stop.is_none()).collect();
+        let out = Generated {
+            tokens: live.iter().map(|&k| out.tokens[k].clone()).collect(),
+            stop: live.iter().map(|&k| out.stop[k]).collect(),
+        };
+        self.absorb_rows(&mut text.live_mut(), &out)
+    }
+
+    /// Takes a decoded window into `rows`: new tokens, sentences split at `<sep>` (the open
+    /// sentence completed first), each new sentence re-encoded in one batch.
+    fn absorb_rows(&self, rows: &mut [&mut Row], out: &Generated) -> Result<()> {
+        let special = self.special();
         let mut fresh: Vec<(usize, usize)> = Vec::new(); // (row, sentence index)
         for (k, r) in rows.iter_mut().enumerate() {
             let toks = &out.tokens[k];
             r.new_tokens.extend_from_slice(toks);
             let mut cur = std::mem::take(&mut r.open);
             for &t in toks {
-                if t == sp.sep as i64 {
+                if t == special.sep as i64 {
                     r.sentences.push(std::mem::take(&mut cur));
                     fresh.push((k, r.sentences.len() - 1));
-                } else if t != sp.eos as i64 {
+                } else if t != special.eos as i64 {
                     cur.push(t);
                 }
             }
@@ -207,8 +372,13 @@ pub(super) fn best_candidates(z: Tensor, rows: i64, ctx: usize, new: usize) -> T
     z.index_select(0, &idx)
 }
 
+/// The outline's latent for sentence `i` of a text whose prompt has `prompt` sentences.
+fn fixed_slot(outline: &Outline, prompt: usize, i: usize) -> Option<&Tensor> {
+    i.checked_sub(prompt).and_then(|k| outline.get(k)?.as_ref()).map(|f| &f.1)
+}
+
 /// A planner failure (a window wider than the planner) as a pipeline error.
-pub(super) fn plan_error(e: plandiff_bundle::ModelConfigError) -> crate::PipelineError {
+pub(super) fn plan_error(e: plandiff_planner::PlannerError) -> crate::PipelineError {
     crate::PipelineError::Invalid(e.to_string())
 }
 

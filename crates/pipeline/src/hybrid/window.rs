@@ -46,9 +46,9 @@ impl DecoderView {
 /// `pin` sentences (`--window-pin`; the prompt's, say) in view after the window slides past
 /// them: each pinned sentence takes the slot of the window's oldest one, and the window's new
 /// sentences keep their slots. Pin 0, or a window that has not slid yet, is the window as is.
-pub fn pinned_view(w: DecoderWindow, written: usize, pin: usize, sd: usize) -> DecoderView {
-    let pinned = pin.min(written).min(sd.saturating_sub(w.end - written));
-    let start = w.start.max(pinned).max((w.end + pinned).saturating_sub(sd));
+pub fn pinned_view(w: DecoderWindow, written: usize, pin: usize, decoder_slots: usize) -> DecoderView {
+    let pinned = pin.min(written).min(decoder_slots.saturating_sub(w.end - written));
+    let start = w.start.max(pinned).max((w.end + pinned).saturating_sub(decoder_slots));
     if start == pinned {
         return DecoderView::from(0); // [0, pinned) ++ [pinned, ..) is the text from its start
     }
@@ -64,25 +64,32 @@ pub struct PlanCall {
     pub new: usize,
 }
 
-/// The first sentence of the sliding decoder window (of `sd` slots) that writes `sentence`:
-/// the `sd - 1` sentences before it are in view.
-pub fn window_start(sentence: usize, sd: usize) -> usize {
-    sentence.saturating_sub(sd.max(1) - 1)
+/// The first sentence of the sliding decoder window (of `decoder_slots` slots) that writes
+/// `sentence`: the `decoder_slots - 1` sentences before it are in view.
+pub fn window_start(sentence: usize, decoder_slots: usize) -> usize {
+    sentence.saturating_sub(decoder_slots.max(1) - 1)
 }
 
 /// The decoder window when `written` of `total` sentences are written (`written < total`),
-/// for a decoder of `sd` slots and a planner of `sp` slots. Once the text fills the slots the
-/// window slides by `stride` sentences (1 to `sd - 1`, clamped): it holds the `sd - stride`
-/// sentences before the next one and writes `stride`. Stride 1 keeps the most text in view;
-/// a larger stride re-reads the window (a prefill of up to `sd - 1` sentences) and waits for
-/// the slowest sample's sentence end `stride` times less often.
-pub fn decoder_window(written: usize, total: usize, sd: usize, sp: usize, stride: usize) -> DecoderWindow {
-    if window_start(written, sd) == 0 {
-        return DecoderWindow { start: 0, end: sd.min(total).min(written + sp) };
+/// for a decoder of `decoder_slots` slots and a planner of `planner_slots` slots. Once the
+/// text fills the slots the window slides by `stride` sentences (1 to `decoder_slots - 1`,
+/// clamped): it holds the `decoder_slots - stride` sentences before the next one and writes
+/// `stride`. Stride 1 keeps the most text in view; a larger stride re-reads the window (a
+/// prefill of up to `decoder_slots - 1` sentences) and waits for the slowest sample's
+/// sentence end `stride` times less often.
+pub fn decoder_window(
+    written: usize,
+    total: usize,
+    decoder_slots: usize,
+    planner_slots: usize,
+    stride: usize,
+) -> DecoderWindow {
+    if window_start(written, decoder_slots) == 0 {
+        return DecoderWindow { start: 0, end: decoder_slots.min(total).min(written + planner_slots) };
     }
-    let stride = stride.clamp(1, sd.max(2) - 1);
-    let start = (written + stride).saturating_sub(sd);
-    DecoderWindow { start, end: (written + stride).min(total).min(written + sp) }
+    let stride = stride.clamp(1, decoder_slots.max(2) - 1);
+    let start = (written + stride).saturating_sub(decoder_slots);
+    DecoderWindow { start, end: (written + stride).min(total).min(written + planner_slots) }
 }
 
 /// The window's first sentence once the text in view fits the decoder's context: from `start`,
@@ -101,15 +108,15 @@ pub fn fit_start(start: usize, written: usize, lens: &[usize], open: usize, room
 /// The planner call that fills a window ending at `end`: as many new slots as the planner
 /// holds after its context (through the end of the text), the context at most half the
 /// planner and never crowding out the window's own sentences.
-pub fn plan_call(written: usize, total: usize, end: usize, sp: usize) -> PlanCall {
-    let ctx = written.min(sp - (end - written)).min(sp / 2);
-    PlanCall { from: written, ctx, new: (total - written).min(sp - ctx) }
+pub fn plan_call(written: usize, total: usize, end: usize, planner_slots: usize) -> PlanCall {
+    let ctx = written.min(planner_slots - (end - written)).min(planner_slots / 2);
+    PlanCall { from: written, ctx, new: (total - written).min(planner_slots - ctx) }
 }
 
 /// The planner window of an edit of `len` sentences from `first` (0-based) in a text of
-/// `n`: `(start, width)`, up to `sp` slots centred on the edited range.
-pub fn edit_window(first: usize, len: usize, n: usize, sp: usize) -> (usize, usize) {
-    let w = sp.min(n);
+/// `n`: `(start, width)`, up to `planner_slots` slots centred on the edited range.
+pub fn edit_window(first: usize, len: usize, n: usize, planner_slots: usize) -> (usize, usize) {
+    let w = planner_slots.min(n);
     (first.saturating_sub((w - len) / 2).min(n - w), w)
 }
 

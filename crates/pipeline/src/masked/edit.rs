@@ -5,102 +5,13 @@
 //! replaced (in a sentence whose tokens do not map back to its bytes one to one, e.g. where
 //! lowercasing changes a character's length, the whole sentence is rewritten instead).
 
+use super::revision::{ChangedSpan, Doc, EditSettings, EditTarget, MaskedEdit, ReviseScore};
 use super::score::pick_weakest;
 use super::MaskedGenerator;
 use crate::{PipelineError, Result};
 use plandiff_data::split_sentences;
-use plandiff_masked::{token_logprobs, MaskedSampling, Remasking, Start};
-use serde::Serialize;
+use plandiff_masked::{token_logprobs, MaskedSampling, Start};
 use tch::Tensor;
-
-/// What to remask.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum EditTarget {
-    /// Sentences `from..=to`, 1-based.
-    Sentences(usize, usize),
-    /// Characters `from..to`, 0-based, end exclusive; every token they touch is remasked.
-    Chars(usize, usize),
-    /// The tokens whose log-probability (each with it masked and the rest in view) is below
-    /// `below`, or the lowest `fraction` of them, are remasked and refilled, up to `rounds`
-    /// times; of a refill's changes (runs of changed tokens) only the one that raises the
-    /// text's `score` most, by at least `min_gain` nats, is kept, and revision stops when
-    /// none does. A text longer than the model's context is revised window by window (whole
-    /// sentences).
-    /// With `insert_delete`, up to `rounds` more rounds then try deleting each weak word and
-    /// putting a word before or after it ([`super::lengths`]), kept by the same rule.
-    Revise {
-        below: Option<f64>,
-        fraction: Option<f64>,
-        rounds: usize,
-        min_gain: f64,
-        score: super::ReviseScore,
-        insert_delete: bool,
-    },
-}
-
-/// How the remasked tokens are denoised.
-#[derive(Debug, Clone, Copy)]
-pub struct EditSettings {
-    /// `None`: one step per remasked token.
-    pub steps: Option<usize>,
-    pub remasking: Remasking,
-    pub temperature: f64,
-    pub seed: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ChangedSpan {
-    /// Byte range in the input.
-    pub start: usize,
-    pub end: usize,
-    pub before: String,
-    pub after: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ScoredToken {
-    /// Token index in the text (`<bos>` is 0).
-    pub index: usize,
-    pub text: String,
-    pub logprob: f64,
-    pub remasked: bool,
-    /// The token written in its place (remasked tokens only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ReviseRound {
-    pub round: usize,
-    pub remasked: usize,
-    /// The text's pseudo-log-likelihood before the round, and what the kept change added
-    /// (0: nothing raised it by `min_gain`, the revision stopped).
-    pub pll: f64,
-    pub gain: f64,
-    pub tokens: Vec<ScoredToken>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MaskedEdit {
-    pub text: String,
-    pub remasked: usize,
-    pub changed: Vec<ChangedSpan>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub rounds: Vec<ReviseRound>,
-}
-
-/// A text as the model reads it, each token tied to the input bytes it came from.
-pub(super) struct Doc<'t> {
-    pub(super) text: &'t str,
-    /// `<bos> s1 <sep> ... sN <sep> <eos>`.
-    pub(super) ids: Vec<i64>,
-    /// Per token: its sentence (None for special tokens).
-    pub(super) sentence: Vec<Option<usize>>,
-    /// Per token: its byte range in `text` (aligned sentences), else the sentence's range.
-    pub(super) bytes: Vec<(usize, usize)>,
-    /// Per sentence: byte range, and whether its tokens map back to its bytes one to one.
-    pub(super) sentences: Vec<((usize, usize), bool)>,
-}
 
 impl MaskedGenerator {
     fn doc<'t>(&self, text: &'t str) -> Result<Doc<'t>> {
@@ -229,10 +140,10 @@ impl MaskedGenerator {
 
     /// Revises one window (see [`EditTarget::Revise`]).
     fn revise(&self, doc: &Doc, target: EditTarget, s: &EditSettings) -> Result<MaskedEdit> {
-        let EditTarget::Revise { below, fraction, rounds: n, min_gain, score, insert_delete } = target else {
+        let EditTarget::Revise { score, insert_delete, .. } = target else {
             return Err(PipelineError::Invalid("internal: not a revision".into()));
         };
-        if matches!(score, super::ReviseScore::Visible | super::ReviseScore::ArVisible) && !self.reads_visible() {
+        if matches!(score, ReviseScore::Visible | ReviseScore::ArVisible) && !self.reads_visible() {
             return Err(PipelineError::Invalid(
                 "--score visible reads errors in view, which this masked model was not trained for (substitute_prob 0); use --score ar or pll".into(),
             ));
@@ -243,7 +154,7 @@ impl MaskedGenerator {
         // Length edits first, so an extra word is deleted before a substitution makes it
         // plausible; then the substitutions, on the text they leave, mapped back to the input.
         let mut rounds = Vec::new();
-        let (text, changed) = self.insert_delete(doc, &[], &mut rounds, (below, fraction), n, min_gain, score)?;
+        let (text, changed) = self.insert_delete(doc, &[], &mut rounds, target)?;
         let close = doc.ids.last() == Some(&(self.tokenizer.special().eos as i64));
         let d = self.doc_open(&text, close)?;
         let sub = self.substitutions(&d, target, s, rounds.len() + 1)?;

@@ -5,10 +5,10 @@
 //! byte. The masked model proposes the inserted words: a mask is put in the gap and its
 //! likeliest tokens there are tried.
 
-use super::edit::{ChangedSpan, Doc};
+use super::revision::{ChangedSpan, Doc, EditTarget};
 use super::score::pick_weakest;
 use super::MaskedGenerator;
-use crate::Result;
+use crate::{PipelineError, Result};
 use tch::{Kind, Tensor};
 
 /// A byte edit: `text[start..end]` becomes `new`.
@@ -113,20 +113,20 @@ pub(super) fn shared_gain(old: &[i64], before: &[Vec<f64>], new: &[i64], after: 
 }
 
 impl MaskedGenerator {
-    /// Up to `n` rounds of insert and delete edits after a window's substitutions (`changed`,
-    /// byte ranges of `doc`'s text), each keeping the candidate that raises the text's `score`
-    /// most, by at least `min_gain`; stops when none does. Returns the text and every change.
-    #[allow(clippy::too_many_arguments)]
+    /// Up to `target`'s `rounds` rounds of insert and delete edits after a window's
+    /// substitutions (`changed`, byte ranges of `doc`'s text), each keeping the candidate that
+    /// raises the text's `score` most, by at least `min_gain`; stops when none does. Returns the
+    /// text and every change.
     pub(super) fn insert_delete(
         &self,
         doc: &Doc,
         changed: &[ChangedSpan],
-        rounds: &mut Vec<super::edit::ReviseRound>,
-        (below, fraction): (Option<f64>, Option<f64>),
-        n: usize,
-        min_gain: f64,
-        score: super::ReviseScore,
+        rounds: &mut Vec<super::revision::ReviseRound>,
+        target: EditTarget,
     ) -> Result<(String, Vec<ChangedSpan>)> {
+        let EditTarget::Revise { below, fraction, rounds: n, min_gain, score, .. } = target else {
+            return Err(PipelineError::Invalid("internal: not a revision".into()));
+        };
         let mut applied = super::lengths::Applied::new(doc.text, changed);
         let close = doc.ids.last() == Some(&(self.tokenizer.special().eos as i64));
         for round in rounds.len() + 1..=rounds.len() + n.max(1) {
@@ -148,7 +148,7 @@ impl MaskedGenerator {
             }
             let kept = best.as_ref().is_some_and(|(_, e)| applied.apply(e));
             let gain = best.filter(|_| kept).map_or(0.0, |b| b.0);
-            rounds.push(super::edit::ReviseRound {
+            rounds.push(super::revision::ReviseRound {
                 round,
                 remasked: pick.len(),
                 pll: total[0].iter().sum(),

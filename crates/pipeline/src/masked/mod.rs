@@ -4,11 +4,13 @@
 //! Its second use, editing by remasking, is in [`edit`].
 
 pub mod edit;
+mod edit_op;
 mod lengths;
+pub mod revision;
 mod score;
 
-pub use edit::{EditSettings, EditTarget, MaskedEdit};
-pub use score::ReviseScore;
+pub use edit_op::{masked_reviser, revise_score, MaskedEditFlags};
+pub use revision::{EditSettings, EditTarget, MaskedEdit, ReviseScore};
 
 use crate::flags::{StepsFlag, TemplateFlags};
 use crate::mode::{settings_from, Checked, Event, GenRequest, Generation, Generator, Mode, ModeSettings};
@@ -28,6 +30,8 @@ pub const MODE: Mode = Mode {
     flags: <MaskedSettings as clap::Args>::augment_args,
     settings: settings_from::<MaskedSettings>,
     load: |path, device| Ok(Box::new(MaskedGenerator::load(path, device)?)),
+    edit: Some(edit_op::EDIT),
+    arms: &[],
 };
 
 /// Mode `masked`'s flags; `None` keeps the masked model's stored default (the start: masks).
@@ -142,7 +146,7 @@ impl MaskedGenerator {
     /// `--remasking`, `--start`, and `--temperature` as the Gumbel temperature).
     pub fn sampling(&self, req: &GenRequest) -> Result<MaskedSampling> {
         let d = self.config.sampling;
-        let s = req.settings_as::<MaskedSettings>();
+        let s = req.settings_as::<MaskedSettings>()?;
         Ok(MaskedSampling {
             steps: s.steps.steps.unwrap_or(d.steps),
             block_length: s.block_length.or(d.block_length),
@@ -242,13 +246,14 @@ impl Generator for MaskedGenerator {
     /// Writes `req.samples` samples over the request's positions; [`Event::Step`] shows every
     /// sample (masks as `_`) every `--show-steps` steps.
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
+        req.refuse_given(MODE.name)?;
         let opts = self.sampling(req)?;
         let positions = match req.settings.template() {
             Some(t) => self.layout().template_positions(t)?,
             None => self.layout().prompt_positions(req.prompt, Some(req.gen.max_tokens))?,
         };
         let n = req.samples.max(1);
-        let every = req.settings_as::<MaskedSettings>().template.show_steps.unwrap_or(0);
+        let every = req.settings_as::<MaskedSettings>()?.template.show_steps.unwrap_or(0);
         let banned = self.banned(req.gen.no_eos, false);
         let t0 = Instant::now();
         let mut step_err = None;

@@ -4,55 +4,13 @@
 //! model's own pseudo-log-likelihood less each word's prior (`pll`: one forward pass per
 //! token, and biased towards the model's own proposals).
 
+use super::revision::ReviseScore;
 use super::MaskedGenerator;
 use crate::{PipelineError, Result};
 use plandiff_bundle::{stage, Bundle};
 use plandiff_decoder::Decoder;
-use serde::Serialize;
 use std::path::Path;
 use tch::{nn, Kind, Tensor};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReviseScore {
-    Ar,
-    Pll,
-    /// The masked model's log-probability of every word token with the text in view (one
-    /// pass; a model trained on substitutes only).
-    Visible,
-    /// `ar` and `visible` both: a change's gain is the smaller of the two.
-    #[serde(rename = "ar+visible")]
-    ArVisible,
-}
-
-impl ReviseScore {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "ar" => Ok(Self::Ar),
-            "pll" => Ok(Self::Pll),
-            "visible" => Ok(Self::Visible),
-            "ar+visible" => Ok(Self::ArVisible),
-            _ => Err(PipelineError::Invalid(format!(
-                "--score {s}: use ar (the bundle's ar model's log-likelihood of the text), pll (the masked model's pseudo-log-likelihood), visible (the masked model's log-likelihood of the text in view; a model trained with substitute_prob) or ar+visible (both must rise)"
-            ))),
-        }
-    }
-
-    /// Whether the bundle's ar model is read.
-    pub fn needs_ar(self) -> bool {
-        matches!(self, Self::Ar | Self::ArVisible)
-    }
-
-    /// What a change from scores `before` to `after` ([`MaskedGenerator::text_score`]) gains.
-    pub(super) fn gain(self, before: (f64, f64), after: (f64, f64)) -> f64 {
-        let (a, b) = (after.0 - before.0, after.1 - before.1);
-        if self == Self::ArVisible {
-            a.min(b)
-        } else {
-            a
-        }
-    }
-}
 
 /// Candidate words a revision tries at a one-token word: the masked model's likeliest.
 const ONE_TOKEN_CANDIDATES: i64 = 4;
@@ -84,7 +42,7 @@ impl MaskedGenerator {
         &self,
         ids: &[i64],
         span: &[usize],
-        s: &super::EditSettings,
+        s: &super::revision::EditSettings,
         seed: u64,
     ) -> Result<Vec<Vec<i64>>> {
         let &[at] = span else {
@@ -121,7 +79,7 @@ impl MaskedGenerator {
     /// at that position): how much better its context explains it than nothing does. A change
     /// to a merely more frequent word ("fox" -> "dog") gains nothing here; a word that fits its
     /// context where the old one did not ("was sky" -> "was sad") does.
-    pub(super) fn context_scores(&self, ids: &[i64], doc: &super::edit::Doc) -> Result<Vec<(usize, f64)>> {
+    pub(super) fn context_scores(&self, ids: &[i64], doc: &super::revision::Doc) -> Result<Vec<(usize, f64)>> {
         let scored = self.scores(ids, doc)?;
         let mut blank = ids.to_vec();
         scored.iter().for_each(|&(i, _)| blank[i] = self.mask_id());
@@ -140,39 +98,34 @@ impl MaskedGenerator {
         Ok(scored.into_iter().zip(p).map(|((i, lp), q)| (i, lp - q)).collect())
     }
 
-    /// The score a revision raises ([`super::ReviseScore`]) of `ids`, the tokens of `doc`.
+    /// The score a revision raises ([`ReviseScore`]) of `ids`, the tokens of `doc`.
     /// Per position of `ids` (0 where nothing is scored), each of the score's models: `ar` the
     /// AR model's log-probability of each token after its prefix, `visible` the masked model's
     /// in view, `pll` each word token's context score.
     pub(super) fn token_scores(
         &self,
-        score: super::ReviseScore,
+        score: ReviseScore,
         ids: &[i64],
-        doc: &super::edit::Doc,
+        doc: &super::revision::Doc,
     ) -> Result<Vec<Vec<f64>>> {
         let visible = || -> Result<Vec<f64>> {
             let lp = self.visible_logprobs(ids)?;
             Ok((0..ids.len()).map(|i| if doc.sentence[i].is_some() { lp[i] } else { 0.0 }).collect())
         };
         Ok(match score {
-            super::ReviseScore::Ar => vec![self.ar_token_logprobs(ids)?],
-            super::ReviseScore::Pll => {
+            ReviseScore::Ar => vec![self.ar_token_logprobs(ids)?],
+            ReviseScore::Pll => {
                 let mut v = vec![0.0; ids.len()];
                 self.context_scores(ids, doc)?.into_iter().for_each(|(i, x)| v[i] = x);
                 vec![v]
             }
-            super::ReviseScore::Visible => vec![visible()?],
-            super::ReviseScore::ArVisible => vec![self.ar_token_logprobs(ids)?, visible()?],
+            ReviseScore::Visible => vec![visible()?],
+            ReviseScore::ArVisible => vec![self.ar_token_logprobs(ids)?, visible()?],
         })
     }
 
     /// Two numbers: `ar+visible` gives both models' scores, the others one and 0.
-    pub(super) fn text_score(
-        &self,
-        score: super::ReviseScore,
-        ids: &[i64],
-        doc: &super::edit::Doc,
-    ) -> Result<(f64, f64)> {
+    pub(super) fn text_score(&self, score: ReviseScore, ids: &[i64], doc: &super::revision::Doc) -> Result<(f64, f64)> {
         // The sum of each model's token scores ([`Self::token_scores`]), one pass each.
         let sums: Vec<f64> = self.token_scores(score, ids, doc)?.iter().map(|v| v.iter().sum()).collect();
         Ok((sums.first().copied().unwrap_or(0.0), sums.get(1).copied().unwrap_or(0.0)))
@@ -186,13 +139,13 @@ impl MaskedGenerator {
         pick: &[usize],
         before: &[i64],
         after: &[i64],
-    ) -> Result<super::edit::ReviseRound> {
+    ) -> Result<super::revision::ReviseRound> {
         let piece = |t: i64| self.tokenizer.decode(&[t as u32]);
         let mut tokens = Vec::with_capacity(scored.len());
         for &(i, lp) in scored {
             let re = pick.contains(&i);
             let after = if re { Some(piece(after[i])?) } else { None };
-            tokens.push(super::edit::ScoredToken {
+            tokens.push(super::revision::ScoredToken {
                 index: i,
                 text: piece(before[i])?,
                 logprob: lp,
@@ -200,7 +153,7 @@ impl MaskedGenerator {
                 after,
             });
         }
-        Ok(super::edit::ReviseRound { round, remasked: pick.len(), pll, gain, tokens })
+        Ok(super::revision::ReviseRound { round, remasked: pick.len(), pll, gain, tokens })
     }
 
     /// The [`ONE_TOKEN_CANDIDATES`] likeliest tokens of `logits` `(V,)` other than `current`

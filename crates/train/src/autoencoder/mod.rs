@@ -1,4 +1,4 @@
-//! Stage `autoencoder` (design section 3.3): the sentence encoder E and the plan-conditioned
+//! Stage `autoencoder` (docs/design.md, section 3.3): the sentence encoder E and the plan-conditioned
 //! decoder D, trained together to rewrite a document window from its own plan
 //! `[E(s_1) .. E(s_S)]`.
 //!
@@ -33,7 +33,7 @@ use frozen::FrozenPlans;
 use plandiff_bundle::autoencoder::checked_pair;
 use plandiff_bundle::{stage, Autoencoder, Bundle, Provenance, StageConfigFile};
 use plandiff_data::WindowSampler;
-use plandiff_decoder::{DecoderConfig, PlanConfig};
+use plandiff_decoder::{DecoderConfig, DecoderInput, PlanConfig};
 use plandiff_layers::TransformerShape;
 use plandiff_planner::EncoderConfig;
 use serde::{Deserialize, Serialize};
@@ -163,8 +163,12 @@ impl StageRunner for AeRunner {
         } else {
             b.inputs.shallow_clone()
         };
-        let loss =
-            self.ae.decoder.loss_masked(&inputs, Some(&b.slots), Some(&plan), mask.as_ref(), &b.targets, -100, true);
+        let loss = self.ae.decoder.loss_masked(
+            &DecoderInput { tokens: &inputs, slots: Some(&b.slots), plan: Some(&plan), self_mask: mask.as_ref() },
+            &b.targets,
+            -100,
+            true,
+        );
         // The bag-of-words head runs only when its term counts (off by default).
         let words = (self.plan.bow_weight > 0.0).then(|| self.ae.decoder.plan_word_logits(&z)).flatten();
         let loss = match words {

@@ -1,10 +1,11 @@
 //! `plandiff eval --stage planner`: denoising loss and sampled-plan quality against chance
 //! and copy-the-past baselines.
 
-use super::latents::{fixed_loss, window_batch, LatentSet};
+use super::latents::{fixed_loss, window_batch, LatentSet, Trainee};
 use crate::stages::EvalRequest;
 use crate::{Result, TrainError};
-use plandiff_bundle::{load_autoencoder, load_planner, open_split, Bundle, Planner};
+use plandiff_bundle::{load_autoencoder, load_planner, open_split, Bundle};
+use plandiff_planner::Planner;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -44,7 +45,8 @@ pub fn evaluate_planner(req: &EvalRequest) -> Result<PlannerEval> {
     }
     let batch = req.batch;
     let batches = req.max_batches.unwrap_or(8).max(1);
-    let loss = fixed_loss(&pl.planner, &lat, batch, batches, req.device);
+    let trainee = Trainee { planner: &pl.planner, objective: &pl.config.model.objective };
+    let loss = fixed_loss(trainee, &lat, batch, batches, req.device);
     // Sampling: documents' first windows, first half known.
     let docs: Vec<(usize, usize)> = usable.iter().copied().take(batch * batches).collect();
     let c = sampled_cosines(&pl.planner, &lat, &docs, batch, req.device)?;
@@ -55,7 +57,7 @@ pub fn evaluate_planner(req: &EvalRequest) -> Result<PlannerEval> {
         cosine_sampled: c[0] / n,
         cosine_random: c[1] / n,
         cosine_previous: c[2] / n,
-        steps: pl.planner.model.sampling.steps,
+        steps: pl.planner.sampling.steps,
     })
 }
 
@@ -89,7 +91,7 @@ fn sampled_cosines(
                 .expand([rows.len() as i64, len as i64], false)
                 .to_device(device);
             let z = planner
-                .sample(&x0, &mask, planner.model.sampling, |s| noise.sample(s))
+                .sample(&x0, &mask, planner.sampling, |s| noise.sample(s))
                 .map_err(|e| TrainError::Invalid(e.to_string()))?;
             let cos = |a: &Tensor, b: &Tensor| plandiff_layers::bounded::cosine_similarity(a, b, -1).sum(Kind::Double); // (B, n)
             let truth = x0.narrow(1, k as i64, (len - k) as i64);

@@ -1,9 +1,10 @@
 //! Sentence latents of a split, windows over them, and the planner's denoising loss.
 
-use plandiff_bundle::{Planner, PlannerObjective};
+use plandiff_bundle::PlannerObjective;
 use plandiff_data::{index_documents, SpecialIds, TokenSet};
 use plandiff_diffusion::NoiseSchedule;
-use plandiff_planner::SentenceEncoder;
+use plandiff_planner::Planner;
+use plandiff_planner::{DenoiserInput, SentenceEncoder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::ops::Range;
@@ -137,13 +138,20 @@ pub(super) fn known_masks(lens: &[usize], slots: usize, obj: &PlannerObjective, 
     out
 }
 
+/// A planner with the objective it trains with (a bundle's `planner.objective`).
+#[derive(Clone, Copy)]
+pub(super) struct Trainee<'a> {
+    pub planner: &'a Planner,
+    pub objective: &'a PlannerObjective,
+}
+
 /// Denoising loss of rows `part` of a batch of `windows` (a rank's share of the global
 /// micro-batch; all of it in one process). `rng` draws known masks and timesteps and libtorch
 /// the noise for every row of `windows`, so a row's draws do not depend on how the batch is
 /// split. The squared error over unknown real slots, divided by the whole batch's count of
 /// them and scaled by the number of parts: the mean over the parts is the whole batch's mean.
 pub(super) fn denoise_loss(
-    planner: &Planner,
+    trainee: Trainee,
     set: &LatentSet,
     windows: &[(usize, usize)],
     part: Range<usize>,
@@ -151,9 +159,10 @@ pub(super) fn denoise_loss(
     device: Device,
     train: bool,
 ) -> Tensor {
+    let Trainee { planner, objective } = trainee;
     let slots = planner.max_slots();
     let lens_all: Vec<usize> = windows.iter().map(|&(d, first)| (set.docs[d].1 - first).min(slots)).collect();
-    let known_all = known_masks(&lens_all, slots, &planner.model.objective, rng);
+    let known_all = known_masks(&lens_all, slots, objective, rng);
     let t_max = planner.schedule.num_train_timesteps();
     let t_all: Vec<usize> = (0..windows.len()).map(|_| rng.gen_range(0..t_max)).collect();
     let unknown_all: usize =
@@ -173,14 +182,16 @@ pub(super) fn denoise_loss(
     let x_t = planner.schedule.q_sample(&x0, &t, &eps);
     let target = planner.schedule.target(&x0, &t, &eps);
     let den = &planner.denoiser;
-    let self_cond = (den.config().self_condition && rng.gen::<f64>() < planner.model.objective.self_condition_prob)
-        .then(|| {
-            tch::no_grad(|| {
-                let out = den.forward(&x_t, &tf, &x0, &known, None, Some(&real), train);
-                x0_estimate(&planner.schedule, &out, &t, &x_t)
-            })
-        });
-    let out = den.forward(&x_t, &tf, &x0, &known, self_cond.as_ref(), Some(&real), train);
+    let self_cond = (den.config().self_condition && rng.gen::<f64>() < objective.self_condition_prob).then(|| {
+        tch::no_grad(|| {
+            let input = DenoiserInput { slots: Some(&real), ..DenoiserInput::new(&x_t, &x0, &known) };
+            let out = den.forward(&input, &tf, train);
+            x0_estimate(&planner.schedule, &out, &t, &x_t)
+        })
+    });
+    let input =
+        DenoiserInput { self_cond: self_cond.as_ref(), slots: Some(&real), ..DenoiserInput::new(&x_t, &x0, &known) };
+    let out = den.forward(&input, &tf, train);
     let w = real.logical_and(&known.logical_not()).to_kind(Kind::Float).unsqueeze(-1); // (B, S, 1)
     let se = (out - target).square() * &w;
     let d = x0.size()[2] as f64;
@@ -196,14 +207,14 @@ pub(super) fn eval_windows(set: &LatentSet, count: usize) -> Vec<(usize, usize)>
 }
 
 /// Mean denoising loss over fixed windows, masks, timesteps and noise.
-pub(super) fn fixed_loss(planner: &Planner, set: &LatentSet, batch: usize, batches: usize, device: Device) -> f64 {
+pub(super) fn fixed_loss(trainee: Trainee, set: &LatentSet, batch: usize, batches: usize, device: Device) -> f64 {
     let windows = eval_windows(set, batch * batches);
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
     tch::manual_seed(0x5eed);
     let (mut sum, mut count) = (0f64, 0usize);
     tch::no_grad(|| {
         for chunk in windows.chunks(batch.max(1)) {
-            sum += denoise_loss(planner, set, chunk, 0..chunk.len(), &mut rng, device, false).double_value(&[]);
+            sum += denoise_loss(trainee, set, chunk, 0..chunk.len(), &mut rng, device, false).double_value(&[]);
             count += 1;
         }
     });

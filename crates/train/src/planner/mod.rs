@@ -1,4 +1,4 @@
-//! Stage `planner` (design section 3.4): a denoiser over windows of `max_slots` sentence
+//! Stage `planner` (docs/design.md, section 3.4): a denoiser over windows of `max_slots` sentence
 //! latents, trained on the frozen sentence encoder of the bundle's autoencoder.
 //!
 //! - Latents: every sentence of the training documents is encoded once, up front. The
@@ -19,14 +19,15 @@ use crate::trainer::{
 };
 use crate::world::Shard;
 use crate::{Result, TrainError};
-use latents::{denoise_loss, fixed_loss, LatentSet};
+use latents::{denoise_loss, fixed_loss, LatentSet, Trainee};
 use plandiff_bundle::{
-    load_autoencoder, open_split, plan_space_sha256, stage, Bundle, ModelConfig, Planner, PlannerModel,
-    PlannerObjective, Provenance, StageConfigFile,
+    load_autoencoder, open_split, plan_space_sha256, stage, Bundle, ModelConfig, PlannerModel, PlannerObjective,
+    Provenance, StageConfigFile,
 };
 use plandiff_data::WindowSampler;
 use plandiff_diffusion::NoiseSchedule;
 use plandiff_layers::TransformerShape;
+use plandiff_planner::Planner;
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
@@ -57,7 +58,7 @@ fn on_export(config: &mut serde_json::Value, dst: &Bundle) -> Result<()> {
 }
 
 /// `[planner]`: the denoiser over sentence slots, trained on the frozen encoder's latents
-/// (design section 3.4). The latent width comes from the bundle's autoencoder.
+/// (docs/design.md, section 3.4). The latent width comes from the bundle's autoencoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlannerSection {
@@ -66,7 +67,7 @@ pub struct PlannerSection {
     pub diffusion: plandiff_diffusion::ScheduleConfig,
     pub objective: PlannerObjective,
     /// Defaults for `generate --mode hybrid` and `edit`, stored with the model.
-    pub sampling: plandiff_planner::SamplingDefaults,
+    pub sampling: plandiff_planner::PlanSampling,
     /// `batch_size` counts sentence windows; `seq_len` is unused (windows are `max_slots`).
     pub train: TrainConfig,
 }
@@ -128,6 +129,8 @@ impl DenoiserSection {
 struct PlannerRunner {
     feed: Feed,
     planner: Planner,
+    /// The config the planner was built from (its objective, and what the bundle records).
+    model: PlannerModel,
     train: LatentSet,
     valid: Option<LatentSet>,
 }
@@ -148,7 +151,8 @@ impl StageRunner for PlannerRunner {
                 .collect();
         let mut rng = step_rng(self.feed.seed, step, micro);
         let part = self.feed.shard.local(self.feed.batch);
-        let loss = denoise_loss(&self.planner, &self.train, &windows, part, &mut rng, self.feed.device, true);
+        let trainee = Trainee { planner: &self.planner, objective: &self.model.objective };
+        let loss = denoise_loss(trainee, &self.train, &windows, part, &mut rng, self.feed.device, true);
         (&loss / accum as f64).backward();
         Ok(loss.double_value(&[]))
     }
@@ -162,7 +166,7 @@ impl StageRunner for PlannerRunner {
         let set = self.valid.as_ref()?;
         Some((
             fixed_loss(
-                &self.planner,
+                Trainee { planner: &self.planner, objective: &self.model.objective },
                 set,
                 self.feed.batch * self.feed.shard.world_size,
                 self.feed.eval_batches,
@@ -173,7 +177,7 @@ impl StageRunner for PlannerRunner {
     }
 
     fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<PlannerModel> {
-        StageConfigFile::new(KIND, self.planner.model.clone(), tokenizer_hash, provenance)
+        StageConfigFile::new(KIND, self.model.clone(), tokenizer_hash, provenance)
     }
 }
 
@@ -212,12 +216,11 @@ pub fn train_planner(args: TrainArgs) -> Result<TrainReport> {
     let sampler = WindowSampler::over(train.windows.len(), setup.state.seed)?;
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
-    let mut planner =
-        Planner::new(&vs.root(), &model).map_err(|e| TrainError::Invalid(format!("planner config: {e}")))?;
+    let mut planner = model.build(&vs.root()).map_err(|e| TrainError::Invalid(format!("planner config: {e}")))?;
     if setup.resumed.is_none() {
         planner.normalizer.fit(&train.latents);
     }
-    let mut runner = PlannerRunner { planner, train, valid, feed: Feed::new(sampler, &args, &setup.state) };
+    let mut runner = PlannerRunner { planner, model, train, valid, feed: Feed::new(sampler, &args, &setup.state) };
     run_loop(&mut runner, setup, vs, &args)
 }
 

@@ -1,0 +1,145 @@
+//! The hybrid loop at the model level: tiny random-weight models built in memory (no bundle,
+//! no CLI), a decoder whose output head is pinned so that every sentence is one known word
+//! (its text then says exactly which windows ran), for both ways of writing windows (re-read,
+//! sliding), with an outline, and with token budgets that run out at and between windows.
+
+use super::steps::Timing;
+use super::{HybridGenerator, HybridSettings};
+use crate::mode::{GenOptions, GenRequest, Generator, Given};
+use plandiff_bundle::{Autoencoder, PlanEncoder};
+use plandiff_data::TextTokenizer;
+use plandiff_decoder::{DecoderConfig, PlanConfig, RotaryConfig, SamplingConfig, StopReason};
+use plandiff_diffusion::{SamplerKind, ScheduleConfig};
+use plandiff_layers::TransformerShape;
+use plandiff_planner::{DenoiserConfig, EncoderConfig, HostNoise, LatentBound, PlanSampling, Planner};
+use tch::{nn, Device, Kind};
+
+const PROMPT: &str = "the dog ran. the cat sat.";
+
+/// A generator of tiny random models whose decoder writes `<word> <sep>` for every sentence
+/// whatever it reads: its final norm outputs a constant (`<sep>`'s scaled embedding), so the
+/// logits favour `<sep>`, then `word` where `<sep>` may not stand (a sentence's start).
+fn generator(rotary: bool) -> (HybridGenerator, String) {
+    tch::manual_seed(5);
+    let texts = ["the dog ran to the park.", "the cat sat on a mat.", "a bird sang in the tree."];
+    let tokenizer = TextTokenizer::train(texts.iter().cycle().take(60), 300, true).unwrap();
+    let v = tokenizer.vocab_size() as i64;
+    let (sep, word) = (tokenizer.special().sep as i64, *tokenizer.encode(" dog").unwrap().last().unwrap() as i64);
+    let mut dec = DecoderConfig::test(v, Some(PlanConfig { d_latent: 8, max_slots: 4 }));
+    if rotary {
+        dec.rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
+    }
+    let enc = EncoderConfig {
+        vocab_size: v,
+        shape: TransformerShape::test(),
+        max_len: 16,
+        d_latent: 8,
+        bound: LatentBound::Tanh,
+    };
+    let vs_ae = nn::VarStore::new(Device::Cpu);
+    let ae = Autoencoder::new(&vs_ae.root(), &enc, &dec).unwrap();
+    tch::no_grad(|| {
+        let vars = vs_ae.variables();
+        let wte = &vars["decoder.wte.weight"];
+        let pin = wte.get(sep) * 10.0;
+        wte.get(sep).copy_(&pin);
+        wte.get(word).copy_(&(&pin * 0.5));
+        let _ = vars["decoder.norm_f.weight"].shallow_clone().zero_();
+        vars["decoder.norm_f.bias"].shallow_clone().copy_(&pin);
+    });
+    let vs_pl = nn::VarStore::new(Device::Cpu);
+    let den = DenoiserConfig { d_latent: 8, max_slots: 6, shape: TransformerShape::test(), self_condition: false };
+    let sampling = PlanSampling { steps: 4, sampler: SamplerKind::Ddim, eta: 0.0, guidance: 1.0 };
+    let planner = Planner::new(&vs_pl.root(), &den, ScheduleConfig::default(), sampling).unwrap();
+    let word = tokenizer.decode(&[word as u32]).unwrap().trim().to_string();
+    let g = HybridGenerator {
+        ae,
+        planner,
+        tokenizer,
+        device: Device::Cpu,
+        plan_enc: PlanEncoder::learned(),
+        _vs: (vs_ae, vs_pl),
+    };
+    (g, word)
+}
+
+fn options(sentences: usize, max_tokens: usize) -> GenOptions {
+    let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+    GenOptions { max_tokens, sentences: Some(sentences), sampling: greedy, seed: 3, no_eos: true, stream: false }
+}
+
+fn planner_calls(g: &crate::mode::Generation) -> usize {
+    match &g.detail {
+        Some(crate::mode::Detail::Plan { planner_calls, .. }) => *planner_calls,
+        _ => panic!("a hybrid generation reports its plan"),
+    }
+}
+
+/// Every window writes its sentences: 2 prompt sentences + 7, a decoder of 4 slots and a
+/// planner of 6 take windows ending at 4, 5, .., 9 and two planner calls (2..6, then 6..9);
+/// re-reading and sliding write the same text (the pinned head reads nothing), every sample.
+#[test]
+fn windows_and_slides_write_every_planned_sentence() {
+    let mut texts = Vec::new();
+    for rotary in [false, true] {
+        let (g, word) = generator(rotary);
+        let req = GenRequest::new(PROMPT, 2, options(7, 500));
+        let out = g.generate(&req, &mut |_| {}).unwrap();
+        assert_eq!(out.len(), 2);
+        for s in &out {
+            assert_eq!(s.stop, Some(StopReason::Sentences), "rotary {rotary}");
+            assert!(s.sentences.len() == 7 && s.sentences.iter().all(|x| *x == word), "rotary {rotary}: {s:?}");
+            assert_eq!(planner_calls(s), 2, "rotary {rotary}");
+            assert_eq!(s.new_tokens, 14, "a word and a <sep> per sentence");
+        }
+        texts.push(out[0].text.clone());
+    }
+    assert_eq!(texts[0], texts[1]);
+}
+
+/// An outline's lines are the plan's slots at their sentences (held for every step, so the
+/// very latent of the line), its free slots are planned, and the text has one sentence a line.
+#[test]
+fn an_outline_fixes_its_slots_and_the_planner_fills_the_rest() {
+    let (g, _) = generator(false);
+    let lines = vec![Some("the bird sang.".to_string()), None, Some("the dog sat.".to_string())];
+    let levers = HybridSettings::default();
+    let req = GenRequest::new(PROMPT, 2, options(3, 500)).with(&levers).given(Given::Outline(&lines));
+    let job = g.check(&req).unwrap();
+    assert_eq!(job.want, 3);
+    let mut text = g.start_text(PROMPT, 2, &job).unwrap();
+    let win = g.window(2, text.total, &job);
+    let mut noise = HostNoise::new(1, Device::Cpu);
+    g.plan_missing(&mut text, win, &job, &mut noise, &mut Timing::default()).unwrap();
+    let fixed = g.encode_text(&["the bird sang.", "the dog sat."]).unwrap();
+    for r in &text.rows {
+        let at = |i: usize| r.planned[i].as_ref().expect("planned").to_kind(Kind::Float);
+        assert!(at(2).equal(&fixed.get(0)) && at(4).equal(&fixed.get(1)), "the lines are the slots");
+        assert!(!at(3).equal(&fixed.get(0)) && at(3).size() == vec![8], "the free slot is planned");
+    }
+    let out = g.generate(&req, &mut |_| {}).unwrap();
+    assert!(out.iter().all(|s| s.sentences.len() == 3 && s.stop == Some(StopReason::Sentences)));
+}
+
+/// A budget that ends inside a window stops the rows there; one that ends exactly at a
+/// window's end stops them before the next window (no empty window is decoded), for both
+/// ways of writing windows.
+#[test]
+fn token_budgets_stop_the_loop_inside_and_between_windows() {
+    for rotary in [false, true] {
+        let (g, _) = generator(rotary);
+        // 3 tokens: the first window (2 sentences, 4 tokens) stops inside its second sentence.
+        let out = g.generate(&GenRequest::new(PROMPT, 2, options(7, 3)), &mut |_| {}).unwrap();
+        assert!(out.iter().all(|s| s.stop == Some(StopReason::MaxTokens) && s.new_tokens == 3), "{out:?}");
+        // 4 tokens: the first window ends its sentences on its last token; the next has none.
+        let out = g.generate(&GenRequest::new(PROMPT, 2, options(7, 4)), &mut |_| {}).unwrap();
+        for s in &out {
+            assert_eq!((s.stop, s.new_tokens, s.sentences.len()), (Some(StopReason::MaxTokens), 4, 2), "{rotary}");
+        }
+    }
+    // A request for another mode's settings is refused, not silently defaulted.
+    let (g, _) = generator(false);
+    let other = crate::masked::MaskedSettings::default();
+    let e = g.generate(&GenRequest::new(PROMPT, 1, options(2, 50)).with(&other), &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("another mode's settings"), "{e}");
+}
