@@ -11,7 +11,8 @@ import sys
 ROWS = [
     ("tokens", "new tokens", "{:.1f}"),
     ("sentences", "new sentences", "{:.2f}"),
-    ("judge_ppl", "judge perplexity (bundle's ar) ↓", "{:.1f}"),
+    ("fluency_ppl_median", "fluency perplexity, median (SmolLM2-135M) ↓", "{:.1f}"),
+    ("self_ppl", "self perplexity (bundle's ar) ↓", "{:.1f}"),
     ("relevance", "relevance ↑", "{:.3f}"),
     ("coherence", "coherence ↑", "{:.3f}"),
     ("first_last", "first-last ↑", "{:.3f}"),

@@ -36,6 +36,13 @@ fn full_bundle() -> &'static PathBuf {
                 "cpu",
             ]));
         }
+        // The training words (scripts/word_list.py's format), for the invented-word rate.
+        let corpus = std::fs::read_to_string(f.dir.join("corpus.txt")).unwrap().to_lowercase();
+        let mut words: Vec<&str> =
+            corpus.split(|c: char| !c.is_alphabetic() && c != '\'').filter(|w| !w.is_empty()).collect();
+        words.sort_unstable();
+        words.dedup();
+        std::fs::write(f.bundle.join("words.txt"), format!("# test words\n{}\n", words.join("\n"))).unwrap();
         f.bundle.clone()
     })
 }
@@ -136,7 +143,19 @@ fn ab_results_are_consistent_and_the_report_renders() {
     let agg = &r["aggregates"];
     for arm in ["hybrid", "ar", "oracle", "diffusion"] {
         let judged: &[&str] = if judge_installed(&r) { &["relevance", "coherence", "first_last"] } else { &[] };
-        for &m in ["tokens", "rep_2", "rep_4", "judge_ppl", "plan_space_coherence", "latency_s"].iter().chain(judged) {
+        for &m in [
+            "tokens",
+            "rep_2",
+            "rep_4",
+            "fluency_ppl",
+            "self_ppl",
+            "invented_words",
+            "plan_space_coherence",
+            "latency_s",
+        ]
+        .iter()
+        .chain(judged)
+        {
             let v: Vec<f64> = prompts
                 .iter()
                 .flat_map(|pr| pr["samples"][arm].as_array().unwrap().iter())
@@ -155,6 +174,19 @@ fn ab_results_are_consistent_and_the_report_renders() {
         }
     }
     assert!(agg["hybrid"]["plan_adherence"].as_f64().is_some(), "hybrid reports plan adherence");
+    // The fluency judge's median over an arm's samples.
+    for arm in ["hybrid", "ar", "reference"] {
+        let mut v: Vec<f64> = prompts
+            .iter()
+            .flat_map(|pr| pr["samples"][arm].as_array().unwrap().iter())
+            .filter_map(|s| s["metrics"]["fluency_ppl"].as_f64())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        let got = agg[arm]["fluency_ppl_median"].as_f64().unwrap();
+        assert!((got - median).abs() < 1e-9 * median, "{arm}: median {got} vs {median}");
+    }
     // Three references: too few to fit the restart threshold or to compute MAUVE, and the
     // results say so.
     let notes: Vec<&str> = r["notes"].as_array().unwrap().iter().filter_map(|n| n.as_str()).collect();
@@ -176,9 +208,18 @@ fn ab_results_are_consistent_and_the_report_renders() {
     // Comparisons: the first arm against each other one; a named winner needs an interval
     // that excludes zero.
     let comps = r["comparisons"].as_array().unwrap();
-    assert!(comps.iter().any(|c| c["b"] == "ar" && c["metric"] == "judge_ppl"));
+    assert!(comps.iter().any(|c| c["b"] == "ar" && c["metric"] == "fluency_ppl"));
+    assert!(comps.iter().any(|c| c["b"] == "ar" && c["metric"] == "self_ppl"));
     assert!(comps.iter().any(|c| c["b"] == "oracle" && c["metric"] == "plan_adherence"));
-    assert!(comps.iter().any(|c| c["b"] == "diffusion" && c["metric"] == "judge_ppl"));
+    assert!(comps.iter().any(|c| c["b"] == "diffusion" && c["metric"] == "fluency_ppl_median"));
+    // The invented-word rate: a share, for every arm and the reference.
+    for arm in ["hybrid", "ar", "reference"] {
+        let v = agg[arm]["invented_words"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{arm}: {v}");
+    }
+    // The fluency judge is named, and the human reference is judged by it too.
+    assert!(r["fluency_judge"].as_str().unwrap().contains("SmolLM2-135M"), "{}", r["fluency_judge"]);
+    assert!(agg["reference"]["fluency_ppl"].as_f64().unwrap() > 1.0, "{}", agg["reference"]);
     for c in comps {
         let (lo, hi) = (c["ci_low"].as_f64().unwrap(), c["ci_high"].as_f64().unwrap());
         let d = c["diff"].as_f64().unwrap();
@@ -313,7 +354,7 @@ fn text_metrics_match_nltk_and_hand_values() {
     // rep_2 of doc 4: bigrams of 12 words = 11, unique 6 -> 5/11.
     let want_rep2_doc4 = 1.0 - 6.0 / 11.0;
     assert!(m["rep_2"].as_f64().unwrap() > 0.0);
-    for k in ["judge_ppl", "plan_space_coherence"] {
+    for k in ["self_ppl", "fluency_ppl", "plan_space_coherence"] {
         assert!(m[k].as_f64().unwrap().is_finite(), "{k}: {m}");
     }
     let one = dir.path().join("one.txt");
@@ -373,7 +414,7 @@ fn judge_perplexity_and_coherence_by_hand() {
         "--data",
         s(&file),
         "--metrics",
-        "judge_ppl,plan_space_coherence",
+        "self_ppl,plan_space_coherence",
         "--json",
         "--device",
         "cpu",
@@ -398,8 +439,8 @@ fn judge_perplexity_and_coherence_by_hand() {
         nll -= row.double_value(&[ids[i as usize + 1]]);
     }
     let ppl = (nll / (n - 1) as f64).exp();
-    let got = v["metrics"]["judge_ppl"].as_f64().unwrap();
-    assert!((got - ppl).abs() < 1e-6 * ppl, "judge_ppl {got} vs by hand {ppl}");
+    let got = v["metrics"]["self_ppl"].as_f64().unwrap();
+    assert!((got - ppl).abs() < 1e-6 * ppl, "self_ppl {got} vs by hand {ppl}");
     // Coherence: mean cosine of consecutive sentence latents.
     let loaded = load_autoencoder(&b, Device::Cpu).unwrap();
     let (ae, tk) = (&loaded.ae, &loaded.tokenizer);

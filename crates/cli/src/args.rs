@@ -241,7 +241,11 @@ pub struct AbArgs {
     /// report.html and its mark are replaced).
     #[arg(long)]
     pub force: bool,
-    /// Judge bundle for perplexity (its `ar` model); default: --checkpoint.
+    /// The fluency judge's GGUF file (fluency_ppl); default: the one `make judge-smollm`
+    /// installs in .venv. A missing or damaged file stops the A/B before it generates.
+    #[arg(long)]
+    pub fluency_judge: Option<PathBuf>,
+    /// Bundle whose `ar` model gives self perplexity (self_ppl); default: --checkpoint.
     #[arg(long)]
     pub judge: Option<PathBuf>,
     /// The folder of the independent sentence encoder (model.safetensors, tokenizer.json of
@@ -283,12 +287,17 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Text metrics of the documents in --data instead of model losses: comma-separated
-    /// from rep_2, rep_3, rep_4, distinct_1, distinct_2, distinct_3, self_bleu, judge_ppl
-    /// (the bundle's ar model), relevance, coherence, first_last (the independent sentence
-    /// encoder; a document's first two sentences are its prompt), plan_space_coherence (the
-    /// bundle's sentence encoder), or `all`.
+    /// from rep_2, rep_3, rep_4, distinct_1, distinct_2, distinct_3, self_bleu, fluency_ppl
+    /// (the independent fluency judge SmolLM2-135M, of each document's text after its first two
+    /// sentences), self_ppl (the bundle's ar model), relevance, coherence, first_last (the
+    /// independent sentence encoder; a document's first two sentences are its prompt),
+    /// plan_space_coherence (the bundle's sentence encoder), or `all`.
     #[arg(long)]
     pub metrics: Option<String>,
+    /// With --metrics: the fluency judge's GGUF file; default: the one `make judge-smollm`
+    /// installs in .venv.
+    #[arg(long)]
+    pub fluency_judge: Option<PathBuf>,
     /// With --metrics: use at most this many documents.
     #[arg(long, default_value_t = 1000)]
     pub max_docs: usize,

@@ -5,6 +5,7 @@
 
 pub mod ab;
 pub mod judge;
+pub mod lexicon;
 pub mod metrics;
 pub mod repair;
 pub mod report;

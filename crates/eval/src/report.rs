@@ -36,7 +36,7 @@ fn arm_names(r: &AbResults) -> Vec<String> {
 
 /// What the independent judge was and what was left out: a line each.
 fn judge_lines(r: &AbResults) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = vec![format!("fluency judge (fluency_ppl): {}", r.fluency_judge)];
     if let Some(d) = &r.judge_encoder {
         let cost = r.judge_seconds_per_sample.map_or(String::new(), |s| format!(", {:.0} ms per sample", s * 1e3));
         let name = r.judge_encoder_name.as_deref().unwrap_or("sentence encoder");
@@ -58,7 +58,7 @@ pub fn markdown(r: &AbResults) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "A/B on {} prompts x {} samples, {} sentences each, seed {}; judge {}; {:.0} s",
+        "A/B on {} prompts x {} samples, {} sentences each, seed {}; self perplexity from {}; {:.0} s",
         r.prompts.len(),
         r.samples_per_prompt,
         r.sentences,
@@ -192,7 +192,7 @@ pub fn html(r: &AbResults) -> String {
     s.push_str("</style></head><body>\n");
     let _ = writeln!(
         s,
-        "<h1>plandiff A/B</h1><p>Bundle <code>{}</code>; {} prompts &times; {} samples, {} sentences each; seed {}; judge <code>{}</code>; {:.0} s.</p>",
+        "<h1>plandiff A/B</h1><p>Bundle <code>{}</code>; {} prompts &times; {} samples, {} sentences each; seed {}; self perplexity from <code>{}</code>; {:.0} s.</p>",
         esc(&r.bundle),
         r.prompts.len(),
         r.samples_per_prompt,
@@ -282,11 +282,11 @@ fn samples_side_by_side(s: &mut String, r: &AbResults, names: &[String]) {
         for n in names {
             let _ = write!(s, "<div><h4>{}</h4>", esc(n));
             for smp in p.samples.get(n).into_iter().flatten() {
-                let ppl = smp.metrics.get("judge_ppl").copied().map_or("-".into(), fmt);
+                let ppl = smp.metrics.get("fluency_ppl").copied().map_or("-".into(), fmt);
                 let rep = smp.metrics.get("rep_4").copied().map_or("-".into(), fmt);
                 let _ = write!(
                     s,
-                    "<div class=\"sample\">{}<div class=\"m\">judge ppl {ppl}, rep-4 {rep}</div></div>",
+                    "<div class=\"sample\">{}<div class=\"m\">fluency ppl {ppl}, rep-4 {rep}</div></div>",
                     esc(&smp.continuation)
                 );
             }

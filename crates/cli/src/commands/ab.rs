@@ -98,6 +98,7 @@ pub fn run(a: AbArgs, flags: &ArgMatches) -> Result<ExitCode> {
         sampling,
         modes,
         judge: a.judge.clone(),
+        fluency_judge: a.fluency_judge.clone(),
         judge_encoder: a.judge_encoder.clone(),
         device,
         resamples: a.resamples,

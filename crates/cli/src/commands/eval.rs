@@ -120,7 +120,7 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     if a.max_docs == 0 {
         bail!("--max-docs must be >= 1");
     }
-    use plandiff_eval::ab::{text_set_metrics, Fluency, TEXT_METRICS};
+    use plandiff_eval::ab::{text_set_metrics, BundleLm, TextJudges, TEXT_METRICS};
     let all = spec.trim() == "all";
     let mut wanted: Vec<&str> =
         if all { TEXT_METRICS.to_vec() } else { spec.split(',').map(str::trim).filter(|m| !m.is_empty()).collect() };
@@ -132,8 +132,17 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     }
     let docs = super::documents::read_documents(a)?;
     let device = parse_device(&a.device)?;
-    let judge = if wanted.contains(&"judge_ppl") {
-        Some(Fluency::load(&a.checkpoint, device).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?)
+    let fluency = if wanted.contains(&"fluency_ppl") {
+        let path = plandiff_fluency::find_judge(a.fluency_judge.as_deref())?;
+        Some(plandiff_fluency::FluencyJudge::load(&path, device)?)
+    } else {
+        None
+    };
+    let judge = if wanted.contains(&"self_ppl") {
+        Some(
+            BundleLm::load(&a.checkpoint, device)
+                .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?,
+        )
     } else {
         None
     };
@@ -145,7 +154,23 @@ fn text_metrics(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
         None
     };
     let sentence = sentence_judge(a, &mut wanted, all, device)?;
-    let r = text_set_metrics(&docs, &wanted, judge.as_ref(), enc.as_ref(), sentence.as_ref(), 200)?;
+    let lexicon = if wanted.contains(&"invented_words") {
+        let lex = plandiff_eval::lexicon::Lexicon::load(&a.checkpoint)?;
+        if lex.is_none() && all {
+            wanted.retain(|m| *m != "invented_words"); // `all`: what the bundle cannot give is left out
+        }
+        lex
+    } else {
+        None
+    };
+    let with = TextJudges {
+        self_lm: judge.as_ref(),
+        fluency: fluency.as_ref(),
+        lexicon: lexicon.as_ref(),
+        encoder: enc.as_ref(),
+        sentence: sentence.as_ref(),
+    };
+    let r = text_set_metrics(&docs, &wanted, &with, 200)?;
     if a.json {
         crate::outln!(
             "{}",

@@ -4,7 +4,7 @@ use crate::args::EvalArgs;
 use crate::util::{parse_device, stderr_is_tty};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use plandiff_eval::ab::Fluency;
+use plandiff_eval::ab::BundleLm;
 use plandiff_eval::repair::{make_cases, score, summarise, Corruption};
 use plandiff_pipeline::masked::{EditSettings, EditTarget};
 use serde_json::json;
@@ -31,7 +31,7 @@ pub fn run(a: &EvalArgs, spec: &str) -> Result<ExitCode> {
     let gen = plandiff_pipeline::masked::masked_reviser(&a.checkpoint, target, device)
         .context("the repair benchmark revises with the bundle's masked model")?;
     let close: HashMap<String, String> = if kinds.contains(&Corruption::Close) {
-        Fluency::load(&a.checkpoint, device)
+        BundleLm::load(&a.checkpoint, device)
             .with_context(|| {
                 format!("--checkpoint {} (close substitutes come from its ar model)", a.checkpoint.display())
             })?

@@ -1,4 +1,4 @@
-//! Fluency: perplexity of a continuation under a plain LM (a bundle's `ar` model; `--judge`).
+//! BundleLm: perplexity of a continuation under a plain LM (a bundle's `ar` model; `--judge`).
 //! Not the independent sentence-encoder judge ([`crate::judge`]), which scores meaning.
 
 use crate::{PipelineError, Result};
@@ -9,14 +9,16 @@ use std::collections::HashMap;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
-/// A plain LM that scores continuations by perplexity (`judge_ppl` in reports).
-pub struct Fluency {
+/// The bundle's own ar model scoring continuations by perplexity (`self_ppl` in reports: self
+/// perplexity, which flatters that model's own samples; fluency is `fluency_ppl`, from
+/// `plandiff_fluency`).
+pub struct BundleLm {
     model: Decoder,
     pub(super) tokenizer: TextTokenizer,
     _vs: nn::VarStore,
 }
 
-impl Fluency {
+impl BundleLm {
     pub fn load(bundle: &Path, device: Device) -> Result<Self> {
         let l = Bundle::new(bundle).load_decoder(stage::AR, device).map_err(|e| {
             PipelineError::Invalid(format!("judge {}: {e} (the judge is a bundle's `ar` model)", bundle.display()))

@@ -18,9 +18,11 @@ mod tests;
 mod text_metrics;
 
 pub use arms::{parse_arms, ArmSpec};
-pub use fluency::Fluency;
+pub use fluency::BundleLm;
 pub use prompts::{read_prompts, PromptItem};
-pub use text_metrics::{plan_space_coherence, text_set_metrics, PlanSpaceOf, SENTENCE_JUDGE_METRICS, TEXT_METRICS};
+pub use text_metrics::{
+    plan_space_coherence, text_set_metrics, PlanSpaceOf, TextJudges, SENTENCE_JUDGE_METRICS, TEXT_METRICS,
+};
 
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
 use crate::stats::{paired, PairedTest};
@@ -53,7 +55,25 @@ pub const METRICS: &[(&str, Better, bool, &str)] = &[
     ("distinct_2", Better::Higher, false, "unique bigrams across a prompt's samples"),
     ("distinct_3", Better::Higher, false, "unique trigrams across a prompt's samples"),
     ("self_bleu", Better::Lower, false, "BLEU-4 of each sample against the prompt's other samples"),
-    ("judge_ppl", Better::Lower, true, "perplexity of the continuation under the judge model"),
+    (
+        "fluency_ppl",
+        Better::Lower,
+        true,
+        "perplexity of the continuation given its prompt under SmolLM2-135M, a general LM neither arm trained (the fluency judge)",
+    ),
+    ("fluency_ppl_median", Better::Lower, true, "the median of fluency_ppl over the samples (robust to a few garbled ones)"),
+    (
+        "invented_words",
+        Better::Lower,
+        true,
+        "share of the continuation's words found in no training story (the bundle's words.txt)",
+    ),
+    (
+        "self_ppl",
+        Better::Lower,
+        true,
+        "perplexity of the continuation under the bundle's own ar model (self perplexity: it flatters ar's own samples; not fluency)",
+    ),
     ("relevance", Better::Higher, true, "mean cosine of each written sentence to the prompt (the judge encoder)"),
     ("coherence", Better::Higher, true, "mean cosine of consecutive written sentences (the judge encoder)"),
     ("first_last", Better::Higher, true, "cosine of the first written sentence to the last (the judge encoder)"),
@@ -109,8 +129,11 @@ pub struct AbConfig {
     /// Each mode's settings (its flags), by mode name; a mode not listed keeps its model's
     /// stored defaults.
     pub modes: Vec<(String, Box<dyn ModeSettings>)>,
-    /// The fluency judge's bundle (its `ar` stage, for perplexity); default: `bundle`.
+    /// The bundle whose `ar` stage gives self perplexity (`self_ppl`); default: `bundle`.
     pub judge: Option<PathBuf>,
+    /// The fluency judge's GGUF file (`fluency_ppl`); default: the one `make judge-smollm`
+    /// installs.
+    pub fluency_judge: Option<PathBuf>,
     /// The independent sentence encoder's folder; default: found in the project's `.venv`
     /// (without it, its metrics are left out with a note).
     pub judge_encoder: Option<PathBuf>,
@@ -167,6 +190,8 @@ pub struct AbResults {
     pub aggregates: BTreeMap<String, BTreeMap<String, f64>>,
     pub comparisons: Vec<Comparison>,
     pub wall_seconds: f64,
+    /// The fluency judge (`fluency_ppl`): its name and file.
+    pub fluency_judge: String,
     /// The independent sentence encoder's folder, when it was found.
     pub judge_encoder: Option<String>,
     /// Its name (`sentence-transformers/all-mpnet-base-v2` by default).
@@ -206,6 +231,36 @@ fn record(sample: usize, seed: u64, text: String, continuation: String, speed: S
     SampleRecord { sample, seed, text, continuation, metrics: m, judge: None }
 }
 
+/// The median of the finite values (NaN without any).
+fn median_of(v: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = v.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// A per-sample metric's value over `values`: the median for a `*_median` metric (of its base
+/// metric's values), else the mean.
+fn summary_of(name: &str, values: impl Iterator<Item = f64>) -> f64 {
+    if name.ends_with("_median") {
+        median_of(values)
+    } else {
+        mean_of(values)
+    }
+}
+
+/// The per-sample metric a metric reads (`fluency_ppl` for `fluency_ppl_median`).
+fn base_metric(name: &str) -> &str {
+    name.strip_suffix("_median").unwrap_or(name)
+}
+
 fn mean_of(v: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = v.filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -220,8 +275,9 @@ fn per_prompt(samples: &[SampleRecord]) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for (name, _, per_sample, _) in METRICS {
         if *per_sample {
-            let v = mean_of(samples.iter().filter_map(|s| s.metrics.get(*name).copied()));
-            if samples.iter().any(|s| s.metrics.contains_key(*name)) {
+            let base = base_metric(name);
+            let v = summary_of(name, samples.iter().filter_map(|s| s.metrics.get(base).copied()));
+            if samples.iter().any(|s| s.metrics.contains_key(base)) {
                 out.insert(name.to_string(), v);
             }
         }
@@ -237,7 +293,7 @@ fn per_prompt(samples: &[SampleRecord]) -> BTreeMap<String, f64> {
 }
 
 /// The reference continuation as a sample (the human baseline).
-fn reference_sample(item: &PromptItem, judge: &Fluency, seed: u64) -> Option<SampleRecord> {
+fn reference_sample(item: &PromptItem, judge: &BundleLm, seed: u64) -> Option<SampleRecord> {
     let r = item.reference.as_ref()?;
     let mut m = text_metrics(r);
     m.insert("tokens".into(), judge.tokenizer.encode(r).map(|v| v.len()).unwrap_or(0) as f64);
@@ -310,7 +366,7 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
             done += 1;
             progress(done, total);
         }
-        if let Some(r) = reference_sample(item, &scorers.judge, seed) {
+        if let Some(r) = reference_sample(item, &scorers.self_judge, seed) {
             samples.insert("reference".into(), vec![r]);
         }
         scorers.score(&item.prompt, item.outline.as_deref(), &mut samples)?;
@@ -344,6 +400,7 @@ pub fn run_ab(cfg: &AbConfig, prompts: &[PromptItem], mut progress: impl FnMut(u
         comparisons: compare(cfg, &records),
         prompts: records,
         wall_seconds: t0.elapsed().as_secs_f64(),
+        fluency_judge: scorers.fluency_name(),
         judge_encoder: scorers.encoder_dir(),
         judge_encoder_name: scorers.encoder_name(),
         restart_threshold,
@@ -391,20 +448,22 @@ fn compare(cfg: &AbConfig, records: &[PromptRecord]) -> Vec<Comparison> {
     comparisons
 }
 
-/// Per-sample metrics: mean over every sample of the arm; per-prompt metrics: mean over
-/// prompts. Non-finite values (e.g. the perplexity of an empty continuation) are left out.
+/// Per-sample metrics: mean over every sample of the arm (the median for `*_median`);
+/// per-prompt metrics: mean over prompts. Non-finite values (e.g. the perplexity of an empty
+/// continuation) are left out.
 pub fn aggregate(records: &[PromptRecord], arms: &[String]) -> BTreeMap<String, BTreeMap<String, f64>> {
     let mut out = BTreeMap::new();
     for arm in arms {
         let mut m = BTreeMap::new();
         for (name, _, per_sample, _) in METRICS {
             let v = if *per_sample {
-                mean_of(
+                summary_of(
+                    name,
                     records
                         .iter()
                         .filter_map(|r| r.samples.get(arm))
                         .flatten()
-                        .filter_map(|s| s.metrics.get(*name).copied()),
+                        .filter_map(|s| s.metrics.get(base_metric(name)).copied()),
                 )
             } else {
                 mean_of(records.iter().filter_map(|r| r.per_prompt.get(arm).and_then(|p| p.get(*name)).copied()))

@@ -1,4 +1,5 @@
-//! The models every arm is scored with, the same for all: the judge LM's perplexity, the
+//! The models every arm is scored with, the same for all: the fluency judge's perplexity (a
+//! general LM neither arm trained), the bundle's own ar model's (self perplexity), the
 //! bundle's own sentence encoder (plan-space coherence), and the independent sentence
 //! encoder (relevance, coherence, first-last, restarts, MAUVE).
 
@@ -10,9 +11,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::fluency::Fluency;
+use super::fluency::BundleLm;
 use super::text_metrics::{plan_space_coherence, PlanSpaceOf};
 use super::PromptRecord;
+use crate::lexicon::{Lexicon, WORDS_FILE};
+use plandiff_fluency::{find_judge, FluencyJudge};
 
 /// MAUVE needs this many references (below it the histograms say little).
 pub const MAUVE_MIN_REFERENCES: usize = 20;
@@ -20,7 +23,12 @@ pub const MAUVE_MIN_REFERENCES: usize = 20;
 pub const RESTART_MIN_REFERENCES: usize = 20;
 
 pub(super) struct Scorers {
-    pub judge: Fluency,
+    /// The bundle's own ar model: self perplexity.
+    pub self_judge: BundleLm,
+    /// The independent fluency judge.
+    fluency: FluencyJudge,
+    /// The bundle's training words (the invented-word rate), if it keeps them.
+    lexicon: Option<Lexicon>,
     encoder: Option<PlanSpaceOf>,
     sentence: Option<SentenceEncoder>,
     /// all-MiniLM-L6-v2 when the judge is another encoder: relevance, coherence and first-last
@@ -51,8 +59,20 @@ fn load_sentence(cfg: &AbConfig, notes: &mut Vec<String>) -> Result<Option<Sente
 impl Scorers {
     pub fn load(cfg: &AbConfig) -> Result<(Self, PathBuf)> {
         let judge_path = cfg.judge.clone().unwrap_or_else(|| cfg.bundle.clone());
-        let judge = Fluency::load(&judge_path, cfg.device)?;
+        // The fluency judge first: a missing or damaged file stops the A/B before anything
+        // is generated, naming `make judge-smollm`.
+        let fluency = find_judge(cfg.fluency_judge.as_deref())
+            .and_then(|p| FluencyJudge::load(&p, cfg.device))
+            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let self_judge = BundleLm::load(&judge_path, cfg.device)?;
         let mut notes = Vec::new();
+        let lexicon = Lexicon::load(&cfg.bundle)?;
+        if lexicon.is_none() {
+            notes.push(format!(
+                "invented_words left out: {} has no {WORDS_FILE} (scripts/word_list.py writes it)",
+                cfg.bundle.display()
+            ));
+        }
         // Plan-space coherence uses the --checkpoint bundle's sentence encoder for every arm.
         let encoder = match PlanSpaceOf::load(&cfg.bundle, cfg.device) {
             Ok(e) => Some(e),
@@ -69,8 +89,13 @@ impl Scorers {
             }
             _ => None,
         };
-        let s = Self { judge, encoder, sentence, second, judge_seconds: 0.0, judged: 0, notes };
+        let s = Self { self_judge, fluency, lexicon, encoder, sentence, second, judge_seconds: 0.0, judged: 0, notes };
         Ok((s, judge_path))
+    }
+
+    /// The fluency judge's name and file, for the report.
+    pub fn fluency_name(&self) -> String {
+        format!("{} ({})", self.fluency.name(), self.fluency.path().display())
     }
 
     pub fn encoder_dir(&self) -> Option<String> {
@@ -94,8 +119,15 @@ impl Scorers {
         outline: Option<&[Option<String>]>,
         samples: &mut BTreeMap<String, Vec<SampleRecord>>,
     ) -> Result<()> {
-        for s in samples.values_mut().flatten() {
-            s.metrics.insert("judge_ppl".into(), self.judge.perplexity(prompt, &s.continuation)?);
+        let pairs: Vec<(&str, String)> = samples.values().flatten().map(|s| (prompt, s.continuation.clone())).collect();
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(p, c)| (*p, c.as_str())).collect();
+        let fluency = self.fluency.perplexities(&refs).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        for (s, f) in samples.values_mut().flatten().zip(fluency) {
+            s.metrics.insert("fluency_ppl".into(), f);
+            if let Some(lex) = &self.lexicon {
+                s.metrics.insert("invented_words".into(), lex.invented_share(&s.continuation));
+            }
+            s.metrics.insert("self_ppl".into(), self.self_judge.perplexity(prompt, &s.continuation)?);
             if let Some(e) = &self.encoder {
                 let c = plan_space_coherence(e, prompt, &s.continuation)?;
                 s.metrics.insert("plan_space_coherence".into(), c);

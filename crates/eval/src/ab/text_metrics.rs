@@ -1,7 +1,7 @@
 //! Text metrics of any text set (`plandiff eval --metrics`), and coherence in the bundle's
 //! own plan space.
 
-use super::fluency::Fluency;
+use super::fluency::BundleLm;
 use super::mean_of;
 use crate::judge::{Score, SentenceEncoder};
 use crate::metrics::{distinct_n, rep_n, self_bleu, words};
@@ -20,7 +20,9 @@ pub const TEXT_METRICS: &[&str] = &[
     "distinct_2",
     "distinct_3",
     "self_bleu",
-    "judge_ppl",
+    "fluency_ppl",
+    "invented_words",
+    "self_ppl",
     "relevance",
     "coherence",
     "first_last",
@@ -54,19 +56,43 @@ fn doc_as_continuation(doc: &str) -> (String, String) {
     (s[..k].join(" "), s[k..].join(" "))
 }
 
+/// The models `eval --metrics` scores with, each loaded only when a metric needs it.
+#[derive(Clone, Copy, Default)]
+pub struct TextJudges<'a> {
+    /// The bundle's ar model (`self_ppl`).
+    pub self_lm: Option<&'a BundleLm>,
+    /// The independent fluency judge (`fluency_ppl`).
+    pub fluency: Option<&'a plandiff_fluency::FluencyJudge>,
+    /// The bundle's training words (`invented_words`).
+    pub lexicon: Option<&'a crate::lexicon::Lexicon>,
+    /// The bundle's plan space (`plan_space_coherence`).
+    pub encoder: Option<&'a PlanSpaceOf>,
+    /// The independent sentence encoder (`relevance`, `coherence`, `first_last`).
+    pub sentence: Option<&'a SentenceEncoder>,
+}
+
+/// A document as a prompt (its first two sentences, or all but its last when it is shorter)
+/// and the rest: what the fluency judge scores (never an empty continuation).
+fn doc_as_prompted(doc: &str) -> (String, String) {
+    let s = split_sentences(doc);
+    let k = DOC_PROMPT_SENTENCES.min(s.len().saturating_sub(1));
+    (s[..k].join(" "), s[k..].join(" "))
+}
+
 /// Text metrics of a set of documents: per-document ones averaged over documents,
 /// set-level ones (distinct-n over all documents, self-BLEU over the first `bleu_cap`).
-/// `judge_ppl` is each document's perplexity from its start; `plan_space_coherence` runs
+/// `self_ppl` is each document's perplexity from its start under the bundle's ar model;
+/// `fluency_ppl` each document's continuation's (after its first two sentences, or all but
+/// its last) under the fluency judge; `plan_space_coherence` runs
 /// over all of a document's sentences; the sentence judge's metrics take a document's first
 /// two sentences as its prompt.
 pub fn text_set_metrics(
     docs: &[String],
     wanted: &[&str],
-    judge: Option<&Fluency>,
-    encoder: Option<&PlanSpaceOf>,
-    sentence: Option<&SentenceEncoder>,
+    with: &TextJudges,
     bleu_cap: usize,
 ) -> Result<BTreeMap<String, f64>> {
+    let TextJudges { self_lm: judge, fluency, lexicon, encoder, sentence } = *with;
     let mut out = BTreeMap::new();
     let ws: Vec<Vec<String>> = docs.iter().map(|d| words(d)).collect();
     for &m in wanted {
@@ -77,8 +103,24 @@ pub fn text_set_metrics(
             }
             "distinct_1" | "distinct_2" | "distinct_3" => distinct_n(&ws, m[9..].parse().unwrap_or(1)),
             "self_bleu" => self_bleu(&ws[..ws.len().min(bleu_cap)]),
-            "judge_ppl" => {
-                let j = judge.ok_or_else(|| PipelineError::Invalid("judge_ppl needs a judge model".into()))?;
+            "fluency_ppl" => {
+                let j = fluency.ok_or_else(|| {
+                    PipelineError::Invalid("fluency_ppl needs the fluency judge (make judge-smollm)".into())
+                })?;
+                let split: Vec<(String, String)> = docs.iter().map(|d| doc_as_prompted(d)).collect();
+                let pairs: Vec<(&str, &str)> = split.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+                mean_of(j.perplexities(&pairs).map_err(|e| PipelineError::Invalid(e.to_string()))?.into_iter())
+            }
+            "invented_words" => {
+                let lex = lexicon.ok_or_else(|| {
+                    PipelineError::Invalid(
+                        "invented_words needs the bundle's words.txt (scripts/word_list.py writes it)".into(),
+                    )
+                })?;
+                mean_of(docs.iter().map(|d| lex.invented_share(d)))
+            }
+            "self_ppl" => {
+                let j = judge.ok_or_else(|| PipelineError::Invalid("self_ppl needs the bundle's ar model".into()))?;
                 let v: Vec<f64> = docs.iter().map(|d| j.perplexity("", d)).collect::<Result<_>>()?;
                 mean_of(v.into_iter())
             }
