@@ -54,6 +54,21 @@ fn absurd_sizes_in_a_bundle_config_are_one_line_errors() {
     refused(&["generate", "--checkpoint", s(&b), "--mode", "ar", "--prompt", "tom ran."], "d_model");
 }
 
+/// A damaged plan space (the autoencoder's normaliser statistics) is named as the
+/// autoencoder's, not blamed on the planner.
+#[test]
+fn a_damaged_plan_space_names_the_autoencoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = edited_bundle(dir.path(), "autoencoder/config.json", |v| {
+        v["plan_space"]["mean"].as_array_mut().unwrap().truncate(10);
+    });
+    let g = ["generate", "--checkpoint", s(&b), "--mode", "hybrid", "--prompt", "tom ran."];
+    refused(&g, "the autoencoder's plan space");
+    // The same bundle folder, its std now negative in one dimension.
+    edited_bundle(dir.path(), "autoencoder/config.json", |v| v["plan_space"]["std"][3] = (-1.0).into());
+    refused(&g, "retrain the autoencoder");
+}
+
 /// A documented limit is enforced, and a value that passes its check writes text.
 #[test]
 fn numeric_flags_keep_their_limits() {

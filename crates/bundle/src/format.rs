@@ -39,6 +39,20 @@ pub struct ExportProvenance {
     pub dtype: String,
 }
 
+/// A training objective's settings as a stage's config.json records them. The concrete types
+/// are `plandiff-train`'s (the objectives are training code); the format carries them, and
+/// inference reads them as JSON (`serde_json::Value`, the default), which checks nothing.
+pub trait Objective: Serialize + serde::de::DeserializeOwned + Clone + std::fmt::Debug + PartialEq {
+    /// The settings' own checks, in words.
+    fn validate(&self) -> Result<(), String>;
+}
+
+impl Objective for serde_json::Value {
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// The `model` section of a stage's config.json: the decoder's config for `ar` and
 /// `autoencoder`, the planner's for `planner`, the text denoiser's for `diffusion`.
 pub trait ModelConfig: Serialize + serde::de::DeserializeOwned + Clone {

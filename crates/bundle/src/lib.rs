@@ -35,10 +35,10 @@ pub use autoencoder::{load_autoencoder, Autoencoder, LoadedAutoencoder, PlanEnco
 pub use decoder::LoadedDecoder;
 pub use diffusion::{load_diffusion, DiffusionBundle, DiffusionModel, LoadedDiffusion, TextSamplingDefaults};
 pub use error::{BundleError, ModelConfigError, Result};
-pub use format::{ExportProvenance, ModelConfig, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION};
+pub use format::{ExportProvenance, ModelConfig, Objective, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION};
 pub use lock::BundleLock;
-pub use masked::{load_masked, LoadedMasked, MaskedModel, MaskedObjective, MaskedSamplingDefaults};
-pub use planner::{load_planner, plan_space_sha256, LoadedPlanner, PlannerModel, PlannerObjective};
+pub use masked::{load_masked, LoadedMasked, MaskedModel, MaskedSamplingDefaults};
+pub use planner::{load_planner, plan_space_sha256, LoadedPlanner, PlannerModel};
 pub use settings::{PlanSection, TrainConfig};
 pub use store::{open_split, Bundle};
 pub use weights::{file_sha256, load_weights, read_weights, save_weights};

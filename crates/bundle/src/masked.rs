@@ -1,8 +1,8 @@
-//! Stage `masked`'s model: the bidirectional denoiser of absorbing-state diffusion (MDLM /
-//! LLaDA), its objective's settings and stored sampling defaults. The training loop lives in
-//! `plandiff-train`, the sampler in `plandiff-masked`.
+//! Stage `masked`'s config file and loader: the bidirectional denoiser of absorbing-state
+//! diffusion (MDLM / LLaDA) and its stored sampling defaults. The objective's settings and the
+//! training loop are `plandiff-train`'s, the sampler `plandiff-masked`'s.
 
-use crate::format::ModelConfig;
+use crate::format::{ModelConfig, Objective};
 use crate::store::Bundle;
 use crate::weights::load_weights;
 use crate::{stage, ModelConfigError, Result};
@@ -10,30 +10,6 @@ use plandiff_data::TextTokenizer;
 use plandiff_masked::{MaskedLm, MaskedLmConfig, Remasking};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device};
-
-/// The objective's settings (MDLM / LLaDA).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MaskedObjective {
-    /// Smallest mask probability: `p(t) = (1 - eps) t + eps`.
-    pub eps: f64,
-    /// Share of rows whose first tokens (a random prompt) stay unmasked.
-    pub prompt_prob: f64,
-    /// Share of batches cut to a random length, so lengths vary (LLaDA: 1%).
-    pub random_length_prob: f64,
-    /// Realistic corruption (issue 26): the share of the visible tokens (not masked, past the
-    /// prompt, not special) that are picked and must be predicted as they were; of those a
-    /// quarter stay, a quarter become a random token, a quarter another token of the row (the
-    /// wrong name), a quarter one of the token's nearest neighbours in the ar model's
-    /// embeddings ("dog" -> "cat"), so the model finds and fixes plausible errors in text it
-    /// reads. 0 (the default): the plain MDLM objective.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub substitute_prob: f64,
-}
-
-fn is_zero(x: &f64) -> bool {
-    *x == 0.0
-}
 
 /// Sampling defaults stored with the model; each has a flag.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -46,29 +22,29 @@ pub struct MaskedSamplingDefaults {
     pub remasking: Remasking,
 }
 
-/// The `model` section of `BUNDLE/masked/config.json`.
+/// The `model` section of `BUNDLE/masked/config.json`; `O` the objective's settings
+/// (`plandiff_train::objectives::MaskedObjective` when training, JSON when loading to sample).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MaskedModel {
+#[serde(deny_unknown_fields, bound(deserialize = "O: serde::de::DeserializeOwned"))]
+pub struct MaskedModel<O = serde_json::Value> {
     pub model: MaskedLmConfig,
-    pub objective: MaskedObjective,
+    pub objective: O,
     pub sampling: MaskedSamplingDefaults,
 }
 
-impl ModelConfig for MaskedModel {
+impl MaskedModel {
+    /// Whether the model was trained to read errors in view (its objective substituted
+    /// visible tokens: `substitute_prob` above 0).
+    pub fn reads_visible(&self) -> bool {
+        self.objective.get("substitute_prob").and_then(serde_json::Value::as_f64).is_some_and(|q| q > 0.0)
+    }
+}
+
+impl<O: Objective> ModelConfig for MaskedModel<O> {
     fn validate(&self) -> std::result::Result<(), ModelConfigError> {
         let rule = |m: &str| Err(ModelConfigError::Rule(m.into()));
         self.model.validate()?;
-        let o = &self.objective;
-        if !(o.eps > 0.0 && o.eps < 1.0) {
-            return rule("masked objective: eps must be in (0, 1)");
-        }
-        if !(0.0..=1.0).contains(&o.prompt_prob) || !(0.0..=1.0).contains(&o.random_length_prob) {
-            return rule("masked objective: prompt_prob and random_length_prob must be in [0, 1]");
-        }
-        if !(0.0..=1.0).contains(&o.substitute_prob) {
-            return rule("masked objective: substitute_prob must be in [0, 1]");
-        }
+        self.objective.validate().map_err(|e| ModelConfigError::Rule(format!("masked objective: {e}")))?;
         if self.sampling.steps == 0 || self.sampling.block_length == Some(0) {
             return rule("masked sampling: steps and block_length must be >= 1");
         }

@@ -2,9 +2,9 @@
 //! windows of `max_slots` sentence latents, its latent normalizer and noise schedule; the
 //! model and its sampling are `plandiff_planner::Planner`. It records the SHA-256 of the
 //! autoencoder weights it was trained on, so a retrained autoencoder cannot silently be
-//! paired with a stale planner. The training objective lives in `plandiff-train`.
+//! paired with a stale planner. The training objective's settings are `plandiff-train`'s.
 
-use crate::format::{ModelConfig, StageConfigFile};
+use crate::format::{ModelConfig, Objective, StageConfigFile};
 use crate::store::Bundle;
 use crate::weights::{file_sha256, load_weights};
 use crate::{stage, BundleError, ModelConfigError, Result};
@@ -13,41 +13,14 @@ use plandiff_planner::{DenoiserConfig, PlanSampling, Planner};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device};
 
-/// Which slots are known while training, and the guidance / self-conditioning dropout.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlannerObjective {
-    /// Share of windows trained with no known slot (classifier-free guidance's
-    /// unconditional model).
-    pub cfg_dropout: f64,
-    /// Of the other windows, the share whose known slots are a prefix (continuing a text);
-    /// the rest get a random subset (editing a sentence in the middle).
-    pub prefix_prob: f64,
-    /// Share of steps that first predict x0 without gradient and feed it back
-    /// (self-conditioning; needs `model.self_condition`).
-    pub self_condition_prob: f64,
-}
-
-impl PlannerObjective {
-    pub fn validate(&self) -> Result<()> {
-        let p = |x: f64| (0.0..=1.0).contains(&x);
-        if !p(self.cfg_dropout) || !p(self.prefix_prob) || !p(self.self_condition_prob) {
-            return Err(BundleError::Setting {
-                section: "planner.objective",
-                problem: "probabilities must be in [0, 1]".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// The `model` section of `BUNDLE/planner/config.json`.
+/// The `model` section of `BUNDLE/planner/config.json`; `O` the objective's settings
+/// (`plandiff_train::objectives::PlannerObjective` when training, JSON when loading to sample).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlannerModel {
+#[serde(deny_unknown_fields, bound(deserialize = "O: serde::de::DeserializeOwned"))]
+pub struct PlannerModel<O = serde_json::Value> {
     pub denoiser: DenoiserConfig,
     pub schedule: ScheduleConfig,
-    pub objective: PlannerObjective,
+    pub objective: O,
     pub sampling: PlanSampling,
     /// The plan space the planner learned ([`plan_space_sha256`]); bundles from before
     /// frozen plan spaces call it `autoencoder_sha256`.
@@ -55,7 +28,7 @@ pub struct PlannerModel {
     pub plan_space_sha256: String,
 }
 
-impl PlannerModel {
+impl<O: Objective> PlannerModel<O> {
     /// The [`Planner`] this config describes, under `p` (weights not loaded).
     pub fn build(&self, p: &nn::Path) -> std::result::Result<Planner, ModelConfigError> {
         self.validate()?;
@@ -63,8 +36,9 @@ impl PlannerModel {
     }
 }
 
-impl ModelConfig for PlannerModel {
+impl<O: Objective> ModelConfig for PlannerModel<O> {
     fn validate(&self) -> std::result::Result<(), ModelConfigError> {
+        self.objective.validate().map_err(|e| ModelConfigError::Rule(format!("planner objective: {e}")))?;
         self.denoiser.validate()?;
         self.sampling.validate()?;
         NoiseSchedule::new(self.schedule.clone())?;

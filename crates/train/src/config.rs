@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-pub use plandiff_bundle::{PlanSection, PlannerObjective, TrainConfig};
+pub use crate::objectives::PlannerObjective;
+pub use plandiff_bundle::{PlanSection, TrainConfig};
 
 /// A parsed run config: its sections by stage, each checked against its stage's type.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,6 +16,7 @@ pub mod eval;
 pub mod export;
 pub mod masked;
 pub mod metrics;
+pub mod objectives;
 pub mod planner;
 pub mod registry;
 pub mod run;

@@ -10,6 +10,7 @@
 //! as a perplexity bound.
 
 use crate::config::{RunConfig, TrainConfig};
+use crate::objectives::{MaskedConfig, MaskedObjective};
 use crate::setup::{ar_to_start_from, copy_ar_weights};
 use crate::stages::{EvalRequest, Section, Stage, StageEval};
 use crate::trainer::{
@@ -17,8 +18,8 @@ use crate::trainer::{
 };
 use crate::{Result, TrainError};
 use plandiff_bundle::{
-    load_masked, open_split, stage, Bundle, MaskedModel, MaskedObjective, MaskedSamplingDefaults, ModelConfig,
-    Provenance, StageConfigFile,
+    load_masked, open_split, stage, Bundle, MaskedModel, MaskedSamplingDefaults, ModelConfig, Provenance,
+    StageConfigFile,
 };
 use plandiff_data::{index_documents, TextTokenizer, WindowSampler};
 use plandiff_layers::TransformerShape;
@@ -34,7 +35,7 @@ const KIND: &str = stage::MASKED;
 const ABOUT: &str = "masked (absorbing-state) diffusion over tokens, MDLM / LLaDA (the masked mode)";
 
 /// Stage `masked` of [`crate::registry::STAGES`].
-pub const STAGE: Stage = Stage::new::<MaskedSection, MaskedModel>(KIND, ABOUT, train_masked, evaluate, DESCRIBE);
+pub const STAGE: Stage = Stage::new::<MaskedSection, MaskedConfig>(KIND, ABOUT, train_masked, evaluate, DESCRIBE);
 
 /// `[masked]`: the masked diffusion model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,7 +64,7 @@ pub struct MaskedLmSection {
 
 impl MaskedSection {
     /// The model a fresh run builds for a vocabulary of `vocab` tokens.
-    pub fn model(&self, vocab: i64) -> Result<MaskedModel> {
+    pub fn model(&self, vocab: i64) -> Result<MaskedConfig> {
         let s = &self.model;
         let model = MaskedLmConfig { vocab_size: vocab, seq_len: s.seq_len, shape: s.shape };
         let m = MaskedModel { model, objective: self.objective, sampling: self.sampling };
@@ -209,14 +210,14 @@ fn batch_loss(
 struct MaskedRunner {
     feed: Feed,
     model: MaskedLm,
-    config: MaskedModel,
+    config: MaskedConfig,
     train: PackedRows,
     valid: Option<PackedRows>,
     corrupt: Option<Corruption>,
 }
 
 /// NELBO over `batches` fixed batches of `set` (fixed draws): (mean loss, nats per token, rows).
-fn nelbo(model: &MaskedLm, cfg: &MaskedModel, set: &PackedRows, batch: usize, batches: usize) -> (f64, f64, usize) {
+fn nelbo(model: &MaskedLm, cfg: &MaskedConfig, set: &PackedRows, batch: usize, batches: usize) -> (f64, f64, usize) {
     let n = set.starts.len();
     let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0x6d61736b);
     tch::manual_seed(0x6d61736b);
@@ -238,7 +239,7 @@ fn nelbo(model: &MaskedLm, cfg: &MaskedModel, set: &PackedRows, batch: usize, ba
 }
 
 impl StageRunner for MaskedRunner {
-    type Model = MaskedModel;
+    type Model = MaskedConfig;
     const KIND: &'static str = KIND;
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
@@ -265,7 +266,7 @@ impl StageRunner for MaskedRunner {
         Some((loss, extra))
     }
 
-    fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<MaskedModel> {
+    fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<MaskedConfig> {
         StageConfigFile::new(KIND, self.config.clone(), tokenizer_hash, provenance)
     }
 }
@@ -273,7 +274,7 @@ impl StageRunner for MaskedRunner {
 /// Runs (or resumes) stage `masked`.
 pub fn train_masked(args: TrainArgs) -> Result<TrainReport> {
     let section = fresh_section::<MaskedSection>(&args, KIND)?;
-    let setup = setup_run::<MaskedModel>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
+    let setup = setup_run::<MaskedConfig>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
     let init_from_ar = section.as_ref().is_some_and(|s| s.init_from_ar);
     let config = match (&setup.resumed, section) {
         (Some(c), _) => c.model.clone(),
@@ -362,7 +363,12 @@ pub fn evaluate_masked(req: &EvalRequest) -> Result<MaskedEval> {
     }
     let batch = req.batch.max(1);
     let batches = req.max_batches.unwrap_or_else(|| set.starts.len().div_ceil(batch)).max(1);
-    let (loss, per_token, rows) = nelbo(&l.model, &l.config, &set, batch, batches);
+    let cfg = MaskedModel {
+        model: l.config.model.clone(),
+        objective: crate::objectives::typed::<MaskedObjective>(&l.config.objective, "masked")?,
+        sampling: l.config.sampling,
+    };
+    let (loss, per_token, rows) = nelbo(&l.model, &cfg, &set, batch, batches);
     Ok(MaskedEval { loss, nelbo_per_token: per_token, perplexity_bound: per_token.exp(), rows, seq_len })
 }
 

@@ -173,7 +173,7 @@ impl MaskedGenerator {
     /// logits at an unmasked position say what the token there most likely was, so one pass
     /// scores every token ([`Self::visible_logprobs`]) and names candidates for it.
     pub(super) fn reads_visible(&self) -> bool {
-        self.config.objective.substitute_prob > 0.0
+        self.config.reads_visible()
     }
 
     /// `log p(ids[i] | ids)` at every position, in one pass with nothing masked.

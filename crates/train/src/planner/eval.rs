@@ -2,6 +2,7 @@
 //! and copy-the-past baselines.
 
 use super::latents::{fixed_loss, window_batch, LatentSet, Trainee};
+use crate::objectives::PlannerObjective;
 use crate::stages::EvalRequest;
 use crate::{Result, TrainError};
 use plandiff_bundle::{load_autoencoder, load_planner, open_split, Bundle};
@@ -45,7 +46,8 @@ pub fn evaluate_planner(req: &EvalRequest) -> Result<PlannerEval> {
     }
     let batch = req.batch;
     let batches = req.max_batches.unwrap_or(8).max(1);
-    let trainee = Trainee { planner: &pl.planner, objective: &pl.config.model.objective };
+    let objective: PlannerObjective = crate::objectives::typed(&pl.config.model.objective, "planner")?;
+    let trainee = Trainee { planner: &pl.planner, objective: &objective };
     let loss = fixed_loss(trainee, &lat, batch, batches, req.device);
     // Sampling: documents' first windows, first half known.
     let docs: Vec<(usize, usize)> = usable.iter().copied().take(batch * batches).collect();

@@ -1,6 +1,6 @@
 //! Sentence latents of a split, windows over them, and the planner's denoising loss.
 
-use plandiff_bundle::PlannerObjective;
+use crate::objectives::PlannerObjective;
 use plandiff_data::{index_documents, SpecialIds, TokenSet};
 use plandiff_diffusion::NoiseSchedule;
 use plandiff_planner::Planner;

@@ -12,6 +12,7 @@
 //!   retrained autoencoder cannot silently be paired with a stale planner.
 
 use crate::config::{RunConfig, TrainConfig};
+use crate::objectives::{PlannerConfig, PlannerObjective};
 use crate::stages::{EvalRequest, Section, Stage, StageEval};
 use crate::trainer::{
     batch_indices, fresh_section, global_seed, run_loop, seed_init, setup_run, step_rng, Feed, StageRunner, TrainArgs,
@@ -21,8 +22,8 @@ use crate::world::Shard;
 use crate::{Result, TrainError};
 use latents::{denoise_loss, fixed_loss, LatentSet, Trainee};
 use plandiff_bundle::{
-    load_autoencoder, open_split, plan_space_sha256, stage, Bundle, ModelConfig, PlannerModel, PlannerObjective,
-    Provenance, StageConfigFile,
+    load_autoencoder, open_split, plan_space_sha256, stage, Bundle, ModelConfig, Objective, PlannerModel, Provenance,
+    StageConfigFile,
 };
 use plandiff_data::WindowSampler;
 use plandiff_diffusion::NoiseSchedule;
@@ -42,7 +43,7 @@ const ABOUT: &str =
 
 /// Stage `planner` of [`crate::registry::STAGES`].
 pub const STAGE: Stage =
-    Stage::new::<PlannerSection, PlannerModel>(KIND, ABOUT, train_planner, evaluate, DESCRIBE).with_export(on_export);
+    Stage::new::<PlannerSection, PlannerConfig>(KIND, ABOUT, train_planner, evaluate, DESCRIBE).with_export(on_export);
 
 /// The planner records the fingerprint of the plan space it reads: the exported one's.
 fn on_export(config: &mut serde_json::Value, dst: &Bundle) -> Result<()> {
@@ -75,8 +76,8 @@ pub struct PlannerSection {
 impl PlannerSection {
     /// The model a fresh run builds, for latents of width `d_latent` from the autoencoder
     /// whose plan space has the fingerprint `plan_space_sha256`.
-    fn model(&self, d_latent: i64, plan_space_sha256: String) -> Result<PlannerModel> {
-        self.objective.validate()?;
+    fn model(&self, d_latent: i64, plan_space_sha256: String) -> Result<PlannerConfig> {
+        self.objective.validate().map_err(|e| TrainError::Invalid(format!("config [planner.objective]: {e}")))?;
         let m = PlannerModel {
             denoiser: self.model.denoiser(d_latent),
             schedule: self.diffusion.clone(),
@@ -92,7 +93,7 @@ impl PlannerSection {
 impl Section for PlannerSection {
     fn check(&self, config: &RunConfig, _vocab_size: i64) -> Result<()> {
         let ae: crate::autoencoder::AutoencoderSection = config.section(stage::AUTOENCODER)?;
-        self.objective.validate()?;
+        self.objective.validate().map_err(|e| TrainError::Invalid(format!("config [planner.objective]: {e}")))?;
         self.sampling.validate().map_err(|e| TrainError::Invalid(format!("config [planner.sampling]: {e}")))?;
         self.model
             .denoiser(ae.encoder.d_latent)
@@ -130,13 +131,13 @@ struct PlannerRunner {
     feed: Feed,
     planner: Planner,
     /// The config the planner was built from (its objective, and what the bundle records).
-    model: PlannerModel,
+    model: PlannerConfig,
     train: LatentSet,
     valid: Option<LatentSet>,
 }
 
 impl StageRunner for PlannerRunner {
-    type Model = PlannerModel;
+    type Model = PlannerConfig;
     const KIND: &'static str = KIND;
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
@@ -176,7 +177,7 @@ impl StageRunner for PlannerRunner {
         ))
     }
 
-    fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<PlannerModel> {
+    fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile<PlannerConfig> {
         StageConfigFile::new(KIND, self.model.clone(), tokenizer_hash, provenance)
     }
 }
@@ -192,7 +193,7 @@ pub fn train_planner(args: TrainArgs) -> Result<TrainReport> {
         )));
     }
     let section = fresh_section::<PlannerSection>(&args, KIND)?;
-    let setup = setup_run::<PlannerModel>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
+    let setup = setup_run::<PlannerConfig>(&args, KIND, section.as_ref().map(|s| (s.train.clone(), None)))?;
     let ae = load_autoencoder(&bundle, args.device)?;
     let ae_sha = plan_space_sha256(&bundle)?;
     let model = match (&setup.resumed, section) {
