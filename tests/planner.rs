@@ -104,9 +104,20 @@ fn planner_stage_records_schedule_normalizer_and_autoencoder() {
     ]))
     .unwrap();
     let r = &v["result"];
-    for k in ["denoising_loss", "cosine_sampled", "cosine_random", "cosine_previous"] {
+    for k in [
+        "denoising_loss",
+        "cosine_sampled",
+        "cosine_random",
+        "cosine_previous",
+        "norm_ratio",
+        "cosine_sampled_previous",
+    ] {
         assert!(r[k].as_f64().unwrap().is_finite(), "{k}: {r}");
     }
+    // Plan-space fidelity: a share (chance 0.5), a positive ratio of norms, a clamped cosine.
+    let acc = r["contrastive_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc) && r["norm_ratio"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["cosine_sampled_previous"].as_f64().unwrap().abs() <= 1.0, "{r}");
 }
 
 #[test]

@@ -88,6 +88,15 @@ impl PlanEncoder {
         Self { frozen: None }
     }
 
+    /// Latents on the frozen encoder's unit sphere ([`plandiff_sentence::PlanSpace::to_sphere`]);
+    /// a learned encoder's are returned as they are.
+    pub fn to_sphere(&self, z: &Tensor) -> Tensor {
+        match &self.frozen {
+            Some((_, space)) => space.to_sphere(z),
+            None => z.shallow_clone(),
+        }
+    }
+
     /// Whether plans are a frozen encoder's normalised embeddings (unbounded, no tanh).
     pub fn is_frozen(&self) -> bool {
         self.frozen.is_some()

@@ -35,6 +35,16 @@ impl PlanSpace {
         (e - Tensor::from_slice(&self.mean).to_device(dev)) / Tensor::from_slice(&self.std).to_device(dev)
     }
 
+    /// Latents `(..., D)` moved onto the encoder's unit sphere: denormalised, L2-normalised
+    /// (the encoder's sentence embeddings have norm 1), normalised again.
+    pub fn to_sphere(&self, z: &Tensor) -> Tensor {
+        let dev = z.device();
+        let (mean, std) = (Tensor::from_slice(&self.mean).to_device(dev), Tensor::from_slice(&self.std).to_device(dev));
+        let e = z.to_kind(tch::Kind::Float) * &std + &mean;
+        let e = &e / e.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12);
+        ((e - mean) / std).to_kind(z.kind())
+    }
+
     /// Checks that `enc` is the encoder this space was made with (name and weights).
     pub fn check(&self, enc: &SentenceEncoder) -> Result<(), EncoderError> {
         let id = enc.id()?;

@@ -326,6 +326,7 @@ impl Generator for HybridGenerator {
             "plan_guidance": levers.plan_guidance(),
             "window_stride": levers.stride(),
             "window_pin": levers.pin(),
+            "plan_sphere": levers.plan_sphere,
         });
         Ok(v.as_object().cloned().unwrap_or_default())
     }

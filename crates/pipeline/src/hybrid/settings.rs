@@ -61,6 +61,11 @@ pub struct HybridSettings {
     /// (0 to 64, at most the slots the window's new sentences leave; default 0).
     #[arg(long)]
     pub window_pin: Option<usize>,
+    /// Hybrid: move every sampled plan latent onto the plan-space encoder's unit sphere
+    /// (denormalise, L2-normalise, normalise again; the encoder's sentences have norm 1), once
+    /// sampling ends (a lever of issue 39: sampled plans fall short of real sentences' norm).
+    #[arg(long)]
+    pub plan_sphere: bool,
     /// Hybrid: after the text, show each planned sentence slot as what the decoder writes
     /// from that latent alone, with its cosine to the sentence actually written.
     #[arg(long)]

@@ -248,6 +248,7 @@ impl HybridGenerator {
         let soft_mask = refine.then(|| rows_mask(&outline));
         let soft = soft_mask.as_ref().map(|soft| SoftHold { soft, hold });
         let z = self.planner.sample_held(&known, &mask, soft, opts, |shape| noise.sample(shape)).map_err(plan_error)?;
+        let z = if job.levers.plan_sphere { self.plan_enc.to_sphere(&z) } else { z };
         let z = best_candidates(self.bounded(z), n, ctx, new);
         for (i, r) in rows.iter_mut().enumerate() {
             if r.planned.len() < from + new {

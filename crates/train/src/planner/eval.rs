@@ -25,6 +25,14 @@ pub struct PlannerEval {
     pub cosine_random: f64,
     /// The same with the last known sentence's latent repeated (a copy-the-past planner).
     pub cosine_previous: f64,
+    /// Mean norm of the sampled latents over the true ones' (plan space; 1 is on the manifold's
+    /// scale: issue 39 measured 16.7 against 19.8).
+    pub norm_ratio: f64,
+    /// Share of sampled latents closer (cosine) to their slot's true latent than to a random
+    /// sentence of another place in the split (LCM's contrastive accuracy; 0.5 is chance).
+    pub contrastive_accuracy: f64,
+    /// Mean cosine of a sampled latent to the last known sentence's (copying the context).
+    pub cosine_sampled_previous: f64,
     pub steps: usize,
 }
 
@@ -59,24 +67,29 @@ pub fn evaluate_planner(req: &EvalRequest) -> Result<PlannerEval> {
         cosine_sampled: c[0] / n,
         cosine_random: c[1] / n,
         cosine_previous: c[2] / n,
+        norm_ratio: c[4] / c[5].max(1e-12),
+        contrastive_accuracy: plandiff_layers::bounded::share(c[6] / n),
+        cosine_sampled_previous: plandiff_layers::bounded::cosine(c[7] / n),
         steps: pl.planner.sampling.steps,
     })
 }
 
-/// Sums of the cosine to the true latent of sampled, random and previous-sentence latents
-/// over the second half of each document's first window, and the count of such slots.
+/// Over the second half of each document's first window: sums of the cosine to the true latent
+/// of sampled, random and previous-sentence latents, the count of such slots, the sampled and
+/// true latents' norms, the slots whose sample is closer to the truth than to the random
+/// sentence, and the sampled latents' cosine to the previous sentence.
 fn sampled_cosines(
     planner: &Planner,
     lat: &LatentSet,
     docs: &[(usize, usize)],
     batch: usize,
     device: Device,
-) -> Result<[f64; 4]> {
+) -> Result<[f64; 8]> {
     let slots = planner.max_slots();
     let mut noise = plandiff_planner::HostNoise::new(0x5eed, device);
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
     let total_sent = lat.latents.size()[0];
-    let mut acc = [0f64; 4];
+    let mut acc = [0f64; 8];
     for chunk in docs.chunks(batch.max(1)) {
         // Rows are grouped by window length so each sample runs unpadded.
         for len in 2..=slots {
@@ -109,6 +122,14 @@ fn sampled_cosines(
             acc[1] += cos(&random, &truth).double_value(&[]);
             acc[2] += cos(&prev, &truth).double_value(&[]);
             acc[3] += (rows.len() * (len - k)) as f64;
+            let norms =
+                |x: &Tensor| x.norm_scalaropt_dim(2, [-1i64].as_slice(), false).sum(Kind::Double).double_value(&[]);
+            acc[4] += norms(&sampled);
+            acc[5] += norms(&truth);
+            let each = |a: &Tensor, b: &Tensor| plandiff_layers::bounded::cosine_similarity(a, b, -1); // (B, n)
+            let closer = each(&sampled, &truth).gt_tensor(&each(&sampled, &random));
+            acc[6] += closer.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+            acc[7] += cos(&sampled, &prev).double_value(&[]);
         }
     }
     Ok(acc)
