@@ -93,26 +93,36 @@ fn plain_decoder_matches_pytorch() {
     });
 }
 
-#[test]
-fn cross_attention_decoder_with_rmsnorm_matches_pytorch() {
-    check(DecoderConfig {
+/// A decoder with cross-attention to a plan and RMSNorm.
+fn cross_attention_config() -> DecoderConfig {
+    DecoderConfig {
         vocab_size: 61,
         shape: TransformerShape { d_model: 32, n_layers: 3, n_heads: 2, d_ff: 64, dropout: 0.0, norm: NormKind::Rms },
         max_seq_len: 24,
         plan: Some(PlanConfig { d_latent: 12, max_slots: 5 }),
         rotary: None,
-    });
+    }
 }
 
-#[test]
-fn rotary_decoder_with_sentence_window_matches_pytorch() {
-    check(DecoderConfig {
+/// A rotary decoder with a sentence window of 3 and a plan.
+fn rotary_config() -> DecoderConfig {
+    DecoderConfig {
         vocab_size: 53,
         shape: TransformerShape { d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, dropout: 0.0, norm: NormKind::Layer },
         max_seq_len: 24,
         plan: Some(PlanConfig { d_latent: 12, max_slots: 9 }),
         rotary: Some(RotaryConfig { base: 10000.0, window: 3, lookahead: 1 }),
-    });
+    }
+}
+
+#[test]
+fn cross_attention_decoder_with_rmsnorm_matches_pytorch() {
+    check(cross_attention_config());
+}
+
+#[test]
+fn rotary_decoder_with_sentence_window_matches_pytorch() {
+    check(rotary_config());
 }
 
 /// The mean next-token cross-entropy of `c`'s decoder against its targets.
@@ -128,36 +138,7 @@ fn loss(c: &Case) -> Tensor {
 #[test]
 fn gradients_and_first_training_losses_match_pytorch() {
     let (steps, lr) = (4, 0.5);
-    for cfg in [
-        DecoderConfig {
-            vocab_size: 61,
-            shape: TransformerShape {
-                d_model: 32,
-                n_layers: 2,
-                n_heads: 2,
-                d_ff: 64,
-                dropout: 0.0,
-                norm: NormKind::Rms,
-            },
-            max_seq_len: 24,
-            plan: Some(PlanConfig { d_latent: 12, max_slots: 5 }),
-            rotary: None,
-        },
-        DecoderConfig {
-            vocab_size: 53,
-            shape: TransformerShape {
-                d_model: 32,
-                n_layers: 2,
-                n_heads: 2,
-                d_ff: 64,
-                dropout: 0.0,
-                norm: NormKind::Layer,
-            },
-            max_seq_len: 24,
-            plan: Some(PlanConfig { d_latent: 12, max_slots: 9 }),
-            rotary: Some(RotaryConfig { base: 10000.0, window: 3, lookahead: 1 }),
-        },
-    ] {
+    for cfg in [cross_attention_config(), rotary_config()] {
         let c = case(&cfg);
         twin(&["train", "--steps", &steps.to_string(), "--lr", &lr.to_string()], c.dir.path());
         let torch: std::collections::HashMap<String, Tensor> =
