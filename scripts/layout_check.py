@@ -19,9 +19,11 @@ FN_RE = re.compile(r"^\s*(pub(\([a-z]+\))?\s+)?(const\s+)?(async\s+)?(unsafe\s+)
 
 
 def strip_tests(lines):
-    """Lines before the first `#[cfg(test)]` (test modules sit at the end of a file)."""
+    """Lines before the first inline `#[cfg(test)] mod tests {` (test modules sit at the end of
+    a file); a `#[cfg(test)] mod tests;` declaration (tests in a file of their own) cuts nothing."""
     for i, l in enumerate(lines):
-        if l.strip() == "#[cfg(test)]":
+        nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if l.strip() == "#[cfg(test)]" and nxt.endswith("{"):
             return lines[:i]
     return lines
 
