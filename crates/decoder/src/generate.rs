@@ -117,6 +117,8 @@ fn on(t: Tensor, dev: tch::Device) -> Tensor {
 struct Prefilled<'m> {
     model: &'m Decoder,
     guide: Guide,
+    /// The model's batch: `b`, or `2b` when guided.
+    rows: i64,
     cache: DecoderCache,
     key_mask: Tensor,
     /// Whether any key is masked (left padding, or a row that stopped).
@@ -136,7 +138,7 @@ impl Feeder for Prefilled<'_> {
     fn feed(&mut self, step: &[Option<i64>], live: &[bool]) -> Tensor {
         let (dev, max_len) = (self.model.device(), self.model.config().max_seq_len);
         let b = step.len();
-        let bm = self.guide.rows(step).len() as i64;
+        let bm = self.rows;
         let step_tok: Vec<i64> = step.iter().map(|t| t.unwrap_or(self.pad_id)).collect();
         self.padded |= live.iter().any(|a| !a);
         let p: Vec<i64> = (0..b).map(|r| self.next_pos[r].min(max_len - 1)).collect();
@@ -186,6 +188,7 @@ fn run(
         let mut feeder = Prefilled {
             model,
             guide,
+            rows: bm,
             cache,
             key_mask,
             padded,

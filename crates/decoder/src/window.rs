@@ -14,7 +14,7 @@ use tch::Tensor;
 /// One window to write.
 pub struct Window<'a> {
     /// Per batch row, the text the decoder reads before it writes (`<bos> s_1 <sep> ...` and the
-    /// open sentence). Read when [`WindowDecoder::reads_text`] says so; a sliding session
+    /// open sentence). Read unless [`WindowDecoder::holds_text`] says otherwise; a sliding session
     /// already holds its text after its first window.
     pub text: &'a [Vec<i64>],
     /// The window's plan `(B, S, d_latent)`; its slot 0 is sentence `origin` of the text.
@@ -40,17 +40,13 @@ impl WindowDecoder {
         }
     }
 
-    /// Whether the next window must be given its text: always when re-reading, and for a
-    /// sliding decoder's first window.
-    pub fn reads_text(&self) -> bool {
-        matches!(self, Self::ReRead { .. } | Self::Sliding { session: None, .. })
-    }
-
-    /// For a sliding session, the sentences its windows hold (the one being written included).
-    pub fn sliding_window(&self) -> Option<usize> {
+    /// For a sliding session already under way, the sentences its windows hold (the one being
+    /// written included); `None` when the next window must be given its text (always when
+    /// re-reading, and for a sliding decoder's first window).
+    pub fn holds_text(&self) -> Option<usize> {
         match self {
-            Self::Sliding { window, .. } => Some(*window as usize),
-            Self::ReRead { .. } => None,
+            Self::Sliding { window, session: Some(_), .. } => Some(*window as usize),
+            _ => None,
         }
     }
 

@@ -49,10 +49,11 @@ pub const SENTENCE_JUDGE_METRICS: &[&str] = &["relevance", "coherence", "first_l
 /// Sentences of a document that `eval --metrics` takes as its prompt (as the A/B prompts do).
 pub const DOC_PROMPT_SENTENCES: usize = 2;
 
-/// A document as a prompt (its first two sentences) and the rest.
-fn doc_as_continuation(doc: &str) -> (String, String) {
+/// A document as a prompt (its first two sentences) and the rest; with `keep_one`, a shorter
+/// document keeps its last sentence as the rest (what the fluency judge scores is never empty).
+fn doc_as_continuation(doc: &str, keep_one: bool) -> (String, String) {
     let s = split_sentences(doc);
-    let k = DOC_PROMPT_SENTENCES.min(s.len());
+    let k = DOC_PROMPT_SENTENCES.min(s.len().saturating_sub(usize::from(keep_one)));
     (s[..k].join(" "), s[k..].join(" "))
 }
 
@@ -69,14 +70,6 @@ pub struct TextJudges<'a> {
     pub encoder: Option<&'a PlanSpaceOf>,
     /// The independent sentence encoder (`relevance`, `coherence`, `first_last`).
     pub sentence: Option<&'a SentenceEncoder>,
-}
-
-/// A document as a prompt (its first two sentences, or all but its last when it is shorter)
-/// and the rest: what the fluency judge scores (never an empty continuation).
-fn doc_as_prompted(doc: &str) -> (String, String) {
-    let s = split_sentences(doc);
-    let k = DOC_PROMPT_SENTENCES.min(s.len().saturating_sub(1));
-    (s[..k].join(" "), s[k..].join(" "))
 }
 
 /// Text metrics of a set of documents: per-document ones averaged over documents,
@@ -107,7 +100,7 @@ pub fn text_set_metrics(
                 let j = fluency.ok_or_else(|| {
                     PipelineError::Invalid("fluency_ppl needs the fluency judge (make judge-smollm)".into())
                 })?;
-                let split: Vec<(String, String)> = docs.iter().map(|d| doc_as_prompted(d)).collect();
+                let split: Vec<(String, String)> = docs.iter().map(|d| doc_as_continuation(d, true)).collect();
                 let pairs: Vec<(&str, &str)> = split.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
                 mean_of(j.perplexities(&pairs).map_err(|e| PipelineError::Invalid(e.to_string()))?.into_iter())
             }
@@ -138,7 +131,7 @@ pub fn text_set_metrics(
                     .ok_or_else(|| PipelineError::Invalid(format!("{m} needs the judge's sentence encoder")))?;
                 let mut v = Vec::with_capacity(docs.len());
                 for d in docs {
-                    let (p, c) = doc_as_continuation(d);
+                    let (p, c) = doc_as_continuation(d, false);
                     let s = enc.score(&p, &c).map_err(|e| PipelineError::Invalid(e.to_string()))?;
                     v.push(match m {
                         "relevance" => s.relevance,

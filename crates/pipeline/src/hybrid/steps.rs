@@ -135,7 +135,7 @@ impl HybridGenerator {
         let Some(lead) = text.lead() else { return Ok(None) };
         let written = lead.sentences.len();
         let budget = job.max_tokens.saturating_sub(lead.new_tokens.len());
-        let input = match decoder.sliding_window().filter(|_| !decoder.reads_text()) {
+        let input = match decoder.holds_text() {
             Some(held) => {
                 let origin = written.saturating_sub(held - 1);
                 if budget == 0 {
