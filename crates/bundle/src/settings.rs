@@ -100,6 +100,26 @@ pub struct PlanSection {
     /// (384); the trained encoder is left untrained. Optional; off by default.
     #[serde(default)]
     pub frozen_encoder: bool,
+    /// How the latent noise is added (issue 39): `additive`, `z + s e` (the norm grows with
+    /// s), or `variance_preserving`, `sqrt(1 - s^2) z + s e` with `latent_noise_max <= 1` (a
+    /// diffusion forward step at noise level s: STAR-LDM's re-noised plans, whose norm stays
+    /// a real sentence's). Optional; additive by default.
+    #[serde(default)]
+    pub latent_noise: LatentNoise,
+    /// Start from another bundle's autoencoder (the same decoder architecture and plan space):
+    /// its decoder's weights and its plan space's statistics, with a fresh optimiser and
+    /// schedule, to fine-tune it under other plan settings. Optional; excludes init_from_ar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
+}
+
+/// How `[autoencoder.plan]` adds its latent noise ([`PlanSection::latent_noise`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatentNoise {
+    #[default]
+    Additive,
+    VariancePreserving,
 }
 
 impl PlanSection {
@@ -115,6 +135,18 @@ impl PlanSection {
             return Err(setting(
                 "autoencoder.plan",
                 "need max_slots >= 1, probabilities in [0, 1], word_dropout below 1, latent_noise_max finite and >= 0, bow_weight in [0, 100]",
+            ));
+        }
+        if self.latent_noise == LatentNoise::VariancePreserving && self.latent_noise_max > 1.0 {
+            return Err(setting(
+                "autoencoder.plan",
+                "variance_preserving latent noise needs latent_noise_max <= 1 (a noise level; 1 is pure noise)",
+            ));
+        }
+        if self.init_from.is_some() && self.init_from_ar {
+            return Err(setting(
+                "autoencoder.plan",
+                "init_from and init_from_ar both say where the decoder starts; keep one",
             ));
         }
         Ok(())

@@ -18,6 +18,6 @@ pub use config::{ConfigError, DecoderConfig, PlanConfig, RotaryConfig};
 pub use generate::{generate, generate_guided};
 pub use model::{slot_ids, Decoder, DecoderCache, DecoderInput};
 pub use sampling::{LogitsProcessor, SamplingConfig};
-pub use session::SlidingSession;
+pub use session::{Models, Prior, SlidingSession};
 pub use token_loop::{GenerateOptions, Generated, StopReason};
 pub use window::{Window, WindowDecoder};

@@ -7,6 +7,10 @@
 //! where the window starts, so nothing is read twice. The learned-position decoder instead
 //! re-reads each window (`generate_guided` on the window's text).
 //!
+//! With a [`Prior`] the session keeps a second cache, of another model fed the same tokens,
+//! positions and sentence ids (its window forgets with the decoder's), and draws from the
+//! product of the two models' next-token distributions.
+//!
 //! Rows are sentence-aligned: each call writes the same number of sentences in every row, and
 //! a row that ends its sentences early feeds padding (a sentence id no window reaches) until
 //! the others end theirs.
@@ -16,7 +20,7 @@ use crate::model::{slot_ids, Decoder, DecoderCache};
 use crate::sampling::LogitsProcessor;
 use crate::token_loop::{token_loop, Feeder, History};
 use crate::token_loop::{GenerateOptions, Generated, StopReason};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// The sentence id of padding: below every window.
 const PAD_SENTENCE: i64 = -(1 << 40);
@@ -25,8 +29,43 @@ const PAD_SENTENCE: i64 = -(1 << 40);
 /// decoder holds, so a long text's names are not penalised for being used all along.
 const HISTORY: usize = 192;
 
+/// A model whose next-token distribution is mixed into the decoder's, a product of experts:
+/// tokens are drawn from `p_decoder^(1 - weight) p_prior^weight`, normalised (the decoder's
+/// distribution after plan guidance). The bundle's plain `ar` model is the fluency prior of
+/// `generate --mode hybrid --ar-prior` (issue 39); the prior must share the decoder's
+/// vocabulary and have rotary positions.
+#[derive(Clone, Copy)]
+pub struct Prior<'m> {
+    pub model: &'m Decoder,
+    pub weight: f64,
+}
+
+/// The models a session writes with: the decoder and its optional [`Prior`].
+#[derive(Clone, Copy)]
+pub struct Models<'m> {
+    pub decoder: &'m Decoder,
+    pub prior: Option<Prior<'m>>,
+}
+
+impl<'m> From<&'m Decoder> for Models<'m> {
+    fn from(decoder: &'m Decoder) -> Self {
+        Self { decoder, prior: None }
+    }
+}
+
+impl Prior<'_> {
+    /// `(1 - w) decoder + w prior` of two models' logits `(B, V)`: the product's log-probabilities
+    /// up to a constant per row (softmax removes it), kept on the logits' scale so that the
+    /// sampler's repetition penalty acts on it as on any model's logits.
+    fn mix(&self, decoder: &Tensor, prior: &Tensor) -> Tensor {
+        decoder.to_kind(Kind::Float) * (1.0 - self.weight) + prior.to_kind(Kind::Float) * self.weight
+    }
+}
+
 pub struct SlidingSession {
     cache: DecoderCache,
+    /// The prior's cache (same rows as the sample rows, no guidance copies).
+    prior: Option<DecoderCache>,
     guide: Guide,
     window: i64,
     /// Per sample row: the next position, the sentence of the next token, the tokens drawn and
@@ -47,16 +86,25 @@ impl SlidingSession {
     /// `None` for a decoder without rotary positions.
     pub fn new(model: &Decoder, prompts: &[Vec<i64>], first: i64, weight: f64) -> Option<Self> {
         let r = model.config().rotary?;
-        Some(Self::start(model, prompts, first, weight, r.window))
+        Some(Self::start(model, prompts, first, weight, r.window, None))
     }
 
-    /// [`SlidingSession::new`] for a rotary decoder whose sentence window is `window`.
-    pub(crate) fn start(model: &Decoder, prompts: &[Vec<i64>], first: i64, weight: f64, window: i64) -> Self {
+    /// [`SlidingSession::new`] for a rotary decoder whose sentence window is `window`, with a
+    /// cache for `prior` when there is one (its calls must then pass the same prior).
+    pub(crate) fn start(
+        model: &Decoder,
+        prompts: &[Vec<i64>],
+        first: i64,
+        weight: f64,
+        window: i64,
+        prior: Option<Prior>,
+    ) -> Self {
         let b = prompts.len();
         let weight = (weight != 1.0 && model.null_plan().is_some()).then_some(weight);
         let rows = if weight.is_some() { 2 * b } else { b } as i64;
         Self {
             cache: model.new_cache(None, rows),
+            prior: prior.map(|p| p.model.new_cache(None, b as i64)),
             guide: Guide { b, weight },
             window,
             pos: vec![0; b],
@@ -91,11 +139,20 @@ impl SlidingSession {
             .min()
             .unwrap_or(0);
         self.cache.forget(0, n);
+        if let Some(c) = &mut self.prior {
+            c.forget(0, n); // fed the same positions
+        }
     }
 
     /// Feeds `rows` (per sample row: tokens, their positions and sentence ids), left-padded to
     /// one length with padding no window reaches; returns the last position's logits `(B, V)`.
-    fn feed(&mut self, model: &Decoder, rows: &[(Vec<i64>, Vec<i64>, Vec<i64>)], pad_id: i64) -> Tensor {
+    fn feed(
+        &mut self,
+        model: &Decoder,
+        prior: Option<Prior>,
+        rows: &[(Vec<i64>, Vec<i64>, Vec<i64>)],
+        pad_id: i64,
+    ) -> Tensor {
         let (dev, b) = (model.device(), self.guide.b);
         let bm = if self.guide.weight.is_some() { 2 * b } else { b } as i64;
         let len = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(1);
@@ -110,7 +167,15 @@ impl SlidingSession {
         let t = |v: &[i64]| Tensor::from_slice(&self.guide.rows(v)).view(shape).to_device(dev);
         let logits = model.forward_step(&t(&tok), &t(&pos), Some(&t(&sent)), None, &mut self.cache);
         self.fed += len as i64;
-        self.guide.logits(logits.select(1, -1))
+        let logits = self.guide.logits(logits.select(1, -1));
+        match (prior, &mut self.prior) {
+            (Some(p), Some(cache)) => {
+                let t = |v: &[i64]| Tensor::from_slice(v).view([b as i64, len as i64]).to_device(dev);
+                let l = p.model.forward_step(&t(&tok), &t(&pos), Some(&t(&sent)), None, cache);
+                p.mix(&logits, &l.select(1, -1))
+            }
+            _ => logits,
+        }
     }
 
     /// A row's tokens to feed with their positions and sentence ids, which advance past them.
@@ -124,16 +189,17 @@ impl SlidingSession {
 
     /// Writes up to `opts.max_sentences` more sentences in every row that has not ended, under
     /// `plan` `(B, S, d_latent)` whose slot 0 is sentence `origin`. Rows that ended earlier get
-    /// no tokens and keep their stop reason.
+    /// no tokens and keep their stop reason. `prior`: the session's prior, if it started with one.
     pub fn write(
         &mut self,
-        model: &Decoder,
+        models: Models,
         plan: &Tensor,
         origin: i64,
         sampler: &mut LogitsProcessor,
         opts: &GenerateOptions,
         on_token: impl FnMut(usize, i64),
     ) -> Generated {
+        let (model, prior) = (models.decoder, models.prior);
         tch::no_grad(|| {
             let b = self.guide.b;
             let bm = if self.guide.weight.is_some() { 2 * b } else { b } as i64;
@@ -142,10 +208,10 @@ impl SlidingSession {
             let pending: Vec<Vec<i64>> =
                 (0..b).map(|r| if self.ended[r] { Vec::new() } else { std::mem::take(&mut self.pending[r]) }).collect();
             let rows: Vec<_> = pending.into_iter().enumerate().map(|(r, p)| self.advance(r, p, opts.sep_id)).collect();
-            let first = self.feed(model, &rows, opts.pad_id); // (B, V)
+            let first = self.feed(model, prior, &rows, opts.pad_id); // (B, V)
             let stop = self.ended.iter().map(|&e| e.then_some(StopReason::EndOfDocument)).collect();
             let mut history = History { rows: std::mem::take(&mut self.history), cap: Some(HISTORY) };
-            let mut step = SessionStep { session: self, model, sep_id: opts.sep_id, pad_id: opts.pad_id };
+            let mut step = SessionStep { session: self, model, prior, sep_id: opts.sep_id, pad_id: opts.pad_id };
             let out = token_loop(first, &mut step, &mut history, stop, (sampler, opts), on_token);
             self.history = history.rows;
             out
@@ -158,6 +224,7 @@ impl SlidingSession {
 struct SessionStep<'s, 'm> {
     session: &'s mut SlidingSession,
     model: &'m Decoder,
+    prior: Option<Prior<'m>>,
     sep_id: i64,
     pad_id: i64,
 }
@@ -182,7 +249,7 @@ impl Feeder for SessionStep<'_, '_> {
                 self.session.advance(r, t, self.sep_id)
             })
             .collect();
-        self.session.feed(self.model, &rows, self.pad_id)
+        self.session.feed(self.model, self.prior, &rows, self.pad_id)
     }
 }
 
@@ -221,7 +288,7 @@ mod tests {
         let mut s = SlidingSession::new(&model, &prompts, 0, 1.0).unwrap();
         let mut written: Vec<Vec<i64>> = vec![Vec::new(); 2];
         for _ in 0..4 {
-            let g = s.write(&model, &plan, 0, &mut lp, &opts, |_, _| {});
+            let g = s.write((&model).into(), &plan, 0, &mut lp, &opts, |_, _| {});
             for (w, t) in written.iter_mut().zip(&g.tokens) {
                 w.extend_from_slice(t);
             }
@@ -245,5 +312,59 @@ mod tests {
             s.fed
         );
         assert!(written.iter().all(|w| w.iter().filter(|&&t| t == 2).count() >= 2), "{written:?}");
+    }
+
+    /// Greedy tokens of a session over `prompts`, one sentence a call, four calls.
+    fn session_tokens(models: Models, prompts: &[Vec<i64>], plan: &Tensor, opts: &GenerateOptions) -> Vec<Vec<i64>> {
+        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+        let mut lp = LogitsProcessor::new(greedy, 0);
+        let mut s = SlidingSession::start(models.decoder, prompts, 0, 1.0, 2, models.prior);
+        let mut written: Vec<Vec<i64>> = vec![Vec::new(); prompts.len()];
+        for _ in 0..4 {
+            let g = s.write(models, plan, 0, &mut lp, opts, |_, _| {});
+            for (w, t) in written.iter_mut().zip(&g.tokens) {
+                w.extend_from_slice(t);
+            }
+        }
+        written
+    }
+
+    /// The fluency prior's product of experts at its ends: weight 0 writes what the decoder
+    /// writes alone, weight 1 what the prior model writes alone (its own session: the same
+    /// window and forgetting), and between them the rows write allowed tokens.
+    #[test]
+    fn a_prior_at_weight_0_and_1_gives_the_decoder_and_the_prior_alone() {
+        let rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
+        let build = |seed: i64, plan: Option<PlanConfig>| {
+            tch::manual_seed(seed);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let mut cfg = DecoderConfig::test(30, plan);
+            cfg.rotary = rotary;
+            let model = Decoder::new(vs.root(), &cfg);
+            tch::no_grad(|| vs.variables().values().for_each(|v| drop(v.shallow_clone().g_mul_scalar_(6.0))));
+            (model, vs)
+        };
+        let (dec, _v1) = build(7, Some(PlanConfig { d_latent: 8, max_slots: 8 }));
+        let (ar, _v2) = build(11, None);
+        let opts = GenerateOptions {
+            max_new_tokens: 12,
+            max_sentences: Some(1),
+            eos_id: -1,
+            sep_id: 2,
+            pad_id: 3,
+            banned: (0..30).filter(|t| ![2, 4, 5, 6, 7, 8].contains(t)).collect(),
+        };
+        let prompts = vec![vec![0i64, 7, 2, 8], vec![0i64, 9]];
+        let plan = Tensor::randn([2, 8, 8], (Kind::Float, Device::Cpu)) * 3.0;
+        let alone = session_tokens((&dec).into(), &prompts, &plan, &opts);
+        let with = |model: &Decoder, weight: f64| {
+            session_tokens(Models { decoder: &dec, prior: Some(Prior { model, weight }) }, &prompts, &plan, &opts)
+        };
+        assert_eq!(with(&ar, 0.0), alone);
+        let ar_alone = session_tokens((&ar).into(), &prompts, &plan, &opts);
+        assert_ne!(ar_alone, alone, "the two models must write differently for the test to mean anything");
+        assert_eq!(with(&ar, 1.0), ar_alone);
+        let mixed = with(&ar, 0.5);
+        assert!(mixed.iter().all(|r| !r.is_empty() && r.iter().all(|t| [2, 4, 5, 6, 7, 8].contains(t))), "{mixed:?}");
     }
 }

@@ -7,7 +7,7 @@
 use crate::generate::generate_guided;
 use crate::model::Decoder;
 use crate::sampling::LogitsProcessor;
-use crate::session::SlidingSession;
+use crate::session::{Models, SlidingSession};
 use crate::token_loop::{GenerateOptions, Generated};
 use tch::Tensor;
 
@@ -50,27 +50,42 @@ impl WindowDecoder {
         }
     }
 
-    /// Writes the window's sentences (up to `opts.max_sentences` in every row).
-    /// `on_token(row, token)` sees each token as it is drawn. A sliding session's rows are the
-    /// rows of its first window; rows that ended since get no tokens.
+    /// Whether a [`crate::Prior`] can join the writing: only a sliding session keeps the prior's
+    /// cache beside its own.
+    pub fn takes_prior(&self) -> bool {
+        matches!(self, Self::Sliding { .. })
+    }
+
+    /// Writes the window's sentences (up to `opts.max_sentences` in every row) with
+    /// `models.decoder` and, for a sliding session, its prior (the same prior every window: its
+    /// cache starts with the first). `on_token(row, token)` sees each token as it is drawn. A
+    /// sliding session's rows are the rows of its first window; rows that ended since get no
+    /// tokens.
     pub fn write(
         &mut self,
-        model: &Decoder,
+        models: Models,
         w: &Window,
         sampler: &mut LogitsProcessor,
         opts: &GenerateOptions,
         on_token: impl FnMut(usize, i64),
     ) -> Generated {
         match self {
-            Self::ReRead { guidance } => generate_guided(model, w.text, w.plan, *guidance, sampler, opts, on_token),
+            Self::ReRead { guidance } => {
+                generate_guided(models.decoder, w.text, w.plan, *guidance, sampler, opts, on_token)
+            }
             Self::Sliding { guidance, window, session } => {
                 let s = match session {
                     Some(s) => s,
-                    None => {
-                        session.insert(Box::new(SlidingSession::start(model, w.text, w.origin, *guidance, *window)))
-                    }
+                    None => session.insert(Box::new(SlidingSession::start(
+                        models.decoder,
+                        w.text,
+                        w.origin,
+                        *guidance,
+                        *window,
+                        models.prior,
+                    ))),
                 };
-                s.write(model, w.plan, w.origin, sampler, opts, on_token)
+                s.write(models, w.plan, w.origin, sampler, opts, on_token)
             }
         }
     }

@@ -107,6 +107,21 @@ impl NoiseSchedule {
         }
     }
 
+    /// The model output of this schedule's prediction type that predicts `x0` from `sample`
+    /// at timestep `t` (the inverse of [`Self::split_prediction`]'s x̂₀).
+    pub fn output_for(&self, x0: &Tensor, t: usize, sample: &Tensor) -> Tensor {
+        let a = self.alphas_cumprod[t];
+        let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
+        match self.config.prediction_type {
+            PredictionType::Sample => x0.shallow_clone(),
+            PredictionType::Epsilon => (sample - x0 * sa) / sb.max(1e-12),
+            PredictionType::VPrediction => {
+                let eps = (sample - x0 * sa) / sb.max(1e-12);
+                eps * sa - x0 * sb
+            }
+        }
+    }
+
     fn clip(&self, x0: Tensor) -> Tensor {
         if self.config.clip_sample {
             let r = self.config.clip_sample_range;
@@ -243,6 +258,25 @@ mod tests {
 
     fn close(got: (f64, f64), want: (f64, f64), tol: (f64, f64)) {
         assert!((got.0 - want.0).abs() < tol.0 && (got.1 - want.1).abs() < tol.1, "got {got:?}, want {want:?}");
+    }
+
+    /// `output_for` inverts `split_prediction`'s x0 for every prediction type: the output it
+    /// gives for a predicted x0 splits back into that x0 (and the model output it came from).
+    #[test]
+    fn output_for_inverts_split_prediction() {
+        for pred in [PredictionType::Epsilon, PredictionType::Sample, PredictionType::VPrediction] {
+            let s = NoiseSchedule::new(ScheduleConfig { prediction_type: pred, ..Default::default() }).unwrap();
+            let (x, out) = (sample(), sample().flip([0]) - 0.3);
+            for t in [0, 10, 500, 999] {
+                let (x0, _) = s.split_prediction(&out, t, &x);
+                let back = s.output_for(&x0, t, &x);
+                let err = (&back - &out).abs().max().double_value(&[]);
+                assert!(
+                    err < 1e-9 * (1.0 + out.abs().max().double_value(&[])) / s.alphas_cumprod[t].sqrt().max(1e-3),
+                    "{pred:?} t {t}: {err}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -20,4 +20,4 @@ pub use encoder::{EncoderConfig, LatentBound, SentenceEncoder};
 pub use model::{Planner, PlannerError};
 pub use noise::HostNoise;
 pub use normalizer::LatentNormalizer;
-pub use sampler::{sample_plan, sample_plan_held, PlanSampling, SoftHold};
+pub use sampler::{sample_plan, sample_plan_held, PlanSampling, SoftHold, Steering};

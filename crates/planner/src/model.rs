@@ -5,7 +5,7 @@
 
 use crate::denoiser::{Denoiser, DenoiserConfig, DenoiserInput};
 use crate::normalizer::LatentNormalizer;
-use crate::sampler::{sample_plan_held, PlanSampling, SoftHold};
+use crate::sampler::{sample_plan_held, PlanSampling, Steering};
 use plandiff_diffusion::{NoiseSchedule, ScheduleConfig};
 use std::collections::HashMap;
 use tch::{nn, Tensor};
@@ -70,16 +70,17 @@ impl Planner {
         opts: PlanSampling,
         noise: impl FnMut(&[i64]) -> Tensor,
     ) -> Result<Tensor, PlannerError> {
-        self.sample_held(known, mask, None, opts, noise)
+        self.sample_held(known, mask, Steering::none(), opts, noise)
     }
 
-    /// [`Planner::sample`] with the known slots of `soft` held for only part of the steps
-    /// ([`SoftHold`]): they come back refined, not as given.
+    /// [`Planner::sample`] steered ([`Steering`]): the known slots of `steer.soft` held for only
+    /// part of the steps (they come back refined, not as given); `steer.x0` maps encoder-space
+    /// x0 predictions (the planner's normalizer is undone around it).
     pub fn sample_held(
         &self,
         known: &Tensor,
         mask: &Tensor,
-        soft: Option<SoftHold>,
+        steer: Steering,
         opts: PlanSampling,
         noise: impl FnMut(&[i64]) -> Tensor,
     ) -> Result<Tensor, PlannerError> {
@@ -94,12 +95,18 @@ impl Planner {
         let known_n = self.normalizer.normalize(known);
         // Timestep and slot embeddings once per timestep (the guided pass reuses them).
         let mut step_emb: HashMap<usize, Tensor> = HashMap::new();
+        let in_space = |x0: &Tensor| match steer.x0 {
+            Some(f) => self.normalizer.normalize(&f(&self.normalizer.denormalize(x0))),
+            None => x0.shallow_clone(),
+        };
+        let inner = Steering { x0: steer.x0.map(|_| &in_space as &dyn Fn(&Tensor) -> Tensor), ..steer };
+        let soft = steer.soft;
         let x = tch::no_grad(|| {
             sample_plan_held(
                 &self.schedule,
                 &known_n,
                 mask,
-                soft,
+                inner,
                 opts,
                 |x, t, k, m, prev| {
                     let emb = step_emb.entry(t).or_insert_with(|| {

@@ -67,7 +67,7 @@ pub fn sample_plan(
     model: impl FnMut(&Tensor, usize, &Tensor, &Tensor, Option<&Tensor>) -> Tensor,
     noise: impl FnMut(&[i64]) -> Tensor,
 ) -> plandiff_diffusion::Result<Tensor> {
-    sample_plan_held(schedule, known, mask, None, opts, model, noise)
+    sample_plan_held(schedule, known, mask, Steering::none(), opts, model, noise)
 }
 
 /// Known slots held for part of the sampling: the slots of `soft` (a subset of `mask`'s) are
@@ -79,17 +79,52 @@ pub struct SoftHold<'a> {
     pub hold: f64,
 }
 
-/// [`sample_plan`] with some known slots held only for part of the steps ([`SoftHold`]).
+/// What a caller may steer in a planning run beyond [`PlanSampling`] (issue 39's planner-side
+/// levers; the default steers nothing).
+#[derive(Clone, Copy, Default)]
+pub struct Steering<'a> {
+    /// Known slots held for only part of the steps.
+    pub soft: Option<SoftHold<'a>>,
+    /// Maps every step's predicted x0 (the sampler's space) before the step is taken, e.g. onto
+    /// the sentence encoder's unit sphere (LD4LG, STAR-LDM); the step's model output is
+    /// recomputed from the mapped x0.
+    pub x0: Option<&'a dyn Fn(&Tensor) -> Tensor>,
+    /// Guidance rescale φ in [0, 1] (Lin et al. 2024; large_concept_model's default 0.7): the
+    /// guided x0 is rescaled to the conditional x0's standard deviation per row, mixed
+    /// φ : 1 - φ with the guided one. 0: off.
+    pub rescale: f64,
+    /// The initial noise's scale (large_concept_model's `initial_noise_scale`, about 0.6); 1:
+    /// the schedule's own.
+    pub noise_scale: f64,
+}
+
+impl Steering<'_> {
+    /// Nothing steered.
+    pub fn none() -> Self {
+        Self { soft: None, x0: None, rescale: 0.0, noise_scale: 1.0 }
+    }
+}
+
+/// `guided` rescaled toward the standard deviation of `cond` per row (dims 1..), mixed `phi`.
+fn rescale_guided(guided: &Tensor, cond: &Tensor, phi: f64) -> Tensor {
+    let dims: Vec<i64> = (1..guided.dim() as i64).collect();
+    let std = |x: &Tensor| x.std_dim(dims.as_slice(), true, true);
+    let scaled = guided * (std(cond) / std(guided).clamp_min(1e-12));
+    scaled * phi + guided * (1.0 - phi)
+}
+
+/// [`sample_plan`] with some known slots held only for part of the steps ([`SoftHold`]) and
+/// the other levers of [`Steering`].
 pub fn sample_plan_held(
     schedule: &NoiseSchedule,
     known: &Tensor,
     mask: &Tensor,
-    soft: Option<SoftHold>,
+    steer: Steering,
     opts: PlanSampling,
     mut model: impl FnMut(&Tensor, usize, &Tensor, &Tensor, Option<&Tensor>) -> Tensor,
     mut noise: impl FnMut(&[i64]) -> Tensor,
 ) -> plandiff_diffusion::Result<Tensor> {
-    let shape = known.size();
+    let (shape, soft) = (known.size(), steer.soft);
     let ts = schedule.timesteps(opts.steps)?;
     // Steps that hold every known slot, then the hard mask alone.
     let held = soft.map_or(ts.len(), |s| (s.hold.clamp(0.0, 1.0) * ts.len() as f64).round() as usize);
@@ -99,6 +134,9 @@ pub fn sample_plan_held(
     let (all_form, hard_form) = (forms(mask), forms(&hard));
     let no_known = mask.zeros_like();
     let mut x = noise(&shape).to_kind(known.kind());
+    if steer.noise_scale != 1.0 {
+        x *= steer.noise_scale;
+    }
     let mut x0_prev: Option<Tensor> = None;
     for (i, &t) in ts.iter().enumerate() {
         let (mask, (m, any_known)) = if i < held { (mask, &all_form) } else { (&hard, &hard_form) };
@@ -108,7 +146,22 @@ pub fn sample_plan_held(
             cond
         } else {
             let uncond = model(&x, t, known, &no_known, x0_prev.as_ref());
-            &uncond + (cond - &uncond) * opts.guidance
+            let guided = &uncond + (&cond - &uncond) * opts.guidance;
+            if steer.rescale > 0.0 {
+                // On x0 whatever the prediction type: the rescale keeps the plan's spread.
+                let (g0, _) = schedule.split_prediction(&guided, t, &x);
+                let (c0, _) = schedule.split_prediction(&cond, t, &x);
+                schedule.output_for(&rescale_guided(&g0, &c0, steer.rescale), t, &x)
+            } else {
+                guided
+            }
+        };
+        let out = match steer.x0 {
+            Some(f) => {
+                let (x0, _) = schedule.split_prediction(&out, t, &x);
+                schedule.output_for(&f(&x0), t, &x)
+            }
+            None => out,
         };
         // Step noise only where the step uses it (DDIM with eta 0 is deterministic).
         let step_noise = opts.sampler.is_stochastic(opts.eta).then(|| noise(&shape).to_kind(known.kind()));
@@ -241,7 +294,17 @@ mod tests {
                 seen.push(m.int64_value(&[0, 2]) != 0);
                 target.shallow_clone()
             };
-            sample_plan_held(&sched, &known, &mask, Some(s), opts, model, seeded(2)).unwrap().to_kind(Kind::Double)
+            sample_plan_held(
+                &sched,
+                &known,
+                &mask,
+                Steering { soft: Some(s), ..Steering::none() },
+                opts,
+                model,
+                seeded(2),
+            )
+            .unwrap()
+            .to_kind(Kind::Double)
         };
         let plain =
             sample_plan(&sched, &known, &mask, opts, |_, _, _, _, _| target.shallow_clone(), seeded(2)).unwrap();
@@ -257,5 +320,39 @@ mod tests {
         assert!(gap(&half, &target, 2) < 1e-5, "released, the soft slot ends at the model's x0");
         assert!(gap(&half, &known, 2) > 1e-2);
         assert!(gap(&half, &known, 0) < 1e-6, "the hard slot stays known");
+    }
+
+    /// Steering that changes nothing (an identity x0 map, rescale 0, noise scale 1) samples
+    /// what plain sampling samples; a constant x0 map puts every free slot on that constant at
+    /// the end; guidance rescale 1 gives the guided x0 the conditional x0's spread.
+    #[test]
+    fn steering_levers_do_what_they_say() {
+        let sched = schedule(PredictionType::Sample);
+        let known = Tensor::randn([2, 4, 3], (Kind::Float, Device::Cpu));
+        let mask = Tensor::from_slice(&[true, false, false, true]).view([1, 4]).expand([2, 4], false);
+        let model = |x: &Tensor, _t: usize, k: &Tensor, m: &Tensor, _p: Option<&Tensor>| {
+            x * 0.5 + k * m.to_kind(Kind::Float).unsqueeze(-1) * 0.2 + 0.1
+        };
+        let opts = PlanSampling { steps: 6, sampler: SamplerKind::Ddim, eta: 0.0, guidance: 2.0 };
+        let plain = sample_plan(&sched, &known, &mask, opts, model, seeded(3)).unwrap();
+        let id = |x: &Tensor| x.shallow_clone();
+        let same = Steering { x0: Some(&id), ..Steering::none() };
+        let steered = sample_plan_held(&sched, &known, &mask, same, opts, model, seeded(3)).unwrap();
+        assert!(steered.allclose(&plain, 1e-6, 1e-6, false));
+        let to_one = |x: &Tensor| x.ones_like();
+        let one = Steering { x0: Some(&to_one), ..Steering::none() };
+        let z = sample_plan_held(&sched, &known, &mask, one, opts, model, seeded(3)).unwrap();
+        let free = z.narrow(1, 1, 2);
+        assert!(free.allclose(&free.ones_like(), 1e-5, 1e-5, false), "{free}");
+        assert!(z.narrow(1, 0, 1).allclose(&known.narrow(1, 0, 1), 1e-6, 1e-6, false), "known slots stay");
+        let g = Tensor::randn([2, 4, 3], (Kind::Double, Device::Cpu)) * 3.0;
+        let c = Tensor::randn([2, 4, 3], (Kind::Double, Device::Cpu));
+        let r = rescale_guided(&g, &c, 1.0);
+        let std = |x: &Tensor| x.std_dim([1i64, 2].as_slice(), true, false);
+        assert!(std(&r).allclose(&std(&c), 1e-9, 1e-9, false));
+        assert!(rescale_guided(&g, &c, 0.0).allclose(&g, 1e-12, 1e-12, false));
+        let scaled = Steering { noise_scale: 0.5, ..Steering::none() };
+        let z = sample_plan_held(&sched, &known, &mask, scaled, opts, model, seeded(3)).unwrap();
+        assert!(!z.allclose(&plain, 1e-4, 1e-4, false), "the initial noise's scale must reach the plan");
     }
 }

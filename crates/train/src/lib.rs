@@ -33,7 +33,7 @@ pub use eval::{evaluate_loss, EvalResult};
 pub use export::{export_bundle, ExportReport, StorageKind};
 pub use registry::{load_config, parse_config, STAGES};
 pub use schedule::LrSchedule;
-pub use stages::{EvalRequest, Stage, StageEval};
+pub use stages::{EvalRequest, PlanSteer, Stage, StageEval};
 
 pub use run::{TrainArgs, TrainEnd, TrainReport};
 pub use world::{Precision, Shard, World};

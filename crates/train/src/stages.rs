@@ -24,6 +24,23 @@ pub struct EvalRequest<'a> {
     /// Tokens per window, for stages that read windows (default: the training seq_len).
     pub seq_len: Option<usize>,
     pub device: Device,
+    /// The planner's steering levers for `--stage planner`'s sampled plans (default: none).
+    pub plan: PlanSteer,
+}
+
+/// The planner-side levers of `generate --mode hybrid` (`--plan-sphere`, `--plan-rescale`,
+/// `--plan-noise-scale`), for the planner's evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanSteer {
+    pub sphere: bool,
+    pub rescale: f64,
+    pub noise_scale: f64,
+}
+
+impl Default for PlanSteer {
+    fn default() -> Self {
+        Self { sphere: false, rescale: 0.0, noise_scale: 1.0 }
+    }
 }
 
 /// A stage's evaluation: the fields of its JSON report and its one-line summary.

@@ -27,7 +27,7 @@ use crate::text::TextStream;
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, PlanEncoder};
 use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
-use plandiff_decoder::{GenerateOptions, LogitsProcessor, StopReason, Window, WindowDecoder};
+use plandiff_decoder::{Decoder, GenerateOptions, LogitsProcessor, Models, Prior, StopReason, Window, WindowDecoder};
 use plandiff_layers::FieldError;
 use plandiff_planner::{HostNoise, LatentBound, PlanSampling, Planner};
 use serde_json::json;
@@ -68,6 +68,9 @@ pub struct HybridGenerator {
     /// `frozen_encoder`), whose sentences
     /// are encoded by that encoder and normalised by the space, not by the trained encoder.
     plan_enc: PlanEncoder,
+    /// The bundle's plain `ar` model, the fluency prior of `--ar-prior` (`None` when the bundle
+    /// has none, or it does not share the decoder's tokenizer and positions).
+    ar: Option<(Decoder, nn::VarStore)>,
     _vs: (nn::VarStore, nn::VarStore),
 }
 
@@ -87,7 +90,27 @@ impl HybridGenerator {
                 bundle.display()
             )));
         }
-        Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, plan_enc, _vs: (ae.vs, pl.vs) })
+        let ar = Self::load_prior(&b, &ae.ae, device)?;
+        Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, plan_enc, ar, _vs: (ae.vs, pl.vs) })
+    }
+
+    /// The bundle's `ar` model when it can be the decoder's fluency prior: the same vocabulary
+    /// and rotary positions (a bundle without one, or with another, can still plan and write).
+    fn load_prior(b: &Bundle, ae: &Autoencoder, device: Device) -> Result<Option<(Decoder, nn::VarStore)>> {
+        if !b.has_stage(plandiff_bundle::stage::AR) {
+            return Ok(None);
+        }
+        let d = b.load_decoder(plandiff_bundle::stage::AR, device)?;
+        let dec = ae.decoder.config();
+        let fits =
+            d.config.model.vocab_size == dec.vocab_size && d.config.model.rotary.is_some() && dec.rotary.is_some();
+        Ok(fits.then_some((d.model, d.vs)))
+    }
+
+    /// The decoder's writing models for a request: with `--ar-prior`, the bundle's `ar` model.
+    fn models(&self, levers: &HybridSettings) -> Models<'_> {
+        let prior = self.ar.as_ref().filter(|_| levers.ar_prior() > 0.0);
+        Models { decoder: &self.ae.decoder, prior: prior.map(|(model, _)| Prior { model, weight: levers.ar_prior() }) }
     }
 
     pub fn planner(&self) -> &Planner {
@@ -221,6 +244,11 @@ impl HybridGenerator {
             ));
         }
         self.check_window_levers(&levers)?;
+        if levers.ar_prior() > 0.0 && (self.ar.is_none() || self.ae.decoder.config().rotary.is_none()) {
+            return Err(PipelineError::Invalid(
+                "--ar-prior needs the bundle's `ar` model with the plan decoder's vocabulary, and both with relative (rotary) positions; this bundle lacks them, so leave --ar-prior out".into(),
+            ));
+        }
         let plan = self.plan_sampling(req)?;
         let oracle = reference.map(|r| self.reference_plan(r, req.gen.sentences.unwrap_or(8))).transpose()?;
         let want = match (&oracle, &outline) {
@@ -302,6 +330,7 @@ impl Generator for HybridGenerator {
         let mut stream = TextStream::new(&self.tokenizer, req.prompt, text.rows.len(), req.gen.stream);
         let mut timing = steps::Timing::default();
         while let Some(written) = text.next_sentence() {
+            self.encode_written(&mut text.live_mut())?;
             let win = self.window(written, text.total, &job);
             self.plan_missing(&mut text, win, &job, &mut noise, &mut timing)?;
             let Some(w) = self.window_input(&text, win, &decoder, &job)? else {
@@ -309,11 +338,14 @@ impl Generator for HybridGenerator {
                 break;
             };
             let window = Window { text: &w.text, plan: &w.plan, origin: w.origin };
-            let out = decoder
-                .write(&self.ae.decoder, &window, &mut lp, &w.options, |row, tok| stream.token(w.rows[row], tok, on));
+            let out = decoder.write(self.models(&job.levers), &window, &mut lp, &w.options, |row, tok| {
+                stream.token(w.rows[row], tok, on)
+            });
             self.absorb(&mut text, &w.rows, &out)?;
         }
         timing.seconds = stream.seconds();
+        // The text is done; the last sentences' latents are for the plan's adherence only.
+        self.encode_written(&mut text.rows.iter_mut().collect::<Vec<_>>())?;
         self.finish(&text.rows, text.prompt, &stream, (job.levers.show_plan, &job.outline), timing)
     }
 
@@ -324,9 +356,12 @@ impl Generator for HybridGenerator {
             "plan_sampling": {"steps": p.steps, "sampler": p.sampler, "eta": p.eta, "guidance": p.guidance},
             "plan_candidates": levers.candidates(),
             "plan_guidance": levers.plan_guidance(),
+            "ar_prior": levers.ar_prior(),
             "window_stride": levers.stride(),
             "window_pin": levers.pin(),
             "plan_sphere": levers.plan_sphere,
+            "plan_rescale": levers.plan_rescale(),
+            "plan_noise_scale": levers.plan_noise_scale(),
         });
         Ok(v.as_object().cloned().unwrap_or_default())
     }

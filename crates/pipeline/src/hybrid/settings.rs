@@ -51,6 +51,12 @@ pub struct HybridSettings {
     /// step decodes twice the rows).
     #[arg(long)]
     pub plan_guidance: Option<f64>,
+    /// Hybrid: a fluency prior, 0 to 1: tokens are drawn from the product of the plan
+    /// decoder's distribution and the bundle's plain `ar` model's, weighted (1 - W) and W in
+    /// log space (default 0: the decoder alone; each token then runs both models). The `ar`
+    /// model reads the same text and sentence window as the decoder.
+    #[arg(long)]
+    pub ar_prior: Option<f64>,
     /// Hybrid: once the text fills the decoder's sentence slots, slide its window by this many
     /// sentences at a time (1 to slots - 1; default 1: every sentence is written with all the
     /// slots' text before it in view; larger: fewer re-reads of the window, faster).
@@ -61,11 +67,21 @@ pub struct HybridSettings {
     /// (0 to 64, at most the slots the window's new sentences leave; default 0).
     #[arg(long)]
     pub window_pin: Option<usize>,
-    /// Hybrid: move every sampled plan latent onto the plan-space encoder's unit sphere
-    /// (denormalise, L2-normalise, normalise again; the encoder's sentences have norm 1), once
-    /// sampling ends (a lever of issue 39: sampled plans fall short of real sentences' norm).
+    /// Hybrid: keep the planner's predicted latents on the plan-space encoder's unit sphere
+    /// (the encoder's sentences have norm 1): at every denoising step the predicted x0 is
+    /// denormalised, L2-normalised and normalised again, as LD4LG and STAR-LDM do, and the
+    /// sampled latents once more at the end (a lever of issue 39: sampled plans fall short of
+    /// real sentences' norm).
     #[arg(long)]
     pub plan_sphere: bool,
+    /// Hybrid: the planner's guidance rescale, 0 to 1 (Lin et al. 2024; large_concept_model
+    /// uses 0.7): the guided x0 is rescaled toward the conditional one's spread (default 0: off).
+    #[arg(long)]
+    pub plan_rescale: Option<f64>,
+    /// Hybrid: the scale of the planner's initial noise, 0.1 to 1 (large_concept_model's
+    /// initial_noise_scale, about 0.6; default 1).
+    #[arg(long)]
+    pub plan_noise_scale: Option<f64>,
     /// Hybrid: after the text, show each planned sentence slot as what the decoder writes
     /// from that latent alone, with its cosine to the sentence actually written.
     #[arg(long)]
@@ -105,6 +121,18 @@ impl HybridSettings {
         self.plan_guidance.unwrap_or(1.0)
     }
 
+    pub fn plan_rescale(&self) -> f64 {
+        self.plan_rescale.unwrap_or(0.0)
+    }
+
+    pub fn plan_noise_scale(&self) -> f64 {
+        self.plan_noise_scale.unwrap_or(1.0)
+    }
+
+    pub fn ar_prior(&self) -> f64 {
+        self.ar_prior.unwrap_or(0.0)
+    }
+
     pub fn stride(&self) -> usize {
         self.window_stride.unwrap_or(1)
     }
@@ -127,6 +155,15 @@ impl Checked for HybridSettings {
         }
         if self.plan_guidance.is_some_and(|w| !(0.0..=10.0).contains(&w)) {
             return bad("--plan-guidance must be a number from 0 to 10 (1: the plan alone)");
+        }
+        if self.plan_rescale.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
+            return bad("--plan-rescale must be a fraction from 0 to 1 (0: off)");
+        }
+        if self.plan_noise_scale.is_some_and(|w| !(0.1..=1.0).contains(&w)) {
+            return bad("--plan-noise-scale must be from 0.1 to 1 (1: the schedule's own noise)");
+        }
+        if self.ar_prior.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
+            return bad("--ar-prior must be a weight from 0 to 1 (0: the plan decoder alone, 1: the ar model alone)");
         }
         if self.window_stride.is_some_and(|k| !(1..=64).contains(&k)) {
             return bad("--window-stride must be in 1..=64 (sentences; clamped to the decoder's slots - 1)");

@@ -8,7 +8,7 @@ use crate::text::ends_sentence;
 use crate::Result;
 use plandiff_data::split_sentences;
 use plandiff_decoder::{GenerateOptions, Generated, StopReason, WindowDecoder};
-use plandiff_planner::{HostNoise, SoftHold};
+use plandiff_planner::{HostNoise, SoftHold, Steering};
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
@@ -42,7 +42,7 @@ impl Text {
         self.rows.iter().filter(|r| r.stop.is_none()).collect()
     }
 
-    fn live_mut(&mut self) -> Vec<&mut Row> {
+    pub fn live_mut(&mut self) -> Vec<&mut Row> {
         self.rows.iter_mut().filter(|r| r.stop.is_none()).collect()
     }
 
@@ -247,7 +247,15 @@ impl HybridGenerator {
         let refine = hold < 1.0 && outline.iter().any(|&o| o);
         let soft_mask = refine.then(|| rows_mask(&outline));
         let soft = soft_mask.as_ref().map(|soft| SoftHold { soft, hold });
-        let z = self.planner.sample_held(&known, &mask, soft, opts, |shape| noise.sample(shape)).map_err(plan_error)?;
+        let sphere = |z: &Tensor| self.plan_enc.to_sphere(z);
+        let steer = Steering {
+            soft,
+            x0: job.levers.plan_sphere.then_some(&sphere as &dyn Fn(&Tensor) -> Tensor),
+            rescale: job.levers.plan_rescale(),
+            noise_scale: job.levers.plan_noise_scale(),
+        };
+        let z =
+            self.planner.sample_held(&known, &mask, steer, opts, |shape| noise.sample(shape)).map_err(plan_error)?;
         let z = if job.levers.plan_sphere { self.plan_enc.to_sphere(&z) } else { z };
         let z = best_candidates(self.bounded(z), n, ctx, new);
         for (i, r) in rows.iter_mut().enumerate() {
@@ -317,10 +325,10 @@ impl HybridGenerator {
     }
 
     /// Takes a decoded window into `rows`: new tokens, sentences split at `<sep>` (the open
-    /// sentence completed first), each new sentence re-encoded in one batch.
+    /// sentence completed first). The new sentences are re-encoded when a later step reads
+    /// them ([`Self::encode_written`]).
     fn absorb_rows(&self, rows: &mut [&mut Row], out: &Generated) -> Result<()> {
         let special = self.special();
-        let mut fresh: Vec<(usize, usize)> = Vec::new(); // (row, sentence index)
         for (k, r) in rows.iter_mut().enumerate() {
             let toks = &out.tokens[k];
             r.new_tokens.extend_from_slice(toks);
@@ -328,29 +336,36 @@ impl HybridGenerator {
             for &t in toks {
                 if t == special.sep as i64 {
                     r.sentences.push(std::mem::take(&mut cur));
-                    fresh.push((k, r.sentences.len() - 1));
                 } else if t != special.eos as i64 {
                     cur.push(t);
                 }
             }
             if !cur.is_empty() {
-                // An unfinished last sentence (end of document or token budget).
-                r.sentences.push(cur);
-                fresh.push((k, r.sentences.len() - 1));
+                r.sentences.push(cur); // an unfinished last sentence (end of document or token budget)
             }
             if out.stop[k] != StopReason::Sentences {
                 r.stop = Some(out.stop[k]);
             }
         }
+        Ok(())
+    }
+
+    /// Re-encodes, in one batch, every written sentence of `rows` that has no latent yet: the
+    /// next window's plan and planner call read them. The last window's sentences are read
+    /// only by the plan's adherence figures, which the loop computes once the text is done.
+    pub(super) fn encode_written(&self, rows: &mut [&mut Row]) -> Result<()> {
+        let fresh: Vec<(usize, usize)> = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(k, r)| (r.latents.len()..r.sentences.len()).map(move |i| (k, i)))
+            .collect();
         if fresh.is_empty() {
             return Ok(());
         }
         let sents: Vec<Vec<i64>> = fresh.iter().map(|&(k, i)| rows[k].sentences[i].clone()).collect();
         let z = self.encode(&sents)?;
-        for (j, &(k, i)) in fresh.iter().enumerate() {
-            if rows[k].latents.len() == i {
-                rows[k].latents.push(z.get(j as i64));
-            }
+        for (j, &(k, _)) in fresh.iter().enumerate() {
+            rows[k].latents.push(z.get(j as i64)); // in sentence order within each row
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Document windows of a split and their tensors: the autoencoder's batches.
 
 use crate::Result;
-use plandiff_bundle::Autoencoder;
+use plandiff_bundle::{Autoencoder, LatentNoise};
 use plandiff_data::{doc_batch, index_documents, DocBatch, Document, SpecialIds, TokenSet};
 use std::path::Path;
 use tch::{Device, Tensor};
@@ -80,17 +80,23 @@ pub(super) fn to_device(b: &DocBatch, max_tokens: usize, device: Device) -> Batc
 }
 
 /// The oracle plan `(B, S, d_latent)` of a batch: each sentence's latent in its slot,
-/// the null plan's entries in empty slots, plus optional per-document noise.
-pub(super) fn oracle_plan(ae: &Autoencoder, b: &BatchTensors, batch: i64, noise_max: f64, train: bool) -> Tensor {
-    let z = ae.encoder.forward(&b.sentences, &b.sentence_mask, train); // (N, d_latent)
-    plan_of(ae, b, &z, batch, noise_max)
+/// the null plan's entries in empty slots (no noise: what validation reads).
+pub(super) fn oracle_plan(ae: &Autoencoder, b: &BatchTensors, batch: i64) -> Tensor {
+    let z = ae.encoder.forward(&b.sentences, &b.sentence_mask, false); // (N, d_latent)
+    plan_of(ae, b, &z, batch, (0.0, LatentNoise::Additive))
 }
 
-/// [`oracle_plan`] from latents `z` `(N, d_latent)` already computed.
-pub(super) fn plan_of(ae: &Autoencoder, b: &BatchTensors, z: &Tensor, batch: i64, noise_max: f64) -> Tensor {
+/// [`oracle_plan`] from latents `z` `(N, d_latent)` already computed, with per-document noise
+/// of level s ~ U(0, `noise.0`) added as `noise.1` says.
+pub(super) fn plan_of(ae: &Autoencoder, b: &BatchTensors, z: &Tensor, batch: i64, noise: (f64, LatentNoise)) -> Tensor {
+    let (noise_max, kind) = noise;
     let z = if noise_max > 0.0 {
         let std = Tensor::rand([batch], (z.kind(), z.device())) * noise_max; // per document
-        z + z.randn_like() * std.index_select(0, &b.sent_doc).unsqueeze(1)
+        let s = std.index_select(0, &b.sent_doc).unsqueeze(1); // (N, 1)
+        match kind {
+            LatentNoise::Additive => z + z.randn_like() * s,
+            LatentNoise::VariancePreserving => z * (s.square().neg() + 1.0).clamp_min(0.0).sqrt() + z.randn_like() * s,
+        }
     } else {
         z.shallow_clone()
     };

@@ -5,7 +5,7 @@ use super::batch::{oracle_plan, plan_of, to_device, BatchTensors, DocSet};
 use super::frozen::{invalid, split_plans, FrozenPlans};
 use crate::stages::EvalRequest;
 use crate::{Result, TrainError};
-use plandiff_bundle::{load_autoencoder, open_split, Autoencoder, Bundle};
+use plandiff_bundle::{load_autoencoder, open_split, Autoencoder, Bundle, LatentNoise};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
@@ -14,8 +14,8 @@ use tch::{Device, Kind, Tensor};
 fn score(ae: &Autoencoder, b: &BatchTensors, oracle: bool, z: Option<&Tensor>) -> (f64, i64, i64) {
     let batch = b.inputs.size()[0];
     let plan = oracle.then(|| match z {
-        Some(z) => plan_of(ae, b, z, batch, 0.0),
-        None => oracle_plan(ae, b, batch, 0.0, false),
+        Some(z) => plan_of(ae, b, z, batch, (0.0, LatentNoise::Additive)),
+        None => oracle_plan(ae, b, batch),
     });
     let logits = ae.decoder.forward(&b.inputs, Some(&b.slots), plan.as_ref(), false);
     let v = logits.size()[2];

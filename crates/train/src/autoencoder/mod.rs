@@ -5,7 +5,9 @@
 //! - Plan dropout: a share of documents is trained with the learned null plan, so D also
 //!   runs as a plain LM (the `ar` arm of an A/B).
 //! - Latent noise: latents get Gaussian noise, std ~ U(0, `latent_noise_max`) per document,
-//!   so D tolerates the imperfect plans a planner samples.
+//!   so D tolerates the imperfect plans a planner samples; added, or variance-preserving (a
+//!   diffusion forward step: the plan keeps a real sentence's norm).
+//! - Fine-tuning: `init_from` starts from another bundle's autoencoder (weights and plan space).
 //! - Context dropout: for a share of documents each token attends only within its own
 //!   sentence; the rest of the document reaches it through the plan alone.
 //! - Word dropout (optional): a share of the input tokens becomes `<pad>`, so the decoder
@@ -140,7 +142,7 @@ impl StageRunner for AeRunner {
             Some((f, _)) => f.latents(&self.train, &idx, &db),
             None => self.ae.encoder.forward(&b.sentences, &b.sentence_mask, true), // (N, d_latent)
         };
-        let mut plan = plan_of(&self.ae, &b, &z, bs, self.plan.latent_noise_max);
+        let mut plan = plan_of(&self.ae, &b, &z, bs, (self.plan.latent_noise_max, self.plan.latent_noise));
         if self.plan.null_plan_prob > 0.0 {
             let drop = Tensor::rand([bs, 1, 1], opts).lt(self.plan.null_plan_prob);
             let null = self.ae.null_plan().unsqueeze(0);
@@ -260,7 +262,14 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     let valid = DocSet::open(&args.data, "valid", sp, slots).ok().filter(|v| !v.windows.is_empty());
     let sampler = WindowSampler::over(train.windows.len(), setup.state.seed)?;
     let mean_window = train.mean_window_tokens();
-    let resumed_space = setup.resumed.as_ref().and_then(|c| c.plan_space.clone());
+    let start = match (&plan.init_from, &setup.resumed) {
+        (Some(dir), None) => Some(AeStart::read(dir, &enc_cfg, &dec_cfg)?),
+        _ => None,
+    };
+    let resumed_space = match &start {
+        Some(s) => s.space.clone(),
+        None => setup.resumed.as_ref().and_then(|c| c.plan_space.clone()),
+    };
     let (frozen, space) = match plan.frozen_encoder {
         true => frozen::setup(&args, enc_cfg.d_latent, &train, valid.as_ref(), resumed_space)?,
         false => (None, None),
@@ -268,7 +277,10 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
     let ae = Autoencoder::new(&vs.root(), &enc_cfg, &dec_cfg)?;
-    if plan.init_from_ar && setup.resumed.is_none() {
+    if let Some(s) = &start {
+        let n = s.copy_into(&vs)?;
+        tracing::info!(tensors = n, "autoencoder initialized from {}", s.weights.display());
+    } else if plan.init_from_ar && setup.resumed.is_none() {
         let n = init_decoder_from_ar(&vs, &setup.bundle, &dec_cfg)?;
         tracing::info!(tensors = n, "decoder initialized from {}", setup.bundle.stage_dir(stage::AR).display());
     }
@@ -287,6 +299,76 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
         space,
     };
     run_loop(&mut runner, setup, vs, &args)
+}
+
+/// `[autoencoder.plan] init_from`: another bundle's autoencoder to fine-tune (its weights file
+/// and its plan space), checked against this run's architecture.
+struct AeStart {
+    weights: std::path::PathBuf,
+    space: Option<plandiff_sentence::PlanSpace>,
+}
+
+impl AeStart {
+    const WHAT: &'static str = "[autoencoder.plan] init_from";
+
+    fn read(dir: &std::path::Path, enc: &EncoderConfig, dec: &DecoderConfig) -> Result<Self> {
+        let fix = "give a bundle whose autoencoder has this config's [autoencoder.encoder] and [autoencoder.decoder], or leave init_from out";
+        let bundle = Bundle::open(dir)?;
+        if !bundle.has_stage(KIND) {
+            return Err(TrainError::Invalid(format!("{}: {} has no autoencoder; {fix}", Self::WHAT, dir.display())));
+        }
+        let c = bundle.read_config(KIND)?;
+        let (e, d) = checked_pair(&c, dir)?;
+        let same =
+            |d: &DecoderConfig| DecoderConfig { shape: TransformerShape { dropout: 0.0, ..d.shape }, ..d.clone() };
+        if e.d_latent != enc.d_latent || same(&d) != same(dec) {
+            return Err(TrainError::Invalid(format!(
+                "{}: {}'s autoencoder (d_model {}, {} layers, {} slots, d_latent {}) is not this config's (d_model {}, {} layers, {} slots, d_latent {}); {fix}",
+                Self::WHAT,
+                dir.display(),
+                d.shape.d_model,
+                d.shape.n_layers,
+                d.plan.map_or(0, |p| p.max_slots),
+                e.d_latent,
+                dec.shape.d_model,
+                dec.shape.n_layers,
+                dec.plan.map_or(0, |p| p.max_slots),
+                enc.d_latent
+            )));
+        }
+        Ok(Self { weights: bundle.weights_path(KIND), space: c.plan_space })
+    }
+
+    /// Copies every tensor of the file into `vs` (names and shapes must match). Returns the
+    /// number copied.
+    fn copy_into(&self, vs: &nn::VarStore) -> Result<usize> {
+        let vars = vs.variables();
+        let mut copied = 0;
+        tch::no_grad(|| -> Result<()> {
+            for (name, src) in plandiff_bundle::read_weights(&self.weights)? {
+                let dst = vars.get(&name).filter(|d| d.size() == src.size()).ok_or_else(|| {
+                    TrainError::Invalid(format!(
+                        "{}: `{name}` {:?} of {} has no counterpart here; the bundles differ",
+                        Self::WHAT,
+                        src.size(),
+                        self.weights.display()
+                    ))
+                })?;
+                dst.shallow_clone().copy_(&src.to_kind(dst.kind()));
+                copied += 1;
+            }
+            Ok(())
+        })?;
+        if copied != vars.len() {
+            return Err(TrainError::Invalid(format!(
+                "{}: {} holds {copied} of this model's {} tensors; the bundles differ",
+                Self::WHAT,
+                self.weights.display(),
+                vars.len()
+            )));
+        }
+        Ok(copied)
+    }
 }
 
 /// Copies the bundle's `ar` weights into the autoencoder's decoder (`decoder.<name>`); the

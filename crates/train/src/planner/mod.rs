@@ -229,7 +229,7 @@ pub fn train_planner(args: TrainArgs) -> Result<TrainReport> {
 const DESCRIBE: &str = "{parameters} parameters (d_model {model.denoiser.d_model}, {model.denoiser.n_layers} layers, {model.denoiser.max_slots} slots of d_latent {model.denoiser.d_latent}; {model.schedule.beta_schedule} schedule, predicts {model.schedule.prediction_type}, {model.sampling.sampler} {model.sampling.steps} steps by default), {provenance.steps} steps, val loss {provenance.val_loss:loss}";
 
 /// `plandiff eval --stage planner`'s line (a [`crate::stages::render`] template over its result).
-const SUMMARY: &str = "{split} split, {windows} windows: denoising loss {denoising_loss:.4}; second half of each window sampled from the first ({steps} steps): cosine to the true latents {cosine_sampled:.3} (random sentence {cosine_random:.3}, previous sentence {cosine_previous:.3}); contrastive accuracy {contrastive_accuracy:.3} (chance 0.5); norm ratio sampled / true {norm_ratio:.3}; sampled to previous sentence {cosine_sampled_previous:.3}";
+const SUMMARY: &str = "{split} split, {windows} windows: denoising loss {denoising_loss:.4}; second half of each window sampled from the first ({steps} steps): cosine to the true latents {cosine_sampled:.3} (random sentence {cosine_random:.3}, previous sentence {cosine_previous:.3}); contrastive accuracy {contrastive_accuracy:.3} (chance 0.5); norm ratio sampled / true {norm_ratio:.3}; sampled to previous sentence {cosine_sampled_previous:.3}; Fréchet distance {frechet:.2}, k-NN precision {knn_precision:.3} recall {knn_recall:.3}; round trip (decode, re-encode) sampled {round_trip_sampled:.3}, true {round_trip_true:.3}";
 
 fn evaluate(req: &EvalRequest) -> Result<StageEval> {
     StageEval::nested(&evaluate_planner(req)?, req.split, SUMMARY)
