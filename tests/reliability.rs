@@ -144,3 +144,53 @@ fn ab_out_never_writes_over_files_it_did_not_write() {
     std::fs::write(&file, "x").unwrap();
     refused(&[&ab[..], &["--out", s(&file)]].concat(), "is a file");
 }
+
+/// Issue 39's levers keep their ranges and act only where they are read: the fluency prior and
+/// the planner's steering flags out of range, the steering flags on `eval` without `--stage
+/// planner`, and out-of-range hybrid defaults in a bundle are one-line errors.
+#[test]
+fn fluency_levers_keep_their_limits() {
+    let gen = |flag: &str, v: &str| {
+        vec![
+            "generate".to_string(),
+            "--checkpoint".into(),
+            s(&root().join("checkpoints/tiny")).into(),
+            "--mode".into(),
+            "hybrid".into(),
+            "--prompt".into(),
+            "tom ran.".into(),
+            flag.into(),
+            v.into(),
+        ]
+    };
+    for (flag, v, want) in [
+        ("--ar-prior", "1.5", "--ar-prior must be a weight from 0 to 1"),
+        ("--plan-rescale", "1.5", "--plan-rescale must be a fraction"),
+        ("--plan-noise-scale", "0", "--plan-noise-scale must be from 0.1 to 1"),
+    ] {
+        let args = gen(flag, v);
+        refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), want);
+    }
+    let data = root().join("tests/fixtures");
+    refused(
+        &[
+            "eval",
+            "--checkpoint",
+            s(&root().join("checkpoints/tiny")),
+            "--stage",
+            "autoencoder",
+            "--data",
+            s(&data),
+            "--plan-sphere",
+        ],
+        "--plan-sphere steers the planner's sampled plans; give --stage planner",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let b = edited_bundle(dir.path(), "planner/config.json", |v| {
+        v["model"]["hybrid"] = serde_json::json!({"ar_prior": 3.0})
+    });
+    refused(
+        &["generate", "--checkpoint", s(&b), "--mode", "hybrid", "--prompt", "tom ran."],
+        "ar_prior and plan_rescale in [0, 1]",
+    );
+}

@@ -26,6 +26,53 @@ pub struct PlannerModel<O = serde_json::Value> {
     /// frozen plan spaces call it `autoencoder_sha256`.
     #[serde(alias = "autoencoder_sha256")]
     pub plan_space_sha256: String,
+    /// The hybrid mode's other defaults (issue 39's levers); absent: none of them.
+    #[serde(default, skip_serializing_if = "HybridDefaults::is_neutral")]
+    pub hybrid: HybridDefaults,
+}
+
+/// The defaults of `generate --mode hybrid` (and `ab`'s hybrid arms) beyond the planner's
+/// sampling, each a flag of the same name: the decoder's plan guidance and fluency prior, and
+/// the planner's steering. Stored with the planner (`[planner.hybrid]` of a training config);
+/// the neutral values are the levers off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HybridDefaults {
+    /// `--plan-guidance`: 1, the plan alone.
+    pub plan_guidance: f64,
+    /// `--ar-prior`: 0, the plan decoder alone.
+    pub ar_prior: f64,
+    /// `--plan-sphere`.
+    pub plan_sphere: bool,
+    /// `--plan-rescale`: 0, off.
+    pub plan_rescale: f64,
+    /// `--plan-noise-scale`: 1.
+    pub plan_noise_scale: f64,
+}
+
+impl Default for HybridDefaults {
+    fn default() -> Self {
+        Self { plan_guidance: 1.0, ar_prior: 0.0, plan_sphere: false, plan_rescale: 0.0, plan_noise_scale: 1.0 }
+    }
+}
+
+impl HybridDefaults {
+    pub fn is_neutral(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The flags' ranges.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let within = |x: f64, lo: f64, hi: f64| (lo..=hi).contains(&x);
+        if !within(self.plan_guidance, 0.0, 10.0)
+            || !within(self.ar_prior, 0.0, 1.0)
+            || !within(self.plan_rescale, 0.0, 1.0)
+            || !within(self.plan_noise_scale, 0.1, 1.0)
+        {
+            return Err("hybrid defaults need plan_guidance in [0, 10], ar_prior and plan_rescale in [0, 1], plan_noise_scale in [0.1, 1]".into());
+        }
+        Ok(())
+    }
 }
 
 impl<O: Objective> PlannerModel<O> {
@@ -39,6 +86,7 @@ impl<O: Objective> PlannerModel<O> {
 impl<O: Objective> ModelConfig for PlannerModel<O> {
     fn validate(&self) -> std::result::Result<(), ModelConfigError> {
         self.objective.validate().map_err(|e| ModelConfigError::Rule(format!("planner objective: {e}")))?;
+        self.hybrid.validate().map_err(ModelConfigError::Rule)?;
         self.denoiser.validate()?;
         self.sampling.validate()?;
         NoiseSchedule::new(self.schedule.clone())?;

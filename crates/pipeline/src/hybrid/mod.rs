@@ -71,6 +71,8 @@ pub struct HybridGenerator {
     /// The bundle's plain `ar` model, the fluency prior of `--ar-prior` (`None` when the bundle
     /// has none, or it does not share the decoder's tokenizer and positions).
     ar: Option<(Decoder, nn::VarStore)>,
+    /// The bundle's defaults of the levers a request leaves unset.
+    defaults: plandiff_bundle::HybridDefaults,
     _vs: (nn::VarStore, nn::VarStore),
 }
 
@@ -91,7 +93,8 @@ impl HybridGenerator {
             )));
         }
         let ar = Self::load_prior(&b, &ae.ae, device)?;
-        Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, plan_enc, ar, _vs: (ae.vs, pl.vs) })
+        let defaults = pl.config.model.hybrid;
+        Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, plan_enc, ar, defaults, _vs: (ae.vs, pl.vs) })
     }
 
     /// The bundle's `ar` model when it can be the decoder's fluency prior: the same vocabulary
@@ -228,7 +231,7 @@ impl HybridGenerator {
         if req.gen.max_tokens == 0 {
             return Err(FieldError::new("max_tokens", 0, "must be >= 1").into());
         }
-        let levers = req.settings_as::<HybridSettings>()?;
+        let levers = req.settings_as::<HybridSettings>()?.or_defaults(&self.defaults);
         let outline = match (req.given, levers.outline.as_deref()) {
             (Some(Given::Outline(lines)), _) => Some(lines.to_vec()),
             (_, Some(path)) => Some(outline::read_outline(path)?),
@@ -275,7 +278,7 @@ impl HybridGenerator {
             Some(o) => self.outline_slots(o, levers.outline_complete)?,
             None => Vec::new(),
         };
-        Ok(Job { plan, oracle, outline: fixed, want, levers: levers.into_owned(), max_tokens: req.gen.max_tokens })
+        Ok(Job { plan, oracle, outline: fixed, want, levers, max_tokens: req.gen.max_tokens })
     }
 
     /// `--window-stride` and `--window-pin` re-arrange the windows a decoder with absolute
@@ -351,7 +354,7 @@ impl Generator for HybridGenerator {
 
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
         let p = self.plan_sampling(req)?;
-        let levers = req.settings_as::<HybridSettings>()?;
+        let levers = req.settings_as::<HybridSettings>()?.or_defaults(&self.defaults);
         let v = json!({
             "plan_sampling": {"steps": p.steps, "sampler": p.sampler, "eta": p.eta, "guidance": p.guidance},
             "plan_candidates": levers.candidates(),
@@ -359,7 +362,7 @@ impl Generator for HybridGenerator {
             "ar_prior": levers.ar_prior(),
             "window_stride": levers.stride(),
             "window_pin": levers.pin(),
-            "plan_sphere": levers.plan_sphere,
+            "plan_sphere": levers.plan_sphere(),
             "plan_rescale": levers.plan_rescale(),
             "plan_noise_scale": levers.plan_noise_scale(),
         });

@@ -72,8 +72,8 @@ pub struct HybridSettings {
     /// denormalised, L2-normalised and normalised again, as LD4LG and STAR-LDM do, and the
     /// sampled latents once more at the end (a lever of issue 39: sampled plans fall short of
     /// real sentences' norm).
-    #[arg(long)]
-    pub plan_sphere: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub plan_sphere: Option<bool>,
     /// Hybrid: the planner's guidance rescale, 0 to 1 (Lin et al. 2024; large_concept_model
     /// uses 0.7): the guided x0 is rescaled toward the conditional one's spread (default 0: off).
     #[arg(long)]
@@ -108,6 +108,22 @@ pub struct HybridSettings {
 }
 
 impl HybridSettings {
+    /// These settings with every lever left unset taken from the bundle's `defaults`.
+    pub fn or_defaults(&self, d: &plandiff_bundle::HybridDefaults) -> Self {
+        Self {
+            plan_guidance: self.plan_guidance.or(Some(d.plan_guidance)),
+            ar_prior: self.ar_prior.or(Some(d.ar_prior)),
+            plan_sphere: self.plan_sphere.or(Some(d.plan_sphere)),
+            plan_rescale: self.plan_rescale.or(Some(d.plan_rescale)),
+            plan_noise_scale: self.plan_noise_scale.or(Some(d.plan_noise_scale)),
+            ..self.clone()
+        }
+    }
+
+    pub fn plan_sphere(&self) -> bool {
+        self.plan_sphere.unwrap_or(false)
+    }
+
     /// The planner's stored sampling defaults with these overrides, checked.
     pub fn plan_sampling(&self, defaults: PlanSampling) -> Result<PlanSampling> {
         self.plan.apply(defaults)
@@ -195,5 +211,29 @@ impl ModeSettings for HybridSettings {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HybridSettings;
+    use plandiff_bundle::HybridDefaults;
+
+    /// A bundle's defaults fill the levers a request leaves unset, and only those.
+    #[test]
+    fn bundle_defaults_fill_only_unset_levers() {
+        let d = HybridDefaults {
+            plan_guidance: 0.5,
+            ar_prior: 0.4,
+            plan_sphere: true,
+            plan_rescale: 0.7,
+            plan_noise_scale: 0.6,
+        };
+        let given = HybridSettings { ar_prior: Some(0.0), plan_sphere: Some(false), ..HybridSettings::default() };
+        let r = given.or_defaults(&d);
+        assert_eq!((r.ar_prior(), r.plan_sphere()), (0.0, false), "given flags win");
+        assert_eq!((r.plan_guidance(), r.plan_rescale(), r.plan_noise_scale()), (0.5, 0.7, 0.6));
+        let none = HybridSettings::default().or_defaults(&HybridDefaults::default());
+        assert_eq!((none.plan_guidance(), none.ar_prior(), none.plan_sphere()), (1.0, 0.0, false));
     }
 }

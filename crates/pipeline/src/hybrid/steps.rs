@@ -250,13 +250,13 @@ impl HybridGenerator {
         let sphere = |z: &Tensor| self.plan_enc.to_sphere(z);
         let steer = Steering {
             soft,
-            x0: job.levers.plan_sphere.then_some(&sphere as &dyn Fn(&Tensor) -> Tensor),
+            x0: job.levers.plan_sphere().then_some(&sphere as &dyn Fn(&Tensor) -> Tensor),
             rescale: job.levers.plan_rescale(),
             noise_scale: job.levers.plan_noise_scale(),
         };
         let z =
             self.planner.sample_held(&known, &mask, steer, opts, |shape| noise.sample(shape)).map_err(plan_error)?;
-        let z = if job.levers.plan_sphere { self.plan_enc.to_sphere(&z) } else { z };
+        let z = if job.levers.plan_sphere() { self.plan_enc.to_sphere(&z) } else { z };
         let z = best_candidates(self.bounded(z), n, ctx, new);
         for (i, r) in rows.iter_mut().enumerate() {
             if r.planned.len() < from + new {

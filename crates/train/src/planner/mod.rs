@@ -69,6 +69,10 @@ pub struct PlannerSection {
     pub objective: PlannerObjective,
     /// Defaults for `generate --mode hybrid` and `edit`, stored with the model.
     pub sampling: plandiff_planner::PlanSampling,
+    /// The hybrid mode's other defaults (the decoder's plan guidance and fluency prior, the
+    /// planner's steering); optional, the levers off when absent.
+    #[serde(default)]
+    pub hybrid: plandiff_bundle::HybridDefaults,
     /// `batch_size` counts sentence windows; `seq_len` is unused (windows are `max_slots`).
     pub train: TrainConfig,
 }
@@ -84,6 +88,7 @@ impl PlannerSection {
             objective: self.objective,
             sampling: self.sampling,
             plan_space_sha256,
+            hybrid: self.hybrid,
         };
         m.validate().map_err(|e| TrainError::Invalid(format!("config [planner]: {e}")))?;
         Ok(m)
@@ -95,6 +100,7 @@ impl Section for PlannerSection {
         let ae: crate::autoencoder::AutoencoderSection = config.section(stage::AUTOENCODER)?;
         self.objective.validate().map_err(|e| TrainError::Invalid(format!("config [planner.objective]: {e}")))?;
         self.sampling.validate().map_err(|e| TrainError::Invalid(format!("config [planner.sampling]: {e}")))?;
+        self.hybrid.validate().map_err(|e| TrainError::Invalid(format!("config [planner.hybrid]: {e}")))?;
         self.model
             .denoiser(ae.encoder.d_latent)
             .validate()
