@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-KEYS = {"plan_guidance": float, "ar_prior": float, "plan_sphere": lambda v: v == "true", "plan_rescale": float,
+KEYS = {"plan_guidance": float, "ar_prior": float, "drafts": int, "plan_sphere": lambda v: v == "true", "plan_rescale": float,
         "plan_noise_scale": float}
 
 

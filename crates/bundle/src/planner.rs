@@ -42,6 +42,8 @@ pub struct HybridDefaults {
     pub plan_guidance: f64,
     /// `--ar-prior`: 0, the plan decoder alone.
     pub ar_prior: f64,
+    /// `--drafts`: 1.
+    pub drafts: usize,
     /// `--plan-sphere`.
     pub plan_sphere: bool,
     /// `--plan-rescale`: 0, off.
@@ -52,7 +54,14 @@ pub struct HybridDefaults {
 
 impl Default for HybridDefaults {
     fn default() -> Self {
-        Self { plan_guidance: 1.0, ar_prior: 0.0, plan_sphere: false, plan_rescale: 0.0, plan_noise_scale: 1.0 }
+        Self {
+            plan_guidance: 1.0,
+            ar_prior: 0.0,
+            drafts: 1,
+            plan_sphere: false,
+            plan_rescale: 0.0,
+            plan_noise_scale: 1.0,
+        }
     }
 }
 
@@ -68,8 +77,9 @@ impl HybridDefaults {
             || !within(self.ar_prior, 0.0, 1.0)
             || !within(self.plan_rescale, 0.0, 1.0)
             || !within(self.plan_noise_scale, 0.1, 1.0)
+            || !(1..=8).contains(&self.drafts)
         {
-            return Err("hybrid defaults need plan_guidance in [0, 10], ar_prior and plan_rescale in [0, 1], plan_noise_scale in [0.1, 1]".into());
+            return Err("hybrid defaults need plan_guidance in [0, 10], ar_prior and plan_rescale in [0, 1], plan_noise_scale in [0.1, 1], drafts in 1..=8".into());
         }
         Ok(())
     }

@@ -94,6 +94,18 @@ impl DecoderCache {
         }
     }
 
+    /// Batch row `r` becomes a copy of row `idx[r]` (int64 on the model's device), its plan
+    /// included.
+    pub fn select_rows(&mut self, idx: &Tensor) {
+        self.layers.iter_mut().for_each(|c| c.select_rows(idx));
+        if let Some(s) = &self.sentences {
+            self.sentences = Some(s.index_select(0, idx));
+        }
+        if let Some(cross) = &mut self.cross {
+            cross.iter_mut().for_each(|c| c.select_rows(idx));
+        }
+    }
+
     /// The sentence id of every cached position, row by row (rotary models; empty otherwise).
     pub fn sentence_ids(&self) -> Vec<Vec<i64>> {
         let Some(s) = &self.sentences else { return Vec::new() };

@@ -62,6 +62,30 @@ impl Prior<'_> {
     }
 }
 
+/// One step of the prior model, sent to the thread it runs on.
+struct PriorStep<'a> {
+    model: &'a Decoder,
+    tokens: Tensor,
+    positions: Tensor,
+    sentences: Tensor,
+    cache: &'a mut DecoderCache,
+}
+
+// SAFETY: the step only reads `model` (inference without gradients; the decoder has no
+// interior mutability) while its thread runs, no other thread uses that model or `cache`
+// meanwhile, and libtorch's operators may run concurrently on tensors they only read.
+unsafe impl Send for PriorStep<'_> {}
+
+impl PriorStep<'_> {
+    /// The prior's next-token logits `(B, V)`.
+    fn run(self) -> Tensor {
+        tch::no_grad(|| {
+            let l = self.model.forward_step(&self.tokens, &self.positions, Some(&self.sentences), None, self.cache);
+            l.select(1, -1)
+        })
+    }
+}
+
 pub struct SlidingSession {
     cache: DecoderCache,
     /// The prior's cache (same rows as the sample rows, no guidance copies).
@@ -116,6 +140,26 @@ impl SlidingSession {
         }
     }
 
+    /// Row `r` becomes a copy of row `from[r]` (cache, prior cache, positions, pending tokens,
+    /// history): a batch of drafts goes on from the drafts it keeps.
+    pub fn keep_rows(&mut self, model: &Decoder, from: &[usize]) {
+        assert_eq!(from.len(), self.guide.b, "one source row per row");
+        let dev = model.device();
+        let idx: Vec<i64> = from.iter().map(|&r| r as i64).collect();
+        let both: Vec<i64> =
+            self.guide.rows(&idx).iter().enumerate().map(|(k, &r)| r + (k / from.len() * from.len()) as i64).collect();
+        self.cache.select_rows(&Tensor::from_slice(&both).to_device(dev));
+        if let Some(c) = &mut self.prior {
+            c.select_rows(&Tensor::from_slice(&idx).to_device(dev));
+        }
+        let pick = |v: &Vec<i64>| from.iter().map(|&r| v[r]).collect::<Vec<_>>();
+        self.pos = pick(&self.pos);
+        self.sent = pick(&self.sent);
+        self.pending = from.iter().map(|&r| self.pending[r].clone()).collect();
+        self.history = from.iter().map(|&r| self.history[r].clone()).collect();
+        self.ended = from.iter().map(|&r| self.ended[r]).collect();
+    }
+
     /// Number of cached positions (the longest row's window, padding included).
     pub fn cached(&self) -> i64 {
         self.cache.len()
@@ -165,16 +209,31 @@ impl SlidingSession {
         }
         let shape = [bm, len as i64];
         let t = |v: &[i64]| Tensor::from_slice(&self.guide.rows(v)).view(shape).to_device(dev);
-        let logits = model.forward_step(&t(&tok), &t(&pos), Some(&t(&sent)), None, &mut self.cache);
+        let (tokens, positions, sentences) = (t(&tok), t(&pos), t(&sent));
         self.fed += len as i64;
-        let logits = self.guide.logits(logits.select(1, -1));
-        match (prior, &mut self.prior) {
-            (Some(p), Some(cache)) => {
-                let t = |v: &[i64]| Tensor::from_slice(v).view([b as i64, len as i64]).to_device(dev);
-                let l = p.model.forward_step(&t(&tok), &t(&pos), Some(&t(&sent)), None, cache);
-                p.mix(&logits, &l.select(1, -1))
-            }
-            _ => logits,
+        let guide = &self.guide;
+        let decode = |cache: &mut DecoderCache| {
+            let logits = model.forward_step(&tokens, &positions, Some(&sentences), None, cache);
+            guide.logits(logits.select(1, -1))
+        };
+        let (Some(p), Some(prior_cache)) = (prior, &mut self.prior) else { return decode(&mut self.cache) };
+        let pt = |v: &[i64]| Tensor::from_slice(v).view([b as i64, len as i64]).to_device(dev);
+        let job = PriorStep {
+            model: p.model,
+            tokens: pt(&tok),
+            positions: pt(&pos),
+            sentences: pt(&sent),
+            cache: prior_cache,
+        };
+        // The prior's step runs beside the decoder's, on a second thread.
+        let (logits, prior_logits) = std::thread::scope(|scope| {
+            let beside = scope.spawn(move || job.run());
+            let logits = decode(&mut self.cache);
+            (logits, beside.join())
+        });
+        match prior_logits {
+            Ok(l) => p.mix(&logits, &l),
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     }
 
@@ -366,5 +425,43 @@ mod tests {
         assert_eq!(with(&ar, 1.0), ar_alone);
         let mixed = with(&ar, 0.5);
         assert!(mixed.iter().all(|r| !r.is_empty() && r.iter().all(|t| [2, 4, 5, 6, 7, 8].contains(t))), "{mixed:?}");
+    }
+
+    /// Rows that keep another row's drafts go on exactly as that row would: after
+    /// `keep_rows([1, 1])` both rows write, greedily and under one plan, the sentence row 1
+    /// writes in a session that kept nothing.
+    #[test]
+    fn kept_rows_continue_as_their_source() {
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut cfg = DecoderConfig::test(30, Some(PlanConfig { d_latent: 8, max_slots: 8 }));
+        cfg.rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
+        let model = Decoder::new(vs.root(), &cfg);
+        tch::no_grad(|| vs.variables().values().for_each(|v| drop(v.shallow_clone().g_mul_scalar_(6.0))));
+        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+        let opts = GenerateOptions {
+            max_new_tokens: 12,
+            max_sentences: Some(1),
+            eos_id: -1,
+            sep_id: 2,
+            pad_id: 3,
+            banned: (0..30).filter(|t| ![2, 4, 5, 6, 7, 8].contains(t)).collect(),
+        };
+        let prompts = vec![vec![0i64, 7, 2, 8], vec![0i64, 9]];
+        let plan = (Tensor::randn([1, 8, 8], (Kind::Float, Device::Cpu)) * 3.0).expand([2, 8, 8], true);
+        let run = |keep: bool| {
+            let mut lp = LogitsProcessor::new(greedy, 0);
+            let mut s = SlidingSession::new(&model, &prompts, 0, 1.0).unwrap();
+            let first = s.write((&model).into(), &plan, 0, &mut lp, &opts, |_, _| {});
+            if keep {
+                s.keep_rows(&model, &[1, 1]);
+            }
+            (first, s.write((&model).into(), &plan, 0, &mut lp, &opts, |_, _| {}))
+        };
+        let (first, plain) = run(false);
+        let (_, kept) = run(true);
+        assert_ne!(first.tokens[0], first.tokens[1], "the rows must differ for the test to mean anything");
+        assert_eq!(kept.tokens[0], plain.tokens[1]);
+        assert_eq!(kept.tokens[1], plain.tokens[1]);
     }
 }

@@ -56,6 +56,18 @@ impl WindowDecoder {
         matches!(self, Self::Sliding { .. })
     }
 
+    /// Row `r` of a sliding session goes on as a copy of row `from[r]` (the drafts it keeps);
+    /// `false` for a decoder that re-reads its windows (it holds no rows between calls).
+    pub fn keep_rows(&mut self, model: &Decoder, from: &[usize]) -> bool {
+        match self {
+            Self::Sliding { session: Some(s), .. } => {
+                s.keep_rows(model, from);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Writes the window's sentences (up to `opts.max_sentences` in every row) with
     /// `models.decoder` and, for a sliding session, its prior (the same prior every window: its
     /// cache starts with the first). `on_token(row, token)` sees each token as it is drawn. A

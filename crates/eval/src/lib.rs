@@ -5,7 +5,7 @@
 
 pub mod ab;
 pub mod judge;
-pub mod lexicon;
+pub use plandiff_pipeline::lexicon;
 pub mod metrics;
 pub mod repair;
 pub mod report;

@@ -57,6 +57,13 @@ impl FoldedCross {
     pub fn slots(&self) -> i64 {
         self.slots
     }
+
+    /// Batch row `r` becomes row `idx[r]` (`idx` int64 on the context's device).
+    pub fn select_rows(&mut self, idx: &Tensor) {
+        for t in [&mut self.a, &mut self.c, &mut self.u, &mut self.b_o] {
+            *t = t.index_select(0, idx);
+        }
+    }
 }
 
 /// Self-attention cache: keys and values of every position seen so far.
@@ -89,6 +96,14 @@ impl KvCache {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Batch row `r` becomes a copy of row `idx[r]` (int64 on the cache's device): a batch of
+    /// drafts continues from the kept ones.
+    pub fn select_rows(&mut self, idx: &Tensor) {
+        if let Some(buf) = &self.buf {
+            self.buf = Some(buf.index_select(1, idx));
+        }
     }
 
     /// Forgets the `n` cached positions from `from` on (a sliding window's oldest sentence);

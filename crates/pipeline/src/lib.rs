@@ -13,6 +13,7 @@ pub mod ar;
 pub mod diffusion;
 pub mod flags;
 pub mod hybrid;
+pub mod lexicon;
 pub mod masked;
 pub mod mode;
 pub mod positions;

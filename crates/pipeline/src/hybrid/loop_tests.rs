@@ -58,6 +58,9 @@ fn generator(rotary: bool) -> (HybridGenerator, String) {
         tokenizer,
         device: Device::Cpu,
         plan_enc: PlanEncoder::learned(),
+        ar: None,
+        defaults: plandiff_bundle::HybridDefaults::default(),
+        lexicon: None,
         _vs: (vs_ae, vs_pl),
     };
     (g, word)
@@ -142,4 +145,28 @@ fn token_budgets_stop_the_loop_inside_and_between_windows() {
     let other = crate::masked::MaskedSettings::default();
     let e = g.generate(&GenRequest::new(PROMPT, 1, options(2, 50)).with(&other), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("another mode's settings"), "{e}");
+}
+
+/// Verified drafts write the same sentences as one draft when every draft is the same (the
+/// pinned head), through the sliding session's kept rows, with the budget still counted per
+/// sample; a decoder that re-reads its windows refuses them.
+#[test]
+fn drafts_keep_one_draft_per_sample_and_go_on_from_it() {
+    let (g, word) = generator(true);
+    let one = g.generate(&GenRequest::new(PROMPT, 2, options(7, 500)), &mut |_| {}).unwrap();
+    let levers = HybridSettings { drafts: Some(3), ..HybridSettings::default() };
+    let mut streamed = 0;
+    let req = GenRequest::new(PROMPT, 2, options(7, 500)).with(&levers);
+    let three = g.generate(&req, &mut |_| streamed += 1).unwrap();
+    assert_eq!(three.len(), 2);
+    for (a, b) in one.iter().zip(&three) {
+        assert_eq!(a.text, b.text);
+        assert!(b.sentences.len() == 7 && b.sentences.iter().all(|x| *x == word), "{b:?}");
+        assert_eq!(b.stop, Some(StopReason::Sentences));
+    }
+    let capped = g.generate(&GenRequest::new(PROMPT, 2, options(7, 5)).with(&levers), &mut |_| {}).unwrap();
+    assert!(capped.iter().all(|s| s.new_tokens <= 5 && s.stop == Some(StopReason::MaxTokens)), "{capped:?}");
+    let (g, _) = generator(false);
+    let e = g.generate(&req, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("--drafts needs a plan decoder with relative"), "{e}");
 }

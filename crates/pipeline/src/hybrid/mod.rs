@@ -10,6 +10,7 @@
 //! window's sentences with the [`WindowDecoder`]; re-encode what was written. `edit` reuses
 //! the same steps for sentences in the middle of a text.
 
+mod drafts;
 mod edit;
 #[cfg(test)]
 mod loop_tests;
@@ -73,6 +74,8 @@ pub struct HybridGenerator {
     ar: Option<(Decoder, nn::VarStore)>,
     /// The bundle's defaults of the levers a request leaves unset.
     defaults: plandiff_bundle::HybridDefaults,
+    /// The bundle's training words (`words.txt`), for the drafts' invented-word check.
+    lexicon: Option<crate::lexicon::Lexicon>,
     _vs: (nn::VarStore, nn::VarStore),
 }
 
@@ -94,7 +97,18 @@ impl HybridGenerator {
         }
         let ar = Self::load_prior(&b, &ae.ae, device)?;
         let defaults = pl.config.model.hybrid;
-        Ok(Self { ae: ae.ae, planner: pl.planner, tokenizer, device, plan_enc, ar, defaults, _vs: (ae.vs, pl.vs) })
+        let lexicon = crate::lexicon::Lexicon::load(bundle)?;
+        Ok(Self {
+            ae: ae.ae,
+            planner: pl.planner,
+            tokenizer,
+            device,
+            plan_enc,
+            ar,
+            defaults,
+            lexicon,
+            _vs: (ae.vs, pl.vs),
+        })
     }
 
     /// The bundle's `ar` model when it can be the decoder's fluency prior: the same vocabulary
@@ -247,6 +261,11 @@ impl HybridGenerator {
             ));
         }
         self.check_window_levers(&levers)?;
+        if levers.drafts() > 1 && self.ae.decoder.config().rotary.is_none() {
+            return Err(PipelineError::Invalid(
+                "--drafts needs a plan decoder with relative (rotary) positions, which keeps its drafts' rows between sentences; this bundle's re-reads its windows, so leave --drafts out".into(),
+            ));
+        }
         if levers.ar_prior() > 0.0 && (self.ar.is_none() || self.ae.decoder.config().rotary.is_none()) {
             return Err(PipelineError::Invalid(
                 "--ar-prior needs the bundle's `ar` model with the plan decoder's vocabulary, and both with relative (rotary) positions; this bundle lacks them, so leave --ar-prior out".into(),
@@ -340,10 +359,17 @@ impl Generator for HybridGenerator {
                 text.stop_live(StopReason::MaxTokens);
                 break;
             };
-            let window = Window { text: &w.text, plan: &w.plan, origin: w.origin };
-            let out = decoder.write(self.models(&job.levers), &window, &mut lp, &w.options, |row, tok| {
-                stream.token(w.rows[row], tok, on)
-            });
+            let emit = |row: usize, tok: i64| stream.token(w.rows[row], tok, on);
+            let out = match job.levers.drafts() {
+                1 => {
+                    let window = Window { text: &w.text, plan: &w.plan, origin: w.origin };
+                    decoder.write(self.models(&job.levers), &window, &mut lp, &w.options, emit)
+                }
+                n => {
+                    let d = drafts::Drafting { models: self.models(&job.levers), written, n };
+                    self.write_drafts(&mut decoder, &w, d, &mut lp, emit)?
+                }
+            };
             self.absorb(&mut text, &w.rows, &out)?;
         }
         timing.seconds = stream.seconds();
@@ -360,6 +386,7 @@ impl Generator for HybridGenerator {
             "plan_candidates": levers.candidates(),
             "plan_guidance": levers.plan_guidance(),
             "ar_prior": levers.ar_prior(),
+            "drafts": levers.drafts(),
             "window_stride": levers.stride(),
             "window_pin": levers.pin(),
             "plan_sphere": levers.plan_sphere(),

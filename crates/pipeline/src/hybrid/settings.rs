@@ -57,6 +57,12 @@ pub struct HybridSettings {
     /// model reads the same text and sentence window as the decoder.
     #[arg(long)]
     pub ar_prior: Option<f64>,
+    /// Hybrid: verified drafts, 1 to 8: each sentence is written this many times in one batch,
+    /// re-encoded, and the draft whose latent is closest (cosine) to its plan slot, less two
+    /// per invented word (a word of no training story, from the bundle's words.txt), is kept;
+    /// the next sentence continues from it (default 1: one draft).
+    #[arg(long)]
+    pub drafts: Option<usize>,
     /// Hybrid: once the text fills the decoder's sentence slots, slide its window by this many
     /// sentences at a time (1 to slots - 1; default 1: every sentence is written with all the
     /// slots' text before it in view; larger: fewer re-reads of the window, faster).
@@ -113,6 +119,7 @@ impl HybridSettings {
         Self {
             plan_guidance: self.plan_guidance.or(Some(d.plan_guidance)),
             ar_prior: self.ar_prior.or(Some(d.ar_prior)),
+            drafts: self.drafts.or(Some(d.drafts)),
             plan_sphere: self.plan_sphere.or(Some(d.plan_sphere)),
             plan_rescale: self.plan_rescale.or(Some(d.plan_rescale)),
             plan_noise_scale: self.plan_noise_scale.or(Some(d.plan_noise_scale)),
@@ -143,6 +150,10 @@ impl HybridSettings {
 
     pub fn plan_noise_scale(&self) -> f64 {
         self.plan_noise_scale.unwrap_or(1.0)
+    }
+
+    pub fn drafts(&self) -> usize {
+        self.drafts.unwrap_or(1)
     }
 
     pub fn ar_prior(&self) -> f64 {
@@ -177,6 +188,9 @@ impl Checked for HybridSettings {
         }
         if self.plan_noise_scale.is_some_and(|w| !(0.1..=1.0).contains(&w)) {
             return bad("--plan-noise-scale must be from 0.1 to 1 (1: the schedule's own noise)");
+        }
+        if self.drafts.is_some_and(|n| !(1..=8).contains(&n)) {
+            return bad("--drafts must be in 1..=8 (1: one draft of each sentence)");
         }
         if self.ar_prior.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
             return bad("--ar-prior must be a weight from 0 to 1 (0: the plan decoder alone, 1: the ar model alone)");
@@ -225,6 +239,7 @@ mod tests {
         let d = HybridDefaults {
             plan_guidance: 0.5,
             ar_prior: 0.4,
+            drafts: 2,
             plan_sphere: true,
             plan_rescale: 0.7,
             plan_noise_scale: 0.6,
@@ -232,7 +247,7 @@ mod tests {
         let given = HybridSettings { ar_prior: Some(0.0), plan_sphere: Some(false), ..HybridSettings::default() };
         let r = given.or_defaults(&d);
         assert_eq!((r.ar_prior(), r.plan_sphere()), (0.0, false), "given flags win");
-        assert_eq!((r.plan_guidance(), r.plan_rescale(), r.plan_noise_scale()), (0.5, 0.7, 0.6));
+        assert_eq!((r.plan_guidance(), r.plan_rescale(), r.plan_noise_scale(), r.drafts()), (0.5, 0.7, 0.6, 2));
         let none = HybridSettings::default().or_defaults(&HybridDefaults::default());
         assert_eq!((none.plan_guidance(), none.ar_prior(), none.plan_sphere()), (1.0, 0.0, false));
     }
