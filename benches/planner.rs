@@ -36,6 +36,7 @@ fn main() {
         objective: pl.objective,
         sampling: pl.sampling,
         plan_space_sha256: String::new(),
+        hybrid: pl.hybrid,
     };
     let vs = nn::VarStore::new(Device::Cpu);
     let planner = model.build(&vs.root()).expect("planner");

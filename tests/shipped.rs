@@ -150,3 +150,27 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The demo story README shows (`make demo`'s seeded 12-sentence hybrid story) keeps the
+/// prompt's fox named leo in it and has no invented word: every word of it is a word of the
+/// training stories (the bundle's `words.txt`, the list the `invented_words` metric reads).
+#[test]
+fn the_readme_demo_story_keeps_leo_and_invents_no_word() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let prompt = "once upon a time, there was a little fox named leo. he lived near a big forest.";
+    let story = readme
+        .lines()
+        .skip_while(|l| !l.contains("--mode hybrid --sentences 12"))
+        .find(|l| l.starts_with(prompt))
+        .expect("README quotes the demo's hybrid story after its command");
+    let words: std::collections::HashSet<String> =
+        std::fs::read_to_string(shipped().join("words.txt")).unwrap().lines().map(|l| l.trim().to_string()).collect();
+    let new = &story[prompt.len()..];
+    let invented = plandiff_pipeline::lexicon::Lexicon::from_words(words).invented(new);
+    assert!(invented.is_empty(), "invented words {invented:?} in the demo story: {new}");
+    let leo = plandiff_pipeline::lexicon::words_of(new)
+        .iter()
+        .filter(|w| w.as_str() == "leo" || w.as_str() == "leo's")
+        .count();
+    assert!(leo >= 3, "leo named {leo} times in the demo story: {new}");
+}

@@ -59,11 +59,11 @@ impl HybridGenerator {
             let best = self.best_drafts(&g, &w.plan, slot, n)?;
             let from: Vec<usize> = (0..b * n).map(|i| (i / n) * n + best[i / n]).collect();
             decoder.keep_rows(d.models.decoder, &from);
-            for r in 0..b {
+            for (r, &j) in best.iter().enumerate() {
                 if out.stop[r] != StopReason::Sentences {
                     continue;
                 }
-                let kept = r * n + best[r];
+                let kept = r * n + j;
                 for &t in &g.tokens[kept] {
                     on_token(r, t);
                 }
