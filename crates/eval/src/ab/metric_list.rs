@@ -70,6 +70,12 @@ pub const METRICS: &[(&str, Better, bool, &str)] = &[
     ),
     ("plan_adherence", Better::Higher, true, "cosine of each planned latent to the written sentence's"),
     (
+        "aligned_cosine",
+        Better::Higher,
+        true,
+        "cosine of each new sentence to the reference continuation's sentence at the same place (the judge encoder)",
+    ),
+    (
         "outline_adherence",
         Better::Higher,
         true,

@@ -146,6 +146,16 @@ impl Scorers {
             s.metrics.insert("first_last".into(), sc.first_last);
             s.judge = Some(sc);
         }
+        // With a reference continuation: each arm's k-th sentence against the reference's k-th.
+        let reference = samples.get("reference").and_then(|r| r.first()).and_then(|r| r.judge.as_ref());
+        if let Some(refs) = reference.map(|j| j.sentences.clone()) {
+            for (_, list) in samples.iter_mut().filter(|(arm, _)| arm.as_str() != "reference") {
+                for s in list.iter_mut() {
+                    let Some(sc) = &s.judge else { continue };
+                    s.metrics.insert("aligned_cosine".into(), scores::aligned(&refs, &sc.sentences));
+                }
+            }
+        }
         if let Some(o) = outline {
             let slots: Vec<(usize, &str)> =
                 o.iter().enumerate().filter_map(|(k, l)| l.as_deref().map(|l| (k, l))).collect();

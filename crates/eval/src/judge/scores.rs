@@ -38,6 +38,13 @@ pub fn coherence(written: &[Vec<f32>]) -> f64 {
     bounded::cosine(mean(written.windows(2).map(|w| dot(&w[0], &w[1]))))
 }
 
+/// Mean cosine of each written sentence to the reference's sentence at the same place (the
+/// k-th new sentence against the reference continuation's k-th), over the places both have
+/// (NaN with none): whether a sentence says what the plan slot of the true sentence says.
+pub fn aligned(reference: &[Vec<f32>], written: &[Vec<f32>]) -> f64 {
+    bounded::cosine(mean(reference.iter().zip(written).map(|(r, w)| dot(r, w))))
+}
+
 /// Cosine of the first written sentence to the last (NaN with fewer than two).
 pub fn first_last(written: &[Vec<f32>]) -> f64 {
     match (written.first(), written.last()) {
@@ -95,6 +102,16 @@ mod tests {
     fn unit(v: &[f32]) -> Vec<f32> {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn aligned_pairs_the_kth_sentences_by_hand() {
+        let (a, b) = (unit(&[1.0, 0.0]), unit(&[0.0, 1.0]));
+        let both = unit(&[1.0, 1.0]);
+        // Pairs (a, a) and (b, both); the third written sentence has no reference.
+        let got = aligned(&[a.clone(), b.clone()], &[a.clone(), both.clone(), b.clone()]);
+        assert!((got - (1.0 + 0.5f64.sqrt()) / 2.0).abs() < 1e-6, "{got}");
+        assert!(aligned(&[], &[a]).is_nan());
     }
 
     #[test]
