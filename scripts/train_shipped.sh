@@ -56,6 +56,23 @@ for stage in ar autoencoder planner diffusion masked; do
     "$BIN" train "$stage" --config "$CONFIG" --data "$RUN/data" --out "$RUN/bundle" "${EXTRA[@]}"
   fi
 done
+# Issue 39: the plan decoder fine-tuned on re-noised plans (configs/decoder-renoise.toml: a
+# diffusion forward step of each sentence's embedding, noise level up to 0.7), starting from the
+# autoencoder trained above; it then replaces that autoencoder in the bundle (same plan space,
+# so the planner stays paired).
+if [[ "$CONFIG" == configs/shipped.toml ]]; then
+  RENOISE="$RUN/renoise"
+  sed "s#^init_from = .*#init_from = \"$RUN/bundle\"#" configs/decoder-renoise.toml > "$RUN/decoder-renoise.toml"
+  if [[ -f "$RENOISE/autoencoder/trainer_state.json" ]]; then
+    "$BIN" train autoencoder --data "$RUN/data" --out "$RENOISE" --resume "${EXTRA[@]}"
+  elif [[ ! -f "$RUN/renoised.done" ]]; then
+    "$BIN" train autoencoder --config "$RUN/decoder-renoise.toml" --data "$RUN/data" --out "$RENOISE" "${EXTRA[@]}"
+  fi
+  if [[ ! -f "$RUN/renoised.done" ]]; then
+    rm -rf "$RUN/bundle/autoencoder.base" && mv "$RUN/bundle/autoencoder" "$RUN/bundle/autoencoder.base"
+    cp -r "$RENOISE/autoencoder" "$RUN/bundle/autoencoder" && touch "$RUN/renoised.done"
+  fi
+fi
 echo "== evaluation (validation split)"
 for stage in ar autoencoder planner diffusion masked; do
   "$BIN" --log-level warn eval --stage "$stage" --checkpoint "$RUN/bundle" --data "$RUN/data" --device "$DEVICE"

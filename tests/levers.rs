@@ -108,9 +108,12 @@ fn a_sliding_rotary_decoder_refuses_the_window_levers() {
 }
 
 #[test]
-fn plan_guidance_one_is_the_plan_alone_and_more_changes_the_text() {
+fn plan_guidance_unset_is_the_bundles_default_and_more_changes_the_text() {
     let base = hybrid(&[]);
-    assert_eq!(hybrid(&["--plan-guidance", "1"])["samples"][0]["text"], base["samples"][0]["text"]);
+    let stored = base["plan_guidance"].as_f64().expect("the settings report the plan guidance");
+    assert_eq!(stored, 0.75, "the shipped bundle stores plan guidance 0.75 (issue 39)");
+    assert_eq!(hybrid(&["--plan-guidance", "0.75"])["samples"][0]["text"], base["samples"][0]["text"]);
+    assert_ne!(hybrid(&["--plan-guidance", "1"])["samples"][0]["text"], base["samples"][0]["text"]);
     let guided = hybrid(&["--plan-guidance", "3"]);
     assert_eq!(guided["plan_guidance"], 3.0, "{guided}");
     assert_eq!(previews(&guided), previews(&base), "the plan is the same");

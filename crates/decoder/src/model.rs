@@ -94,16 +94,11 @@ impl DecoderCache {
         }
     }
 
-    /// Batch row `r` becomes a copy of row `idx[r]` (int64 on the model's device), its plan
-    /// included.
+    /// Batch row `r` becomes a copy of row `idx[r]` (int64 on the model's device), plan included.
     pub fn select_rows(&mut self, idx: &Tensor) {
         self.layers.iter_mut().for_each(|c| c.select_rows(idx));
-        if let Some(s) = &self.sentences {
-            self.sentences = Some(s.index_select(0, idx));
-        }
-        if let Some(cross) = &mut self.cross {
-            cross.iter_mut().for_each(|c| c.select_rows(idx));
-        }
+        self.sentences = self.sentences.as_ref().map(|s| s.index_select(0, idx));
+        self.cross.iter_mut().flatten().for_each(|c| c.select_rows(idx));
     }
 
     /// The sentence id of every cached position, row by row (rotary models; empty otherwise).

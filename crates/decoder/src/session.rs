@@ -225,7 +225,13 @@ impl SlidingSession {
             sentences: pt(&sent),
             cache: prior_cache,
         };
-        // The prior's step runs beside the decoder's, on a second thread.
+        // With one intra-op thread the prior's step runs beside the decoder's on a second
+        // thread; with more, libtorch's threads already share the cores and a second caller
+        // would oversubscribe them (measured: 3x slower on two cores), so it runs after.
+        if tch::get_num_threads() > 1 {
+            let logits = decode(&mut self.cache);
+            return p.mix(&logits, &job.run());
+        }
         let (logits, prior_logits) = std::thread::scope(|scope| {
             let beside = scope.spawn(move || job.run());
             let logits = decode(&mut self.cache);

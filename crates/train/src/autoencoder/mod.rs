@@ -277,13 +277,7 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
     let ae = Autoencoder::new(&vs.root(), &enc_cfg, &dec_cfg)?;
-    if let Some(s) = &start {
-        let n = s.copy_into(&vs)?;
-        tracing::info!(tensors = n, "autoencoder initialized from {}", s.weights.display());
-    } else if plan.init_from_ar && setup.resumed.is_none() {
-        let n = init_decoder_from_ar(&vs, &setup.bundle, &dec_cfg)?;
-        tracing::info!(tensors = n, "decoder initialized from {}", setup.bundle.stage_dir(stage::AR).display());
-    }
+    initialise(&vs, start.as_ref(), (plan.init_from_ar && setup.resumed.is_none()).then_some(&setup.bundle), &dec_cfg)?;
     let mut runner = AeRunner {
         ae,
         enc_cfg,
@@ -299,6 +293,24 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
         space,
     };
     run_loop(&mut runner, setup, vs, &args)
+}
+
+/// A fresh run's starting weights: another bundle's autoencoder (`init_from`), or the `ar`
+/// model of `ar_bundle` for the decoder (`init_from_ar`), or the fresh initialisation.
+fn initialise(
+    vs: &nn::VarStore,
+    start: Option<&AeStart>,
+    ar_bundle: Option<&Bundle>,
+    dec: &DecoderConfig,
+) -> Result<()> {
+    if let Some(s) = start {
+        let n = s.copy_into(vs)?;
+        tracing::info!(tensors = n, "autoencoder initialized from {}", s.weights.display());
+    } else if let Some(b) = ar_bundle {
+        let n = init_decoder_from_ar(vs, b, dec)?;
+        tracing::info!(tensors = n, "decoder initialized from {}", b.stage_dir(stage::AR).display());
+    }
+    Ok(())
 }
 
 /// `[autoencoder.plan] init_from`: another bundle's autoencoder to fine-tune (its weights file
