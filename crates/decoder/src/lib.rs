@@ -9,6 +9,7 @@
 pub mod config;
 pub mod generate;
 pub mod model;
+pub mod prior;
 pub mod sampling;
 pub mod session;
 mod token_loop;
@@ -17,7 +18,8 @@ pub mod window;
 pub use config::{ConfigError, DecoderConfig, PlanConfig, RotaryConfig};
 pub use generate::{generate, generate_guided};
 pub use model::{slot_ids, Decoder, DecoderCache, DecoderInput};
+pub use prior::{Models, Prior};
 pub use sampling::{LogitsProcessor, SamplingConfig};
-pub use session::{Models, Prior, SlidingSession};
+pub use session::SlidingSession;
 pub use token_loop::{GenerateOptions, Generated, StopReason};
 pub use window::{Window, WindowDecoder};

@@ -17,10 +17,11 @@
 
 use crate::generate::Guide;
 use crate::model::{slot_ids, Decoder, DecoderCache};
+use crate::prior::{Models, Prior, PriorStep};
 use crate::sampling::LogitsProcessor;
 use crate::token_loop::{token_loop, Feeder, History};
 use crate::token_loop::{GenerateOptions, Generated, StopReason};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// The sentence id of padding: below every window.
 const PAD_SENTENCE: i64 = -(1 << 40);
@@ -28,63 +29,6 @@ const PAD_SENTENCE: i64 = -(1 << 40);
 /// Tokens the repetition penalty looks back on: about what a re-read window of the shipped
 /// decoder holds, so a long text's names are not penalised for being used all along.
 const HISTORY: usize = 192;
-
-/// A model whose next-token distribution is mixed into the decoder's, a product of experts:
-/// tokens are drawn from `p_decoder^(1 - weight) p_prior^weight`, normalised (the decoder's
-/// distribution after plan guidance). The bundle's plain `ar` model is the fluency prior of
-/// `generate --mode hybrid --ar-prior` (issue 39); the prior must share the decoder's
-/// vocabulary and have rotary positions.
-#[derive(Clone, Copy)]
-pub struct Prior<'m> {
-    pub model: &'m Decoder,
-    pub weight: f64,
-}
-
-/// The models a session writes with: the decoder and its optional [`Prior`].
-#[derive(Clone, Copy)]
-pub struct Models<'m> {
-    pub decoder: &'m Decoder,
-    pub prior: Option<Prior<'m>>,
-}
-
-impl<'m> From<&'m Decoder> for Models<'m> {
-    fn from(decoder: &'m Decoder) -> Self {
-        Self { decoder, prior: None }
-    }
-}
-
-impl Prior<'_> {
-    /// `(1 - w) decoder + w prior` of two models' logits `(B, V)`: the product's log-probabilities
-    /// up to a constant per row (softmax removes it), kept on the logits' scale so that the
-    /// sampler's repetition penalty acts on it as on any model's logits.
-    fn mix(&self, decoder: &Tensor, prior: &Tensor) -> Tensor {
-        decoder.to_kind(Kind::Float) * (1.0 - self.weight) + prior.to_kind(Kind::Float) * self.weight
-    }
-}
-
-/// One step of the prior model, sent to the thread it runs on.
-struct PriorStep<'a> {
-    model: &'a Decoder,
-    tokens: Tensor,
-    positions: Tensor,
-    sentences: Tensor,
-    cache: &'a mut DecoderCache,
-}
-
-// SAFETY: the step only reads `model` (inference without gradients; the decoder has no
-// interior mutability) while its thread runs, no other thread uses that model or `cache`
-// meanwhile, and libtorch's operators may run concurrently on tensors they only read.
-unsafe impl Send for PriorStep<'_> {}
-
-impl PriorStep<'_> {
-    /// The prior's next-token logits `(B, V)`.
-    fn run(self) -> Tensor {
-        tch::no_grad(|| {
-            let l = self.model.forward_step(&self.tokens, &self.positions, Some(&self.sentences), None, self.cache);
-            l.select(1, -1)
-        })
-    }
-}
 
 pub struct SlidingSession {
     cache: DecoderCache,
@@ -218,29 +162,8 @@ impl SlidingSession {
         };
         let (Some(p), Some(prior_cache)) = (prior, &mut self.prior) else { return decode(&mut self.cache) };
         let pt = |v: &[i64]| Tensor::from_slice(v).view([b as i64, len as i64]).to_device(dev);
-        let job = PriorStep {
-            model: p.model,
-            tokens: pt(&tok),
-            positions: pt(&pos),
-            sentences: pt(&sent),
-            cache: prior_cache,
-        };
-        // With one intra-op thread the prior's step runs beside the decoder's on a second
-        // thread; with more, libtorch's threads already share the cores and a second caller
-        // would oversubscribe them (measured: 3x slower on two cores), so it runs after.
-        if tch::get_num_threads() > 1 {
-            let logits = decode(&mut self.cache);
-            return p.mix(&logits, &job.run());
-        }
-        let (logits, prior_logits) = std::thread::scope(|scope| {
-            let beside = scope.spawn(move || job.run());
-            let logits = decode(&mut self.cache);
-            (logits, beside.join())
-        });
-        match prior_logits {
-            Ok(l) => p.mix(&logits, &l),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        let step = PriorStep::new(p.model, [pt(&tok), pt(&pos), pt(&sent)], prior_cache);
+        p.step_beside(step, || decode(&mut self.cache))
     }
 
     /// A row's tokens to feed with their positions and sentence ids, which advance past them.
@@ -325,28 +248,39 @@ mod tests {
     use crate::{DecoderConfig, PlanConfig, RotaryConfig, SamplingConfig};
     use tch::{nn, Device, Kind};
 
-    /// Greedy writing through a sliding session, one sentence a call, gives the tokens of greedy
-    /// decoding with full, uncached forwards over the whole text (sentence window and plan
-    /// included), while the session's cache holds only the window.
-    #[test]
-    fn sliding_session_equals_full_forward_greedy() {
-        tch::manual_seed(7);
+    /// A rotary test decoder (sentence window 2, lookahead 1; with a plan of 8 slots of 8 when
+    /// `plan`), its weights scaled up so that the plan and the window change greedy choices.
+    fn rotary_model(seed: i64, plan: bool) -> (Decoder, nn::VarStore) {
+        tch::manual_seed(seed);
         let vs = nn::VarStore::new(Device::Cpu);
-        let mut cfg = DecoderConfig::test(30, Some(PlanConfig { d_latent: 8, max_slots: 8 }));
+        let mut cfg = DecoderConfig::test(30, plan.then_some(PlanConfig { d_latent: 8, max_slots: 8 }));
         cfg.rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
         let model = Decoder::new(vs.root(), &cfg);
-        // Larger weights than the init's, so the plan and the window change greedy choices.
         tch::no_grad(|| vs.variables().values().for_each(|v| drop(v.shallow_clone().g_mul_scalar_(6.0))));
-        // Greedy over four tokens with a strong repetition penalty: sentences end often.
-        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 4.0 };
-        let opts = GenerateOptions {
+        (model, vs)
+    }
+
+    /// One sentence a call, at most 12 tokens, drawn from `allowed` (and `<sep>` = 2).
+    fn one_sentence(allowed: &[i64]) -> GenerateOptions {
+        GenerateOptions {
             max_new_tokens: 12,
             max_sentences: Some(1),
             eos_id: -1,
             sep_id: 2,
             pad_id: 3,
-            banned: (0..30).filter(|t| ![2, 4, 5, 6].contains(t)).collect(),
-        };
+            banned: (0..30).filter(|t| *t != 2 && !allowed.contains(t)).collect(),
+        }
+    }
+
+    /// Greedy writing through a sliding session, one sentence a call, gives the tokens of greedy
+    /// decoding with full, uncached forwards over the whole text (sentence window and plan
+    /// included), while the session's cache holds only the window.
+    #[test]
+    fn sliding_session_equals_full_forward_greedy() {
+        let (model, _vs) = rotary_model(7, true);
+        // Greedy over four tokens with a strong repetition penalty: sentences end often.
+        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 4.0 };
+        let opts = one_sentence(&[4, 5, 6]);
         let prompts = vec![vec![0i64, 7, 2, 8], vec![0i64, 9]];
         let plan = Tensor::randn([2, 8, 8], (Kind::Float, Device::Cpu)) * 3.0;
         let mut lp = LogitsProcessor::new(greedy, 0);
@@ -399,26 +333,9 @@ mod tests {
     /// window and forgetting), and between them the rows write allowed tokens.
     #[test]
     fn a_prior_at_weight_0_and_1_gives_the_decoder_and_the_prior_alone() {
-        let rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
-        let build = |seed: i64, plan: Option<PlanConfig>| {
-            tch::manual_seed(seed);
-            let vs = nn::VarStore::new(Device::Cpu);
-            let mut cfg = DecoderConfig::test(30, plan);
-            cfg.rotary = rotary;
-            let model = Decoder::new(vs.root(), &cfg);
-            tch::no_grad(|| vs.variables().values().for_each(|v| drop(v.shallow_clone().g_mul_scalar_(6.0))));
-            (model, vs)
-        };
-        let (dec, _v1) = build(7, Some(PlanConfig { d_latent: 8, max_slots: 8 }));
-        let (ar, _v2) = build(11, None);
-        let opts = GenerateOptions {
-            max_new_tokens: 12,
-            max_sentences: Some(1),
-            eos_id: -1,
-            sep_id: 2,
-            pad_id: 3,
-            banned: (0..30).filter(|t| ![2, 4, 5, 6, 7, 8].contains(t)).collect(),
-        };
+        let (dec, _v1) = rotary_model(7, true);
+        let (ar, _v2) = rotary_model(11, false);
+        let opts = one_sentence(&[4, 5, 6, 7, 8]);
         let prompts = vec![vec![0i64, 7, 2, 8], vec![0i64, 9]];
         let plan = Tensor::randn([2, 8, 8], (Kind::Float, Device::Cpu)) * 3.0;
         let alone = session_tokens((&dec).into(), &prompts, &plan, &opts);
@@ -438,21 +355,9 @@ mod tests {
     /// writes in a session that kept nothing.
     #[test]
     fn kept_rows_continue_as_their_source() {
-        tch::manual_seed(5);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let mut cfg = DecoderConfig::test(30, Some(PlanConfig { d_latent: 8, max_slots: 8 }));
-        cfg.rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
-        let model = Decoder::new(vs.root(), &cfg);
-        tch::no_grad(|| vs.variables().values().for_each(|v| drop(v.shallow_clone().g_mul_scalar_(6.0))));
+        let (model, _vs) = rotary_model(5, true);
         let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
-        let opts = GenerateOptions {
-            max_new_tokens: 12,
-            max_sentences: Some(1),
-            eos_id: -1,
-            sep_id: 2,
-            pad_id: 3,
-            banned: (0..30).filter(|t| ![2, 4, 5, 6, 7, 8].contains(t)).collect(),
-        };
+        let opts = one_sentence(&[4, 5, 6, 7, 8]);
         let prompts = vec![vec![0i64, 7, 2, 8], vec![0i64, 9]];
         let plan = (Tensor::randn([1, 8, 8], (Kind::Float, Device::Cpu)) * 3.0).expand([2, 8, 8], true);
         let run = |keep: bool| {

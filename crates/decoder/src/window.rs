@@ -6,8 +6,9 @@
 
 use crate::generate::generate_guided;
 use crate::model::Decoder;
+use crate::prior::Models;
 use crate::sampling::LogitsProcessor;
-use crate::session::{Models, SlidingSession};
+use crate::session::SlidingSession;
 use crate::token_loop::{GenerateOptions, Generated};
 use tch::Tensor;
 
