@@ -14,7 +14,6 @@ use plandiff_bundle::PlannerModel;
 use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor, PlanConfig, SamplingConfig};
 use plandiff_diffusion::SamplerKind;
 use plandiff_planner::{HostNoise, PlanSampling};
-use plandiff_train::autoencoder::AutoencoderSection;
 use plandiff_train::planner::PlannerSection;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
@@ -27,9 +26,9 @@ fn main() {
     tch::manual_seed(0);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
     let rc = plandiff_train::load_config(&root).expect("configs/tiny.toml");
-    let ae: AutoencoderSection = rc.section("autoencoder").expect("[autoencoder]");
+    let ae: plandiff_train::autoencoder::AutoencoderSection = rc.section("autoencoder").expect("[autoencoder]");
     let pl: PlannerSection = rc.section("planner").expect("[planner]");
-    let d_latent = ae.encoder.d_latent;
+    let d_latent = plandiff_train::autoencoder::PLAN_WIDTH;
     let model = PlannerModel {
         denoiser: pl.model.denoiser(d_latent),
         schedule: pl.diffusion.clone(),

@@ -443,17 +443,9 @@ fn judge_perplexity_and_coherence_by_hand() {
     assert!((got - ppl).abs() < 1e-6 * ppl, "self_ppl {got} vs by hand {ppl}");
     // Coherence: mean cosine of consecutive sentence latents.
     let loaded = load_autoencoder(&b, Device::Cpu).unwrap();
-    let (ae, tk) = (&loaded.ae, &loaded.tokenizer);
-    let z: Vec<Tensor> = sents
-        .iter()
-        .map(|st| {
-            let t: Vec<i64> = tk.encode(&format!(" {st}")).unwrap().into_iter().map(i64::from).collect();
-            let len = t.len() as i64;
-            let toks = Tensor::from_slice(&t).view([1, len]);
-            let mask = Tensor::ones([1, len], (Kind::Bool, Device::Cpu));
-            tch::no_grad(|| ae.encoder.forward(&toks, &mask, false)).squeeze_dim(0).to_kind(Kind::Double)
-        })
-        .collect();
+    let plan = plandiff_bundle::PlanEncoder::load(&loaded.config, Device::Cpu).unwrap();
+    let all = plan.encode_texts(&sents, Device::Cpu).unwrap().to_kind(Kind::Double);
+    let z: Vec<Tensor> = (0..3).map(|i| all.get(i)).collect();
     let cos = |a: &Tensor, b: &Tensor| {
         (a * b).sum(Kind::Double).double_value(&[]) / (a.norm().double_value(&[]) * b.norm().double_value(&[]))
     };

@@ -34,7 +34,8 @@ fn trains_evaluates_and_resumes_exactly() {
     let cfg: Value =
         serde_json::from_str(&std::fs::read_to_string(full.join("autoencoder/config.json")).unwrap()).unwrap();
     assert_eq!(cfg["kind"], "autoencoder");
-    assert_eq!(cfg["encoder"]["d_latent"], 8);
+    assert!(cfg.get("encoder").is_none(), "no learned sentence encoder: {cfg}");
+    assert_eq!(cfg["model"]["plan"]["d_latent"], 384, "plans are the frozen encoder's width");
     assert_eq!(cfg["model"]["plan"]["max_slots"], 4);
 
     // Validation during training logs both arms.
@@ -205,28 +206,18 @@ fn first_step(config: &Path, data: &Path, out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("autoencoder/trainer_state.json")).unwrap()).unwrap()
 }
 
-/// `frozen_encoder`: the decoder trains on the frozen sentence encoder's cached embeddings
+/// The one plan space: the decoder trains on the frozen sentence encoder's cached embeddings
 /// (built by the run itself, then reused by `plandiff embed`), the bundle records the plan space
 /// and `eval` reads plans through it (another encoder's is refused in one line), the planner
-/// trains on the same latents, and a wrong latent width is refused before training.
-/// Needs the encoder `make venv` installs (skipped, saying so, without it unless
-/// `PLANDIFF_REQUIRE_JUDGE` is set).
+/// trains on the same latents, and a config asking for the removed learned encoder is refused
+/// before training.
 #[test]
-fn frozen_encoder_plans_train_from_the_corpus_cache() {
-    if plandiff_sentence::find_encoder(None).is_err() {
-        assert!(std::env::var_os("PLANDIFF_REQUIRE_JUDGE").is_none(), "the sentence encoder is not installed");
-        eprintln!("skipped: all-MiniLM-L6-v2 is not installed (run `make venv`)");
-        return;
-    }
+fn plans_train_from_the_corpus_cache() {
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     copy_dir(&f.data, &data);
-    let text = std::fs::read_to_string(test_config()).unwrap();
-    let frozen = text
-        .replace("d_latent = 8", "d_latent = 384")
-        .replace("[autoencoder.plan]", "[autoencoder.plan]\nfrozen_encoder = true");
-    assert_ne!(frozen, text);
+    let frozen = std::fs::read_to_string(test_config()).unwrap();
     let cfg = dir.path().join("frozen.toml");
     std::fs::write(&cfg, &frozen).unwrap();
     let out = dir.path().join("b");
@@ -312,9 +303,23 @@ fn frozen_encoder_plans_train_from_the_corpus_cache() {
     let g = hybrid(&out);
     let err = String::from_utf8_lossy(&g.stderr);
     assert!(!g.status.success() && err.contains("make venv") && err.trim().lines().count() == 1, "{err}");
+    // Configs of the removed learned encoder: one line each, naming the fix.
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, frozen.replace("d_latent = 384", "d_latent = 8")).unwrap();
-    let o = run(&["train", "autoencoder", "--config", s(&bad), "--data", s(&data), "--out", s(&dir.path().join("c"))]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("d_latent = 384"), "{err}");
+    for (old, why) in [
+        ("[autoencoder.plan]", "frozen_encoder = false"),
+        ("[autoencoder.decoder]", "[autoencoder.encoder]\nd_model = 32\n\n[autoencoder.decoder]"),
+    ] {
+        let text = if why.starts_with("frozen") {
+            frozen.replace(old, &format!("{old}\n{why}"))
+        } else {
+            frozen.replacen(old, why, 1)
+        };
+        std::fs::write(&bad, text).unwrap();
+        let o =
+            run(&["train", "autoencoder", "--config", s(&bad), "--data", s(&data), "--out", s(&dir.path().join("c"))]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.trim().lines().count() == 1, "{why}: {err}");
+        assert!(err.contains(if why.starts_with("frozen") { "removed" } else { "encoder" }), "{why}: {err}");
+        assert!(!dir.path().join("c/autoencoder").exists(), "{why}: nothing trained");
+    }
 }

@@ -115,6 +115,9 @@ fn bad_inputs_fail_cleanly() {
     std::fs::create_dir_all(&data_copy).unwrap();
     for e in std::fs::read_dir(&f.data).unwrap() {
         let e = e.unwrap();
+        if e.path().is_dir() {
+            continue; // the embedding cache
+        }
         std::fs::copy(e.path(), data_copy.join(e.file_name())).unwrap();
     }
     let kept_data_tokenizer = std::fs::read(data_copy.join("tokenizer.json")).unwrap();
@@ -123,6 +126,9 @@ fn bad_inputs_fail_cleanly() {
     std::fs::create_dir_all(&swapped).unwrap();
     for e in std::fs::read_dir(&f.data).unwrap() {
         let e = e.unwrap();
+        if e.path().is_dir() {
+            continue; // the embedding cache
+        }
         std::fs::copy(e.path(), swapped.join(e.file_name())).unwrap();
     }
     std::fs::copy(other_data.join("tokenizer.json"), swapped.join("tokenizer.json")).unwrap();
@@ -132,6 +138,9 @@ fn bad_inputs_fail_cleanly() {
     std::fs::create_dir_all(&corrupt).unwrap();
     for e in std::fs::read_dir(&f.data).unwrap() {
         let e = e.unwrap();
+        if e.path().is_dir() {
+            continue; // the embedding cache
+        }
         std::fs::copy(e.path(), corrupt.join(e.file_name())).unwrap();
     }
     let shard = corrupt.join("valid-00000.bin");
@@ -160,14 +169,20 @@ fn bad_inputs_fail_cleanly() {
     std::fs::copy(ae.join("autoencoder/model.safetensors"), ae_bad.join("autoencoder/model.safetensors")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&ae_cfg).unwrap();
     let mut v2 = v.clone();
-    v2["model"]["plan"]["d_latent"] = serde_json::json!(v["encoder"]["d_latent"].as_i64().unwrap() + 1);
+    v2["model"]["plan"]["d_latent"] = serde_json::json!(v["model"]["plan"]["d_latent"].as_i64().unwrap() + 1);
     std::fs::write(ae_bad.join("autoencoder/config.json"), v2.to_string()).unwrap();
+    // An autoencoder whose plans were the removed learned encoder's: no plan space.
+    let ae_learned = t.join("ae_learned");
+    copy_dir(&ae_bad, &ae_learned);
+    let mut v3 = v.clone();
+    v3.as_object_mut().unwrap().remove("plan_space");
+    std::fs::write(ae_learned.join("autoencoder/config.json"), v3.to_string()).unwrap();
     let ae_heads = t.join("ae_heads.toml");
     std::fs::write(
         &ae_heads,
         std::fs::read_to_string(test_config()).unwrap().replacen(
-            "d_model = 32\nn_layers = 1\nn_heads = 2",
-            "d_model = 32\nn_layers = 1\nn_heads = 3",
+            "[autoencoder.decoder]\nd_model = 32\nn_layers = 2\nn_heads = 2",
+            "[autoencoder.decoder]\nd_model = 32\nn_layers = 2\nn_heads = 3",
             1,
         ),
     )
@@ -355,11 +370,17 @@ fn bad_inputs_fail_cleanly() {
         Case {
             name: "autoencoder config.json inconsistent",
             args: strs(&["eval", "--stage", "autoencoder", "--checkpoint", s(&ae_bad), "--data", s(&f.data)]),
-            expect: "plans but the encoder writes",
+            expect: "plans but the plan space's encoder writes",
             absent: vec![],
         },
         Case {
-            name: "encoder heads do not divide d_model",
+            name: "autoencoder of the removed learned plan space",
+            args: strs(&["eval", "--stage", "autoencoder", "--checkpoint", s(&ae_learned), "--data", s(&f.data)]),
+            expect: "jointly learned sentence encoder",
+            absent: vec![],
+        },
+        Case {
+            name: "decoder heads do not divide d_model",
             args: train_on("autoencoder", &ae_heads, &f.data, &t.join("b5")),
             expect: "divisible by n_heads",
             absent: vec![t.join("b5")],

@@ -77,7 +77,8 @@ pub struct Fixture {
     pub bundle: PathBuf,
 }
 
-/// Prepared data and a trained bundle, made once per test binary.
+/// Prepared data with its sentence-embedding cache and a trained `ar` bundle, made once per
+/// test binary.
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
@@ -97,6 +98,11 @@ pub fn fixture() -> &'static Fixture {
             "0.1",
             "--lowercase",
         ]);
+        // The plan space's embeddings, cached once (tests train autoencoders on them side by
+        // side; the cache admits one writer at a time).
+        for split in ["train", "valid"] {
+            run_ok(&["embed", "--data", s(&data), "--split", split]);
+        }
         let bundle = dir.join("bundle");
         run_ok(&[
             "train",

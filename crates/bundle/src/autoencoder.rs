@@ -1,19 +1,19 @@
-//! Stage `autoencoder`'s model (docs/design.md, section 3.3): the sentence encoder E and the
-//! plan-conditioned decoder D. The training objective lives in `plandiff-train`.
+//! Stage `autoencoder`'s model (docs/design.md, section 3.3): the plan-conditioned decoder D,
+//! which reads plans in a frozen sentence encoder's space ([`PlanEncoder`]). The training
+//! objective lives in `plandiff-train`.
 
 use crate::format::StageConfigFile;
 use crate::store::Bundle;
-use crate::weights::load_weights;
+use crate::weights::load_weights_except;
 use crate::{stage, BundleError, ModelConfig, Result};
 use plandiff_data::TextTokenizer;
 use plandiff_decoder::{Decoder, DecoderConfig};
-use plandiff_planner::{EncoderConfig, SentenceEncoder};
+use plandiff_sentence::PlanSpace;
 use std::path::Path;
 use tch::{nn, Device, Tensor};
 
-/// The encoder and decoder of one autoencoder.
+/// The plan-conditioned decoder of one autoencoder.
 pub struct Autoencoder {
-    pub encoder: SentenceEncoder,
     pub decoder: Decoder,
     pub max_slots: i64,
     /// The decoder's learned null plan `(max_slots, d_latent)` (shares its storage).
@@ -22,7 +22,7 @@ pub struct Autoencoder {
 
 impl Autoencoder {
     /// Fails when `dec` has no plan section (an autoencoder's decoder reads plans).
-    pub fn new(p: &nn::Path, enc: &EncoderConfig, dec: &DecoderConfig) -> Result<Self> {
+    pub fn new(p: &nn::Path, dec: &DecoderConfig) -> Result<Self> {
         let damaged = |m: &str| BundleError::file("config.json", format!("{m}; the bundle is damaged"));
         let plan = dec.plan.ok_or_else(|| damaged("the autoencoder's decoder config has no plan section"))?;
         let decoder = Decoder::new(p / "decoder", dec);
@@ -30,7 +30,12 @@ impl Autoencoder {
             .null_plan()
             .map(Tensor::shallow_clone)
             .ok_or_else(|| damaged("the autoencoder's decoder has no null plan"))?;
-        Ok(Self { encoder: SentenceEncoder::new(p / "encoder", enc), decoder, max_slots: plan.max_slots, null })
+        Ok(Self { decoder, max_slots: plan.max_slots, null })
+    }
+
+    /// The width of the plans the decoder reads.
+    pub fn d_latent(&self) -> i64 {
+        self.decoder.config().plan.map_or(0, |p| p.d_latent)
     }
 
     /// The learned null plan `(max_slots, d_latent)`: what the decoder reads without a plan
@@ -40,87 +45,82 @@ impl Autoencoder {
     }
 }
 
-/// The encoder and decoder configs of an autoencoder's config.json, checked against each
-/// other: the decoder must read plans of the encoder's width.
-pub fn checked_pair(cfg: &StageConfigFile, bundle: &Path) -> Result<(EncoderConfig, DecoderConfig)> {
+/// The decoder config and plan space of an autoencoder's config.json, checked against each
+/// other: the decoder must read plans of the space's width. An autoencoder whose plans were a
+/// jointly learned encoder's (no `plan_space`; removed in issue 39) is refused with its fix.
+pub fn checked_config(cfg: &StageConfigFile, bundle: &Path) -> Result<(DecoderConfig, PlanSpace)> {
     let path = bundle.join(stage::AUTOENCODER).join("config.json");
     let bad = |m: String| BundleError::file(&path, format!("{m}; the bundle is damaged, retrain or restore it"));
-    let enc = cfg.encoder.clone().ok_or_else(|| bad("no \"encoder\" section".into()))?;
-    enc.validate().map_err(|e| bad(e.to_string()))?;
+    let Some(space) = cfg.plan_space.clone() else {
+        return Err(BundleError::file(
+            &path,
+            "the autoencoder plans with a jointly learned sentence encoder, which plandiff no longer reads (issue 39: plans are a frozen encoder's embeddings); retrain it with `plandiff train autoencoder --config configs/shipped.toml`",
+        ));
+    };
+    space.check_statistics(space.width()).map_err(|e| bad(e.to_string()))?;
     match cfg.model.plan {
-        Some(p) if p.d_latent == enc.d_latent => {}
+        Some(p) if p.d_latent == space.width() => {}
         Some(p) => {
             return Err(bad(format!(
-                "the decoder reads {}-wide plans but the encoder writes {}",
-                p.d_latent, enc.d_latent
+                "the decoder reads {}-wide plans but the plan space's encoder writes {}",
+                p.d_latent,
+                space.width()
             )))
         }
         None => return Err(bad("the decoder has no \"plan\" section".into())),
     }
-    if enc.vocab_size != cfg.model.vocab_size {
-        return Err(bad("encoder and decoder vocabularies differ".into()));
-    }
-    Ok((enc, cfg.model.clone()))
+    Ok((cfg.model.clone(), space))
 }
 
 /// Sentences to plan latents, as a bundle's plan space defines them: the frozen sentence
-/// encoder's embeddings normalised by the space (`plan_space` in config.json), or the trained
-/// encoder's latents. Loaded once (the frozen encoder is a 90 MB model).
+/// encoder's embeddings normalised by the space (`plan_space` in config.json). Loaded once
+/// (the frozen encoder is a 90 MB model).
 pub struct PlanEncoder {
-    frozen: Option<(plandiff_sentence::SentenceEncoder, plandiff_sentence::PlanSpace)>,
+    encoder: plandiff_sentence::SentenceEncoder,
+    space: PlanSpace,
 }
 
 impl PlanEncoder {
-    /// The plan space of an autoencoder's `config.json`; its frozen encoder, if it has one, is
-    /// loaded from where `make venv` installs it (a missing or different one is a one-line
-    /// error that names `make venv`).
+    /// The plan space of an autoencoder's `config.json`; its frozen encoder is loaded from
+    /// where `make venv` installs it (a missing or different one is a one-line error that
+    /// names `make venv`).
     pub fn load(config: &StageConfigFile, device: Device) -> Result<Self> {
-        let frozen = match &config.plan_space {
-            Some(space) => Some((space.encoder(device)?, space.clone())),
-            None => None,
-        };
-        Ok(Self { frozen })
+        let space = config.plan_space.clone().ok_or_else(|| {
+            BundleError::file(
+                "autoencoder/config.json",
+                "no plan_space: the autoencoder plans with a jointly learned sentence encoder, which plandiff no longer reads; retrain it",
+            )
+        })?;
+        Ok(Self { encoder: space.encoder(device)?, space })
     }
 
-    /// The plan space of an autoencoder without a frozen encoder: its trained encoder's
-    /// latents.
-    pub fn learned() -> Self {
-        Self { frozen: None }
+    /// A plan encoder of `encoder` and a space made with it (checked: the same encoder).
+    pub fn new(encoder: plandiff_sentence::SentenceEncoder, space: PlanSpace) -> Result<Self> {
+        space.check(&encoder)?;
+        Ok(Self { encoder, space })
     }
 
-    /// Latents on the frozen encoder's unit sphere ([`plandiff_sentence::PlanSpace::to_sphere`]);
-    /// a learned encoder's are returned as they are.
+    /// The frozen encoder's plan space.
+    pub fn space(&self) -> &PlanSpace {
+        &self.space
+    }
+
+    /// Latents on the frozen encoder's unit sphere ([`PlanSpace::to_sphere`]).
     pub fn to_sphere(&self, z: &Tensor) -> Tensor {
-        match &self.frozen {
-            Some((_, space)) => space.to_sphere(z),
-            None => z.shallow_clone(),
-        }
+        self.space.to_sphere(z)
     }
 
-    /// Whether plans are a frozen encoder's normalised embeddings (unbounded, no tanh).
-    pub fn is_frozen(&self) -> bool {
-        self.frozen.is_some()
-    }
-
-    /// Latents `(N, d_latent)` of text sentences, on `ae`'s device.
-    pub fn encode_texts(&self, ae: &Autoencoder, tk: &TextTokenizer, sentences: &[&str]) -> Result<Tensor> {
-        match &self.frozen {
-            Some((enc, space)) => {
-                let refs: Vec<&str> = sentences.iter().map(|s| s.trim()).collect();
-                let e = enc.embed_sorted(&refs, 64, &mut |_| {})?;
-                Ok(space.normalise(&e).to_device(ae.decoder.device()))
-            }
-            None => {
-                // As the models saw sentences in training: one leading space.
-                let texts: Vec<String> = sentences.iter().map(|s| format!(" {s}")).collect();
-                let toks: Vec<Vec<i64>> =
-                    tk.encode_batch(texts)?.into_iter().map(|v| v.into_iter().map(i64::from).collect()).collect();
-                let refs: Vec<&[i64]> = toks.iter().map(Vec::as_slice).collect();
-                Ok(ae.encoder.encode(&refs, tk.special().pad as i64, 64))
-            }
-        }
+    /// Latents `(N, d_latent)` of text sentences, on `device`.
+    pub fn encode_texts(&self, sentences: &[&str], device: Device) -> Result<Tensor> {
+        let refs: Vec<&str> = sentences.iter().map(|s| s.trim()).collect();
+        let e = self.encoder.embed_sorted(&refs, 64, &mut |_| {})?;
+        Ok(self.space.normalise(&e).to_device(device))
     }
 }
+
+/// The tensors of the jointly trained sentence encoder that autoencoders from before issue 39
+/// carry; skipped on load.
+pub const LEGACY_ENCODER: &str = "encoder.";
 
 /// A loaded `BUNDLE/autoencoder`.
 pub struct LoadedAutoencoder {
@@ -134,15 +134,12 @@ pub struct LoadedAutoencoder {
 pub fn load_autoencoder(bundle: &Bundle, device: Device) -> Result<LoadedAutoencoder> {
     let config = bundle.read_config(stage::AUTOENCODER)?;
     let tokenizer = bundle.load_tokenizer()?;
-    let (enc, dec) = checked_pair(&config, bundle.root())?;
+    let (dec, _) = checked_config(&config, bundle.root())?;
     bundle.check_tokenizer(&tokenizer, stage::AUTOENCODER, &config.tokenizer_hash, Some(dec.vocab_size))?;
-    let encoder = crate::format::table(enc.vocab_size, enc.shape.d_model)
-        .saturating_add(crate::format::table(enc.max_len, enc.shape.d_model))
-        .saturating_add(crate::format::blocks_min_parameters(enc.shape.n_layers, enc.shape.d_model, enc.shape.d_ff));
-    let need = dec.min_parameters().saturating_add(encoder);
-    crate::weights::check_fits(&bundle.weights_path(stage::AUTOENCODER), need)?;
+    crate::weights::check_fits(&bundle.weights_path(stage::AUTOENCODER), dec.min_parameters())?;
     let mut vs = nn::VarStore::new(device);
-    let ae = Autoencoder::new(&vs.root(), &enc, &dec)?;
-    load_weights(&mut vs, &bundle.weights_path(stage::AUTOENCODER))?;
+    let ae = Autoencoder::new(&vs.root(), &dec)?;
+    // Bundles from before issue 39 also hold the jointly trained encoder's (unused) weights.
+    load_weights_except(&mut vs, &bundle.weights_path(stage::AUTOENCODER), LEGACY_ENCODER)?;
     Ok(LoadedAutoencoder { ae, vs, config, tokenizer })
 }

@@ -100,11 +100,13 @@ pub struct StageConfigFile<M = DecoderConfig> {
     pub format_version: u32,
     pub kind: String,
     pub model: M,
-    /// The sentence encoder (stage `autoencoder`).
+    /// The jointly trained sentence encoder of autoencoders from before issue 39 (read, never
+    /// used: their plans are `plan_space`'s; a bundle whose plans were that encoder's is
+    /// refused at load).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encoder: Option<plandiff_planner::EncoderConfig>,
-    /// The frozen sentence encoder's plan space (stage `autoencoder` with `frozen_encoder`):
-    /// which encoder made the plans, and its normaliser. The encoder's weights are not copied.
+    pub encoder: Option<serde_json::Value>,
+    /// The frozen sentence encoder's plan space (stage `autoencoder`): which encoder made the
+    /// plans, and its normaliser. The encoder's weights are not copied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_space: Option<plandiff_sentence::PlanSpace>,
     pub tokenizer_hash: String,

@@ -1,12 +1,12 @@
 //! Stage `planner`'s config file and loader (docs/design.md, section 3.4): a denoiser over
 //! windows of `max_slots` sentence latents, its latent normalizer and noise schedule; the
-//! model and its sampling are `plandiff_planner::Planner`. It records the SHA-256 of the
-//! autoencoder weights it was trained on, so a retrained autoencoder cannot silently be
-//! paired with a stale planner. The training objective's settings are `plandiff-train`'s.
+//! model and its sampling are `plandiff_planner::Planner`. It records the fingerprint of the
+//! plan space it was trained in, so an autoencoder of another space cannot silently be paired
+//! with it. The training objective's settings are `plandiff-train`'s.
 
 use crate::format::{ModelConfig, Objective, StageConfigFile};
 use crate::store::Bundle;
-use crate::weights::{file_sha256, load_weights};
+use crate::weights::load_weights;
 use crate::{stage, BundleError, ModelConfigError, Result};
 use plandiff_diffusion::{NoiseSchedule, ScheduleConfig};
 use plandiff_planner::{DenoiserConfig, PlanSampling, Planner};
@@ -120,22 +120,17 @@ pub struct LoadedPlanner {
     pub config: StageConfigFile<PlannerModel>,
 }
 
-/// The fingerprint of the plan space of `bundle`'s autoencoder, which a planner records: a
+/// The fingerprint of the plan space of `bundle`'s autoencoder, which a planner records: the
 /// frozen encoder's space (its sentence embeddings normalised per dimension) by the SHA-256 of
 /// its record (encoder name, weights and tokenizer hashes, mean and std), so a decoder
-/// retrained in the same space keeps its planner; a jointly learned autoencoder's by the
-/// SHA-256 of its weights, whose encoder makes the latents.
+/// retrained in the same space keeps its planner.
 pub fn plan_space_sha256(bundle: &Bundle) -> Result<String> {
     let cfg = bundle.read_config(stage::AUTOENCODER)?;
-    match &cfg.plan_space {
-        Some(space) => {
-            use sha2::{Digest, Sha256};
-            let bytes = serde_json::to_vec(space).map_err(|e| BundleError::file(bundle.root(), e.to_string()))?;
-            let digest = Sha256::digest(&bytes);
-            Ok(format!("space:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
-        }
-        None => file_sha256(&bundle.weights_path(stage::AUTOENCODER)),
-    }
+    let (_, space) = crate::autoencoder::checked_config(&cfg, bundle.root())?;
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(&space).map_err(|e| BundleError::file(bundle.root(), e.to_string()))?;
+    let digest = Sha256::digest(&bytes);
+    Ok(format!("space:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }
 
 /// Loads `BUNDLE/planner`, checking that it was trained in the plan space of the bundle's

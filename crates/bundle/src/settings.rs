@@ -93,12 +93,12 @@ pub struct PlanSection {
     /// only its form. Optional; 0 turns it off.
     #[serde(default)]
     pub bow_weight: f64,
-    /// Plan with a frozen pretrained sentence encoder instead of the trained one: each
-    /// sentence's latent is its all-MiniLM-L6-v2 embedding from the corpus cache (`plandiff
-    /// embed`; computed first when missing), normalised per dimension with the training
-    /// split's statistics. `[autoencoder.encoder] d_latent` must then be the encoder's width
-    /// (384); the trained encoder is left untrained. Optional; off by default.
-    #[serde(default)]
+    /// Plans are a frozen pretrained sentence encoder's: each sentence's latent is its
+    /// all-MiniLM-L6-v2 embedding from the corpus cache (`plandiff embed`; computed first when
+    /// missing), normalised per dimension with the training split's statistics. The only plan
+    /// space since issue 39 removed the jointly learned encoder: `true` by default, and `false`
+    /// (a run or config from before) is refused with that fix.
+    #[serde(default = "frozen_encoder_default")]
     pub frozen_encoder: bool,
     /// How the latent noise is added (issue 39): `additive`, `z + s e` (the norm grows with
     /// s), or `variance_preserving`, `sqrt(1 - s^2) z + s e` with `latent_noise_max <= 1` (a
@@ -111,6 +111,10 @@ pub struct PlanSection {
     /// schedule, to fine-tune it under other plan settings. Optional; excludes init_from_ar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<std::path::PathBuf>,
+}
+
+fn frozen_encoder_default() -> bool {
+    true
 }
 
 /// How `[autoencoder.plan]` adds its latent noise ([`PlanSection::latent_noise`]).
@@ -135,6 +139,12 @@ impl PlanSection {
             return Err(setting(
                 "autoencoder.plan",
                 "need max_slots >= 1, probabilities in [0, 1], word_dropout below 1, latent_noise_max finite and >= 0, bow_weight in [0, 100]",
+            ));
+        }
+        if !self.frozen_encoder {
+            return Err(setting(
+                "autoencoder.plan",
+                "frozen_encoder = false asks for the jointly learned sentence encoder, removed in issue 39 (plans are the frozen all-MiniLM-L6-v2's embeddings); delete the line and any [autoencoder.encoder] section, and train afresh",
             ));
         }
         if self.latent_noise == LatentNoise::VariancePreserving && self.latent_noise_max > 1.0 {

@@ -90,7 +90,14 @@ pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
 
 /// Copies weights from a safetensors file into `vs`, checking names and shapes.
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
-    let mut file: HashMap<String, Tensor> = read_weights(path)?.into_iter().collect();
+    load_weights_except(vs, path, "")
+}
+
+/// [`load_weights`], with the file's tensors whose names start with `skip` (non-empty) left
+/// out: a bundle's unused legacy tensors.
+pub fn load_weights_except(vs: &mut nn::VarStore, path: &Path, skip: &str) -> Result<()> {
+    let mut file: HashMap<String, Tensor> =
+        read_weights(path)?.into_iter().filter(|(n, _)| skip.is_empty() || !n.starts_with(skip)).collect();
     let vars = vs.variables();
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();

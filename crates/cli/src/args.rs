@@ -346,16 +346,8 @@ pub struct EvalArgs {
     /// With --repair: the seed of the corruptions and the refills.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// With --stage planner: sample the plans with the predicted x0 kept on the encoder's unit
-    /// sphere at every step (as `generate --mode hybrid --plan-sphere`).
-    #[arg(long)]
-    pub plan_sphere: bool,
-    /// With --stage planner: the guidance rescale (as `generate --plan-rescale`).
-    #[arg(long)]
-    pub plan_rescale: Option<f64>,
-    /// With --stage planner: the initial noise's scale (as `generate --plan-noise-scale`).
-    #[arg(long)]
-    pub plan_noise_scale: Option<f64>,
+    #[command(flatten)]
+    pub steer: crate::flags::PlanSteerArgs,
     #[arg(long, default_value = "valid")]
     pub split: String,
     /// Tokens per window (default: the training seq_len).

@@ -1,5 +1,5 @@
-//! The planner side of plandiff: the sentence encoder that turns one sentence into a latent
-//! vector, the denoiser over sentence slots, and the planning sampler (DDIM/DDPM,
+//! The planner side of plandiff: the denoiser over sentence slots (each slot a frozen sentence
+//! encoder's normalised embedding, `plandiff-sentence`), and the planning sampler (DDIM/DDPM,
 //! classifier-free guidance, inpainting of known slots), the latent normalizer, and a seeded
 //! host-side Gaussian stream so plans are the same on every device; the [`Planner`] puts the
 //! denoiser, normalizer and schedule together and samples plans. `plandiff-bundle` reads its
@@ -9,14 +9,12 @@
 //! embedding crates: the decoder only knows the plan's shape `(B, S, d_latent)`.
 
 pub mod denoiser;
-pub mod encoder;
 pub mod model;
 pub mod noise;
 pub mod normalizer;
 pub mod sampler;
 
 pub use denoiser::{Denoiser, DenoiserConfig, DenoiserInput};
-pub use encoder::{EncoderConfig, LatentBound, SentenceEncoder};
 pub use model::{Planner, PlannerError};
 pub use noise::HostNoise;
 pub use normalizer::LatentNormalizer;

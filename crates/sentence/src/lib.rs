@@ -7,6 +7,7 @@
 //!
 //! Depends on `data` (a prepared corpus's sentences) and no other plandiff crate.
 
+pub mod bank;
 mod bert;
 pub mod cache;
 pub mod encoder;
@@ -14,6 +15,7 @@ pub mod minilm;
 pub mod mpnet;
 pub mod space;
 
+pub use bank::SentenceBank;
 pub use cache::{
     cache_paths, corpus_sentences, embed_corpus, CacheError, CacheInfo, CacheOptions, CachePaths, CorpusEmbeddings,
 };

@@ -89,14 +89,16 @@ mod tests {
     #[test]
     fn shipped_configs_parse_and_validate() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-        for name in ["tiny.toml", "base.toml", "demo.toml", "shipped.toml", "gate-learned.toml", "gate-frozen.toml"] {
+        // The last two hold one stage each (a fine-tune and a larger planner).
+        let partial = ["decoder-renoise.toml", "planner-large.toml"];
+        for name in ["tiny.toml", "base.toml", "demo.toml", "shipped.toml", partial[0], partial[1]] {
             let c = load_config(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let mut checked = 0;
             for stage in STAGES.iter().filter(|s| c.sections().any(|(n, _)| n == s.name())) {
                 stage.check_config(&c, 4096).unwrap_or_else(|e| panic!("{name} [{}]: {e}", stage.name()));
                 checked += 1;
             }
-            assert!(checked >= 1 && (name.starts_with("gate") || checked == STAGES.len()), "{name}: {checked}");
+            assert!(checked >= 1 && (partial.contains(&name) || checked == STAGES.len()), "{name}: {checked}");
         }
     }
 

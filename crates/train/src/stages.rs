@@ -29,17 +29,20 @@ pub struct EvalRequest<'a> {
 }
 
 /// The planner-side levers of `generate --mode hybrid` (`--plan-sphere`, `--plan-rescale`,
-/// `--plan-noise-scale`), for the planner's evaluation.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// `--plan-noise-scale`, `--plan-snap` with `--plan-bank`), for the planner's evaluation.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlanSteer {
     pub sphere: bool,
     pub rescale: f64,
     pub noise_scale: f64,
+    /// The pull toward the nearest sentence of `bank` (0: off).
+    pub snap: f64,
+    pub bank: Option<std::path::PathBuf>,
 }
 
 impl Default for PlanSteer {
     fn default() -> Self {
-        Self { sphere: false, rescale: 0.0, noise_scale: 1.0 }
+        Self { sphere: false, rescale: 0.0, noise_scale: 1.0, snap: 0.0, bank: None }
     }
 }
 

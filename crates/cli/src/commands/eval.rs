@@ -5,7 +5,7 @@ use plandiff_bundle::Bundle;
 use plandiff_eval::ab::SENTENCE_JUDGE_METRICS;
 use plandiff_eval::judge::{load_judge, SentenceEncoder};
 use plandiff_train::registry as stages;
-use plandiff_train::{EvalRequest, PlanSteer, Stage, StageEval};
+use plandiff_train::{EvalRequest, Stage, StageEval};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -49,27 +49,8 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             }
         };
     let device = parse_device(&a.device)?;
-    let steer = [
-        ("--plan-sphere", a.plan_sphere),
-        ("--plan-rescale", a.plan_rescale.is_some()),
-        ("--plan-noise-scale", a.plan_noise_scale.is_some()),
-    ];
-    if let Some((flag, _)) = steer.iter().find(|(_, given)| *given) {
-        if stages.iter().any(|s| s.name() != "planner") {
-            bail!("{flag} steers the planner's sampled plans; give --stage planner, or leave it out");
-        }
-    }
-    if a.plan_rescale.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
-        bail!("--plan-rescale must be a fraction from 0 to 1 (0: off)");
-    }
-    if a.plan_noise_scale.is_some_and(|r| !(0.1..=1.0).contains(&r)) {
-        bail!("--plan-noise-scale must be from 0.1 to 1 (1: the schedule's own noise)");
-    }
-    let plan = PlanSteer {
-        sphere: a.plan_sphere,
-        rescale: a.plan_rescale.unwrap_or(0.0),
-        noise_scale: a.plan_noise_scale.unwrap_or(1.0),
-    };
+    let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
+    let plan = a.steer.steer(&names)?;
     let req = EvalRequest {
         bundle: &a.checkpoint,
         data: &a.data,

@@ -163,7 +163,7 @@ pub fn plan_space_coherence(ae: &PlanSpaceOf, prompt: &str, continuation: &str) 
     if s.len() < 2 {
         return Ok(f64::NAN);
     }
-    let z = ae.plan.encode_texts(&ae.loaded.ae, &ae.loaded.tokenizer, &s)?;
+    let z = ae.plan.encode_texts(&s, ae.loaded.ae.decoder.device())?;
     let n = z.size()[0];
     let c = plandiff_layers::bounded::cosine_similarity(&z.narrow(0, 0, n - 1), &z.narrow(0, 1, n - 1), -1);
     Ok(plandiff_layers::bounded::cosine(c.mean(Kind::Double).double_value(&[])))

@@ -17,6 +17,13 @@ pub(super) fn draft_score(cosine: f64, invented: usize) -> f64 {
     cosine - 2.0 * invented as f64
 }
 
+impl HybridGenerator {
+    /// [`draft_score`] of a draft's text and its cosine (no lexicon in the bundle: the cosine).
+    pub(super) fn score_draft(&self, text: &str, cosine: f64) -> f64 {
+        draft_score(cosine, self.lexicon.as_ref().map_or(0, |l| l.invented(text).len()))
+    }
+}
+
 /// What a drafted window needs beyond its input: the sentence it starts at and N.
 pub(super) struct Drafting<'a> {
     pub models: Models<'a>,
@@ -97,8 +104,7 @@ impl HybridGenerator {
             .map(|r| {
                 let score = |j: usize| {
                     let i = r * n + j;
-                    let invented = self.lexicon.as_ref().map_or(0, |l| l.invented(&texts[i]).len());
-                    draft_score(cos.get(i).copied().unwrap_or(f64::NEG_INFINITY), invented)
+                    self.score_draft(&texts[i], cos.get(i).copied().unwrap_or(f64::NEG_INFINITY))
                 };
                 (0..n).max_by(|&a, &c| score(a).total_cmp(&score(c)).then(c.cmp(&a))).unwrap_or(0)
             })

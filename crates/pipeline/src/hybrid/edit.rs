@@ -32,7 +32,7 @@ pub struct HybridEdit {
     #[arg(long)]
     pub to: Option<String>,
     /// Hybrid, with --at: drafts written for the sentence (1 to 16, default 4); the one closest
-    /// to the phrase in the plan space is kept.
+    /// to the phrase in the plan space, less two per invented word (`--drafts`' score), is kept.
     #[arg(long)]
     pub candidates: Option<usize>,
 }
@@ -171,7 +171,8 @@ impl HybridGenerator {
     /// Rewrites sentence `k` (1-based) of `text` so that it says what `phrase` says: plan slot
     /// `k` is the phrase's latent (the plan encoder's), every other slot is its sentence's own,
     /// and the decoder writes sentence `k` from the text before it and that plan. Of
-    /// `candidates` drafts the one whose latent is closest (cosine) to the phrase's is kept.
+    /// `candidates` drafts the one whose latent is closest (cosine) to the phrase's is kept,
+    /// less two per invented word, as `--drafts` scores drafts.
     /// Every byte outside sentence `k` is kept.
     pub fn edit_to(&self, text: &str, k: usize, phrase: &str, gen: &GenOptions, candidates: usize) -> Result<Edit> {
         gen.sampling.validate()?;
@@ -202,8 +203,14 @@ impl HybridGenerator {
         let z = Tensor::cat(&[enc.narrow(0, i as i64, 1), self.encode(&drafts)?], 0);
         let cos = plandiff_layers::bounded::cosine_similarity(&z, &target.unsqueeze(0).to_kind(z.kind()), 1);
         let cos = Vec::<f64>::try_from(cos.to_kind(Kind::Double)).map_err(|e| PipelineError::Invalid(e.to_string()))?;
-        let best = (1..cos.len()).fold(1, |b, j| if cos[j] > cos[b] { j } else { b });
-        let after = self.tokenizer.decode(&drafts[best - 1].iter().map(|&t| t as u32).collect::<Vec<_>>())?;
+        // The verified drafts' rule (`--drafts`): the cosine, less two per invented word.
+        let texts = drafts
+            .iter()
+            .map(|d| self.tokenizer.decode(&d.iter().map(|&t| t as u32).collect::<Vec<_>>()))
+            .collect::<std::result::Result<Vec<String>, _>>()?;
+        let score = |j: usize| self.score_draft(&texts[j - 1], cos[j]);
+        let best = (1..cos.len()).max_by(|&a, &b| score(a).total_cmp(&score(b)).then(b.cmp(&a))).unwrap_or(1);
+        let after = texts[best - 1].clone();
         let to = ToPhrase {
             phrase: phrase.into(),
             cosine_before: cos[0],
@@ -235,7 +242,7 @@ impl HybridGenerator {
         let mask = Tensor::from_slice(&mask).view([1, w as i64]).to_device(self.device);
         let mut noise = HostNoise::new(seed ^ 0x6564_6974, self.device);
         let z = self.planner.sample(&known, &mask, plan, |s| noise.sample(s)).map_err(plan_error)?;
-        let z = self.bounded(z).squeeze_dim(0);
+        let z = z.squeeze_dim(0);
         Ok((0..n).map(|i| if edited(i) { z.get((i - start) as i64) } else { latents.get(i as i64) }).collect())
     }
 

@@ -11,7 +11,7 @@ use plandiff_data::TextTokenizer;
 use plandiff_decoder::{DecoderConfig, PlanConfig, RotaryConfig, SamplingConfig, StopReason};
 use plandiff_diffusion::{SamplerKind, ScheduleConfig};
 use plandiff_layers::TransformerShape;
-use plandiff_planner::{DenoiserConfig, EncoderConfig, HostNoise, LatentBound, PlanSampling, Planner};
+use plandiff_planner::{DenoiserConfig, HostNoise, PlanSampling, Planner};
 use tch::{nn, Device, Kind};
 
 const PROMPT: &str = "the dog ran. the cat sat.";
@@ -25,19 +25,25 @@ fn generator(rotary: bool) -> (HybridGenerator, String) {
     let tokenizer = TextTokenizer::train(texts.iter().cycle().take(60), 300, true).unwrap();
     let v = tokenizer.vocab_size() as i64;
     let (sep, word) = (tokenizer.special().sep as i64, *tokenizer.encode(" dog").unwrap().last().unwrap() as i64);
-    let mut dec = DecoderConfig::test(v, Some(PlanConfig { d_latent: 8, max_slots: 4 }));
+    // Plans are the installed all-MiniLM-L6-v2's embeddings (384 wide) in a unit space.
+    let encoder = plandiff_sentence::SentenceEncoder::load(
+        &plandiff_sentence::find_encoder(None).expect("all-MiniLM-L6-v2 is installed (make venv)"),
+        Device::Cpu,
+    )
+    .unwrap();
+    let d = encoder.width();
+    let space = plandiff_sentence::PlanSpace {
+        encoder: encoder.id().unwrap(),
+        mean: vec![0.0; d as usize],
+        std: vec![1.0; d as usize],
+    };
+    let plan_enc = PlanEncoder::new(encoder, space).unwrap();
+    let mut dec = DecoderConfig::test(v, Some(PlanConfig { d_latent: d, max_slots: 4 }));
     if rotary {
         dec.rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
     }
-    let enc = EncoderConfig {
-        vocab_size: v,
-        shape: TransformerShape::test(),
-        max_len: 16,
-        d_latent: 8,
-        bound: LatentBound::Tanh,
-    };
     let vs_ae = nn::VarStore::new(Device::Cpu);
-    let ae = Autoencoder::new(&vs_ae.root(), &enc, &dec).unwrap();
+    let ae = Autoencoder::new(&vs_ae.root(), &dec).unwrap();
     tch::no_grad(|| {
         let vars = vs_ae.variables();
         let wte = &vars["decoder.wte.weight"];
@@ -48,7 +54,7 @@ fn generator(rotary: bool) -> (HybridGenerator, String) {
         vars["decoder.norm_f.bias"].shallow_clone().copy_(&pin);
     });
     let vs_pl = nn::VarStore::new(Device::Cpu);
-    let den = DenoiserConfig { d_latent: 8, max_slots: 6, shape: TransformerShape::test(), self_condition: false };
+    let den = DenoiserConfig { d_latent: d, max_slots: 6, shape: TransformerShape::test(), self_condition: false };
     let sampling = PlanSampling { steps: 4, sampler: SamplerKind::Ddim, eta: 0.0, guidance: 1.0 };
     let planner = Planner::new(&vs_pl.root(), &den, ScheduleConfig::default(), sampling).unwrap();
     let word = tokenizer.decode(&[word as u32]).unwrap().trim().to_string();
@@ -57,10 +63,11 @@ fn generator(rotary: bool) -> (HybridGenerator, String) {
         planner,
         tokenizer,
         device: Device::Cpu,
-        plan_enc: PlanEncoder::learned(),
+        plan_enc,
         ar: None,
         defaults: plandiff_bundle::HybridDefaults::default(),
         lexicon: None,
+        bank: std::sync::Mutex::new(None),
         _vs: (vs_ae, vs_pl),
     };
     (g, word)
@@ -118,7 +125,7 @@ fn an_outline_fixes_its_slots_and_the_planner_fills_the_rest() {
     for r in &text.rows {
         let at = |i: usize| r.planned[i].as_ref().expect("planned").to_kind(Kind::Float);
         assert!(at(2).equal(&fixed.get(0)) && at(4).equal(&fixed.get(1)), "the lines are the slots");
-        assert!(!at(3).equal(&fixed.get(0)) && at(3).size() == vec![8], "the free slot is planned");
+        assert!(!at(3).equal(&fixed.get(0)) && at(3).size() == vec![384], "the free slot is planned");
     }
     let out = g.generate(&req, &mut |_| {}).unwrap();
     assert!(out.iter().all(|s| s.sentences.len() == 3 && s.stop == Some(StopReason::Sentences)));

@@ -30,7 +30,7 @@ use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, PlanE
 use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
 use plandiff_decoder::{Decoder, GenerateOptions, LogitsProcessor, Models, Prior, StopReason, Window, WindowDecoder};
 use plandiff_layers::FieldError;
-use plandiff_planner::{HostNoise, LatentBound, PlanSampling, Planner};
+use plandiff_planner::{HostNoise, PlanSampling, Planner};
 use serde_json::json;
 use std::path::Path;
 use steps::Row;
@@ -65,9 +65,7 @@ pub struct HybridGenerator {
     planner: Planner,
     tokenizer: TextTokenizer,
     device: Device,
-    /// The plan space's encoder: a frozen encoder's (an autoencoder trained with
-    /// `frozen_encoder`), whose sentences
-    /// are encoded by that encoder and normalised by the space, not by the trained encoder.
+    /// The plan space's frozen encoder: sentences are its embeddings, normalised by the space.
     plan_enc: PlanEncoder,
     /// The bundle's plain `ar` model, the fluency prior of `--ar-prior` (`None` when the bundle
     /// has none, or it does not share the decoder's tokenizer and positions).
@@ -76,6 +74,8 @@ pub struct HybridGenerator {
     defaults: plandiff_bundle::HybridDefaults,
     /// The bundle's training words (`words.txt`), for the drafts' invented-word check.
     lexicon: Option<crate::lexicon::Lexicon>,
+    /// The sentence bank of `--plan-snap` (read once, kept for later requests of the same file).
+    bank: std::sync::Mutex<Option<(std::path::PathBuf, plandiff_sentence::SentenceBank)>>,
     _vs: (nn::VarStore, nn::VarStore),
 }
 
@@ -89,7 +89,7 @@ impl HybridGenerator {
         let plan_enc = PlanEncoder::load(&ae.config, device)?;
         let pl = load_planner(&b, device)?;
         let tokenizer = ae.tokenizer;
-        if pl.planner.d_latent() != ae.ae.encoder.config().d_latent {
+        if pl.planner.d_latent() != ae.ae.d_latent() {
             return Err(PipelineError::Invalid(format!(
                 "{}: planner and autoencoder latent widths differ; retrain the planner",
                 bundle.display()
@@ -107,6 +107,7 @@ impl HybridGenerator {
             ar,
             defaults,
             lexicon,
+            bank: std::sync::Mutex::new(None),
             _vs: (ae.vs, pl.vs),
         })
     }
@@ -149,35 +150,20 @@ impl HybridGenerator {
         Ok(enc.into_iter().map(|s| s.into_iter().map(i64::from).collect()).collect())
     }
 
-    /// Encoder latents `(N, d)` of token sentences: the frozen encoder's, normalised by the
-    /// plan space, or the trained encoder's.
+    /// Plan latents `(N, d)` of token sentences: the frozen encoder's embeddings of their
+    /// text, normalised by the plan space.
     pub fn encode(&self, sentences: &[Vec<i64>]) -> Result<Tensor> {
-        if !self.plan_enc.is_frozen() {
-            let refs: Vec<&[i64]> = sentences.iter().map(Vec::as_slice).collect();
-            return Ok(self.ae.encoder.encode(&refs, self.special().pad as i64, 64));
-        }
         let texts = sentences
             .iter()
             .map(|s| self.tokenizer.decode_text(&s.iter().map(|&t| t as u32).collect::<Vec<_>>()))
             .collect::<std::result::Result<Vec<String>, _>>()?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        Ok(self.plan_enc.encode_texts(&self.ae, &self.tokenizer, &refs)?)
+        Ok(self.plan_enc.encode_texts(&refs, self.device)?)
     }
 
-    /// Encoder latents of text sentences.
+    /// Plan latents of text sentences.
     pub fn encode_text(&self, sentences: &[&str]) -> Result<Tensor> {
         self.encode(&self.tokenize_sentences(sentences)?)
-    }
-
-    /// Planned latents kept inside the encoder's range (tanh latents in [-1, 1]).
-    fn bounded(&self, z: Tensor) -> Tensor {
-        if self.plan_enc.is_frozen() {
-            return z; // normalised embeddings: unbounded by design
-        }
-        match self.ae.encoder.config().bound {
-            LatentBound::Tanh => z.clamp(-1.0, 1.0),
-            LatentBound::Sphere => z,
-        }
     }
 
     fn decoder_slots(&self) -> usize {
@@ -271,6 +257,7 @@ impl HybridGenerator {
                 "--ar-prior needs the bundle's `ar` model with the plan decoder's vocabulary, and both with relative (rotary) positions; this bundle lacks them, so leave --ar-prior out".into(),
             ));
         }
+        let bank = self.sentence_bank(&levers)?;
         let plan = self.plan_sampling(req)?;
         let oracle = reference.map(|r| self.reference_plan(r, req.gen.sentences.unwrap_or(8))).transpose()?;
         let want = match (&oracle, &outline) {
@@ -297,7 +284,24 @@ impl HybridGenerator {
             Some(o) => self.outline_slots(o, levers.outline_complete)?,
             None => Vec::new(),
         };
-        Ok(Job { plan, oracle, outline: fixed, want, levers, max_tokens: req.gen.max_tokens })
+        Ok(Job { plan, oracle, outline: fixed, want, levers, bank, max_tokens: req.gen.max_tokens })
+    }
+
+    /// The sentence bank of `--plan-snap` (`None` when it is off), read once per file.
+    fn sentence_bank(&self, levers: &HybridSettings) -> Result<Option<plandiff_sentence::SentenceBank>> {
+        let Some(path) = levers.plan_bank.as_ref().filter(|_| levers.plan_snap() > 0.0) else { return Ok(None) };
+        let space = self.plan_enc.space();
+        let mut held = self.bank.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((p, b)) = held.as_ref().filter(|(p, _)| p == path) {
+            tracing::debug!("sentence bank {} already read", p.display());
+            return Ok(Some(b.shallow_clone()));
+        }
+        let bank = plandiff_sentence::SentenceBank::load(path, space, self.device)
+            .map_err(|e| PipelineError::Invalid(format!("--plan-bank {e}")))?;
+
+        tracing::info!(rows = bank.rows(), "read the sentence bank {}", path.display());
+        *held = Some((path.clone(), bank.shallow_clone()));
+        Ok(Some(bank))
     }
 
     /// `--window-stride` and `--window-pin` re-arrange the windows a decoder with absolute
@@ -392,6 +396,7 @@ impl Generator for HybridGenerator {
             "plan_sphere": levers.plan_sphere(),
             "plan_rescale": levers.plan_rescale(),
             "plan_noise_scale": levers.plan_noise_scale(),
+            "plan_snap": levers.plan_snap(),
         });
         Ok(v.as_object().cloned().unwrap_or_default())
     }
@@ -408,6 +413,8 @@ struct Job {
     /// Sentences to write after the prompt.
     want: usize,
     levers: HybridSettings,
+    /// `--plan-bank`'s sentences when `--plan-snap` is on.
+    bank: Option<plandiff_sentence::SentenceBank>,
     max_tokens: usize,
 }
 

@@ -88,6 +88,17 @@ pub struct HybridSettings {
     /// initial_noise_scale, about 0.6; default 1).
     #[arg(long)]
     pub plan_noise_scale: Option<f64>,
+    /// Hybrid: pull the planner's predicted x0 at every denoising step, and the sampled latents
+    /// at the end, this fraction (0 to 1) of the way to the nearest real sentence's latent in
+    /// the sentence bank `--plan-bank` (Diffusion-LM's rounding, lifted to sentences; default 0:
+    /// off).
+    #[arg(long)]
+    pub plan_snap: Option<f64>,
+    /// Hybrid, with --plan-snap: the sentence bank, a safetensors file of raw sentence
+    /// embeddings of the plan space's encoder (`embeddings`, N x D), such as the embedding
+    /// cache `plandiff embed` writes (DATA/embeddings/train-*.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub plan_bank: Option<std::path::PathBuf>,
     /// Hybrid: after the text, show each planned sentence slot as what the decoder writes
     /// from that latent alone, with its cosine to the sentence actually written.
     #[arg(long)]
@@ -148,6 +159,10 @@ impl HybridSettings {
         self.plan_rescale.unwrap_or(0.0)
     }
 
+    pub fn plan_snap(&self) -> f64 {
+        self.plan_snap.unwrap_or(0.0)
+    }
+
     pub fn plan_noise_scale(&self) -> f64 {
         self.plan_noise_scale.unwrap_or(1.0)
     }
@@ -188,6 +203,12 @@ impl Checked for HybridSettings {
         }
         if self.plan_noise_scale.is_some_and(|w| !(0.1..=1.0).contains(&w)) {
             return bad("--plan-noise-scale must be from 0.1 to 1 (1: the schedule's own noise)");
+        }
+        if self.plan_snap.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
+            return bad("--plan-snap must be a fraction from 0 to 1 (0: off, 1: onto the nearest bank sentence)");
+        }
+        if self.plan_snap() > 0.0 && self.plan_bank.is_none() {
+            return bad("--plan-snap needs a sentence bank: give --plan-bank DATA/embeddings/train-*.safetensors (`plandiff embed` writes it)");
         }
         if self.drafts.is_some_and(|n| !(1..=8).contains(&n)) {
             return bad("--drafts must be in 1..=8 (1: one draft of each sentence)");

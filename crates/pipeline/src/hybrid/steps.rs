@@ -247,17 +247,26 @@ impl HybridGenerator {
         let refine = hold < 1.0 && outline.iter().any(|&o| o);
         let soft_mask = refine.then(|| rows_mask(&outline));
         let soft = soft_mask.as_ref().map(|soft| SoftHold { soft, hold });
-        let sphere = |z: &Tensor| self.plan_enc.to_sphere(z);
+        // The x0 map: onto the encoder's sphere (--plan-sphere), then toward the nearest real
+        // sentence (--plan-snap); also applied to the sampled latents.
+        let (sphere, snap) = (job.levers.plan_sphere(), job.bank.as_ref().map(|b| (b, job.levers.plan_snap())));
+        let map = |z: &Tensor| {
+            let z = if sphere { self.plan_enc.to_sphere(z) } else { z.shallow_clone() };
+            match snap {
+                Some((bank, w)) => bank.pull(&z, w),
+                None => z,
+            }
+        };
         let steer = Steering {
             soft,
-            x0: job.levers.plan_sphere().then_some(&sphere as &dyn Fn(&Tensor) -> Tensor),
+            x0: (sphere || snap.is_some()).then_some(&map as &dyn Fn(&Tensor) -> Tensor),
             rescale: job.levers.plan_rescale(),
             noise_scale: job.levers.plan_noise_scale(),
         };
         let z =
             self.planner.sample_held(&known, &mask, steer, opts, |shape| noise.sample(shape)).map_err(plan_error)?;
-        let z = if job.levers.plan_sphere() { self.plan_enc.to_sphere(&z) } else { z };
-        let z = best_candidates(self.bounded(z), n, ctx, new);
+        let z = if sphere || snap.is_some() { map(&z) } else { z };
+        let z = best_candidates(z, n, ctx, new);
         for (i, r) in rows.iter_mut().enumerate() {
             if r.planned.len() < from + new {
                 r.planned.resize_with(from + new, || None);

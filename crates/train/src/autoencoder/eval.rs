@@ -1,7 +1,7 @@
 //! `plandiff eval --stage autoencoder`: oracle-plan against null-plan perplexity and token
 //! accuracy (also the validation metrics logged in training).
 
-use super::batch::{oracle_plan, plan_of, to_device, BatchTensors, DocSet};
+use super::batch::{plan_of, to_device, BatchTensors, DocSet};
 use super::frozen::{invalid, split_plans, FrozenPlans};
 use crate::stages::EvalRequest;
 use crate::{Result, TrainError};
@@ -11,12 +11,9 @@ use tch::{Device, Kind, Tensor};
 
 /// Summed cross-entropy, token count and correct argmax predictions of a batch with the
 /// oracle plan (`oracle = true`) or the null plan.
-fn score(ae: &Autoencoder, b: &BatchTensors, oracle: bool, z: Option<&Tensor>) -> (f64, i64, i64) {
+fn score(ae: &Autoencoder, b: &BatchTensors, oracle: bool, z: &Tensor) -> (f64, i64, i64) {
     let batch = b.inputs.size()[0];
-    let plan = oracle.then(|| match z {
-        Some(z) => plan_of(ae, b, z, batch, (0.0, LatentNoise::Additive)),
-        None => oracle_plan(ae, b, batch),
-    });
+    let plan = oracle.then(|| plan_of(ae, b, z, batch, (0.0, LatentNoise::Additive)));
     let logits = ae.decoder.forward(&b.inputs, Some(&b.slots), plan.as_ref(), false);
     let v = logits.size()[2];
     let y = b.targets.reshape(-1);
@@ -46,20 +43,19 @@ pub struct PlanEval {
 pub(super) struct EvalShape {
     pub(super) batch: usize,
     pub(super) max_batches: Option<usize>,
-    /// Encoder tokens per sentence.
+    /// Tokens kept per sentence in a batch's sentence table.
     pub(super) max_len: usize,
     /// Decoder tokens per window.
     pub(super) max_tokens: usize,
 }
 
-/// Oracle- and null-plan scores of `set`'s windows; the oracle plan is the trained encoder's,
-/// or `frozen`'s latents.
+/// Oracle- and null-plan scores of `set`'s windows; the oracle plan is `plans`' latents.
 pub(super) fn plan_eval(
     ae: &Autoencoder,
     set: &DocSet,
     shape: EvalShape,
     device: Device,
-    frozen: Option<&FrozenPlans>,
+    plans: &FrozenPlans,
 ) -> PlanEval {
     let EvalShape { batch, max_batches, max_len, max_tokens } = shape;
     let n = set.windows.len();
@@ -71,9 +67,9 @@ pub(super) fn plan_eval(
             let idx: Vec<usize> = (bi * batch..((bi + 1) * batch).min(n)).collect();
             let db = set.batch(&idx, max_len);
             let b = to_device(&db, max_tokens, device);
-            let z = frozen.map(|f| f.latents(set, &idx, &db));
+            let z = plans.latents(set, &idx, &db);
             for (k, oracle) in [true, false].into_iter().enumerate() {
-                let (l, c, r) = score(ae, &b, oracle, z.as_ref());
+                let (l, c, r) = score(ae, &b, oracle, &z);
                 acc[k].0 += l;
                 acc[k].1 += c;
                 acc[k].2 += r;
@@ -109,15 +105,12 @@ pub fn evaluate_autoencoder(req: &EvalRequest) -> Result<PlanEval> {
         )));
     }
     let cfg = &l.config;
-    let frozen = match &cfg.plan_space {
-        Some(space) => {
-            let enc = space.encoder(Device::Cpu).map_err(invalid)?;
-            Some(split_plans(&enc, space, req.data, req.split, &set, req.device)?)
-        }
-        None => None,
-    };
+    let space =
+        l.config.plan_space.as_ref().ok_or_else(|| TrainError::Invalid("the autoencoder has no plan space".into()))?;
+    let enc = space.encoder(Device::Cpu).map_err(invalid)?;
+    let plans = split_plans(&enc, space, req.data, req.split, &set, req.device)?;
     let max_tokens = cfg.provenance.train.as_ref().map_or(cfg.model.max_seq_len as usize, |t| t.seq_len);
-    let max_len = cfg.encoder.as_ref().map_or(64, |e| e.max_len as usize);
-    let shape = EvalShape { batch: req.batch, max_batches: req.max_batches, max_len, max_tokens };
-    Ok(plan_eval(&l.ae, &set, shape, req.device, frozen.as_ref()))
+    let shape =
+        EvalShape { batch: req.batch, max_batches: req.max_batches, max_len: super::SENTENCE_TOKENS, max_tokens };
+    Ok(plan_eval(&l.ae, &set, shape, req.device, &plans))
 }

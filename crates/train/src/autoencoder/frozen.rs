@@ -1,5 +1,4 @@
-//! Plans from a frozen pretrained sentence encoder (`[autoencoder.plan] frozen_encoder`): each
-//! sentence's latent is its embedding from the corpus cache of `plandiff_sentence`, normalised
+//! Plans from a frozen pretrained sentence encoder (all-MiniLM-L6-v2): each sentence's latent is its embedding from the corpus cache of `plandiff_sentence`, normalised
 //! per dimension with the training split's mean and standard deviation, looked up by the
 //! sentence's place in the split (the cache and the windows index the same documents).
 
@@ -33,14 +32,14 @@ impl FrozenPlans {
     }
 }
 
-/// The frozen encoder's width.
-pub(super) const WIDTH: i64 = 384;
+/// The frozen encoder's width: the plans' (`d_latent`).
+pub const WIDTH: i64 = 384;
 
 /// Loads (computing it first when missing) the cache of `split` of `data`, checked against
 /// the split's documents.
 fn split_embeddings(enc: &SentenceEncoder, data: &Path, split: &str, set: &DocSet) -> Result<(Tensor, Vec<i64>)> {
     let opts = CacheOptions { progress: true, ..CacheOptions::default() };
-    let c = embed_corpus(enc, data, split, opts).map_err(|e| TrainError::Invalid(format!("frozen_encoder: {e}")))?;
+    let c = embed_corpus(enc, data, split, opts).map_err(|e| TrainError::Invalid(format!("plan space: {e}")))?;
     let docs = c.doc_offsets.len().saturating_sub(1);
     if docs != set.docs.len() {
         return Err(TrainError::Invalid(format!(
@@ -61,11 +60,11 @@ pub(super) fn frozen_plans(
     device: Device,
     space: Option<PlanSpace>,
 ) -> Result<(FrozenPlans, Option<FrozenPlans>, PlanSpace)> {
-    let dir = find_encoder(None).map_err(|e| TrainError::Invalid(format!("frozen_encoder: {e}")))?;
+    let dir = find_encoder(None).map_err(|e| TrainError::Invalid(format!("plan space: {e}")))?;
     let enc = SentenceEncoder::load(&dir, Device::Cpu).map_err(|e| TrainError::Invalid(e.to_string()))?;
     if enc.width() != WIDTH {
         return Err(TrainError::Invalid(format!(
-            "frozen_encoder: {} has width {}, not {WIDTH}",
+            "plan space: {} has width {}, not {WIDTH}",
             dir.display(),
             enc.width()
         )));
@@ -84,25 +83,6 @@ pub(super) fn frozen_plans(
         None => None,
     };
     Ok((train_plans, valid_plans, space))
-}
-
-/// [`frozen_plans`] for a run whose encoder latents are `d_latent` wide (it must be the frozen
-/// encoder's width), in the shape the runner keeps them.
-#[allow(clippy::type_complexity)]
-pub(super) fn setup(
-    args: &crate::run::TrainArgs,
-    d_latent: i64,
-    train: &DocSet,
-    valid: Option<&DocSet>,
-    space: Option<PlanSpace>,
-) -> Result<(Option<(FrozenPlans, Option<FrozenPlans>)>, Option<PlanSpace>)> {
-    if d_latent != WIDTH {
-        return Err(TrainError::Invalid(format!(
-            "config [autoencoder]: frozen_encoder plans have the encoder's width; set encoder.d_latent = {WIDTH}"
-        )));
-    }
-    let (t, v, s) = frozen_plans(&args.data, train, valid, args.device, space)?;
-    Ok((Some((t, v)), Some(s)))
 }
 
 pub(super) fn invalid(e: plandiff_sentence::EncoderError) -> TrainError {

@@ -1,6 +1,8 @@
-//! Stage `autoencoder` (docs/design.md, section 3.3): the sentence encoder E and the plan-conditioned
-//! decoder D, trained together to rewrite a document window from its own plan
-//! `[E(s_1) .. E(s_S)]`.
+//! Stage `autoencoder` (docs/design.md, section 3.3): the plan-conditioned decoder D, trained
+//! to rewrite a document window from its own plan `[E(s_1) .. E(s_S)]`, where E is the frozen
+//! sentence encoder (all-MiniLM-L6-v2, its embeddings cached once per corpus and normalised
+//! per dimension: [`frozen`]). The jointly learned encoder of earlier versions is gone (issue
+//! 39): one plan space.
 //!
 //! - Plan dropout: a share of documents is trained with the learned null plan, so D also
 //!   runs as a plain LM (the `ar` arm of an A/B).
@@ -12,8 +14,8 @@
 //!   sentence; the rest of the document reaches it through the plan alone.
 //! - Word dropout (optional): a share of the input tokens becomes `<pad>`, so the decoder
 //!   reads the words of a sentence from its latent instead of copying its own prefix.
-//! - Bag-of-words loss (optional, `bow_weight`): each latent must also predict its sentence's
-//!   tokens as a bag, so it carries the sentence's content. The logged training loss then
+//! - Bag-of-words loss (optional, `bow_weight`): the decoder's plan projection must also
+//!   predict each sentence's tokens as a bag from its latent. The logged training loss then
 //!   includes this term; validation perplexity and accuracy are the decoder's alone.
 //!
 //! Empty slots (windows with fewer than `max_slots` sentences) hold the null plan's entries.
@@ -21,6 +23,9 @@
 mod batch;
 mod eval;
 mod frozen;
+
+/// The width of every plan: the frozen sentence encoder's.
+pub use frozen::WIDTH as PLAN_WIDTH;
 
 pub use eval::{evaluate_autoencoder, PlanEval};
 
@@ -32,18 +37,20 @@ use crate::{Result, TrainError};
 use batch::{bow_loss, plan_of, to_device, DocSet};
 use eval::{plan_eval, EvalShape};
 use frozen::FrozenPlans;
-use plandiff_bundle::autoencoder::checked_pair;
+use plandiff_bundle::autoencoder::checked_config;
 use plandiff_bundle::{stage, Autoencoder, Bundle, Provenance, StageConfigFile};
 use plandiff_data::WindowSampler;
 use plandiff_decoder::{DecoderConfig, DecoderInput, PlanConfig};
 use plandiff_layers::TransformerShape;
-use plandiff_planner::EncoderConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{nn, Kind, Tensor};
 
 const KIND: &str = stage::AUTOENCODER;
-const ABOUT: &str = "sentence encoder + plan-conditioned decoder, trained together";
+const ABOUT: &str = "plan-conditioned decoder over a frozen sentence encoder's plans";
+
+/// Tokens kept of each sentence in a batch's sentence table (the bag-of-words targets).
+pub(crate) const SENTENCE_TOKENS: usize = 64;
 
 /// Stage `autoencoder` of [`crate::registry::STAGES`].
 pub const STAGE: Stage = Stage::new::<AutoencoderSection, DecoderConfig>(
@@ -57,20 +64,10 @@ pub const STAGE: Stage = Stage::new::<AutoencoderSection, DecoderConfig>(
 impl Section for AutoencoderSection {
     fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
         self.plan.validate()?;
-        if self.plan.frozen_encoder && self.encoder.d_latent != frozen::WIDTH {
-            return Err(TrainError::Invalid(format!(
-                "config [autoencoder]: frozen_encoder plans have the encoder's width; set encoder.d_latent = {}",
-                frozen::WIDTH
-            )));
-        }
         self.decoder
             .decoder(vocab_size)
             .validate()
             .map_err(|e| TrainError::Invalid(format!("config [autoencoder.decoder]: {e}")))?;
-        self.encoder
-            .encoder(vocab_size)
-            .validate()
-            .map_err(|e| TrainError::Invalid(format!("config [autoencoder.encoder]: {e}")))?;
         if self.train.seq_len as i64 > self.decoder.max_seq_len {
             return Err(TrainError::Invalid("config [autoencoder]: train.seq_len exceeds decoder.max_seq_len".into()));
         }
@@ -78,53 +75,28 @@ impl Section for AutoencoderSection {
     }
 }
 
-/// `[autoencoder]`: sentence encoder + plan-conditioned decoder, trained together.
+/// `[autoencoder]`: the plan-conditioned decoder and how it learns to read plans.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AutoencoderSection {
-    pub encoder: EncoderSection,
     pub decoder: ModelSection,
     pub plan: PlanSection,
     /// `batch_size` counts documents; `seq_len` caps a document window's tokens.
     pub train: TrainConfig,
 }
 
-/// Sentence encoder architecture; the vocabulary comes from the data's tokenizer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EncoderSection {
-    #[serde(flatten)]
-    pub shape: TransformerShape,
-    pub max_len: i64,
-    pub d_latent: i64,
-    pub bound: plandiff_planner::LatentBound,
-}
-
-impl EncoderSection {
-    pub fn encoder(&self, vocab_size: i64) -> EncoderConfig {
-        EncoderConfig {
-            vocab_size,
-            shape: self.shape,
-            max_len: self.max_len,
-            d_latent: self.d_latent,
-            bound: self.bound,
-        }
-    }
-}
-
 struct AeRunner {
     feed: Feed,
     ae: Autoencoder,
-    enc_cfg: EncoderConfig,
     dec_cfg: DecoderConfig,
     plan: PlanSection,
     train: DocSet,
     valid: Option<DocSet>,
     max_tokens: usize,
     tokens_per_step: u64,
-    /// With `frozen_encoder`: the training and validation splits' latents, and their space.
-    frozen: Option<(FrozenPlans, Option<FrozenPlans>)>,
-    space: Option<plandiff_sentence::PlanSpace>,
+    /// The training and validation splits' latents, and their space.
+    frozen: (FrozenPlans, Option<FrozenPlans>),
+    space: plandiff_sentence::PlanSpace,
 }
 
 impl StageRunner for AeRunner {
@@ -133,15 +105,11 @@ impl StageRunner for AeRunner {
 
     fn micro_step(&mut self, step: u64, micro: usize, accum: usize) -> Result<f64> {
         let idx = self.feed.indices(step, micro, accum);
-        let max_len = self.enc_cfg.max_len as usize;
-        let db = self.train.batch(&idx, max_len);
+        let db = self.train.batch(&idx, SENTENCE_TOKENS);
         let b = to_device(&db, self.max_tokens, self.feed.device);
         let (bs, t) = b.inputs.size2().expect("(B, T)");
         let opts = (Kind::Float, self.feed.device);
-        let z = match &self.frozen {
-            Some((f, _)) => f.latents(&self.train, &idx, &db),
-            None => self.ae.encoder.forward(&b.sentences, &b.sentence_mask, true), // (N, d_latent)
-        };
+        let z = self.frozen.0.latents(&self.train, &idx, &db); // (N, d_latent)
         let mut plan = plan_of(&self.ae, &b, &z, bs, (self.plan.latent_noise_max, self.plan.latent_noise));
         if self.plan.null_plan_prob > 0.0 {
             let drop = Tensor::rand([bs, 1, 1], opts).lt(self.plan.null_plan_prob);
@@ -190,11 +158,10 @@ impl StageRunner for AeRunner {
         let shape = EvalShape {
             batch: self.feed.batch * self.feed.shard.world_size,
             max_batches: Some(self.feed.eval_batches),
-            max_len: self.enc_cfg.max_len as usize,
+            max_len: SENTENCE_TOKENS,
             max_tokens: self.max_tokens,
         };
-        let frozen = self.frozen.as_ref().and_then(|(_, v)| v.as_ref());
-        let r = plan_eval(&self.ae, set, shape, self.feed.device, frozen);
+        let r = plan_eval(&self.ae, set, shape, self.feed.device, self.frozen.1.as_ref()?);
         let mut m = serde_json::Map::new();
         for (k, v) in [
             ("val_ppl_oracle", r.ppl_oracle),
@@ -210,8 +177,7 @@ impl StageRunner for AeRunner {
 
     fn config_file(&self, tokenizer_hash: &str, provenance: Provenance) -> StageConfigFile {
         let mut c = StageConfigFile::new(KIND, self.dec_cfg.clone(), tokenizer_hash, provenance);
-        c.encoder = Some(self.enc_cfg.clone());
-        c.plan_space = self.space.clone();
+        c.plan_space = Some(self.space.clone());
         c
     }
 }
@@ -228,24 +194,22 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
         .clone()
         .ok_or_else(|| TrainError::Invalid("trainer_state.json lacks the plan settings".into()))?;
     plan.validate()?;
-    let (enc_cfg, dec_cfg) = match (&setup.resumed, section) {
+    let dec_cfg = match (&setup.resumed, section) {
         (Some(c), _) => {
-            let (enc, dec) = checked_pair(c, &args.out)?;
+            let (dec, _) = checked_config(c, &args.out)?;
             if dec.plan.map(|p| p.max_slots) != Some(plan.max_slots) {
                 return Err(TrainError::Invalid(format!(
                     "{}: config.json and trainer_state.json disagree on max_slots; the checkpoint is damaged, restore it",
                     args.out.display()
                 )));
             }
-            (enc, dec)
+            dec
         }
         (None, Some(s)) => {
-            let enc = s.encoder.encoder(vocab);
-            enc.validate().map_err(|e| TrainError::Invalid(format!("config [autoencoder.encoder]: {e}")))?;
             let mut dec = s.decoder.decoder(vocab);
-            dec.plan = Some(PlanConfig { d_latent: enc.d_latent, max_slots: plan.max_slots });
+            dec.plan = Some(PlanConfig { d_latent: frozen::WIDTH, max_slots: plan.max_slots });
             dec.validate().map_err(|e| TrainError::Invalid(format!("config [autoencoder.decoder]: {e}")))?;
-            (enc, dec)
+            dec
         }
         (None, None) => return Err(TrainError::Invalid("--config is required for a new run".into())),
     };
@@ -263,24 +227,21 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     let sampler = WindowSampler::over(train.windows.len(), setup.state.seed)?;
     let mean_window = train.mean_window_tokens();
     let start = match (&plan.init_from, &setup.resumed) {
-        (Some(dir), None) => Some(AeStart::read(dir, &enc_cfg, &dec_cfg)?),
+        (Some(dir), None) => Some(AeStart::read(dir, &dec_cfg)?),
         _ => None,
     };
     let resumed_space = match &start {
         Some(s) => s.space.clone(),
         None => setup.resumed.as_ref().and_then(|c| c.plan_space.clone()),
     };
-    let (frozen, space) = match plan.frozen_encoder {
-        true => frozen::setup(&args, enc_cfg.d_latent, &train, valid.as_ref(), resumed_space)?,
-        false => (None, None),
-    };
+    let (train_plans, valid_plans, space) =
+        frozen::frozen_plans(&args.data, &train, valid.as_ref(), args.device, resumed_space)?;
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
-    let ae = Autoencoder::new(&vs.root(), &enc_cfg, &dec_cfg)?;
+    let ae = Autoencoder::new(&vs.root(), &dec_cfg)?;
     initialise(&vs, start.as_ref(), (plan.init_from_ar && setup.resumed.is_none()).then_some(&setup.bundle), &dec_cfg)?;
     let mut runner = AeRunner {
         ae,
-        enc_cfg,
         dec_cfg,
         plan,
         train,
@@ -289,7 +250,7 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
         max_tokens: train_cfg.seq_len,
         tokens_per_step: (mean_window.min(train_cfg.seq_len as f64)
             * (train_cfg.batch_size * train_cfg.grad_accum) as f64) as u64,
-        frozen,
+        frozen: (train_plans, valid_plans),
         space,
     };
     run_loop(&mut runner, setup, vs, &args)
@@ -323,32 +284,30 @@ struct AeStart {
 impl AeStart {
     const WHAT: &'static str = "[autoencoder.plan] init_from";
 
-    fn read(dir: &std::path::Path, enc: &EncoderConfig, dec: &DecoderConfig) -> Result<Self> {
-        let fix = "give a bundle whose autoencoder has this config's [autoencoder.encoder] and [autoencoder.decoder], or leave init_from out";
+    fn read(dir: &std::path::Path, dec: &DecoderConfig) -> Result<Self> {
+        let fix = "give a bundle whose autoencoder has this config's [autoencoder.decoder], or leave init_from out";
         let bundle = Bundle::open(dir)?;
         if !bundle.has_stage(KIND) {
             return Err(TrainError::Invalid(format!("{}: {} has no autoencoder; {fix}", Self::WHAT, dir.display())));
         }
         let c = bundle.read_config(KIND)?;
-        let (e, d) = checked_pair(&c, dir)?;
+        let (d, space) = checked_config(&c, dir)?;
         let same =
             |d: &DecoderConfig| DecoderConfig { shape: TransformerShape { dropout: 0.0, ..d.shape }, ..d.clone() };
-        if e.d_latent != enc.d_latent || same(&d) != same(dec) {
+        if same(&d) != same(dec) {
             return Err(TrainError::Invalid(format!(
-                "{}: {}'s autoencoder (d_model {}, {} layers, {} slots, d_latent {}) is not this config's (d_model {}, {} layers, {} slots, d_latent {}); {fix}",
+                "{}: {}'s autoencoder (d_model {}, {} layers, {} slots) is not this config's (d_model {}, {} layers, {} slots); {fix}",
                 Self::WHAT,
                 dir.display(),
                 d.shape.d_model,
                 d.shape.n_layers,
                 d.plan.map_or(0, |p| p.max_slots),
-                e.d_latent,
                 dec.shape.d_model,
                 dec.shape.n_layers,
-                dec.plan.map_or(0, |p| p.max_slots),
-                enc.d_latent
+                dec.plan.map_or(0, |p| p.max_slots)
             )));
         }
-        Ok(Self { weights: bundle.weights_path(KIND), space: c.plan_space })
+        Ok(Self { weights: bundle.weights_path(KIND), space: Some(space) })
     }
 
     /// Copies every tensor of the file into `vs` (names and shapes must match). Returns the

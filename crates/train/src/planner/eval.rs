@@ -54,8 +54,8 @@ pub fn evaluate_planner(req: &EvalRequest) -> Result<PlannerEval> {
     let b = Bundle::open(req.bundle)?;
     let ae = load_autoencoder(&b, req.device)?;
     let pl = load_planner(&b, req.device)?;
-    let set = open_split(req.data, req.split, &ae.tokenizer)?;
-    let lat = LatentSet::of(&ae, req.data, &set, req.split)?;
+    open_split(req.data, req.split, &ae.tokenizer)?; // the tokenizer and split checked
+    let lat = LatentSet::of(&ae, req.data, req.split)?;
     let usable: Vec<(usize, usize)> =
         lat.docs.iter().enumerate().filter(|(_, &(_, n))| n >= 2).map(|(d, _)| (d, 0)).collect();
     if usable.is_empty() {
@@ -73,10 +73,23 @@ pub fn evaluate_planner(req: &EvalRequest) -> Result<PlannerEval> {
     // Sampling: documents' first windows, first half known.
     let docs: Vec<(usize, usize)> = usable.iter().copied().take(batch * batches).collect();
     let enc = plandiff_bundle::PlanEncoder::load(&ae.config, req.device)?;
-    let sphere = |z: &Tensor| enc.to_sphere(z);
+    let bank = match &req.plan.bank {
+        Some(path) if req.plan.snap > 0.0 => Some(
+            plandiff_sentence::SentenceBank::load(path, enc.space(), req.device)
+                .map_err(|e| TrainError::Invalid(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let map = |z: &Tensor| {
+        let z = if req.plan.sphere { enc.to_sphere(z) } else { z.shallow_clone() };
+        match &bank {
+            Some(b) => b.pull(&z, req.plan.snap),
+            None => z,
+        }
+    };
     let steer = Steering {
         soft: None,
-        x0: req.plan.sphere.then_some(&sphere as &dyn Fn(&Tensor) -> Tensor),
+        x0: (req.plan.sphere || bank.is_some()).then_some(&map as &dyn Fn(&Tensor) -> Tensor),
         rescale: req.plan.rescale,
         noise_scale: req.plan.noise_scale,
     };
@@ -146,7 +159,7 @@ pub fn knn_precision_recall(fake: &Tensor, real: &Tensor, k: i64) -> (f64, f64) 
 fn round_trip(ae: &plandiff_bundle::LoadedAutoencoder, enc: &plandiff_bundle::PlanEncoder, z: &Tensor) -> Result<f64> {
     use plandiff_decoder::{generate, GenerateOptions, LogitsProcessor, SamplingConfig};
     let n = z.size()[0];
-    if n == 0 || !enc.is_frozen() {
+    if n == 0 {
         return Ok(f64::NAN);
     }
     let null = ae.ae.null_plan();
@@ -173,7 +186,7 @@ fn round_trip(ae: &plandiff_bundle::LoadedAutoencoder, enc: &plandiff_bundle::Pl
         .collect::<std::result::Result<Vec<String>, _>>()
         .map_err(|e| TrainError::Invalid(e.to_string()))?;
     let refs: Vec<&str> = texts.iter().map(|t| t.trim()).map(|t| if t.is_empty() { "." } else { t }).collect();
-    let back = enc.encode_texts(&ae.ae, &ae.tokenizer, &refs)?;
+    let back = enc.encode_texts(&refs, z.device())?;
     let cos = plandiff_layers::bounded::cosine_similarity(&back.to_kind(Kind::Float), &z.to_kind(Kind::Float), -1);
     Ok(plandiff_layers::bounded::cosine(cos.mean(Kind::Double).double_value(&[])))
 }

@@ -1,10 +1,9 @@
 //! Sentence latents of a split, windows over them, and the planner's denoising loss.
 
 use crate::objectives::PlannerObjective;
-use plandiff_data::{index_documents, SpecialIds, TokenSet};
 use plandiff_diffusion::NoiseSchedule;
+use plandiff_planner::DenoiserInput;
 use plandiff_planner::Planner;
-use plandiff_planner::{DenoiserInput, SentenceEncoder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::ops::Range;
@@ -21,34 +20,7 @@ pub(super) struct LatentSet {
 }
 
 impl LatentSet {
-    pub(super) fn encode(encoder: &SentenceEncoder, set: &TokenSet, sp: SpecialIds, what: &str) -> Self {
-        let pad = sp.pad as i64;
-        let docs = index_documents(&set.tokens, sp);
-        let mut sentences: Vec<Vec<i64>> = Vec::new();
-        let mut ranges = Vec::with_capacity(docs.len());
-        for d in &docs {
-            ranges.push((sentences.len(), d.sentences.len()));
-            for &(s, e) in &d.sentences {
-                sentences.push(set.tokens[s..e].iter().map(|&t| t as i64).collect());
-            }
-        }
-        let t0 = std::time::Instant::now();
-        let refs: Vec<&[i64]> = sentences.iter().map(Vec::as_slice).collect();
-        let latents = encoder.encode(&refs, pad, 256);
-        tracing::info!(
-            sentences = sentences.len(),
-            documents = ranges.len(),
-            seconds = t0.elapsed().as_secs_f64(),
-            "encoded the {what} sentences"
-        );
-        let windows = ranges.iter().enumerate().flat_map(|(d, &(_, n))| (0..n).map(move |f| (d, f))).collect();
-        Self { latents, docs: ranges, windows }
-    }
-}
-
-impl LatentSet {
-    /// The latents of a split in a frozen encoder's plan space (an autoencoder trained with
-    /// `frozen_encoder`): the corpus cache's embeddings (computed first when missing),
+    /// The latents of a split in a frozen encoder's plan space: the corpus cache's embeddings (computed first when missing),
     /// normalised by the space, in the cache's document order.
     pub(super) fn frozen(
         space: &plandiff_sentence::PlanSpace,
@@ -71,18 +43,16 @@ impl LatentSet {
         Ok(Self { latents: space.normalise(&c.embeddings), docs, windows })
     }
 
-    /// The latents of a split in an autoencoder's plan space: its frozen encoder's, or its own
-    /// trained encoder's.
+    /// The latents of a split in an autoencoder's plan space.
     pub(super) fn of(
         ae: &plandiff_bundle::LoadedAutoencoder,
         data: &std::path::Path,
-        set: &TokenSet,
         split: &str,
     ) -> crate::Result<Self> {
-        match &ae.config.plan_space {
-            Some(space) => Self::frozen(space, data, split),
-            None => Ok(Self::encode(&ae.ae.encoder, set, ae.tokenizer.special(), split)),
-        }
+        let space = ae.config.plan_space.as_ref().ok_or_else(|| {
+            crate::TrainError::Invalid("the autoencoder has no plan space (a learned encoder's); retrain it".into())
+        })?;
+        Self::frozen(space, data, split)
     }
 }
 

@@ -96,13 +96,12 @@ impl PlannerSection {
 }
 
 impl Section for PlannerSection {
-    fn check(&self, config: &RunConfig, _vocab_size: i64) -> Result<()> {
-        let ae: crate::autoencoder::AutoencoderSection = config.section(stage::AUTOENCODER)?;
+    fn check(&self, _config: &RunConfig, _vocab_size: i64) -> Result<()> {
         self.objective.validate().map_err(|e| TrainError::Invalid(format!("config [planner.objective]: {e}")))?;
         self.sampling.validate().map_err(|e| TrainError::Invalid(format!("config [planner.sampling]: {e}")))?;
         self.hybrid.validate().map_err(|e| TrainError::Invalid(format!("config [planner.hybrid]: {e}")))?;
         self.model
-            .denoiser(ae.encoder.d_latent)
+            .denoiser(crate::autoencoder::PLAN_WIDTH)
             .validate()
             .map_err(|e| TrainError::Invalid(format!("config [planner.model]: {e}")))?;
         NoiseSchedule::new(self.diffusion.clone())
@@ -211,12 +210,13 @@ pub fn train_planner(args: TrainArgs) -> Result<TrainReport> {
             )))
         }
         (Some(c), _) => c.model.clone(),
-        (None, Some(s)) => s.model(ae.ae.encoder.config().d_latent, ae_sha)?,
+        (None, Some(s)) => s.model(ae.ae.d_latent(), ae_sha)?,
         (None, None) => return Err(TrainError::Invalid("--config is required for a new run".into())),
     };
-    let train = LatentSet::of(&ae, &args.data, &open_split(&args.data, "train", &ae.tokenizer)?, "train")?;
+    open_split(&args.data, "train", &ae.tokenizer)?;
+    let train = LatentSet::of(&ae, &args.data, "train")?;
     let valid = match open_split(&args.data, "valid", &ae.tokenizer) {
-        Ok(v) => Some(LatentSet::of(&ae, &args.data, &v, "valid")?).filter(|v| !v.windows.is_empty()),
+        Ok(_) => Some(LatentSet::of(&ae, &args.data, "valid")?).filter(|v| !v.windows.is_empty()),
         Err(plandiff_bundle::BundleError::Data(_)) => None,
         Err(e) => return Err(e.into()),
     };

@@ -1,0 +1,129 @@
+//! Real sentences' latents to pull sampled plans toward (issue 39, part 4: Diffusion-LM's
+//! rounding lifted from words to sentences). A bank is a safetensors file whose `embeddings`
+//! `(N, D)` are a frozen encoder's raw sentence embeddings, such as an embedding cache that
+//! `plandiff embed` wrote (`DATA/embeddings/train-*.safetensors`); it is normalised into the
+//! plan space once, on load.
+
+use crate::encoder::EncoderError;
+use crate::space::PlanSpace;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// The most rows a bank may hold (the training cache of every story has about 325,000).
+pub const MAX_BANK_ROWS: i64 = 4_000_000;
+
+/// Real sentences' latents `(N, D)` in a plan space.
+pub struct SentenceBank {
+    latents: Tensor,
+    /// The latents scaled to norm 1, `(N, D)`: the nearest is the most similar in direction,
+    /// so a short, plain sample is not drawn to the plainest sentences (those nearest the
+    /// space's mean) as a Euclidean nearest would be.
+    units: Tensor,
+}
+
+impl SentenceBank {
+    /// Reads `path`'s `embeddings` (f32 or f16, as wide as `space`) and normalises them by
+    /// `space`. Unreadable files, another width, NaN or an empty bank are one-line errors.
+    pub fn load(path: &Path, space: &PlanSpace, device: Device) -> Result<Self, EncoderError> {
+        let bad = |m: String| {
+            EncoderError::Run(format!("{}: {m}; give an embedding cache that `plandiff embed` wrote", path.display()))
+        };
+        let named =
+            Tensor::read_safetensors(path).map_err(|e| bad(e.to_string().lines().next().unwrap_or("").into()))?;
+        let e = named
+            .into_iter()
+            .find(|(k, _)| k == "embeddings")
+            .map(|(_, t)| t)
+            .ok_or_else(|| bad("no `embeddings` tensor".into()))?;
+        let size = e.size();
+        if size.len() != 2 || size[1] != space.width() || size[0] == 0 || size[0] > MAX_BANK_ROWS {
+            return Err(bad(format!(
+                "holds {size:?}, not 1 to {MAX_BANK_ROWS} sentences of the plan space's width {}",
+                space.width()
+            )));
+        }
+        if !matches!(e.kind(), Kind::Float | Kind::Half) {
+            return Err(bad(format!("holds {:?}, not f32 or f16", e.kind())));
+        }
+        let e = e.to_kind(Kind::Float);
+        if e.isnan().any().int64_value(&[]) != 0 {
+            return Err(bad("holds NaN".into()));
+        }
+        Ok(Self::from_latents(space.normalise(&e).to_device(device)))
+    }
+
+    /// A bank of latents `(N, D)` already in the plan space.
+    pub fn from_latents(latents: Tensor) -> Self {
+        let units = &latents / latents.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12);
+        Self { latents, units }
+    }
+
+    /// The same bank, sharing its storage.
+    pub fn shallow_clone(&self) -> Self {
+        Self { latents: self.latents.shallow_clone(), units: self.units.shallow_clone() }
+    }
+
+    pub fn rows(&self) -> i64 {
+        self.latents.size()[0]
+    }
+
+    /// The bank's nearest latent to each row of `z` `(..., D)`: the largest cosine in the plan
+    /// space.
+    pub fn nearest(&self, z: &Tensor) -> Tensor {
+        let shape = z.size();
+        let d = *shape.last().unwrap_or(&0);
+        let q = z.to_kind(Kind::Float).reshape([-1, d]);
+        // argmax of q.b / |b| (|q| is the same for every b), in chunks of queries (bounded memory).
+        let picks: Vec<Tensor> = q.split(64, 0).iter().map(|c| c.matmul(&self.units.tr()).argmax(-1, false)).collect();
+        self.latents.index_select(0, &Tensor::cat(&picks, 0)).reshape(shape.as_slice()).to_kind(z.kind())
+    }
+
+    /// `z` moved `weight` (0 to 1) of the way to its nearest bank latent; 1 snaps onto it.
+    pub fn pull(&self, z: &Tensor, weight: f64) -> Tensor {
+        if weight <= 0.0 {
+            return z.shallow_clone();
+        }
+        let nn = self.nearest(z);
+        z + (nn - z) * weight
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_moves_each_row_toward_its_nearest_latent() {
+        // Three directions; the short (1, 0) would be the Euclidean nearest of a small sample
+        // along (1, 0.1), the long (10, 1) is the nearest in direction.
+        let bank = SentenceBank::from_latents(Tensor::from_slice(&[1f32, 0., 10., 1., 0., 10.]).view([3, 2]));
+        let z = Tensor::from_slice(&[2f32, 0.2, 1., 8., 0.5, -0.6]).view([1, 3, 2]);
+        let near = Vec::<f32>::try_from(bank.nearest(&z).flatten(0, -1)).unwrap();
+        assert_eq!(near, vec![10., 1., 0., 10., 1., 0.]);
+        let half = Vec::<f32>::try_from(bank.pull(&z, 0.5).flatten(0, -1)).unwrap();
+        let want = [6., 0.6, 0.5, 9., 0.75, -0.3];
+        assert!(half.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{half:?}");
+        assert_eq!(bank.pull(&z, 0.0).size(), vec![1, 3, 2]);
+        assert!(bank.pull(&z, 0.0).equal(&z), "weight 0 changes nothing");
+    }
+
+    #[test]
+    fn load_refuses_a_file_of_another_width() {
+        let dir = std::env::temp_dir().join(format!("plandiff-bank-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bank.safetensors");
+        Tensor::write_safetensors(&[("embeddings", Tensor::ones([4, 3], (Kind::Float, Device::Cpu)))], &path).unwrap();
+        let space = PlanSpace {
+            encoder: crate::EncoderId {
+                name: "x".into(),
+                weights_sha256: String::new(),
+                tokenizer_sha256: String::new(),
+            },
+            mean: vec![0.0; 2],
+            std: vec![1.0; 2],
+        };
+        let err = SentenceBank::load(&path, &space, Device::Cpu).err().expect("width 3 against 2").to_string();
+        assert!(err.contains("width 2"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
