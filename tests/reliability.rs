@@ -167,6 +167,9 @@ fn fluency_levers_keep_their_limits() {
         ("--ar-prior", "1.5", "--ar-prior must be a weight from 0 to 1"),
         ("--plan-rescale", "1.5", "--plan-rescale must be a fraction"),
         ("--plan-noise-scale", "0", "--plan-noise-scale must be from 0.1 to 1"),
+        ("--plan-snap", "1.5", "--plan-snap must be a fraction"),
+        ("--plan-snap", "0.5", "--plan-snap needs a sentence bank: give --plan-bank"),
+        ("--plan-bank", "/nonexistent/bank.safetensors", "--plan-bank is read with --plan-snap"),
     ] {
         let args = gen(flag, v);
         refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), want);
@@ -185,7 +188,13 @@ fn fluency_levers_keep_their_limits() {
         ],
         "--plan-sphere steers the planner's sampled plans; give --stage planner",
     );
+    // A bank that is not an embedding cache: one line naming the file.
     let dir = tempfile::tempdir().unwrap();
+    let bank = dir.path().join("bank.safetensors");
+    std::fs::write(&bank, b"not safetensors").unwrap();
+    let mut args = gen("--plan-snap", "1");
+    args.extend(["--plan-bank".to_string(), s(&bank).to_string()]);
+    refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), "bank.safetensors");
     let b = edited_bundle(dir.path(), "planner/config.json", |v| {
         v["model"]["hybrid"] = serde_json::json!({"ar_prior": 3.0})
     });

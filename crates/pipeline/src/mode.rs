@@ -260,8 +260,9 @@ pub struct Generation {
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Detail {
-    /// Mode `hybrid`: the planned slots, and the time spent planning (part of `seconds`).
-    Plan { plan: Vec<PlanSlot>, planning_seconds: f64, planner_calls: usize },
+    /// Mode `hybrid`: the planned slots, the time spent planning and re-encoding written
+    /// sentences into the plan space for the decoder's next windows (both part of `seconds`).
+    Plan { plan: Vec<PlanSlot>, planning_seconds: f64, planner_calls: usize, encoding_seconds: f64 },
     /// Modes `diffusion`, `masked`: every position's token (`<pad>` included) and which were given.
     Positions { tokens: Vec<i64>, known: Vec<bool> },
 }

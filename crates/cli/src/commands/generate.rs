@@ -125,8 +125,10 @@ pub fn run(a: GenerateArgs, flags: &ArgMatches, started: Instant) -> Result<Exit
 /// The timing line of a sample: tokens, seconds, throughput, planning, first token, stop.
 fn log_line(g: &Generation, first_token_ms: Option<f64>) -> String {
     let mut s = format!("{} new tokens in {:.2} s ({:.1} tokens/s per sample", g.new_tokens, g.seconds, g.tokens_per_s);
-    if let Some(Detail::Plan { planning_seconds, planner_calls, .. }) = &g.detail {
-        s.push_str(&format!("; planning {planning_seconds:.3} s in {planner_calls} planner calls"));
+    if let Some(Detail::Plan { planning_seconds, planner_calls, encoding_seconds, .. }) = &g.detail {
+        s.push_str(&format!(
+            "; planning {planning_seconds:.3} s in {planner_calls} planner calls, re-encoding {encoding_seconds:.3} s"
+        ));
     }
     s.push(')');
     if let Some(ms) = first_token_ms {

@@ -176,3 +176,32 @@ fn drafts_keep_one_draft_per_sample_and_go_on_from_it() {
     let e = g.generate(&req, &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("--drafts needs a plan decoder with relative"), "{e}");
 }
+
+/// `--plan-snap 1` puts every planned slot onto a sentence of the bank (the plan space here is
+/// the unit one, so a bank row's latent is its embedding); without a bank it is refused.
+#[test]
+fn a_full_snap_plans_bank_sentences_only() {
+    let (g, _) = generator(true);
+    let dir = tempfile::tempdir().unwrap();
+    let bank_path = dir.path().join("bank.safetensors");
+    let bank = g.plan_enc.encode_texts(&["the cat ran home.", "a bird sat on the tree.", "it rained."], Device::Cpu);
+    let bank = bank.unwrap();
+    tch::Tensor::write_safetensors(&[("embeddings", &bank)], &bank_path).unwrap();
+    let levers = HybridSettings { plan_snap: Some(1.0), plan_bank: Some(bank_path), ..HybridSettings::default() };
+    let req = GenRequest::new(PROMPT, 2, options(3, 500)).with(&levers);
+    let job = g.check(&req).unwrap();
+    let mut text = g.start_text(PROMPT, 2, &job).unwrap();
+    let win = g.window(2, text.total, &job);
+    let mut noise = HostNoise::new(1, Device::Cpu);
+    g.plan_missing(&mut text, win, &job, &mut noise, &mut Timing::default()).unwrap();
+    for r in &text.rows {
+        for z in r.planned[2..].iter().flatten() {
+            let d =
+                (bank.to_kind(Kind::Float) - z.to_kind(Kind::Float).unsqueeze(0)).abs().amax([1i64].as_slice(), false);
+            assert!(d.min().double_value(&[]) < 1e-4, "a planned slot is a bank sentence");
+        }
+    }
+    let no_bank = HybridSettings { plan_snap: Some(1.0), ..HybridSettings::default() };
+    let err = g.check(&GenRequest::new(PROMPT, 2, options(3, 500)).with(&no_bank)).err().expect("no bank");
+    assert!(err.to_string().contains("--plan-bank"), "{err}");
+}

@@ -289,7 +289,14 @@ impl HybridGenerator {
 
     /// The sentence bank of `--plan-snap` (`None` when it is off), read once per file.
     fn sentence_bank(&self, levers: &HybridSettings) -> Result<Option<plandiff_sentence::SentenceBank>> {
-        let Some(path) = levers.plan_bank.as_ref().filter(|_| levers.plan_snap() > 0.0) else { return Ok(None) };
+        if levers.plan_snap() <= 0.0 {
+            return Ok(None);
+        }
+        let Some(path) = levers.plan_bank.as_ref() else {
+            return Err(PipelineError::Invalid(
+                "--plan-snap needs a sentence bank: give --plan-bank DATA/embeddings/train-*.safetensors (`plandiff embed` writes it)".into(),
+            ));
+        };
         let space = self.plan_enc.space();
         let mut held = self.bank.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((p, b)) = held.as_ref().filter(|(p, _)| p == path) {
@@ -356,7 +363,9 @@ impl Generator for HybridGenerator {
         let mut stream = TextStream::new(&self.tokenizer, req.prompt, text.rows.len(), req.gen.stream);
         let mut timing = steps::Timing::default();
         while let Some(written) = text.next_sentence() {
+            let t0 = std::time::Instant::now();
             self.encode_written(&mut text.live_mut())?;
+            timing.encoding += t0.elapsed().as_secs_f64();
             let win = self.window(written, text.total, &job);
             self.plan_missing(&mut text, win, &job, &mut noise, &mut timing)?;
             let Some(w) = self.window_input(&text, win, &decoder, &job)? else {

@@ -50,7 +50,12 @@ impl HybridGenerator {
                 .collect();
             let kept = sentences.into_iter().filter(|s| !s.is_empty()).collect();
             let mut g = stream.finish(&r.new_tokens, kept, r.stop.unwrap_or(StopReason::Sentences), t.seconds)?;
-            g.detail = Some(Detail::Plan { plan, planning_seconds: t.planning, planner_calls: t.planner_calls });
+            g.detail = Some(Detail::Plan {
+                plan,
+                planning_seconds: t.planning,
+                planner_calls: t.planner_calls,
+                encoding_seconds: t.encoding,
+            });
             gens.push(g);
         }
         Ok(gens)

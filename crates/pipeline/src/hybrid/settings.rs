@@ -207,6 +207,9 @@ impl Checked for HybridSettings {
         if self.plan_snap.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
             return bad("--plan-snap must be a fraction from 0 to 1 (0: off, 1: onto the nearest bank sentence)");
         }
+        if self.plan_bank.is_some() && self.plan_snap.is_none() {
+            return bad("--plan-bank is read with --plan-snap only; give --plan-snap W, or leave --plan-bank out");
+        }
         if self.plan_snap() > 0.0 && self.plan_bank.is_none() {
             return bad("--plan-snap needs a sentence bank: give --plan-bank DATA/embeddings/train-*.safetensors (`plandiff embed` writes it)");
         }

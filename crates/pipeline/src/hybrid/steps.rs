@@ -58,6 +58,8 @@ pub(super) struct Timing {
     pub seconds: f64,
     pub planning: f64,
     pub planner_calls: usize,
+    /// Re-encoding written sentences while the text is written.
+    pub encoding: f64,
 }
 
 /// What the decoder reads for one window: the text of each of its batch rows (`rows`, indices
