@@ -9,6 +9,9 @@ use crate::space::PlanSpace;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
+/// Candidates per slot when a plan's slots must take distinct bank sentences.
+const DISTINCT_CANDIDATES: i64 = 8;
+
 /// The most rows a bank may hold (the training cache of every story has about 325,000).
 pub const MAX_BANK_ROWS: i64 = 4_000_000;
 
@@ -68,14 +71,30 @@ impl SentenceBank {
     }
 
     /// The bank's nearest latent to each row of `z` `(..., D)`: the largest cosine in the plan
-    /// space.
+    /// space. In a plan `(B, S, D)` no two slots of one plan take the same bank sentence (a
+    /// slot whose nearest an earlier slot took gets its next nearest, among the 8 nearest), so
+    /// neighbouring slots do not all become one sentence.
     pub fn nearest(&self, z: &Tensor) -> Tensor {
         let shape = z.size();
         let d = *shape.last().unwrap_or(&0);
         let q = z.to_kind(Kind::Float).reshape([-1, d]);
-        // argmax of q.b / |b| (|q| is the same for every b), in chunks of queries (bounded memory).
-        let picks: Vec<Tensor> = q.split(64, 0).iter().map(|c| c.matmul(&self.units.tr()).argmax(-1, false)).collect();
-        self.latents.index_select(0, &Tensor::cat(&picks, 0)).reshape(shape.as_slice()).to_kind(z.kind())
+        let k = DISTINCT_CANDIDATES.min(self.rows());
+        // The k largest q.b / |b| (|q| is the same for every b), in chunks of queries (bounded memory).
+        let top: Vec<Tensor> =
+            q.split(64, 0).iter().map(|c| c.matmul(&self.units.tr()).topk(k, -1, true, true).1).collect();
+        let top = Vec::<i64>::try_from(Tensor::cat(&top, 0).flatten(0, -1)).unwrap_or_default();
+        let (k, slots) = (k as usize, if shape.len() == 3 { shape[1] as usize } else { 1 });
+        let mut picks = Vec::with_capacity(top.len() / k.max(1));
+        for plan in top.chunks(k * slots) {
+            let mut taken: Vec<i64> = Vec::with_capacity(slots);
+            for cands in plan.chunks(k) {
+                let pick = cands.iter().copied().find(|c| !taken.contains(c)).unwrap_or(cands[0]);
+                taken.push(pick);
+                picks.push(pick);
+            }
+        }
+        let picks = Tensor::from_slice(&picks).to_device(self.latents.device());
+        self.latents.index_select(0, &picks).reshape(shape.as_slice()).to_kind(z.kind())
     }
 
     /// `z` moved `weight` (0 to 1) of the way to its nearest bank latent; 1 snaps onto it.
@@ -105,6 +124,18 @@ mod tests {
         assert!(half.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{half:?}");
         assert_eq!(bank.pull(&z, 0.0).size(), vec![1, 3, 2]);
         assert!(bank.pull(&z, 0.0).equal(&z), "weight 0 changes nothing");
+    }
+
+    #[test]
+    fn the_slots_of_one_plan_take_distinct_sentences() {
+        let bank = SentenceBank::from_latents(Tensor::from_slice(&[1f32, 0., 0.9, 0.3, 0., 1.]).view([3, 2]));
+        // Two plans of two slots, both slots nearest (1, 0): the second takes the next nearest.
+        let z = Tensor::from_slice(&[1f32, 0.01, 1., 0.02, 1., 0., 0., 1.]).view([2, 2, 2]);
+        let near = Vec::<f32>::try_from(bank.nearest(&z).flatten(0, -1)).unwrap();
+        assert_eq!(near, vec![1., 0., 0.9, 0.3, 1., 0., 0., 1.]);
+        // Rows of a flat batch `(N, D)` are independent.
+        let flat = Vec::<f32>::try_from(bank.nearest(&z.view([4, 2])).flatten(0, -1)).unwrap();
+        assert_eq!(&flat[..4], &[1., 0., 1., 0.]);
     }
 
     #[test]
