@@ -36,6 +36,11 @@ fn the_shipped_bundle_is_complete_small_and_documented() {
     let plan = &info["stages"]["autoencoder"]["config"]["provenance"]["plan"];
     assert_eq!(plan["latent_noise"], "variance_preserving", "the re-noised decoder ships (issue 39): {plan}");
     assert!(plan["init_from"].is_string(), "it is a fine-tune of the bundle before it: {plan}");
+    // Trained before the learned sentence encoder was removed (issue 39, part 6): its weights
+    // still hold that encoder's unused tensors, which loading skips (the stages above loaded).
+    let w = tch::Tensor::read_safetensors(dir.join("autoencoder/model.safetensors")).unwrap();
+    assert!(w.iter().any(|(n, _)| n.starts_with("encoder.")), "the legacy encoder's tensors are there");
+    assert!(info["stages"]["autoencoder"]["config"]["plan_space"]["encoder"]["name"].is_string());
 }
 
 #[test]
