@@ -38,7 +38,7 @@ pub use error::{BundleError, ModelConfigError, Result};
 pub use format::{ExportProvenance, ModelConfig, Objective, Provenance, StageConfigFile, TrainerState, FORMAT_VERSION};
 pub use lock::BundleLock;
 pub use masked::{load_masked, LoadedMasked, MaskedModel, MaskedSamplingDefaults};
-pub use planner::{load_planner, plan_space_sha256, HybridDefaults, LoadedPlanner, PlannerModel};
+pub use planner::{load_planner, plan_space_sha256, HybridDefaults, LoadedPlanner, OutlineDefaults, PlannerModel};
 pub use settings::{LatentNoise, PlanSection, TrainConfig};
 pub use store::{open_split, Bundle};
 pub use weights::{file_sha256, load_weights, read_weights, save_weights};

@@ -50,6 +50,19 @@ pub struct HybridDefaults {
     pub plan_rescale: f64,
     /// `--plan-noise-scale`: 1.
     pub plan_noise_scale: f64,
+    /// With an outline (`--outline`, `ab`'s outline arm): `--plan-guidance` and `--ar-prior`
+    /// defaults of their own, as writing to an outline asks the decoder to say what each line
+    /// says, which the fluency levers trade for fluency. Absent: the two above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outline: Option<OutlineDefaults>,
+}
+
+/// [`HybridDefaults::outline`]: the decoder's levers when it writes to an outline.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlineDefaults {
+    pub plan_guidance: f64,
+    pub ar_prior: f64,
 }
 
 impl Default for HybridDefaults {
@@ -61,6 +74,7 @@ impl Default for HybridDefaults {
             plan_sphere: false,
             plan_rescale: 0.0,
             plan_noise_scale: 1.0,
+            outline: None,
         }
     }
 }
@@ -78,8 +92,9 @@ impl HybridDefaults {
             || !within(self.plan_rescale, 0.0, 1.0)
             || !within(self.plan_noise_scale, 0.1, 1.0)
             || !(1..=8).contains(&self.drafts)
+            || self.outline.is_some_and(|o| !within(o.plan_guidance, 0.0, 10.0) || !within(o.ar_prior, 0.0, 1.0))
         {
-            return Err("hybrid defaults need plan_guidance in [0, 10], ar_prior and plan_rescale in [0, 1], plan_noise_scale in [0.1, 1], drafts in 1..=8".into());
+            return Err("hybrid defaults need plan_guidance in [0, 10], ar_prior and plan_rescale in [0, 1], plan_noise_scale in [0.1, 1], drafts in 1..=8 (and the outline's plan_guidance and ar_prior in the same ranges)".into());
         }
         Ok(())
     }

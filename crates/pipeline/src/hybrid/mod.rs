@@ -231,7 +231,8 @@ impl HybridGenerator {
         if req.gen.max_tokens == 0 {
             return Err(FieldError::new("max_tokens", 0, "must be >= 1").into());
         }
-        let levers = req.settings_as::<HybridSettings>()?.or_defaults(&self.defaults);
+        let settings = req.settings_as::<HybridSettings>()?;
+        let levers = settings.or_defaults(&self.defaults, Self::writes_to_outline(req, &settings));
         let outline = match (req.given, levers.outline.as_deref()) {
             (Some(Given::Outline(lines)), _) => Some(lines.to_vec()),
             (_, Some(path)) => Some(outline::read_outline(path)?),
@@ -285,6 +286,11 @@ impl HybridGenerator {
             None => Vec::new(),
         };
         Ok(Job { plan, oracle, outline: fixed, want, levers, bank, max_tokens: req.gen.max_tokens })
+    }
+
+    /// Whether a request writes to an outline (`--outline`, or `ab`'s outline arm).
+    fn writes_to_outline(req: &GenRequest, settings: &HybridSettings) -> bool {
+        matches!(req.given, Some(Given::Outline(_))) || settings.outline.is_some()
     }
 
     /// The sentence bank of `--plan-snap` (`None` when it is off), read once per file.
@@ -393,7 +399,8 @@ impl Generator for HybridGenerator {
 
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
         let p = self.plan_sampling(req)?;
-        let levers = req.settings_as::<HybridSettings>()?.or_defaults(&self.defaults);
+        let settings = req.settings_as::<HybridSettings>()?;
+        let levers = settings.or_defaults(&self.defaults, Self::writes_to_outline(req, &settings));
         let v = json!({
             "plan_sampling": {"steps": p.steps, "sampler": p.sampler, "eta": p.eta, "guidance": p.guidance},
             "plan_candidates": levers.candidates(),

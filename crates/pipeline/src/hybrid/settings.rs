@@ -125,11 +125,17 @@ pub struct HybridSettings {
 }
 
 impl HybridSettings {
-    /// These settings with every lever left unset taken from the bundle's `defaults`.
-    pub fn or_defaults(&self, d: &plandiff_bundle::HybridDefaults) -> Self {
+    /// These settings with every lever left unset taken from the bundle's `defaults`; with an
+    /// outline (`outline`: the request writes to one), the plan guidance and the fluency prior
+    /// from the bundle's outline defaults when it has them.
+    pub fn or_defaults(&self, d: &plandiff_bundle::HybridDefaults, outline: bool) -> Self {
+        let (guidance, prior) = match d.outline.filter(|_| outline) {
+            Some(o) => (o.plan_guidance, o.ar_prior),
+            None => (d.plan_guidance, d.ar_prior),
+        };
         Self {
-            plan_guidance: self.plan_guidance.or(Some(d.plan_guidance)),
-            ar_prior: self.ar_prior.or(Some(d.ar_prior)),
+            plan_guidance: self.plan_guidance.or(Some(guidance)),
+            ar_prior: self.ar_prior.or(Some(prior)),
             drafts: self.drafts.or(Some(d.drafts)),
             plan_sphere: self.plan_sphere.or(Some(d.plan_sphere)),
             plan_rescale: self.plan_rescale.or(Some(d.plan_rescale)),
@@ -257,7 +263,8 @@ mod tests {
     use super::HybridSettings;
     use plandiff_bundle::HybridDefaults;
 
-    /// A bundle's defaults fill the levers a request leaves unset, and only those.
+    /// A bundle's defaults fill the levers a request leaves unset, and only those; with an
+    /// outline, its own plan guidance and prior.
     #[test]
     fn bundle_defaults_fill_only_unset_levers() {
         let d = HybridDefaults {
@@ -267,12 +274,19 @@ mod tests {
             plan_sphere: true,
             plan_rescale: 0.7,
             plan_noise_scale: 0.6,
+            outline: Some(plandiff_bundle::OutlineDefaults { plan_guidance: 1.0, ar_prior: 0.0 }),
         };
         let given = HybridSettings { ar_prior: Some(0.0), plan_sphere: Some(false), ..HybridSettings::default() };
-        let r = given.or_defaults(&d);
+        let r = given.or_defaults(&d, false);
         assert_eq!((r.ar_prior(), r.plan_sphere()), (0.0, false), "given flags win");
         assert_eq!((r.plan_guidance(), r.plan_rescale(), r.plan_noise_scale(), r.drafts()), (0.5, 0.7, 0.6, 2));
-        let none = HybridSettings::default().or_defaults(&HybridDefaults::default());
+        let o = HybridSettings::default().or_defaults(&d, true);
+        assert_eq!((o.plan_guidance(), o.ar_prior(), o.drafts()), (1.0, 0.0, 2), "the outline's own");
+        let o = HybridSettings { plan_guidance: Some(0.3), ..HybridSettings::default() }.or_defaults(&d, true);
+        assert_eq!((o.plan_guidance(), o.ar_prior()), (0.3, 0.0), "a flag still wins");
+        let plain = HybridDefaults { outline: None, ..d };
+        assert_eq!(HybridSettings::default().or_defaults(&plain, true).ar_prior(), 0.4);
+        let none = HybridSettings::default().or_defaults(&HybridDefaults::default(), false);
         assert_eq!((none.plan_guidance(), none.ar_prior(), none.plan_sphere()), (1.0, 0.0, false));
     }
 }
