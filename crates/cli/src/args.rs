@@ -346,8 +346,9 @@ pub struct EvalArgs {
     /// With --repair: the seed of the corruptions and the refills.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// With --stage planner: the planner's steering, as `generate --mode hybrid` takes it.
     #[command(flatten)]
-    pub steer: crate::flags::PlanSteerArgs,
+    pub steer: plandiff_pipeline::hybrid::PlanSteering,
     #[arg(long, default_value = "valid")]
     pub split: String,
     /// Tokens per window (default: the training seq_len).

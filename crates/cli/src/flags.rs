@@ -1,5 +1,6 @@
-//! Flag groups that several commands share: token sampling (`generate`, `edit`, `ab`),
-//! distributed training (`train`), and the planner's steering as `eval --stage planner` reads it. A mode's own flags are declared by its settings in
+//! Flag groups that several commands share: token sampling (`generate`, `edit`, `ab`) and
+//! distributed training (`train`); and the planner's steering as `eval --stage planner` reads
+//! it (its flags are `plandiff_pipeline`'s, as `generate` declares them). A mode's own flags are declared by its settings in
 //! `plandiff_pipeline` (see `registry`), not here.
 
 use clap::Args;
@@ -52,63 +53,23 @@ pub struct DistArgs {
     pub check_sync: bool,
 }
 
-/// The planner-side levers of `generate --mode hybrid`, for `eval --stage planner`'s sampled
-/// plans.
-#[derive(Args, Debug, Clone, Default)]
-pub struct PlanSteerArgs {
-    /// With --stage planner: sample the plans with the predicted x0 kept on the encoder's unit
-    /// sphere at every step (as `generate --mode hybrid --plan-sphere`).
-    #[arg(long)]
-    pub plan_sphere: bool,
-    /// With --stage planner: the guidance rescale (as `generate --plan-rescale`).
-    #[arg(long)]
-    pub plan_rescale: Option<f64>,
-    /// With --stage planner: the initial noise's scale (as `generate --plan-noise-scale`).
-    #[arg(long)]
-    pub plan_noise_scale: Option<f64>,
-    /// With --stage planner: pull the predicted x0 toward the nearest sentence of --plan-bank
-    /// (as `generate --plan-snap`).
-    #[arg(long)]
-    pub plan_snap: Option<f64>,
-    /// With --plan-snap: the sentence bank (as `generate --plan-bank`).
-    #[arg(long, value_name = "FILE")]
-    pub plan_bank: Option<std::path::PathBuf>,
-}
-
-impl PlanSteerArgs {
-    /// The levers given, checked: only `--stage planner` reads them (`stages` are the stages
-    /// evaluated), each within its range.
-    pub fn steer(&self, stages: &[&str]) -> anyhow::Result<plandiff_train::PlanSteer> {
-        use anyhow::bail;
-        let given = [
-            ("--plan-sphere", self.plan_sphere),
-            ("--plan-rescale", self.plan_rescale.is_some()),
-            ("--plan-noise-scale", self.plan_noise_scale.is_some()),
-            ("--plan-snap", self.plan_snap.is_some()),
-        ];
-        if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
-            if stages.iter().any(|s| *s != "planner") {
-                bail!("{flag} steers the planner's sampled plans; give --stage planner, or leave it out");
-            }
+/// `eval --stage planner`'s plans sampled with the planner's steering (as `generate --mode
+/// hybrid` reads it): only that stage takes them.
+pub fn plan_steer(
+    steer: &plandiff_pipeline::hybrid::PlanSteering,
+    stages: &[&str],
+) -> anyhow::Result<plandiff_train::PlanSteer> {
+    if let Some(flag) = steer.given() {
+        if stages.iter().any(|s| *s != "planner") {
+            anyhow::bail!("{flag} steers the planner's sampled plans; give --stage planner, or leave it out");
         }
-        if self.plan_rescale.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
-            bail!("--plan-rescale must be a fraction from 0 to 1 (0: off)");
-        }
-        if self.plan_noise_scale.is_some_and(|r| !(0.1..=1.0).contains(&r)) {
-            bail!("--plan-noise-scale must be from 0.1 to 1 (1: the schedule's own noise)");
-        }
-        if self.plan_snap.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
-            bail!("--plan-snap must be a fraction from 0 to 1 (0: off, 1: onto the nearest bank sentence)");
-        }
-        if self.plan_snap.is_some_and(|r| r > 0.0) && self.plan_bank.is_none() {
-            bail!("--plan-snap needs a sentence bank: give --plan-bank DATA/embeddings/train-*.safetensors (`plandiff embed` writes it)");
-        }
-        Ok(plandiff_train::PlanSteer {
-            sphere: self.plan_sphere,
-            rescale: self.plan_rescale.unwrap_or(0.0),
-            noise_scale: self.plan_noise_scale.unwrap_or(1.0),
-            snap: self.plan_snap.unwrap_or(0.0),
-            bank: self.plan_bank.clone(),
-        })
     }
+    steer.check()?;
+    Ok(plandiff_train::PlanSteer {
+        sphere: steer.plan_sphere.unwrap_or(false),
+        rescale: steer.plan_rescale.unwrap_or(0.0),
+        noise_scale: steer.plan_noise_scale.unwrap_or(1.0),
+        snap: steer.plan_snap.unwrap_or(0.0),
+        bank: steer.plan_bank.clone(),
+    })
 }

@@ -50,7 +50,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         };
     let device = parse_device(&a.device)?;
     let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
-    let plan = a.steer.steer(&names)?;
+    let plan = crate::flags::plan_steer(&a.steer, &names)?;
     let req = EvalRequest {
         bundle: &a.checkpoint,
         data: &a.data,

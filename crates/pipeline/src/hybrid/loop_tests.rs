@@ -187,7 +187,8 @@ fn a_full_snap_plans_bank_sentences_only() {
     let bank = g.plan_enc.encode_texts(&["the cat ran home.", "a bird sat on the tree.", "it rained."], Device::Cpu);
     let bank = bank.unwrap();
     tch::Tensor::write_safetensors(&[("embeddings", &bank)], &bank_path).unwrap();
-    let levers = HybridSettings { plan_snap: Some(1.0), plan_bank: Some(bank_path), ..HybridSettings::default() };
+    let steer = super::PlanSteering { plan_snap: Some(1.0), plan_bank: Some(bank_path), ..Default::default() };
+    let levers = HybridSettings { steer, ..HybridSettings::default() };
     let req = GenRequest::new(PROMPT, 2, options(3, 500)).with(&levers);
     let job = g.check(&req).unwrap();
     let mut text = g.start_text(PROMPT, 2, &job).unwrap();
@@ -201,7 +202,8 @@ fn a_full_snap_plans_bank_sentences_only() {
             assert!(d.min().double_value(&[]) < 1e-4, "a planned slot is a bank sentence");
         }
     }
-    let no_bank = HybridSettings { plan_snap: Some(1.0), ..HybridSettings::default() };
+    let steer = super::PlanSteering { plan_snap: Some(1.0), ..Default::default() };
+    let no_bank = HybridSettings { steer, ..HybridSettings::default() };
     let err = g.check(&GenRequest::new(PROMPT, 2, options(3, 500)).with(&no_bank)).err().expect("no bank");
     assert!(err.to_string().contains("--plan-bank"), "{err}");
 }

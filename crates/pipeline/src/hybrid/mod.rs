@@ -21,7 +21,7 @@ mod steps;
 pub mod window;
 
 pub use edit::{Edit, RewrittenSentence};
-pub use settings::HybridSettings;
+pub use settings::{HybridSettings, PlanSteering};
 
 use crate::mode::{settings_from, ArmInput, ArmVariant, Event, GenRequest, Generation, Generator, Given, Mode};
 use crate::text::TextStream;
@@ -298,7 +298,7 @@ impl HybridGenerator {
         if levers.plan_snap() <= 0.0 {
             return Ok(None);
         }
-        let Some(path) = levers.plan_bank.as_ref() else {
+        let Some(path) = levers.steer.plan_bank.as_ref() else {
             return Err(PipelineError::Invalid(
                 "--plan-snap needs a sentence bank: give --plan-bank DATA/embeddings/train-*.safetensors (`plandiff embed` writes it)".into(),
             ));

@@ -36,6 +36,73 @@ impl PlanFlags {
     }
 }
 
+/// The planner's steering (issue 39's planner-side levers): read by `generate --mode hybrid`
+/// and `ab` (in [`HybridSettings`]) and by `eval --stage planner`, which samples plans with them.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
+pub struct PlanSteering {
+    /// Keep the planner's predicted latents on the plan-space encoder's unit sphere
+    /// (the encoder's sentences have norm 1): at every denoising step the predicted x0 is
+    /// denormalised, L2-normalised and normalised again, as LD4LG and STAR-LDM do, and the
+    /// sampled latents once more at the end (a lever of issue 39: sampled plans fall short of
+    /// real sentences' norm).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub plan_sphere: Option<bool>,
+    /// The planner's guidance rescale, 0 to 1 (Lin et al. 2024; large_concept_model
+    /// uses 0.7): the guided x0 is rescaled toward the conditional one's spread (default 0: off).
+    #[arg(long)]
+    pub plan_rescale: Option<f64>,
+    /// The scale of the planner's initial noise, 0.1 to 1 (large_concept_model's
+    /// initial_noise_scale, about 0.6; default 1).
+    #[arg(long)]
+    pub plan_noise_scale: Option<f64>,
+    /// Pull the planner's predicted x0 at every denoising step, and the sampled latents
+    /// at the end, this fraction (0 to 1) of the way to the nearest real sentence's latent in
+    /// the sentence bank `--plan-bank` (Diffusion-LM's rounding, lifted to sentences; default 0:
+    /// off).
+    #[arg(long)]
+    pub plan_snap: Option<f64>,
+    /// With --plan-snap: the sentence bank, a safetensors file of raw sentence
+    /// embeddings of the plan space's encoder (`embeddings`, N x D), such as the embedding
+    /// cache `plandiff embed` writes (DATA/embeddings/train-*.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub plan_bank: Option<std::path::PathBuf>,
+}
+
+impl PlanSteering {
+    /// The flags given, by name.
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            ("--plan-sphere", self.plan_sphere.is_some()),
+            ("--plan-rescale", self.plan_rescale.is_some()),
+            ("--plan-noise-scale", self.plan_noise_scale.is_some()),
+            ("--plan-snap", self.plan_snap.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+
+    /// Their ranges, and `--plan-bank` exactly with `--plan-snap`.
+    pub fn check(&self) -> Result<()> {
+        let bad = |s: &str| Err(PipelineError::Invalid(s.to_string()));
+        if self.plan_rescale.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
+            return bad("--plan-rescale must be a fraction from 0 to 1 (0: off)");
+        }
+        if self.plan_noise_scale.is_some_and(|w| !(0.1..=1.0).contains(&w)) {
+            return bad("--plan-noise-scale must be from 0.1 to 1 (1: the schedule's own noise)");
+        }
+        if self.plan_snap.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
+            return bad("--plan-snap must be a fraction from 0 to 1 (0: off, 1: onto the nearest bank sentence)");
+        }
+        if self.plan_bank.is_some() && self.plan_snap.is_none() {
+            return bad("--plan-bank is read with --plan-snap only; give --plan-snap W, or leave --plan-bank out");
+        }
+        if self.plan_snap.is_some_and(|w| w > 0.0) && self.plan_bank.is_none() {
+            return bad("--plan-snap needs a sentence bank: give --plan-bank DATA/embeddings/train-*.safetensors (`plandiff embed` writes it)");
+        }
+        Ok(())
+    }
+}
+
 #[derive(clap::Args, Debug, Clone, Default, PartialEq)]
 pub struct HybridSettings {
     #[command(flatten)]
@@ -73,32 +140,8 @@ pub struct HybridSettings {
     /// (0 to 64, at most the slots the window's new sentences leave; default 0).
     #[arg(long)]
     pub window_pin: Option<usize>,
-    /// Hybrid: keep the planner's predicted latents on the plan-space encoder's unit sphere
-    /// (the encoder's sentences have norm 1): at every denoising step the predicted x0 is
-    /// denormalised, L2-normalised and normalised again, as LD4LG and STAR-LDM do, and the
-    /// sampled latents once more at the end (a lever of issue 39: sampled plans fall short of
-    /// real sentences' norm).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub plan_sphere: Option<bool>,
-    /// Hybrid: the planner's guidance rescale, 0 to 1 (Lin et al. 2024; large_concept_model
-    /// uses 0.7): the guided x0 is rescaled toward the conditional one's spread (default 0: off).
-    #[arg(long)]
-    pub plan_rescale: Option<f64>,
-    /// Hybrid: the scale of the planner's initial noise, 0.1 to 1 (large_concept_model's
-    /// initial_noise_scale, about 0.6; default 1).
-    #[arg(long)]
-    pub plan_noise_scale: Option<f64>,
-    /// Hybrid: pull the planner's predicted x0 at every denoising step, and the sampled latents
-    /// at the end, this fraction (0 to 1) of the way to the nearest real sentence's latent in
-    /// the sentence bank `--plan-bank` (Diffusion-LM's rounding, lifted to sentences; default 0:
-    /// off).
-    #[arg(long)]
-    pub plan_snap: Option<f64>,
-    /// Hybrid, with --plan-snap: the sentence bank, a safetensors file of raw sentence
-    /// embeddings of the plan space's encoder (`embeddings`, N x D), such as the embedding
-    /// cache `plandiff embed` writes (DATA/embeddings/train-*.safetensors).
-    #[arg(long, value_name = "FILE")]
-    pub plan_bank: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub steer: PlanSteering,
     /// Hybrid: after the text, show each planned sentence slot as what the decoder writes
     /// from that latent alone, with its cosine to the sentence actually written.
     #[arg(long)]
@@ -137,15 +180,18 @@ impl HybridSettings {
             plan_guidance: self.plan_guidance.or(Some(guidance)),
             ar_prior: self.ar_prior.or(Some(prior)),
             drafts: self.drafts.or(Some(d.drafts)),
-            plan_sphere: self.plan_sphere.or(Some(d.plan_sphere)),
-            plan_rescale: self.plan_rescale.or(Some(d.plan_rescale)),
-            plan_noise_scale: self.plan_noise_scale.or(Some(d.plan_noise_scale)),
+            steer: PlanSteering {
+                plan_sphere: self.steer.plan_sphere.or(Some(d.plan_sphere)),
+                plan_rescale: self.steer.plan_rescale.or(Some(d.plan_rescale)),
+                plan_noise_scale: self.steer.plan_noise_scale.or(Some(d.plan_noise_scale)),
+                ..self.steer.clone()
+            },
             ..self.clone()
         }
     }
 
     pub fn plan_sphere(&self) -> bool {
-        self.plan_sphere.unwrap_or(false)
+        self.steer.plan_sphere.unwrap_or(false)
     }
 
     /// The planner's stored sampling defaults with these overrides, checked.
@@ -162,15 +208,15 @@ impl HybridSettings {
     }
 
     pub fn plan_rescale(&self) -> f64 {
-        self.plan_rescale.unwrap_or(0.0)
+        self.steer.plan_rescale.unwrap_or(0.0)
     }
 
     pub fn plan_snap(&self) -> f64 {
-        self.plan_snap.unwrap_or(0.0)
+        self.steer.plan_snap.unwrap_or(0.0)
     }
 
     pub fn plan_noise_scale(&self) -> f64 {
-        self.plan_noise_scale.unwrap_or(1.0)
+        self.steer.plan_noise_scale.unwrap_or(1.0)
     }
 
     pub fn drafts(&self) -> usize {
@@ -204,21 +250,7 @@ impl Checked for HybridSettings {
         if self.plan_guidance.is_some_and(|w| !(0.0..=10.0).contains(&w)) {
             return bad("--plan-guidance must be a number from 0 to 10 (1: the plan alone)");
         }
-        if self.plan_rescale.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
-            return bad("--plan-rescale must be a fraction from 0 to 1 (0: off)");
-        }
-        if self.plan_noise_scale.is_some_and(|w| !(0.1..=1.0).contains(&w)) {
-            return bad("--plan-noise-scale must be from 0.1 to 1 (1: the schedule's own noise)");
-        }
-        if self.plan_snap.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
-            return bad("--plan-snap must be a fraction from 0 to 1 (0: off, 1: onto the nearest bank sentence)");
-        }
-        if self.plan_bank.is_some() && self.plan_snap.is_none() {
-            return bad("--plan-bank is read with --plan-snap only; give --plan-snap W, or leave --plan-bank out");
-        }
-        if self.plan_snap() > 0.0 && self.plan_bank.is_none() {
-            return bad("--plan-snap needs a sentence bank: give --plan-bank DATA/embeddings/train-*.safetensors (`plandiff embed` writes it)");
-        }
+        self.steer.check()?;
         if self.drafts.is_some_and(|n| !(1..=8).contains(&n)) {
             return bad("--drafts must be in 1..=8 (1: one draft of each sentence)");
         }
@@ -276,7 +308,11 @@ mod tests {
             plan_noise_scale: 0.6,
             outline: Some(plandiff_bundle::OutlineDefaults { plan_guidance: 1.0, ar_prior: 0.0 }),
         };
-        let given = HybridSettings { ar_prior: Some(0.0), plan_sphere: Some(false), ..HybridSettings::default() };
+        let given = HybridSettings {
+            ar_prior: Some(0.0),
+            steer: super::PlanSteering { plan_sphere: Some(false), ..Default::default() },
+            ..HybridSettings::default()
+        };
         let r = given.or_defaults(&d, false);
         assert_eq!((r.ar_prior(), r.plan_sphere()), (0.0, false), "given flags win");
         assert_eq!((r.plan_guidance(), r.plan_rescale(), r.plan_noise_scale(), r.drafts()), (0.5, 0.7, 0.6, 2));
