@@ -154,7 +154,7 @@ pub fn text_set_metrics(
 }
 
 /// Mean cosine of consecutive sentence latents in the bundle's plan space (its frozen
-/// encoder's normalised embeddings, or its trained encoder's latents), from the prompt's last
+/// encoder's normalised embeddings), from the prompt's last
 /// sentence through the continuation (NaN with fewer than two sentences).
 pub fn plan_space_coherence(ae: &PlanSpaceOf, prompt: &str, continuation: &str) -> Result<f64> {
     let p = split_sentences(prompt);
