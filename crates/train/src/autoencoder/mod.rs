@@ -79,10 +79,22 @@ impl Section for AutoencoderSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AutoencoderSection {
+    /// The removed learned sentence encoder's section: read only to refuse it by name.
+    #[serde(default, skip_serializing, deserialize_with = "refuse_encoder_section")]
+    pub encoder: Option<serde::de::IgnoredAny>,
     pub decoder: ModelSection,
     pub plan: PlanSection,
     /// `batch_size` counts documents; `seq_len` caps a document window's tokens.
     pub train: TrainConfig,
+}
+
+/// `[autoencoder.encoder]` (the jointly learned sentence encoder's section): refused by name.
+fn refuse_encoder_section<'de, D: serde::Deserializer<'de>>(
+    _: D,
+) -> std::result::Result<Option<serde::de::IgnoredAny>, D::Error> {
+    Err(serde::de::Error::custom(
+        "[autoencoder.encoder]: the jointly learned sentence encoder was removed in issue 39 (plans are the frozen all-MiniLM-L6-v2's embeddings); delete the section",
+    ))
 }
 
 struct AeRunner {
