@@ -443,7 +443,7 @@ fn judge_perplexity_and_coherence_by_hand() {
     assert!((got - ppl).abs() < 1e-6 * ppl, "self_ppl {got} vs by hand {ppl}");
     // Coherence: mean cosine of consecutive sentence latents.
     let loaded = load_autoencoder(&b, Device::Cpu).unwrap();
-    let plan = plandiff_bundle::PlanEncoder::load(&loaded.config, Device::Cpu).unwrap();
+    let plan = plandiff_bundle::PlanEncoder::load(&loaded.space, Device::Cpu).unwrap();
     let all = plan.encode_texts(&sents, Device::Cpu).unwrap().to_kind(Kind::Double);
     let z: Vec<Tensor> = (0..3).map(|i| all.get(i)).collect();
     let cos = |a: &Tensor, b: &Tensor| {

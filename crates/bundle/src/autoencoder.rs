@@ -81,17 +81,10 @@ pub struct PlanEncoder {
 }
 
 impl PlanEncoder {
-    /// The plan space of an autoencoder's `config.json`; its frozen encoder is loaded from
-    /// where `make venv` installs it (a missing or different one is a one-line error that
-    /// names `make venv`).
-    pub fn load(config: &StageConfigFile, device: Device) -> Result<Self> {
-        let space = config.plan_space.clone().ok_or_else(|| {
-            BundleError::file(
-                "autoencoder/config.json",
-                "no plan_space: the autoencoder plans with a jointly learned sentence encoder, which plandiff no longer reads; retrain it",
-            )
-        })?;
-        Ok(Self { encoder: space.encoder(device)?, space })
+    /// A plan space's frozen encoder, loaded from where `make venv` installs it (a missing or
+    /// different one is a one-line error that names `make venv`).
+    pub fn load(space: &PlanSpace, device: Device) -> Result<Self> {
+        Ok(Self { encoder: space.encoder(device)?, space: space.clone() })
     }
 
     /// A plan encoder of `encoder` and a space made with it (checked: the same encoder).
@@ -127,6 +120,8 @@ pub struct LoadedAutoencoder {
     pub ae: Autoencoder,
     pub vs: nn::VarStore,
     pub config: StageConfigFile,
+    /// The plan space of `config` (checked at load: every autoencoder has one).
+    pub space: PlanSpace,
     pub tokenizer: TextTokenizer,
 }
 
@@ -134,12 +129,12 @@ pub struct LoadedAutoencoder {
 pub fn load_autoencoder(bundle: &Bundle, device: Device) -> Result<LoadedAutoencoder> {
     let config = bundle.read_config(stage::AUTOENCODER)?;
     let tokenizer = bundle.load_tokenizer()?;
-    let (dec, _) = checked_config(&config, bundle.root())?;
+    let (dec, space) = checked_config(&config, bundle.root())?;
     bundle.check_tokenizer(&tokenizer, stage::AUTOENCODER, &config.tokenizer_hash, Some(dec.vocab_size))?;
     crate::weights::check_fits(&bundle.weights_path(stage::AUTOENCODER), dec.min_parameters())?;
     let mut vs = nn::VarStore::new(device);
     let ae = Autoencoder::new(&vs.root(), &dec)?;
     // Bundles from before issue 39 also hold the jointly trained encoder's (unused) weights.
     load_weights_except(&mut vs, &bundle.weights_path(stage::AUTOENCODER), LEGACY_ENCODER)?;
-    Ok(LoadedAutoencoder { ae, vs, config, tokenizer })
+    Ok(LoadedAutoencoder { ae, vs, config, space, tokenizer })
 }

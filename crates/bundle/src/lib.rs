@@ -41,7 +41,7 @@ pub use masked::{load_masked, LoadedMasked, MaskedModel, MaskedSamplingDefaults}
 pub use planner::{load_planner, plan_space_sha256, HybridDefaults, LoadedPlanner, OutlineDefaults, PlannerModel};
 pub use settings::{LatentNoise, PlanSection, TrainConfig};
 pub use store::{open_split, Bundle};
-pub use weights::{file_sha256, load_weights, read_weights, save_weights};
+pub use weights::{load_weights, read_weights, save_weights};
 
 /// Stage names of the bundle's folders that the inference models load from.
 pub mod stage {

@@ -3,9 +3,7 @@
 
 use crate::error::first_line;
 use crate::{BundleError, Result};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 use tch::{nn, Device, Tensor};
 
@@ -136,19 +134,4 @@ pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
     named.sort_by(|a, b| a.0.cmp(&b.0));
     Tensor::write_safetensors(&named, path)?;
     Ok(())
-}
-
-/// SHA-256 (hex) of a file, streamed.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| BundleError::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| BundleError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

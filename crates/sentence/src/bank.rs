@@ -82,7 +82,7 @@ impl SentenceBank {
         // The k largest q.b / |b| (|q| is the same for every b), in chunks of queries (bounded memory).
         let top: Vec<Tensor> =
             q.split(64, 0).iter().map(|c| c.matmul(&self.units.tr()).topk(k, -1, true, true).1).collect();
-        let top = Vec::<i64>::try_from(Tensor::cat(&top, 0).flatten(0, -1)).unwrap_or_default();
+        let top = Vec::<i64>::try_from(Tensor::cat(&top, 0).flatten(0, -1).to_device(Device::Cpu)).unwrap_or_default();
         let (k, slots) = (k as usize, if shape.len() == 3 { shape[1] as usize } else { 1 });
         let mut picks = Vec::with_capacity(top.len() / k.max(1));
         for plan in top.chunks(k * slots) {

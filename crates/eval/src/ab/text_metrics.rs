@@ -38,7 +38,7 @@ pub struct PlanSpaceOf {
 impl PlanSpaceOf {
     pub fn load(bundle: &std::path::Path, device: tch::Device) -> Result<Self> {
         let loaded = plandiff_bundle::load_autoencoder(&plandiff_bundle::Bundle::new(bundle), device)?;
-        let plan = PlanEncoder::load(&loaded.config, device)?;
+        let plan = PlanEncoder::load(&loaded.space, device)?;
         Ok(Self { loaded, plan })
     }
 }

@@ -86,7 +86,7 @@ impl HybridGenerator {
         let b = Bundle::open(bundle)?;
         let ae = load_autoencoder(&b, device)?;
         // The plan space's encoder first: a missing or different one names its fix.
-        let plan_enc = PlanEncoder::load(&ae.config, device)?;
+        let plan_enc = PlanEncoder::load(&ae.space, device)?;
         let pl = load_planner(&b, device)?;
         let tokenizer = ae.tokenizer;
         if pl.planner.d_latent() != ae.ae.d_latent() {

@@ -105,8 +105,7 @@ pub fn evaluate_autoencoder(req: &EvalRequest) -> Result<PlanEval> {
         )));
     }
     let cfg = &l.config;
-    let space =
-        l.config.plan_space.as_ref().ok_or_else(|| TrainError::Invalid("the autoencoder has no plan space".into()))?;
+    let space = &l.space;
     let enc = space.encoder(Device::Cpu).map_err(invalid)?;
     let plans = split_plans(&enc, space, req.data, req.split, &set, req.device)?;
     let max_tokens = cfg.provenance.train.as_ref().map_or(cfg.model.max_seq_len as usize, |t| t.seq_len);

@@ -55,7 +55,7 @@ pub fn evaluate_planner(req: &EvalRequest) -> Result<PlannerEval> {
     let ae = load_autoencoder(&b, req.device)?;
     let pl = load_planner(&b, req.device)?;
     open_split(req.data, req.split, &ae.tokenizer)?; // the tokenizer and split checked
-    let lat = LatentSet::of(&ae, req.data, req.split)?;
+    let lat = LatentSet::frozen(&ae.space, req.data, req.split)?;
     let usable: Vec<(usize, usize)> =
         lat.docs.iter().enumerate().filter(|(_, &(_, n))| n >= 2).map(|(d, _)| (d, 0)).collect();
     if usable.is_empty() {
@@ -72,7 +72,7 @@ pub fn evaluate_planner(req: &EvalRequest) -> Result<PlannerEval> {
     let loss = fixed_loss(trainee, &lat, batch, batches, req.device);
     // Sampling: documents' first windows, first half known.
     let docs: Vec<(usize, usize)> = usable.iter().copied().take(batch * batches).collect();
-    let enc = plandiff_bundle::PlanEncoder::load(&ae.config, req.device)?;
+    let enc = plandiff_bundle::PlanEncoder::load(&ae.space, req.device)?;
     let bank = match &req.plan.bank {
         Some(path) if req.plan.snap > 0.0 => Some(
             plandiff_sentence::SentenceBank::load(path, enc.space(), req.device)

@@ -42,18 +42,6 @@ impl LatentSet {
         );
         Ok(Self { latents: space.normalise(&c.embeddings), docs, windows })
     }
-
-    /// The latents of a split in an autoencoder's plan space.
-    pub(super) fn of(
-        ae: &plandiff_bundle::LoadedAutoencoder,
-        data: &std::path::Path,
-        split: &str,
-    ) -> crate::Result<Self> {
-        let space = ae.config.plan_space.as_ref().ok_or_else(|| {
-            crate::TrainError::Invalid("the autoencoder has no plan space (a learned encoder's); retrain it".into())
-        })?;
-        Self::frozen(space, data, split)
-    }
 }
 
 /// A batch of windows: latents `(B, S, d)` (zeros beyond a document's end) and real-slot

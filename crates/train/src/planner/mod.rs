@@ -214,9 +214,9 @@ pub fn train_planner(args: TrainArgs) -> Result<TrainReport> {
         (None, None) => return Err(TrainError::Invalid("--config is required for a new run".into())),
     };
     open_split(&args.data, "train", &ae.tokenizer)?;
-    let train = LatentSet::of(&ae, &args.data, "train")?;
+    let train = LatentSet::frozen(&ae.space, &args.data, "train")?;
     let valid = match open_split(&args.data, "valid", &ae.tokenizer) {
-        Ok(_) => Some(LatentSet::of(&ae, &args.data, "valid")?).filter(|v| !v.windows.is_empty()),
+        Ok(_) => Some(LatentSet::frozen(&ae.space, &args.data, "valid")?).filter(|v| !v.windows.is_empty()),
         Err(plandiff_bundle::BundleError::Data(_)) => None,
         Err(e) => return Err(e.into()),
     };
