@@ -323,3 +323,65 @@ fn plans_train_from_the_corpus_cache() {
         assert!(!dir.path().join("c/autoencoder").exists(), "{why}: nothing trained");
     }
 }
+
+/// `[autoencoder.plan.distill]`: a student started from its teacher, distilling the teacher's
+/// plain sampler (plan guidance 1, no prior), has a first KL of zero (the teacher reads the
+/// same text and plan, its own null plan in the empty slots); distilling the levers (guidance
+/// 0.5 toward the null plan, the `ar` prior at 0.5) starts above zero and falls as it trains.
+#[test]
+fn distill_learns_the_teachers_sampler() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = dir.path().join("teacher");
+    copy_dir(&f.bundle, &teacher);
+    let o = train_ae(&f.data, &teacher, &["--max-steps", "10"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = std::fs::read_to_string(test_config()).unwrap();
+    assert!(cfg.contains("context_dropout = 0.3\nword_dropout = 0.2"));
+    let distill = |guidance: f64, prior: f64| {
+        let t = teacher.display().to_string().replace('\\', "/");
+        cfg.replace(
+            "context_dropout = 0.3\nword_dropout = 0.2",
+            &format!(
+                "context_dropout = 0.0\ninit_from = \"{t}\"\n\n[autoencoder.plan.distill]\nteacher = \"{t}\"\nplan_guidance = {guidance}\nar_prior = {prior}"
+            ),
+        )
+    };
+    let losses = |name: &str, text: String, steps: &str| -> Vec<f64> {
+        let c = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&c, text).unwrap();
+        let out = dir.path().join(name);
+        let o = run(&[
+            "train",
+            "autoencoder",
+            "--config",
+            s(&c),
+            "--data",
+            s(&f.data),
+            "--out",
+            s(&out),
+            "--max-steps",
+            steps,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let m = std::fs::read_to_string(out.join("logs/autoencoder-metrics.jsonl")).unwrap();
+        m.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v.get("loss").and_then(Value::as_f64))
+            .collect()
+    };
+    let same = losses("same", distill(1.0, 0.0), "1");
+    assert!(same[0].abs() < 1e-4, "KL of the teacher's own sampler at the start: {same:?}");
+    let levers = losses("levers", distill(0.5, 0.5), "20");
+    let (first, last) = (levers[0], *levers.last().unwrap());
+    assert!(first > 1e-2, "the levers change the teacher's distribution: first KL {first}");
+    assert!(last < first * 0.8, "the KL falls as the student learns: {levers:?}");
+    // The student must read what the decoder reads when it writes: dropout is refused.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, distill(1.0, 0.0).replace("context_dropout = 0.0", "context_dropout = 0.3")).unwrap();
+    let o =
+        run(&["train", "autoencoder", "--config", s(&bad), "--data", s(&f.data), "--out", s(&dir.path().join("x"))]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("distill") && err.contains("context_dropout") && err.trim().lines().count() == 1, "{err}");
+}

@@ -39,7 +39,7 @@ pub use format::{ExportProvenance, ModelConfig, Objective, Provenance, StageConf
 pub use lock::BundleLock;
 pub use masked::{load_masked, LoadedMasked, MaskedModel, MaskedSamplingDefaults};
 pub use planner::{load_planner, plan_space_sha256, HybridDefaults, LoadedPlanner, OutlineDefaults, PlannerModel};
-pub use settings::{LatentNoise, PlanSection, TrainConfig};
+pub use settings::{Distill, LatentNoise, PlanSection, TrainConfig};
 pub use store::{open_split, Bundle};
 pub use weights::{load_weights, read_weights, save_weights};
 

@@ -111,6 +111,24 @@ pub struct PlanSection {
     /// schedule, to fine-tune it under other plan settings. Optional; excludes init_from_ar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<std::path::PathBuf>,
+    /// Distil a bundle's whole hybrid sampler into this decoder (issue 39): the loss is the
+    /// KL divergence from the teacher's next-token distribution under its levers (plan
+    /// guidance toward the null plan, the `ar` fluency prior) to this decoder's, so one pass a
+    /// token writes what the teacher's three did. Optional; off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<Distill>,
+}
+
+/// `[autoencoder.plan.distill]`: the teacher whose hybrid sampler the decoder learns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Distill {
+    /// The teacher bundle: its autoencoder (the same plan space) and, with `ar_prior`, its `ar`.
+    pub teacher: std::path::PathBuf,
+    /// The teacher's `--plan-guidance`: logits `null + w (plan - null)` (1: the plan alone).
+    pub plan_guidance: f64,
+    /// The teacher's `--ar-prior`: logits `(1 - p) decoder + p ar` (0: no prior).
+    pub ar_prior: f64,
 }
 
 fn frozen_encoder_default() -> bool {
@@ -152,6 +170,20 @@ impl PlanSection {
                 "autoencoder.plan",
                 "variance_preserving latent noise needs latent_noise_max <= 1 (a noise level; 1 is pure noise)",
             ));
+        }
+        if let Some(d) = &self.distill {
+            if !(0.0..1.0).contains(&d.ar_prior) || !(0.0..=10.0).contains(&d.plan_guidance) {
+                return Err(setting(
+                    "autoencoder.plan.distill",
+                    "need ar_prior in [0, 1) and plan_guidance in [0, 10] (the teacher's levers)",
+                ));
+            }
+            if self.context_dropout > 0.0 || self.word_dropout > 0.0 || self.bow_weight > 0.0 {
+                return Err(setting(
+                    "autoencoder.plan",
+                    "distill learns the teacher's distribution on the text the decoder reads when it writes; set context_dropout, word_dropout and bow_weight to 0",
+                ));
+            }
         }
         if self.init_from.is_some() && self.init_from_ar {
             return Err(setting(

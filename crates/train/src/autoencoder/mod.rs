@@ -21,6 +21,7 @@
 //! Empty slots (windows with fewer than `max_slots` sentences) hold the null plan's entries.
 
 mod batch;
+mod distill;
 mod eval;
 mod frozen;
 
@@ -109,6 +110,8 @@ struct AeRunner {
     /// The training and validation splits' latents, and their space.
     frozen: (FrozenPlans, Option<FrozenPlans>),
     space: plandiff_sentence::PlanSpace,
+    /// `[autoencoder.plan.distill]`'s teacher: the loss is the KL from its sampler.
+    teacher: Option<distill::Teacher>,
 }
 
 impl StageRunner for AeRunner {
@@ -123,10 +126,25 @@ impl StageRunner for AeRunner {
         let opts = (Kind::Float, self.feed.device);
         let z = self.frozen.0.latents(&self.train, &idx, &db); // (N, d_latent)
         let mut plan = plan_of(&self.ae, &b, &z, bs, (self.plan.latent_noise_max, self.plan.latent_noise));
+        // Which slots hold a sentence's latent (the rest: the null plan), for a teacher's own null.
+        let slots = plan.size()[1];
+        let mut real = Tensor::zeros([bs, slots], (Kind::Bool, self.feed.device)).index_put(
+            &[Some(b.sent_doc.shallow_clone()), Some(b.sent_slot.shallow_clone())],
+            &Tensor::ones([b.sent_doc.size()[0]], (Kind::Bool, self.feed.device)),
+            false,
+        );
         if self.plan.null_plan_prob > 0.0 {
             let drop = Tensor::rand([bs, 1, 1], opts).lt(self.plan.null_plan_prob);
             let null = self.ae.null_plan().unsqueeze(0);
             plan = plan.where_self(&drop.logical_not(), &null.expand_as(&plan));
+            real = real.logical_and(&drop.squeeze_dim(2).logical_not());
+        }
+        if let Some(teacher) = &self.teacher {
+            let target = teacher.log_probs(&b.inputs, &b.slots, &plan.detach(), &real);
+            let input = DecoderInput { tokens: &b.inputs, slots: Some(&b.slots), plan: Some(&plan), self_mask: None };
+            let loss = distill::kl_loss(&target, &self.ae.decoder.forward_masked(&input, true), &b.targets, -100);
+            (&loss / accum as f64).backward();
+            return Ok(loss.double_value(&[]));
         }
         let mask = (self.plan.context_dropout > 0.0).then(|| {
             // Causal everywhere; within-sentence only for the dropped documents.
@@ -251,6 +269,10 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
     seed_init(setup.state.seed);
     let vs = nn::VarStore::new(args.device);
     let ae = Autoencoder::new(&vs.root(), &dec_cfg)?;
+    let teacher = match &plan.distill {
+        Some(d) => Some(distill::Teacher::load(d, &space, dec_cfg.vocab_size, args.device)?),
+        None => None,
+    };
     initialise(&vs, start.as_ref(), (plan.init_from_ar && setup.resumed.is_none()).then_some(&setup.bundle), &dec_cfg)?;
     let mut runner = AeRunner {
         ae,
@@ -264,6 +286,7 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
             * (train_cfg.batch_size * train_cfg.grad_accum) as f64) as u64,
         frozen: (train_plans, valid_plans),
         space,
+        teacher,
     };
     run_loop(&mut runner, setup, vs, &args)
 }
@@ -329,6 +352,10 @@ impl AeStart {
         let mut copied = 0;
         tch::no_grad(|| -> Result<()> {
             for (name, src) in plandiff_bundle::read_weights(&self.weights)? {
+                // A bundle from before issue 39 also holds the removed encoder's weights.
+                if name.starts_with(plandiff_bundle::autoencoder::LEGACY_ENCODER) {
+                    continue;
+                }
                 let dst = vars.get(&name).filter(|d| d.size() == src.size()).ok_or_else(|| {
                     TrainError::Invalid(format!(
                         "{}: `{name}` {:?} of {} has no counterpart here; the bundles differ",
