@@ -72,6 +72,25 @@ if [[ "$CONFIG" == configs/shipped.toml ]]; then
     rm -rf "$RUN/bundle/autoencoder.base" && mv "$RUN/bundle/autoencoder" "$RUN/bundle/autoencoder.base"
     cp -r "$RENOISE/autoencoder" "$RUN/bundle/autoencoder" && touch "$RUN/renoised.done"
   fi
+  # Then the levers it writes with (plan guidance 0.75, the ar prior at 0.5) distilled into it
+  # (configs/decoder-distill.toml: the KL from that three-pass sampler), with a frozen copy of
+  # the bundle so far as the teacher; the student replaces the decoder, and the bundle's hybrid
+  # defaults (configs/shipped.toml [planner.hybrid]) are the levers off.
+  DISTILL="$RUN/distill"
+  if [[ ! -d "$RUN/teacher" && ! -f "$RUN/distilled.done" ]]; then
+    rm -rf "$RUN/teacher.tmp" && cp -r "$RUN/bundle" "$RUN/teacher.tmp" && mv "$RUN/teacher.tmp" "$RUN/teacher"
+  fi
+  sed -e "s#^init_from = .*#init_from = \"$RUN/teacher\"#" -e "s#^teacher = .*#teacher = \"$RUN/teacher\"#" \
+    configs/decoder-distill.toml > "$RUN/decoder-distill.toml"
+  if [[ -f "$DISTILL/autoencoder/trainer_state.json" ]]; then
+    "$BIN" train autoencoder --data "$RUN/data" --out "$DISTILL" --resume "${EXTRA[@]}"
+  elif [[ ! -f "$RUN/distilled.done" ]]; then
+    "$BIN" train autoencoder --config "$RUN/decoder-distill.toml" --data "$RUN/data" --out "$DISTILL" "${EXTRA[@]}"
+  fi
+  if [[ ! -f "$RUN/distilled.done" ]]; then
+    rm -rf "$RUN/bundle/autoencoder.renoised" && mv "$RUN/bundle/autoencoder" "$RUN/bundle/autoencoder.renoised"
+    cp -r "$DISTILL/autoencoder" "$RUN/bundle/autoencoder" && touch "$RUN/distilled.done"
+  fi
 fi
 echo "== evaluation (validation split)"
 for stage in ar autoencoder planner diffusion masked; do

@@ -111,9 +111,11 @@ fn a_sliding_rotary_decoder_refuses_the_window_levers() {
 fn plan_guidance_unset_is_the_bundles_default_and_more_changes_the_text() {
     let base = hybrid(&[]);
     let stored = base["plan_guidance"].as_f64().expect("the settings report the plan guidance");
-    assert_eq!(stored, 0.75, "the shipped bundle stores plan guidance 0.75 (issue 39)");
-    assert_eq!(hybrid(&["--plan-guidance", "0.75"])["samples"][0]["text"], base["samples"][0]["text"]);
-    assert_ne!(hybrid(&["--plan-guidance", "1"])["samples"][0]["text"], base["samples"][0]["text"]);
+    // Issue 39: the shipped decoder is distilled from the levers, so it writes with none.
+    assert_eq!(stored, 1.0, "the shipped bundle stores plan guidance 1 (its decoder learned the levers)");
+    assert_eq!(base["ar_prior"].as_f64(), Some(0.0), "{base}");
+    assert_eq!(hybrid(&["--plan-guidance", "1"])["samples"][0]["text"], base["samples"][0]["text"]);
+    assert_ne!(hybrid(&["--plan-guidance", "0.75"])["samples"][0]["text"], base["samples"][0]["text"]);
     let guided = hybrid(&["--plan-guidance", "3"]);
     assert_eq!(guided["plan_guidance"], 3.0, "{guided}");
     assert_eq!(previews(&guided), previews(&base), "the plan is the same");
@@ -121,8 +123,9 @@ fn plan_guidance_unset_is_the_bundles_default_and_more_changes_the_text() {
     assert_eq!(sentences(&guided).len(), 10);
 }
 
-/// With an outline the shipped bundle writes with its outline defaults (the fluency levers off:
-/// plan guidance 1, no prior), the same text as those flags given; a flag still wins.
+/// With an outline the shipped bundle writes with its outline defaults (plan guidance 2: the
+/// distilled decoder pulled back toward what each line says, no prior), the same text as
+/// those flags given; a flag still wins.
 #[test]
 fn an_outline_takes_the_bundles_outline_defaults() {
     let dir = tempfile::tempdir().unwrap();
@@ -130,17 +133,17 @@ fn an_outline_takes_the_bundles_outline_defaults() {
     std::fs::write(&outline, "leo found a red ball.\n_\nleo went home.\n").unwrap();
     let o = ["--outline", s(&outline)];
     let with = hybrid_with(&root().join("checkpoints/tiny"), "4", &o);
-    assert_eq!((with["plan_guidance"].as_f64(), with["ar_prior"].as_f64()), (Some(1.0), Some(0.0)), "{with}");
+    assert_eq!((with["plan_guidance"].as_f64(), with["ar_prior"].as_f64()), (Some(2.0), Some(0.0)), "{with}");
     let flags = hybrid_with(
         &root().join("checkpoints/tiny"),
         "4",
-        &[&o[..], &["--plan-guidance", "1", "--ar-prior", "0"]].concat(),
+        &[&o[..], &["--plan-guidance", "2", "--ar-prior", "0"]].concat(),
     );
     assert_eq!(with["samples"][0]["text"], flags["samples"][0]["text"]);
     let given = hybrid_with(&root().join("checkpoints/tiny"), "4", &[&o[..], &["--ar-prior", "0.5"]].concat());
-    assert_eq!((given["plan_guidance"].as_f64(), given["ar_prior"].as_f64()), (Some(1.0), Some(0.5)));
+    assert_eq!((given["plan_guidance"].as_f64(), given["ar_prior"].as_f64()), (Some(2.0), Some(0.5)));
     let plain = hybrid_with(&root().join("checkpoints/tiny"), "4", &[]);
-    assert_eq!((plain["plan_guidance"].as_f64(), plain["ar_prior"].as_f64()), (Some(0.75), Some(0.5)));
+    assert_eq!((plain["plan_guidance"].as_f64(), plain["ar_prior"].as_f64()), (Some(1.0), Some(0.0)));
 }
 
 #[test]

@@ -393,6 +393,13 @@ fn export_to_f16_keeps_the_bundle_usable() {
         assert!(after < 0.6 * before, "{st}: fp16 storage roughly halves the weights");
     }
     assert!(!out.join("autoencoder/optimizer.safetensors").exists(), "no optimizer state is shipped");
+    // The training corpus's word list (the invented-word check) travels with the models.
+    let with_words = dir.path().join("with-words");
+    copy_dir(full, &with_words);
+    std::fs::write(with_words.join("words.txt"), "leo\nfox\n").unwrap();
+    let words_out = dir.path().join("exported-words");
+    run_ok(&["export", "--checkpoint", s(&with_words), "--out", s(&words_out)]);
+    assert_eq!(std::fs::read_to_string(words_out.join("words.txt")).unwrap(), "leo\nfox\n");
     // Each exported config.json keeps its provenance, names the corpus and records the export.
     for stage in ["autoencoder", "planner"] {
         let cfg: Value =

@@ -41,6 +41,10 @@ pub use masked::{load_masked, LoadedMasked, MaskedModel, MaskedSamplingDefaults}
 pub use planner::{load_planner, plan_space_sha256, HybridDefaults, LoadedPlanner, OutlineDefaults, PlannerModel};
 pub use settings::{Distill, LatentNoise, PlanSection, TrainConfig};
 pub use store::{open_split, Bundle};
+
+/// The file a bundle keeps its training corpus's words in (the invented-word check;
+/// `scripts/word_list.py` writes it).
+pub const WORDS_FILE: &str = "words.txt";
 pub use weights::{load_weights, read_weights, save_weights};
 
 /// Stage names of the bundle's folders that the inference models load from.

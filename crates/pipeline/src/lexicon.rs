@@ -6,8 +6,7 @@ use crate::{PipelineError, Result};
 use std::collections::HashSet;
 use std::path::Path;
 
-/// The file a bundle keeps its training words in.
-pub const WORDS_FILE: &str = "words.txt";
+pub use plandiff_bundle::WORDS_FILE;
 
 pub struct Lexicon {
     words: HashSet<String>,

@@ -138,6 +138,12 @@ pub fn export_bundle(from: &Path, to: &Path, kind: StorageKind, force: bool) -> 
     let staged = plandiff_data::StagedDir::begin(to)?;
     let dst = Bundle::new(staged.path());
     dst.write_tokenizer(&tokenizer)?;
+    // The training corpus's word list travels with the models (the invented-word check).
+    let words = from.join(plandiff_bundle::WORDS_FILE);
+    if words.is_file() {
+        std::fs::copy(&words, staged.path().join(plandiff_bundle::WORDS_FILE))
+            .map_err(|e| TrainError::io(&words, e))?;
+    }
     let mut stages = Vec::new();
     // In training order: the planner records the exported autoencoder's fingerprint.
     for stage in STAGES.iter().copied().filter(|s| src.has_stage(s.name())) {

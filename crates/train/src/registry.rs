@@ -89,9 +89,9 @@ mod tests {
     #[test]
     fn shipped_configs_parse_and_validate() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-        // The last two hold one stage each (a fine-tune and a larger planner).
-        let partial = ["decoder-renoise.toml", "planner-large.toml"];
-        for name in ["tiny.toml", "base.toml", "demo.toml", "shipped.toml", partial[0], partial[1]] {
+        // The last three hold one stage each (two fine-tunes and a larger planner).
+        let partial = ["decoder-renoise.toml", "decoder-distill.toml", "planner-large.toml"];
+        for name in ["tiny.toml", "base.toml", "demo.toml", "shipped.toml"].iter().chain(&partial).copied() {
             let c = load_config(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let mut checked = 0;
             for stage in STAGES.iter().filter(|s| c.sections().any(|(n, _)| n == s.name())) {

@@ -58,7 +58,8 @@ pub(super) struct Timing {
     pub seconds: f64,
     pub planning: f64,
     pub planner_calls: usize,
-    /// Re-encoding written sentences while the text is written.
+    /// Encoding the prompt's sentences and re-encoding the written ones (the sample's
+    /// `seconds` include both).
     pub encoding: f64,
 }
 
