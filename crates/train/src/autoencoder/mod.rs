@@ -126,20 +126,25 @@ impl StageRunner for AeRunner {
         let opts = (Kind::Float, self.feed.device);
         let z = self.frozen.0.latents(&self.train, &idx, &db); // (N, d_latent)
         let mut plan = plan_of(&self.ae, &b, &z, bs, (self.plan.latent_noise_max, self.plan.latent_noise));
-        // Which slots hold a sentence's latent (the rest: the null plan), for a teacher's own null.
-        let slots = plan.size()[1];
-        let mut real = Tensor::zeros([bs, slots], (Kind::Bool, self.feed.device)).index_put(
-            &[Some(b.sent_doc.shallow_clone()), Some(b.sent_slot.shallow_clone())],
-            &Tensor::ones([b.sent_doc.size()[0]], (Kind::Bool, self.feed.device)),
-            false,
-        );
+        let mut dropped = None;
         if self.plan.null_plan_prob > 0.0 {
             let drop = Tensor::rand([bs, 1, 1], opts).lt(self.plan.null_plan_prob);
             let null = self.ae.null_plan().unsqueeze(0);
             plan = plan.where_self(&drop.logical_not(), &null.expand_as(&plan));
-            real = real.logical_and(&drop.squeeze_dim(2).logical_not());
+            dropped = Some(drop);
         }
         if let Some(teacher) = &self.teacher {
+            // Which slots hold a sentence's latent: the teacher puts its own null plan in the rest.
+            let dev = self.feed.device;
+            let real = Tensor::zeros([bs, plan.size()[1]], (Kind::Bool, dev)).index_put(
+                &[Some(b.sent_doc.shallow_clone()), Some(b.sent_slot.shallow_clone())],
+                &Tensor::ones([b.sent_doc.size()[0]], (Kind::Bool, dev)),
+                false,
+            );
+            let real = match &dropped {
+                Some(drop) => real.logical_and(&drop.squeeze_dim(2).logical_not()),
+                None => real,
+            };
             let target = teacher.log_probs(&b.inputs, &b.slots, &plan.detach(), &real);
             let input = DecoderInput { tokens: &b.inputs, slots: Some(&b.slots), plan: Some(&plan), self_mask: None };
             let loss = distill::kl_loss(&target, &self.ae.decoder.forward_masked(&input, true), &b.targets, -100);
