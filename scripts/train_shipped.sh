@@ -56,41 +56,38 @@ for stage in ar autoencoder planner diffusion masked; do
     "$BIN" train "$stage" --config "$CONFIG" --data "$RUN/data" --out "$RUN/bundle" "${EXTRA[@]}"
   fi
 done
-# Issue 39: the plan decoder fine-tuned on re-noised plans (configs/decoder-renoise.toml: a
-# diffusion forward step of each sentence's embedding, noise level up to 0.7), starting from the
-# autoencoder trained above; it then replaces that autoencoder in the bundle (same plan space,
-# so the planner stays paired).
+# A decoder fine-tune that replaces the bundle's autoencoder once done (same plan space, so the
+# planner stays paired): `replace_decoder NAME CONFIG` trains CONFIG (already written) into
+# $RUN/NAME, resuming a stopped run, then swaps it in (the old one kept as autoencoder.before-NAME).
+replace_decoder() {
+  local name=$1 config=$2 out="$RUN/$1"
+  [[ -f "$RUN/$name.done" ]] && return 0
+  if [[ -f "$out/autoencoder/trainer_state.json" ]]; then
+    "$BIN" train autoencoder --data "$RUN/data" --out "$out" --resume "${EXTRA[@]}"
+  else
+    "$BIN" train autoencoder --config "$config" --data "$RUN/data" --out "$out" "${EXTRA[@]}"
+  fi
+  rm -rf "$RUN/bundle/autoencoder.before-$name" && mv "$RUN/bundle/autoencoder" "$RUN/bundle/autoencoder.before-$name"
+  cp -r "$out/autoencoder" "$RUN/bundle/autoencoder" && touch "$RUN/$name.done"
+}
 if [[ "$CONFIG" == configs/shipped.toml ]]; then
-  RENOISE="$RUN/renoise"
+  # (A run from before the distillation marked its re-noised decoder renoised.done.)
+  [[ -f "$RUN/renoised.done" && ! -f "$RUN/renoise.done" ]] && mv "$RUN/renoised.done" "$RUN/renoise.done"
+  # Issue 39: the plan decoder fine-tuned on re-noised plans (configs/decoder-renoise.toml: a
+  # diffusion forward step of each sentence's embedding, noise level up to 0.7), starting from
+  # the autoencoder trained above.
   sed "s#^init_from = .*#init_from = \"$RUN/bundle\"#" configs/decoder-renoise.toml > "$RUN/decoder-renoise.toml"
-  if [[ -f "$RENOISE/autoencoder/trainer_state.json" ]]; then
-    "$BIN" train autoencoder --data "$RUN/data" --out "$RENOISE" --resume "${EXTRA[@]}"
-  elif [[ ! -f "$RUN/renoised.done" ]]; then
-    "$BIN" train autoencoder --config "$RUN/decoder-renoise.toml" --data "$RUN/data" --out "$RENOISE" "${EXTRA[@]}"
-  fi
-  if [[ ! -f "$RUN/renoised.done" ]]; then
-    rm -rf "$RUN/bundle/autoencoder.base" && mv "$RUN/bundle/autoencoder" "$RUN/bundle/autoencoder.base"
-    cp -r "$RENOISE/autoencoder" "$RUN/bundle/autoencoder" && touch "$RUN/renoised.done"
-  fi
+  replace_decoder renoise "$RUN/decoder-renoise.toml"
   # Then the levers it writes with (plan guidance 0.75, the ar prior at 0.5) distilled into it
   # (configs/decoder-distill.toml: the KL from that three-pass sampler), with a frozen copy of
-  # the bundle so far as the teacher; the student replaces the decoder, and the bundle's hybrid
-  # defaults (configs/shipped.toml [planner.hybrid]) are the levers off.
-  DISTILL="$RUN/distill"
-  if [[ ! -d "$RUN/teacher" && ! -f "$RUN/distilled.done" ]]; then
+  # the bundle so far as the teacher; the bundle's hybrid defaults (configs/shipped.toml
+  # [planner.hybrid]) are the levers off.
+  if [[ ! -d "$RUN/teacher" && ! -f "$RUN/distill.done" ]]; then
     rm -rf "$RUN/teacher.tmp" && cp -r "$RUN/bundle" "$RUN/teacher.tmp" && mv "$RUN/teacher.tmp" "$RUN/teacher"
   fi
   sed -e "s#^init_from = .*#init_from = \"$RUN/teacher\"#" -e "s#^teacher = .*#teacher = \"$RUN/teacher\"#" \
     configs/decoder-distill.toml > "$RUN/decoder-distill.toml"
-  if [[ -f "$DISTILL/autoencoder/trainer_state.json" ]]; then
-    "$BIN" train autoencoder --data "$RUN/data" --out "$DISTILL" --resume "${EXTRA[@]}"
-  elif [[ ! -f "$RUN/distilled.done" ]]; then
-    "$BIN" train autoencoder --config "$RUN/decoder-distill.toml" --data "$RUN/data" --out "$DISTILL" "${EXTRA[@]}"
-  fi
-  if [[ ! -f "$RUN/distilled.done" ]]; then
-    rm -rf "$RUN/bundle/autoencoder.renoised" && mv "$RUN/bundle/autoencoder" "$RUN/bundle/autoencoder.renoised"
-    cp -r "$DISTILL/autoencoder" "$RUN/bundle/autoencoder" && touch "$RUN/distilled.done"
-  fi
+  replace_decoder distill "$RUN/decoder-distill.toml"
 fi
 echo "== evaluation (validation split)"
 for stage in ar autoencoder planner diffusion masked; do
