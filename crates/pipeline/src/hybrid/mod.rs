@@ -311,7 +311,6 @@ impl HybridGenerator {
         }
         let bank = plandiff_sentence::SentenceBank::load(path, space, self.device)
             .map_err(|e| PipelineError::Invalid(format!("--plan-bank {e}")))?;
-
         tracing::info!(rows = bank.rows(), "read the sentence bank {}", path.display());
         *held = Some((path.clone(), bank.shallow_clone()));
         Ok(Some(bank))
@@ -362,15 +361,14 @@ impl Generator for HybridGenerator {
     /// planned sentences (8 when unset; with a reference, its sentences), window by window.
     fn generate(&self, req: &GenRequest, on: &mut dyn FnMut(Event)) -> Result<Vec<Generation>> {
         let job = self.check(req)?;
-        // The prompt's sentences are encoded before the first token: their time counts.
-        let start = std::time::Instant::now();
-        let mut text = self.start_text(req.prompt, req.samples.max(1), &job)?;
-        let prompt_seconds = start.elapsed().as_secs_f64();
-        let mut timing = steps::Timing { encoding: prompt_seconds, ..Default::default() };
+        let rows = req.samples.max(1);
+        // The clock starts before the prompt's sentences are encoded: their time counts.
+        let mut stream = TextStream::new(&self.tokenizer, req.prompt, rows, req.gen.stream);
+        let mut text = self.start_text(req.prompt, rows, &job)?;
+        let mut timing = steps::Timing { encoding: stream.seconds(), ..Default::default() };
         let mut decoder = WindowDecoder::new(&self.ae.decoder, job.levers.plan_guidance());
         let mut noise = HostNoise::new(req.gen.seed ^ 0x706c_616e, self.device);
         let mut lp = LogitsProcessor::new(req.gen.sampling, req.gen.seed);
-        let mut stream = TextStream::new(&self.tokenizer, req.prompt, text.rows.len(), req.gen.stream);
         while let Some(written) = text.next_sentence() {
             let t0 = std::time::Instant::now();
             self.encode_written(&mut text.live_mut())?;
@@ -394,7 +392,7 @@ impl Generator for HybridGenerator {
             };
             self.absorb(&mut text, &w.rows, &out)?;
         }
-        timing.seconds = stream.seconds() + prompt_seconds;
+        timing.seconds = stream.seconds();
         // The text is done; the last sentences' latents are for the plan's adherence only.
         self.encode_written(&mut text.rows.iter_mut().collect::<Vec<_>>())?;
         self.finish(&text.rows, text.prompt, &stream, (job.levers.show_plan, &job.outline), timing)
