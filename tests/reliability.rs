@@ -169,7 +169,11 @@ fn fluency_levers_keep_their_limits() {
         ("--plan-noise-scale", "0", "--plan-noise-scale must be from 0.1 to 1"),
         ("--plan-snap", "1.5", "--plan-snap must be a fraction"),
         ("--plan-snap", "0.5", "--plan-snap needs a sentence bank: give --plan-bank"),
-        ("--plan-bank", "/nonexistent/bank.safetensors", "--plan-bank is read with --plan-snap"),
+        ("--plan-bank", "/nonexistent/bank.safetensors", "--plan-bank is read with --plan-snap or --plan-clip"),
+        ("--plan-epsilon-scaling", "3", "--plan-epsilon-scaling must be from 0.5 to 2"),
+        ("--plan-norm", "1.5", "--plan-norm must be a fraction from 0 to 1"),
+        ("--plan-clip", "0.5", "--plan-clip must be a quantile from 0 to below 0.5"),
+        ("--plan-clip", "0.01", "--plan-clip needs a sentence bank: give --plan-bank"),
     ] {
         let args = gen(flag, v);
         refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), want);
@@ -200,6 +204,6 @@ fn fluency_levers_keep_their_limits() {
     });
     refused(
         &["generate", "--checkpoint", s(&b), "--mode", "hybrid", "--prompt", "tom ran."],
-        "ar_prior and plan_rescale in [0, 1]",
+        "ar_prior, plan_rescale and plan_norm in [0, 1]",
     );
 }

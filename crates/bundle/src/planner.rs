@@ -50,6 +50,10 @@ pub struct HybridDefaults {
     pub plan_rescale: f64,
     /// `--plan-noise-scale`: 1.
     pub plan_noise_scale: f64,
+    /// `--plan-epsilon-scaling`: 1, off.
+    pub plan_epsilon_scaling: f64,
+    /// `--plan-norm`: 0, off.
+    pub plan_norm: f64,
     /// With an outline (`--outline`, `ab`'s outline arm): `--plan-guidance` and `--ar-prior`
     /// defaults of their own, as writing to an outline asks the decoder to say what each line
     /// says, which the fluency levers trade for fluency. Absent: the two above.
@@ -74,6 +78,8 @@ impl Default for HybridDefaults {
             plan_sphere: false,
             plan_rescale: 0.0,
             plan_noise_scale: 1.0,
+            plan_epsilon_scaling: 1.0,
+            plan_norm: 0.0,
             outline: None,
         }
     }
@@ -91,10 +97,12 @@ impl HybridDefaults {
             || !within(self.ar_prior, 0.0, 1.0)
             || !within(self.plan_rescale, 0.0, 1.0)
             || !within(self.plan_noise_scale, 0.1, 1.0)
+            || !within(self.plan_epsilon_scaling, 0.5, 2.0)
+            || !within(self.plan_norm, 0.0, 1.0)
             || !(1..=8).contains(&self.drafts)
             || self.outline.is_some_and(|o| !within(o.plan_guidance, 0.0, 10.0) || !within(o.ar_prior, 0.0, 1.0))
         {
-            return Err("hybrid defaults need plan_guidance in [0, 10], ar_prior and plan_rescale in [0, 1], plan_noise_scale in [0.1, 1], drafts in 1..=8 (and the outline's plan_guidance and ar_prior in the same ranges)".into());
+            return Err("hybrid defaults need plan_guidance in [0, 10], ar_prior, plan_rescale and plan_norm in [0, 1], plan_noise_scale in [0.1, 1], plan_epsilon_scaling in [0.5, 2], drafts in 1..=8 (and the outline's plan_guidance and ar_prior in the same ranges)".into());
         }
         Ok(())
     }

@@ -49,7 +49,7 @@ pub enum Command {
     Edit(EditArgs),
     /// Validation loss and perplexity of a bundle on prepared data, or text metrics of any
     /// text set (--metrics).
-    Eval(EvalArgs),
+    Eval(Box<EvalArgs>),
     /// A/B comparison of generation arms (hybrid, ar, oracle, diffusion, masked) on the same prompts and seeds,
     /// with paired statistics, results.json and a self-contained report.html.
     Ab(AbArgs),

@@ -69,7 +69,10 @@ pub fn plan_steer(
         sphere: steer.plan_sphere.unwrap_or(false),
         rescale: steer.plan_rescale.unwrap_or(0.0),
         noise_scale: steer.plan_noise_scale.unwrap_or(1.0),
+        epsilon_scaling: steer.plan_epsilon_scaling.unwrap_or(1.0),
+        norm: steer.plan_norm.unwrap_or(0.0),
         snap: steer.plan_snap.unwrap_or(0.0),
+        clip: steer.plan_clip.unwrap_or(0.0),
         bank: steer.plan_bank.clone(),
     })
 }

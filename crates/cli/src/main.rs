@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => commands::generate::run(a, sub(&matches), started),
         Command::Edit(a) => commands::edit::run(a, sub(&matches)),
         Command::Ab(a) => commands::ab::run(a, sub(&matches)),
-        Command::Eval(a) => commands::eval::run(a),
+        Command::Eval(a) => commands::eval::run(*a),
         Command::Embed(a) => commands::embed::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Export(a) => commands::export::run(a),

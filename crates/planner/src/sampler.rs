@@ -96,12 +96,16 @@ pub struct Steering<'a> {
     /// The initial noise's scale (large_concept_model's `initial_noise_scale`, about 0.6); 1:
     /// the schedule's own.
     pub noise_scale: f64,
+    /// Epsilon scaling λ (Ning et al. 2024, "Elucidating the exposure bias in diffusion
+    /// models"; large_concept_model's `epsilon_scaling`): every step's noise estimate is divided
+    /// by λ, its x0 estimate kept. 1: off.
+    pub epsilon_scaling: f64,
 }
 
 impl Steering<'_> {
     /// Nothing steered.
     pub fn none() -> Self {
-        Self { soft: None, x0: None, rescale: 0.0, noise_scale: 1.0 }
+        Self { soft: None, x0: None, rescale: 0.0, noise_scale: 1.0, epsilon_scaling: 1.0 }
     }
 }
 
@@ -163,9 +167,20 @@ pub fn sample_plan_held(
             }
             None => out,
         };
+        // Epsilon scaling: the step is taken from the x_t that the kept x0 and the scaled noise
+        // estimate make, `sqrt(a) x0 + sqrt(1 - a) eps / λ` (large_concept_model's DDIM step
+        // keeps x0 and divides eps; this does the same for either sampler and prediction type).
+        let (out, from) = if steer.epsilon_scaling != 1.0 {
+            let (x0, eps) = schedule.split_prediction(&out, t, &x);
+            let a = schedule.alphas_cumprod[t];
+            let from = &x0 * a.sqrt() + eps * ((1.0 - a).sqrt() / steer.epsilon_scaling);
+            (schedule.output_for(&x0, t, &from), from)
+        } else {
+            (out, x.shallow_clone())
+        };
         // Step noise only where the step uses it (DDIM with eta 0 is deterministic).
         let step_noise = opts.sampler.is_stochastic(opts.eta).then(|| noise(&shape).to_kind(known.kind()));
-        let step = schedule.step(opts.stepping(), &out, t, &x, step_noise.as_ref());
+        let step = schedule.step(opts.stepping(), &out, t, &from, step_noise.as_ref());
         x = step.prev_sample;
         x0_prev = Some(step.pred_original_sample);
         if !any_known {
@@ -354,5 +369,32 @@ mod tests {
         let scaled = Steering { noise_scale: 0.5, ..Steering::none() };
         let z = sample_plan_held(&sched, &known, &mask, scaled, opts, model, seeded(3)).unwrap();
         assert!(!z.allclose(&plain, 1e-4, 1e-4, false), "the initial noise's scale must reach the plan");
+    }
+
+    /// Epsilon scaling as large_concept_model's DDIM step takes it: x0 kept, the noise
+    /// estimate divided by λ. Two DDIM steps worked by hand against the sampler.
+    #[test]
+    fn epsilon_scaling_divides_the_noise_estimate_and_keeps_x0() {
+        let sched = schedule(PredictionType::Sample);
+        let known = Tensor::zeros([2, 4, 3], (Kind::Double, Device::Cpu));
+        let mask = Tensor::zeros([2, 4], (Kind::Bool, Device::Cpu));
+        let model = |x: &Tensor, _t: usize, _k: &Tensor, _m: &Tensor, _p: Option<&Tensor>| x * 0.5 + 0.1;
+        let opts = PlanSampling { steps: 2, sampler: SamplerKind::Ddim, eta: 0.0, guidance: 1.0 };
+        let lambda = 1.25;
+        let steer = Steering { epsilon_scaling: lambda, ..Steering::none() };
+        let z = sample_plan_held(&sched, &known, &mask, steer, opts, model, seeded(5)).unwrap();
+        let ts = sched.timesteps(2).unwrap();
+        let (a1, a0) = (sched.alphas_cumprod[ts[0]], sched.alphas_cumprod[ts[1]]);
+        let x_t = seeded(5)(&[2, 4, 3]).to_kind(Kind::Double);
+        let x0 = &x_t * 0.5 + 0.1;
+        let eps = (&x_t - &x0 * a1.sqrt()) / (1.0 - a1).sqrt();
+        let x_prev = &x0 * a0.sqrt() + eps * ((1.0 - a0).sqrt() / lambda);
+        let want = x_prev * 0.5 + 0.1; // the last step lands on its x0 (alpha_prev = 1)
+        assert!(z.allclose(&want.to_kind(Kind::Float), 1e-5, 1e-5, false), "{z} {want}");
+        let plain = sample_plan(&sched, &known, &mask, opts, model, seeded(5)).unwrap();
+        assert!(!z.allclose(&plain, 1e-4, 1e-4, false), "λ != 1 must change the plan");
+        let off = Steering { epsilon_scaling: 1.0, ..Steering::none() };
+        let same = sample_plan_held(&sched, &known, &mask, off, opts, model, seeded(5)).unwrap();
+        assert!(same.equal(&plain), "λ = 1 is the plain sampler");
     }
 }

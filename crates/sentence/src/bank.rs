@@ -7,6 +7,7 @@
 use crate::encoder::EncoderError;
 use crate::space::PlanSpace;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, Tensor};
 
 /// Candidates per slot when a plan's slots must take distinct bank sentences.
@@ -22,6 +23,9 @@ pub struct SentenceBank {
     /// so a short, plain sample is not drawn to the plainest sentences (those nearest the
     /// space's mean) as a Euclidean nearest would be.
     units: Tensor,
+    /// Per-dimension quantile bounds `(q, low, high)` for [`SentenceBank::clip`], each `q`'s
+    /// computed once and shared by the bank's clones.
+    bounds: Arc<Mutex<Vec<(f64, Tensor, Tensor)>>>,
 }
 
 impl SentenceBank {
@@ -58,12 +62,16 @@ impl SentenceBank {
     /// A bank of latents `(N, D)` already in the plan space.
     pub fn from_latents(latents: Tensor) -> Self {
         let units = &latents / latents.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12);
-        Self { latents, units }
+        Self { latents, units, bounds: Arc::default() }
     }
 
     /// The same bank, sharing its storage.
     pub fn shallow_clone(&self) -> Self {
-        Self { latents: self.latents.shallow_clone(), units: self.units.shallow_clone() }
+        Self {
+            latents: self.latents.shallow_clone(),
+            units: self.units.shallow_clone(),
+            bounds: Arc::clone(&self.bounds),
+        }
     }
 
     pub fn rows(&self) -> i64 {
@@ -97,6 +105,36 @@ impl SentenceBank {
         self.latents.index_select(0, &picks).reshape(shape.as_slice()).to_kind(z.kind())
     }
 
+    /// The per-dimension `q` and `1 - q` quantiles of the bank's latents `(D,)` each (nearest
+    /// rank), computed once per `q`.
+    pub fn quantile_bounds(&self, q: f64) -> (Tensor, Tensor) {
+        let mut held = self.bounds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, lo, hi)) = held.iter().find(|(k, _, _)| *k == q) {
+            return (lo.shallow_clone(), hi.shallow_clone());
+        }
+        let n = self.rows();
+        let rank = |p: f64| ((p.clamp(0.0, 1.0) * (n - 1) as f64).round() as i64 + 1).clamp(1, n);
+        let (lo, hi) = (self.latents.kthvalue(rank(q), 0, false).0, self.latents.kthvalue(rank(1.0 - q), 0, false).0);
+        held.push((q, lo.shallow_clone(), hi.shallow_clone()));
+        (lo, hi)
+    }
+
+    /// `z` `(..., D)` clamped per dimension to the bank's `q` and `1 - q` quantiles
+    /// (large_concept_model's normaliser `clip_proba`); `q = 0` changes nothing.
+    pub fn clip(&self, z: &Tensor, q: f64) -> Tensor {
+        if q <= 0.0 {
+            return z.shallow_clone();
+        }
+        let (lo, hi) = self.quantile_bounds(q);
+        z.clamp_tensor(Some(&lo.to_kind(z.kind())), Some(&hi.to_kind(z.kind())))
+    }
+
+    /// A sampled x0 steered by the bank: clamped to its quantiles (`clip`, 0: off), then pulled
+    /// `snap` of the way to its nearest sentence (0: off).
+    pub fn steer(&self, z: &Tensor, clip: f64, snap: f64) -> Tensor {
+        self.pull(&self.clip(z, clip), snap)
+    }
+
     /// `z` moved `weight` (0 to 1) of the way to its nearest bank latent; 1 snaps onto it.
     pub fn pull(&self, z: &Tensor, weight: f64) -> Tensor {
         if weight <= 0.0 {
@@ -124,6 +162,23 @@ mod tests {
         assert!(half.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{half:?}");
         assert_eq!(bank.pull(&z, 0.0).size(), vec![1, 3, 2]);
         assert!(bank.pull(&z, 0.0).equal(&z), "weight 0 changes nothing");
+    }
+
+    /// Clipping clamps each dimension to the bank's quantiles; q = 0 changes nothing.
+    #[test]
+    fn clip_clamps_each_dimension_to_the_banks_quantiles() {
+        // Dimension 0 holds 0..=100, dimension 1 holds 100..=0 (101 rows).
+        let up = Tensor::arange(101, (Kind::Float, Device::Cpu));
+        let bank = SentenceBank::from_latents(Tensor::stack(&[&up, &(100.0 - &up)], 1));
+        let (lo, hi) = bank.quantile_bounds(0.1);
+        assert_eq!(Vec::<f32>::try_from(&lo).unwrap(), vec![10., 10.]);
+        assert_eq!(Vec::<f32>::try_from(&hi).unwrap(), vec![90., 90.]);
+        let z = Tensor::from_slice(&[-5f32, 50., 200., 95.]).view([1, 2, 2]);
+        let c = Vec::<f32>::try_from(bank.clip(&z, 0.1).flatten(0, -1)).unwrap();
+        assert_eq!(c, vec![10., 50., 90., 90.]);
+        assert!(bank.clip(&z, 0.0).equal(&z));
+        assert!(bank.shallow_clone().quantile_bounds(0.1).0.equal(&lo), "clones share the bounds");
+        assert!(bank.steer(&z, 0.0, 0.0).equal(&z), "steering off changes nothing");
     }
 
     #[test]

@@ -45,6 +45,20 @@ impl PlanSpace {
         ((e - mean) / std).to_kind(z.kind())
     }
 
+    /// Latents `(..., D)` moved `weight` (0 to 1) of the way, in log norm, to the norm of the
+    /// space's sentences, `sqrt(D)` (the normaliser gives every dimension unit variance on the
+    /// training sentences): `z (sqrt(D) / |z|)^weight`, the direction kept. A denoiser that
+    /// predicts x0 regresses toward the mean sentence and its samples fall short of that norm.
+    pub fn to_norm(&self, z: &Tensor, weight: f64) -> Tensor {
+        if weight <= 0.0 {
+            return z.shallow_clone();
+        }
+        let zf = z.to_kind(Kind::Float);
+        let norm = zf.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-6);
+        let target = (self.width() as f64).sqrt();
+        (&zf * (norm.reciprocal() * target).pow_tensor_scalar(weight)).to_kind(z.kind())
+    }
+
     /// Checks that `enc` is the encoder this space was made with (name and weights).
     pub fn check(&self, enc: &SentenceEncoder) -> Result<(), EncoderError> {
         let id = enc.id()?;
@@ -91,18 +105,41 @@ impl PlanSpace {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_normaliser_gives_zero_mean_unit_variance_per_dimension() {
-        tch::manual_seed(0);
-        let e = Tensor::randn([500, 8], (Kind::Float, Device::Cpu)) * 0.05 + 0.3;
+    /// Seeded embeddings `(n, d)` and the space fitted on them.
+    fn fitted(seed: i64, n: i64, d: i64, spread: f64, centre: f64) -> (Tensor, PlanSpace) {
+        tch::manual_seed(seed);
+        let e = Tensor::randn([n, d], (Kind::Float, Device::Cpu)) * spread + centre;
         let id = EncoderId { name: "x".into(), weights_sha256: "a".into(), tokenizer_sha256: "b".into() };
         let s = PlanSpace::fit(id, &e);
+        (e, s)
+    }
+
+    #[test]
+    fn the_normaliser_gives_zero_mean_unit_variance_per_dimension() {
+        let (e, s) = fitted(0, 500, 8, 0.05, 0.3);
         let z = s.normalise(&e);
         let mean = z.mean_dim(0, false, Kind::Float).abs().max().double_value(&[]);
         let std = (z.std_dim(0, true, false) - 1.0).abs().max().double_value(&[]);
         assert!(mean < 1e-4 && std < 1e-4, "{mean} {std}");
         let back: PlanSpace = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+    }
+
+    /// Norm matching: weight 1 puts every row at the sentences' norm sqrt(D), 0.5 halfway in
+    /// log norm, 0 changes nothing; the direction never changes. The space's real sentences
+    /// have mean squared norm D, which is what makes sqrt(D) their norm.
+    #[test]
+    fn to_norm_moves_rows_to_the_sentences_norm() {
+        let (e, s) = fitted(1, 2000, 16, 0.1, 0.2);
+        let real = s.normalise(&e).pow_tensor_scalar(2).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float);
+        assert!((real.double_value(&[]) / 16.0 - 1.0).abs() < 0.01);
+        let z = Tensor::from_slice(&[1f32; 16]).view([1, 16]) * 0.5; // norm 2, sqrt(D) = 4
+        let n = |t: &Tensor| t.norm().double_value(&[]);
+        assert!((n(&s.to_norm(&z, 1.0)) - 4.0).abs() < 1e-5);
+        assert!((n(&s.to_norm(&z, 0.5)) - 8f64.sqrt()).abs() < 1e-5);
+        assert!(s.to_norm(&z, 0.0).equal(&z));
+        let cos = (s.to_norm(&z, 1.0) * &z).sum(Kind::Float).double_value(&[]) / (4.0 * 2.0);
+        assert!((cos - 1.0).abs() < 1e-6, "the direction is kept");
     }
 
     /// A bundle's recorded hash is user input: a multi-byte one is reported, not sliced.

@@ -29,20 +29,34 @@ pub struct EvalRequest<'a> {
 }
 
 /// The planner-side levers of `generate --mode hybrid` (`--plan-sphere`, `--plan-rescale`,
-/// `--plan-noise-scale`, `--plan-snap` with `--plan-bank`), for the planner's evaluation.
+/// `--plan-noise-scale`, `--plan-epsilon-scaling`, `--plan-norm`, `--plan-snap` with `--plan-bank`), for the planner's evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanSteer {
     pub sphere: bool,
     pub rescale: f64,
     pub noise_scale: f64,
+    pub epsilon_scaling: f64,
+    /// Norm matching toward real sentences' norm (0: off).
+    pub norm: f64,
     /// The pull toward the nearest sentence of `bank` (0: off).
     pub snap: f64,
+    /// The bank's per-dimension quantile to clamp to (0: off).
+    pub clip: f64,
     pub bank: Option<std::path::PathBuf>,
 }
 
 impl Default for PlanSteer {
     fn default() -> Self {
-        Self { sphere: false, rescale: 0.0, noise_scale: 1.0, snap: 0.0, bank: None }
+        Self {
+            sphere: false,
+            rescale: 0.0,
+            noise_scale: 1.0,
+            epsilon_scaling: 1.0,
+            norm: 0.0,
+            snap: 0.0,
+            clip: 0.0,
+            bank: None,
+        }
     }
 }
 

@@ -207,3 +207,29 @@ fn a_full_snap_plans_bank_sentences_only() {
     let err = g.check(&GenRequest::new(PROMPT, 2, options(3, 500)).with(&no_bank)).err().expect("no bank");
     assert!(err.to_string().contains("--plan-bank"), "{err}");
 }
+
+/// `--plan-norm 1` plans every slot at the space's sentence norm sqrt(D); without it the same
+/// seed plans other norms (the lever reaches the plan).
+#[test]
+fn a_full_norm_match_plans_slots_at_the_sentences_norm() {
+    let (g, _) = generator(true);
+    let plan = |norm: Option<f64>| {
+        let steer = super::PlanSteering { plan_norm: norm, ..Default::default() };
+        let levers = HybridSettings { steer, ..HybridSettings::default() };
+        let job = g.check(&GenRequest::new(PROMPT, 2, options(3, 500)).with(&levers)).unwrap();
+        let mut text = g.start_text(PROMPT, 2, &job).unwrap();
+        let win = g.window(2, text.total, &job);
+        let mut noise = HostNoise::new(1, Device::Cpu);
+        g.plan_missing(&mut text, win, &job, &mut noise, &mut Timing::default()).unwrap();
+        let norms: Vec<f64> = text
+            .rows
+            .iter()
+            .flat_map(|r| r.planned[2..].iter().flatten().map(|z| z.to_kind(Kind::Float).norm().double_value(&[])))
+            .collect();
+        assert!(!norms.is_empty());
+        norms
+    };
+    let target = (g.planner.d_latent() as f64).sqrt();
+    assert!(plan(Some(1.0)).iter().all(|n| (n - target).abs() < 1e-3 * target), "{:?}", plan(Some(1.0)));
+    assert!(plan(None).iter().any(|n| (n - target).abs() > 1e-2 * target), "the plain planner's norms differ");
+}

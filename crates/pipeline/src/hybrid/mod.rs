@@ -293,16 +293,14 @@ impl HybridGenerator {
         matches!(req.given, Some(Given::Outline(_))) || settings.outline.is_some()
     }
 
-    /// The sentence bank of `--plan-snap` (`None` when it is off), read once per file.
+    /// The sentence bank of `--plan-snap` and `--plan-clip` (`None` when both are off), read
+    /// once per file.
     fn sentence_bank(&self, levers: &HybridSettings) -> Result<Option<plandiff_sentence::SentenceBank>> {
-        if levers.plan_snap() <= 0.0 {
+        if !levers.steer.bank_levers() {
             return Ok(None);
         }
-        let Some(path) = levers.steer.plan_bank.as_ref() else {
-            return Err(PipelineError::Invalid(
-                "--plan-snap needs a sentence bank: give --plan-bank DATA/embeddings/train-*.safetensors (`plandiff embed` writes it)".into(),
-            ));
-        };
+        levers.steer.check()?;
+        let Some(path) = levers.steer.plan_bank.as_ref() else { return Ok(None) };
         let space = self.plan_enc.space();
         let mut held = self.bank.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((p, b)) = held.as_ref().filter(|(p, _)| p == path) {
@@ -413,7 +411,10 @@ impl Generator for HybridGenerator {
             "plan_sphere": levers.plan_sphere(),
             "plan_rescale": levers.plan_rescale(),
             "plan_noise_scale": levers.plan_noise_scale(),
+            "plan_epsilon_scaling": levers.plan_epsilon_scaling(),
+            "plan_norm": levers.plan_norm(),
             "plan_snap": levers.plan_snap(),
+            "plan_clip": levers.plan_clip(),
         });
         Ok(v.as_object().cloned().unwrap_or_default())
     }

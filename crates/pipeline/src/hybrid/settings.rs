@@ -55,13 +55,29 @@ pub struct PlanSteering {
     /// initial_noise_scale, about 0.6; default 1).
     #[arg(long)]
     pub plan_noise_scale: Option<f64>,
+    /// Epsilon scaling of the planner's steps, 0.5 to 2 (Ning et al. 2024;
+    /// large_concept_model's epsilon_scaling): each step's noise estimate is divided by this,
+    /// its x0 estimate kept, against the exposure bias of sampling (default 1: off).
+    #[arg(long, value_name = "LAMBDA")]
+    pub plan_epsilon_scaling: Option<f64>,
+    /// Norm matching, 0 to 1: at every denoising step the planner's predicted x0 (and the
+    /// sampled latents at the end) is moved this far, in log norm, to the norm of real
+    /// sentences in the plan space, its direction kept (1: onto it; default 0: off). An
+    /// x0-predicting denoiser regresses toward the mean sentence; its plans fall short of that norm.
+    #[arg(long, value_name = "W")]
+    pub plan_norm: Option<f64>,
     /// Pull the planner's predicted x0 at every denoising step, and the sampled latents
     /// at the end, this fraction (0 to 1) of the way to the nearest real sentence's latent in
     /// the sentence bank `--plan-bank` (Diffusion-LM's rounding, lifted to sentences; default 0:
     /// off).
     #[arg(long)]
     pub plan_snap: Option<f64>,
-    /// With --plan-snap: the sentence bank, a safetensors file of raw sentence
+    /// Clamp the planner's predicted x0 at every denoising step, and the sampled latents at
+    /// the end, per dimension to the `--plan-bank` sentences' Q and 1 - Q quantiles, Q from 0
+    /// to 0.5 (large_concept_model's normaliser clip_proba; default 0: off).
+    #[arg(long, value_name = "Q")]
+    pub plan_clip: Option<f64>,
+    /// With --plan-snap or --plan-clip: the sentence bank, a safetensors file of raw sentence
     /// embeddings of the plan space's encoder (`embeddings`, N x D), such as the embedding
     /// cache `plandiff embed` writes (DATA/embeddings/train-*.safetensors).
     #[arg(long, value_name = "FILE")]
@@ -75,13 +91,21 @@ impl PlanSteering {
             ("--plan-sphere", self.plan_sphere.is_some()),
             ("--plan-rescale", self.plan_rescale.is_some()),
             ("--plan-noise-scale", self.plan_noise_scale.is_some()),
+            ("--plan-epsilon-scaling", self.plan_epsilon_scaling.is_some()),
+            ("--plan-norm", self.plan_norm.is_some()),
             ("--plan-snap", self.plan_snap.is_some()),
+            ("--plan-clip", self.plan_clip.is_some()),
         ]
         .into_iter()
         .find_map(|(flag, given)| given.then_some(flag))
     }
 
-    /// Their ranges, and `--plan-bank` exactly with `--plan-snap`.
+    /// Whether a lever that reads the sentence bank is on (`--plan-snap`, `--plan-clip`).
+    pub fn bank_levers(&self) -> bool {
+        self.plan_snap.is_some_and(|w| w > 0.0) || self.plan_clip.is_some_and(|q| q > 0.0)
+    }
+
+    /// Their ranges, and `--plan-bank` exactly with `--plan-snap` or `--plan-clip`.
     pub fn check(&self) -> Result<()> {
         let bad = |s: &str| Err(PipelineError::Invalid(s.to_string()));
         if self.plan_rescale.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
@@ -90,14 +114,26 @@ impl PlanSteering {
         if self.plan_noise_scale.is_some_and(|w| !(0.1..=1.0).contains(&w)) {
             return bad("--plan-noise-scale must be from 0.1 to 1 (1: the schedule's own noise)");
         }
+        if self.plan_epsilon_scaling.is_some_and(|w| !(0.5..=2.0).contains(&w)) {
+            return bad("--plan-epsilon-scaling must be from 0.5 to 2 (1: off)");
+        }
+        if self.plan_norm.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
+            return bad("--plan-norm must be a fraction from 0 to 1 (0: off, 1: onto real sentences' norm)");
+        }
         if self.plan_snap.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
             return bad("--plan-snap must be a fraction from 0 to 1 (0: off, 1: onto the nearest bank sentence)");
         }
-        if self.plan_bank.is_some() && self.plan_snap.is_none() {
-            return bad("--plan-bank is read with --plan-snap only; give --plan-snap W, or leave --plan-bank out");
+        if self.plan_clip.is_some_and(|q| !(0.0..0.5).contains(&q)) {
+            return bad(
+                "--plan-clip must be a quantile from 0 to below 0.5 (0: off; large_concept_model's clip_proba)",
+            );
         }
-        if self.plan_snap.is_some_and(|w| w > 0.0) && self.plan_bank.is_none() {
-            return bad("--plan-snap needs a sentence bank: give --plan-bank DATA/embeddings/train-*.safetensors (`plandiff embed` writes it)");
+        if self.plan_bank.is_some() && self.plan_snap.is_none() && self.plan_clip.is_none() {
+            return bad("--plan-bank is read with --plan-snap or --plan-clip only; give one, or leave --plan-bank out");
+        }
+        if self.bank_levers() && self.plan_bank.is_none() {
+            let flag = if self.plan_snap.is_some_and(|w| w > 0.0) { "--plan-snap" } else { "--plan-clip" };
+            return bad(&format!("{flag} needs a sentence bank: give --plan-bank DATA/embeddings/train-*.safetensors (`plandiff embed` writes it)"));
         }
         Ok(())
     }
@@ -184,6 +220,8 @@ impl HybridSettings {
                 plan_sphere: self.steer.plan_sphere.or(Some(d.plan_sphere)),
                 plan_rescale: self.steer.plan_rescale.or(Some(d.plan_rescale)),
                 plan_noise_scale: self.steer.plan_noise_scale.or(Some(d.plan_noise_scale)),
+                plan_epsilon_scaling: self.steer.plan_epsilon_scaling.or(Some(d.plan_epsilon_scaling)),
+                plan_norm: self.steer.plan_norm.or(Some(d.plan_norm)),
                 ..self.steer.clone()
             },
             ..self.clone()
@@ -215,8 +253,20 @@ impl HybridSettings {
         self.steer.plan_snap.unwrap_or(0.0)
     }
 
+    pub fn plan_clip(&self) -> f64 {
+        self.steer.plan_clip.unwrap_or(0.0)
+    }
+
     pub fn plan_noise_scale(&self) -> f64 {
         self.steer.plan_noise_scale.unwrap_or(1.0)
+    }
+
+    pub fn plan_epsilon_scaling(&self) -> f64 {
+        self.steer.plan_epsilon_scaling.unwrap_or(1.0)
+    }
+
+    pub fn plan_norm(&self) -> f64 {
+        self.steer.plan_norm.unwrap_or(0.0)
     }
 
     pub fn drafts(&self) -> usize {
@@ -306,6 +356,8 @@ mod tests {
             plan_sphere: true,
             plan_rescale: 0.7,
             plan_noise_scale: 0.6,
+            plan_epsilon_scaling: 1.05,
+            plan_norm: 0.5,
             outline: Some(plandiff_bundle::OutlineDefaults { plan_guidance: 1.0, ar_prior: 0.0 }),
         };
         let given = HybridSettings {
@@ -316,6 +368,7 @@ mod tests {
         let r = given.or_defaults(&d, false);
         assert_eq!((r.ar_prior(), r.plan_sphere()), (0.0, false), "given flags win");
         assert_eq!((r.plan_guidance(), r.plan_rescale(), r.plan_noise_scale(), r.drafts()), (0.5, 0.7, 0.6, 2));
+        assert_eq!((r.plan_epsilon_scaling(), r.plan_norm()), (1.05, 0.5));
         let o = HybridSettings::default().or_defaults(&d, true);
         assert_eq!((o.plan_guidance(), o.ar_prior(), o.drafts()), (1.0, 0.0, 2), "the outline's own");
         let o = HybridSettings { plan_guidance: Some(0.3), ..HybridSettings::default() }.or_defaults(&d, true);

@@ -250,25 +250,30 @@ impl HybridGenerator {
         let refine = hold < 1.0 && outline.iter().any(|&o| o);
         let soft_mask = refine.then(|| rows_mask(&outline));
         let soft = soft_mask.as_ref().map(|soft| SoftHold { soft, hold });
-        // The x0 map: onto the encoder's sphere (--plan-sphere), then toward the nearest real
-        // sentence (--plan-snap); also applied to the sampled latents.
-        let (sphere, snap) = (job.levers.plan_sphere(), job.bank.as_ref().map(|b| (b, job.levers.plan_snap())));
+        // The x0 map: onto the encoder's sphere (--plan-sphere), toward real sentences' norm
+        // (--plan-norm), then within the bank's quantiles (--plan-clip) and toward its nearest
+        // real sentence (--plan-snap); also applied to the sampled latents.
+        let (sphere, bank, norm) = (job.levers.plan_sphere(), job.bank.as_ref(), job.levers.plan_norm());
+        let (clip, pull) = (job.levers.plan_clip(), job.levers.plan_snap());
+        let mapped = sphere || bank.is_some() || norm > 0.0;
         let map = |z: &Tensor| {
             let z = if sphere { self.plan_enc.to_sphere(z) } else { z.shallow_clone() };
-            match snap {
-                Some((bank, w)) => bank.pull(&z, w),
+            let z = self.plan_enc.space().to_norm(&z, norm);
+            match bank {
+                Some(bank) => bank.steer(&z, clip, pull),
                 None => z,
             }
         };
         let steer = Steering {
             soft,
-            x0: (sphere || snap.is_some()).then_some(&map as &dyn Fn(&Tensor) -> Tensor),
+            x0: mapped.then_some(&map as &dyn Fn(&Tensor) -> Tensor),
             rescale: job.levers.plan_rescale(),
             noise_scale: job.levers.plan_noise_scale(),
+            epsilon_scaling: job.levers.plan_epsilon_scaling(),
         };
         let z =
             self.planner.sample_held(&known, &mask, steer, opts, |shape| noise.sample(shape)).map_err(plan_error)?;
-        let z = if sphere || snap.is_some() { map(&z) } else { z };
+        let z = if mapped { map(&z) } else { z };
         let z = best_candidates(z, n, ctx, new);
         for (i, r) in rows.iter_mut().enumerate() {
             if r.planned.len() < from + new {

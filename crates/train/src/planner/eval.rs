@@ -74,24 +74,27 @@ pub fn evaluate_planner(req: &EvalRequest) -> Result<PlannerEval> {
     let docs: Vec<(usize, usize)> = usable.iter().copied().take(batch * batches).collect();
     let enc = plandiff_bundle::PlanEncoder::load(&ae.space, req.device)?;
     let bank = match &req.plan.bank {
-        Some(path) if req.plan.snap > 0.0 => Some(
+        Some(path) if req.plan.snap > 0.0 || req.plan.clip > 0.0 => Some(
             plandiff_sentence::SentenceBank::load(path, enc.space(), req.device)
                 .map_err(|e| TrainError::Invalid(e.to_string()))?,
         ),
         _ => None,
     };
+    let mapped = req.plan.sphere || bank.is_some() || req.plan.norm > 0.0;
     let map = |z: &Tensor| {
         let z = if req.plan.sphere { enc.to_sphere(z) } else { z.shallow_clone() };
+        let z = enc.space().to_norm(&z, req.plan.norm);
         match &bank {
-            Some(b) => b.pull(&z, req.plan.snap),
+            Some(b) => b.steer(&z, req.plan.clip, req.plan.snap),
             None => z,
         }
     };
     let steer = Steering {
         soft: None,
-        x0: (req.plan.sphere || bank.is_some()).then_some(&map as &dyn Fn(&Tensor) -> Tensor),
+        x0: mapped.then_some(&map as &dyn Fn(&Tensor) -> Tensor),
         rescale: req.plan.rescale,
         noise_scale: req.plan.noise_scale,
+        epsilon_scaling: req.plan.epsilon_scaling,
     };
     let (c, sampled, truth) = sampled_cosines(&pl.planner, steer, &lat, &docs, (batch, req.device))?;
     let n = c[3].max(1.0);
