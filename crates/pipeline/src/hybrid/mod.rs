@@ -293,8 +293,7 @@ impl HybridGenerator {
         matches!(req.given, Some(Given::Outline(_))) || settings.outline.is_some()
     }
 
-    /// The sentence bank of `--plan-snap` and `--plan-clip` (`None` when both are off), read
-    /// once per file.
+    /// The bank of `--plan-snap` and `--plan-clip` (`None` when both are off), read once per file.
     fn sentence_bank(&self, levers: &HybridSettings) -> Result<Option<plandiff_sentence::SentenceBank>> {
         if !levers.steer.bank_levers() {
             return Ok(None);
