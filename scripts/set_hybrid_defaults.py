@@ -7,14 +7,16 @@ ships them without retraining. Unset keys keep their value; the file is replaced
     python3 scripts/set_hybrid_defaults.py checkpoints/tiny ar_prior=0.5 plan_guidance=1
     python3 scripts/set_hybrid_defaults.py checkpoints/tiny outline.ar_prior=0 outline.plan_guidance=1
 
-`outline.KEY` sets the levers used when the text is written to an outline (both keys needed).
+`outline.KEY` sets the levers used when the text is written to an outline (both keys needed);
+`ngram.size` and `ngram.penalty` hybrid's n-gram penalty (both keys needed).
 """
 import json
 import os
 import sys
 
 KEYS = {"plan_guidance": float, "ar_prior": float, "drafts": int, "plan_sphere": lambda v: v == "true", "plan_rescale": float,
-        "plan_noise_scale": float, "outline.plan_guidance": float, "outline.ar_prior": float}
+        "plan_noise_scale": float, "plan_epsilon_scaling": float, "plan_norm": float, "ngram.size": int, "ngram.penalty": float,
+        "outline.plan_guidance": float, "outline.ar_prior": float}
 
 
 def main() -> int:
@@ -34,12 +36,16 @@ def main() -> int:
         if key not in KEYS or not value:
             print(f"error: {arg}: use KEY=VALUE with KEY one of {', '.join(KEYS)}", file=sys.stderr)
             return 2
-        if key.startswith("outline."):
-            hybrid.setdefault("outline", {})[key.split(".", 1)[1]] = KEYS[key](value)
+        if "." in key:
+            group, name = key.split(".", 1)
+            hybrid.setdefault(group, {})[name] = KEYS[key](value)
         else:
             hybrid[key] = KEYS[key](value)
     if "outline" in hybrid and set(hybrid["outline"]) != {"plan_guidance", "ar_prior"}:
         print("error: give both outline.plan_guidance and outline.ar_prior", file=sys.stderr)
+        return 2
+    if "ngram" in hybrid and set(hybrid["ngram"]) != {"size", "penalty"}:
+        print("error: give both ngram.size and ngram.penalty", file=sys.stderr)
         return 2
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

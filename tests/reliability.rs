@@ -174,6 +174,8 @@ fn fluency_levers_keep_their_limits() {
         ("--plan-norm", "1.5", "--plan-norm must be a fraction from 0 to 1"),
         ("--plan-clip", "0.5", "--plan-clip must be a quantile from 0 to below 0.5"),
         ("--plan-clip", "0.01", "--plan-clip needs a sentence bank: give --plan-bank"),
+        ("--ngram-penalty", "-1", "--ngram-penalty -1 must be >= 0"),
+        ("--ngram-penalty", "nan", "--ngram-penalty NaN must be >= 0"),
     ] {
         let args = gen(flag, v);
         refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), want);
@@ -205,5 +207,15 @@ fn fluency_levers_keep_their_limits() {
     refused(
         &["generate", "--checkpoint", s(&b), "--mode", "hybrid", "--prompt", "tom ran."],
         "ar_prior, plan_rescale and plan_norm in [0, 1]",
+    );
+    let mut args = gen("--ngram-penalty", "1");
+    args.extend(["--ngram-size".to_string(), "40".to_string()]);
+    refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), "--ngram-size 40 must be from 1 to 16 tokens");
+    let b = edited_bundle(dir.path(), "planner/config.json", |v| {
+        v["model"]["hybrid"]["ngram"] = serde_json::json!({"size": 0, "penalty": 1.0})
+    });
+    refused(
+        &["generate", "--checkpoint", s(&b), "--mode", "hybrid", "--prompt", "tom ran."],
+        "hybrid defaults' ngram: ngram_size = 0 must be from 1 to 16",
     );
 }

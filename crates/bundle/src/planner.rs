@@ -54,6 +54,9 @@ pub struct HybridDefaults {
     pub plan_epsilon_scaling: f64,
     /// `--plan-norm`: 0, off.
     pub plan_norm: f64,
+    /// `--ngram-penalty` and `--ngram-size` of hybrid's token sampling: none, off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ngram: Option<plandiff_decoder::NgramPenalty>,
     /// With an outline (`--outline`, `ab`'s outline arm): `--plan-guidance` and `--ar-prior`
     /// defaults of their own, as writing to an outline asks the decoder to say what each line
     /// says, which the fluency levers trade for fluency. Absent: the two above.
@@ -80,6 +83,7 @@ impl Default for HybridDefaults {
             plan_noise_scale: 1.0,
             plan_epsilon_scaling: 1.0,
             plan_norm: 0.0,
+            ngram: None,
             outline: None,
         }
     }
@@ -103,6 +107,9 @@ impl HybridDefaults {
             || self.outline.is_some_and(|o| !within(o.plan_guidance, 0.0, 10.0) || !within(o.ar_prior, 0.0, 1.0))
         {
             return Err("hybrid defaults need plan_guidance in [0, 10], ar_prior, plan_rescale and plan_norm in [0, 1], plan_noise_scale in [0.1, 1], plan_epsilon_scaling in [0.5, 2], drafts in 1..=8 (and the outline's plan_guidance and ar_prior in the same ranges)".into());
+        }
+        if let Some(n) = &self.ngram {
+            n.validate().map_err(|e| format!("hybrid defaults' ngram: {e}"))?;
         }
         Ok(())
     }

@@ -18,6 +18,14 @@ pub struct SamplingArgs {
     /// CTRL repetition penalty; 1 disables it.
     #[arg(long, default_value_t = 1.1)]
     pub repetition_penalty: f64,
+    /// Soft no-repeat n-grams: a token that would repeat an n-gram of --ngram-size tokens
+    /// already in the text loses this from its logit (0: off; inf: never repeat one). Default:
+    /// off, except hybrid, which takes its bundle's (`ngram` of the planner's hybrid defaults)
+    #[arg(long, allow_negative_numbers = true)]
+    pub ngram_penalty: Option<f64>,
+    /// With --ngram-penalty: the n-gram's length in tokens, 1 to 16 (default 2)
+    #[arg(long, requires = "ngram_penalty")]
+    pub ngram_size: Option<usize>,
 }
 
 impl SamplingArgs {
@@ -28,6 +36,9 @@ impl SamplingArgs {
             top_k: Some(self.top_k),
             top_p: Some(self.top_p),
             repetition_penalty: self.repetition_penalty,
+            ngram: self
+                .ngram_penalty
+                .map(|penalty| plandiff_decoder::NgramPenalty { size: self.ngram_size.unwrap_or(2), penalty }),
         };
         c.validate().map_err(|e| anyhow::anyhow!(e.as_flag()))?;
         Ok(c)

@@ -121,6 +121,19 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Which ids begin a word (byte-level BPE: the encoded space `Ġ` alone or before a letter
+    /// or digit), by id; a word's later pieces, punctuation, special tokens and a sentence's
+    /// first word (encoded without its space) are `false`.
+    pub fn word_starts(&self) -> Vec<bool> {
+        (0..self.vocab_size() as u32)
+            .map(|id| {
+                self.inner
+                    .id_to_token(id)
+                    .is_some_and(|t| t.starts_with('\u{120}') && t.chars().nth(1).is_none_or(char::is_alphanumeric))
+            })
+            .collect()
+    }
+
     /// Plain encoding, no special tokens added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.inner.encode_fast(text, false).map_err(tok_err)?.get_ids().to_vec())
@@ -196,6 +209,21 @@ mod tests {
         let t = tiny();
         assert_eq!(t.special(), SpecialIds { bos: 0, eos: 1, sep: 2, pad: 3 });
         assert!(t.vocab_size() <= 300 && t.vocab_size() > 260);
+    }
+
+    /// A word's first piece begins a word; its later pieces, punctuation and the text's first
+    /// word (no space before it) do not.
+    #[test]
+    fn word_starts_mark_the_first_piece_of_each_later_word() {
+        let t = tiny();
+        let starts = t.word_starts();
+        assert_eq!(starts.len(), t.vocab_size());
+        let ids = t.encode("the the xq.").unwrap();
+        let pieces: Vec<String> = ids.iter().map(|&i| t.decode(&[i]).unwrap()).collect();
+        let marked: Vec<bool> = ids.iter().map(|&i| starts[i as usize]).collect();
+        assert_eq!(pieces, ["the", " the", " ", "x", "q", "."]);
+        // A word the merges never reached starts with the space alone.
+        assert_eq!(marked, [false, true, true, false, false, false]);
     }
 
     #[test]

@@ -225,10 +225,7 @@ mod tests {
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Decoder::new(vs.root(), &DecoderConfig::test(30, None));
-        let mut lp = LogitsProcessor::new(
-            SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 },
-            0,
-        );
+        let mut lp = LogitsProcessor::new(SamplingConfig::greedy(), 0);
         let prompt = vec![0i64, 7, 8, 9];
         let mut o = opts(10);
         o.eos_id = -1;
@@ -253,7 +250,7 @@ mod tests {
         tch::manual_seed(4);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Decoder::new(vs.root(), &DecoderConfig::test(30, None));
-        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.3 };
+        let greedy = SamplingConfig { repetition_penalty: 1.3, ..SamplingConfig::greedy() };
         let prompts = vec![vec![0i64, 5], vec![0i64, 6, 7, 8, 9, 10]];
         let mut lp = LogitsProcessor::new(greedy, 0);
         let batched = generate(&model, &prompts, None, &mut lp, &opts(12), |_, _| {});
@@ -268,10 +265,7 @@ mod tests {
         tch::manual_seed(5);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Decoder::new(vs.root(), &DecoderConfig::test(6, None));
-        let mut lp = LogitsProcessor::new(
-            SamplingConfig { temperature: 1.0, top_k: None, top_p: None, repetition_penalty: 1.0 },
-            9,
-        );
+        let mut lp = LogitsProcessor::new(SamplingConfig { temperature: 1.0, ..SamplingConfig::greedy() }, 9);
         let mut o = opts(1000);
         o.eos_id = -1;
         o.max_sentences = Some(3);
@@ -297,7 +291,7 @@ mod tests {
             Decoder::new(vs.root(), &DecoderConfig::test(30, Some(crate::PlanConfig { d_latent: 8, max_slots: 4 })));
         // Larger weights than the init's, so the plan and the null plan pick different tokens.
         tch::no_grad(|| vs.variables().values().for_each(|v| drop(v.shallow_clone().g_mul_scalar_(8.0))));
-        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+        let greedy = SamplingConfig::greedy();
         let prompts = vec![vec![0i64, 7, 2, 8], vec![0i64, 9]];
         let plan = Tensor::randn([2, 4, 8], (Kind::Float, Device::Cpu)) * 3.0;
         let mut o = opts(9);

@@ -11,6 +11,8 @@
 //! Each block's cross-attention keys/values are computed from the plan once. The output head
 //! is tied to the token embedding.
 
+pub use crate::cache::DecoderCache;
+use crate::cache::SlotBiasTable;
 use crate::config::{DecoderConfig, RotaryConfig};
 use plandiff_layers::{
     AttnMask, Block, CrossContext, FoldedCross, InitStd, KvCache, KvPair, LearnedPositions, Norm, Rotary,
@@ -56,63 +58,12 @@ pub struct Decoder {
     device: Device,
 }
 
-/// Per-sequence generation state: one self-attention cache per block and the plan's
-/// cross-attention keys/values (computed once, reused at every step).
-#[derive(Debug)]
-pub struct DecoderCache {
-    layers: Vec<KvCache>,
-    /// Rotary models: the sentence id of every cached position `(B, len)`, for the window.
-    sentences: Option<Tensor>,
-    /// The sentence id of plan slot 0 (rotary models; 0 for a window that starts the text).
-    origin: i64,
-    /// Cross-attention to the plan, folded once per plan (see `FoldedCross`).
-    cross: Option<Vec<FoldedCross>>,
-}
-
 impl DecoderCache {
-    /// Number of positions already in the cache.
-    pub fn len(&self) -> i64 {
-        self.layers.first().map_or(0, KvCache::len)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Forgets the cached positions `[from, from + n)` of every row and layer: a sliding
-    /// window's oldest sentence. With rotary positions and the sentence window, what the
-    /// remaining positions attend to is unchanged, so the next logits equal a full forward.
-    pub fn forget(&mut self, from: i64, n: i64) {
-        let len = self.len();
-        let n = n.min(len - from).max(0);
-        if n == 0 {
-            return;
-        }
-        self.layers.iter_mut().for_each(|c| c.remove(from, n));
-        if let Some(s) = &self.sentences {
-            self.sentences = Some(Tensor::cat(&[s.narrow(1, 0, from), s.narrow(1, from + n, len - from - n)], 1));
-        }
-    }
-
-    /// Batch row `r` becomes a copy of row `idx[r]` (int64 on the model's device), plan included.
-    pub fn select_rows(&mut self, idx: &Tensor) {
-        self.layers.iter_mut().for_each(|c| c.select_rows(idx));
-        self.sentences = self.sentences.as_ref().map(|s| s.index_select(0, idx));
-        self.cross.iter_mut().flatten().for_each(|c| c.select_rows(idx));
-    }
-
-    /// The sentence id of every cached position, row by row (rotary models; empty otherwise).
-    pub fn sentence_ids(&self) -> Vec<Vec<i64>> {
-        let Some(s) = &self.sentences else { return Vec::new() };
-        let (b, len) = s.size2().expect("(B, len) sentence ids");
-        let host = Vec::<i64>::try_from(s.reshape([-1])).expect("int64 sentence ids");
-        (0..b as usize).map(|r| host[r * len as usize..(r + 1) * len as usize].to_vec()).collect()
-    }
-
     /// Reads another plan from now on, its slot 0 being sentence `origin` (rotary models: a
     /// sliding window's plan moves with the window; cached positions keep what they read).
     pub fn set_plan(&mut self, model: &Decoder, plan: Option<&Tensor>, batch: i64, origin: i64) {
         self.cross = model.fold_plan(plan, batch);
+        self.bias = model.slot_bias_table(self.cross.as_ref());
         self.origin = origin;
     }
 }
@@ -218,6 +169,16 @@ impl Decoder {
         let idx = (offset + (r.window - 1)).clamp(0, r.window + r.lookahead - 1);
         let bias = table.index_select(1, &idx.reshape([-1])).view([h, b, t, s]).permute([1, 0, 2, 3]); // (B, H, T, S)
         Some(bias.masked_fill(&inside.unsqueeze(1).logical_not(), -1e4))
+    }
+
+    /// The [`SlotBiasTable`] of a folded plan (rotary plan models; `None` otherwise).
+    pub(crate) fn slot_bias_table(&self, cross: Option<&Vec<FoldedCross>>) -> Option<SlotBiasTable> {
+        let (r, s) = (self.cfg.rotary?, cross?.first()?.slots());
+        let first = -r.lookahead - 1;
+        let sentences = Tensor::arange_start(first, s + r.window, (Kind::Int64, self.device)).unsqueeze(0);
+        let bias = tch::no_grad(|| self.cross_bias(&sentences, s))?; // (1, H, Q, S)
+        let (h, q) = (bias.size()[1], bias.size()[2]);
+        Some(SlotBiasTable { first, rows: bias.permute([0, 2, 1, 3]).reshape([q, h * s]) })
     }
 
     pub fn device(&self) -> Device {
@@ -362,13 +323,14 @@ impl Decoder {
         let cross = self.fold_plan(plan, batch);
         DecoderCache {
             layers: (0..self.blocks.len()).map(|_| KvCache::new()).collect(),
+            bias: self.slot_bias_table(cross.as_ref()),
             cross,
             sentences: None,
             origin: 0,
         }
     }
 
-    fn fold_plan(&self, plan: Option<&Tensor>, batch: i64) -> Option<Vec<FoldedCross>> {
+    pub(crate) fn fold_plan(&self, plan: Option<&Tensor>, batch: i64) -> Option<Vec<FoldedCross>> {
         tch::no_grad(|| {
             self.plan_context(plan, batch).map(|mem| self.blocks.iter().filter_map(|b| b.fold_context(&mem)).collect())
         })
@@ -387,7 +349,7 @@ impl Decoder {
         key_mask: Option<&Tensor>,
         cache: &mut DecoderCache,
     ) -> Tensor {
-        let (b, t) = tokens.size2().expect("tokens must be (B, T)");
+        let (_, t) = tokens.size2().expect("tokens must be (B, T)");
         let past = cache.len();
         // Rotary models with sentence ids: every key's sentence, for the window.
         let window = match (self.cfg.rotary, slots) {
@@ -416,11 +378,8 @@ impl Decoder {
             }
         };
         let rope = self.rotary(positions);
-        let bias = match (slots, &cache.cross, self.slot_bias.is_some()) {
-            (Some(s), Some(c), true) if !c.is_empty() => self.cross_bias(&(s - cache.origin), c[0].slots()).map(|x| {
-                let (h, s) = (x.size()[1], x.size()[3]);
-                x.permute([0, 2, 1, 3]).reshape([b, t, h * s]) // (B, T, H*S), the folded layout
-            }),
+        let bias = match (slots, &cache.bias) {
+            (Some(s), Some(table)) => Some(table.gather(&(s - cache.origin))), // (B, T, H*S), the folded layout
             _ => None,
         };
         let mut x = self.embed(tokens, positions, slots);

@@ -19,15 +19,52 @@ pub struct SamplingConfig {
     pub top_p: Option<f64>,
     /// 1.0 disables it.
     pub repetition_penalty: f64,
+    /// Soft no-repeat n-grams; `None` is the mode's default (off, except where a bundle stores
+    /// one for its mode: `hybrid`'s `ngram`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ngram: Option<NgramPenalty>,
+}
+
+/// Soft no-repeat n-grams (HF's `no_repeat_ngram_size`, softened): a token that would complete
+/// an n-gram of `size` tokens already in the text (prompt included) loses `penalty` from its
+/// logit, once however often the n-gram occurred; an infinite penalty bans it (HF's rule).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NgramPenalty {
+    pub size: usize,
+    pub penalty: f64,
+}
+
+impl NgramPenalty {
+    /// Checks ranges (1 to 16 tokens, a penalty >= 0).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !(1..=16).contains(&self.size) {
+            return Err(FieldError::new("ngram_size", self.size, "must be from 1 to 16 tokens"));
+        }
+        if self.penalty.is_nan() || self.penalty < 0.0 {
+            return Err(FieldError::new("ngram_penalty", self.penalty, "must be >= 0 (0: off, inf: never repeat)"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        Self { temperature: 0.8, top_k: Some(50), top_p: Some(0.95), repetition_penalty: 1.1 }
+        Self { temperature: 0.8, top_k: Some(50), top_p: Some(0.95), repetition_penalty: 1.1, ngram: None }
     }
 }
 
 impl SamplingConfig {
+    /// Greedy decoding: the argmax, no penalty.
+    pub const fn greedy() -> Self {
+        Self { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0, ngram: None }
+    }
+
+    /// This config with `default` as its n-gram penalty where it has none (a mode's default).
+    pub fn or_ngram(self, default: Option<NgramPenalty>) -> Self {
+        Self { ngram: self.ngram.or(default), ..self }
+    }
+
     /// Checks ranges; the error names the field (the binary shows it as its flag).
     pub fn validate(&self) -> Result<(), FieldError> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
@@ -44,6 +81,9 @@ impl SamplingConfig {
         if !self.repetition_penalty.is_finite() || self.repetition_penalty <= 0.0 {
             return Err(FieldError::new("repetition_penalty", self.repetition_penalty, "must be > 0 (1 = off)"));
         }
+        if let Some(n) = &self.ngram {
+            n.validate()?;
+        }
         Ok(())
     }
 }
@@ -53,11 +93,40 @@ pub struct LogitsProcessor {
     rng: ChaCha8Rng,
     /// Scratch for the repetition penalty: which ids this call has already penalized.
     seen: Vec<bool>,
+    /// The ids the n-gram penalty may lower (by id; `None`: every id). See
+    /// [`LogitsProcessor::with_word_starts`].
+    ngram_targets: Option<std::sync::Arc<[bool]>>,
+    /// N-grams the penalty leaves alone: the prompt's ([`LogitsProcessor::exempting`]).
+    ngram_exempt: std::collections::HashSet<Vec<i64>>,
 }
 
 impl LogitsProcessor {
     pub fn new(cfg: SamplingConfig, seed: u64) -> Self {
-        Self { cfg, rng: ChaCha8Rng::seed_from_u64(seed), seen: Vec::new() }
+        Self {
+            cfg,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            seen: Vec::new(),
+            ngram_targets: None,
+            ngram_exempt: Default::default(),
+        }
+    }
+
+    /// The n-gram penalty lowers only these ids (by id, `true`: a token that begins a word),
+    /// so it moves the text to another word and never respells one: a word's later pieces
+    /// follow its first, and lowering one of them turns the word into an invented one.
+    pub fn with_word_starts(mut self, starts: std::sync::Arc<[bool]>) -> Self {
+        self.ngram_targets = Some(starts);
+        self
+    }
+
+    /// The n-gram penalty never lowers a token that would repeat an n-gram of `text` (the
+    /// prompt: the text may name again what the prompt named; it is its own n-grams that it
+    /// should not repeat).
+    pub fn exempting(mut self, text: &[i64]) -> Self {
+        if let Some(n) = self.cfg.ngram.map(|n| n.size) {
+            self.ngram_exempt = text.windows(n).map(<[i64]>::to_vec).collect();
+        }
+        self
     }
 
     /// Draws the next token from `logits` (modified in place); `banned` ids never come out.
@@ -85,6 +154,10 @@ impl LogitsProcessor {
                     *m = false;
                 }
             }
+        }
+        if let Some(n) = c.ngram.filter(|n| n.penalty > 0.0) {
+            let only = self.ngram_targets.as_deref();
+            penalize_repeated_ngrams(logits, history, n.size, n.penalty as f32, only, &self.ngram_exempt);
         }
         if c.temperature == 0.0 {
             return argmax(logits) as i64;
@@ -131,6 +204,41 @@ impl LogitsProcessor {
     }
 }
 
+/// Lowers by `penalty` (once each) the logit of every token that would complete an `n`-gram
+/// already in `history`: a token that followed an earlier occurrence of the history's last
+/// `n - 1` tokens.
+fn penalize_repeated_ngrams(
+    logits: &mut [f32],
+    history: &[i64],
+    n: usize,
+    penalty: f32,
+    only: Option<&[bool]>,
+    exempt: &std::collections::HashSet<Vec<i64>>,
+) {
+    if history.len() < n {
+        return;
+    }
+    let tail = &history[history.len() + 1 - n..];
+    let mut hit: Vec<i64> =
+        (0..=history.len() - n).filter(|&i| history[i..i + n - 1] == *tail).map(|i| history[i + n - 1]).collect();
+    hit.sort_unstable();
+    hit.dedup();
+    hit.retain(|&t| only.is_none_or(|o| o.get(t as usize).copied().unwrap_or(true)));
+    if !exempt.is_empty() {
+        let mut gram = tail.to_vec();
+        gram.push(0);
+        hit.retain(|&t| {
+            gram[n - 1] = t;
+            !exempt.contains(&gram)
+        });
+    }
+    for t in hit {
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l -= penalty;
+        }
+    }
+}
+
 fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
     for (i, x) in v.iter().enumerate() {
@@ -146,7 +254,7 @@ mod tests {
     use super::*;
 
     fn cfg(t: f64, k: Option<usize>, p: Option<f64>, r: f64) -> SamplingConfig {
-        SamplingConfig { temperature: t, top_k: k, top_p: p, repetition_penalty: r }
+        SamplingConfig { temperature: t, top_k: k, top_p: p, repetition_penalty: r, ..SamplingConfig::default() }
     }
 
     #[test]
@@ -177,6 +285,47 @@ mod tests {
         let mut lp = LogitsProcessor::new(cfg(0.0, None, None, 1.5), 0);
         assert_eq!(lp.sample(&mut logits.clone(), &[], &[]), 0);
         assert_eq!(lp.sample(&mut logits.clone(), &[0], &[]), 1);
+    }
+
+    /// A token that would repeat an n-gram of the history loses the penalty, once however
+    /// often the n-gram occurred; other tokens keep their logits; infinity bans it.
+    #[test]
+    fn ngram_penalty_lowers_only_tokens_that_repeat_an_ngram() {
+        let with =
+            |size, penalty| SamplingConfig { ngram: Some(NgramPenalty { size, penalty }), ..cfg(0.0, None, None, 1.0) };
+        let logits = [0.0f32, 0.0, 2.0, 1.5, 0.0];
+        // After `1`, `2` followed twice: the bigram (1, 2) would repeat.
+        let history = [1i64, 2, 4, 1, 2, 0, 1];
+        let mut out = logits;
+        penalize_repeated_ngrams(&mut out, &history, 2, 1.0, None, &Default::default());
+        assert_eq!(out, [0.0, 0.0, 1.0, 1.5, 0.0]);
+        assert_eq!(LogitsProcessor::new(with(2, 1.0), 0).sample(&mut logits.clone(), &history, &[]), 3);
+        assert_eq!(LogitsProcessor::new(with(2, 0.3), 0).sample(&mut logits.clone(), &history, &[]), 2);
+        assert_eq!(LogitsProcessor::new(with(2, f64::INFINITY), 0).sample(&mut logits.clone(), &history, &[]), 3);
+        // Trigrams: (0, 1) never came before, so nothing repeats.
+        assert_eq!(LogitsProcessor::new(with(3, 9.0), 0).sample(&mut logits.clone(), &history, &[]), 2);
+        // Unigrams: every token of the history.
+        let mut out = logits;
+        penalize_repeated_ngrams(&mut out, &history, 1, 1.0, None, &Default::default());
+        assert_eq!(out, [-1.0, -1.0, 1.0, 1.5, -1.0]);
+        // Only the word starts: id 2 continues a word, so it is never lowered.
+        let starts: std::sync::Arc<[bool]> = vec![true, true, false, true, true].into();
+        let mut lp = LogitsProcessor::new(with(2, 1.0), 0).with_word_starts(starts);
+        assert_eq!(lp.sample(&mut logits.clone(), &history, &[]), 2);
+        // The prompt's n-grams are exempt: (1, 2) was the prompt's.
+        let mut lp = LogitsProcessor::new(with(2, 1.0), 0).exempting(&[1, 2]);
+        assert_eq!(lp.sample(&mut logits.clone(), &history, &[]), 2);
+        let mut lp = LogitsProcessor::new(with(2, 1.0), 0).exempting(&[2, 1]);
+        assert_eq!(lp.sample(&mut logits.clone(), &history, &[]), 3);
+        assert!(
+            with(0, 1.0).validate().is_err() && with(2, -1.0).validate().is_err() && with(17, 1.0).validate().is_err()
+        );
+        assert!(with(2, f64::INFINITY).validate().is_ok());
+        // A mode's default fills only a config that has none.
+        let (mine, theirs) = (NgramPenalty { size: 3, penalty: 0.5 }, NgramPenalty { size: 2, penalty: 1.0 });
+        assert_eq!(SamplingConfig::default().or_ngram(Some(theirs)).ngram, Some(theirs));
+        assert_eq!(with(3, 0.5).or_ngram(Some(theirs)).ngram, Some(mine));
+        assert_eq!(SamplingConfig::default().or_ngram(None).ngram, None);
     }
 
     #[test]

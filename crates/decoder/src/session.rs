@@ -279,7 +279,7 @@ mod tests {
     fn sliding_session_equals_full_forward_greedy() {
         let (model, _vs) = rotary_model(7, true);
         // Greedy over four tokens with a strong repetition penalty: sentences end often.
-        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 4.0 };
+        let greedy = SamplingConfig { repetition_penalty: 4.0, ..SamplingConfig::greedy() };
         let opts = one_sentence(&[4, 5, 6]);
         let prompts = vec![vec![0i64, 7, 2, 8], vec![0i64, 9]];
         let plan = Tensor::randn([2, 8, 8], (Kind::Float, Device::Cpu)) * 3.0;
@@ -315,7 +315,7 @@ mod tests {
 
     /// Greedy tokens of a session over `prompts`, one sentence a call, four calls.
     fn session_tokens(models: Models, prompts: &[Vec<i64>], plan: &Tensor, opts: &GenerateOptions) -> Vec<Vec<i64>> {
-        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+        let greedy = SamplingConfig::greedy();
         let mut lp = LogitsProcessor::new(greedy, 0);
         let mut s = SlidingSession::start(models.decoder, prompts, 0, 1.0, 2, models.prior);
         let mut written: Vec<Vec<i64>> = vec![Vec::new(); prompts.len()];
@@ -356,7 +356,7 @@ mod tests {
     #[test]
     fn kept_rows_continue_as_their_source() {
         let (model, _vs) = rotary_model(5, true);
-        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+        let greedy = SamplingConfig::greedy();
         let opts = one_sentence(&[4, 5, 6, 7, 8]);
         let prompts = vec![vec![0i64, 7, 2, 8], vec![0i64, 9]];
         let plan = (Tensor::randn([1, 8, 8], (Kind::Float, Device::Cpu)) * 3.0).expand([2, 8, 8], true);

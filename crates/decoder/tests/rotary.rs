@@ -19,8 +19,8 @@ fn rotary_slide_equals_full_recomputation() {
     cfg.rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
     cfg.validate().unwrap();
     let model = Decoder::new(vs.root(), &cfg);
-    let (per, n) = (3i64, 6i64); // 6 sentences of 3 tokens
-    let t = per * n;
+    let (per, n) = (3i64, 6i64); // 8 sentences of 3 tokens, a plan of 6 slots
+    let t = per * (n + 2);
     let tokens = Tensor::randint(50, [1, t], (Kind::Int64, Device::Cpu));
     let slots = Tensor::from_slice(&(0..t).map(|i| i / per).collect::<Vec<i64>>()).unsqueeze(0);
     let plan = Tensor::randn([1, n, 8], (Kind::Float, Device::Cpu));
@@ -45,6 +45,7 @@ fn rotary_slide_equals_full_recomputation() {
     }
     assert!(worst < 1e-5, "slid vs full max abs diff {worst}");
     assert_eq!(cache.len(), 2 * per, "the cache holds the window's two sentences only");
+    // The last two sentences read no slot of the plan (its learned bias table ends with it).
     // A missing window would fail above: the full forward would read the forgotten sentences.
 }
 

@@ -8,7 +8,7 @@ use crate::text::{ends_sentence, TextStream};
 use crate::{PipelineError, Result};
 use plandiff_bundle::{stage, Bundle, LoadedDecoder, StageConfigFile};
 use plandiff_data::{split_sentences, TextTokenizer};
-use plandiff_decoder::{generate, Decoder, GenerateOptions, LogitsProcessor};
+use plandiff_decoder::{generate, Decoder, GenerateOptions};
 use plandiff_layers::FieldError;
 use std::path::Path;
 use tch::{nn, Device};
@@ -118,7 +118,7 @@ impl Generator for ArGenerator {
         let ids = self.encode_prompt(req.prompt, opts.max_tokens)?;
         let sp = self.tokenizer.special();
         let gopts = self.decode_options(opts);
-        let mut lp = LogitsProcessor::new(opts.sampling, opts.seed);
+        let mut lp = crate::text::token_sampler(&self.tokenizer, opts.sampling, opts.seed, &ids);
         let prompts = vec![ids; req.samples.max(1)];
         let mut stream = TextStream::new(&self.tokenizer, req.prompt, prompts.len(), opts.stream);
         let out = generate(&self.model, &prompts, None, &mut lp, &gopts, |row, tok| stream.token(row, tok, on));

@@ -77,6 +77,22 @@ impl<'a> TextStream<'a> {
     }
 }
 
+/// The token sampler of a request: `sampling` drawn with `seed`, its n-gram penalty lowering
+/// only the tokens of `tokenizer` that begin a word and leaving the `prompt`'s n-grams alone
+/// ([`plandiff_decoder::LogitsProcessor::with_word_starts`], `exempting`).
+pub fn token_sampler(
+    tokenizer: &plandiff_data::TextTokenizer,
+    sampling: plandiff_decoder::SamplingConfig,
+    seed: u64,
+    prompt: &[i64],
+) -> plandiff_decoder::LogitsProcessor {
+    let lp = plandiff_decoder::LogitsProcessor::new(sampling, seed);
+    match sampling.ngram {
+        Some(_) => lp.with_word_starts(tokenizer.word_starts().into()).exempting(prompt),
+        None => lp,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::join_text;

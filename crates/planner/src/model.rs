@@ -91,10 +91,10 @@ impl Planner {
                 self.denoiser.config().max_slots
             )));
         }
-        let rows = known.size()[0] as usize;
         let known_n = self.normalizer.normalize(known);
-        // Timestep and slot embeddings once per timestep (the guided pass reuses them).
-        let mut step_emb: HashMap<usize, Tensor> = HashMap::new();
+        // Timestep and slot embeddings once per timestep and batch size (the guided pass, of
+        // twice the rows, takes its own).
+        let mut step_emb: HashMap<(usize, i64), Tensor> = HashMap::new();
         let in_space = |x0: &Tensor| match steer.x0 {
             Some(f) => self.normalizer.normalize(&f(&self.normalizer.denormalize(x0))),
             None => x0.shallow_clone(),
@@ -109,8 +109,9 @@ impl Planner {
                 inner,
                 opts,
                 |x, t, k, m, prev| {
-                    let emb = step_emb.entry(t).or_insert_with(|| {
-                        self.denoiser.step_embedding(&vec![t as f64; rows], s, x.kind(), x.device())
+                    let rows = x.size()[0];
+                    let emb = step_emb.entry((t, rows)).or_insert_with(|| {
+                        self.denoiser.step_embedding(&vec![t as f64; rows as usize], s, x.kind(), x.device())
                     });
                     let input = DenoiserInput { self_cond: prev, ..DenoiserInput::new(x, k, m) };
                     self.denoiser.forward_embedded(&input, emb, false)

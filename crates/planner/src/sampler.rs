@@ -136,7 +136,6 @@ pub fn sample_plan_held(
     // Each mask with its float form (B, S, 1) and whether it knows any slot (one host sync each).
     let forms = |m: &Tensor| (m.to_kind(known.kind()).unsqueeze(-1), m.any().int64_value(&[]) != 0);
     let (all_form, hard_form) = (forms(mask), forms(&hard));
-    let no_known = mask.zeros_like();
     let mut x = noise(&shape).to_kind(known.kind());
     if steer.noise_scale != 1.0 {
         x *= steer.noise_scale;
@@ -145,12 +144,10 @@ pub fn sample_plan_held(
     for (i, &t) in ts.iter().enumerate() {
         let (mask, (m, any_known)) = if i < held { (mask, &all_form) } else { (&hard, &hard_form) };
         let any_known = *any_known;
-        let cond = model(&x, t, known, mask, x0_prev.as_ref());
         let out = if opts.guidance == 1.0 {
-            cond
+            model(&x, t, known, mask, x0_prev.as_ref())
         } else {
-            let uncond = model(&x, t, known, &no_known, x0_prev.as_ref());
-            let guided = &uncond + (&cond - &uncond) * opts.guidance;
+            let (guided, cond) = guided(&mut model, (&x, t), known, mask, x0_prev.as_ref(), opts.guidance);
             if steer.rescale > 0.0 {
                 // On x0 whatever the prediction type: the rescale keeps the plan's spread.
                 let (g0, _) = schedule.split_prediction(&guided, t, &x);
@@ -198,6 +195,24 @@ pub fn sample_plan_held(
         x = &known_t * m + &x * (1.0 - m);
     }
     Ok(x.to_kind(Kind::Float))
+}
+
+/// Classifier-free guidance in one denoiser call of twice the rows, the conditional then the
+/// unconditional (no known slot): `(uncond + w (cond - uncond), cond)`.
+fn guided(
+    model: &mut impl FnMut(&Tensor, usize, &Tensor, &Tensor, Option<&Tensor>) -> Tensor,
+    (x, t): (&Tensor, usize),
+    known: &Tensor,
+    mask: &Tensor,
+    x0_prev: Option<&Tensor>,
+    w: f64,
+) -> (Tensor, Tensor) {
+    let two = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 0);
+    let prev = x0_prev.map(|p| two(p, p));
+    let both = model(&two(x, x), t, &two(known, known), &two(mask, &mask.zeros_like()), prev.as_ref());
+    let b = x.size()[0];
+    let (cond, uncond) = (both.narrow(0, 0, b), both.narrow(0, b, b));
+    (&uncond + (&cond - &uncond) * w, cond)
 }
 
 #[cfg(test)]
@@ -264,7 +279,7 @@ mod tests {
         let mask = Tensor::zeros([1, 3], (Kind::Bool, Device::Cpu));
         let sched = schedule(PredictionType::Epsilon);
         let run = |guidance: f64, seed: u64| {
-            let mut calls = 0;
+            let mut rows = Vec::new();
             let opts = PlanSampling { steps: 10, sampler: SamplerKind::Ddim, eta: 0.5, guidance };
             let out = sample_plan(
                 &sched,
@@ -272,20 +287,20 @@ mod tests {
                 &mask,
                 opts,
                 |x, _, _, _, _| {
-                    calls += 1;
+                    rows.push(x.size()[0]);
                     x * 0.1
                 },
                 seeded(seed),
             )
             .unwrap();
-            (out, calls)
+            (out, rows)
         };
-        let (a, calls_a) = run(1.0, 3);
+        let (a, rows_a) = run(1.0, 3);
         let (b, _) = run(1.0, 3);
         let (c, _) = run(1.0, 4);
-        let (_, calls_g) = run(2.0, 3);
-        assert_eq!(calls_a, 10);
-        assert_eq!(calls_g, 20);
+        let (_, rows_g) = run(2.0, 3);
+        assert_eq!(rows_a, vec![1; 10], "one call of the batch a step");
+        assert_eq!(rows_g, vec![2; 10], "guided: one call of the conditional and unconditional rows");
         // Exact: the same seeded computation twice in one process, on the same kernels.
         assert!((&a - &b).abs().max().double_value(&[]) == 0.0);
         assert!((&a - &c).abs().max().double_value(&[]) > 1e-3);
@@ -335,6 +350,30 @@ mod tests {
         assert!(gap(&half, &target, 2) < 1e-5, "released, the soft slot ends at the model's x0");
         assert!(gap(&half, &known, 2) > 1e-2);
         assert!(gap(&half, &known, 0) < 1e-6, "the hard slot stays known");
+    }
+
+    /// Guidance batches the conditional and unconditional rows into one call: the same plan
+    /// as two calls a step, `uncond + w (cond - uncond)`, done by hand.
+    #[test]
+    fn batched_guidance_samples_what_two_passes_sample() {
+        let sched = schedule(PredictionType::Sample);
+        let known = Tensor::randn([3, 4, 2], (Kind::Float, Device::Cpu));
+        let mask = Tensor::from_slice(&[true, true, false, false]).view([1, 4]).expand([3, 4], false);
+        let model = |x: &Tensor, _t: usize, k: &Tensor, m: &Tensor, _p: Option<&Tensor>| {
+            // Every slot reads the known ones: guidance moves the free slots too.
+            let known = (k * m.to_kind(Kind::Float).unsqueeze(-1)).sum_dim_intlist(1, true, Kind::Float);
+            x * 0.5 + known * 0.3 - 0.1
+        };
+        let opts = |guidance| PlanSampling { steps: 6, sampler: SamplerKind::Ddim, eta: 0.3, guidance };
+        let batched = sample_plan(&sched, &known, &mask, opts(2.5), model, seeded(9)).unwrap();
+        let two_pass = |x: &Tensor, t: usize, k: &Tensor, m: &Tensor, p: Option<&Tensor>| {
+            let (c, u) = (model(x, t, k, m, p), model(x, t, k, &m.zeros_like(), p));
+            &u + (c - &u) * 2.5
+        };
+        let by_hand = sample_plan(&sched, &known, &mask, opts(1.0), two_pass, seeded(9)).unwrap();
+        assert!(batched.allclose(&by_hand, 1e-5, 1e-6, false));
+        let plain = sample_plan(&sched, &known, &mask, opts(1.0), model, seeded(9)).unwrap();
+        assert!(!batched.allclose(&plain, 1e-3, 1e-3, false), "guidance changes the plan");
     }
 
     /// Steering that changes nothing (an identity x0 map, rescale 0, noise scale 1) samples

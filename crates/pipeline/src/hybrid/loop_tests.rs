@@ -74,7 +74,7 @@ fn generator(rotary: bool) -> (HybridGenerator, String) {
 }
 
 fn options(sentences: usize, max_tokens: usize) -> GenOptions {
-    let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+    let greedy = SamplingConfig::greedy();
     GenOptions { max_tokens, sentences: Some(sentences), sampling: greedy, seed: 3, no_eos: true, stream: false }
 }
 

@@ -28,7 +28,7 @@ use crate::text::TextStream;
 use crate::{PipelineError, Result};
 use plandiff_bundle::{load_autoencoder, load_planner, Autoencoder, Bundle, PlanEncoder};
 use plandiff_data::{split_sentences, SpecialIds, TextTokenizer};
-use plandiff_decoder::{Decoder, GenerateOptions, LogitsProcessor, Models, Prior, StopReason, Window, WindowDecoder};
+use plandiff_decoder::{Decoder, GenerateOptions, Models, Prior, StopReason, Window, WindowDecoder};
 use plandiff_layers::FieldError;
 use plandiff_planner::{HostNoise, PlanSampling, Planner};
 use serde_json::json;
@@ -365,7 +365,8 @@ impl Generator for HybridGenerator {
         let mut timing = steps::Timing { encoding: stream.seconds(), ..Default::default() };
         let mut decoder = WindowDecoder::new(&self.ae.decoder, job.levers.plan_guidance());
         let mut noise = HostNoise::new(req.gen.seed ^ 0x706c_616e, self.device);
-        let mut lp = LogitsProcessor::new(req.gen.sampling, req.gen.seed);
+        let sampling = req.gen.sampling.or_ngram(self.defaults.ngram);
+        let mut lp = crate::text::token_sampler(&self.tokenizer, sampling, req.gen.seed, &text.prompt_tokens());
         while let Some(written) = text.next_sentence() {
             let t0 = std::time::Instant::now();
             self.encode_written(&mut text.live_mut())?;
@@ -414,6 +415,7 @@ impl Generator for HybridGenerator {
             "plan_norm": levers.plan_norm(),
             "plan_snap": levers.plan_snap(),
             "plan_clip": levers.plan_clip(),
+            "ngram": req.gen.sampling.ngram.or(self.defaults.ngram),
         });
         Ok(v.as_object().cloned().unwrap_or_default())
     }

@@ -64,7 +64,7 @@ impl HybridGenerator {
     /// One sentence after each prompt under its plan `(B, S, d)`, greedy (at most 48 tokens).
     pub(super) fn greedy_sentence(&self, prompts: &[Vec<i64>], plans: &Tensor, banned: Vec<i64>) -> Generated {
         let special = self.special();
-        let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+        let greedy = SamplingConfig::greedy();
         let gopts = GenerateOptions {
             max_new_tokens: 48,
             max_sentences: Some(1),

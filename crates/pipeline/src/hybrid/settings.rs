@@ -358,6 +358,7 @@ mod tests {
             plan_noise_scale: 0.6,
             plan_epsilon_scaling: 1.05,
             plan_norm: 0.5,
+            ngram: None,
             outline: Some(plandiff_bundle::OutlineDefaults { plan_guidance: 1.0, ar_prior: 0.0 }),
         };
         let given = HybridSettings {

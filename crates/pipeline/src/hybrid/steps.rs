@@ -21,6 +21,11 @@ pub(super) struct Text {
 }
 
 impl Text {
+    /// The prompt's tokens, its sentences in order (every row starts from the same prompt).
+    pub fn prompt_tokens(&self) -> Vec<i64> {
+        self.rows.first().map_or_else(Vec::new, |r| r.sentences[..self.prompt].concat())
+    }
+
     /// The next sentence to write (the first live row's; rows are sentence-aligned), or `None`
     /// when every row has stopped or has all its sentences (those then stop with
     /// [`StopReason::Sentences`]).

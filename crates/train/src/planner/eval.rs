@@ -177,7 +177,7 @@ fn round_trip(ae: &plandiff_bundle::LoadedAutoencoder, enc: &plandiff_bundle::Pl
         pad_id: sp.pad as i64,
         banned: vec![sp.bos as i64, sp.pad as i64],
     };
-    let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0 };
+    let greedy = SamplingConfig::greedy();
     let prompts = vec![vec![sp.bos as i64]; n as usize];
     let g = tch::no_grad(|| {
         generate(&ae.ae.decoder, &prompts, Some(&plans), &mut LogitsProcessor::new(greedy, 0), &opts, |_, _| {})
