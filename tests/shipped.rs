@@ -217,3 +217,49 @@ fn the_readme_demo_story_keeps_leo_and_invents_no_word() {
         assert!(leo >= 3, "leo named {leo} times in {which} demo story: {new}");
     }
 }
+
+/// Issue 39, round 6: `--ngram-penalty` cuts the repeats of hybrid's text; stored as the
+/// bundle's hybrid default (`scripts/set_hybrid_defaults.py B ngram.size=2 ngram.penalty=...`)
+/// it writes what the flag writes, and the ar mode does not take hybrid's default.
+#[test]
+fn the_ngram_penalty_cuts_repeats_as_a_flag_and_as_a_bundle_default() {
+    let prompt = "once upon a time, there was a little girl named lily. she loved her garden.";
+    let gen = |ck: &std::path::Path, mode: &str, extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["generate", "--checkpoint", s(ck), "--mode", mode, "--prompt", prompt];
+        args.extend(["--sentences", "10", "--num-samples", "4", "--seed", "0", "--json"]);
+        args.extend(extra);
+        let v: Value = serde_json::from_str(&run_ok(&args)).unwrap();
+        v["samples"].as_array().unwrap().iter().map(|x| x["continuation"].as_str().unwrap().to_string()).collect()
+    };
+    // Share of a text's word bigrams that repeat an earlier one (the A/B's rep-2), over the samples.
+    let rep2 = |texts: &[String]| {
+        let (mut repeats, mut total) = (0usize, 0usize);
+        for t in texts {
+            let w: Vec<&str> = t.split_whitespace().collect();
+            let mut seen = std::collections::HashSet::new();
+            for g in w.windows(2) {
+                total += 1;
+                repeats += usize::from(!seen.insert(g));
+            }
+        }
+        repeats as f64 / total.max(1) as f64
+    };
+    let plain = gen(&shipped(), "hybrid", &[]);
+    let penalized = gen(&shipped(), "hybrid", &["--ngram-penalty", "inf"]);
+    assert!(
+        rep2(&penalized) < 0.6 * rep2(&plain),
+        "rep-2 {} with the penalty, {} without",
+        rep2(&penalized),
+        rep2(&plain)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("bundle");
+    copy_dir(&shipped(), &b);
+    let cfg = b.join("planner/config.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v["model"]["hybrid"]["ngram"] = serde_json::json!({"size": 2, "penalty": f64::MAX});
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let max = f64::MAX.to_string();
+    assert_eq!(gen(&b, "hybrid", &[]), gen(&shipped(), "hybrid", &["--ngram-penalty", &max]), "the default is the flag");
+    assert_eq!(gen(&b, "ar", &[]), gen(&shipped(), "ar", &[]), "ar samples as before");
+}
