@@ -260,6 +260,10 @@ fn the_ngram_penalty_cuts_repeats_as_a_flag_and_as_a_bundle_default() {
     v["model"]["hybrid"]["ngram"] = serde_json::json!({"size": 2, "penalty": f64::MAX});
     std::fs::write(&cfg, v.to_string()).unwrap();
     let max = f64::MAX.to_string();
-    assert_eq!(gen(&b, "hybrid", &[]), gen(&shipped(), "hybrid", &["--ngram-penalty", &max]), "the default is the flag");
+    assert_eq!(
+        gen(&b, "hybrid", &[]),
+        gen(&shipped(), "hybrid", &["--ngram-penalty", &max]),
+        "the default is the flag"
+    );
     assert_eq!(gen(&b, "ar", &[]), gen(&shipped(), "ar", &[]), "ar samples as before");
 }
