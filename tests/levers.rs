@@ -123,7 +123,7 @@ fn plan_guidance_unset_is_the_bundles_default_and_more_changes_the_text() {
     assert_eq!(sentences(&guided).len(), 10);
 }
 
-/// With an outline the shipped bundle writes with its outline defaults (plan guidance 2: the
+/// With an outline the shipped bundle writes with its outline defaults (plan guidance 2.5: the
 /// distilled decoder pulled back toward what each line says, no prior), the same text as
 /// those flags given; a flag still wins.
 #[test]
@@ -133,15 +133,15 @@ fn an_outline_takes_the_bundles_outline_defaults() {
     std::fs::write(&outline, "leo found a red ball.\n_\nleo went home.\n").unwrap();
     let o = ["--outline", s(&outline)];
     let with = hybrid_with(&root().join("checkpoints/tiny"), "4", &o);
-    assert_eq!((with["plan_guidance"].as_f64(), with["ar_prior"].as_f64()), (Some(2.0), Some(0.0)), "{with}");
+    assert_eq!((with["plan_guidance"].as_f64(), with["ar_prior"].as_f64()), (Some(2.5), Some(0.0)), "{with}");
     let flags = hybrid_with(
         &root().join("checkpoints/tiny"),
         "4",
-        &[&o[..], &["--plan-guidance", "2", "--ar-prior", "0"]].concat(),
+        &[&o[..], &["--plan-guidance", "2.5", "--ar-prior", "0"]].concat(),
     );
     assert_eq!(with["samples"][0]["text"], flags["samples"][0]["text"]);
     let given = hybrid_with(&root().join("checkpoints/tiny"), "4", &[&o[..], &["--ar-prior", "0.5"]].concat());
-    assert_eq!((given["plan_guidance"].as_f64(), given["ar_prior"].as_f64()), (Some(2.0), Some(0.5)));
+    assert_eq!((given["plan_guidance"].as_f64(), given["ar_prior"].as_f64()), (Some(2.5), Some(0.5)));
     let plain = hybrid_with(&root().join("checkpoints/tiny"), "4", &[]);
     assert_eq!((plain["plan_guidance"].as_f64(), plain["ar_prior"].as_f64()), (Some(1.0), Some(0.0)));
 }
