@@ -125,6 +125,12 @@ impl HybridGenerator {
         Ok(fits.then_some((d.model, d.vs)))
     }
 
+    /// A request's token sampler: the bundle's hybrid n-gram default where the request gives
+    /// none, the `prompt`'s n-grams exempt ([`crate::text::token_sampler`]).
+    fn token_sampler(&self, gen: &crate::mode::GenOptions, prompt: &[i64]) -> plandiff_decoder::LogitsProcessor {
+        crate::text::token_sampler(&self.tokenizer, gen.sampling.or_ngram(self.defaults.ngram), gen.seed, prompt)
+    }
+
     /// The decoder's writing models for a request: with `--ar-prior`, the bundle's `ar` model.
     fn models(&self, levers: &HybridSettings) -> Models<'_> {
         let prior = self.ar.as_ref().filter(|_| levers.ar_prior() > 0.0);
@@ -365,8 +371,7 @@ impl Generator for HybridGenerator {
         let mut timing = steps::Timing { encoding: stream.seconds(), ..Default::default() };
         let mut decoder = WindowDecoder::new(&self.ae.decoder, job.levers.plan_guidance());
         let mut noise = HostNoise::new(req.gen.seed ^ 0x706c_616e, self.device);
-        let sampling = req.gen.sampling.or_ngram(self.defaults.ngram);
-        let mut lp = crate::text::token_sampler(&self.tokenizer, sampling, req.gen.seed, &text.prompt_tokens());
+        let mut lp = self.token_sampler(&req.gen, &text.prompt_tokens());
         while let Some(written) = text.next_sentence() {
             let t0 = std::time::Instant::now();
             self.encode_written(&mut text.live_mut())?;
@@ -415,7 +420,7 @@ impl Generator for HybridGenerator {
             "plan_norm": levers.plan_norm(),
             "plan_snap": levers.plan_snap(),
             "plan_clip": levers.plan_clip(),
-            "ngram": req.gen.sampling.ngram.or(self.defaults.ngram),
+            "ngram": req.gen.sampling.or_ngram(self.defaults.ngram).ngram,
         });
         Ok(v.as_object().cloned().unwrap_or_default())
     }
@@ -435,18 +440,4 @@ struct Job {
     /// `--plan-bank`'s sentences when `--plan-snap` is on.
     bank: Option<plandiff_sentence::SentenceBank>,
     max_tokens: usize,
-}
-
-#[cfg(test)]
-mod tests {
-    /// The prompt's decoder window text is what the loop's prompt step reads: every written
-    /// sentence of the window, then the open one.
-    #[test]
-    fn decoder_prompt_reads_the_window_only() {
-        let sentences: Vec<Vec<i64>> = (10..20).map(|i| vec![i]).collect();
-        let w = super::window::decoder_window(10, 14, 4, 16, 1);
-        assert_eq!(w.start, 7);
-        let ids = super::window::decoder_prompt(1, 2, &sentences[w.start..10], &[99]);
-        assert_eq!(ids, vec![1, 17, 2, 18, 2, 19, 2, 99]);
-    }
 }

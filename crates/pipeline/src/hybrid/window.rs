@@ -141,6 +141,17 @@ pub fn decoder_prompt<S: AsRef<[i64]>>(
 mod tests {
     use super::*;
 
+    /// The prompt's decoder window text is what the loop's prompt step reads: every written
+    /// sentence of the window, then the open one.
+    #[test]
+    fn decoder_prompt_reads_the_window_only() {
+        let sentences: Vec<Vec<i64>> = (10..20).map(|i| vec![i]).collect();
+        let w = decoder_window(10, 14, 4, 16, 1);
+        assert_eq!(w.start, 7);
+        let ids = decoder_prompt(1, 2, &sentences[w.start..10], &[99]);
+        assert_eq!(ids, vec![1, 17, 2, 18, 2, 19, 2, 99]);
+    }
+
     #[test]
     fn a_pinned_view_keeps_the_first_sentences_and_the_new_slots() {
         // 2 + 10 sentences, 8 decoder slots, stride 1, 10 written: the window [3, 11).
