@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -51,14 +53,27 @@ struct Group {
   std::chrono::milliseconds timeout;
 };
 
+// Held while a collective is launched, never while it is awaited. c10d's flight recorder is
+// one per process, and PyTorch 2.11 inserts a group's status into its map before taking its
+// own lock (FlightRecorderDetail.hpp, recordWithResetEnabled): two groups of one process
+// launching at once from two threads corrupt that map (a SIGSEGV in tests/gloo.rs, about one
+// run in 50, where two ranks are two threads). A launch only enqueues, so this costs nothing.
+std::mutex &launch_lock() {
+  static std::mutex m;
+  return m;
+}
+
 // Launches `launch(one_tensor_vector)` for each tensor (c10d treats a vector as one tensor per
 // device, so each is its own collective), then waits for all of them.
 template <class Launch> void each(Group *g, at::Tensor **ts, size_t n, Launch launch) {
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   works.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    std::vector<at::Tensor> one{*ts[i]};
-    works.push_back(launch(one));
+  {
+    std::lock_guard<std::mutex> hold(launch_lock());
+    for (size_t i = 0; i < n; ++i) {
+      std::vector<at::Tensor> one{*ts[i]};
+      works.push_back(launch(one));
+    }
   }
   for (auto &w : works) {
     w->wait(g->timeout);
@@ -143,7 +158,7 @@ char *pd_init(const PdInitOptions *o, void **out) {
     so.timeout = timeout;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
     c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
-    auto g = new Group{store, {}, timeout};
+    auto g = std::make_unique<Group>(Group{store, {}, timeout});
     std::string b(backend);
     if (b == "gloo") {
 #ifdef PLANDIFF_GLOO
@@ -156,7 +171,6 @@ char *pd_init(const PdInitOptions *o, void **out) {
       }
       g->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts);
 #else
-      delete g;
       throw std::runtime_error("plandiff was built without Gloo");
 #endif
     } else if (b == "nccl") {
@@ -165,14 +179,12 @@ char *pd_init(const PdInitOptions *o, void **out) {
       opts->timeout = timeout;
       g->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, opts);
 #else
-      delete g;
       throw std::runtime_error("plandiff was built without NCCL");
 #endif
     } else {
-      delete g;
       throw std::runtime_error("unknown backend " + b);
     }
-    *out = g;
+    *out = g.release();
   })
 #else
   (void)o; (void)out;
@@ -218,7 +230,11 @@ char *pd_barrier(void *group) {
     auto g = static_cast<Group *>(group);
     c10d::BarrierOptions o;
     o.timeout = g->timeout;
-    auto w = g->backend->barrier(o);
+    c10::intrusive_ptr<c10d::Work> w;
+    {
+      std::lock_guard<std::mutex> hold(launch_lock());
+      w = g->backend->barrier(o);
+    }
     w->wait(g->timeout);
   })
 #else

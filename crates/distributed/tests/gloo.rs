@@ -17,10 +17,10 @@ fn gloo_or_skip() -> bool {
     false
 }
 
-/// One group at a time in this process: the tests run on parallel threads, and two groups
-/// joining at once could pick the same just-freed port (`free_port`) and cross-connect. A
-/// `make test` beside an A/B run once crashed this binary (SIGSEGV) after the first test; 20
-/// runs alone and under load did not repeat it, so this is the suspected cause, not a proven one.
+/// One group joins at a time in this process: the tests run on parallel threads, and two
+/// groups joining at once could pick the same just-freed port (`free_port`) and cross-connect.
+/// (The SIGSEGV this binary used to hit about one run in 50 was another thing: c10d's flight
+/// recorder racing between the two rank threads, fixed in the shim by `launch_lock`.)
 static ONE_GROUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_group() -> std::sync::MutexGuard<'static, ()> {
