@@ -211,6 +211,9 @@ fn fluency_levers_keep_their_limits() {
     let mut args = gen("--ngram-penalty", "1");
     args.extend(["--ngram-size".to_string(), "40".to_string()]);
     refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), "--ngram-size 40 must be from 1 to 16 tokens");
+    let mut args = gen("--ngram-penalty", "1");
+    args.extend(["--ngram-allow".to_string(), "1000000".to_string()]);
+    refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), "--ngram-allow 1000000 must be from 0 to 64");
     let b = edited_bundle(dir.path(), "planner/config.json", |v| {
         v["model"]["hybrid"]["ngram"] = serde_json::json!({"size": 0, "penalty": 1.0})
     });

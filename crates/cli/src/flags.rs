@@ -26,6 +26,14 @@ pub struct SamplingArgs {
     /// With --ngram-penalty: the n-gram's length in tokens, 1 to 16 (default 2)
     #[arg(long, requires = "ngram_penalty")]
     pub ngram_size: Option<usize>,
+    /// With --ngram-penalty: how many times an n-gram may occur before repeating it costs the
+    /// penalty, 0 to 64 (default 0: the first repeat pays)
+    #[arg(long, requires = "ngram_penalty")]
+    pub ngram_allow: Option<usize>,
+    /// With --ngram-penalty: the penalty grows with the n-gram's occurrences (B for each one
+    /// past --ngram-allow), so a phrase template pays more each time it comes back
+    #[arg(long, requires = "ngram_penalty")]
+    pub ngram_grow: bool,
 }
 
 impl SamplingArgs {
@@ -36,9 +44,12 @@ impl SamplingArgs {
             top_k: Some(self.top_k),
             top_p: Some(self.top_p),
             repetition_penalty: self.repetition_penalty,
-            ngram: self
-                .ngram_penalty
-                .map(|penalty| plandiff_decoder::NgramPenalty { size: self.ngram_size.unwrap_or(2), penalty }),
+            ngram: self.ngram_penalty.map(|penalty| plandiff_decoder::NgramPenalty {
+                size: self.ngram_size.unwrap_or(2),
+                penalty,
+                allow: self.ngram_allow.unwrap_or(0),
+                grow: self.ngram_grow,
+            }),
         };
         c.validate().map_err(|e| anyhow::anyhow!(e.as_flag()))?;
         Ok(c)

@@ -26,23 +26,40 @@ pub struct SamplingConfig {
 }
 
 /// Soft no-repeat n-grams (HF's `no_repeat_ngram_size`, softened): a token that would complete
-/// an n-gram of `size` tokens already in the text (prompt included) loses `penalty` from its
-/// logit, once however often the n-gram occurred; an infinite penalty bans it (HF's rule).
+/// an n-gram of `size` tokens already in the text (prompt included) more than `allow` times
+/// loses `penalty` from its logit, once however often the n-gram occurred (or, with `grow`,
+/// `penalty` for each occurrence past `allow`); an infinite penalty bans it (HF's rule, with
+/// `allow` 0).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NgramPenalty {
     pub size: usize,
     pub penalty: f64,
+    /// Occurrences an n-gram may have before repeating it costs the penalty: 0 penalises the
+    /// first repeat, 1 lets each n-gram come twice (as stories repeat "the little girl").
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub allow: usize,
+    /// The penalty times the occurrences past `allow`, so a phrase template pays more each
+    /// time it comes back while a single repeat pays little.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grow: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl NgramPenalty {
-    /// Checks ranges (1 to 16 tokens, a penalty >= 0).
+    /// Checks ranges (1 to 16 tokens, a penalty >= 0, at most 64 free occurrences).
     pub fn validate(&self) -> Result<(), FieldError> {
         if !(1..=16).contains(&self.size) {
             return Err(FieldError::new("ngram_size", self.size, "must be from 1 to 16 tokens"));
         }
         if self.penalty.is_nan() || self.penalty < 0.0 {
             return Err(FieldError::new("ngram_penalty", self.penalty, "must be >= 0 (0: off, inf: never repeat)"));
+        }
+        if self.allow > 64 {
+            return Err(FieldError::new("ngram_allow", self.allow, "must be from 0 to 64 occurrences"));
         }
         Ok(())
     }
@@ -157,7 +174,7 @@ impl LogitsProcessor {
         }
         if let Some(n) = c.ngram.filter(|n| n.penalty > 0.0) {
             let only = self.ngram_targets.as_deref();
-            penalize_repeated_ngrams(logits, history, n.size, n.penalty as f32, only, &self.ngram_exempt);
+            penalize_repeated_ngrams(logits, history, n, only, &self.ngram_exempt);
         }
         if c.temperature == 0.0 {
             return argmax(logits) as i64;
@@ -204,17 +221,17 @@ impl LogitsProcessor {
     }
 }
 
-/// Lowers by `penalty` (once each) the logit of every token that would complete an `n`-gram
-/// already in `history`: a token that followed an earlier occurrence of the history's last
-/// `n - 1` tokens.
+/// Lowers by `ngram.penalty` (once each) the logit of every token that would complete an
+/// n-gram found more than `ngram.allow` times in `history`: a token that followed an earlier
+/// occurrence of the history's last `n - 1` tokens.
 fn penalize_repeated_ngrams(
     logits: &mut [f32],
     history: &[i64],
-    n: usize,
-    penalty: f32,
+    ngram: NgramPenalty,
     only: Option<&[bool]>,
     exempt: &std::collections::HashSet<Vec<i64>>,
 ) {
+    let (n, penalty) = (ngram.size, ngram.penalty as f32);
     if history.len() < n {
         return;
     }
@@ -222,19 +239,25 @@ fn penalize_repeated_ngrams(
     let mut hit: Vec<i64> =
         (0..=history.len() - n).filter(|&i| history[i..i + n - 1] == *tail).map(|i| history[i + n - 1]).collect();
     hit.sort_unstable();
-    hit.dedup();
-    hit.retain(|&t| only.is_none_or(|o| o.get(t as usize).copied().unwrap_or(true)));
+    // Each token once, with its occurrences past `allow` (kept when there are some).
+    let mut counted: Vec<(i64, usize)> = Vec::with_capacity(hit.len());
+    for run in hit.chunk_by(|a, b| a == b) {
+        if run.len() > ngram.allow {
+            counted.push((run[0], run.len() - ngram.allow));
+        }
+    }
+    counted.retain(|&(t, _)| only.is_none_or(|o| o.get(t as usize).copied().unwrap_or(true)));
     if !exempt.is_empty() {
         let mut gram = tail.to_vec();
         gram.push(0);
-        hit.retain(|&t| {
+        counted.retain(|&(t, _)| {
             gram[n - 1] = t;
             !exempt.contains(&gram)
         });
     }
-    for t in hit {
+    for (t, past) in counted {
         if let Some(l) = logits.get_mut(t as usize) {
-            *l -= penalty;
+            *l -= if ngram.grow { penalty * past as f32 } else { penalty };
         }
     }
 }
@@ -291,22 +314,41 @@ mod tests {
     /// often the n-gram occurred; other tokens keep their logits; infinity bans it.
     #[test]
     fn ngram_penalty_lowers_only_tokens_that_repeat_an_ngram() {
-        let with =
-            |size, penalty| SamplingConfig { ngram: Some(NgramPenalty { size, penalty }), ..cfg(0.0, None, None, 1.0) };
+        let with = |size, penalty| SamplingConfig {
+            ngram: Some(NgramPenalty { size, penalty, allow: 0, grow: false }),
+            ..cfg(0.0, None, None, 1.0)
+        };
         let logits = [0.0f32, 0.0, 2.0, 1.5, 0.0];
         // After `1`, `2` followed twice: the bigram (1, 2) would repeat.
         let history = [1i64, 2, 4, 1, 2, 0, 1];
+        let bigram = NgramPenalty { size: 2, penalty: 1.0, allow: 0, grow: false };
         let mut out = logits;
-        penalize_repeated_ngrams(&mut out, &history, 2, 1.0, None, &Default::default());
+        penalize_repeated_ngrams(&mut out, &history, bigram, None, &Default::default());
         assert_eq!(out, [0.0, 0.0, 1.0, 1.5, 0.0]);
         assert_eq!(LogitsProcessor::new(with(2, 1.0), 0).sample(&mut logits.clone(), &history, &[]), 3);
         assert_eq!(LogitsProcessor::new(with(2, 0.3), 0).sample(&mut logits.clone(), &history, &[]), 2);
         assert_eq!(LogitsProcessor::new(with(2, f64::INFINITY), 0).sample(&mut logits.clone(), &history, &[]), 3);
+        // (1, 2) came twice: one free occurrence still penalises it, two do not.
+        for (allow, want) in [(1, 1.0), (2, 2.0)] {
+            let mut out = logits;
+            penalize_repeated_ngrams(&mut out, &history, NgramPenalty { allow, ..bigram }, None, &Default::default());
+            assert_eq!(out, [0.0, 0.0, want, 1.5, 0.0], "allow {allow}");
+        }
+        // Growing: (1, 2) came twice, so 2 x 0.5, or 1 x 0.5 past one free occurrence.
+        for (allow, want) in [(0, 1.0), (1, 1.5)] {
+            let mut out = logits;
+            let grown = NgramPenalty { allow, grow: true, penalty: 0.5, ..bigram };
+            penalize_repeated_ngrams(&mut out, &history, grown, None, &Default::default());
+            assert_eq!(out, [0.0, 0.0, want, 1.5, 0.0], "grow, allow {allow}");
+        }
+        let allowing = |allow| SamplingConfig { ngram: Some(NgramPenalty { allow, ..bigram }), ..with(2, 1.0) };
+        assert_eq!(LogitsProcessor::new(allowing(2), 0).sample(&mut logits.clone(), &history, &[]), 2);
+        assert!(allowing(64).validate().is_ok() && allowing(65).validate().is_err());
         // Trigrams: (0, 1) never came before, so nothing repeats.
         assert_eq!(LogitsProcessor::new(with(3, 9.0), 0).sample(&mut logits.clone(), &history, &[]), 2);
         // Unigrams: every token of the history.
         let mut out = logits;
-        penalize_repeated_ngrams(&mut out, &history, 1, 1.0, None, &Default::default());
+        penalize_repeated_ngrams(&mut out, &history, NgramPenalty { size: 1, ..bigram }, None, &Default::default());
         assert_eq!(out, [-1.0, -1.0, 1.0, 1.5, -1.0]);
         // Only the word starts: id 2 continues a word, so it is never lowered.
         let starts: std::sync::Arc<[bool]> = vec![true, true, false, true, true].into();
@@ -322,7 +364,10 @@ mod tests {
         );
         assert!(with(2, f64::INFINITY).validate().is_ok());
         // A mode's default fills only a config that has none.
-        let (mine, theirs) = (NgramPenalty { size: 3, penalty: 0.5 }, NgramPenalty { size: 2, penalty: 1.0 });
+        let (mine, theirs) = (
+            NgramPenalty { size: 3, penalty: 0.5, allow: 0, grow: false },
+            NgramPenalty { size: 2, penalty: 1.0, allow: 1, grow: true },
+        );
         assert_eq!(SamplingConfig::default().or_ngram(Some(theirs)).ngram, Some(theirs));
         assert_eq!(with(3, 0.5).or_ngram(Some(theirs)).ngram, Some(mine));
         assert_eq!(SamplingConfig::default().or_ngram(None).ngram, None);
