@@ -54,7 +54,8 @@ pub struct HybridDefaults {
     pub plan_epsilon_scaling: f64,
     /// `--plan-norm`: 0, off.
     pub plan_norm: f64,
-    /// `--ngram-penalty` and `--ngram-size` of hybrid's token sampling: none, off.
+    /// `--ngram-penalty`, `--ngram-size`, `--ngram-allow` and `--ngram-grow` of hybrid's token
+    /// sampling: none, off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ngram: Option<plandiff_decoder::NgramPenalty>,
     /// With an outline (`--outline`, `ab`'s outline arm): `--plan-guidance` and `--ar-prior`
