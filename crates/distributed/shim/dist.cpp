@@ -51,16 +51,23 @@ struct Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout;
+  bool gloo = false;  // launches hold `launch_lock` (Gloo's launch only enqueues)
 };
 
-// Held while a collective is launched, never while it is awaited. c10d's flight recorder is
-// one per process, and PyTorch 2.11 inserts a group's status into its map before taking its
+// Held while a Gloo collective is launched, never while it is awaited. c10d's flight recorder
+// is one per process, and PyTorch 2.11 inserts a group's status into its map before taking its
 // own lock (FlightRecorderDetail.hpp, recordWithResetEnabled): two groups of one process
 // launching at once from two threads corrupt that map (a SIGSEGV in tests/gloo.rs, about one
-// run in 50, where two ranks are two threads). A launch only enqueues, so this costs nothing.
+// run in 50, where two ranks are two threads). A Gloo launch only enqueues, so this costs
+// nothing; NCCL's first launch can block in communicator setup until every rank arrives, so a
+// lock held there could deadlock ranks that are threads, and NCCL runs one rank a process.
 std::mutex &launch_lock() {
   static std::mutex m;
   return m;
+}
+
+std::unique_lock<std::mutex> hold_launch(const Group *g) {
+  return g->gloo ? std::unique_lock<std::mutex>(launch_lock()) : std::unique_lock<std::mutex>();
 }
 
 // Launches `launch(one_tensor_vector)` for each tensor (c10d treats a vector as one tensor per
@@ -69,7 +76,7 @@ template <class Launch> void each(Group *g, at::Tensor **ts, size_t n, Launch la
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   works.reserve(n);
   {
-    std::lock_guard<std::mutex> hold(launch_lock());
+    auto hold = hold_launch(g);
     for (size_t i = 0; i < n; ++i) {
       std::vector<at::Tensor> one{*ts[i]};
       works.push_back(launch(one));
@@ -170,6 +177,7 @@ char *pd_init(const PdInitOptions *o, void **out) {
         opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
       }
       g->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts);
+      g->gloo = true;
 #else
       throw std::runtime_error("plandiff was built without Gloo");
 #endif
@@ -232,7 +240,7 @@ char *pd_barrier(void *group) {
     o.timeout = g->timeout;
     c10::intrusive_ptr<c10d::Work> w;
     {
-      std::lock_guard<std::mutex> hold(launch_lock());
+      auto hold = hold_launch(g);
       w = g->backend->barrier(o);
     }
     w->wait(g->timeout);
