@@ -10,6 +10,7 @@ mod cache;
 pub mod config;
 pub mod generate;
 pub mod model;
+mod ngram;
 pub mod prior;
 pub mod sampling;
 pub mod session;
