@@ -20,6 +20,7 @@ pub fn tiny(plan: Option<plandiff_decoder::PlanConfig>) -> DecoderConfig {
         max_seq_len: 1024,
         plan,
         rotary: None,
+        cross_blocks: None,
     }
 }
 

@@ -127,7 +127,9 @@ class Decoder(nn.Module):
                 self.slot_emb = nn.Embedding(plan["max_slots"], d)
             self.plan_proj = nn.Linear(plan["d_latent"], d)
             self.null_plan = nn.Parameter(torch.zeros(plan["max_slots"], plan["d_latent"]))
-        self.blocks = nn.ModuleList([Block(c, bool(plan)) for _ in range(c["n_layers"])])
+        # `cross_blocks`: the blocks with cross-attention to the plan (absent: every block).
+        cross = c.get("cross_blocks") or range(c["n_layers"])
+        self.blocks = nn.ModuleList([Block(c, bool(plan) and i in cross) for i in range(c["n_layers"])])
         self.norm_f = Norm(c["norm"], d)
 
     def forward(self, tokens, slots=None, plan=None):

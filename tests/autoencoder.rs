@@ -382,6 +382,42 @@ fn distill_learns_the_teachers_sampler() {
     let (first, last) = (levers[0], *levers.last().unwrap());
     assert!(first > 1e-2, "the levers change the teacher's distribution: first KL {first}");
     assert!(last < first * 0.8, "the KL falls as the student learns: {levers:?}");
+    // A student with cross-attention in the last block only (`cross_blocks`, issue 39's
+    // speed): it starts from the teacher's weights less the dropped block's cross-attention.
+    // Its first KL is above 0 (that block no longer reads the plan) and far below a fresh
+    // decoder's (every other weight was copied).
+    let one = distill(1.0, 0.0).replace(
+        "norm = \"layer\"\n\n[autoencoder.decoder.rotary]",
+        "norm = \"layer\"\ncross_blocks = [1]\n\n[autoencoder.decoder.rotary]",
+    );
+    assert!(one.contains("cross_blocks = [1]"), "the test config's decoder section moved");
+    let kl = losses("one-block", one.clone(), "5");
+    assert!(kl[0] > 1e-6 && kl[0] < 1e-2, "first KL of the student without block 0's cross-attention: {kl:?}");
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("one-block/autoencoder/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(st["model"]["cross_blocks"], serde_json::json!([1]), "{st}");
+    // Cross-attention the start does not have cannot be copied from it: refused in one line.
+    let start = dir.path().join("one-block").display().to_string().replace('\\', "/");
+    let t = teacher.display().to_string().replace('\\', "/");
+    let wider = dir.path().join("wider.toml");
+    std::fs::write(
+        &wider,
+        one.replace("cross_blocks = [1]", "cross_blocks = [0, 1]").replacen(
+            &format!("init_from = \"{t}\""),
+            &format!("init_from = \"{start}\""),
+            1,
+        ),
+    )
+    .unwrap();
+    let o =
+        run(&["train", "autoencoder", "--config", s(&wider), "--data", s(&f.data), "--out", s(&dir.path().join("w"))]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("init_from") && err.contains("cross-attention in blocks [1]") && err.trim().lines().count() == 1,
+        "{err}"
+    );
     // The student must read what the decoder reads when it writes: dropout is refused.
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, distill(1.0, 0.0).replace("context_dropout = 0.0", "context_dropout = 0.3")).unwrap();

@@ -54,9 +54,19 @@ pub struct DecoderConfig {
     /// `None`: learned absolute positions (`wpe`) and slot embeddings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotary: Option<RotaryConfig>,
+    /// Plan models: the blocks (0-based, ascending) that have cross-attention to the plan;
+    /// `None`, every block. Fewer blocks read the plan at less cost a token (issue 39: a
+    /// student distilled from a decoder with cross-attention in every block).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_blocks: Option<Vec<i64>>,
 }
 
 impl DecoderConfig {
+    /// Whether block `i` has cross-attention to the plan (never without a plan).
+    pub fn has_cross(&self, i: i64) -> bool {
+        self.plan.is_some() && self.cross_blocks.as_ref().is_none_or(|c| c.contains(&i))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let sizes = [("vocab_size", self.vocab_size), ("max_seq_len", self.max_seq_len)];
         self.shape.validate("", &sizes)?;
@@ -65,6 +75,21 @@ impl DecoderConfig {
                 if !(1..=most).contains(&v) {
                     return Err(plandiff_layers::FieldError::new(field, v, format!("must be 1 to {most}")).into());
                 }
+            }
+        }
+        if let Some(c) = &self.cross_blocks {
+            let n = self.shape.n_layers;
+            let ascending = c.windows(2).all(|w| w[0] < w[1]);
+            if self.plan.is_none() || c.is_empty() || !ascending || c.iter().any(|&i| !(0..n).contains(&i)) {
+                return Err(plandiff_layers::FieldError::new(
+                    "cross_blocks",
+                    format!("{c:?}"),
+                    format!(
+                        "must list, in ascending order, at least one of the {n} blocks (0 to {}) of a decoder with a plan; leave it out for cross-attention in every block",
+                        n - 1
+                    ),
+                )
+                .into());
             }
         }
         if let Some(r) = self.rotary {
@@ -100,6 +125,6 @@ impl DecoderConfig {
 
     /// A tiny config for tests.
     pub fn test(vocab_size: i64, plan: Option<PlanConfig>) -> Self {
-        Self { vocab_size, shape: TransformerShape::test(), max_seq_len: 64, plan, rotary: None }
+        Self { vocab_size, shape: TransformerShape::test(), max_seq_len: 64, plan, rotary: None, cross_blocks: None }
     }
 }

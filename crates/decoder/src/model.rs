@@ -91,8 +91,9 @@ impl Decoder {
     pub fn new(p: nn::Path, cfg: &DecoderConfig) -> Self {
         let d = cfg.shape.d_model;
         let emb = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
-        let bc = cfg.shape.block(cfg.plan.map(|_| d));
-        let blocks = (0..cfg.shape.n_layers).map(|i| Block::new(&p / "blocks" / i, &bc)).collect();
+        let blocks = (0..cfg.shape.n_layers)
+            .map(|i| Block::new(&p / "blocks" / i, &cfg.shape.block(cfg.has_cross(i).then_some(d))))
+            .collect();
         let (slot_emb, plan_proj, null_plan) = match cfg.plan {
             Some(pc) => (
                 cfg.rotary.is_none().then(|| nn::embedding(&p / "slot_emb", pc.max_slots, d, emb)),
@@ -208,7 +209,7 @@ impl Decoder {
         }
     }
 
-    /// Cross-attention keys/values of a plan, per block.
+    /// Cross-attention keys/values of a plan, one per block with cross-attention.
     fn plan_memory(&self, plan: Option<&Tensor>, batch: i64) -> Option<Vec<KvPair>> {
         let mem = self.plan_context(plan, batch)?;
         Some(self.blocks.iter().filter_map(|b| b.project_context(&mem)).collect())
@@ -304,8 +305,10 @@ impl Decoder {
             _ => None,
         };
         let mut x = plandiff_layers::dropout(self.embed(tokens, &positions, slots), self.cfg.shape.dropout, train);
-        for (i, block) in self.blocks.iter().enumerate() {
-            let ctx = cross.as_ref().map(|c| CrossContext::Kv(&c[i], bias.as_ref()));
+        // The plan's keys/values, one per block with cross-attention, in block order.
+        let mut kv = cross.iter().flatten();
+        for block in &self.blocks {
+            let ctx = block.has_cross().then(|| kv.next()).flatten().map(|c| CrossContext::Kv(c, bias.as_ref()));
             x = block.forward(&x, mask, None, ctx, train, rope.as_ref());
         }
         x
@@ -383,8 +386,10 @@ impl Decoder {
             _ => None,
         };
         let mut x = self.embed(tokens, positions, slots);
+        let mut folded = cache.cross.iter().flatten();
         for (i, block) in self.blocks.iter().enumerate() {
-            let cross = cache.cross.as_ref().map(|c| CrossContext::Folded(&c[i], bias.as_ref()));
+            let cross =
+                block.has_cross().then(|| folded.next()).flatten().map(|c| CrossContext::Folded(c, bias.as_ref()));
             x = block.forward(&x, mask, Some(&mut cache.layers[i]), cross, false, rope.as_ref());
         }
         self.head(&x)

@@ -13,10 +13,22 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// the incremental path uses even start elsewhere (37), since only distances count.
 #[test]
 fn rotary_slide_equals_full_recomputation() {
+    slide_equals_full(None);
+}
+
+/// The same with cross-attention in the second block only (`cross_blocks`): the cached
+/// path must hand each block its own folded plan, not the first block's.
+#[test]
+fn rotary_slide_equals_full_recomputation_with_cross_attention_in_one_block() {
+    slide_equals_full(Some(vec![1]));
+}
+
+fn slide_equals_full(cross_blocks: Option<Vec<i64>>) {
     tch::manual_seed(4);
     let vs = nn::VarStore::new(Device::Cpu);
     let mut cfg = DecoderConfig::test(50, Some(PlanConfig { d_latent: 8, max_slots: 6 }));
     cfg.rotary = Some(RotaryConfig { base: 10000.0, window: 2, lookahead: 1 });
+    cfg.cross_blocks = cross_blocks;
     cfg.validate().unwrap();
     let model = Decoder::new(vs.root(), &cfg);
     let (per, n) = (3i64, 6i64); // 8 sentences of 3 tokens, a plan of 6 slots
@@ -63,4 +75,26 @@ fn rotary_config_checks() {
     let old = serde_json::to_value(DecoderConfig::test(50, None)).unwrap();
     assert!(old.get("rotary").is_none());
     assert_eq!(serde_json::from_value::<DecoderConfig>(old).unwrap().rotary, None);
+}
+
+#[test]
+fn cross_blocks_checks() {
+    let plan = Some(PlanConfig { d_latent: 8, max_slots: 6 });
+    let refused = |blocks: Vec<i64>, plan| {
+        let cfg = DecoderConfig { cross_blocks: Some(blocks), ..DecoderConfig::test(50, plan) };
+        cfg.validate().map_err(|e| e.to_string())
+    };
+    // The test shape has 2 blocks.
+    for bad in [vec![], vec![2], vec![-1], vec![1, 0], vec![0, 0]] {
+        let e = refused(bad.clone(), plan).unwrap_err();
+        assert!(e.contains("cross_blocks") && e.contains("ascending"), "{bad:?}: {e}");
+    }
+    assert!(refused(vec![0], None).unwrap_err().contains("with a plan"));
+    assert!(refused(vec![0, 1], plan).is_ok() && refused(vec![1], plan).is_ok());
+    // Absent: every block (bundles from before), and it is not written.
+    let cfg = DecoderConfig::test(50, plan);
+    assert!((0..2).all(|i| cfg.has_cross(i)));
+    assert!(serde_json::to_value(&cfg).unwrap().get("cross_blocks").is_none());
+    let some = DecoderConfig { cross_blocks: Some(vec![1]), ..cfg };
+    assert!(!some.has_cross(0) && some.has_cross(1));
 }

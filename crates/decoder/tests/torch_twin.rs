@@ -90,6 +90,7 @@ fn plain_decoder_matches_pytorch() {
         max_seq_len: 32,
         plan: None,
         rotary: None,
+        cross_blocks: None,
     });
 }
 
@@ -101,6 +102,7 @@ fn cross_attention_config() -> DecoderConfig {
         max_seq_len: 24,
         plan: Some(PlanConfig { d_latent: 12, max_slots: 5 }),
         rotary: None,
+        cross_blocks: None,
     }
 }
 
@@ -112,7 +114,21 @@ fn rotary_config() -> DecoderConfig {
         max_seq_len: 24,
         plan: Some(PlanConfig { d_latent: 12, max_slots: 9 }),
         rotary: Some(RotaryConfig { base: 10000.0, window: 3, lookahead: 1 }),
+        cross_blocks: None,
     }
+}
+
+#[test]
+fn rotary_decoder_with_cross_attention_in_some_blocks_matches_pytorch() {
+    let cfg = DecoderConfig {
+        shape: TransformerShape { n_layers: 3, ..rotary_config().shape },
+        cross_blocks: Some(vec![1]),
+        ..rotary_config()
+    };
+    let Case { vs, .. } = case(&cfg);
+    let cross: Vec<String> = vs.variables().into_keys().filter(|k| k.contains("cross")).collect();
+    assert!(!cross.is_empty() && cross.iter().all(|k| k.starts_with("blocks.1.")), "{cross:?}");
+    check(cfg);
 }
 
 #[test]

@@ -121,11 +121,22 @@ pub struct ModelSection {
     /// slots); absent: learned absolute positions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotary: Option<RotaryConfig>,
+    /// `[autoencoder.decoder]` only: the blocks with cross-attention to the plan (absent:
+    /// every block); see [`DecoderConfig::cross_blocks`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_blocks: Option<Vec<i64>>,
 }
 
 impl ModelSection {
     pub fn decoder(&self, vocab_size: i64) -> DecoderConfig {
-        DecoderConfig { vocab_size, shape: self.shape, max_seq_len: self.max_seq_len, plan: None, rotary: self.rotary }
+        DecoderConfig {
+            vocab_size,
+            shape: self.shape,
+            max_seq_len: self.max_seq_len,
+            plan: None,
+            rotary: self.rotary,
+            cross_blocks: self.cross_blocks.clone(),
+        }
     }
 }
 

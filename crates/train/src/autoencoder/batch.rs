@@ -150,6 +150,7 @@ mod tests {
             max_seq_len: 16,
             plan: Some(PlanConfig { d_latent: dl, max_slots: 4 }),
             rotary: None,
+            cross_blocks: None,
         };
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let ae = Autoencoder::new(&vs.root(), &dec).unwrap();

@@ -319,6 +319,14 @@ fn initialise(
 struct AeStart {
     weights: std::path::PathBuf,
     space: Option<plandiff_sentence::PlanSpace>,
+    /// Blocks whose cross-attention the start has and this decoder drops (their weights are
+    /// not copied).
+    dropped: Vec<i64>,
+}
+
+/// The blocks of `d` with cross-attention.
+fn cross_list(d: &DecoderConfig) -> Vec<i64> {
+    (0..d.shape.n_layers).filter(|&i| d.has_cross(i)).collect()
 }
 
 impl AeStart {
@@ -332,22 +340,31 @@ impl AeStart {
         }
         let c = bundle.read_config(KIND)?;
         let (d, space) = checked_config(&c, dir)?;
-        let same =
-            |d: &DecoderConfig| DecoderConfig { shape: TransformerShape { dropout: 0.0, ..d.shape }, ..d.clone() };
-        if same(&d) != same(dec) {
+        let same = |d: &DecoderConfig| DecoderConfig {
+            shape: TransformerShape { dropout: 0.0, ..d.shape },
+            cross_blocks: None,
+            ..d.clone()
+        };
+        // A student may keep a subset of the blocks with cross-attention (`cross_blocks`).
+        let n = dec.shape.n_layers;
+        let subset = (0..n).all(|i| !dec.has_cross(i) || d.has_cross(i));
+        if same(&d) != same(dec) || !subset {
             return Err(TrainError::Invalid(format!(
-                "{}: {}'s autoencoder (d_model {}, {} layers, {} slots) is not this config's (d_model {}, {} layers, {} slots); {fix}",
+                "{}: {}'s autoencoder (d_model {}, {} layers, {} slots, cross-attention in blocks {:?}) is not this config's (d_model {}, {} layers, {} slots, cross-attention in blocks {:?}); {fix}",
                 Self::WHAT,
                 dir.display(),
                 d.shape.d_model,
                 d.shape.n_layers,
                 d.plan.map_or(0, |p| p.max_slots),
+                cross_list(&d),
                 dec.shape.d_model,
                 dec.shape.n_layers,
-                dec.plan.map_or(0, |p| p.max_slots)
+                dec.plan.map_or(0, |p| p.max_slots),
+                cross_list(dec),
             )));
         }
-        Ok(Self { weights: bundle.weights_path(KIND), space: Some(space) })
+        let dropped = (0..n).filter(|&i| d.has_cross(i) && !dec.has_cross(i)).collect();
+        Ok(Self { weights: bundle.weights_path(KIND), space: Some(space), dropped })
     }
 
     /// Copies every tensor of the file into `vs` (names and shapes must match). Returns the
@@ -359,6 +376,14 @@ impl AeStart {
             for (name, src) in plandiff_bundle::read_weights(&self.weights)? {
                 // A bundle from before issue 39 also holds the removed encoder's weights.
                 if name.starts_with(plandiff_bundle::autoencoder::LEGACY_ENCODER) {
+                    continue;
+                }
+                let cross_of = |i: &i64| {
+                    let block = format!("decoder.blocks.{i}.");
+                    name.strip_prefix(&block)
+                        .is_some_and(|r| r.starts_with("cross_attn.") || r.starts_with("norm_cross."))
+                };
+                if self.dropped.iter().any(cross_of) {
                     continue;
                 }
                 let dst = vars.get(&name).filter(|d| d.size() == src.size()).ok_or_else(|| {
