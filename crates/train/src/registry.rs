@@ -89,8 +89,8 @@ mod tests {
     #[test]
     fn shipped_configs_parse_and_validate() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-        // The last three hold one stage each (two fine-tunes and a larger planner).
-        let partial = ["decoder-renoise.toml", "decoder-distill.toml", "planner-large.toml"];
+        // The last four hold one stage each (three fine-tunes and a larger planner).
+        let partial = ["decoder-renoise.toml", "decoder-distill.toml", "decoder-cross.toml", "planner-large.toml"];
         for name in ["tiny.toml", "base.toml", "demo.toml", "shipped.toml"].iter().chain(&partial).copied() {
             let c = load_config(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let mut checked = 0;
@@ -111,5 +111,10 @@ mod tests {
         assert!(!err.contains('\n'));
         let err = parse_config(&format!("{text}\n[planer]\nx = 1\n")).unwrap_err().to_string();
         assert!(err.contains("unknown section [planer]") && err.contains("planner"), "{err}");
+        // `cross_blocks` is for a decoder that reads a plan: the ar model's is refused.
+        let c = parse_config(&text.replacen("[ar.model]\n", "[ar.model]\ncross_blocks = [0]\n", 1)).unwrap();
+        let ar = STAGES.iter().find(|s| s.name() == "ar").unwrap();
+        let err = ar.check_config(&c, 4096).unwrap_err().to_string();
+        assert!(err.contains("cross_blocks") && err.contains("with a plan"), "{err}");
     }
 }

@@ -65,10 +65,9 @@ pub const STAGE: Stage = Stage::new::<AutoencoderSection, DecoderConfig>(
 impl Section for AutoencoderSection {
     fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
         self.plan.validate()?;
-        self.decoder
-            .decoder(vocab_size)
-            .validate()
-            .map_err(|e| TrainError::Invalid(format!("config [autoencoder.decoder]: {e}")))?;
+        let mut dec = self.decoder.decoder(vocab_size);
+        dec.plan = Some(PlanConfig { d_latent: frozen::WIDTH, max_slots: self.plan.max_slots });
+        dec.validate().map_err(|e| TrainError::Invalid(format!("config [autoencoder.decoder]: {e}")))?;
         if self.train.seq_len as i64 > self.decoder.max_seq_len {
             return Err(TrainError::Invalid("config [autoencoder]: train.seq_len exceeds decoder.max_seq_len".into()));
         }
