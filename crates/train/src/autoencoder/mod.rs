@@ -62,12 +62,21 @@ pub const STAGE: Stage = Stage::new::<AutoencoderSection, DecoderConfig>(
     crate::ar::DESCRIBE_DECODER,
 );
 
-impl Section for AutoencoderSection {
-    fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
-        self.plan.validate()?;
+impl AutoencoderSection {
+    /// The decoder of `[autoencoder.decoder]` reading frozen plans of `[autoencoder.plan]`'s
+    /// slots, validated.
+    fn decoder_config(&self, vocab_size: i64) -> Result<DecoderConfig> {
         let mut dec = self.decoder.decoder(vocab_size);
         dec.plan = Some(PlanConfig { d_latent: frozen::WIDTH, max_slots: self.plan.max_slots });
         dec.validate().map_err(|e| TrainError::Invalid(format!("config [autoencoder.decoder]: {e}")))?;
+        Ok(dec)
+    }
+}
+
+impl Section for AutoencoderSection {
+    fn check(&self, _config: &RunConfig, vocab_size: i64) -> Result<()> {
+        self.plan.validate()?;
+        self.decoder_config(vocab_size)?;
         if self.train.seq_len as i64 > self.decoder.max_seq_len {
             return Err(TrainError::Invalid("config [autoencoder]: train.seq_len exceeds decoder.max_seq_len".into()));
         }
@@ -239,12 +248,7 @@ pub fn train_autoencoder(args: TrainArgs) -> Result<TrainReport> {
             }
             dec
         }
-        (None, Some(s)) => {
-            let mut dec = s.decoder.decoder(vocab);
-            dec.plan = Some(PlanConfig { d_latent: frozen::WIDTH, max_slots: plan.max_slots });
-            dec.validate().map_err(|e| TrainError::Invalid(format!("config [autoencoder.decoder]: {e}")))?;
-            dec
-        }
+        (None, Some(s)) => s.decoder_config(vocab)?,
         (None, None) => return Err(TrainError::Invalid("--config is required for a new run".into())),
     };
     let train_cfg = setup.state.train.clone();
