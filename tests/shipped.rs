@@ -51,6 +51,8 @@ fn the_shipped_bundle_is_complete_small_and_documented() {
         (Some(0.3), Some(0.95)),
         "{hybrid}"
     );
+    // Issue 39, round 7: hybrid's n-gram penalty on, one free repeat of a bigram.
+    assert_eq!(hybrid["ngram"], serde_json::json!({"size": 2, "penalty": 1.5, "allow": 1}), "{hybrid}");
     assert!(info["stages"]["autoencoder"]["config"]["plan_space"]["encoder"]["name"].is_string());
 }
 

@@ -100,11 +100,11 @@ impl LogitsProcessor {
     }
 
     /// The n-gram penalty never lowers a token that would repeat an n-gram of `text` (the
-    /// prompt: the text may name again what the prompt named; it is its own n-grams that it
-    /// should not repeat).
+    /// prompt, an outline's lines: the text may say again what it was given; it is its own
+    /// n-grams that it should not repeat). Each call adds to the exempt n-grams.
     pub fn exempting(mut self, text: &[i64]) -> Self {
         if let Some(n) = self.cfg.ngram.map(|n| n.size) {
-            self.ngram_exempt = text.windows(n).map(<[i64]>::to_vec).collect();
+            self.ngram_exempt.extend(text.windows(n).map(<[i64]>::to_vec));
         }
         self
     }
@@ -281,6 +281,9 @@ mod tests {
         assert_eq!(lp.sample(&mut logits.clone(), &history, &[]), 2);
         let mut lp = LogitsProcessor::new(with(2, 1.0), 0).exempting(&[2, 1]);
         assert_eq!(lp.sample(&mut logits.clone(), &history, &[]), 3);
+        // Each call adds to the exempt n-grams (hybrid's prompt, then an outline's lines).
+        let mut lp = LogitsProcessor::new(with(2, 1.0), 0).exempting(&[1, 2]).exempting(&[2, 1]);
+        assert_eq!(lp.sample(&mut logits.clone(), &history, &[]), 2);
         assert!(
             with(0, 1.0).validate().is_err() && with(2, -1.0).validate().is_err() && with(17, 1.0).validate().is_err()
         );

@@ -233,3 +233,22 @@ fn a_full_norm_match_plans_slots_at_the_sentences_norm() {
     assert!(plan(Some(1.0)).iter().all(|n| (n - target).abs() < 1e-3 * target), "{:?}", plan(Some(1.0)));
     assert!(plan(None).iter().any(|n| (n - target).abs() > 1e-2 * target), "the plain planner's norms differ");
 }
+
+/// The n-gram penalty leaves an outline's lines' n-grams alone, as it does the prompt's: with
+/// every repeat of a word banned (unigrams, an infinite penalty), the pinned decoder's word
+/// comes once and then never again, unless a line of the outline says it.
+#[test]
+fn the_ngram_penalty_exempts_the_outline_lines() {
+    let (g, word) = generator(false);
+    let mut opts = options(3, 30);
+    opts.sampling.ngram =
+        Some(plandiff_decoder::NgramPenalty { size: 1, penalty: f64::INFINITY, allow: 0, grow: false });
+    let prompt = "the cat sat. a bird sang.";
+    let free = g.generate(&GenRequest::new(prompt, 1, opts.clone()), &mut |_| {}).unwrap();
+    let lines = vec![None, None, Some(format!("the {word} sat."))];
+    let levers = HybridSettings::default();
+    let req = GenRequest::new(prompt, 1, opts).with(&levers).given(Given::Outline(&lines));
+    let outlined = g.generate(&req, &mut |_| {}).unwrap();
+    assert_eq!(free[0].sentences.iter().filter(|s| **s == word).count(), 1, "{:?}", free[0].sentences);
+    assert!(outlined[0].sentences.iter().all(|s| *s == word), "{:?}", outlined[0].sentences);
+}

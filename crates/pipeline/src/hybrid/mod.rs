@@ -125,10 +125,17 @@ impl HybridGenerator {
         Ok(fits.then_some((d.model, d.vs)))
     }
 
-    /// A request's token sampler: the bundle's hybrid n-gram default where the request gives
-    /// none, the `prompt`'s n-grams exempt ([`crate::text::token_sampler`]).
-    fn token_sampler(&self, gen: &crate::mode::GenOptions, prompt: &[i64]) -> plandiff_decoder::LogitsProcessor {
-        crate::text::token_sampler(&self.tokenizer, gen.sampling.or_ngram(self.defaults.ngram), gen.seed, prompt)
+    /// A request's token sampler: the bundle's n-gram default unless given; the prompt's and outline's n-grams exempt.
+    fn token_sampler(
+        &self,
+        gen: &crate::mode::GenOptions,
+        prompt: &[i64],
+        outline: &Outline,
+    ) -> Result<plandiff_decoder::LogitsProcessor> {
+        let sampling = gen.sampling.or_ngram(self.defaults.ngram);
+        let lp = crate::text::token_sampler(&self.tokenizer, sampling, gen.seed, prompt);
+        let lines: Vec<&str> = outline.iter().flatten().map(|(line, _)| line.as_str()).collect();
+        Ok(self.tokenize_sentences(&lines)?.iter().fold(lp, |lp, ids| lp.exempting(ids)))
     }
 
     /// The decoder's writing models for a request: with `--ar-prior`, the bundle's `ar` model.
@@ -371,7 +378,7 @@ impl Generator for HybridGenerator {
         let mut timing = steps::Timing { encoding: stream.seconds(), ..Default::default() };
         let mut decoder = WindowDecoder::new(&self.ae.decoder, job.levers.plan_guidance());
         let mut noise = HostNoise::new(req.gen.seed ^ 0x706c_616e, self.device);
-        let mut lp = self.token_sampler(&req.gen, &text.prompt_tokens());
+        let mut lp = self.token_sampler(&req.gen, &text.prompt_tokens(), &job.outline)?;
         while let Some(written) = text.next_sentence() {
             let t0 = std::time::Instant::now();
             self.encode_written(&mut text.live_mut())?;
