@@ -150,7 +150,7 @@ impl HybridGenerator {
         let (a0, b0) = (a - 1, b - 1);
         let mut toks = self.tokenize_sentences(&spans)?;
         let mut lat = self.inpaint(&self.encode(&toks)?, a0, b0, gen.seed, plan)?;
-        let mut lp = self.token_sampler(gen, &[], &Vec::new())?;
+        let mut lp = self.token_sampler(gen, &[], &[])?;
         let mut rewritten = Vec::new();
         for i in a0..=b0 {
             let sentence = self.rewrite_one(&toks, &lat, i, gen, &mut lp)?;
@@ -197,7 +197,7 @@ impl HybridGenerator {
         let target = self.encode_text(&[phrase])?.get(0);
         let lat: Vec<Tensor> =
             (0..n).map(|j| if j == i { target.shallow_clone() } else { enc.get(j as i64) }).collect();
-        let mut lp = self.token_sampler(gen, &[], &Vec::new())?;
+        let mut lp = self.token_sampler(gen, &[], &[])?;
         let drafts =
             (0..candidates).map(|_| self.rewrite_one(&toks, &lat, i, gen, &mut lp)).collect::<Result<Vec<_>>>()?;
         let z = Tensor::cat(&[enc.narrow(0, i as i64, 1), self.encode(&drafts)?], 0);

@@ -130,7 +130,7 @@ impl HybridGenerator {
         &self,
         gen: &crate::mode::GenOptions,
         prompt: &[i64],
-        outline: &Outline,
+        outline: &[Option<(String, Tensor)>],
     ) -> Result<plandiff_decoder::LogitsProcessor> {
         let sampling = gen.sampling.or_ngram(self.defaults.ngram);
         let lp = crate::text::token_sampler(&self.tokenizer, sampling, gen.seed, prompt);
