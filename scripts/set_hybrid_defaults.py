@@ -7,7 +7,8 @@ ships them without retraining. Unset keys keep their value; the file is replaced
     python3 scripts/set_hybrid_defaults.py checkpoints/tiny ar_prior=0.5 plan_guidance=1
     python3 scripts/set_hybrid_defaults.py checkpoints/tiny outline.ar_prior=0 outline.plan_guidance=1
 
-`outline.KEY` sets the levers used when the text is written to an outline (both keys needed);
+`outline.KEY` sets the levers used when the plan is given, an outline or the A/B's oracle
+reference (`outline.plan_guidance` and `outline.ar_prior` needed; `outline.drafts` optional);
 `ngram.size` and `ngram.penalty` hybrid's n-gram penalty (both keys needed; `ngram.allow`, the
 free occurrences, and `ngram.grow`, true or false, are optional).
 """
@@ -18,7 +19,7 @@ import sys
 KEYS = {"plan_guidance": float, "ar_prior": float, "drafts": int, "plan_sphere": lambda v: v == "true", "plan_rescale": float,
         "plan_noise_scale": float, "plan_epsilon_scaling": float, "plan_norm": float, "ngram.size": int, "ngram.penalty": float,
         "ngram.allow": int, "ngram.grow": lambda v: v == "true",
-        "outline.plan_guidance": float, "outline.ar_prior": float}
+        "outline.plan_guidance": float, "outline.ar_prior": float, "outline.drafts": int}
 
 
 def main() -> int:
@@ -43,7 +44,7 @@ def main() -> int:
             hybrid.setdefault(group, {})[name] = KEYS[key](value)
         else:
             hybrid[key] = KEYS[key](value)
-    if "outline" in hybrid and set(hybrid["outline"]) != {"plan_guidance", "ar_prior"}:
+    if "outline" in hybrid and not {"plan_guidance", "ar_prior"} <= set(hybrid["outline"]):
         print("error: give both outline.plan_guidance and outline.ar_prior", file=sys.stderr)
         return 2
     if "ngram" in hybrid and not {"size", "penalty"} <= set(hybrid["ngram"]):

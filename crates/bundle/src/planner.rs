@@ -58,19 +58,25 @@ pub struct HybridDefaults {
     /// sampling: none, off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ngram: Option<plandiff_decoder::NgramPenalty>,
-    /// With an outline (`--outline`, `ab`'s outline arm): `--plan-guidance` and `--ar-prior`
-    /// defaults of their own, as writing to an outline asks the decoder to say what each line
-    /// says, which the fluency levers trade for fluency. Absent: the two above.
+    /// With a given plan, whose slots are encoded sentences rather than sampled (`--outline`,
+    /// `ab`'s outline arm, and `ab`'s oracle arm, the plan of the reference text):
+    /// `--plan-guidance`, `--ar-prior` and optionally `--drafts` defaults of their own, as a
+    /// given plan asks the decoder to say what each slot says, which the fluency levers trade
+    /// for fluency. Absent: the ones above.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outline: Option<OutlineDefaults>,
 }
 
-/// [`HybridDefaults::outline`]: the decoder's levers when it writes to an outline.
+/// [`HybridDefaults::outline`]: the decoder's levers when its plan is given (an outline, or
+/// a reference's plan).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutlineDefaults {
     pub plan_guidance: f64,
     pub ar_prior: f64,
+    /// `--drafts` with a given plan; absent, [`HybridDefaults::drafts`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drafts: Option<usize>,
 }
 
 impl Default for HybridDefaults {
@@ -105,9 +111,13 @@ impl HybridDefaults {
             || !within(self.plan_epsilon_scaling, 0.5, 2.0)
             || !within(self.plan_norm, 0.0, 1.0)
             || !(1..=8).contains(&self.drafts)
-            || self.outline.is_some_and(|o| !within(o.plan_guidance, 0.0, 10.0) || !within(o.ar_prior, 0.0, 1.0))
+            || self.outline.is_some_and(|o| {
+                !within(o.plan_guidance, 0.0, 10.0)
+                    || !within(o.ar_prior, 0.0, 1.0)
+                    || o.drafts.is_some_and(|n| !(1..=8).contains(&n))
+            })
         {
-            return Err("hybrid defaults need plan_guidance in [0, 10], ar_prior, plan_rescale and plan_norm in [0, 1], plan_noise_scale in [0.1, 1], plan_epsilon_scaling in [0.5, 2], drafts in 1..=8 (and the outline's plan_guidance and ar_prior in the same ranges)".into());
+            return Err("hybrid defaults need plan_guidance in [0, 10], ar_prior, plan_rescale and plan_norm in [0, 1], plan_noise_scale in [0.1, 1], plan_epsilon_scaling in [0.5, 2], drafts in 1..=8 (and the outline's plan_guidance, ar_prior and drafts in the same ranges)".into());
         }
         if let Some(n) = &self.ngram {
             n.validate().map_err(|e| format!("hybrid defaults' ngram: {e}"))?;

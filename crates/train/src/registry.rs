@@ -89,8 +89,14 @@ mod tests {
     #[test]
     fn shipped_configs_parse_and_validate() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-        // The last four hold one stage each (three fine-tunes and a larger planner).
-        let partial = ["decoder-renoise.toml", "decoder-distill.toml", "decoder-cross.toml", "planner-large.toml"];
+        // The last five hold one stage each (four fine-tunes and a larger planner).
+        let partial = [
+            "decoder-renoise.toml",
+            "decoder-distill.toml",
+            "decoder-cross.toml",
+            "decoder-cross-more.toml",
+            "planner-large.toml",
+        ];
         for name in ["tiny.toml", "base.toml", "demo.toml", "shipped.toml"].iter().chain(&partial).copied() {
             let c = load_config(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let mut checked = 0;

@@ -204,18 +204,18 @@ pub struct HybridSettings {
 }
 
 impl HybridSettings {
-    /// These settings with every lever left unset taken from the bundle's `defaults`; with an
-    /// outline (`outline`: the request writes to one), the plan guidance and the fluency prior
-    /// from the bundle's outline defaults when it has them.
-    pub fn or_defaults(&self, d: &plandiff_bundle::HybridDefaults, outline: bool) -> Self {
-        let (guidance, prior) = match d.outline.filter(|_| outline) {
-            Some(o) => (o.plan_guidance, o.ar_prior),
-            None => (d.plan_guidance, d.ar_prior),
+    /// These settings with every lever left unset taken from the bundle's `defaults`; with a
+    /// given plan (`given`: an outline, or a reference's plan), the plan guidance, the fluency
+    /// prior and the drafts from the bundle's outline defaults when it has them.
+    pub fn or_defaults(&self, d: &plandiff_bundle::HybridDefaults, given: bool) -> Self {
+        let (guidance, prior, drafts) = match d.outline.filter(|_| given) {
+            Some(o) => (o.plan_guidance, o.ar_prior, o.drafts.unwrap_or(d.drafts)),
+            None => (d.plan_guidance, d.ar_prior, d.drafts),
         };
         Self {
             plan_guidance: self.plan_guidance.or(Some(guidance)),
             ar_prior: self.ar_prior.or(Some(prior)),
-            drafts: self.drafts.or(Some(d.drafts)),
+            drafts: self.drafts.or(Some(drafts)),
             steer: PlanSteering {
                 plan_sphere: self.steer.plan_sphere.or(Some(d.plan_sphere)),
                 plan_rescale: self.steer.plan_rescale.or(Some(d.plan_rescale)),
@@ -359,7 +359,7 @@ mod tests {
             plan_epsilon_scaling: 1.05,
             plan_norm: 0.5,
             ngram: None,
-            outline: Some(plandiff_bundle::OutlineDefaults { plan_guidance: 1.0, ar_prior: 0.0 }),
+            outline: Some(plandiff_bundle::OutlineDefaults { plan_guidance: 1.0, ar_prior: 0.0, drafts: None }),
         };
         let given = HybridSettings {
             ar_prior: Some(0.0),
@@ -371,7 +371,13 @@ mod tests {
         assert_eq!((r.plan_guidance(), r.plan_rescale(), r.plan_noise_scale(), r.drafts()), (0.5, 0.7, 0.6, 2));
         assert_eq!((r.plan_epsilon_scaling(), r.plan_norm()), (1.05, 0.5));
         let o = HybridSettings::default().or_defaults(&d, true);
-        assert_eq!((o.plan_guidance(), o.ar_prior(), o.drafts()), (1.0, 0.0, 2), "the outline's own");
+        assert_eq!((o.plan_guidance(), o.ar_prior(), o.drafts()), (1.0, 0.0, 2), "the outline's own, its drafts unset");
+        let four = HybridDefaults {
+            outline: Some(plandiff_bundle::OutlineDefaults { plan_guidance: 2.5, ar_prior: 0.0, drafts: Some(4) }),
+            ..d
+        };
+        assert_eq!(HybridSettings::default().or_defaults(&four, true).drafts(), 4, "a given plan's drafts");
+        assert_eq!(HybridSettings::default().or_defaults(&four, false).drafts(), 2, "a sampled plan's drafts");
         let o = HybridSettings { plan_guidance: Some(0.3), ..HybridSettings::default() }.or_defaults(&d, true);
         assert_eq!((o.plan_guidance(), o.ar_prior()), (0.3, 0.0), "a flag still wins");
         let plain = HybridDefaults { outline: None, ..d };
