@@ -7,8 +7,8 @@ ships them without retraining. Unset keys keep their value; the file is replaced
     python3 scripts/set_hybrid_defaults.py checkpoints/tiny ar_prior=0.5 plan_guidance=1
     python3 scripts/set_hybrid_defaults.py checkpoints/tiny outline.ar_prior=0 outline.plan_guidance=1
 
-`outline.KEY` sets the levers used when the plan is given, an outline or the A/B's oracle
-reference (`outline.plan_guidance` and `outline.ar_prior` needed; `outline.drafts` optional);
+`outline.KEY` sets the levers used when the text is written to an outline
+(`outline.plan_guidance` and `outline.ar_prior` needed; `outline.drafts` optional);
 `ngram.size` and `ngram.penalty` hybrid's n-gram penalty (both keys needed; `ngram.allow`, the
 free occurrences, and `ngram.grow`, true or false, are optional).
 """

@@ -58,23 +58,21 @@ pub struct HybridDefaults {
     /// sampling: none, off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ngram: Option<plandiff_decoder::NgramPenalty>,
-    /// With a given plan, whose slots are encoded sentences rather than sampled (`--outline`,
-    /// `ab`'s outline arm, and `ab`'s oracle arm, the plan of the reference text):
-    /// `--plan-guidance`, `--ar-prior` and optionally `--drafts` defaults of their own, as a
-    /// given plan asks the decoder to say what each slot says, which the fluency levers trade
-    /// for fluency. Absent: the ones above.
+    /// With an outline (`--outline`, `ab`'s outline arm): `--plan-guidance`, `--ar-prior` and
+    /// optionally `--drafts` defaults of their own, as writing to an outline asks the decoder
+    /// to say what each line says, which the fluency levers trade for fluency. Absent: the
+    /// ones above.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outline: Option<OutlineDefaults>,
 }
 
-/// [`HybridDefaults::outline`]: the decoder's levers when its plan is given (an outline, or
-/// a reference's plan).
+/// [`HybridDefaults::outline`]: the decoder's levers when it writes to an outline.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutlineDefaults {
     pub plan_guidance: f64,
     pub ar_prior: f64,
-    /// `--drafts` with a given plan; absent, [`HybridDefaults::drafts`].
+    /// `--drafts` with an outline; absent, [`HybridDefaults::drafts`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drafts: Option<usize>,
 }

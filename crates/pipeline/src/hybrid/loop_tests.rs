@@ -253,10 +253,10 @@ fn the_ngram_penalty_exempts_the_outline_lines() {
     assert!(outlined[0].sentences.iter().all(|s| *s == word), "{:?}", outlined[0].sentences);
 }
 
-/// A given plan, an outline's or a reference's (the A/B's oracle arm), takes the bundle's
-/// outline defaults (plan guidance, drafts); a sampled one takes the others; a flag wins.
+/// An outline takes the bundle's outline defaults (plan guidance, drafts); a sampled plan, and
+/// the oracle arm's reference plan, take the others; a flag wins.
 #[test]
-fn a_given_plan_takes_the_outline_defaults() {
+fn an_outline_takes_the_outline_defaults() {
     let (mut g, _) = generator(true);
     let given = plandiff_bundle::OutlineDefaults { plan_guidance: 2.5, ar_prior: 0.0, drafts: Some(3) };
     g.defaults = plandiff_bundle::HybridDefaults { outline: Some(given), ..Default::default() };
@@ -269,6 +269,6 @@ fn a_given_plan_takes_the_outline_defaults() {
     let req = || GenRequest::new(PROMPT, 1, options(2, 500));
     assert_eq!(levers(req().with(&none)), (1.0, 1), "a sampled plan");
     assert_eq!(levers(req().with(&none).given(Given::Outline(&lines))), (2.5, 3), "an outline");
-    assert_eq!(levers(req().with(&none).given(Given::Reference("the bird sang."))), (2.5, 3), "a reference");
-    assert_eq!(levers(req().with(&flag).given(Given::Reference("the bird sang."))), (2.5, 2), "a flag wins");
+    assert_eq!(levers(req().with(&none).given(Given::Reference("the bird sang."))), (1.0, 1), "a reference");
+    assert_eq!(levers(req().with(&flag).given(Given::Outline(&lines))), (2.5, 2), "a flag wins");
 }

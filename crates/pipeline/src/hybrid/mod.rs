@@ -245,7 +245,7 @@ impl HybridGenerator {
             return Err(FieldError::new("max_tokens", 0, "must be >= 1").into());
         }
         let settings = req.settings_as::<HybridSettings>()?;
-        let levers = settings.or_defaults(&self.defaults, Self::plan_is_given(req, &settings));
+        let levers = settings.or_defaults(&self.defaults, Self::writes_to_outline(req, &settings));
         let outline = match (req.given, levers.outline.as_deref()) {
             (Some(Given::Outline(lines)), _) => Some(lines.to_vec()),
             (_, Some(path)) => Some(outline::read_outline(path)?),
@@ -301,9 +301,9 @@ impl HybridGenerator {
         Ok(Job { plan, oracle, outline: fixed, want, levers, bank, max_tokens: req.gen.max_tokens })
     }
 
-    /// Whether a request's plan is given (`--outline`, `ab`'s outline and oracle arms), not sampled.
-    fn plan_is_given(req: &GenRequest, settings: &HybridSettings) -> bool {
-        matches!(req.given, Some(Given::Outline(_) | Given::Reference(_))) || settings.outline.is_some()
+    /// Whether a request writes to an outline (`--outline`, or `ab`'s outline arm).
+    fn writes_to_outline(req: &GenRequest, settings: &HybridSettings) -> bool {
+        matches!(req.given, Some(Given::Outline(_))) || settings.outline.is_some()
     }
 
     /// The bank of `--plan-snap` and `--plan-clip` (`None` when both are off), read once per file.
@@ -411,7 +411,7 @@ impl Generator for HybridGenerator {
     fn settings(&self, req: &GenRequest) -> Result<serde_json::Map<String, serde_json::Value>> {
         let p = self.plan_sampling(req)?;
         let settings = req.settings_as::<HybridSettings>()?;
-        let levers = settings.or_defaults(&self.defaults, Self::plan_is_given(req, &settings));
+        let levers = settings.or_defaults(&self.defaults, Self::writes_to_outline(req, &settings));
         let v = json!({
             "plan_sampling": {"steps": p.steps, "sampler": p.sampler, "eta": p.eta, "guidance": p.guidance},
             "plan_candidates": levers.candidates(),

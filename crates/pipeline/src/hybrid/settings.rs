@@ -204,9 +204,9 @@ pub struct HybridSettings {
 }
 
 impl HybridSettings {
-    /// These settings with every lever left unset taken from the bundle's `defaults`; with a
-    /// given plan (`given`: an outline, or a reference's plan), the plan guidance, the fluency
-    /// prior and the drafts from the bundle's outline defaults when it has them.
+    /// These settings with every lever left unset taken from the bundle's `defaults`; with an
+    /// outline (`given`: the request writes to one), the plan guidance, the fluency prior and
+    /// the drafts from the bundle's outline defaults when it has them.
     pub fn or_defaults(&self, d: &plandiff_bundle::HybridDefaults, given: bool) -> Self {
         let (guidance, prior, drafts) = match d.outline.filter(|_| given) {
             Some(o) => (o.plan_guidance, o.ar_prior, o.drafts.unwrap_or(d.drafts)),
